@@ -1,0 +1,209 @@
+//! What the machine asks its driver to do: the one narrow door every effect leaves by.
+//!
+//! Every input returns an [`Actions`] list. The driver performs the actions in order,
+//! then feeds what happened back as new inputs, naming the ids it was given.
+
+use core::fmt;
+use core::ops::Deref;
+use core::time::Duration;
+
+use smallvec::SmallVec;
+
+use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
+
+/// Waiters inline before a [`WaiterList`] spills to the heap.
+pub const INLINE_WAITERS: usize = 4;
+
+/// The waiters one action is about, in registration order.
+pub type WaiterList = SmallVec<[WaiterId; INLINE_WAITERS]>;
+
+/// The stop requests one action finishes, in call order.
+pub type StopList = SmallVec<[StopId; 2]>;
+
+/// What a timer is for. Carried by [`Action::ScheduleTimer`] so the driver can log it;
+/// the driver reports every timer the same way, with [`Input::TimerFired`](crate::Input::TimerFired).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimerKind {
+    /// The retry timer: when it fires, the machine starts a new attempt
+    /// (Twisted's `reconnect`).
+    Retry,
+    /// The opt-in connect timeout: when it fires, the attempt is cancelled and counts
+    /// as a failed attempt ([`Failure::ConnectTimeout`]).
+    ConnectTimeout,
+    /// The opt-in prepare timeout: when it fires, the connection is closed and the
+    /// attempt counts as failed ([`Failure::PrepareTimeout`]).
+    PrepareTimeout,
+    /// The opt-in healthy timer: when it fires, the connection has stayed up long
+    /// enough for the failure counter to be reset.
+    Healthy,
+}
+
+/// Why an attempt failed, as delivered to waiters by [`Action::DeliverFailure`].
+///
+/// `E` is the error type the driver reports; the machine moves it through and never
+/// clones it. The other variants are failures the machine itself detects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure<E> {
+    /// The attempt failed with this error (`connection_failed`).
+    Connect(E),
+    /// The prepare step rejected the connection with this error (`prepare_failed`).
+    Prepare(E),
+    /// The connect timeout expired before the attempt finished.
+    ConnectTimeout,
+    /// The prepare timeout expired before the prepare step finished.
+    PrepareTimeout,
+    /// The connection was lost while it was being prepared (SPEC D3).
+    LostWhilePreparing,
+}
+
+impl<E: fmt::Display> fmt::Display for Failure<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Connect(e) => write!(f, "connection attempt failed: {e}"),
+            Failure::Prepare(e) => write!(f, "prepare step failed: {e}"),
+            Failure::ConnectTimeout => f.write_str("connection attempt timed out"),
+            Failure::PrepareTimeout => f.write_str("prepare step timed out"),
+            Failure::LostWhilePreparing => f.write_str("connection lost while preparing"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl<E: fmt::Debug + fmt::Display> std::error::Error for Failure<E> {}
+
+/// One thing the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action<E> {
+    /// Start a new attempt to open the connection. Report its outcome with
+    /// `connection_made(attempt)` or `connection_failed(attempt, error)`.
+    Connect {
+        /// The new attempt.
+        attempt: AttemptId,
+    },
+    /// Abandon this attempt (drop its future, cancel its socket). Then report
+    /// `connect_cancelled(attempt)`; if it had already produced a connection, report
+    /// `connection_made(attempt)` instead and the machine will ask to close it.
+    CancelConnect {
+        /// The attempt to cancel.
+        attempt: AttemptId,
+    },
+    /// Run the prepare step on this new connection. Report
+    /// `prepare_succeeded(attempt)` or `prepare_failed(attempt, error)`.
+    Prepare {
+        /// The connection to prepare.
+        attempt: AttemptId,
+    },
+    /// Close this connection (and abandon its prepare step, if running). Report
+    /// `client_disconnected(attempt)` once it is closed.
+    Disconnect {
+        /// The connection to close.
+        attempt: AttemptId,
+    },
+    /// Arm a timer. Report `timer_fired(timer)` when it expires, unless it is cancelled first.
+    ScheduleTimer {
+        /// The new timer.
+        timer: TimerId,
+        /// What it is for.
+        kind: TimerKind,
+        /// How long from now.
+        delay: Duration,
+    },
+    /// Disarm this timer. (If it fires anyway, the report is stale and harmless.)
+    CancelTimer {
+        /// The timer to disarm.
+        timer: TimerId,
+    },
+    /// Hand the connection to these waiters; they are answered.
+    NotifyWaiters {
+        /// The connection (named by the attempt that made it).
+        attempt: AttemptId,
+        /// The waiters, in registration order.
+        waiters: WaiterList,
+    },
+    /// Fail these waiters with this failure; they are answered. All of them receive
+    /// the same failure: share it (e.g. behind an `Arc`) if you need it more than once.
+    DeliverFailure {
+        /// The waiters, in registration order.
+        waiters: WaiterList,
+        /// Why.
+        failure: Failure<E>,
+    },
+    /// Fail these waiters as cancelled (the service stopped); they are answered.
+    CancelWaiters {
+        /// The waiters, in registration order.
+        waiters: WaiterList,
+    },
+    /// These stop requests are done: nothing is left open (SPEC D7).
+    FinishStopping {
+        /// The stop requests, in call order.
+        stops: StopList,
+    },
+    /// The retry policy gave up: the machine is now `Stopped` until started again.
+    GaveUp {
+        /// Consecutive failures when it gave up.
+        failed_attempts: u32,
+    },
+}
+
+/// Actions inline before an [`Actions`] list spills to the heap. No transition of
+/// the machine emits more than this many (see the machine docs), so action lists
+/// never allocate.
+pub const INLINE_ACTIONS: usize = 5;
+
+/// The ordered list of actions one input produces.
+///
+/// Perform them in order. It derefs to a slice and can be iterated by value.
+#[must_use = "the driver must perform every action, in order"]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actions<E>(SmallVec<[Action<E>; INLINE_ACTIONS]>);
+
+impl<E> Actions<E> {
+    /// An empty list.
+    pub fn new() -> Self {
+        Actions(SmallVec::new())
+    }
+
+    pub(crate) fn push(&mut self, action: Action<E>) {
+        self.0.push(action);
+    }
+
+    /// The actions as a slice.
+    pub fn as_slice(&self) -> &[Action<E>] {
+        &self.0
+    }
+}
+
+impl<E> Default for Actions<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<E> Deref for Actions<E> {
+    type Target = [Action<E>];
+    fn deref(&self) -> &[Action<E>] {
+        &self.0
+    }
+}
+
+impl<E> IntoIterator for Actions<E> {
+    type Item = Action<E>;
+    type IntoIter = smallvec::IntoIter<[Action<E>; INLINE_ACTIONS]>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a, E> IntoIterator for &'a Actions<E> {
+    type Item = &'a Action<E>;
+    type IntoIter = core::slice::Iter<'a, Action<E>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<E> FromIterator<Action<E>> for Actions<E> {
+    fn from_iter<I: IntoIterator<Item = Action<E>>>(iter: I) -> Self {
+        Actions(iter.into_iter().collect())
+    }
+}

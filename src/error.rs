@@ -1,0 +1,155 @@
+//! Typed errors: bad input to the machine, bad configuration, bad policy parameters.
+//!
+//! None of these is ever a panic, and returning one never changes anything: the
+//! machine (or the policy builder) is exactly as it was before the call.
+
+use core::time::Duration;
+
+use crate::ids::{AttemptId, TimerId, WaiterId};
+use crate::machine::State;
+
+/// An input the machine cannot accept in its current state.
+///
+/// The machine returns this instead of acting, and changes nothing: its state,
+/// counters and pending waiters and stops are exactly as before the call.
+/// `Display` names the state, the input and the reason, e.g.
+/// `connection_made rejected in state Init: attempt#7 was never issued by this machine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("{input} rejected in state {state}: {reason}")]
+pub struct InputError {
+    /// The state the machine was (and still is) in.
+    pub state: State,
+    /// Which input was rejected.
+    pub input: InputKind,
+    /// Why it was rejected.
+    pub reason: Rejection,
+}
+
+/// Why an input was rejected. See [`InputError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The report names an attempt this machine never started (a forged id or
+    /// one from another machine).
+    #[error("{0} was never issued by this machine")]
+    UnknownAttempt(AttemptId),
+    /// The report names a timer this machine never scheduled.
+    #[error("{0} was never issued by this machine")]
+    UnknownTimer(TimerId),
+    /// The request names a waiter this machine never registered.
+    #[error("{0} was never issued by this machine")]
+    UnknownWaiter(WaiterId),
+    /// `connection_made` for the current attempt, which has already been reported made.
+    #[error("{0} was already reported made")]
+    AlreadyMade(AttemptId),
+    /// A report that needs a connection (`prepare_*`, `client_disconnected`) names the
+    /// current attempt, which has not been reported made yet.
+    #[error("{0} has not been reported made")]
+    NotMade(AttemptId),
+    /// `connection_failed` for the current attempt, which already produced a connection.
+    #[error("{0} already produced a connection")]
+    AlreadyConnected(AttemptId),
+    /// `prepare_succeeded` / `prepare_failed` for the current connection, which is not
+    /// being prepared (no prepare step is configured, or it already finished).
+    #[error("{0} is not being prepared")]
+    NotPreparing(AttemptId),
+    /// `connect_cancelled` for the current attempt, which the machine never asked to cancel.
+    #[error("{0} was never asked to be cancelled")]
+    NotCancelled(AttemptId),
+}
+
+/// The kind of an [`Input`](crate::Input), for error messages and traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InputKind {
+    /// [`Input::Start`](crate::Input::Start).
+    Start,
+    /// [`Input::Stop`](crate::Input::Stop).
+    Stop,
+    /// [`Input::WhenConnected`](crate::Input::WhenConnected).
+    WhenConnected,
+    /// [`Input::CancelWaiter`](crate::Input::CancelWaiter).
+    CancelWaiter,
+    /// [`Input::ConnectionMade`](crate::Input::ConnectionMade).
+    ConnectionMade,
+    /// [`Input::ConnectionFailed`](crate::Input::ConnectionFailed).
+    ConnectionFailed,
+    /// [`Input::ConnectCancelled`](crate::Input::ConnectCancelled).
+    ConnectCancelled,
+    /// [`Input::PrepareSucceeded`](crate::Input::PrepareSucceeded).
+    PrepareSucceeded,
+    /// [`Input::PrepareFailed`](crate::Input::PrepareFailed).
+    PrepareFailed,
+    /// [`Input::ClientDisconnected`](crate::Input::ClientDisconnected).
+    ClientDisconnected,
+    /// [`Input::TimerFired`](crate::Input::TimerFired).
+    TimerFired,
+}
+
+impl InputKind {
+    /// The input's name as the method that feeds it (`"connection_made"`, …).
+    pub const fn name(self) -> &'static str {
+        match self {
+            InputKind::Start => "start",
+            InputKind::Stop => "stop",
+            InputKind::WhenConnected => "when_connected",
+            InputKind::CancelWaiter => "cancel_waiter",
+            InputKind::ConnectionMade => "connection_made",
+            InputKind::ConnectionFailed => "connection_failed",
+            InputKind::ConnectCancelled => "connect_cancelled",
+            InputKind::PrepareSucceeded => "prepare_succeeded",
+            InputKind::PrepareFailed => "prepare_failed",
+            InputKind::ClientDisconnected => "client_disconnected",
+            InputKind::TimerFired => "timer_fired",
+        }
+    }
+}
+
+impl core::fmt::Display for InputKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A [`Config`](crate::Config) the machine refuses to run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A timeout of zero would expire before any I/O could happen.
+    #[error("the {which} must be longer than zero")]
+    ZeroTimeout {
+        /// `"connect timeout"`, `"prepare timeout"` or `"healthy-after delay"`.
+        which: &'static str,
+    },
+    /// A prepare timeout was set but no prepare step is configured.
+    #[error("a prepare timeout was set but `prepare` is off")]
+    PrepareTimeoutWithoutPrepare,
+}
+
+/// Retry-policy parameters that make no sense, rejected when the policy is built.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The growth factor is NaN or infinite.
+    #[error("backoff factor must be a finite number, got {0}")]
+    FactorNotFinite(f64),
+    /// The growth factor is below 1, so delays would shrink.
+    #[error("backoff factor must be at least 1, got {0}")]
+    FactorBelowOne(f64),
+    /// The cap is below the first delay.
+    #[error("maximum delay {max:?} is below the initial delay {initial:?}")]
+    MaxBelowInitial {
+        /// The initial delay.
+        initial: Duration,
+        /// The maximum delay.
+        max: Duration,
+    },
+    /// A delay given in seconds is negative, NaN or too large for a `Duration`.
+    #[error("{which} must be a finite, non-negative number of seconds, got {value}")]
+    InvalidSeconds {
+        /// Which parameter.
+        which: &'static str,
+        /// The value given.
+        value: f64,
+    },
+}

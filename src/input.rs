@@ -1,0 +1,96 @@
+//! Everything that can happen to the machine, as one enum.
+//!
+//! Drivers usually call the machine's methods ([`Machine::start`](crate::Machine::start),
+//! [`Machine::connection_made`](crate::Machine::connection_made), …); the `Input` enum
+//! is the same set as data, for property tests, fuzzers and trace recorders, fed with
+//! [`Machine::handle`](crate::Machine::handle).
+
+use core::num::NonZeroU32;
+
+use crate::error::InputKind;
+use crate::ids::{AttemptId, TimerId, WaiterId};
+
+/// One input to the [`Machine`](crate::Machine).
+///
+/// Reports (everything but the first four) name the attempt, connection or timer
+/// they are about, so the machine can tell a current report from a stale one
+/// (SPEC D1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input<E> {
+    /// Start (or restart) the service.
+    Start,
+    /// Stop the service. Gets a [`StopId`](crate::StopId), finished by
+    /// [`Action::FinishStopping`](crate::Action::FinishStopping) once nothing is left open.
+    Stop,
+    /// Ask for the connection. Gets a [`WaiterId`], later answered by
+    /// `NotifyWaiters`, `DeliverFailure` or `CancelWaiters`.
+    WhenConnected {
+        /// Fail this waiter when this many failed attempts have happened since it
+        /// registered (the attempt in flight included). `None`: never fail on failures.
+        fail_after_failures: Option<NonZeroU32>,
+    },
+    /// Withdraw a waiter (its future was dropped). It is forgotten, never answered.
+    CancelWaiter {
+        /// The waiter.
+        waiter: WaiterId,
+    },
+    /// The attempt produced a connection.
+    ConnectionMade {
+        /// The attempt.
+        attempt: AttemptId,
+    },
+    /// The attempt failed.
+    ConnectionFailed {
+        /// The attempt.
+        attempt: AttemptId,
+        /// Why; moved to the waiters whose threshold it reaches.
+        error: E,
+    },
+    /// The attempt the machine asked to cancel (`CancelConnect`) is gone without a
+    /// connection.
+    ConnectCancelled {
+        /// The attempt.
+        attempt: AttemptId,
+    },
+    /// The prepare step accepted the connection.
+    PrepareSucceeded {
+        /// The connection (named by its attempt).
+        attempt: AttemptId,
+    },
+    /// The prepare step rejected the connection. The machine will ask to close it (D2).
+    PrepareFailed {
+        /// The connection (named by its attempt).
+        attempt: AttemptId,
+        /// Why; moved to the waiters whose threshold it reaches.
+        error: E,
+    },
+    /// The connection is closed: lost, or closed because the machine asked (`Disconnect`).
+    ClientDisconnected {
+        /// The connection (named by its attempt).
+        attempt: AttemptId,
+    },
+    /// A timer expired. For the retry timer this is Twisted's `reconnect`.
+    TimerFired {
+        /// The timer.
+        timer: TimerId,
+    },
+}
+
+impl<E> Input<E> {
+    /// The input's kind (its name without its data).
+    pub fn kind(&self) -> InputKind {
+        match self {
+            Input::Start => InputKind::Start,
+            Input::Stop => InputKind::Stop,
+            Input::WhenConnected { .. } => InputKind::WhenConnected,
+            Input::CancelWaiter { .. } => InputKind::CancelWaiter,
+            Input::ConnectionMade { .. } => InputKind::ConnectionMade,
+            Input::ConnectionFailed { .. } => InputKind::ConnectionFailed,
+            Input::ConnectCancelled { .. } => InputKind::ConnectCancelled,
+            Input::PrepareSucceeded { .. } => InputKind::PrepareSucceeded,
+            Input::PrepareFailed { .. } => InputKind::PrepareFailed,
+            Input::ClientDisconnected { .. } => InputKind::ClientDisconnected,
+            Input::TimerFired { .. } => InputKind::TimerFired,
+        }
+    }
+}

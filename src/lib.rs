@@ -1,0 +1,147 @@
+//! # redial: keep one outgoing client connection alive
+//!
+//! The heart of redial is [`Machine`], a pure, sans-IO state machine modelled on
+//! Twisted's `ClientService`. You feed it inputs (start, stop, connection made,
+//! connection failed, timer fired, client disconnected, when-connected requests) and
+//! it returns the [`Actions`] to perform (connect, cancel, prepare, disconnect,
+//! schedule or cancel a timer, notify waiters, deliver a failure, finish a stop). It
+//! does no I/O, reads no clock and draws no randomness of its own (the retry
+//! policy's jitter is seeded), so it runs in any executor, in a hand-written event
+//! loop, on `no_std` targets and in property tests.
+//!
+//! ## The run loop you write
+//!
+//! A driver owns the machine, performs each action, and reports what happened,
+//! naming the id it was given. Here the "network" is scripted, and time is a
+//! number we step by hand:
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use std::time::Duration;
+//! use redial::{Action, Backoff, Jitter, Machine, State};
+//!
+//! // Twisted's default backoff, without jitter so the delays are exact.
+//! let policy = Backoff::twisted(7).with_jitter(Jitter::None);
+//! let mut machine: Machine<&'static str> = Machine::new(policy);
+//!
+//! // The first two attempts are refused, the third one connects.
+//! let mut outcomes = VecDeque::from([Err("refused"), Err("refused"), Ok(())]);
+//! let mut now = Duration::ZERO;
+//! let mut pending = machine.start().into_iter().collect::<VecDeque<_>>();
+//! let (waiter, actions) = machine.when_connected(None);
+//! pending.extend(actions);
+//!
+//! while let Some(action) = pending.pop_front() {
+//!     let next = match action {
+//!         Action::Connect { attempt } => match outcomes.pop_front().unwrap() {
+//!             Ok(()) => machine.connection_made(attempt).unwrap(),
+//!             Err(e) => machine.connection_failed(attempt, e).unwrap(),
+//!         },
+//!         Action::ScheduleTimer { timer, delay, .. } => {
+//!             now += delay; // a real loop sleeps; we jump ahead
+//!             machine.timer_fired(timer).unwrap()
+//!         }
+//!         Action::NotifyWaiters { attempt, waiters } => {
+//!             assert_eq!(waiters.as_slice(), &[waiter]);
+//!             println!("{attempt} is up; {} waiter(s) told", waiters.len());
+//!             continue;
+//!         }
+//!         other => unreachable!("not in this script: {other:?}"),
+//!     };
+//!     pending.extend(next);
+//! }
+//! assert_eq!(machine.state(), State::Connected);
+//! assert_eq!(now, Duration::from_millis(1500 + 2250)); // 1 s·1.5, then 1 s·1.5²
+//!
+//! // Stopping closes the connection; the stop finishes once its loss is reported.
+//! let (stop, actions) = machine.stop();
+//! let Action::Disconnect { attempt } = actions[0] else { unreachable!() };
+//! let actions = machine.client_disconnected(attempt).unwrap();
+//! assert_eq!(actions.as_slice(), &[Action::FinishStopping { stops: [stop].into_iter().collect() }]);
+//! assert_eq!(machine.state(), State::Stopped);
+//! ```
+//!
+//! A real driver does the same with sockets and timers; `examples/custom_loop.rs`
+//! drives the machine against a real TCP listener with nothing but `std`.
+//!
+//! ## Inputs
+//!
+//! Every input is a method ([`Machine::start`], [`Machine::connection_made`], …) and
+//! also a variant of [`Input`], fed with [`Machine::handle`]: what property tests,
+//! fuzzers and trace recorders generate. `start`, `stop` and `when_connected` are
+//! accepted in every state; every report names the attempt, connection (the attempt
+//! that made it) or timer it is about.
+//!
+//! A report about something the machine no longer tracks is **stale** and changes
+//! nothing (a stale "connection made" gets that orphan connection closed). A report
+//! that names an id the machine never issued, or that contradicts what the machine
+//! knows (the current attempt reported made twice, a prepare result for a
+//! connection that is not being prepared), is **bad input**: the machine returns an
+//! [`InputError`] naming the state, the input and the reason, and changes nothing.
+//!
+//! The driver's side of the contract: after `CancelConnect`, report the attempt
+//! gone with `connect_cancelled` (or `connection_failed`, or `connection_made` if it
+//! won the race); after `Disconnect`, report `client_disconnected`. Until then the
+//! machine counts it as still open, and no stop finishes (D7).
+//!
+//! ## Where redial differs from Twisted, and why
+//!
+//! Each of these is a verified Twisted bug, fixed on purpose:
+//!
+//! * **D1 Identity.** Every report names its attempt, connection or timer, so a late
+//!   result of a cancelled attempt, the loss of an old connection or a cancelled
+//!   timer firing is stale and harmless. Twisted has no identity: an old
+//!   connection's loss knocks out the current one and opens a second connection.
+//! * **D2** A connection rejected by the prepare step is closed (Twisted leaves it open).
+//! * **D3** A connection lost while preparing is a failed attempt and is retried
+//!   (Twisted can stay in Connecting forever).
+//! * **D4** `stop` while preparing closes the connection and finishes when its loss
+//!   is reported (Twisted leaves the transport open).
+//! * **D5** `stop` before `start` cancels pending waiters, as Twisted's docs promise.
+//! * **D6** Restarting waits for whatever Disconnecting waited for, a cancelled
+//!   attempt as well as a connection (Twisted gets stuck).
+//! * **D7** A finished stop means nothing is left: no attempt in flight, no
+//!   connection open (rejected and orphan ones included), no timer armed.
+//! * **D8** No re-entrancy: inputs are plain calls that return actions; nothing runs
+//!   inside a transition.
+//!
+//! ## Decisions the contract left open
+//!
+//! * A timer firing while the machine is in a state that does not expect it can
+//!   only be a timer the machine already cancelled or consumed (ids are never
+//!   reused), so it is stale rather than an error: a driver cannot always win the
+//!   race against its own timer wheel. Ids never issued are errors.
+//! * At most one timer is armed at a time: the retry timer while `Waiting`, or the
+//!   current attempt's connect timeout, prepare timeout or healthy timer.
+//! * On `prepare_failed` the actions are: cancel the prepare timeout, `Disconnect`
+//!   the rejected connection (D2), schedule the retry, deliver the failure.
+//! * When the policy gives up, every pending waiter receives the last failure, then
+//!   [`Action::GaveUp`]; the machine is `Stopped` until started again. A `stop`
+//!   while a rejected connection is still closing waits for it (D7).
+//! * Finished stop requests, answered waiters and closed connections are
+//!   forgotten; withdrawn waiters ([`Machine::cancel_waiter`]) are never answered.
+//!
+//! ## Features
+//!
+//! * `std` (default): `std::error::Error` for [`Failure`], a randomly seeded
+//!   [`Backoff::default`]. Without it the crate is `#![no_std]` with `alloc`.
+#![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod actions;
+pub mod error;
+pub mod ids;
+pub mod input;
+pub mod machine;
+pub mod policy;
+
+pub use actions::{Action, Actions, Failure, StopList, TimerKind, WaiterList};
+pub use error::{ConfigError, InputError, InputKind, PolicyError, Rejection};
+pub use ids::{AttemptId, StopId, TimerId, WaiterId};
+pub use input::Input;
+pub use machine::{Config, Counters, Machine, State, Step};
+pub use policy::{from_fn, Backoff, FromFn, GiveUpAfter, Jitter, RetryPolicy, SplitMix64};

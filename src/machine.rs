@@ -1,0 +1,830 @@
+//! The sans-IO reconnecting-client state machine.
+//!
+//! Every input goes through two steps, each one `match`:
+//!
+//! 1. [`Machine::classify`] resolves identities: is this report about the current
+//!    attempt, about one the machine is still waiting to see gone, or stale (D1)?
+//!    Bad input is rejected here, before anything changes.
+//! 2. [`Machine::transition`] is the transition table of SPEC §3: one arm per
+//!    `(state, event)` row.
+
+use alloc::vec::Vec;
+use core::fmt;
+use core::marker::PhantomData;
+use core::num::NonZeroU32;
+use core::time::Duration;
+
+use smallvec::{smallvec, SmallVec};
+
+use crate::actions::{Action, Actions, Failure, StopList, TimerKind, WaiterList};
+use crate::error::{ConfigError, InputError, Rejection};
+use crate::ids::{AttemptId, Counter, StopId, TimerId, WaiterId};
+use crate::input::Input;
+use crate::policy::{Backoff, RetryPolicy};
+
+/// Twisted's seven states (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Never started.
+    Init,
+    /// An attempt, or the prepare step of its connection, is in flight.
+    Connecting,
+    /// The retry timer is armed.
+    Waiting,
+    /// The connection is up (and prepared).
+    Connected,
+    /// Stop requested; waiting for what is still open to go away.
+    Disconnecting,
+    /// As `Disconnecting`, but `start` was called meanwhile: connect once it is gone.
+    Restarting,
+    /// Stopped (by `stop`, or because the retry policy gave up).
+    Stopped,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Opt-in behaviour beyond Twisted (SPEC §7). The default behaves as Twisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Config {
+    /// Run a prepare step on each new connection before anyone is told it exists
+    /// (`Action::Prepare`). Its failure means "retry".
+    pub prepare: bool,
+    /// Cancel an attempt that takes longer than this; counts as a failed attempt
+    /// ([`Failure::ConnectTimeout`]).
+    pub connect_timeout: Option<Duration>,
+    /// Close a connection whose prepare step takes longer than this; counts as a
+    /// failed attempt ([`Failure::PrepareTimeout`]). Needs `prepare`.
+    pub prepare_timeout: Option<Duration>,
+    /// Reset the failure counter only once a connection has stayed up this long,
+    /// instead of as soon as it is connected, so a peer that accepts and drops at
+    /// once cannot cause a tight loop.
+    pub reset_backoff_after: Option<Duration>,
+}
+
+impl Config {
+    /// Checks the configuration; [`Machine::with_config`] calls this.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let zero = |d: Option<Duration>| d == Some(Duration::ZERO);
+        if zero(self.connect_timeout) {
+            return Err(ConfigError::ZeroTimeout { which: "connect timeout" });
+        }
+        if zero(self.prepare_timeout) {
+            return Err(ConfigError::ZeroTimeout { which: "prepare timeout" });
+        }
+        if zero(self.reset_backoff_after) {
+            return Err(ConfigError::ZeroTimeout { which: "healthy-after delay" });
+        }
+        if self.prepare_timeout.is_some() && !self.prepare {
+            return Err(ConfigError::PrepareTimeoutWithoutPrepare);
+        }
+        Ok(())
+    }
+}
+
+/// Running totals a user can read (SPEC §7). They only grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// Attempts started (`Connect` actions).
+    pub attempts: u64,
+    /// Failed attempts: attempt failed, prepare failed, timed out, lost while preparing.
+    pub failures: u64,
+    /// Times the machine became `Connected`.
+    pub connections: u64,
+    /// Established connections lost.
+    pub losses: u64,
+}
+
+/// What one [`Machine::handle`] call produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step<E> {
+    /// The actions, in order.
+    pub actions: Actions<E>,
+    /// The new waiter's id, for [`Input::WhenConnected`].
+    pub waiter: Option<WaiterId>,
+    /// The new stop request's id, for [`Input::Stop`].
+    pub stop: Option<StopId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Attempting,
+    Preparing,
+    Connected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Current {
+    attempt: AttemptId,
+    phase: Phase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Waiter {
+    id: WaiterId,
+    /// Fail when `failure_events` reaches this.
+    fail_at: Option<u64>,
+}
+
+/// What an input means once its ids are resolved: the rows of the transition table.
+enum Event<E> {
+    Start,
+    Stop,
+    WhenConnected(Option<NonZeroU32>),
+    /// A pending waiter withdrawn.
+    CancelWaiter(WaiterId),
+    /// The current attempt produced its connection.
+    Made(AttemptId),
+    /// The current attempt, or its prepare step, failed.
+    AttemptFailed(Failure<E>),
+    /// The current connection passed its prepare step.
+    Prepared(AttemptId),
+    /// The current, established connection was lost.
+    Lost,
+    /// The armed timer fired.
+    Timer(TimerKind),
+    /// Something the machine was waiting to see gone (a cancelled attempt, a
+    /// closing connection) is gone.
+    Gone(AttemptId),
+    /// A stale "connection made": close that orphan connection (D1).
+    Orphan(AttemptId),
+    /// A stale report: nothing to do (D1).
+    Stale,
+}
+
+/// The reconnecting-client state machine. See the [crate docs](crate) for the run loop.
+///
+/// `E` is the error type of failed attempts and prepare steps; the machine moves it
+/// to waiters and never clones it. `P` is the [`RetryPolicy`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machine<E, P = Backoff> {
+    state: State,
+    config: Config,
+    policy: P,
+    /// The attempt or connection the machine is about, if any (invariant 1).
+    current: Option<Current>,
+    /// Attempts asked to cancel, not yet reported gone.
+    cancelled: SmallVec<[AttemptId; 2]>,
+    /// Connections asked to close, not yet reported closed.
+    closing: SmallVec<[AttemptId; 2]>,
+    /// The one armed timer: retry (Waiting) or the current attempt's timeout/healthy timer.
+    timer: Option<(TimerId, TimerKind)>,
+    /// Pending waiters in registration order (so sorted by id).
+    waiters: Vec<Waiter>,
+    /// How many pending waiters have a failure threshold.
+    waiters_with_threshold: usize,
+    /// Pending stop requests in call order.
+    stops: StopList,
+    failed_attempts: u32,
+    /// Failures while connecting, ever: waiter thresholds count against it.
+    failure_events: u64,
+    counters: Counters,
+    attempt_ids: Counter,
+    timer_ids: Counter,
+    waiter_ids: Counter,
+    stop_ids: Counter,
+    _error: PhantomData<fn() -> E>,
+}
+
+impl<E> Default for Machine<E, Backoff> {
+    /// A machine with Twisted's default backoff (see [`Backoff::default`]) and no opt-ins.
+    fn default() -> Self {
+        Machine::new(Backoff::default())
+    }
+}
+
+impl<E, P: RetryPolicy> Machine<E, P> {
+    /// A machine in `Init` with this retry policy and the default [`Config`] (Twisted's behaviour).
+    pub fn new(policy: P) -> Self {
+        Machine {
+            state: State::Init,
+            config: Config::default(),
+            policy,
+            current: None,
+            cancelled: SmallVec::new(),
+            closing: SmallVec::new(),
+            timer: None,
+            waiters: Vec::new(),
+            waiters_with_threshold: 0,
+            stops: SmallVec::new(),
+            failed_attempts: 0,
+            failure_events: 0,
+            counters: Counters::default(),
+            attempt_ids: Counter::default(),
+            timer_ids: Counter::default(),
+            waiter_ids: Counter::default(),
+            stop_ids: Counter::default(),
+            _error: PhantomData,
+        }
+    }
+
+    /// A machine in `Init` with this retry policy and these opt-ins.
+    pub fn with_config(policy: P, config: Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut machine = Machine::new(policy);
+        machine.config = config;
+        Ok(machine)
+    }
+
+    // ----- inputs as methods ---------------------------------------------------------
+
+    /// Feeds one input. Bad input returns an [`InputError`] and changes nothing.
+    pub fn handle(&mut self, input: Input<E>) -> Result<Step<E>, InputError> {
+        let kind = input.kind();
+        let event = self.classify(input).map_err(|reason| InputError {
+            state: self.state,
+            input: kind,
+            reason,
+        })?;
+        let mut step = Step {
+            actions: Actions::new(),
+            waiter: None,
+            stop: None,
+        };
+        self.transition(event, &mut step);
+        Ok(step)
+    }
+
+    /// Starts the service (a no-op unless `Init`, `Stopped` or `Disconnecting`).
+    pub fn start(&mut self) -> Actions<E> {
+        self.infallible(Input::Start).actions
+    }
+
+    /// Asks the service to stop. The returned [`StopId`] is finished by
+    /// [`Action::FinishStopping`] once nothing is left open (maybe in these actions).
+    pub fn stop(&mut self) -> (StopId, Actions<E>) {
+        let step = self.infallible(Input::Stop);
+        (step.stop.unwrap_or(StopId::from_raw(u64::MAX)), step.actions)
+    }
+
+    /// Asks for the connection. The returned [`WaiterId`] is answered exactly once
+    /// (maybe in these actions) unless it is withdrawn with [`Machine::cancel_waiter`].
+    pub fn when_connected(
+        &mut self,
+        fail_after_failures: Option<NonZeroU32>,
+    ) -> (WaiterId, Actions<E>) {
+        let step = self.infallible(Input::WhenConnected { fail_after_failures });
+        (
+            step.waiter.unwrap_or(WaiterId::from_raw(u64::MAX)),
+            step.actions,
+        )
+    }
+
+    /// Withdraws a waiter: it is forgotten and never answered. Withdrawing one already
+    /// answered is stale and does nothing.
+    pub fn cancel_waiter(&mut self, waiter: WaiterId) -> Result<Actions<E>, InputError> {
+        self.report(Input::CancelWaiter { waiter })
+    }
+
+    /// The attempt produced a connection.
+    pub fn connection_made(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
+        self.report(Input::ConnectionMade { attempt })
+    }
+
+    /// The attempt failed with `error`.
+    pub fn connection_failed(
+        &mut self,
+        attempt: AttemptId,
+        error: E,
+    ) -> Result<Actions<E>, InputError> {
+        self.report(Input::ConnectionFailed { attempt, error })
+    }
+
+    /// An attempt the machine asked to cancel is gone without a connection.
+    pub fn connect_cancelled(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
+        self.report(Input::ConnectCancelled { attempt })
+    }
+
+    /// The prepare step accepted the connection.
+    pub fn prepare_succeeded(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
+        self.report(Input::PrepareSucceeded { attempt })
+    }
+
+    /// The prepare step rejected the connection with `error`.
+    pub fn prepare_failed(
+        &mut self,
+        attempt: AttemptId,
+        error: E,
+    ) -> Result<Actions<E>, InputError> {
+        self.report(Input::PrepareFailed { attempt, error })
+    }
+
+    /// The connection is closed (lost, or closed because the machine asked).
+    pub fn client_disconnected(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
+        self.report(Input::ClientDisconnected { attempt })
+    }
+
+    /// A timer fired. For the retry timer this is Twisted's `reconnect`.
+    #[doc(alias = "reconnect")]
+    pub fn timer_fired(&mut self, timer: TimerId) -> Result<Actions<E>, InputError> {
+        self.report(Input::TimerFired { timer })
+    }
+
+    fn report(&mut self, input: Input<E>) -> Result<Actions<E>, InputError> {
+        self.handle(input).map(|step| step.actions)
+    }
+
+    /// `start`, `stop` and `when_connected` are accepted in every state.
+    fn infallible(&mut self, input: Input<E>) -> Step<E> {
+        let mut step = Step {
+            actions: Actions::new(),
+            waiter: None,
+            stop: None,
+        };
+        if let Ok(event) = self.classify(input) {
+            self.transition(event, &mut step);
+        }
+        step
+    }
+
+    // ----- reading -------------------------------------------------------------------
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Consecutive failures so far (what the retry policy was last asked about).
+    pub fn failed_attempts(&self) -> u32 {
+        self.failed_attempts
+    }
+
+    /// Running totals.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The opt-ins this machine runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The retry policy.
+    pub fn policy(&self) -> &P {
+        &self.policy
+    }
+
+    /// The current attempt or connection, if any.
+    pub fn current_attempt(&self) -> Option<AttemptId> {
+        self.current.map(|c| c.attempt)
+    }
+
+    /// The current connection, if the machine is `Connected`.
+    pub fn connection(&self) -> Option<AttemptId> {
+        match self.current {
+            Some(Current {
+                attempt,
+                phase: Phase::Connected,
+            }) => Some(attempt),
+            _ => None,
+        }
+    }
+
+    /// The armed timer, if any (at most one is armed at a time).
+    pub fn armed_timer(&self) -> Option<(TimerId, TimerKind)> {
+        self.timer
+    }
+
+    /// Pending waiters, in registration order.
+    pub fn pending_waiters(&self) -> impl ExactSizeIterator<Item = WaiterId> + '_ {
+        self.waiters.iter().map(|w| w.id)
+    }
+
+    /// Pending stop requests, in call order.
+    pub fn pending_stops(&self) -> &[StopId] {
+        &self.stops
+    }
+
+    /// Attempts asked to cancel and connections asked to close that have not been
+    /// reported gone yet. A stop finishes only when this is empty and nothing is
+    /// current (SPEC D7).
+    pub fn outstanding(&self) -> impl Iterator<Item = AttemptId> + '_ {
+        self.cancelled.iter().chain(self.closing.iter()).copied()
+    }
+
+    // ----- step 1: identities --------------------------------------------------------
+
+    /// Resolves the ids an input names. Changes nothing; bad input is rejected here.
+    fn classify(&self, input: Input<E>) -> Result<Event<E>, Rejection> {
+        use Phase::*;
+        Ok(match input {
+            Input::Start => Event::Start,
+            Input::Stop => Event::Stop,
+            Input::WhenConnected {
+                fail_after_failures,
+            } => Event::WhenConnected(fail_after_failures),
+            Input::CancelWaiter { waiter } => {
+                if !self.waiter_ids.issued(waiter.raw()) {
+                    return Err(Rejection::UnknownWaiter(waiter));
+                }
+                match self.waiters.binary_search_by_key(&waiter, |w| w.id) {
+                    Ok(_) => Event::CancelWaiter(waiter),
+                    Err(_) => Event::Stale,
+                }
+            }
+            Input::TimerFired { timer } => {
+                if !self.timer_ids.issued(timer.raw()) {
+                    return Err(Rejection::UnknownTimer(timer));
+                }
+                match self.timer {
+                    Some((armed, kind)) if armed == timer => Event::Timer(kind),
+                    _ => Event::Stale,
+                }
+            }
+            Input::ConnectionMade { attempt } => match self.whose(attempt)? {
+                Whose::Current(Attempting) => Event::Made(attempt),
+                Whose::Current(_) => return Err(Rejection::AlreadyMade(attempt)),
+                Whose::Closing => Event::Stale,
+                Whose::Cancelled | Whose::Old => Event::Orphan(attempt),
+            },
+            Input::ConnectionFailed { attempt, error } => match self.whose(attempt)? {
+                Whose::Current(Attempting) => Event::AttemptFailed(Failure::Connect(error)),
+                Whose::Current(_) => return Err(Rejection::AlreadyConnected(attempt)),
+                Whose::Cancelled => Event::Gone(attempt),
+                Whose::Closing | Whose::Old => Event::Stale,
+            },
+            Input::ConnectCancelled { attempt } => match self.whose(attempt)? {
+                Whose::Current(_) => return Err(Rejection::NotCancelled(attempt)),
+                Whose::Cancelled => Event::Gone(attempt),
+                Whose::Closing | Whose::Old => Event::Stale,
+            },
+            Input::PrepareSucceeded { attempt } => match self.whose(attempt)? {
+                Whose::Current(Preparing) => Event::Prepared(attempt),
+                Whose::Current(Attempting) => return Err(Rejection::NotMade(attempt)),
+                Whose::Current(Connected) => return Err(Rejection::NotPreparing(attempt)),
+                Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
+            },
+            Input::PrepareFailed { attempt, error } => match self.whose(attempt)? {
+                Whose::Current(Preparing) => Event::AttemptFailed(Failure::Prepare(error)),
+                Whose::Current(Attempting) => return Err(Rejection::NotMade(attempt)),
+                Whose::Current(Connected) => return Err(Rejection::NotPreparing(attempt)),
+                Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
+            },
+            Input::ClientDisconnected { attempt } => match self.whose(attempt)? {
+                Whose::Current(Attempting) => return Err(Rejection::NotMade(attempt)),
+                Whose::Current(Preparing) => Event::AttemptFailed(Failure::LostWhilePreparing),
+                Whose::Current(Connected) => Event::Lost,
+                Whose::Closing => Event::Gone(attempt),
+                Whose::Cancelled | Whose::Old => Event::Stale,
+            },
+        })
+    }
+
+    fn whose(&self, attempt: AttemptId) -> Result<Whose, Rejection> {
+        if !self.attempt_ids.issued(attempt.raw()) {
+            return Err(Rejection::UnknownAttempt(attempt));
+        }
+        Ok(match self.current {
+            Some(c) if c.attempt == attempt => Whose::Current(c.phase),
+            _ if self.cancelled.contains(&attempt) => Whose::Cancelled,
+            _ if self.closing.contains(&attempt) => Whose::Closing,
+            _ => Whose::Old,
+        })
+    }
+
+    // ----- step 2: the transition table (SPEC §3) ------------------------------------
+
+    fn transition(&mut self, event: Event<E>, step: &mut Step<E>) {
+        use State::*;
+        let out = &mut step.actions;
+        match (self.state, event) {
+            // Identity bookkeeping, the same in every state (D1, D7).
+            (_, Event::Stale) => {}
+            (_, Event::Orphan(attempt)) => {
+                self.cancelled.retain(|a| *a != attempt);
+                self.closing.push(attempt);
+                out.push(Action::Disconnect { attempt });
+            }
+            (_, Event::CancelWaiter(waiter)) => self.forget_waiter(waiter),
+
+            // start
+            (Init | Stopped, Event::Start) => {
+                self.state = Connecting;
+                self.connect(out);
+            }
+            (Disconnecting, Event::Start) => self.state = Restarting,
+            (Connecting | Waiting | Connected | Restarting, Event::Start) => {}
+
+            // stop
+            (Init | Stopped, Event::Stop) => {
+                let stop = self.new_stop();
+                step.stop = Some(stop);
+                if self.nothing_outstanding() {
+                    self.state = Stopped;
+                    self.cancel_waiters(out);
+                    self.finish_stops(out);
+                } else {
+                    // Only after giving up with a rejected connection still closing (D7).
+                    self.state = Disconnecting;
+                }
+            }
+            (Connecting | Connected, Event::Stop) => {
+                step.stop = Some(self.new_stop());
+                self.abandon_current(out);
+                self.state = Disconnecting;
+            }
+            (Waiting, Event::Stop) => {
+                step.stop = Some(self.new_stop());
+                if self.nothing_outstanding() {
+                    self.state = Stopped;
+                    self.cancel_waiters(out);
+                    self.disarm(out);
+                    self.finish_stops(out);
+                } else {
+                    self.disarm(out);
+                    self.state = Disconnecting;
+                }
+            }
+            (Disconnecting | Restarting, Event::Stop) => {
+                step.stop = Some(self.new_stop());
+                self.state = Disconnecting;
+            }
+
+            // when_connected
+            (Connected, Event::WhenConnected(_)) => {
+                let waiter = self.new_waiter_id();
+                step.waiter = Some(waiter);
+                if let Some(attempt) = self.connection() {
+                    out.push(Action::NotifyWaiters {
+                        attempt,
+                        waiters: smallvec![waiter],
+                    });
+                }
+            }
+            (Stopped, Event::WhenConnected(_)) => {
+                let waiter = self.new_waiter_id();
+                step.waiter = Some(waiter);
+                out.push(Action::CancelWaiters {
+                    waiters: smallvec![waiter],
+                });
+            }
+            (Init | Connecting | Waiting | Disconnecting | Restarting, Event::WhenConnected(n)) => {
+                let waiter = self.new_waiter_id();
+                step.waiter = Some(waiter);
+                let fail_at = n.map(|n| self.failure_events + u64::from(n.get()));
+                self.waiters_with_threshold += usize::from(fail_at.is_some());
+                self.waiters.push(Waiter {
+                    id: waiter,
+                    fail_at,
+                });
+            }
+
+            // reports about the current attempt (classify only yields these while Connecting)
+            (Connecting, Event::Made(attempt)) => {
+                self.disarm(out);
+                if self.config.prepare {
+                    self.set_phase(Phase::Preparing);
+                    out.push(Action::Prepare { attempt });
+                    if let Some(delay) = self.config.prepare_timeout {
+                        self.arm(TimerKind::PrepareTimeout, delay, out);
+                    }
+                } else {
+                    self.connected(attempt, out);
+                }
+            }
+            (Connecting, Event::Prepared(attempt)) => {
+                self.disarm(out);
+                self.connected(attempt, out);
+            }
+            (Connecting, Event::AttemptFailed(failure)) => {
+                self.disarm(out);
+                if let (Some(current), Failure::Prepare(_)) = (self.current, &failure) {
+                    // D2: a connection rejected by prepare is closed.
+                    self.closing.push(current.attempt);
+                    out.push(Action::Disconnect {
+                        attempt: current.attempt,
+                    });
+                }
+                self.current = None;
+                self.failed(failure, out);
+            }
+            (Connecting, Event::Timer(TimerKind::ConnectTimeout)) => {
+                self.timer = None;
+                self.abandon_current(out);
+                self.failed(Failure::ConnectTimeout, out);
+            }
+            (Connecting, Event::Timer(TimerKind::PrepareTimeout)) => {
+                self.timer = None;
+                self.abandon_current(out);
+                self.failed(Failure::PrepareTimeout, out);
+            }
+
+            // Connected
+            (Connected, Event::Lost) => {
+                self.disarm(out);
+                self.current = None;
+                self.counters.losses += 1;
+                self.failed_attempts = self.failed_attempts.saturating_add(1);
+                self.retry_or_give_up(None, out);
+            }
+            (Connected, Event::Timer(TimerKind::Healthy)) => {
+                self.timer = None;
+                self.failed_attempts = 0;
+            }
+
+            // Waiting
+            (Waiting, Event::Timer(TimerKind::Retry)) => {
+                self.timer = None;
+                self.state = Connecting;
+                self.connect(out);
+            }
+
+            // something the machine was waiting to see gone is gone
+            (_, Event::Gone(attempt)) => {
+                self.cancelled.retain(|a| *a != attempt);
+                self.closing.retain(|a| *a != attempt);
+                if self.nothing_outstanding() && self.current.is_none() {
+                    match self.state {
+                        Disconnecting => {
+                            self.state = Stopped;
+                            self.cancel_waiters(out);
+                            self.finish_stops(out);
+                        }
+                        Restarting => {
+                            self.state = Connecting;
+                            self.connect(out);
+                            self.finish_stops(out);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+
+            // classify() never yields these combinations: an event about the current
+            // attempt needs one, and a timer event needs that timer armed.
+            (
+                Init | Waiting | Connected | Disconnecting | Restarting | Stopped,
+                Event::Made(_) | Event::Prepared(_) | Event::AttemptFailed(_),
+            )
+            | (Init | Connecting | Waiting | Disconnecting | Restarting | Stopped, Event::Lost)
+            | (_, Event::Timer(_)) => {}
+        }
+    }
+
+    // ----- the pieces the table is made of -------------------------------------------
+
+    fn connect(&mut self, out: &mut Actions<E>) {
+        let attempt = AttemptId::from_raw(self.attempt_ids.next());
+        self.current = Some(Current {
+            attempt,
+            phase: Phase::Attempting,
+        });
+        self.counters.attempts += 1;
+        out.push(Action::Connect { attempt });
+        if let Some(delay) = self.config.connect_timeout {
+            self.arm(TimerKind::ConnectTimeout, delay, out);
+        }
+    }
+
+    fn connected(&mut self, attempt: AttemptId, out: &mut Actions<E>) {
+        self.state = State::Connected;
+        self.set_phase(Phase::Connected);
+        self.counters.connections += 1;
+        match self.config.reset_backoff_after {
+            Some(delay) => self.arm(TimerKind::Healthy, delay, out),
+            None => self.failed_attempts = 0,
+        }
+        if !self.waiters.is_empty() {
+            let waiters = self.waiters.drain(..).map(|w| w.id).collect();
+            self.waiters_with_threshold = 0;
+            out.push(Action::NotifyWaiters { attempt, waiters });
+        }
+    }
+
+    /// The current attempt failed (its cleanup is done): count it, then retry or give up.
+    fn failed(&mut self, failure: Failure<E>, out: &mut Actions<E>) {
+        self.current = None;
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        self.failure_events += 1;
+        self.counters.failures += 1;
+        self.retry_or_give_up(Some(failure), out);
+    }
+
+    fn retry_or_give_up(&mut self, failure: Option<Failure<E>>, out: &mut Actions<E>) {
+        match self.policy.next_delay(self.failed_attempts) {
+            Some(delay) => {
+                self.state = State::Waiting;
+                self.arm(TimerKind::Retry, delay, out);
+                if let Some(failure) = failure {
+                    self.deliver_failure(failure, false, out);
+                }
+            }
+            None => {
+                self.state = State::Stopped;
+                if let Some(failure) = failure {
+                    self.deliver_failure(failure, true, out);
+                }
+                out.push(Action::GaveUp {
+                    failed_attempts: self.failed_attempts,
+                });
+            }
+        }
+    }
+
+    /// Fails the waiters whose threshold this failure reaches (all of them if `all`).
+    fn deliver_failure(&mut self, failure: Failure<E>, all: bool, out: &mut Actions<E>) {
+        let waiters: WaiterList = if all {
+            self.waiters_with_threshold = 0;
+            self.waiters.drain(..).map(|w| w.id).collect()
+        } else if self.waiters_with_threshold == 0 {
+            return;
+        } else {
+            let now = self.failure_events;
+            let mut due = WaiterList::new();
+            self.waiters.retain(|w| match w.fail_at {
+                Some(at) if at <= now => {
+                    due.push(w.id);
+                    false
+                }
+                _ => true,
+            });
+            self.waiters_with_threshold -= due.len();
+            due
+        };
+        if !waiters.is_empty() {
+            out.push(Action::DeliverFailure { waiters, failure });
+        }
+    }
+
+    /// Lets go of the current attempt or connection: cancel or close it, and disarm
+    /// its timer. It stays outstanding until reported gone.
+    fn abandon_current(&mut self, out: &mut Actions<E>) {
+        if let Some(Current { attempt, phase }) = self.current.take() {
+            if phase == Phase::Attempting {
+                self.cancelled.push(attempt);
+                out.push(Action::CancelConnect { attempt });
+            } else {
+                self.closing.push(attempt);
+                out.push(Action::Disconnect { attempt });
+            }
+        }
+        self.disarm(out);
+    }
+
+    fn arm(&mut self, kind: TimerKind, delay: Duration, out: &mut Actions<E>) {
+        let timer = TimerId::from_raw(self.timer_ids.next());
+        self.timer = Some((timer, kind));
+        out.push(Action::ScheduleTimer { timer, kind, delay });
+    }
+
+    fn disarm(&mut self, out: &mut Actions<E>) {
+        if let Some((timer, _)) = self.timer.take() {
+            out.push(Action::CancelTimer { timer });
+        }
+    }
+
+    fn cancel_waiters(&mut self, out: &mut Actions<E>) {
+        if !self.waiters.is_empty() {
+            self.waiters_with_threshold = 0;
+            let waiters = self.waiters.drain(..).map(|w| w.id).collect();
+            out.push(Action::CancelWaiters { waiters });
+        }
+    }
+
+    fn finish_stops(&mut self, out: &mut Actions<E>) {
+        if !self.stops.is_empty() {
+            out.push(Action::FinishStopping {
+                stops: core::mem::take(&mut self.stops),
+            });
+        }
+    }
+
+    fn forget_waiter(&mut self, waiter: WaiterId) {
+        if let Ok(index) = self.waiters.binary_search_by_key(&waiter, |w| w.id) {
+            let removed = self.waiters.remove(index);
+            self.waiters_with_threshold -= usize::from(removed.fail_at.is_some());
+        }
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        if let Some(current) = &mut self.current {
+            current.phase = phase;
+        }
+    }
+
+    fn nothing_outstanding(&self) -> bool {
+        self.cancelled.is_empty() && self.closing.is_empty()
+    }
+
+    fn new_stop(&mut self) -> StopId {
+        let stop = StopId::from_raw(self.stop_ids.next());
+        self.stops.push(stop);
+        stop
+    }
+
+    fn new_waiter_id(&mut self) -> WaiterId {
+        WaiterId::from_raw(self.waiter_ids.next())
+    }
+}
+
+/// Who an attempt id names, as seen by the machine now.
+enum Whose {
+    Current(Phase),
+    Cancelled,
+    Closing,
+    /// Issued, but nothing the machine still tracks: stale.
+    Old,
+}
