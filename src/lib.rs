@@ -126,6 +126,7 @@
 //! * `std` (default): `std::error::Error` for [`Failure`], a randomly seeded
 //!   [`Backoff::default`]. Without it the crate is `#![no_std]` with `alloc`.
 #![no_std]
+#![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 extern crate alloc;
