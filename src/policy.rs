@@ -128,6 +128,7 @@ pub trait RetryPolicy {
     /// assert_eq!(policy.next_delay(2), Some(Duration::from_secs(1)));
     /// assert_eq!(policy.next_delay(3), None);
     /// ```
+    #[must_use]
     fn give_up_after(self, max_failures: u32) -> GiveUpAfter<Self>
     where
         Self: Sized,
@@ -166,6 +167,7 @@ pub struct FromFn<F>(F);
 /// assert_eq!(policy.next_delay(1), Some(Duration::ZERO));
 /// assert_eq!(policy.next_delay(10), None);
 /// ```
+#[must_use]
 pub fn from_fn<F: FnMut(u32) -> Option<Duration>>(f: F) -> FromFn<F> {
     FromFn(f)
 }
@@ -350,6 +352,7 @@ impl Backoff {
 
     /// Sets the jitter mode (and restarts [`Jitter::Decorrelated`]'s memory of the
     /// previous delay).
+    #[must_use]
     pub fn with_jitter(self, jitter: Jitter) -> Backoff {
         Backoff {
             jitter,
@@ -361,6 +364,7 @@ impl Backoff {
     /// Reseeds the random generator used for jitter (and restarts
     /// [`Jitter::Decorrelated`]'s memory of the previous delay). The same seed gives
     /// the same sequence of delays.
+    #[must_use]
     pub fn with_seed(self, seed: u64) -> Backoff {
         Backoff {
             rng: SplitMix64::new(seed),
@@ -395,6 +399,11 @@ impl Backoff {
     /// `min(initial · factor^failed_attempts, max)`, rounded to the nearest
     /// nanosecond.
     ///
+    /// It is computed in `f64` over nanoseconds, so it is exact whenever the exact
+    /// result is representable (as with Twisted's parameters: 1.5 s, 2.25 s,
+    /// 3.375 s, …) and otherwise within `f64` rounding (about one part in 2⁵³); it
+    /// is always within `[initial, max]`. With `factor == 1` it is exactly `initial`.
+    ///
     /// Never panics and never overflows, for any `failed_attempts` up to
     /// [`u32::MAX`]: a power too large for `f64` is simply capped at `max`. When
     /// `initial` is zero it is zero for every `failed_attempts`.
@@ -414,15 +423,16 @@ impl Backoff {
     fn base_nanos(&self, n: u32) -> u128 {
         let initial = self.initial.as_nanos();
         let max = self.max.as_nanos();
-        if initial == 0 {
-            return 0;
+        if initial == 0 || n == 0 || self.factor == 1.0 {
+            return initial;
         }
         // Exact for exact inputs (e.g. 1e9 · 1.5³), correctly capped otherwise: an
         // infinite power gives an infinite product, which is not below `max`.
         let product = initial as f64 * powu(self.factor, n);
         if product < max as f64 {
-            // Round to the nearest nanosecond; `as` saturates and `product >= 0`.
-            ((product + 0.5) as u128).min(max)
+            // Round to the nearest nanosecond (`as` saturates, `product > 0`), and
+            // keep f64 rounding of huge values inside `[initial, max]`.
+            ((product + 0.5) as u128).clamp(initial, max)
         } else {
             max
         }
