@@ -1,0 +1,215 @@
+//! Bad input in every state: a typed error naming the state and the input, and the
+//! whole machine (state, counters, pending waiters and stops, ids, policy) exactly as
+//! it was.
+
+use std::time::Duration;
+
+use redial::{
+    AttemptId, Backoff, Config, Input, InputError, InputKind, Jitter, Machine, Rejection, State,
+    TimerId, WaiterId,
+};
+
+type E = &'static str;
+type M = Machine<E, Backoff>;
+
+fn a(n: u64) -> AttemptId {
+    AttemptId::from_raw(n)
+}
+
+const NEVER: u64 = 1_000_000;
+
+fn fresh() -> M {
+    let config = Config {
+        prepare: true,
+        connect_timeout: Some(Duration::from_secs(5)),
+        ..Config::default()
+    };
+    let policy = Backoff::twisted(1).with_jitter(Jitter::Full);
+    Machine::with_config(policy, config).unwrap()
+}
+
+/// A machine in each of the seven states (Connecting twice: attempting and preparing),
+/// with waiters and stops pending where the state allows.
+fn machines() -> Vec<(&'static str, M)> {
+    let mut out = Vec::new();
+    let mut m = fresh();
+    let _ = m.when_connected(None);
+    out.push(("init", m.clone()));
+
+    let _ = m.start();
+    out.push(("attempting", m.clone()));
+
+    let _ = m.connection_made(a(0)).unwrap();
+    out.push(("preparing", m.clone()));
+
+    let _ = m.prepare_succeeded(a(0)).unwrap();
+    out.push(("connected", m.clone()));
+
+    let _ = m.client_disconnected(a(0)).unwrap();
+    let _ = m.when_connected(None);
+    out.push(("waiting", m.clone()));
+
+    let (timer, _) = m.armed_timer().unwrap();
+    let _ = m.timer_fired(timer).unwrap();
+    let _ = m.stop();
+    out.push(("disconnecting", m.clone()));
+
+    let _ = m.start();
+    out.push(("restarting", m.clone()));
+
+    let _ = m.stop();
+    let _ = m.connect_cancelled(a(1)).unwrap();
+    out.push(("stopped", m));
+    out
+}
+
+fn assert_rejected(name: &str, m: &M, input: Input<E>, reason: Rejection) {
+    let mut after = m.clone();
+    let kind = input.kind();
+    let err = after
+        .handle(input.clone())
+        .expect_err(&format!("{name}: {input:?} should be rejected"));
+    assert_eq!(
+        err,
+        InputError {
+            state: m.state(),
+            input: kind,
+            reason
+        },
+        "{name}: {input:?}"
+    );
+    assert_eq!(&after, m, "{name}: {input:?} changed the machine");
+    // The message names the state and the input.
+    let text = err.to_string();
+    assert!(text.contains(&m.state().to_string()), "{text}");
+    assert!(text.contains(kind.name()), "{text}");
+}
+
+#[test]
+fn ids_never_issued_are_rejected_in_every_state() {
+    let machines = machines();
+    assert_eq!(machines.len(), 8);
+    for (name, m) in &machines {
+        let unknown = a(NEVER);
+        for input in [
+            Input::ConnectionMade { attempt: unknown },
+            Input::ConnectionFailed {
+                attempt: unknown,
+                error: "x",
+            },
+            Input::ConnectCancelled { attempt: unknown },
+            Input::PrepareSucceeded { attempt: unknown },
+            Input::PrepareFailed {
+                attempt: unknown,
+                error: "x",
+            },
+            Input::ClientDisconnected { attempt: unknown },
+        ] {
+            assert_rejected(name, m, input, Rejection::UnknownAttempt(unknown));
+        }
+        let timer = TimerId::from_raw(NEVER);
+        assert_rejected(
+            name,
+            m,
+            Input::TimerFired { timer },
+            Rejection::UnknownTimer(timer),
+        );
+        let waiter = WaiterId::from_raw(NEVER);
+        assert_rejected(
+            name,
+            m,
+            Input::CancelWaiter { waiter },
+            Rejection::UnknownWaiter(waiter),
+        );
+    }
+}
+
+#[test]
+fn a_connection_reported_made_in_init_is_rejected() {
+    let (name, init) = &machines()[0];
+    assert_eq!(init.state(), State::Init);
+    assert_rejected(
+        name,
+        init,
+        Input::ConnectionMade { attempt: a(0) },
+        Rejection::UnknownAttempt(a(0)),
+    );
+}
+
+#[test]
+fn reports_that_contradict_the_current_attempt_are_rejected() {
+    let machines = machines();
+    let find = |wanted: &str| machines.iter().find(|(n, _)| *n == wanted).unwrap();
+
+    // Attempting: not made yet, not cancelled.
+    let (name, m) = find("attempting");
+    assert_rejected(name, m, Input::PrepareSucceeded { attempt: a(0) }, Rejection::NotMade(a(0)));
+    assert_rejected(
+        name,
+        m,
+        Input::PrepareFailed {
+            attempt: a(0),
+            error: "x",
+        },
+        Rejection::NotMade(a(0)),
+    );
+    assert_rejected(name, m, Input::ClientDisconnected { attempt: a(0) }, Rejection::NotMade(a(0)));
+    assert_rejected(name, m, Input::ConnectCancelled { attempt: a(0) }, Rejection::NotCancelled(a(0)));
+
+    // Preparing: already made.
+    let (name, m) = find("preparing");
+    assert_rejected(name, m, Input::ConnectionMade { attempt: a(0) }, Rejection::AlreadyMade(a(0)));
+    assert_rejected(
+        name,
+        m,
+        Input::ConnectionFailed {
+            attempt: a(0),
+            error: "x",
+        },
+        Rejection::AlreadyConnected(a(0)),
+    );
+
+    // Connected: made, prepared, not cancellable.
+    let (name, m) = find("connected");
+    assert_rejected(name, m, Input::ConnectionMade { attempt: a(0) }, Rejection::AlreadyMade(a(0)));
+    assert_rejected(name, m, Input::PrepareSucceeded { attempt: a(0) }, Rejection::NotPreparing(a(0)));
+    assert_rejected(
+        name,
+        m,
+        Input::PrepareFailed {
+            attempt: a(0),
+            error: "x",
+        },
+        Rejection::NotPreparing(a(0)),
+    );
+    assert_rejected(name, m, Input::ConnectCancelled { attempt: a(0) }, Rejection::NotCancelled(a(0)));
+}
+
+#[test]
+fn rejection_messages_read_well() {
+    let mut m: Machine<E> = Machine::new(Backoff::twisted(0));
+    let err = m.connection_made(a(7)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "connection_made rejected in state Init: attempt#7 was never issued by this machine"
+    );
+    assert_eq!(err.input, InputKind::ConnectionMade);
+}
+
+#[test]
+fn stale_input_changes_nothing_in_every_state() {
+    // Ids that were issued but are no longer tracked: a withdrawn-and-answered waiter,
+    // a consumed timer, an attempt whose connection is long closed.
+    for (name, m) in machines() {
+        if m.state() == State::Init {
+            continue; // nothing issued yet
+        }
+        let mut after = m.clone();
+        let stale_timer = TimerId::from_raw(0); // the first connect timeout, long consumed
+        if after.armed_timer().map(|(t, _)| t) != Some(stale_timer) {
+            let actions = after.timer_fired(stale_timer).unwrap();
+            assert!(actions.is_empty(), "{name}");
+            assert_eq!(after, m, "{name}: stale timer changed the machine");
+        }
+    }
+}

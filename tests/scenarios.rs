@@ -1,0 +1,952 @@
+//! One scenario per row of SPEC §3, per deviation D1–D8 and per §7 feature,
+//! written as tables: input → the exact actions expected, in order.
+//!
+//! Ids are issued 0, 1, 2, … per kind, so a table can name them in advance:
+//! `a(0)` is the first attempt, `t(0)` the first timer, `w(0)` the first waiter,
+//! `s(0)` the first stop request.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use redial::{
+    Action, AttemptId, Config, Failure, Input, Machine, RetryPolicy, State, StopId, TimerId,
+    TimerKind, WaiterId,
+};
+
+type E = &'static str;
+/// Retry delay n seconds after n failures: predictable, so tables can name delays.
+type Linear = fn(u32) -> Duration;
+type M = Machine<E, Linear>;
+
+fn linear(n: u32) -> Duration {
+    Duration::from_secs(u64::from(n))
+}
+
+fn machine() -> M {
+    Machine::new(linear as Linear)
+}
+
+fn with(config: Config) -> M {
+    Machine::with_config(linear as Linear, config).unwrap()
+}
+
+fn a(n: u64) -> AttemptId {
+    AttemptId::from_raw(n)
+}
+fn t(n: u64) -> TimerId {
+    TimerId::from_raw(n)
+}
+fn w(n: u64) -> WaiterId {
+    WaiterId::from_raw(n)
+}
+fn s(n: u64) -> StopId {
+    StopId::from_raw(n)
+}
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+// Inputs, named as the methods that feed them.
+fn start() -> Input<E> {
+    Input::Start
+}
+fn stop() -> Input<E> {
+    Input::Stop
+}
+fn when_connected() -> Input<E> {
+    Input::WhenConnected {
+        fail_after_failures: None,
+    }
+}
+fn when_connected_fail_after(n: u32) -> Input<E> {
+    Input::WhenConnected {
+        fail_after_failures: NonZeroU32::new(n),
+    }
+}
+fn cancel_waiter(waiter: WaiterId) -> Input<E> {
+    Input::CancelWaiter { waiter }
+}
+fn made(attempt: AttemptId) -> Input<E> {
+    Input::ConnectionMade { attempt }
+}
+fn failed(attempt: AttemptId, error: E) -> Input<E> {
+    Input::ConnectionFailed { attempt, error }
+}
+fn cancelled(attempt: AttemptId) -> Input<E> {
+    Input::ConnectCancelled { attempt }
+}
+fn prepared(attempt: AttemptId) -> Input<E> {
+    Input::PrepareSucceeded { attempt }
+}
+fn prepare_failed(attempt: AttemptId, error: E) -> Input<E> {
+    Input::PrepareFailed { attempt, error }
+}
+fn lost(attempt: AttemptId) -> Input<E> {
+    Input::ClientDisconnected { attempt }
+}
+fn fired(timer: TimerId) -> Input<E> {
+    Input::TimerFired { timer }
+}
+
+// Actions.
+fn connect(attempt: AttemptId) -> Action<E> {
+    Action::Connect { attempt }
+}
+fn cancel_connect(attempt: AttemptId) -> Action<E> {
+    Action::CancelConnect { attempt }
+}
+fn prepare(attempt: AttemptId) -> Action<E> {
+    Action::Prepare { attempt }
+}
+fn disconnect(attempt: AttemptId) -> Action<E> {
+    Action::Disconnect { attempt }
+}
+fn retry_in(timer: TimerId, delay: Duration) -> Action<E> {
+    Action::ScheduleTimer {
+        timer,
+        kind: TimerKind::Retry,
+        delay,
+    }
+}
+fn timer(timer: TimerId, kind: TimerKind, delay: Duration) -> Action<E> {
+    Action::ScheduleTimer { timer, kind, delay }
+}
+fn cancel_timer(timer: TimerId) -> Action<E> {
+    Action::CancelTimer { timer }
+}
+fn notify(attempt: AttemptId, waiters: &[WaiterId]) -> Action<E> {
+    Action::NotifyWaiters {
+        attempt,
+        waiters: waiters.iter().copied().collect(),
+    }
+}
+fn deliver(waiters: &[WaiterId], failure: Failure<E>) -> Action<E> {
+    Action::DeliverFailure {
+        waiters: waiters.iter().copied().collect(),
+        failure,
+    }
+}
+fn cancel_waiters(waiters: &[WaiterId]) -> Action<E> {
+    Action::CancelWaiters {
+        waiters: waiters.iter().copied().collect(),
+    }
+}
+fn finish(stops: &[StopId]) -> Action<E> {
+    Action::FinishStopping {
+        stops: stops.iter().copied().collect(),
+    }
+}
+
+/// Feeds each input and checks its actions exactly; returns the machine.
+fn run<P: RetryPolicy + Clone + PartialEq + std::fmt::Debug>(
+    mut m: Machine<E, P>,
+    table: &[(Input<E>, Vec<Action<E>>)],
+) -> Machine<E, P> {
+    for (row, (input, expected)) in table.iter().enumerate() {
+        let step = m
+            .handle(input.clone())
+            .unwrap_or_else(|e| panic!("row {row}: {input:?} rejected: {e}"));
+        assert_eq!(
+            step.actions.as_slice(),
+            expected.as_slice(),
+            "row {row}: {input:?} (now {:?})",
+            m.state()
+        );
+    }
+    m
+}
+
+/// Drives a fresh machine into `Connected` with attempt 0 (no waiters).
+fn connected() -> M {
+    run(
+        machine(),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![]),
+        ],
+    )
+}
+
+/// Drives a fresh machine into `Waiting` after one failed attempt; retry timer t(0).
+fn waiting() -> M {
+    run(
+        machine(),
+        &[
+            (start(), vec![connect(a(0))]),
+            (failed(a(0), "refused"), vec![retry_in(t(0), secs(1))]),
+        ],
+    )
+}
+
+// ----- SPEC §3, row by row -------------------------------------------------------------
+
+#[test]
+fn init_start_connects() {
+    let m = run(machine(), &[(start(), vec![connect(a(0))])]);
+    assert_eq!(m.state(), State::Connecting);
+    assert_eq!(m.counters().attempts, 1);
+}
+
+#[test]
+fn init_stop_cancels_waiters_and_finishes_at_once_d5() {
+    let m = run(
+        machine(),
+        &[
+            (when_connected(), vec![]),
+            (when_connected_fail_after(1), vec![]),
+            (stop(), vec![cancel_waiters(&[w(0), w(1)]), finish(&[s(0)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+}
+
+#[test]
+fn when_connected_queues_in_every_state_but_connected_and_stopped() {
+    // Init, Connecting, Waiting, Disconnecting, Restarting: queued, answered later.
+    let m = run(
+        machine(),
+        &[
+            (when_connected(), vec![]),                            // Init
+            (start(), vec![connect(a(0))]),
+            (when_connected(), vec![]),                            // Connecting
+            (failed(a(0), "refused"), vec![retry_in(t(0), secs(1))]),
+            (when_connected(), vec![]),                            // Waiting
+            (fired(t(0)), vec![connect(a(1))]),
+            (stop(), vec![cancel_connect(a(1))]),
+            (when_connected(), vec![]),                            // Disconnecting
+            (start(), vec![]),
+            (when_connected(), vec![]),                            // Restarting
+        ],
+    );
+    assert_eq!(m.state(), State::Restarting);
+    assert_eq!(m.pending_waiters().collect::<Vec<_>>(), [w(0), w(1), w(2), w(3), w(4)]);
+}
+
+#[test]
+fn connecting_start_does_nothing() {
+    run(
+        machine(),
+        &[(start(), vec![connect(a(0))]), (start(), vec![])],
+    );
+}
+
+#[test]
+fn connecting_stop_cancels_the_attempt_and_finishes_when_it_is_gone() {
+    let m = run(
+        machine(),
+        &[
+            (start(), vec![connect(a(0))]),
+            (when_connected(), vec![]),
+            (stop(), vec![cancel_connect(a(0))]),
+            (cancelled(a(0)), vec![cancel_waiters(&[w(0)]), finish(&[s(0)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+}
+
+#[test]
+fn connecting_stop_also_finishes_when_the_cancelled_attempt_reports_failure() {
+    run(
+        machine(),
+        &[
+            (start(), vec![connect(a(0))]),
+            (stop(), vec![cancel_connect(a(0))]),
+            (failed(a(0), "cancelled"), vec![finish(&[s(0)])]),
+        ],
+    );
+}
+
+#[test]
+fn connecting_connection_made_notifies_every_waiter_in_order() {
+    let m = run(
+        machine(),
+        &[
+            (when_connected(), vec![]),
+            (start(), vec![connect(a(0))]),
+            (when_connected_fail_after(3), vec![]),
+            (made(a(0)), vec![notify(a(0), &[w(0), w(1)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Connected);
+    assert_eq!(m.connection(), Some(a(0)));
+    assert_eq!(m.counters().connections, 1);
+}
+
+#[test]
+fn connecting_connection_made_resets_failed_attempts() {
+    let m = run(
+        waiting(),
+        &[
+            (fired(t(0)), vec![connect(a(1))]),
+            (failed(a(1), "refused"), vec![retry_in(t(1), secs(2))]),
+            (fired(t(1)), vec![connect(a(2))]),
+        ],
+    );
+    assert_eq!(m.failed_attempts(), 2);
+    let m = run(m, &[(made(a(2)), vec![])]);
+    assert_eq!(m.failed_attempts(), 0);
+}
+
+#[test]
+fn connecting_with_prepare_prepares_before_anyone_is_told() {
+    let config = Config {
+        prepare: true,
+        ..Config::default()
+    };
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (when_connected(), vec![]),
+            (made(a(0)), vec![prepare(a(0))]),
+            (when_connected(), vec![]),
+            (prepared(a(0)), vec![notify(a(0), &[w(0), w(1)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Connected);
+}
+
+#[test]
+fn connecting_failure_schedules_then_delivers_to_waiters_at_their_threshold() {
+    let m = run(
+        machine(),
+        &[
+            (start(), vec![connect(a(0))]),
+            (when_connected(), vec![]),
+            (when_connected_fail_after(1), vec![]),
+            (when_connected_fail_after(2), vec![]),
+            (
+                failed(a(0), "refused"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    deliver(&[w(1)], Failure::Connect("refused")),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(m.state(), State::Waiting);
+    assert_eq!(m.failed_attempts(), 1);
+    assert_eq!(m.pending_waiters().collect::<Vec<_>>(), [w(0), w(2)]);
+}
+
+#[test]
+fn prepare_failure_closes_the_rejected_connection_and_retries_d2() {
+    let config = Config {
+        prepare: true,
+        ..Config::default()
+    };
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (when_connected_fail_after(1), vec![]),
+            (made(a(0)), vec![prepare(a(0))]),
+            (
+                prepare_failed(a(0), "bad password"),
+                vec![
+                    disconnect(a(0)),
+                    retry_in(t(0), secs(1)),
+                    deliver(&[w(0)], Failure::Prepare("bad password")),
+                ],
+            ),
+            (lost(a(0)), vec![]),
+        ],
+    );
+    assert_eq!(m.state(), State::Waiting);
+    assert_eq!(m.outstanding().count(), 0);
+    assert_eq!(m.counters().failures, 1);
+}
+
+#[test]
+fn waiting_start_does_nothing() {
+    run(waiting(), &[(start(), vec![])]);
+}
+
+#[test]
+fn waiting_retry_timer_reconnects() {
+    let m = run(waiting(), &[(fired(t(0)), vec![connect(a(1))])]);
+    assert_eq!(m.state(), State::Connecting);
+}
+
+#[test]
+fn waiting_stop_cancels_waiters_then_the_timer_then_finishes() {
+    let m = run(
+        waiting(),
+        &[
+            (when_connected(), vec![]),
+            (
+                stop(),
+                vec![cancel_waiters(&[w(0)]), cancel_timer(t(0)), finish(&[s(0)])],
+            ),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+    assert_eq!(m.armed_timer(), None);
+}
+
+#[test]
+fn connected_start_does_nothing() {
+    run(connected(), &[(start(), vec![])]);
+}
+
+#[test]
+fn connected_when_connected_notifies_at_once_ignoring_the_threshold() {
+    run(
+        connected(),
+        &[
+            (when_connected(), vec![notify(a(0), &[w(0)])]),
+            (when_connected_fail_after(1), vec![notify(a(0), &[w(1)])]),
+        ],
+    );
+}
+
+#[test]
+fn connected_loss_waits_before_retrying_never_instantly() {
+    let m = run(connected(), &[(lost(a(0)), vec![retry_in(t(0), secs(1))])]);
+    assert_eq!(m.state(), State::Waiting);
+    assert_eq!(m.failed_attempts(), 1);
+    assert_eq!(m.counters().losses, 1);
+}
+
+#[test]
+fn connected_stop_closes_and_finishes_when_the_loss_is_reported() {
+    let m = run(
+        connected(),
+        &[
+            (stop(), vec![disconnect(a(0))]),
+            (lost(a(0)), vec![finish(&[s(0)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+}
+
+#[test]
+fn disconnecting_stop_is_queued_and_finished_with_the_first() {
+    run(
+        connected(),
+        &[
+            (stop(), vec![disconnect(a(0))]),
+            (stop(), vec![]),
+            (lost(a(0)), vec![finish(&[s(0), s(1)])]),
+        ],
+    );
+}
+
+#[test]
+fn disconnecting_start_restarts_once_the_connection_is_gone() {
+    let m = run(
+        connected(),
+        &[
+            (stop(), vec![disconnect(a(0))]),
+            (start(), vec![]),
+            (when_connected(), vec![]),
+            (lost(a(0)), vec![connect(a(1)), finish(&[s(0)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Connecting);
+    // Waiters are kept for the new connection.
+    let m = run(m, &[(made(a(1)), vec![notify(a(1), &[w(0)])])]);
+    assert_eq!(m.state(), State::Connected);
+}
+
+#[test]
+fn restarting_stop_abandons_the_restart() {
+    let m = run(
+        connected(),
+        &[
+            (stop(), vec![disconnect(a(0))]),
+            (start(), vec![]),
+            (stop(), vec![]),
+            (lost(a(0)), vec![finish(&[s(0), s(1)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+}
+
+#[test]
+fn stopped_start_connects_without_resetting_failed_attempts() {
+    let m = run(
+        waiting(),
+        &[
+            (stop(), vec![cancel_timer(t(0)), finish(&[s(0)])]),
+            (start(), vec![connect(a(1))]),
+        ],
+    );
+    assert_eq!(m.failed_attempts(), 1);
+    // The next failure asks the policy for 2.
+    run(m, &[(failed(a(1), "refused"), vec![retry_in(t(1), secs(2))])]);
+}
+
+#[test]
+fn stopped_stop_finishes_at_once() {
+    run(
+        machine(),
+        &[
+            (stop(), vec![finish(&[s(0)])]),
+            (stop(), vec![finish(&[s(1)])]),
+        ],
+    );
+}
+
+#[test]
+fn stopped_when_connected_cancels_at_once() {
+    run(
+        machine(),
+        &[
+            (stop(), vec![finish(&[s(0)])]),
+            (when_connected(), vec![cancel_waiters(&[w(0)])]),
+        ],
+    );
+}
+
+// ----- SPEC §4: counting ---------------------------------------------------------------
+
+#[test]
+fn first_retry_asks_the_policy_for_one_never_zero() {
+    let asked = std::cell::RefCell::new(Vec::new());
+    let policy = |n: u32| {
+        asked.borrow_mut().push(n);
+        Duration::from_millis(10)
+    };
+    let mut m: Machine<E, _> = Machine::new(policy);
+    let _ = m.start();
+    let _ = m.connection_failed(a(0), "x").unwrap();
+    let _ = m.timer_fired(t(0)).unwrap();
+    let _ = m.connection_failed(a(1), "x").unwrap();
+    drop(m);
+    assert_eq!(asked.into_inner(), [1, 2]);
+}
+
+#[test]
+fn thresholds_count_from_registration_including_the_attempt_in_flight() {
+    run(
+        machine(),
+        &[
+            (start(), vec![connect(a(0))]),
+            (when_connected_fail_after(2), vec![]), // counts a(0)'s failure
+            (failed(a(0), "e0"), vec![retry_in(t(0), secs(1))]),
+            (when_connected_fail_after(1), vec![]), // registered while Waiting
+            (fired(t(0)), vec![connect(a(1))]),
+            (
+                failed(a(1), "e1"),
+                vec![
+                    retry_in(t(1), secs(2)),
+                    // both reach their limit on the same event: one failure, both waiters
+                    deliver(&[w(0), w(1)], Failure::Connect("e1")),
+                ],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_lost_established_connection_does_not_count_toward_thresholds() {
+    let m = run(
+        connected(),
+        &[
+            (lost(a(0)), vec![retry_in(t(0), secs(1))]),
+            (when_connected_fail_after(1), vec![]),
+            (fired(t(0)), vec![connect(a(1))]),
+            (
+                failed(a(1), "refused"),
+                vec![retry_in(t(1), secs(2)), deliver(&[w(0)], Failure::Connect("refused"))],
+            ),
+        ],
+    );
+    assert_eq!(m.counters().failures, 1);
+    assert_eq!(m.counters().losses, 1);
+}
+
+// ----- SPEC §6: deviations from Twisted ------------------------------------------------
+
+#[test]
+fn d1_a_late_connection_of_a_cancelled_attempt_is_closed_as_an_orphan() {
+    let config = Config {
+        connect_timeout: Some(secs(5)),
+        ..Config::default()
+    };
+    let m = run(
+        with(config),
+        &[
+            (
+                start(),
+                vec![connect(a(0)), timer(t(0), TimerKind::ConnectTimeout, secs(5))],
+            ),
+            (
+                fired(t(0)),
+                vec![cancel_connect(a(0)), retry_in(t(1), secs(1))],
+            ),
+            (made(a(0)), vec![disconnect(a(0))]), // the orphan is closed
+            (fired(t(1)), vec![connect(a(1)), timer(t(2), TimerKind::ConnectTimeout, secs(5))]),
+            (made(a(1)), vec![cancel_timer(t(2))]),
+            // The orphan's loss does not knock out the current connection.
+            (lost(a(0)), vec![]),
+        ],
+    );
+    assert_eq!(m.state(), State::Connected);
+    assert_eq!(m.connection(), Some(a(1)));
+}
+
+#[test]
+fn d1_the_loss_of_an_old_connection_is_stale() {
+    let m = run(
+        connected(),
+        &[
+            (lost(a(0)), vec![retry_in(t(0), secs(1))]),
+            (fired(t(0)), vec![connect(a(1))]),
+            (made(a(1)), vec![]),
+            (lost(a(0)), vec![]), // reported twice: stale
+            (failed(a(0), "late"), vec![]),
+        ],
+    );
+    assert_eq!(m.connection(), Some(a(1)));
+}
+
+#[test]
+fn d1_a_cancelled_timer_firing_is_stale() {
+    let m = run(
+        waiting(),
+        &[
+            (stop(), vec![cancel_timer(t(0)), finish(&[s(0)])]),
+            (start(), vec![connect(a(1))]),
+            (fired(t(0)), vec![]),
+        ],
+    );
+    assert_eq!(m.state(), State::Connecting);
+}
+
+#[test]
+fn d3_a_connection_lost_while_preparing_is_a_failed_attempt() {
+    let config = Config {
+        prepare: true,
+        ..Config::default()
+    };
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (when_connected_fail_after(1), vec![]),
+            (made(a(0)), vec![prepare(a(0))]),
+            (
+                lost(a(0)),
+                vec![retry_in(t(0), secs(1)), deliver(&[w(0)], Failure::LostWhilePreparing)],
+            ),
+            (prepared(a(0)), vec![]), // the prepare result of the lost connection is stale
+        ],
+    );
+    assert_eq!(m.state(), State::Waiting);
+}
+
+#[test]
+fn d4_stop_while_preparing_closes_the_connection_and_waits_for_its_loss() {
+    let config = Config {
+        prepare: true,
+        ..Config::default()
+    };
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![prepare(a(0))]),
+            (stop(), vec![disconnect(a(0))]),
+            (prepared(a(0)), vec![]),
+            (lost(a(0)), vec![finish(&[s(0)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+}
+
+#[test]
+fn d6_restarting_waits_for_a_cancelled_attempt_too() {
+    let m = run(
+        machine(),
+        &[
+            (start(), vec![connect(a(0))]),
+            (stop(), vec![cancel_connect(a(0))]),
+            (start(), vec![]),
+            (cancelled(a(0)), vec![connect(a(1)), finish(&[s(0)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Connecting);
+}
+
+#[test]
+fn d6_restarting_after_a_cancelled_attempt_that_won_the_race() {
+    // The attempt connected before the cancellation landed: the orphan is closed,
+    // and the restart waits for its loss.
+    run(
+        machine(),
+        &[
+            (start(), vec![connect(a(0))]),
+            (stop(), vec![cancel_connect(a(0))]),
+            (start(), vec![]),
+            (made(a(0)), vec![disconnect(a(0))]),
+            (lost(a(0)), vec![connect(a(1)), finish(&[s(0)])]),
+        ],
+    );
+}
+
+#[test]
+fn d7_stop_waits_for_a_rejected_connection_still_closing() {
+    let config = Config {
+        prepare: true,
+        ..Config::default()
+    };
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![prepare(a(0))]),
+            (
+                prepare_failed(a(0), "no"),
+                vec![disconnect(a(0)), retry_in(t(0), secs(1))],
+            ),
+            (stop(), vec![cancel_timer(t(0))]),
+            (when_connected(), vec![]),
+            (lost(a(0)), vec![cancel_waiters(&[w(0)]), finish(&[s(0)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+    assert_eq!(m.outstanding().count(), 0);
+    assert_eq!(m.armed_timer(), None);
+}
+
+#[test]
+fn d7_stop_waits_for_an_orphan_connection_still_closing() {
+    run(
+        connected(),
+        &[
+            (lost(a(0)), vec![retry_in(t(0), secs(1))]),
+            (made(a(0)), vec![disconnect(a(0))]), // a forged/duplicate report: orphan
+            (stop(), vec![cancel_timer(t(0))]),
+            (lost(a(0)), vec![finish(&[s(0)])]),
+        ],
+    );
+}
+
+#[test]
+fn d8_inputs_are_plain_calls_even_while_handling_notifications() {
+    // Twisted >= 24.10 raises if stop is called from a whenConnected callback. Here
+    // the driver may call stop while it still holds the NotifyWaiters action.
+    let mut m = connected();
+    let (_, notified) = m.when_connected(None);
+    let (stop_id, stopping) = m.stop();
+    assert_eq!(notified.as_slice(), &[notify(a(0), &[w(0)])]);
+    assert_eq!(stopping.as_slice(), &[disconnect(a(0))]);
+    let done = m.client_disconnected(a(0)).unwrap();
+    assert_eq!(done.as_slice(), &[finish(&[stop_id])]);
+}
+
+// ----- SPEC §7: beyond Twisted ---------------------------------------------------------
+
+#[test]
+fn connect_timeout_cancels_the_attempt_and_counts_as_a_failure() {
+    let config = Config {
+        connect_timeout: Some(secs(3)),
+        ..Config::default()
+    };
+    let m = run(
+        with(config),
+        &[
+            (
+                start(),
+                vec![connect(a(0)), timer(t(0), TimerKind::ConnectTimeout, secs(3))],
+            ),
+            (when_connected_fail_after(1), vec![]),
+            (
+                fired(t(0)),
+                vec![
+                    cancel_connect(a(0)),
+                    retry_in(t(1), secs(1)),
+                    deliver(&[w(0)], Failure::ConnectTimeout),
+                ],
+            ),
+            (cancelled(a(0)), vec![]),
+        ],
+    );
+    assert_eq!(m.counters().failures, 1);
+    assert_eq!(m.outstanding().count(), 0);
+}
+
+#[test]
+fn connect_timeout_is_cancelled_when_the_attempt_finishes() {
+    let config = Config {
+        connect_timeout: Some(secs(3)),
+        ..Config::default()
+    };
+    run(
+        with(config),
+        &[
+            (
+                start(),
+                vec![connect(a(0)), timer(t(0), TimerKind::ConnectTimeout, secs(3))],
+            ),
+            (failed(a(0), "refused"), vec![cancel_timer(t(0)), retry_in(t(1), secs(1))]),
+            (fired(t(0)), vec![]), // lost the race: stale
+        ],
+    );
+}
+
+#[test]
+fn prepare_timeout_closes_the_connection_and_counts_as_a_failure() {
+    let config = Config {
+        prepare: true,
+        prepare_timeout: Some(secs(2)),
+        ..Config::default()
+    };
+    run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (when_connected_fail_after(1), vec![]),
+            (
+                made(a(0)),
+                vec![prepare(a(0)), timer(t(0), TimerKind::PrepareTimeout, secs(2))],
+            ),
+            (
+                fired(t(0)),
+                vec![
+                    disconnect(a(0)),
+                    retry_in(t(1), secs(1)),
+                    deliver(&[w(0)], Failure::PrepareTimeout),
+                ],
+            ),
+            (prepared(a(0)), vec![]), // too late: stale
+            (lost(a(0)), vec![]),
+        ],
+    );
+}
+
+#[test]
+fn give_up_fails_every_waiter_with_the_last_failure_and_stops() {
+    let policy = (linear as Linear).give_up_after(2);
+    let m = Machine::new(policy);
+    let m = run(
+        m,
+        &[
+            (start(), vec![connect(a(0))]),
+            (when_connected(), vec![]),
+            (when_connected_fail_after(5), vec![]),
+            (failed(a(0), "e0"), vec![retry_in(t(0), secs(1))]),
+            (fired(t(0)), vec![connect(a(1))]),
+            (
+                failed(a(1), "e1"),
+                vec![
+                    deliver(&[w(0), w(1)], Failure::Connect("e1")),
+                    Action::GaveUp { failed_attempts: 2 },
+                ],
+            ),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+    // Started again, it keeps counting (and so gives up at the next failure).
+    run(
+        m,
+        &[
+            (start(), vec![connect(a(2))]),
+            (failed(a(2), "e2"), vec![Action::GaveUp { failed_attempts: 3 }]),
+        ],
+    );
+}
+
+#[test]
+fn give_up_after_a_lost_connection_stops_the_machine() {
+    let policy = (linear as Linear).give_up_after(1);
+    let m = run(
+        Machine::new(policy),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![]),
+            (lost(a(0)), vec![Action::GaveUp { failed_attempts: 1 }]),
+            (stop(), vec![finish(&[s(0)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+}
+
+#[test]
+fn a_withdrawn_waiter_is_forgotten_and_never_answered() {
+    let m = run(
+        machine(),
+        &[
+            (when_connected(), vec![]),
+            (when_connected_fail_after(1), vec![]),
+            (when_connected(), vec![]),
+            (cancel_waiter(w(1)), vec![]),
+            (cancel_waiter(w(1)), vec![]), // twice: stale
+            (start(), vec![connect(a(0))]),
+            (failed(a(0), "e"), vec![retry_in(t(0), secs(1))]), // w(1) would have failed
+            (fired(t(0)), vec![connect(a(1))]),
+            (made(a(1)), vec![notify(a(1), &[w(0), w(2)])]),
+            (cancel_waiter(w(0)), vec![]), // already answered: stale
+        ],
+    );
+    assert_eq!(m.pending_waiters().count(), 0);
+}
+
+#[test]
+fn backoff_is_reset_only_after_the_connection_stayed_up() {
+    let config = Config {
+        reset_backoff_after: Some(secs(30)),
+        ..Config::default()
+    };
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (failed(a(0), "e"), vec![retry_in(t(0), secs(1))]),
+            (fired(t(0)), vec![connect(a(1))]),
+            (made(a(1)), vec![timer(t(1), TimerKind::Healthy, secs(30))]),
+            // dropped at once: the counter kept growing, so the delay grows too
+            (lost(a(1)), vec![cancel_timer(t(1)), retry_in(t(2), secs(2))]),
+            (fired(t(2)), vec![connect(a(2))]),
+            (made(a(2)), vec![timer(t(3), TimerKind::Healthy, secs(30))]),
+            (fired(t(3)), vec![]), // healthy: reset
+            (lost(a(2)), vec![retry_in(t(4), secs(1))]),
+        ],
+    );
+    assert_eq!(m.failed_attempts(), 1);
+}
+
+#[test]
+fn counters_and_state_are_readable() {
+    let config = Config {
+        prepare: true,
+        ..Config::default()
+    };
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (failed(a(0), "e"), vec![retry_in(t(0), secs(1))]),
+            (fired(t(0)), vec![connect(a(1))]),
+            (made(a(1)), vec![prepare(a(1))]),
+            (prepared(a(1)), vec![]),
+            (lost(a(1)), vec![retry_in(t(1), secs(1))]),
+        ],
+    );
+    let c = m.counters();
+    assert_eq!((c.attempts, c.failures, c.connections, c.losses), (2, 1, 1, 1));
+    assert_eq!(m.state(), State::Waiting);
+    assert_eq!(m.armed_timer(), Some((t(1), TimerKind::Retry)));
+}
+
+#[test]
+fn config_that_makes_no_sense_is_rejected() {
+    use redial::ConfigError;
+    let zero = Config {
+        connect_timeout: Some(Duration::ZERO),
+        ..Config::default()
+    };
+    let e = Machine::<E, Linear>::with_config(linear, zero).unwrap_err();
+    assert_eq!(e, ConfigError::ZeroTimeout { which: "connect timeout" });
+    assert_eq!(e.to_string(), "the connect timeout must be longer than zero");
+    let orphan_timeout = Config {
+        prepare_timeout: Some(secs(1)),
+        ..Config::default()
+    };
+    assert_eq!(
+        Machine::<E, Linear>::with_config(linear, orphan_timeout).unwrap_err(),
+        ConfigError::PrepareTimeoutWithoutPrepare
+    );
+}
