@@ -146,3 +146,8 @@ pub use ids::{AttemptId, StopId, TimerId, WaiterId};
 pub use input::Input;
 pub use machine::{Config, Counters, Machine, State, Step};
 pub use policy::{from_fn, Backoff, FromFn, GiveUpAfter, Jitter, RetryPolicy, SplitMix64};
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
