@@ -139,6 +139,18 @@ pub mod ids;
 pub mod input;
 pub mod machine;
 pub mod policy;
+#[cfg(feature = "async-std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
+pub mod async_std;
+#[cfg(feature = "driver")]
+#[cfg_attr(docsrs, doc(cfg(feature = "driver")))]
+pub mod driver;
+#[cfg(feature = "smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
+pub mod smol;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 
 pub use actions::{Action, Actions, Failure, StopList, TimerKind, WaiterList};
 pub use error::{ConfigError, InputError, InputKind, PolicyError, Rejection};

@@ -1,0 +1,646 @@
+//! The user-facing side: [`ClientService`], its [`Builder`], and the futures it returns.
+//!
+//! The machine lives in a [`Shared`] state behind a `std` mutex. Handles feed it
+//! `start`, `stop`, `when_connected` and `cancel_waiter` directly; the actions that
+//! need no I/O (answer waiters, finish stops) are performed at once, the others are
+//! queued, in order, for the service's task (see `task.rs`).
+
+use core::fmt;
+use core::future::Future;
+use core::num::NonZeroU32;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use core::task::{Context, Poll, Waker};
+use core::time::Duration;
+use std::boxed::Box;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use event_listener::Event;
+use futures_channel::oneshot;
+
+use super::task::{BoxFuture, ConnectFn, PrepareFn, Task};
+use super::{event, Connection, Error, Runtime};
+use crate::actions::{Action, Actions, Failure, TimerKind, WaiterList};
+use crate::error::{ConfigError, InputError};
+use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
+use crate::machine::{Config, Counters, Machine, State};
+use crate::policy::{Backoff, RetryPolicy};
+
+/// A boxed retry policy, so the service's type does not name the policy.
+pub(crate) struct DynPolicy(Box<dyn RetryPolicy + Send>);
+
+impl RetryPolicy for DynPolicy {
+    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
+        self.0.next_delay(failed_attempts)
+    }
+}
+
+/// One unit of work for the task, in the order the machine emitted it.
+pub(crate) enum Work<E> {
+    /// An action the machine asked for.
+    Act(Action<E>),
+    /// A `DeliverFailure`, with the error already built (shared by every waiter).
+    Fail(WaiterList, Error<E>),
+    /// A zero-delay timer: report it fired (after the rest of its batch).
+    Fire(TimerId),
+}
+
+type WaiterTx<H, E> = oneshot::Sender<Result<H, Error<E>>>;
+
+/// Everything the handles and the task share, behind one mutex.
+pub(crate) struct Inner<H, E> {
+    pub(crate) machine: Machine<E, DynPolicy>,
+    waiters: HashMap<WaiterId, WaiterTx<H, E>>,
+    stops: HashMap<StopId, oneshot::Sender<()>>,
+    /// The handle of the connection the task holds, with its attempt id.
+    pub(crate) handle: Option<(AttemptId, H)>,
+    /// Work for the task, in machine order.
+    pub(crate) queue: VecDeque<Work<E>>,
+    /// The task is performing a queued action outside the lock.
+    pub(crate) busy: bool,
+    pub(crate) task: Option<Waker>,
+    /// `H::clone`, so that nothing here needs an `H: Clone` bound (`Drop` cannot have one).
+    clone_handle: fn(&H) -> H,
+    /// The last handle was dropped: stop, then end the task.
+    pub(crate) shutdown: bool,
+    /// The task is gone (finished, or dropped with its runtime).
+    pub(crate) ended: bool,
+    published: State,
+}
+
+pub(crate) struct Shared<H, E> {
+    pub(crate) inner: Mutex<Inner<H, E>>,
+    pub(crate) watch: Arc<WatchShared>,
+    handles: AtomicUsize,
+}
+
+/// State changes, for [`StateWatch`]; not generic so watchers need not name `H`, `E`.
+pub(crate) struct WatchShared {
+    event: Event,
+    /// (version, state, task ended)
+    cell: Mutex<(u64, State, bool)>,
+}
+
+impl<H, E> Shared<H, E> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner<H, E>> {
+        // A panic while the lock was held cannot leave the machine half-updated
+        // (its inputs are all-or-nothing), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<H, E> Inner<H, E> {
+    /// Feeds one input to the machine and dispatches its actions. Bad input from the
+    /// driver is a driver bug: logged (and a debug assertion), never a panic in release.
+    pub(crate) fn feed(
+        &mut self,
+        watch: &WatchShared,
+        input: impl FnOnce(&mut Machine<E, DynPolicy>) -> Result<Actions<E>, InputError>,
+    ) {
+        match input(&mut self.machine) {
+            Ok(actions) => self.dispatch(actions, watch),
+            Err(_error) => {
+                event!(error, error = %_error, "driver bug: the machine rejected an input");
+                debug_assert!(false, "driver bug: the machine rejected an input: {_error}");
+            }
+        }
+    }
+
+    /// Performs the actions that need no I/O at once, while nothing is queued ahead
+    /// of them; queues the rest for the task (in order), and wakes it.
+    pub(crate) fn dispatch(&mut self, actions: Actions<E>, watch: &WatchShared) {
+        let gave_up = actions.iter().find_map(|a| match a {
+            Action::GaveUp { failed_attempts } => Some(*failed_attempts),
+            _ => None,
+        });
+        for action in actions {
+            let work = match action {
+                Action::DeliverFailure { waiters, failure } => {
+                    let last = Arc::new(failure);
+                    let error = match gave_up {
+                        Some(failed_attempts) => Error::GaveUp {
+                            failed_attempts,
+                            last,
+                        },
+                        None => Error::Failed(last),
+                    };
+                    Work::Fail(waiters, error)
+                }
+                Action::ScheduleTimer {
+                    kind: TimerKind::Retry,
+                    delay: _delay,
+                    ..
+                } => {
+                    event!(
+                        info,
+                        failed_attempts = self.machine.failed_attempts(),
+                        delay = ?_delay,
+                        "retry scheduled"
+                    );
+                    Work::Act(action)
+                }
+                Action::GaveUp {
+                    failed_attempts: _failed,
+                } => {
+                    event!(warn, failed_attempts = _failed, "retry policy gave up");
+                    continue;
+                }
+                other => Work::Act(other),
+            };
+            let instant = matches!(
+                work,
+                Work::Fail(..)
+                    | Work::Act(
+                        Action::NotifyWaiters { .. }
+                            | Action::CancelWaiters { .. }
+                            | Action::FinishStopping { .. }
+                    )
+            );
+            if instant && self.queue.is_empty() && !self.busy {
+                self.perform_instant(work);
+            } else {
+                self.queue.push_back(work);
+                if let Some(task) = &self.task {
+                    task.wake_by_ref();
+                }
+            }
+        }
+        self.publish(watch);
+    }
+
+    /// Answers waiters and stop requests. Returns the work back if it is not instant.
+    pub(crate) fn perform_instant(&mut self, work: Work<E>) -> Option<Work<E>> {
+        match work {
+            Work::Act(Action::NotifyWaiters { attempt, waiters }) => {
+                let handle = match &self.handle {
+                    Some((a, handle)) if *a == attempt => Some(handle),
+                    _ => None,
+                };
+                debug_assert!(handle.is_some(), "driver bug: no handle for {attempt}");
+                for waiter in waiters {
+                    if let Some(tx) = self.waiters.remove(&waiter) {
+                        let _ = tx.send(handle.map(self.clone_handle).ok_or(Error::Stopped));
+                    }
+                }
+            }
+            Work::Fail(waiters, error) => {
+                for waiter in waiters {
+                    if let Some(tx) = self.waiters.remove(&waiter) {
+                        let _ = tx.send(Err(error.clone()));
+                    }
+                }
+            }
+            Work::Act(Action::CancelWaiters { waiters }) => {
+                for waiter in waiters {
+                    if let Some(tx) = self.waiters.remove(&waiter) {
+                        let _ = tx.send(Err(Error::Stopped));
+                    }
+                }
+            }
+            Work::Act(Action::FinishStopping { stops }) => {
+                for stop in stops {
+                    if let Some(tx) = self.stops.remove(&stop) {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// Tells state watchers about a state change.
+    pub(crate) fn publish(&mut self, watch: &WatchShared) {
+        let state = self.machine.state();
+        if state != self.published || self.ended {
+            self.published = state;
+            let mut cell = watch.cell.lock().unwrap_or_else(|e| e.into_inner());
+            *cell = (cell.0 + 1, state, self.ended);
+            drop(cell);
+            watch.event.notify(usize::MAX);
+        }
+    }
+
+    /// The task is gone: answer everything still pending (as stopped).
+    pub(crate) fn end(&mut self, watch: &WatchShared) {
+        self.ended = true;
+        self.task = None;
+        self.queue.clear();
+        self.handle = None;
+        for (_, tx) in self.waiters.drain() {
+            let _ = tx.send(Err(Error::Stopped));
+        }
+        self.stops.clear();
+        self.publish(watch);
+    }
+}
+
+/// Builds a [`ClientService`]. Get one from [`ClientService::builder`] or an
+/// adapter's `builder` function (e.g. [`redial::tokio::builder`](crate::tokio::builder)).
+#[must_use = "a builder does nothing until `build` or `start`"]
+pub struct Builder<R, H, E> {
+    runtime: R,
+    connect: ConnectFn<H, E>,
+    prepare: Option<PrepareFn<H, E>>,
+    policy: Option<DynPolicy>,
+    config: Config,
+}
+
+impl<R, H, E> fmt::Debug for Builder<R, H, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("prepare", &self.prepare.is_some())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R, H, E> Builder<R, H, E>
+where
+    R: Runtime,
+    H: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Sets the retry policy (default: [`Backoff::default`], Twisted's backoff with
+    /// a random jitter seed). Any [`RetryPolicy`] works, e.g. `|_| Duration::ZERO`.
+    pub fn policy<P: RetryPolicy + Send + 'static>(mut self, policy: P) -> Self {
+        self.policy = Some(DynPolicy(Box::new(policy)));
+        self
+    }
+
+    /// Runs `prepare` on each new connection (with a clone of its handle) before
+    /// anyone is told it exists. An error closes the connection and counts as a
+    /// failed attempt (it is retried).
+    pub fn prepare<P, Fut>(mut self, mut prepare: P) -> Self
+    where
+        P: FnMut(H) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        self.prepare = Some(Box::new(move |handle| -> BoxFuture<Result<(), E>> {
+            Box::pin(prepare(handle))
+        }));
+        self.config.prepare = true;
+        self
+    }
+
+    /// Cancels an attempt that takes longer than `timeout` (a failed attempt,
+    /// [`Failure::ConnectTimeout`]).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Closes a connection whose prepare hook takes longer than `timeout` (a failed
+    /// attempt, [`Failure::PrepareTimeout`]). Needs a prepare hook.
+    pub fn prepare_timeout(mut self, timeout: Duration) -> Self {
+        self.config.prepare_timeout = Some(timeout);
+        self
+    }
+
+    /// Resets the failure counter only once a connection has stayed up for `delay`,
+    /// so a peer that accepts and drops at once cannot cause a tight loop.
+    pub fn reset_backoff_after(mut self, delay: Duration) -> Self {
+        self.config.reset_backoff_after = Some(delay);
+        self
+    }
+
+    /// Builds the service and spawns its task, without starting it
+    /// ([`State::Init`]). Fails if the configuration makes no sense (a zero timeout,
+    /// a prepare timeout without a prepare hook).
+    pub fn build(self) -> Result<ClientService<H, E>, ConfigError> {
+        let policy = self
+            .policy
+            .unwrap_or_else(|| DynPolicy(Box::new(Backoff::default())));
+        let machine = Machine::with_config(policy, self.config)?;
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                machine,
+                waiters: HashMap::new(),
+                stops: HashMap::new(),
+                handle: None,
+                queue: VecDeque::new(),
+                busy: false,
+                task: None,
+                clone_handle: H::clone,
+                shutdown: false,
+                ended: false,
+                published: State::Init,
+            }),
+            watch: Arc::new(WatchShared {
+                event: Event::new(),
+                cell: Mutex::new((0, State::Init, false)),
+            }),
+            handles: AtomicUsize::new(1),
+        });
+        let task = Task::new(
+            self.runtime.clone(),
+            Arc::clone(&shared),
+            self.connect,
+            self.prepare,
+        );
+        self.runtime.spawn(task);
+        Ok(ClientService { shared })
+    }
+
+    /// [`build`](Builder::build)s the service and [`start`](ClientService::start)s it.
+    pub fn start(self) -> Result<ClientService<H, E>, ConfigError> {
+        let service = self.build()?;
+        service.start();
+        Ok(service)
+    }
+}
+
+/// Keeps one outgoing client connection alive, on any async runtime.
+///
+/// A cheap, cloneable handle to a service whose one task, spawned on the runtime,
+/// runs the [`Machine`]. Dropping the last handle stops the service: the connection
+/// (or attempt) is closed and the task ends. See the [module docs](super).
+pub struct ClientService<H, E> {
+    shared: Arc<Shared<H, E>>,
+}
+
+impl<H, E> fmt::Debug for ClientService<H, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.shared.lock();
+        f.debug_struct("ClientService")
+            .field("state", &inner.machine.state())
+            .field("counters", &inner.machine.counters())
+            .field("waiters", &inner.waiters.len())
+            .finish()
+    }
+}
+
+impl<H, E> Clone for ClientService<H, E> {
+    fn clone(&self) -> Self {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        ClientService {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<H, E> Drop for ClientService<H, E> {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let mut inner = self.shared.lock();
+        inner.shutdown = true;
+        let (_stop, actions) = inner.machine.stop();
+        inner.dispatch(actions, &self.shared.watch);
+    }
+}
+
+impl<H, E> ClientService<H, E>
+where
+    H: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// A builder for a service on `runtime` that opens connections with `connector`:
+    /// an async closure returning a [`Connection`] (a `(handle, driver future)`
+    /// pair, or a stream wrapped by `stream`) or an error.
+    pub fn builder<R, F, Fut, C>(runtime: R, mut connector: F) -> Builder<R, H, E>
+    where
+        R: Runtime,
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<C, E>> + Send + 'static,
+        C: Connection<Handle = H>,
+    {
+        Builder {
+            runtime,
+            connect: Box::new(move || {
+                let attempt = connector();
+                Box::pin(async move {
+                    let (handle, driver) = attempt.await?.into_parts();
+                    let driver: BoxFuture<()> = Box::pin(async move {
+                        driver.await;
+                    });
+                    Ok((handle, driver))
+                })
+            }),
+            prepare: None,
+            policy: None,
+            config: Config::default(),
+        }
+    }
+
+    /// Starts the service (a no-op unless it is new, stopped or stopping; see SPEC §3).
+    /// After a [`stop`](ClientService::stop) it connects again, with no delay.
+    pub fn start(&self) {
+        let mut inner = self.shared.lock();
+        let actions = inner.machine.start();
+        inner.dispatch(actions, &self.shared.watch);
+    }
+
+    /// Stops the service. The stop request is made now; the returned future resolves
+    /// once nothing is left open: no attempt in flight, no connection open, no timer
+    /// armed (SPEC D7). Pending waiters fail with [`Error::Stopped`].
+    pub fn stop(&self) -> Stopping {
+        let mut inner = self.shared.lock();
+        let (stop, actions) = inner.machine.stop();
+        if inner.ended {
+            return Stopping { rx: None };
+        }
+        let (tx, rx) = oneshot::channel();
+        inner.stops.insert(stop, tx);
+        inner.dispatch(actions, &self.shared.watch);
+        Stopping { rx: Some(rx) }
+    }
+
+    /// Waits for the connection: resolves with a clone of its handle once it is up
+    /// (at once if it is up now), or with [`Error::Stopped`] / [`Error::GaveUp`].
+    /// The waiter is registered now; dropping the future withdraws it.
+    pub fn when_connected(&self) -> WhenConnected<H, E> {
+        self.waiter(None)
+    }
+
+    /// As [`when_connected`](ClientService::when_connected), but fails with
+    /// [`Error::Failed`] once `failures` attempts have failed since this call (the
+    /// attempt in flight included). The service keeps retrying regardless.
+    pub fn when_connected_fail_after(&self, failures: NonZeroU32) -> WhenConnected<H, E> {
+        self.waiter(Some(failures))
+    }
+
+    fn waiter(&self, fail_after: Option<NonZeroU32>) -> WhenConnected<H, E> {
+        let mut inner = self.shared.lock();
+        let (waiter, actions) = inner.machine.when_connected(fail_after);
+        let (tx, rx) = oneshot::channel();
+        inner.waiters.insert(waiter, tx);
+        inner.dispatch(actions, &self.shared.watch);
+        WhenConnected {
+            shared: Arc::clone(&self.shared),
+            waiter,
+            rx: Some(rx),
+        }
+    }
+
+    /// The machine's current state.
+    pub fn state(&self) -> State {
+        self.shared.lock().machine.state()
+    }
+
+    /// Running totals: attempts, failures, connections, losses.
+    pub fn counters(&self) -> Counters {
+        self.shared.lock().machine.counters()
+    }
+
+    /// Consecutive failures so far (what the retry policy was last asked about).
+    pub fn failed_attempts(&self) -> u32 {
+        self.shared.lock().machine.failed_attempts()
+    }
+
+    /// How many waiters are pending (registered, not answered, not withdrawn).
+    pub fn pending_waiters(&self) -> usize {
+        self.shared.lock().waiters.len()
+    }
+
+    /// Watches state changes.
+    pub fn watch(&self) -> StateWatch {
+        let watch = Arc::clone(&self.shared.watch);
+        let seen = watch.cell.lock().unwrap_or_else(|e| e.into_inner()).0;
+        StateWatch { watch, seen }
+    }
+}
+
+/// The future returned by [`ClientService::when_connected`]: the connection's
+/// handle, or why there is none. Dropping it withdraws the waiter.
+#[must_use = "dropping the future withdraws the waiter"]
+pub struct WhenConnected<H, E> {
+    shared: Arc<Shared<H, E>>,
+    waiter: WaiterId,
+    rx: Option<oneshot::Receiver<Result<H, Error<E>>>>,
+}
+
+impl<H, E> fmt::Debug for WhenConnected<H, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WhenConnected")
+            .field("waiter", &self.waiter)
+            .field("answered", &self.rx.is_none())
+            .finish()
+    }
+}
+
+impl<H, E> WhenConnected<H, E> {
+    /// The machine's id for this waiter.
+    pub fn id(&self) -> WaiterId {
+        self.waiter
+    }
+}
+
+impl<H, E> Future for WhenConnected<H, E> {
+    type Output = Result<H, Error<E>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(rx) = self.rx.as_mut() else {
+            return Poll::Ready(Err(Error::Stopped));
+        };
+        let result = match Pin::new(rx).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(result)) => result,
+            Poll::Ready(Err(oneshot::Canceled)) => Err(Error::Stopped),
+        };
+        self.rx = None;
+        Poll::Ready(result)
+    }
+}
+
+impl<H, E> Drop for WhenConnected<H, E> {
+    fn drop(&mut self) {
+        if self.rx.take().is_some() {
+            let mut inner = self.shared.lock();
+            if inner.waiters.remove(&self.waiter).is_some() {
+                // Withdrawing a waiter emits no action.
+                if let Err(_error) = inner.machine.cancel_waiter(self.waiter) {
+                    event!(error, error = %_error, "driver bug: cancel_waiter rejected");
+                    debug_assert!(false, "driver bug: {_error}");
+                }
+            }
+        }
+    }
+}
+
+/// The future returned by [`ClientService::stop`]: resolves once the service is
+/// stopped and nothing is left open. Dropping it does not withdraw the stop.
+#[must_use = "the stop is requested either way; await this to know it is finished"]
+#[derive(Debug)]
+pub struct Stopping {
+    rx: Option<oneshot::Receiver<()>>,
+}
+
+impl Future for Stopping {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.rx.as_mut() {
+            // A dropped sender means the task is gone: nothing is left open either.
+            Some(rx) => Pin::new(rx).poll(cx).map(|_| ()),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+/// Watches a service's state; from [`ClientService::watch`].
+///
+/// Like a watch channel, it reports the latest state: changes in quick succession
+/// may be seen as one.
+#[derive(Clone)]
+pub struct StateWatch {
+    watch: Arc<WatchShared>,
+    seen: u64,
+}
+
+impl fmt::Debug for StateWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateWatch")
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl StateWatch {
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.watch.cell.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    /// Waits for the state to change from the last one this watcher saw, and returns
+    /// the new state; `None` once the service's task has ended.
+    pub async fn changed(&mut self) -> Option<State> {
+        loop {
+            let check = |this: &mut Self| {
+                let (version, state, ended) =
+                    *this.watch.cell.lock().unwrap_or_else(|e| e.into_inner());
+                if version != this.seen {
+                    this.seen = version;
+                    return Some(if ended { None } else { Some(state) });
+                }
+                if ended {
+                    return Some(None);
+                }
+                None
+            };
+            if let Some(result) = check(self) {
+                return result;
+            }
+            let listener = self.watch.event.listen();
+            if let Some(result) = check(self) {
+                return result;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Marks a failure as unused when tracing is off (keeps signatures uniform).
+#[allow(dead_code)]
+fn _assert_send<H: Send + Sync + Clone + 'static, E: Send + Sync + 'static>() {
+    fn is_send<T: Send>() {}
+    fn is_sync<T: Sync>() {}
+    is_send::<ClientService<H, E>>();
+    is_sync::<ClientService<H, E>>();
+    is_send::<WhenConnected<H, E>>();
+    is_send::<Stopping>();
+    is_send::<StateWatch>();
+    is_send::<Failure<E>>();
+}

@@ -1,0 +1,59 @@
+//! The smol adapter: [`Smol`] runs the [driver](crate::driver) on smol's global
+//! executor and async-io timers. smol is the successor of async-std.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> { smol::block_on(async {
+//! use std::time::Duration;
+//! use futures_util::{AsyncReadExt, AsyncWriteExt};
+//!
+//! let service = redial::smol::builder(|| async {
+//!     let tcp = smol::net::TcpStream::connect("127.0.0.1:7000").await?;
+//!     Ok::<_, std::io::Error>(redial::smol::stream(tcp))
+//! })
+//! .connect_timeout(Duration::from_secs(5))
+//! .start()?;
+//!
+//! let conn = service.when_connected().await?;
+//! let mut io = conn.lock().await?;
+//! io.write_all(b"ping\n").await?;
+//! let mut reply = [0; 5];
+//! io.read_exact(&mut reply).await?;
+//! drop(io);
+//!
+//! service.stop().await;
+//! # Ok(()) }) }
+//! ```
+
+use core::time::Duration;
+use std::future::Future;
+
+pub use crate::driver::stream;
+use crate::driver::{Builder, ClientService, Connection, Runtime};
+
+/// smol as a [`Runtime`]: spawns detached tasks with `smol::spawn` and sleeps with
+/// `smol::Timer`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Smol;
+
+impl Runtime for Smol {
+    type Sleep = ::smol::Timer;
+
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
+        ::smol::spawn(task).detach();
+    }
+
+    fn sleep(&self, delay: Duration) -> Self::Sleep {
+        ::smol::Timer::after(delay)
+    }
+}
+
+/// A [`Builder`] for a service on smol; see [`ClientService::builder`].
+pub fn builder<F, Fut, C, E>(connector: F) -> Builder<Smol, C::Handle, E>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<C, E>> + Send + 'static,
+    C: Connection,
+    E: Send + Sync + 'static,
+{
+    ClientService::builder(Smol, connector)
+}

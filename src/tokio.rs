@@ -1,0 +1,100 @@
+//! The Tokio adapter: [`Tokio`] runs the [driver](crate::driver) on Tokio.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! let service = redial::tokio::builder(|| async {
+//!     let tcp = tokio::net::TcpStream::connect("127.0.0.1:7000").await?;
+//!     Ok::<_, std::io::Error>(redial::tokio::stream(tcp))
+//! })
+//! .connect_timeout(Duration::from_secs(5))
+//! .start()?;
+//!
+//! let conn = service.when_connected().await?;
+//! let mut io = conn.lock().await?;
+//! io.write_all(b"ping\n").await?;
+//! let mut reply = [0; 5];
+//! io.read_exact(&mut reply).await?;
+//! drop(io);
+//!
+//! service.stop().await;
+//! # Ok(()) }
+//! ```
+//!
+//! A `(handle, driver future)` pair works as is, e.g. tokio-postgres:
+//! `tokio_postgres::connect(..).await.map(|(client, conn)| (Arc::new(client), conn))`.
+
+use core::pin::Pin;
+use core::task::{ready, Context, Poll};
+use core::time::Duration;
+use std::future::Future;
+use std::io;
+
+use ::tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::driver::{self, Builder, ClientService, Connection, Runtime, SharedStream, StreamDriver, StreamGuard};
+
+/// Tokio as a [`Runtime`]: spawns with `tokio::spawn` (so use it inside a Tokio
+/// runtime) and sleeps with `tokio::time::sleep`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tokio;
+
+impl Runtime for Tokio {
+    type Sleep = ::tokio::time::Sleep;
+
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
+        drop(::tokio::spawn(task));
+    }
+
+    fn sleep(&self, delay: Duration) -> Self::Sleep {
+        ::tokio::time::sleep(delay)
+    }
+}
+
+/// A [`Builder`] for a service on Tokio; see [`ClientService::builder`].
+pub fn builder<F, Fut, C, E>(connector: F) -> Builder<Tokio, C::Handle, E>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<C, E>> + Send + 'static,
+    C: Connection,
+    E: Send + Sync + 'static,
+{
+    ClientService::builder(Tokio, connector)
+}
+
+/// Splits a Tokio stream (e.g. `tokio::net::TcpStream`) into a shareable handle and
+/// a driver future; see [`driver::stream`](crate::driver::stream).
+pub fn stream<S>(stream: S) -> (SharedStream<S>, StreamDriver<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    driver::with_reader(stream, |s, cx, buf| {
+        let mut buf = ReadBuf::new(buf);
+        ready!(s.poll_read(cx, &mut buf))?;
+        Poll::Ready(Ok(buf.filled().len()))
+    })
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for StreamGuard<'_, S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let n = ready!(self.get_mut().poll_read_with(cx, buf.initialize_unfilled()))?;
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for StreamGuard<'_, S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_io(cx, |s, cx| s.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_io(cx, |s, cx| s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_io(cx, |s, cx| s.poll_shutdown(cx))
+    }
+}
