@@ -1,0 +1,243 @@
+//! The reconnect-cycle workloads shared by the criterion bench (`benches/machine.rs`),
+//! the allocation test (`tests/alloc.rs`) and the callgrind workload
+//! (`examples/callgrind_cycle.rs`), included in each with `#[path]`.
+//!
+//! One **cycle** is what a service does when a peer accepts and then drops it, with
+//! a zero retry delay:
+//!
+//! ```text
+//! Waiting --when_connected--> Waiting            (a waiter asks for the connection)
+//!         --timer_fired-----> Connecting [Connect]
+//!         --connection_made-> Connected  [NotifyWaiters]
+//!         --client_disconnected-> Waiting [ScheduleTimer(retry, 0 s)]
+//! ```
+//!
+//! Four inputs, four non-empty action lists. The driver side here is what every
+//! real driver does: it matches each action and keeps the ids it needs.
+//!
+//! The **floor** is the smallest hand-written enum state machine that does the
+//! same cycle: no ids, no retry policy, no waiter list (a count of pending
+//! waiters), and one action per input.
+#![allow(dead_code)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use redial::{Action, Actions, AttemptId, Machine, RetryPolicy, TimerId};
+
+/// The error type the machine carries: what a real socket driver reports.
+pub type Error = std::io::Error;
+
+/// A zero retry delay, as a named policy type.
+pub type ZeroDelay = fn(u32) -> Duration;
+
+/// The policy of the cycle: retry at once, never give up.
+pub fn zero_delay(_failed_attempts: u32) -> Duration {
+    Duration::ZERO
+}
+
+/// What the driver keeps from the actions it performed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Seen {
+    pub attempt: Option<AttemptId>,
+    pub timer: Option<TimerId>,
+    pub notified: usize,
+    pub other: usize,
+}
+
+/// Performs `actions` the way a driver does: one `match` per action.
+#[inline]
+pub fn perform<E>(actions: Actions<E>, seen: &mut Seen) {
+    for action in actions {
+        match action {
+            Action::Connect { attempt } => seen.attempt = Some(attempt),
+            Action::ScheduleTimer { timer, .. } => seen.timer = Some(timer),
+            Action::NotifyWaiters { waiters, .. } => {
+                for waiter in &waiters {
+                    black_box(waiter);
+                }
+                seen.notified += waiters.len();
+            }
+            _ => seen.other += 1,
+        }
+    }
+}
+
+/// A redial machine parked in `Waiting` with its retry timer armed, and the driver
+/// state that goes with it.
+pub struct RedialCycle<P: RetryPolicy> {
+    pub machine: Machine<Error, P>,
+    pub seen: Seen,
+}
+
+impl<P: RetryPolicy> RedialCycle<P> {
+    /// Starts a machine and runs it to `Waiting` (connect, made, lost).
+    pub fn new(policy: P) -> Self {
+        let mut c = RedialCycle {
+            machine: Machine::new(policy),
+            seen: Seen::default(),
+        };
+        perform(c.machine.start(), &mut c.seen);
+        let attempt = c.seen.attempt.expect("start connects");
+        perform(c.machine.connection_made(attempt).unwrap(), &mut c.seen);
+        perform(c.machine.client_disconnected(attempt).unwrap(), &mut c.seen);
+        assert_eq!(c.machine.state(), redial::State::Waiting);
+        c
+    }
+
+    /// One full cycle with `waiters` waiters asking while `Waiting`.
+    /// Returns how many waiters were notified.
+    #[inline]
+    pub fn cycle(&mut self, waiters: usize) -> usize {
+        let before = self.seen.notified;
+        for _ in 0..waiters {
+            let (waiter, actions) = black_box(&mut self.machine).when_connected(None);
+            black_box(waiter);
+            perform(actions, &mut self.seen);
+        }
+        let timer = self.seen.timer.take().expect("retry timer armed");
+        perform(
+            black_box(&mut self.machine).timer_fired(timer).unwrap(),
+            &mut self.seen,
+        );
+        let attempt = self.seen.attempt.expect("attempt started");
+        perform(
+            black_box(&mut self.machine)
+                .connection_made(attempt)
+                .unwrap(),
+            &mut self.seen,
+        );
+        perform(
+            black_box(&mut self.machine)
+                .client_disconnected(attempt)
+                .unwrap(),
+            &mut self.seen,
+        );
+        self.seen.notified - before
+    }
+}
+
+// ----- the floor: a minimal hand-written reconnect state machine ------------------
+
+/// The floor's states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloorState {
+    Connecting,
+    Waiting,
+    Connected,
+}
+
+/// The floor's actions: one per input, no ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloorAction {
+    Nothing,
+    Connect,
+    Notify { waiters: u32 },
+    ScheduleRetry { delay: Duration },
+}
+
+/// A hand-written reconnect state machine: the least a reconnect loop can do.
+#[derive(Debug)]
+pub struct Floor {
+    state: FloorState,
+    pending: u32,
+}
+
+impl Floor {
+    pub fn new() -> Self {
+        Floor {
+            state: FloorState::Waiting,
+            pending: 0,
+        }
+    }
+
+    pub fn when_connected(&mut self) -> FloorAction {
+        match self.state {
+            FloorState::Connected => FloorAction::Notify { waiters: 1 },
+            _ => {
+                self.pending += 1;
+                FloorAction::Nothing
+            }
+        }
+    }
+
+    pub fn timer_fired(&mut self) -> FloorAction {
+        match self.state {
+            FloorState::Waiting => {
+                self.state = FloorState::Connecting;
+                FloorAction::Connect
+            }
+            _ => FloorAction::Nothing,
+        }
+    }
+
+    pub fn connection_made(&mut self) -> FloorAction {
+        match self.state {
+            FloorState::Connecting => {
+                self.state = FloorState::Connected;
+                let waiters = core::mem::take(&mut self.pending);
+                FloorAction::Notify { waiters }
+            }
+            _ => FloorAction::Nothing,
+        }
+    }
+
+    pub fn lost(&mut self) -> FloorAction {
+        match self.state {
+            FloorState::Connected => {
+                self.state = FloorState::Waiting;
+                FloorAction::ScheduleRetry {
+                    delay: Duration::ZERO,
+                }
+            }
+            _ => FloorAction::Nothing,
+        }
+    }
+}
+
+impl Default for Floor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The floor and its driver state.
+#[derive(Debug, Default)]
+pub struct FloorCycle {
+    pub floor: Floor,
+    pub connects: usize,
+    pub notified: usize,
+    pub retries: usize,
+}
+
+impl FloorCycle {
+    #[inline]
+    fn perform(&mut self, action: FloorAction) {
+        match action {
+            FloorAction::Nothing => {}
+            FloorAction::Connect => self.connects += 1,
+            FloorAction::Notify { waiters } => self.notified += waiters as usize,
+            FloorAction::ScheduleRetry { delay } => {
+                black_box(delay);
+                self.retries += 1;
+            }
+        }
+    }
+
+    /// The same cycle as [`RedialCycle::cycle`].
+    #[inline]
+    pub fn cycle(&mut self, waiters: usize) -> usize {
+        let before = self.notified;
+        for _ in 0..waiters {
+            let a = black_box(&mut self.floor).when_connected();
+            self.perform(a);
+        }
+        let a = black_box(&mut self.floor).timer_fired();
+        self.perform(a);
+        let a = black_box(&mut self.floor).connection_made();
+        self.perform(a);
+        let a = black_box(&mut self.floor).lost();
+        self.perform(a);
+        self.notified - before
+    }
+}

@@ -1,0 +1,292 @@
+//! The machine allocates nothing in steady state.
+//!
+//! A counting global allocator counts the heap allocations made on the test's own
+//! thread. After a warm-up (the waiter list reaches its working capacity), 10,000
+//! reconnect cycles with at most `INLINE_WAITERS` waiters each must make none: not
+//! for action lists, not for waiter lists, not for timers, ids or the policy.
+//!
+//! `cargo test --test alloc -- --nocapture` also prints the sizes quoted in
+//! BENCHMARKS.md.
+#![allow(unsafe_code)] // the counting allocator; the library itself forbids unsafe
+
+#[path = "../benches/support/cycle.rs"]
+mod cycle;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::ErrorKind;
+use std::mem::size_of;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use redial::actions::{INLINE_ACTIONS, INLINE_WAITERS};
+use redial::{
+    Action, Actions, AttemptId, Backoff, Config, Input, Machine, RetryPolicy, State, Step, TimerId,
+    WaiterList,
+};
+
+use cycle::{zero_delay, Error, RedialCycle, ZeroDelay};
+
+struct Counting;
+
+thread_local! {
+    /// Allocations (alloc, alloc_zeroed, realloc) made by this thread.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count() {
+    // `try_with`: the allocator may run while thread-locals are being torn down.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged;
+// counting touches only a const-initialised thread-local `Cell` (no allocation).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded as is.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: forwarded as is.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as is.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made on this thread while running `f`.
+fn allocations_in(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+const CYCLES: usize = 10_000;
+const WARM_UP: usize = 10;
+
+#[test]
+fn the_counter_counts() {
+    let n = allocations_in(|| drop(std::hint::black_box(vec![1u8; 3])));
+    assert_eq!(n, 1);
+}
+
+fn steady_cycles<P: RetryPolicy>(policy: P) {
+    let mut c = RedialCycle::new(policy);
+    for _ in 0..WARM_UP {
+        assert_eq!(c.cycle(INLINE_WAITERS), INLINE_WAITERS);
+    }
+    let n = allocations_in(|| {
+        for i in 0..CYCLES {
+            // 0 ..= INLINE_WAITERS waiters, every count in turn
+            let waiters = i % (INLINE_WAITERS + 1);
+            assert_eq!(c.cycle(waiters), waiters);
+        }
+    });
+    assert_eq!(n, 0, "{n} heap allocations in {CYCLES} steady cycles");
+    assert_eq!(
+        c.machine.counters().connections,
+        (WARM_UP + CYCLES + 1) as u64
+    );
+}
+
+#[test]
+fn steady_reconnect_cycles_do_not_allocate() {
+    steady_cycles(zero_delay as ZeroDelay);
+}
+
+#[test]
+fn steady_cycles_with_twisted_backoff_do_not_allocate() {
+    steady_cycles(Backoff::twisted(7));
+}
+
+/// The driver side for the tests below: records every id it is handed.
+#[derive(Default)]
+struct Driver {
+    attempt: Option<AttemptId>,
+    timer: Option<TimerId>,
+    to_disconnect: Option<AttemptId>,
+    notified: usize,
+    failed: usize,
+    cancelled: usize,
+    stops_finished: usize,
+}
+
+impl Driver {
+    fn perform(&mut self, actions: Actions<Error>) {
+        for action in actions {
+            match action {
+                Action::Connect { attempt } => self.attempt = Some(attempt),
+                Action::ScheduleTimer { timer, .. } => self.timer = Some(timer),
+                Action::CancelTimer { timer } => {
+                    assert_eq!(self.timer.take(), Some(timer));
+                }
+                Action::Prepare { .. } => {}
+                Action::Disconnect { attempt } => self.to_disconnect = Some(attempt),
+                Action::NotifyWaiters { waiters, .. } => self.notified += waiters.len(),
+                Action::DeliverFailure { waiters, .. } => self.failed += waiters.len(),
+                Action::CancelWaiters { waiters } => self.cancelled += waiters.len(),
+                Action::FinishStopping { stops } => self.stops_finished += stops.len(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    fn fire(&mut self, m: &mut Machine<Error, ZeroDelay>) {
+        let timer = self.timer.take().expect("a timer is armed");
+        self.perform(m.timer_fired(timer).unwrap());
+    }
+}
+
+/// Failed attempts whose waiters have a failure threshold: every attempt is refused,
+/// and each one fails the `INLINE_WAITERS` waiters that registered before it.
+#[test]
+fn failing_attempts_and_failure_delivery_do_not_allocate() {
+    let mut m: Machine<Error, ZeroDelay> = Machine::new(zero_delay as ZeroDelay);
+    let mut d = Driver::default();
+    let one = NonZeroU32::new(1);
+    let cycle = |m: &mut Machine<Error, ZeroDelay>, d: &mut Driver| {
+        for _ in 0..INLINE_WAITERS {
+            let (_, actions) = m.when_connected(one);
+            d.perform(actions);
+        }
+        let attempt = d.attempt.unwrap();
+        let refused = std::io::Error::from(ErrorKind::ConnectionRefused);
+        d.perform(m.connection_failed(attempt, refused).unwrap());
+        assert_eq!(m.state(), State::Waiting);
+        d.fire(m);
+    };
+    d.perform(m.start());
+    for _ in 0..WARM_UP {
+        cycle(&mut m, &mut d);
+    }
+    let n = allocations_in(|| {
+        for _ in 0..CYCLES {
+            cycle(&mut m, &mut d);
+        }
+    });
+    assert_eq!(n, 0, "{n} heap allocations in {CYCLES} failing cycles");
+    assert_eq!(d.failed, (WARM_UP + CYCLES) * INLINE_WAITERS);
+}
+
+/// Every opt-in at once (prepare step, connect / prepare timeouts, healthy timer),
+/// plus a stop and a restart every tenth cycle: every action kind but `GaveUp`.
+#[test]
+fn opt_in_cycles_with_stop_and_restart_do_not_allocate() {
+    let config = Config {
+        prepare: true,
+        connect_timeout: Some(Duration::from_secs(5)),
+        prepare_timeout: Some(Duration::from_secs(5)),
+        reset_backoff_after: Some(Duration::from_secs(30)),
+    };
+    let mut m: Machine<Error, ZeroDelay> =
+        Machine::with_config(zero_delay as ZeroDelay, config).unwrap();
+    let mut d = Driver::default();
+    let cycle = |i: usize, m: &mut Machine<Error, ZeroDelay>, d: &mut Driver| {
+        for _ in 0..INLINE_WAITERS {
+            let (_, actions) = m.when_connected(None);
+            d.perform(actions);
+        }
+        let attempt = d.attempt.unwrap();
+        d.perform(m.connection_made(attempt).unwrap()); // cancel connect timeout, prepare
+        d.perform(m.prepare_succeeded(attempt).unwrap()); // healthy timer, notify
+        assert_eq!(m.state(), State::Connected);
+        d.fire(m); // healthy
+        if i % 10 == 0 {
+            let (_, actions) = m.stop(); // Disconnect
+            d.perform(actions);
+            let closing = d.to_disconnect.take().unwrap();
+            d.perform(m.client_disconnected(closing).unwrap()); // finish stopping
+            assert_eq!(m.state(), State::Stopped);
+            d.perform(m.start()); // Connect, connect timeout
+        } else {
+            d.perform(m.client_disconnected(attempt).unwrap()); // retry timer
+            d.fire(m); // Connect, connect timeout
+        }
+        assert_eq!(m.state(), State::Connecting);
+    };
+    d.perform(m.start());
+    for i in 0..WARM_UP {
+        cycle(i, &mut m, &mut d);
+    }
+    let n = allocations_in(|| {
+        for i in 0..CYCLES {
+            cycle(i, &mut m, &mut d);
+        }
+    });
+    assert_eq!(n, 0, "{n} heap allocations in {CYCLES} opt-in cycles");
+    assert_eq!(d.notified, (WARM_UP + CYCLES) * INLINE_WAITERS);
+    assert_eq!(d.stops_finished, (WARM_UP + CYCLES) / 10);
+}
+
+/// More waiters than fit inline do allocate (the waiter list spills): the bound the
+/// steady-state tests stay within is real.
+#[test]
+fn more_than_inline_waiters_spill_to_the_heap() {
+    let mut c = RedialCycle::new(zero_delay as ZeroDelay);
+    for _ in 0..WARM_UP {
+        c.cycle(INLINE_WAITERS + 1);
+    }
+    let n = allocations_in(|| {
+        c.cycle(INLINE_WAITERS + 1);
+    });
+    assert_eq!(n, 1, "the spilled NotifyWaiters list");
+}
+
+#[test]
+fn sizes() {
+    println!(
+        "size_of::<Machine<io::Error>>()               = {}",
+        size_of::<Machine<Error>>()
+    );
+    println!(
+        "size_of::<Machine<io::Error, fn(u32)->Dur>>() = {}",
+        size_of::<Machine<Error, ZeroDelay>>()
+    );
+    println!(
+        "size_of::<Action<io::Error>>()                = {}",
+        size_of::<Action<Error>>()
+    );
+    println!(
+        "size_of::<Actions<io::Error>>() ({INLINE_ACTIONS} inline)    = {}",
+        size_of::<Actions<Error>>()
+    );
+    println!(
+        "size_of::<Step<io::Error>>()                  = {}",
+        size_of::<Step<Error>>()
+    );
+    println!(
+        "size_of::<Input<io::Error>>()                 = {}",
+        size_of::<Input<Error>>()
+    );
+    println!(
+        "size_of::<WaiterList>() ({INLINE_WAITERS} inline)           = {}",
+        size_of::<WaiterList>()
+    );
+    println!(
+        "size_of::<Backoff>()                          = {}",
+        size_of::<Backoff>()
+    );
+    println!(
+        "size_of::<Action<()>>()                       = {}",
+        size_of::<Action<()>>()
+    );
+    println!(
+        "size_of::<Actions<()>>()                      = {}",
+        size_of::<Actions<()>>()
+    );
+}
