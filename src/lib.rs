@@ -134,20 +134,22 @@ extern crate alloc;
 extern crate std;
 
 pub mod actions;
-pub mod error;
-pub mod ids;
-pub mod input;
-pub mod machine;
-pub mod policy;
 #[cfg(feature = "async-std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
 pub mod async_std;
 #[cfg(feature = "driver")]
 #[cfg_attr(docsrs, doc(cfg(feature = "driver")))]
 pub mod driver;
+pub mod error;
+pub mod ids;
+pub mod input;
+pub mod machine;
+pub mod policy;
 #[cfg(feature = "smol")]
 #[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
 pub mod smol;
+#[cfg(feature = "proptest")]
+pub mod testing;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;

@@ -1,0 +1,297 @@
+//! The invariants of SPEC §8, checked after every input from the outside.
+
+use core::fmt;
+use std::collections::BTreeSet;
+use std::format;
+use std::string::String;
+use std::vec::Vec;
+
+use crate::actions::{Action, TimerKind};
+use crate::error::InputError;
+use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
+use crate::input::Input;
+use crate::machine::{Machine, State, Step};
+use crate::policy::RetryPolicy;
+
+/// A ledger of everything a machine has said, checking the invariants of the
+/// behaviour contract (SPEC §8) after every input.
+///
+/// It is built only from the inputs and the actions (not from the machine's
+/// insides), and compares its ledger with what the machine reports through its
+/// public reading methods:
+///
+/// 1. at most one attempt or connection is current, and `Connect` is never asked
+///    while one is;
+/// 2. every waiter is answered at most once, never after being withdrawn, and the
+///    machine's pending waiters are exactly the unanswered ones;
+/// 3. every stop is finished exactly once, all pending stops together, and only
+///    when nothing is left (no attempt or connection outstanding; when `Stopped`,
+///    nothing current and no timer);
+/// 4. at most one timer is armed, a timer is only cancelled while armed, and the
+///    machine's armed timer is the ledger's;
+/// 5. ids are fresh: attempts, timers, waiters and stops are issued 0, 1, 2, …;
+/// 6. waiter and stop lists come in registration / call order.
+///
+/// That bad input changes nothing is checked by comparing the machine with a clone
+/// taken before the input; see [`check_unchanged`](Invariants::check_unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct Invariants {
+    current: Option<AttemptId>,
+    attempts: u64,
+    timers: u64,
+    armed: Vec<TimerId>,
+    waiters: u64,
+    pending: Vec<WaiterId>,
+    answered: BTreeSet<WaiterId>,
+    withdrawn: BTreeSet<WaiterId>,
+    stops: u64,
+    stops_pending: Vec<StopId>,
+}
+
+fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+impl Invariants {
+    /// A ledger for a machine in `Init`.
+    pub fn new() -> Invariants {
+        Invariants::default()
+    }
+
+    /// Checks that a rejected input changed nothing: `before` is a clone of the
+    /// machine taken before the input, `after` the machine now.
+    ///
+    /// # Errors
+    ///
+    /// A description of the violation.
+    pub fn check_unchanged<E: PartialEq, P: PartialEq>(
+        before: &Machine<E, P>,
+        after: &Machine<E, P>,
+    ) -> Result<(), String> {
+        ensure(before == after, || {
+            String::from("invariant 5: an input that must change nothing changed the machine")
+        })
+    }
+
+    /// Records one input and what the machine made of it, and checks the
+    /// invariants against the machine after it.
+    ///
+    /// # Errors
+    ///
+    /// A description of the first violation.
+    pub fn check<E: fmt::Debug, P: RetryPolicy>(
+        &mut self,
+        input: &Input<E>,
+        result: &Result<Step<E>, InputError>,
+        machine: &Machine<E, P>,
+    ) -> Result<(), String> {
+        let Ok(step) = result else {
+            return Ok(());
+        };
+        // What the accepted input itself says.
+        match input {
+            Input::ConnectionFailed { attempt, .. } | Input::ClientDisconnected { attempt }
+                if self.current == Some(*attempt) =>
+            {
+                self.current = None;
+            }
+            Input::TimerFired { timer } => self.armed.retain(|t| t != timer),
+            Input::CancelWaiter { waiter } => {
+                if let Some(i) = self.pending.iter().position(|w| w == waiter) {
+                    self.pending.remove(i);
+                    self.withdrawn.insert(*waiter);
+                }
+            }
+            _ => {}
+        }
+        if let Some(waiter) = step.waiter {
+            ensure(waiter.raw() == self.waiters, || {
+                format!("invariant 5: new {waiter} is not fresh")
+            })?;
+            self.waiters += 1;
+            self.pending.push(waiter);
+        }
+        if let Some(stop) = step.stop {
+            ensure(stop.raw() == self.stops, || {
+                format!("invariant 5: new {stop} is not fresh")
+            })?;
+            self.stops += 1;
+            self.stops_pending.push(stop);
+        }
+        let mut finished = false;
+        for action in &step.actions {
+            self.action(action, machine, &mut finished)?;
+        }
+        self.after(machine, finished)
+    }
+
+    fn answer(&mut self, waiters: &[WaiterId], what: &str) -> Result<(), String> {
+        ensure(waiters.windows(2).all(|w| w[0] < w[1]), || {
+            format!("invariant 2: {what} waiters not in registration order: {waiters:?}")
+        })?;
+        ensure(!waiters.is_empty(), || format!("{what} with no waiters"))?;
+        for w in waiters {
+            ensure(!self.answered.contains(w), || {
+                format!("invariant 2: {w} answered twice ({what})")
+            })?;
+            ensure(!self.withdrawn.contains(w), || {
+                format!("invariant 2: {w} answered after it was withdrawn ({what})")
+            })?;
+            ensure(self.pending.contains(w), || {
+                format!("invariant 2: {w} answered but never registered ({what})")
+            })?;
+            self.pending.retain(|p| p != w);
+            self.answered.insert(*w);
+        }
+        Ok(())
+    }
+
+    fn action<E: fmt::Debug, P: RetryPolicy>(
+        &mut self,
+        action: &Action<E>,
+        machine: &Machine<E, P>,
+        finished: &mut bool,
+    ) -> Result<(), String> {
+        match action {
+            Action::Connect { attempt } => {
+                ensure(self.current.is_none(), || {
+                    format!(
+                        "invariant 1: connect {attempt} while {:?} is current",
+                        self.current
+                    )
+                })?;
+                ensure(attempt.raw() == self.attempts, || {
+                    format!("invariant 5: {attempt} is not fresh")
+                })?;
+                self.attempts += 1;
+                self.current = Some(*attempt);
+            }
+            Action::CancelConnect { attempt } | Action::Disconnect { attempt } => {
+                if self.current == Some(*attempt) {
+                    self.current = None;
+                }
+                ensure(attempt.raw() < self.attempts, || {
+                    format!("{attempt} cancelled or closed but never issued")
+                })?;
+            }
+            Action::Prepare { attempt } => ensure(self.current == Some(*attempt), || {
+                format!("prepare {attempt}, which is not current")
+            })?,
+            Action::ScheduleTimer { timer, .. } => {
+                ensure(self.armed.is_empty(), || {
+                    format!(
+                        "invariant 4: {timer} scheduled while {:?} is armed",
+                        self.armed
+                    )
+                })?;
+                ensure(timer.raw() == self.timers, || {
+                    format!("invariant 5: {timer} is not fresh")
+                })?;
+                self.timers += 1;
+                self.armed.push(*timer);
+            }
+            Action::CancelTimer { timer } => {
+                ensure(self.armed.contains(timer), || {
+                    format!("invariant 4: cancel {timer}, which is not armed")
+                })?;
+                self.armed.retain(|t| t != timer);
+            }
+            Action::NotifyWaiters { attempt, waiters } => {
+                self.answer(waiters, "notify")?;
+                ensure(machine.connection() == Some(*attempt), || {
+                    format!("waiters notified of {attempt}, which is not the connection")
+                })?;
+            }
+            Action::DeliverFailure { waiters, .. } => self.answer(waiters, "deliver_failure")?,
+            Action::CancelWaiters { waiters } => self.answer(waiters, "cancel_waiters")?,
+            Action::FinishStopping { stops } => {
+                ensure(stops[..] == self.stops_pending[..], || {
+                    format!(
+                        "invariant 3: finished {stops:?}, pending were {:?}",
+                        self.stops_pending
+                    )
+                })?;
+                self.stops_pending.clear();
+                *finished = true;
+            }
+            Action::GaveUp { .. } => ensure(machine.state() == State::Stopped, || {
+                String::from("gave up but not Stopped")
+            })?,
+        }
+        Ok(())
+    }
+
+    fn after<E, P: RetryPolicy>(
+        &self,
+        machine: &Machine<E, P>,
+        finished: bool,
+    ) -> Result<(), String> {
+        let state = machine.state();
+        ensure(machine.current_attempt() == self.current, || {
+            format!(
+                "invariant 1: machine's current attempt {:?}, ledger says {:?}",
+                machine.current_attempt(),
+                self.current
+            )
+        })?;
+        ensure(
+            matches!(state, State::Connecting | State::Connected) == self.current.is_some(),
+            || {
+                format!(
+                    "invariant 1: {state} with current attempt {:?}",
+                    self.current
+                )
+            },
+        )?;
+        let armed = machine.armed_timer();
+        ensure(armed.map(|(t, _)| t) == self.armed.first().copied(), || {
+            format!(
+                "invariant 4: machine's armed timer {armed:?}, ledger says {:?}",
+                self.armed
+            )
+        })?;
+        ensure(
+            (state == State::Waiting) == matches!(armed, Some((_, TimerKind::Retry))),
+            || format!("invariant 4: {state} with timer {armed:?}"),
+        )?;
+        let pending: Vec<WaiterId> = machine.pending_waiters().collect();
+        ensure(pending == self.pending, || {
+            format!(
+                "invariant 2: machine's pending waiters {pending:?}, ledger says {:?}",
+                self.pending
+            )
+        })?;
+        ensure(machine.pending_stops() == &self.stops_pending[..], || {
+            format!(
+                "invariant 3: machine's pending stops {:?}, ledger says {:?}",
+                machine.pending_stops(),
+                self.stops_pending
+            )
+        })?;
+        ensure(
+            self.stops_pending.is_empty()
+                || matches!(state, State::Disconnecting | State::Restarting),
+            || format!("invariant 3: stops pending in {state}"),
+        )?;
+        ensure(
+            self.pending.is_empty() || !matches!(state, State::Connected | State::Stopped),
+            || format!("invariant 2: waiters pending in {state}"),
+        )?;
+        if finished {
+            ensure(machine.outstanding().next().is_none(), || {
+                String::from(
+                    "invariant 3 (D7): a stop finished with an attempt or connection outstanding",
+                )
+            })?;
+            ensure(
+                state != State::Stopped || (self.current.is_none() && self.armed.is_empty()),
+                || String::from("invariant 3 (D7): stopped with something current or armed"),
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! Property-testing the machine and the programs built on it (feature `proptest`).
+//!
+//! redial's machine is pure, so the programs built on it — an event-loop
+//! integration, a protocol client, a connection pool — can be tested against every
+//! interleaving a real event loop could produce. This module gives them the tools
+//! redial's own test suite uses:
+//!
+//! * [`strategy`]: proptest strategies for [`Config`](crate::Config)s, policies and
+//!   sequences of abstract operations ([`Op`]) — **valid** ones (what a correct
+//!   driver and user can do), **stale** ones (late results of cancelled attempts,
+//!   losses of old connections, cancelled timers, already answered waiters) and
+//!   **invalid** ones (ids never issued);
+//! * [`World`]: turns those operations into concrete [`Input`]s naming real ids, by
+//!   following the actions the machine returns as a faithful driver would;
+//! * [`Invariants`]: the invariants of the behaviour contract (SPEC §8), checked
+//!   after every input from what the machine said and what it reports;
+//! * [`run_ops`]: all of the above in one call, returning a readable [`Trace`] —
+//!   or, on failure, a [`Violation`] whose `Display` is the trace up to the
+//!   failing input, which proptest prints after shrinking;
+//! * [`Sim`]: a deterministic simulated driver (virtual clock, scripted connector
+//!   and prepare outcomes, recorded actions and answers) to put your own
+//!   integration or protocol under;
+//! * [`trace`]: the text format of traces (one input per line, its actions after
+//!   it), with a printer, a parser and [`Trace::replay`].
+//!
+//! # Example: a property test of the machine's transitions
+//!
+//! Any sequence of valid, stale and invalid inputs, under any configuration,
+//! keeps the invariants; and a waiter registered before `start` is answered at
+//! the latest when the service stops:
+//!
+//! ```
+//! use proptest::prelude::*;
+//! use redial::testing::{run_ops, strategy, Op, SimPolicy};
+//! use redial::{Action, Machine};
+//!
+//! proptest! {
+//!     #![proptest_config(ProptestConfig::with_cases(64))]
+//!     fn any_run_keeps_the_invariants(
+//!         config in strategy::config(),
+//!         policy in strategy::sim_policy(),
+//!         ops in strategy::ops(0..60),
+//!     ) {
+//!         let mut machine = Machine::with_config(policy, config).unwrap();
+//!         // One waiter first, a stop at the end.
+//!         let mut all = vec![Op::WhenConnected { fail_after_failures: None }];
+//!         all.extend(ops);
+//!         all.push(Op::Stop);
+//!         // Each step is also handed to our own check (none here).
+//!         let trace = run_ops(&mut machine, &all, |_, _, _| Ok(()))
+//!             .map_err(|violation| TestCaseError::fail(violation.to_string()))?;
+//!         // The first waiter got exactly one answer by the end.
+//!         let answers = trace
+//!             .steps
+//!             .iter()
+//!             .filter_map(|step| match &step.outcome {
+//!                 redial::testing::Outcome::Accepted { actions, .. } => Some(actions),
+//!                 _ => None,
+//!             })
+//!             .flatten()
+//!             .filter(|action| match action {
+//!                 Action::NotifyWaiters { waiters, .. }
+//!                 | Action::DeliverFailure { waiters, .. }
+//!                 | Action::CancelWaiters { waiters } => {
+//!                     waiters.iter().any(|w| w.raw() == 0)
+//!                 }
+//!                 _ => false,
+//!             })
+//!             .count();
+//!         let still_pending = machine.pending_waiters().any(|w| w.raw() == 0);
+//!         prop_assert!(answers + usize::from(still_pending) == 1, "{}", trace);
+//!     }
+//! }
+//!
+//! # fn main() {
+//! any_run_keeps_the_invariants();
+//! # }
+//! ```
+//!
+//! # Example: your integration under the simulated driver
+//!
+//! [`Sim`] plays the network and the clock. Here the property is about a
+//! program's use of the machine: however the connector behaves, a request that
+//! waits for at most three failures is answered within the time the policy
+//! allows, and a stop always finishes.
+//!
+//! ```
+//! use core::time::Duration;
+//! use std::num::NonZeroU32;
+//! use proptest::prelude::*;
+//! use redial::testing::{strategy, Answer, Sim, SimPolicy};
+//! use redial::Machine;
+//!
+//! proptest! {
+//!     #![proptest_config(ProptestConfig::with_cases(64))]
+//!     fn requests_are_answered_in_time(
+//!         script in proptest::collection::vec(strategy::connect_script(), 0..6),
+//!     ) {
+//!         let policy = SimPolicy::linear(Duration::from_millis(100));
+//!         let config = redial::Config {
+//!             connect_timeout: Some(Duration::from_secs(1)),
+//!             ..Default::default()
+//!         };
+//!         let mut sim = Sim::new(Machine::<String, _>::with_config(policy, config).unwrap());
+//!         sim.script_connects(script);
+//!         sim.start();
+//!         let request = sim.when_connected(NonZeroU32::new(3));
+//!         // Three attempts of at most 1 s each, and 100 ms + 200 ms of backoff.
+//!         sim.advance(Duration::from_millis(3300));
+//!         prop_assert!(sim.answer(request).is_some(), "{}", sim.trace());
+//!         let stop = sim.stop();
+//!         sim.settle();
+//!         prop_assert!(sim.is_finished(stop), "{}", sim.summary());
+//!         if let Some(Answer::Notified(conn)) = sim.answer(request) {
+//!             prop_assert!(conn.raw() < 3);
+//!         }
+//!     }
+//! }
+//!
+//! # fn main() {
+//! requests_are_answered_in_time();
+//! # }
+//! ```
+#![cfg_attr(docsrs, doc(cfg(feature = "proptest")))]
+
+use core::fmt;
+use std::string::String;
+
+mod invariants;
+mod ops;
+mod sim;
+pub mod strategy;
+pub mod trace;
+
+pub use invariants::Invariants;
+pub use ops::{Op, ReportKind, World};
+pub use sim::{Answer, ConnectScript, PrepareScript, Record, Sim};
+pub use trace::{Issued, Outcome, SimPolicy, Trace, TraceStep};
+
+use crate::error::InputError;
+use crate::input::Input;
+use crate::machine::{Machine, Step};
+use crate::policy::RetryPolicy;
+
+/// A failed run: the trace up to and including the failing input, and what failed.
+///
+/// `Display` prints the trace, then `# violated: …`: paste it into a
+/// `tests/traces/*.trace` file (or a bug report) as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The run up to and including the failing input.
+    pub trace: Trace,
+    /// What failed.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\n{}# violated: {}", self.trace, self.message)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// Runs `ops` against `machine`: resolves each op with a [`World`], feeds the
+/// input, checks the [`Invariants`] (and, for a rejected input, that the machine
+/// is unchanged), then calls `check` with the input, its result and the machine.
+///
+/// Returns the trace of the run, or the first [`Violation`] (an invariant, or an
+/// error returned by `check`). Ops that point at nothing are skipped. The trace's
+/// policy line is `policy linear 1ms` unless you set [`Trace::policy`].
+///
+/// # Errors
+///
+/// The first violated invariant or failed `check`, with the trace up to it.
+pub fn run_ops<P, F>(
+    machine: &mut Machine<String, P>,
+    ops: &[Op],
+    mut check: F,
+) -> Result<Trace, Violation>
+where
+    P: RetryPolicy + Clone + PartialEq,
+    F: FnMut(
+        &Input<String>,
+        &Result<Step<String>, InputError>,
+        &Machine<String, P>,
+    ) -> Result<(), String>,
+{
+    let mut world = World::new();
+    let mut invariants = Invariants::new();
+    let mut trace = Trace::new(*machine.config(), SimPolicy::default());
+    for op in ops {
+        let Some(input) = world.resolve(op) else {
+            continue;
+        };
+        let before = machine.clone();
+        let result = machine.handle(input.clone());
+        trace
+            .steps
+            .push(TraceStep::record(&input, &result, machine.state()));
+        let verdict = invariants
+            .check(&input, &result, machine)
+            .and_then(|()| match &result {
+                Err(_) => Invariants::check_unchanged(&before, machine),
+                Ok(_) => Ok(()),
+            })
+            .and_then(|()| check(&input, &result, machine));
+        if let Err(message) = verdict {
+            return Err(Violation { trace, message });
+        }
+        world.observe(&input, &result);
+    }
+    Ok(trace)
+}

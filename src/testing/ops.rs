@@ -1,0 +1,347 @@
+//! Abstract operations and the [`World`] that turns them into concrete inputs.
+//!
+//! A generator cannot know which ids a machine will issue, so it produces [`Op`]s
+//! that *point* at things ("the 3rd thing the driver owes a report about", "some
+//! timer id issued earlier", "an attempt id 2 past the last one issued"). A
+//! [`World`] follows the actions the machine returns, as a faithful driver would,
+//! and resolves each op to an [`Input`] naming real ids.
+
+use core::num::NonZeroU32;
+use std::format;
+use std::string::String;
+use std::vec::Vec;
+
+use crate::actions::Action;
+use crate::error::InputError;
+use crate::ids::{AttemptId, TimerId, WaiterId};
+use crate::input::Input;
+use crate::machine::Step;
+
+/// One abstract operation of a driver or a user.
+///
+/// * `Start`, `Stop`, `WhenConnected`, `Withdraw` are calls a user makes;
+/// * `Happen` is a **valid** report: something that can really happen to a thing
+///   the machine asked for and is still in the world (an attempt in flight, an
+///   open connection, a running prepare step, an armed timer);
+/// * `Stale` is a report naming **some id issued earlier**, whatever became of it:
+///   a late result of a cancelled attempt, the loss of an old connection, a
+///   cancelled timer, an answered waiter — or, by chance, a current one;
+/// * `Unknown` is **invalid**: a report naming an id never issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `start`.
+    Start,
+    /// `stop`.
+    Stop,
+    /// `when_connected`.
+    WhenConnected {
+        /// The waiter's failure threshold.
+        fail_after_failures: Option<NonZeroU32>,
+    },
+    /// Withdraw one of the waiters still pending (picked modulo their number).
+    Withdraw {
+        /// Which one.
+        pick: u16,
+    },
+    /// Something that can really happen to one thing in the world (picked modulo
+    /// their number); `choice` picks among what can happen to it.
+    Happen {
+        /// Which thing.
+        pick: u16,
+        /// What happens to it.
+        choice: u8,
+    },
+    /// A report of this kind naming an id issued earlier (picked modulo their number).
+    Stale {
+        /// The report.
+        kind: ReportKind,
+        /// Which id.
+        pick: u16,
+    },
+    /// A report of this kind naming an id `offset` past the last one issued.
+    Unknown {
+        /// The report.
+        kind: ReportKind,
+        /// How far past.
+        offset: u16,
+    },
+}
+
+/// The kinds of report an [`Op::Stale`] or [`Op::Unknown`] can make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReportKind {
+    /// `connection_made`.
+    ConnectionMade,
+    /// `connection_failed`.
+    ConnectionFailed,
+    /// `connect_cancelled`.
+    ConnectCancelled,
+    /// `prepare_succeeded`.
+    PrepareSucceeded,
+    /// `prepare_failed`.
+    PrepareFailed,
+    /// `client_disconnected`.
+    ClientDisconnected,
+    /// `timer_fired`.
+    TimerFired,
+    /// `cancel_waiter`.
+    CancelWaiter,
+}
+
+impl ReportKind {
+    /// Every kind, for generators.
+    pub const ALL: [ReportKind; 8] = [
+        ReportKind::ConnectionMade,
+        ReportKind::ConnectionFailed,
+        ReportKind::ConnectCancelled,
+        ReportKind::PrepareSucceeded,
+        ReportKind::PrepareFailed,
+        ReportKind::ClientDisconnected,
+        ReportKind::TimerFired,
+        ReportKind::CancelWaiter,
+    ];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InFlight {
+    attempt: AttemptId,
+    cancel_asked: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Open {
+    attempt: AttemptId,
+    preparing: bool,
+    close_asked: bool,
+}
+
+/// What a faithful driver knows, built only from the machine's actions and the
+/// inputs it accepted: attempts in flight, open connections (and their prepare
+/// steps), armed timers, pending waiters, and how many ids of each kind were issued.
+///
+/// Errors in generated reports are `"e1"`, `"e2"`, … so every failure is distinct.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct World {
+    in_flight: Vec<InFlight>,
+    open: Vec<Open>,
+    timers: Vec<TimerId>,
+    waiters: Vec<WaiterId>,
+    attempts_issued: u64,
+    timers_issued: u64,
+    waiters_issued: u64,
+    errors: u64,
+}
+
+impl World {
+    /// A world where nothing has happened yet (for a machine in `Init`).
+    pub fn new() -> World {
+        World::default()
+    }
+
+    /// How many things the world holds that a [`Op::Happen`] can pick.
+    pub fn things(&self) -> usize {
+        self.in_flight.len() + self.open.len() + self.timers.len()
+    }
+
+    /// Waiters the driver has not seen answered or withdrawn, in registration order.
+    pub fn pending_waiters(&self) -> &[WaiterId] {
+        &self.waiters
+    }
+
+    fn next_error(&mut self) -> String {
+        self.errors += 1;
+        format!("e{}", self.errors)
+    }
+
+    /// The input this op stands for now, or `None` when it points at nothing (for
+    /// example `Happen` in an empty world, or `Stale` before any id was issued).
+    pub fn resolve(&mut self, op: &Op) -> Option<Input<String>> {
+        Some(match *op {
+            Op::Start => Input::Start,
+            Op::Stop => Input::Stop,
+            Op::WhenConnected {
+                fail_after_failures,
+            } => Input::WhenConnected {
+                fail_after_failures,
+            },
+            Op::Withdraw { pick } => {
+                if self.waiters.is_empty() {
+                    return None;
+                }
+                Input::CancelWaiter {
+                    waiter: self.waiters[usize::from(pick) % self.waiters.len()],
+                }
+            }
+            Op::Happen { pick, choice } => {
+                let things = self.things();
+                if things == 0 {
+                    return None;
+                }
+                let mut i = usize::from(pick) % things;
+                if i < self.in_flight.len() {
+                    let InFlight {
+                        attempt,
+                        cancel_asked,
+                    } = self.in_flight[i];
+                    let options = if cancel_asked { 3 } else { 2 };
+                    match choice % options {
+                        0 => Input::ConnectionMade { attempt },
+                        1 => Input::ConnectionFailed {
+                            attempt,
+                            error: self.next_error(),
+                        },
+                        _ => Input::ConnectCancelled { attempt },
+                    }
+                } else {
+                    i -= self.in_flight.len();
+                    if i < self.open.len() {
+                        let Open {
+                            attempt,
+                            preparing,
+                            close_asked,
+                        } = self.open[i];
+                        let options = if preparing && !close_asked { 3 } else { 1 };
+                        match choice % options {
+                            0 => Input::ClientDisconnected { attempt },
+                            1 => Input::PrepareSucceeded { attempt },
+                            _ => Input::PrepareFailed {
+                                attempt,
+                                error: self.next_error(),
+                            },
+                        }
+                    } else {
+                        Input::TimerFired {
+                            timer: self.timers[i - self.open.len()],
+                        }
+                    }
+                }
+            }
+            Op::Stale { kind, pick } => {
+                let issued = match kind {
+                    ReportKind::TimerFired => self.timers_issued,
+                    ReportKind::CancelWaiter => self.waiters_issued,
+                    _ => self.attempts_issued,
+                };
+                if issued == 0 {
+                    return None;
+                }
+                self.report(kind, u64::from(pick) % issued)
+            }
+            Op::Unknown { kind, offset } => {
+                let issued = match kind {
+                    ReportKind::TimerFired => self.timers_issued,
+                    ReportKind::CancelWaiter => self.waiters_issued,
+                    _ => self.attempts_issued,
+                };
+                self.report(kind, issued + u64::from(offset))
+            }
+        })
+    }
+
+    fn report(&mut self, kind: ReportKind, raw: u64) -> Input<String> {
+        let attempt = AttemptId::from_raw(raw);
+        match kind {
+            ReportKind::ConnectionMade => Input::ConnectionMade { attempt },
+            ReportKind::ConnectionFailed => Input::ConnectionFailed {
+                attempt,
+                error: self.next_error(),
+            },
+            ReportKind::ConnectCancelled => Input::ConnectCancelled { attempt },
+            ReportKind::PrepareSucceeded => Input::PrepareSucceeded { attempt },
+            ReportKind::PrepareFailed => Input::PrepareFailed {
+                attempt,
+                error: self.next_error(),
+            },
+            ReportKind::ClientDisconnected => Input::ClientDisconnected { attempt },
+            ReportKind::TimerFired => Input::TimerFired {
+                timer: TimerId::from_raw(raw),
+            },
+            ReportKind::CancelWaiter => Input::CancelWaiter {
+                waiter: WaiterId::from_raw(raw),
+            },
+        }
+    }
+
+    /// Updates the world with an input and what the machine made of it: what the
+    /// input says happened (if accepted), then each action, as a driver performs it.
+    pub fn observe<E>(&mut self, input: &Input<E>, result: &Result<Step<E>, InputError>) {
+        let Ok(step) = result else { return };
+        match input {
+            Input::ConnectionMade { attempt } => {
+                if let Some(i) = self.in_flight.iter().position(|f| f.attempt == *attempt) {
+                    self.in_flight.remove(i);
+                    self.open.push(Open {
+                        attempt: *attempt,
+                        preparing: false,
+                        close_asked: false,
+                    });
+                }
+            }
+            Input::ConnectionFailed { attempt, .. } | Input::ConnectCancelled { attempt } => {
+                self.in_flight.retain(|f| f.attempt != *attempt);
+            }
+            Input::PrepareSucceeded { attempt } | Input::PrepareFailed { attempt, .. } => {
+                for o in self.open.iter_mut().filter(|o| o.attempt == *attempt) {
+                    o.preparing = false;
+                }
+            }
+            Input::ClientDisconnected { attempt } => self.open.retain(|o| o.attempt != *attempt),
+            Input::TimerFired { timer } => self.timers.retain(|t| t != timer),
+            Input::CancelWaiter { waiter } => self.waiters.retain(|w| w != waiter),
+            Input::Start | Input::Stop | Input::WhenConnected { .. } => {}
+        }
+        if let Some(waiter) = step.waiter {
+            self.waiters.push(waiter);
+            self.waiters_issued = self.waiters_issued.max(waiter.raw() + 1);
+        }
+        for action in &step.actions {
+            self.perform(action);
+        }
+    }
+
+    /// Updates the world with one action, as a driver performs it.
+    pub fn perform<E>(&mut self, action: &Action<E>) {
+        match action {
+            Action::Connect { attempt } => {
+                self.attempts_issued = self.attempts_issued.max(attempt.raw() + 1);
+                self.in_flight.push(InFlight {
+                    attempt: *attempt,
+                    cancel_asked: false,
+                });
+            }
+            Action::CancelConnect { attempt } => {
+                for f in self.in_flight.iter_mut().filter(|f| f.attempt == *attempt) {
+                    f.cancel_asked = true;
+                }
+            }
+            Action::Prepare { attempt } => {
+                for o in self.open.iter_mut().filter(|o| o.attempt == *attempt) {
+                    o.preparing = true;
+                }
+            }
+            Action::Disconnect { attempt } => {
+                match self.open.iter_mut().find(|o| o.attempt == *attempt) {
+                    Some(o) => o.close_asked = true,
+                    // A connection the driver reported made for an attempt it had
+                    // already given up on (an orphan): it is open until closed.
+                    None => self.open.push(Open {
+                        attempt: *attempt,
+                        preparing: false,
+                        close_asked: true,
+                    }),
+                }
+            }
+            Action::ScheduleTimer { timer, .. } => {
+                self.timers_issued = self.timers_issued.max(timer.raw() + 1);
+                self.timers.push(*timer);
+            }
+            Action::CancelTimer { timer } => self.timers.retain(|t| t != timer),
+            Action::NotifyWaiters { waiters, .. }
+            | Action::DeliverFailure { waiters, .. }
+            | Action::CancelWaiters { waiters } => {
+                self.waiters.retain(|w| !waiters.contains(w));
+            }
+            Action::FinishStopping { .. } | Action::GaveUp { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! A deterministic simulated driver: virtual clock, scripted connector, recorded actions.
+
+use core::fmt;
+use core::num::NonZeroU32;
+use core::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
+use std::format;
+use std::string::String;
+use std::vec::Vec;
+
+use super::invariants::Invariants;
+use super::trace::{Trace, TraceStep};
+use crate::actions::{Action, Actions, Failure};
+use crate::error::InputError;
+use crate::ids::{AttemptId, StopId, WaiterId};
+use crate::input::Input;
+use crate::machine::{Machine, Step};
+use crate::policy::RetryPolicy;
+
+/// What the simulated connector does with one attempt (scripted, in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectScript<E> {
+    /// The attempt connects after `after`; the connection is then lost after
+    /// `lost_after` (or stays up, if `None`).
+    Connect {
+        /// How long the attempt takes.
+        after: Duration,
+        /// How long the connection stays up before it is lost.
+        lost_after: Option<Duration>,
+    },
+    /// The attempt fails with `error` after `after`.
+    Fail {
+        /// How long the attempt takes.
+        after: Duration,
+        /// The error.
+        error: E,
+    },
+    /// The attempt never finishes (until the machine cancels it).
+    Hang,
+}
+
+/// What the simulated prepare step does with one connection (scripted, in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrepareScript<E> {
+    /// It accepts the connection after `after`.
+    Succeed {
+        /// How long it takes.
+        after: Duration,
+    },
+    /// It rejects the connection with `error` after `after`.
+    Fail {
+        /// How long it takes.
+        after: Duration,
+        /// The error.
+        error: E,
+    },
+    /// It never finishes (until the machine closes the connection).
+    Hang,
+}
+
+/// How a waiter was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer<E> {
+    /// Handed this connection (`NotifyWaiters`).
+    Notified(AttemptId),
+    /// Failed with this failure (`DeliverFailure`).
+    Failed(Failure<E>),
+    /// Cancelled because the service stopped (`CancelWaiters`).
+    Cancelled,
+}
+
+/// One input the simulated driver fed, when, and what came of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record<E> {
+    /// The virtual time of the input.
+    pub at: Duration,
+    /// The input.
+    pub input: Input<E>,
+    /// What it returned (its actions, and a new waiter's or stop's id), or why it
+    /// was rejected.
+    pub result: Result<Step<E>, InputError>,
+}
+
+/// A deterministic driver for a [`Machine`]: a virtual clock, a scripted connector
+/// and prepare step, and a record of every input and action.
+///
+/// The simulator performs each action as a real driver would — it starts scripted
+/// attempts, runs scripted prepare steps, arms timers on its virtual clock, reports
+/// a cancelled attempt gone and a closed connection closed at once — and records
+/// how every waiter and stop request was answered. Time moves only when you call
+/// [`advance`](Sim::advance); events due at the same instant run in the order they
+/// were scheduled, so every run is reproducible.
+///
+/// After every input it checks the behaviour contract's invariants
+/// ([`Invariants`]) and **panics** with the trace so far if one is violated (or if
+/// the machine rejects one of the simulator's own reports), which makes it a
+/// ready-made oracle inside a property test. [`Sim::feed`] injects any input,
+/// stale or invalid ones included, to test how a program built on the machine
+/// reacts to them.
+///
+/// When the connect script runs out, attempts [`Hang`](ConnectScript::Hang);
+/// when the prepare script runs out, prepare steps succeed at once.
+///
+/// ```
+/// use core::time::Duration;
+/// use redial::testing::{Answer, ConnectScript, Sim, SimPolicy};
+/// use redial::Machine;
+///
+/// let policy = SimPolicy::linear(Duration::from_secs(1));
+/// let mut sim = Sim::new(Machine::<&str, _>::new(policy));
+/// sim.script_connects([
+///     ConnectScript::Fail { after: Duration::from_millis(10), error: "refused" },
+///     ConnectScript::Connect { after: Duration::from_millis(10), lost_after: None },
+/// ]);
+/// sim.start();
+/// let waiter = sim.when_connected(None);
+/// sim.advance(Duration::from_secs(5));
+/// // 10 ms to fail, 1 s of backoff, 10 ms to connect.
+/// assert!(matches!(sim.answer(waiter), Some(Answer::Notified(_))));
+/// assert_eq!(sim.answered_at(waiter), Some(Duration::from_millis(1020)));
+/// ```
+#[derive(Debug)]
+pub struct Sim<E, P> {
+    machine: Machine<E, P>,
+    now: Duration,
+    connects: VecDeque<ConnectScript<E>>,
+    prepares: VecDeque<PrepareScript<E>>,
+    /// Reports due, keyed by (time, sequence number).
+    queue: BTreeMap<(Duration, u64), Input<E>>,
+    seq: u64,
+    lose_after: BTreeMap<AttemptId, Duration>,
+    answers: BTreeMap<WaiterId, (Duration, Answer<E>)>,
+    finished: Vec<(Duration, StopId)>,
+    gave_up: usize,
+    records: Vec<Record<E>>,
+    invariants: Invariants,
+}
+
+impl<E, P> Sim<E, P>
+where
+    E: Clone + fmt::Debug + fmt::Display,
+    P: RetryPolicy,
+{
+    /// A simulator driving `machine` (usually fresh, in `Init`), at virtual time zero.
+    pub fn new(machine: Machine<E, P>) -> Self {
+        Sim {
+            machine,
+            now: Duration::ZERO,
+            connects: VecDeque::new(),
+            prepares: VecDeque::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            lose_after: BTreeMap::new(),
+            answers: BTreeMap::new(),
+            finished: Vec::new(),
+            gave_up: 0,
+            records: Vec::new(),
+            invariants: Invariants::new(),
+        }
+    }
+
+    /// Appends outcomes for the next attempts, in order.
+    pub fn script_connects(&mut self, outcomes: impl IntoIterator<Item = ConnectScript<E>>) {
+        self.connects.extend(outcomes);
+    }
+
+    /// Appends outcomes for the next prepare steps, in order.
+    pub fn script_prepares(&mut self, outcomes: impl IntoIterator<Item = PrepareScript<E>>) {
+        self.prepares.extend(outcomes);
+    }
+
+    /// Calls `start`.
+    pub fn start(&mut self) {
+        self.feed_step(Input::Start);
+    }
+
+    /// Calls `stop`; the stop request's id.
+    pub fn stop(&mut self) -> StopId {
+        self.feed_step(Input::Stop)
+            .stop
+            .unwrap_or_else(|| panic!("stop issued no id"))
+    }
+
+    /// Calls `when_connected`; the waiter's id.
+    pub fn when_connected(&mut self, fail_after_failures: Option<NonZeroU32>) -> WaiterId {
+        self.feed_step(Input::WhenConnected {
+            fail_after_failures,
+        })
+        .waiter
+        .unwrap_or_else(|| panic!("when_connected issued no id"))
+    }
+
+    /// Withdraws a waiter (`cancel_waiter`).
+    ///
+    /// # Errors
+    ///
+    /// The machine rejected it (a waiter id it never issued).
+    pub fn withdraw(&mut self, waiter: WaiterId) -> Result<(), InputError> {
+        self.feed(Input::CancelWaiter { waiter }).map(drop)
+    }
+
+    fn feed_step(&mut self, input: Input<E>) -> Step<E> {
+        let result = self.machine.handle(input.clone());
+        self.after(input, result)
+            .unwrap_or_else(|e| panic!("rejected: {e}"))
+    }
+
+    /// Feeds any input now — including stale or invalid reports — and performs the
+    /// actions it returns.
+    ///
+    /// # Errors
+    ///
+    /// The machine rejected the input (nothing changed).
+    pub fn feed(&mut self, input: Input<E>) -> Result<Actions<E>, InputError> {
+        let result = self.machine.handle(input.clone());
+        self.after(input, result).map(|step| step.actions)
+    }
+
+    fn after(
+        &mut self,
+        input: Input<E>,
+        result: Result<Step<E>, InputError>,
+    ) -> Result<Step<E>, InputError> {
+        if let Err(violation) = self.invariants.check(&input, &result, &self.machine) {
+            let mut trace = self.trace();
+            trace
+                .steps
+                .push(TraceStep::record(&input, &result, self.machine.state()));
+            panic!("{trace}# invariant violated: {violation}");
+        }
+        self.records.push(Record {
+            at: self.now,
+            input: input.clone(),
+            result: result.clone(),
+        });
+        if let (Input::ConnectionMade { attempt }, Ok(_)) = (&input, &result) {
+            if self.machine.current_attempt() == Some(*attempt) {
+                if let Some(after) = self.lose_after.remove(attempt) {
+                    self.schedule(after, Input::ClientDisconnected { attempt: *attempt });
+                }
+            }
+        }
+        let step = result?;
+        for action in step.actions.iter() {
+            self.perform(action);
+        }
+        Ok(step)
+    }
+
+    fn schedule(&mut self, after: Duration, input: Input<E>) {
+        self.seq += 1;
+        self.queue
+            .insert((self.now.saturating_add(after), self.seq), input);
+    }
+
+    /// Drops every queued report about `attempt` (it was cancelled or closed).
+    fn forget(&mut self, attempt: AttemptId) {
+        self.queue.retain(|_, input| {
+            !matches!(input,
+                Input::ConnectionMade { attempt: a }
+                | Input::ConnectionFailed { attempt: a, .. }
+                | Input::PrepareSucceeded { attempt: a }
+                | Input::PrepareFailed { attempt: a, .. }
+                | Input::ClientDisconnected { attempt: a } if *a == attempt)
+        });
+        self.lose_after.remove(&attempt);
+    }
+
+    fn perform(&mut self, action: &Action<E>) {
+        match action {
+            Action::Connect { attempt } => {
+                let attempt = *attempt;
+                match self.connects.pop_front().unwrap_or(ConnectScript::Hang) {
+                    ConnectScript::Connect { after, lost_after } => {
+                        if let Some(lost) = lost_after {
+                            self.lose_after.insert(attempt, lost);
+                        }
+                        self.schedule(after, Input::ConnectionMade { attempt });
+                    }
+                    ConnectScript::Fail { after, error } => {
+                        self.schedule(after, Input::ConnectionFailed { attempt, error });
+                    }
+                    ConnectScript::Hang => {}
+                }
+            }
+            Action::CancelConnect { attempt } => {
+                self.forget(*attempt);
+                self.schedule(
+                    Duration::ZERO,
+                    Input::ConnectCancelled { attempt: *attempt },
+                );
+            }
+            Action::Prepare { attempt } => {
+                let attempt = *attempt;
+                let script = self.prepares.pop_front().unwrap_or(PrepareScript::Succeed {
+                    after: Duration::ZERO,
+                });
+                match script {
+                    PrepareScript::Succeed { after } => {
+                        self.schedule(after, Input::PrepareSucceeded { attempt });
+                    }
+                    PrepareScript::Fail { after, error } => {
+                        self.schedule(after, Input::PrepareFailed { attempt, error });
+                    }
+                    PrepareScript::Hang => {}
+                }
+            }
+            Action::Disconnect { attempt } => {
+                self.forget(*attempt);
+                self.schedule(
+                    Duration::ZERO,
+                    Input::ClientDisconnected { attempt: *attempt },
+                );
+            }
+            Action::ScheduleTimer { timer, delay, .. } => {
+                self.schedule(*delay, Input::TimerFired { timer: *timer });
+            }
+            Action::CancelTimer { timer } => {
+                self.queue.retain(
+                    |_, input| !matches!(input, Input::TimerFired { timer: t } if t == timer),
+                );
+            }
+            Action::NotifyWaiters { attempt, waiters } => {
+                for w in waiters {
+                    self.answers
+                        .insert(*w, (self.now, Answer::Notified(*attempt)));
+                }
+            }
+            Action::DeliverFailure { waiters, failure } => {
+                for w in waiters {
+                    self.answers
+                        .insert(*w, (self.now, Answer::Failed(failure.clone())));
+                }
+            }
+            Action::CancelWaiters { waiters } => {
+                for w in waiters {
+                    self.answers.insert(*w, (self.now, Answer::Cancelled));
+                }
+            }
+            Action::FinishStopping { stops } => {
+                self.finished.extend(stops.iter().map(|s| (self.now, *s)));
+            }
+            Action::GaveUp { .. } => self.gave_up += 1,
+        }
+    }
+
+    /// Moves the virtual clock forward by `by`, feeding every report that falls due
+    /// on the way, in time order. Returns how many inputs were fed.
+    ///
+    /// # Panics
+    ///
+    /// If an invariant is violated, or the machine rejects one of the simulator's
+    /// own reports (a bug in the machine), with the trace so far.
+    pub fn advance(&mut self, by: Duration) -> usize {
+        let deadline = self.now.saturating_add(by);
+        let mut fed = 0;
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > deadline {
+                break;
+            }
+            let (at, _) = *entry.key();
+            let input = entry.remove();
+            self.now = at;
+            fed += 1;
+            if let Err(e) = self.feed(input) {
+                panic!(
+                    "{}# the machine rejected the simulator's own report: {e}",
+                    self.trace()
+                );
+            }
+        }
+        self.now = deadline;
+        fed
+    }
+
+    /// Feeds the reports due now without moving the clock (`advance(0)`).
+    pub fn settle(&mut self) -> usize {
+        self.advance(Duration::ZERO)
+    }
+
+    /// When the next queued report falls due, if any.
+    pub fn next_due(&self) -> Option<Duration> {
+        self.queue.keys().next().map(|(at, _)| *at)
+    }
+
+    /// The virtual time now.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// The machine under simulation.
+    pub fn machine(&self) -> &Machine<E, P> {
+        &self.machine
+    }
+
+    /// How this waiter was answered, if it was.
+    pub fn answer(&self, waiter: WaiterId) -> Option<&Answer<E>> {
+        self.answers.get(&waiter).map(|(_, a)| a)
+    }
+
+    /// When this waiter was answered, if it was.
+    pub fn answered_at(&self, waiter: WaiterId) -> Option<Duration> {
+        self.answers.get(&waiter).map(|(at, _)| *at)
+    }
+
+    /// Whether this stop request has finished.
+    pub fn is_finished(&self, stop: StopId) -> bool {
+        self.finished.iter().any(|(_, s)| *s == stop)
+    }
+
+    /// How many times the retry policy gave up.
+    pub fn gave_up(&self) -> usize {
+        self.gave_up
+    }
+
+    /// Every input fed so far, in order, with its time and result.
+    pub fn records(&self) -> &[Record<E>] {
+        &self.records
+    }
+
+    /// Every action returned so far, in order, with its time.
+    pub fn actions(&self) -> impl Iterator<Item = (Duration, &Action<E>)> + '_ {
+        self.records.iter().flat_map(|r| {
+            r.result
+                .iter()
+                .flat_map(move |step| step.actions.iter().map(move |a| (r.at, a)))
+        })
+    }
+
+    /// The run so far in the [trace format](super::trace) (the header shows the
+    /// machine's config; the policy line is a placeholder unless the policy is a
+    /// [`SimPolicy`](super::SimPolicy)).
+    pub fn trace(&self) -> Trace {
+        let mut trace = Trace::new(*self.machine.config(), Default::default());
+        for record in &self.records {
+            let mut step = TraceStep::record(&record.input, &record.result, self.machine.state());
+            step.state = None;
+            trace.steps.push(step);
+        }
+        trace
+    }
+
+    /// A one-line summary for assertion messages: time, state, pending counts.
+    pub fn summary(&self) -> String {
+        format!(
+            "at {:?}: {} with {} pending waiter(s), {} pending stop(s)",
+            self.now,
+            self.machine.state(),
+            self.machine.pending_waiters().len(),
+            self.machine.pending_stops().len()
+        )
+    }
+}

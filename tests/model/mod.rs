@@ -1,0 +1,650 @@
+//! The reference model: SPEC.md §3–§7 as plainly as it can be written.
+//!
+//! Written from the contract (and the crate docs' "Decisions the contract left
+//! open"), not from `src/machine.rs`. It shares only the vocabulary with the crate
+//! (ids, `Input`, `Action`, `State`, `Rejection`): every decision is made here,
+//! with two tables:
+//!
+//! 1. `REPORTS`: what a report means, given what the id it names is to the machine;
+//! 2. `Model::transition`: SPEC §3, one `match` arm per row, effects in the
+//!    order the spec lists them.
+//!
+//! Waiter thresholds are counted per waiter (each pending waiter counts the
+//! failures it has seen), which is the spec's wording, not the machine's
+//! implementation.
+//!
+//! Used by tests/proptest_machine.rs, tests/fuzz_corpus.rs and the fuzz targets.
+
+#![allow(dead_code)]
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use redial::testing::SimPolicy;
+use redial::{
+    Action, AttemptId, Config, Counters, Failure, Input, Rejection, State, StopId, TimerId,
+    TimerKind, WaiterId,
+};
+
+/// How far along the current attempt is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Attempting,
+    Preparing,
+    Connected,
+}
+
+/// What an attempt id is to the machine right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    /// Never issued.
+    Unknown,
+    /// The current attempt, in this phase.
+    Current(Phase),
+    /// Asked to cancel (`CancelConnect`), not yet reported gone.
+    Cancelled,
+    /// Asked to close (`Disconnect`), not yet reported closed.
+    Closing,
+    /// Issued, but nothing the machine tracks any more.
+    Old,
+}
+
+/// What a report means (the cells of `REPORTS`).
+#[derive(Debug, Clone, Copy)]
+pub enum Meaning {
+    Reject(fn(AttemptId) -> Rejection),
+    /// Changes nothing (D1).
+    Stale,
+    /// A stale "connection made": close that orphan connection (D1, D7).
+    Orphan,
+    /// Something the machine waited to see gone is gone.
+    Gone,
+    /// The current attempt made its connection.
+    Made,
+    /// The current attempt failed (`connection_failed`).
+    ConnectFailed,
+    /// The current connection passed its prepare step.
+    Prepared,
+    /// The prepare step rejected the current connection (D2: close it).
+    PrepareFailed,
+    /// The current connection was lost while preparing (D3).
+    LostWhilePreparing,
+    /// The current, established connection was lost.
+    Lost,
+}
+
+use Meaning::*;
+
+const ALREADY_MADE: Meaning = Reject(Rejection::AlreadyMade);
+const ALREADY_CONNECTED: Meaning = Reject(Rejection::AlreadyConnected);
+const NOT_CANCELLED: Meaning = Reject(Rejection::NotCancelled);
+const NOT_MADE: Meaning = Reject(Rejection::NotMade);
+const NOT_PREPARING: Meaning = Reject(Rejection::NotPreparing);
+
+/// Reports about attempts and connections. Columns: the named attempt is current
+/// and Attempting / Preparing / Connected, or it is Cancelled / Closing / Old.
+/// (An Unknown id is always rejected.)
+#[rustfmt::skip]
+const REPORTS: [(&str, [Meaning; 6]); 6] = [
+    //                      Attempting      Preparing           Connected          Cancelled  Closing  Old
+    ("connection_made",     [Made,          ALREADY_MADE,       ALREADY_MADE,      Orphan,    Stale,   Orphan]),
+    ("connection_failed",   [ConnectFailed, ALREADY_CONNECTED,  ALREADY_CONNECTED, Gone,      Stale,   Stale]),
+    ("connect_cancelled",   [NOT_CANCELLED, NOT_CANCELLED,      NOT_CANCELLED,     Gone,      Stale,   Stale]),
+    ("prepare_succeeded",   [NOT_MADE,      Prepared,           NOT_PREPARING,     Stale,     Stale,   Stale]),
+    ("prepare_failed",      [NOT_MADE,      PrepareFailed,      NOT_PREPARING,     Stale,     Stale,   Stale]),
+    ("client_disconnected", [NOT_MADE,      LostWhilePreparing, Lost,              Stale,     Gone,    Stale]),
+];
+
+fn column(relation: Relation) -> usize {
+    match relation {
+        Relation::Current(Phase::Attempting) => 0,
+        Relation::Current(Phase::Preparing) => 1,
+        Relation::Current(Phase::Connected) => 2,
+        Relation::Cancelled => 3,
+        Relation::Closing => 4,
+        Relation::Old => 5,
+        Relation::Unknown => unreachable!("unknown ids are rejected first"),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelWaiter {
+    pub id: u64,
+    /// `fail_after_failures`.
+    pub limit: Option<u32>,
+    /// Failures while Connecting since registration.
+    pub seen: u32,
+}
+
+/// What the model says an input does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prediction {
+    Rejected(Rejection),
+    Accepted {
+        actions: Vec<Action<String>>,
+        waiter: Option<WaiterId>,
+        stop: Option<StopId>,
+        /// The input changes nothing at all (stale, D1).
+        stale: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub config: Config,
+    pub policy: SimPolicy,
+    pub state: State,
+    pub current: Option<(u64, Phase)>,
+    pub cancelled: Vec<u64>,
+    pub closing: Vec<u64>,
+    pub timer: Option<(u64, TimerKind)>,
+    pub waiters: Vec<ModelWaiter>,
+    pub stops: Vec<u64>,
+    pub failed_attempts: u32,
+    pub counters: Counters,
+    next_attempt: u64,
+    next_timer: u64,
+    next_waiter: u64,
+    next_stop: u64,
+}
+
+/// Internal events: a report resolved against the model, or a call.
+enum Event {
+    Start,
+    Stop,
+    WhenConnected(Option<NonZeroU32>),
+    Withdraw(u64),
+    Report(Meaning, u64, Option<String>),
+    Timer(TimerKind),
+}
+
+impl Model {
+    pub fn new(config: Config, policy: SimPolicy) -> Model {
+        Model {
+            config,
+            policy,
+            state: State::Init,
+            current: None,
+            cancelled: Vec::new(),
+            closing: Vec::new(),
+            timer: None,
+            waiters: Vec::new(),
+            stops: Vec::new(),
+            failed_attempts: 0,
+            counters: Counters::default(),
+            next_attempt: 0,
+            next_timer: 0,
+            next_waiter: 0,
+            next_stop: 0,
+        }
+    }
+
+    /// The policy, computed here: `n · step`, or give up at `give_up_after`.
+    fn delay(&self, n: u32) -> Option<Duration> {
+        if let Some(limit) = self.policy.give_up_after {
+            if n >= limit {
+                return None;
+            }
+        }
+        Some(self.policy.step.saturating_mul(n))
+    }
+
+    fn relation(&self, a: u64) -> Relation {
+        if a >= self.next_attempt {
+            Relation::Unknown
+        } else if let Some((c, phase)) = self.current.filter(|(c, _)| *c == a) {
+            let _ = c;
+            Relation::Current(phase)
+        } else if self.cancelled.contains(&a) {
+            Relation::Cancelled
+        } else if self.closing.contains(&a) {
+            Relation::Closing
+        } else {
+            Relation::Old
+        }
+    }
+
+    /// Feeds one input; the predicted outcome.
+    pub fn handle(&mut self, input: &Input<String>) -> Prediction {
+        let event = match input {
+            Input::Start => Event::Start,
+            Input::Stop => Event::Stop,
+            Input::WhenConnected {
+                fail_after_failures,
+            } => Event::WhenConnected(*fail_after_failures),
+            Input::CancelWaiter { waiter } => {
+                let w = waiter.raw();
+                if w >= self.next_waiter {
+                    return Prediction::Rejected(Rejection::UnknownWaiter(*waiter));
+                }
+                if !self.waiters.iter().any(|x| x.id == w) {
+                    return stale();
+                }
+                Event::Withdraw(w)
+            }
+            Input::TimerFired { timer } => {
+                let t = timer.raw();
+                if t >= self.next_timer {
+                    return Prediction::Rejected(Rejection::UnknownTimer(*timer));
+                }
+                match self.timer {
+                    Some((armed, kind)) if armed == t => Event::Timer(kind),
+                    // Decision: a timer the machine no longer has armed is stale.
+                    _ => return stale(),
+                }
+            }
+            report => {
+                let (row, attempt, error) = match report {
+                    Input::ConnectionMade { attempt } => (0, attempt, None),
+                    Input::ConnectionFailed { attempt, error } => (1, attempt, Some(error.clone())),
+                    Input::ConnectCancelled { attempt } => (2, attempt, None),
+                    Input::PrepareSucceeded { attempt } => (3, attempt, None),
+                    Input::PrepareFailed { attempt, error } => (4, attempt, Some(error.clone())),
+                    Input::ClientDisconnected { attempt } => (5, attempt, None),
+                    _ => unreachable!(),
+                };
+                debug_assert_eq!(REPORTS[row].0, input.kind().name());
+                let relation = self.relation(attempt.raw());
+                if relation == Relation::Unknown {
+                    return Prediction::Rejected(Rejection::UnknownAttempt(*attempt));
+                }
+                match REPORTS[row].1[column(relation)] {
+                    Reject(reason) => return Prediction::Rejected(reason(*attempt)),
+                    Stale => return stale(),
+                    meaning => Event::Report(meaning, attempt.raw(), error),
+                }
+            }
+        };
+        let mut out = Out::default();
+        self.transition(event, &mut out);
+        Prediction::Accepted {
+            actions: out.actions,
+            waiter: out.waiter,
+            stop: out.stop,
+            stale: false,
+        }
+    }
+
+    // ----- SPEC §3, row by row -----------------------------------------------------
+
+    fn transition(&mut self, event: Event, out: &mut Out) {
+        use State::*;
+        match (self.state, event) {
+            // start
+            (Init, Event::Start) => self.go_connect(out),
+            (Stopped, Event::Start) => self.go_connect(out), // failed_attempts not reset
+            (Disconnecting, Event::Start) => self.state = Restarting,
+            (Connecting | Waiting | Connected | Restarting, Event::Start) => {}
+
+            // stop
+            (Init | Stopped, Event::Stop) => {
+                self.new_stop(out);
+                if self.nothing_outstanding() {
+                    self.state = Stopped;
+                    self.cancel_all_waiters(out); // D5
+                    self.finish_stops(out);
+                } else {
+                    // Decision (D7): a rejected or orphan connection still closing.
+                    self.state = Disconnecting;
+                }
+            }
+            (Connecting, Event::Stop) => {
+                self.new_stop(out);
+                let (a, phase) = self
+                    .current
+                    .take()
+                    .expect("Connecting has a current attempt");
+                if phase == Phase::Attempting {
+                    self.cancel_attempt(a, out);
+                } else {
+                    self.close(a, out); // D4
+                }
+                self.cancel_timer(out);
+                self.state = Disconnecting;
+            }
+            (Connected, Event::Stop) => {
+                self.new_stop(out);
+                let (a, _) = self.current.take().expect("Connected has a connection");
+                self.close(a, out);
+                self.cancel_timer(out);
+                self.state = Disconnecting;
+            }
+            (Waiting, Event::Stop) => {
+                self.new_stop(out);
+                if self.nothing_outstanding() {
+                    self.state = Stopped;
+                    self.cancel_all_waiters(out);
+                    self.cancel_timer(out);
+                    self.finish_stops(out);
+                } else {
+                    self.cancel_timer(out);
+                    self.state = Disconnecting;
+                }
+            }
+            (Disconnecting, Event::Stop) => self.new_stop(out),
+            (Restarting, Event::Stop) => {
+                self.new_stop(out);
+                self.state = Disconnecting;
+            }
+
+            // when_connected
+            (Connected, Event::WhenConnected(_)) => {
+                let w = self.new_waiter_id(out);
+                let (a, _) = self.current.expect("Connected has a connection");
+                out.push(Action::NotifyWaiters {
+                    attempt: AttemptId::from_raw(a),
+                    waiters: [WaiterId::from_raw(w)].into_iter().collect(),
+                });
+            }
+            (Stopped, Event::WhenConnected(_)) => {
+                let w = self.new_waiter_id(out);
+                out.push(Action::CancelWaiters {
+                    waiters: [WaiterId::from_raw(w)].into_iter().collect(),
+                });
+            }
+            (Init | Connecting | Waiting | Disconnecting | Restarting, Event::WhenConnected(n)) => {
+                let id = self.new_waiter_id(out);
+                self.waiters.push(ModelWaiter {
+                    id,
+                    limit: n.map(NonZeroU32::get),
+                    seen: 0,
+                });
+            }
+
+            // withdraw a waiter (§7): forgotten, never answered
+            (_, Event::Withdraw(w)) => self.waiters.retain(|x| x.id != w),
+
+            // orphan connection (D1): close it; a stop waits for it (D7)
+            (_, Event::Report(Orphan, a, _)) => {
+                self.cancelled.retain(|x| *x != a);
+                self.close(a, out);
+            }
+
+            // the awaited attempt / connection is gone
+            (_, Event::Report(Gone, a, _)) => {
+                self.cancelled.retain(|x| *x != a);
+                self.closing.retain(|x| *x != a);
+                if self.nothing_outstanding() {
+                    match self.state {
+                        Disconnecting => {
+                            self.state = Stopped;
+                            self.cancel_all_waiters(out);
+                            self.finish_stops(out);
+                        }
+                        Restarting => {
+                            self.go_connect(out);
+                            self.finish_stops(out);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+
+            // Connecting: connection made
+            (Connecting, Event::Report(Made, a, _)) => {
+                self.cancel_timer(out); // the connect timeout
+                if self.config.prepare {
+                    self.current = Some((a, Phase::Preparing));
+                    out.push(Action::Prepare {
+                        attempt: AttemptId::from_raw(a),
+                    });
+                    if let Some(d) = self.config.prepare_timeout {
+                        self.schedule(TimerKind::PrepareTimeout, d, out);
+                    }
+                } else {
+                    self.become_connected(a, out);
+                }
+            }
+            // Connecting: prepare succeeded
+            (Connecting, Event::Report(Prepared, a, _)) => {
+                self.cancel_timer(out); // the prepare timeout
+                self.become_connected(a, out);
+            }
+            // Connecting: connection failed / prepare failed / lost while preparing (D3)
+            (Connecting, Event::Report(ConnectFailed, _, Some(e))) => {
+                self.cancel_timer(out);
+                self.current = None;
+                self.attempt_failed(Failure::Connect(e), out);
+            }
+            (Connecting, Event::Report(PrepareFailed, a, Some(e))) => {
+                self.cancel_timer(out);
+                self.current = None;
+                self.close(a, out); // D2
+                self.attempt_failed(Failure::Prepare(e), out);
+            }
+            (Connecting, Event::Report(LostWhilePreparing, _, _)) => {
+                self.cancel_timer(out);
+                self.current = None;
+                self.attempt_failed(Failure::LostWhilePreparing, out);
+            }
+            // Connecting: timeouts (§7)
+            (Connecting, Event::Timer(TimerKind::ConnectTimeout)) => {
+                self.timer = None;
+                let (a, _) = self.current.take().expect("an attempt to time out");
+                self.cancel_attempt(a, out);
+                self.attempt_failed(Failure::ConnectTimeout, out);
+            }
+            (Connecting, Event::Timer(TimerKind::PrepareTimeout)) => {
+                self.timer = None;
+                let (a, _) = self.current.take().expect("a connection to time out");
+                self.close(a, out);
+                self.attempt_failed(Failure::PrepareTimeout, out);
+            }
+
+            // Connected: client disconnected. Never retried instantly; does not
+            // count for waiters (there are none pending while Connected anyway).
+            (Connected, Event::Report(Lost, _, _)) => {
+                self.cancel_timer(out); // the healthy timer
+                self.current = None;
+                self.counters.losses += 1;
+                self.failed_attempts = self.failed_attempts.saturating_add(1);
+                match self.delay(self.failed_attempts) {
+                    Some(d) => {
+                        self.state = Waiting;
+                        self.schedule(TimerKind::Retry, d, out);
+                    }
+                    None => {
+                        self.state = Stopped;
+                        self.fail_all_waiters_on_give_up(None, out);
+                        out.push(Action::GaveUp {
+                            failed_attempts: self.failed_attempts,
+                        });
+                    }
+                }
+            }
+            // Connected: the connection stayed up long enough (§7)
+            (Connected, Event::Timer(TimerKind::Healthy)) => {
+                self.timer = None;
+                self.failed_attempts = 0;
+            }
+
+            // Waiting: retry timer fired (`reconnect`)
+            (Waiting, Event::Timer(TimerKind::Retry)) => {
+                self.timer = None;
+                self.go_connect(out);
+            }
+
+            (state, Event::Report(meaning, a, _)) => {
+                panic!("model: report {meaning:?} about attempt#{a} cannot happen in {state}")
+            }
+            (state, Event::Timer(kind)) => {
+                panic!("model: armed timer {kind:?} cannot fire in {state}")
+            }
+        }
+    }
+
+    // ----- the effects -----------------------------------------------------------
+
+    fn go_connect(&mut self, out: &mut Out) {
+        self.state = State::Connecting;
+        let a = self.next_attempt;
+        self.next_attempt += 1;
+        self.current = Some((a, Phase::Attempting));
+        self.counters.attempts += 1;
+        out.push(Action::Connect {
+            attempt: AttemptId::from_raw(a),
+        });
+        if let Some(d) = self.config.connect_timeout {
+            self.schedule(TimerKind::ConnectTimeout, d, out);
+        }
+    }
+
+    fn become_connected(&mut self, a: u64, out: &mut Out) {
+        self.state = State::Connected;
+        self.current = Some((a, Phase::Connected));
+        self.counters.connections += 1;
+        match self.config.reset_backoff_after {
+            // §7: reset only once the connection stayed up this long
+            Some(d) => self.schedule(TimerKind::Healthy, d, out),
+            None => self.failed_attempts = 0,
+        }
+        if !self.waiters.is_empty() {
+            let waiters = self.waiters.drain(..).map(|w| WaiterId::from_raw(w.id));
+            out.push(Action::NotifyWaiters {
+                attempt: AttemptId::from_raw(a),
+                waiters: waiters.collect(),
+            });
+        }
+    }
+
+    /// Connecting -> Waiting (or give up): count, schedule the retry, **then**
+    /// deliver the failure to the waiters whose threshold is reached.
+    fn attempt_failed(&mut self, failure: Failure<String>, out: &mut Out) {
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        self.counters.failures += 1;
+        for w in &mut self.waiters {
+            w.seen = w.seen.saturating_add(1);
+        }
+        match self.delay(self.failed_attempts) {
+            Some(d) => {
+                self.state = State::Waiting;
+                self.schedule(TimerKind::Retry, d, out);
+                let due: Vec<u64> = self
+                    .waiters
+                    .iter()
+                    .filter(|w| w.limit.is_some_and(|n| w.seen >= n))
+                    .map(|w| w.id)
+                    .collect();
+                if !due.is_empty() {
+                    self.waiters.retain(|w| !due.contains(&w.id));
+                    out.push(Action::DeliverFailure {
+                        waiters: due.into_iter().map(WaiterId::from_raw).collect(),
+                        failure,
+                    });
+                }
+            }
+            None => {
+                // §7 give up: every waiter fails with the last failure; Stopped.
+                self.state = State::Stopped;
+                self.fail_all_waiters_on_give_up(Some(failure), out);
+                out.push(Action::GaveUp {
+                    failed_attempts: self.failed_attempts,
+                });
+            }
+        }
+    }
+
+    fn fail_all_waiters_on_give_up(&mut self, failure: Option<Failure<String>>, out: &mut Out) {
+        if let Some(failure) = failure {
+            if !self.waiters.is_empty() {
+                let waiters = self.waiters.drain(..).map(|w| WaiterId::from_raw(w.id));
+                out.push(Action::DeliverFailure {
+                    waiters: waiters.collect(),
+                    failure,
+                });
+            }
+        }
+    }
+
+    fn cancel_attempt(&mut self, a: u64, out: &mut Out) {
+        self.cancelled.push(a);
+        out.push(Action::CancelConnect {
+            attempt: AttemptId::from_raw(a),
+        });
+    }
+
+    fn close(&mut self, a: u64, out: &mut Out) {
+        self.closing.push(a);
+        out.push(Action::Disconnect {
+            attempt: AttemptId::from_raw(a),
+        });
+    }
+
+    fn schedule(&mut self, kind: TimerKind, delay: Duration, out: &mut Out) {
+        assert!(self.timer.is_none(), "model: two timers armed");
+        let t = self.next_timer;
+        self.next_timer += 1;
+        self.timer = Some((t, kind));
+        out.push(Action::ScheduleTimer {
+            timer: TimerId::from_raw(t),
+            kind,
+            delay,
+        });
+    }
+
+    fn cancel_timer(&mut self, out: &mut Out) {
+        if let Some((t, _)) = self.timer.take() {
+            out.push(Action::CancelTimer {
+                timer: TimerId::from_raw(t),
+            });
+        }
+    }
+
+    fn cancel_all_waiters(&mut self, out: &mut Out) {
+        if !self.waiters.is_empty() {
+            let waiters = self.waiters.drain(..).map(|w| WaiterId::from_raw(w.id));
+            out.push(Action::CancelWaiters {
+                waiters: waiters.collect(),
+            });
+        }
+    }
+
+    fn finish_stops(&mut self, out: &mut Out) {
+        if !self.stops.is_empty() {
+            let stops = self.stops.drain(..).map(StopId::from_raw);
+            out.push(Action::FinishStopping {
+                stops: stops.collect(),
+            });
+        }
+    }
+
+    fn new_stop(&mut self, out: &mut Out) {
+        let s = self.next_stop;
+        self.next_stop += 1;
+        self.stops.push(s);
+        out.stop = Some(StopId::from_raw(s));
+    }
+
+    fn new_waiter_id(&mut self, out: &mut Out) -> u64 {
+        let w = self.next_waiter;
+        self.next_waiter += 1;
+        out.waiter = Some(WaiterId::from_raw(w));
+        w
+    }
+
+    fn nothing_outstanding(&self) -> bool {
+        self.cancelled.is_empty() && self.closing.is_empty()
+    }
+}
+
+fn stale() -> Prediction {
+    Prediction::Accepted {
+        actions: Vec::new(),
+        waiter: None,
+        stop: None,
+        stale: true,
+    }
+}
+
+#[derive(Default)]
+struct Out {
+    actions: Vec<Action<String>>,
+    waiter: Option<WaiterId>,
+    stop: Option<StopId>,
+}
+
+impl Out {
+    fn push(&mut self, action: Action<String>) {
+        self.actions.push(action);
+    }
+}

@@ -1,0 +1,200 @@
+//! Model-based property tests: random sequences of valid, stale and invalid inputs
+//! are fed to the `Machine` and to the reference model in tests/model/; the action
+//! lists must be equal and the invariants of SPEC §8 must hold after every step.
+//!
+//! A failure shrinks to a short sequence and prints it as a trace (the format of
+//! tests/traces/*.trace), ending with `# violated: …`.
+//!
+//! Cases: `REDIAL_PROPTEST_CASES` (default 10 000) for the main property, a tenth
+//! of that for each of the others. Soak locally with e.g.
+//! `REDIAL_PROPTEST_CASES=1000000 cargo test --release --test proptest_machine`.
+
+mod model;
+
+use std::time::Duration;
+
+use model::{Model, Prediction};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use redial::testing::{run_ops, strategy, Invariants, Op, SimPolicy, Trace};
+use redial::{Config, InputError, Machine, Step};
+
+fn cases() -> u32 {
+    std::env::var("REDIAL_PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000)
+}
+
+fn proptest_config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        max_shrink_iters: 100_000,
+        // Failure persistence files would land in the source tree; the seeds are
+        // printed on failure instead.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Compares one step of the machine with the model's prediction.
+fn compare(
+    model: &mut Model,
+    input: &redial::Input<String>,
+    result: &Result<Step<String>, InputError>,
+    machine: &Machine<String, SimPolicy>,
+    state_before: redial::State,
+) -> Result<bool, String> {
+    let prediction = model.handle(input);
+    let stale = match (&prediction, result) {
+        (Prediction::Rejected(reason), Err(e)) => {
+            if e.reason != *reason || e.state != state_before || e.input != input.kind() {
+                return Err(format!("model rejects with {reason:?}, machine with {e:?}"));
+            }
+            false
+        }
+        (
+            Prediction::Accepted {
+                actions,
+                waiter,
+                stop,
+                stale,
+            },
+            Ok(step),
+        ) => {
+            if step.actions.as_slice() != actions.as_slice() {
+                let mut expected = Trace::default();
+                expected.steps.push(redial::testing::TraceStep {
+                    input: input.clone(),
+                    outcome: redial::testing::Outcome::Accepted {
+                        actions: actions.clone(),
+                        issued: None,
+                    },
+                    state: Some(model.state),
+                });
+                let model_says = expected.to_string();
+                let model_says = model_says.lines().skip(1).collect::<Vec<_>>().join("\n");
+                return Err(format!("the model predicts:\n{model_says}"));
+            }
+            if step.waiter != *waiter || step.stop != *stop {
+                return Err(format!(
+                    "model issues {waiter:?} {stop:?}, machine {:?} {:?}",
+                    step.waiter, step.stop
+                ));
+            }
+            *stale
+        }
+        (p, r) => return Err(format!("model predicts {p:?}, machine returned {r:?}")),
+    };
+    if machine.state() != model.state {
+        return Err(format!(
+            "model is in {}, machine in {}",
+            model.state,
+            machine.state()
+        ));
+    }
+    if machine.failed_attempts() != model.failed_attempts {
+        return Err(format!(
+            "model counts {} failed attempts, machine {}",
+            model.failed_attempts,
+            machine.failed_attempts()
+        ));
+    }
+    if machine.counters() != model.counters {
+        return Err(format!(
+            "model counters {:?}, machine {:?}",
+            model.counters,
+            machine.counters()
+        ));
+    }
+    Ok(stale)
+}
+
+/// Runs `ops` through the machine and the model; on failure, the trace.
+fn check_run(config: Config, policy: SimPolicy, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut machine = Machine::with_config(policy, config).expect("strategies make valid configs");
+    let mut model = Model::new(config, policy);
+    // The machine as it was before the current input.
+    let mut before = machine.clone();
+    // run_ops checks the invariants and that rejected input changes nothing; this
+    // closure compares with the model and checks that stale input changes nothing.
+    let result = run_ops(&mut machine, ops, |input, result, machine| {
+        let stale = compare(&mut model, input, result, machine, before.state())?;
+        if stale {
+            Invariants::check_unchanged(&before, machine)?;
+        }
+        before = machine.clone();
+        Ok(())
+    });
+    match result {
+        Ok(_) => Ok(()),
+        Err(mut violation) => {
+            violation.trace.policy = policy;
+            Err(TestCaseError::fail(violation.to_string()))
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(proptest_config(cases()))]
+
+    /// Any configuration, any deterministic policy (a third give up), any mix of
+    /// valid, stale and invalid inputs.
+    #[test]
+    fn machine_matches_model(
+        config in strategy::config(),
+        policy in strategy::sim_policy(),
+        ops in strategy::ops(0..200),
+    ) {
+        check_run(config, policy, &ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(proptest_config(cases() / 10))]
+
+    /// Twisted's defaults: no opt-ins, a policy that never gives up.
+    #[test]
+    fn default_config_matches_model(ops in strategy::ops(0..200)) {
+        check_run(Config::default(), SimPolicy::linear(Duration::from_secs(1)), &ops)?;
+    }
+
+    /// A prepare step with a timeout, and a connect timeout.
+    #[test]
+    fn prepare_and_timeouts_match_model(ops in strategy::ops(0..200)) {
+        let config = Config {
+            prepare: true,
+            connect_timeout: Some(Duration::from_secs(5)),
+            prepare_timeout: Some(Duration::from_secs(2)),
+            reset_backoff_after: None,
+        };
+        check_run(config, SimPolicy::linear(Duration::from_millis(1)), &ops)?;
+    }
+
+    /// Backoff reset only after the connection stayed up, with prepare.
+    #[test]
+    fn reset_backoff_after_matches_model(ops in strategy::ops(0..200)) {
+        let config = Config {
+            prepare: true,
+            reset_backoff_after: Some(Duration::from_secs(10)),
+            ..Config::default()
+        };
+        check_run(config, SimPolicy::linear(Duration::from_millis(1)), &ops)?;
+    }
+
+    /// A policy that gives up after three failures.
+    #[test]
+    fn give_up_matches_model(config in strategy::config(), ops in strategy::ops(0..200)) {
+        check_run(config, SimPolicy::linear(Duration::from_millis(1)).give_up_after(3), &ops)?;
+    }
+
+    /// Only what a correct driver and user do: long, realistic runs.
+    #[test]
+    fn valid_runs_match_model(
+        config in strategy::config(),
+        policy in strategy::sim_policy(),
+        ops in proptest::collection::vec(strategy::valid_op(), 0..400),
+    ) {
+        check_run(config, policy, &ops)?;
+    }
+}
