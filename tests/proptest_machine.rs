@@ -16,7 +16,7 @@ use std::time::Duration;
 use model::{Model, Prediction};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use redial::testing::{run_ops, strategy, Invariants, Op, SimPolicy, Trace};
+use redial::testing::{minimize, run_ops, strategy, Invariants, Op, SimPolicy, Trace, Violation};
 use redial::{Config, InputError, Machine, Step};
 
 fn cases() -> u32 {
@@ -110,8 +110,24 @@ fn compare(
     Ok(stale)
 }
 
-/// Runs `ops` through the machine and the model; on failure, the trace.
+/// Runs `ops` through the machine and the model; on failure, the shortest trace
+/// [`minimize`] finds.
 fn check_run(config: Config, policy: SimPolicy, ops: &[Op]) -> Result<(), TestCaseError> {
+    match run_with_model(config, policy, ops) {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            let shortest = minimize(ops, |ops| run_with_model(config, policy, ops).is_err());
+            let violation = run_with_model(config, policy, &shortest).unwrap_err();
+            Err(TestCaseError::fail(format!(
+                "{violation}\n# ({} ops; the ops: {shortest:?})",
+                shortest.len()
+            )))
+        }
+    }
+}
+
+/// Runs `ops` through the machine and the model.
+fn run_with_model(config: Config, policy: SimPolicy, ops: &[Op]) -> Result<(), Violation> {
     let mut machine = Machine::with_config(policy, config).expect("strategies make valid configs");
     let mut model = Model::new(config, policy);
     // The machine as it was before the current input.
@@ -126,13 +142,10 @@ fn check_run(config: Config, policy: SimPolicy, ops: &[Op]) -> Result<(), TestCa
         before = machine.clone();
         Ok(())
     });
-    match result {
-        Ok(_) => Ok(()),
-        Err(mut violation) => {
-            violation.trace.policy = policy;
-            Err(TestCaseError::fail(violation.to_string()))
-        }
-    }
+    result.map(drop).map_err(|mut violation| {
+        violation.trace.policy = policy;
+        violation
+    })
 }
 
 proptest! {

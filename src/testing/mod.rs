@@ -212,3 +212,46 @@ where
     }
     Ok(trace)
 }
+
+/// Shrinks a failing sequence further than proptest's element-by-element
+/// shrinking can: removes ever smaller chunks (halves, quarters, … single items)
+/// while `fails` still holds, until no single item can be removed.
+///
+/// Operations resolve relative to what happened before them, so removing a pair
+/// (a timer firing and the failure that followed it) often keeps a failure where
+/// removing either alone would not. Call it on the sequence proptest reports to
+/// print the shortest trace.
+///
+/// ```
+/// use redial::testing::minimize;
+///
+/// // "Fails" while it still contains both a 3 and a 7.
+/// let fails = |xs: &[u32]| xs.contains(&3) && xs.contains(&7);
+/// let shortest = minimize(&[1, 2, 3, 4, 5, 6, 7, 8], fails);
+/// assert_eq!(shortest, vec![3, 7]);
+/// ```
+pub fn minimize<T: Clone>(items: &[T], mut fails: impl FnMut(&[T]) -> bool) -> std::vec::Vec<T> {
+    let mut current = items.to_vec();
+    let mut chunk = current.len().div_ceil(2).max(1);
+    loop {
+        let mut removed_any = false;
+        let mut start = 0;
+        while start < current.len() {
+            let end = (start + chunk).min(current.len());
+            let mut candidate = current[..start].to_vec();
+            candidate.extend_from_slice(&current[end..]);
+            if fails(&candidate) {
+                current = candidate;
+                removed_any = true;
+            } else {
+                start += chunk;
+            }
+        }
+        if chunk == 1 && !removed_any {
+            return current;
+        }
+        if !removed_any {
+            chunk = chunk.div_ceil(2);
+        }
+    }
+}
