@@ -389,6 +389,10 @@ impl<H, E> Drop for ClientService<H, E> {
         inner.shutdown = true;
         let (_stop, actions) = inner.machine.stop();
         inner.dispatch(actions, &self.shared.watch);
+        // Wake the task even if nothing was queued: it ends once all is closed.
+        if let Some(task) = &inner.task {
+            task.wake_by_ref();
+        }
     }
 }
 

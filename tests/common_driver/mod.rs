@@ -1,0 +1,660 @@
+//! The driver suite, written once: every test is generic over a [`TestRt`] and is
+//! instantiated per runtime by `driver_suite!` in `tests/driver_{tokio,smol,async_std}.rs`.
+//!
+//! Real sockets on 127.0.0.1 (port 0 listeners), every test bounded by a timeout.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use futures_util::future::{self, Either, FutureExt, Shared};
+use redial::driver::{ClientService, Error, Runtime, SharedStream, StreamDriver};
+use redial::{Failure, State};
+
+/// What a runtime must provide for the suite: its [`Runtime`], `block_on`, and TCP.
+pub trait TestRt: 'static {
+    type Rt: Runtime;
+    /// The client stream type (wrapped with the adapter's `stream`).
+    type Stream: Send + Unpin + 'static;
+    type Listener: Send + Sync + 'static;
+    type Server: Send + 'static;
+
+    fn runtime() -> Self::Rt;
+    fn block_on<F: Future>(f: F) -> F::Output;
+    fn spawn<F: Future<Output = ()> + Send + 'static>(f: F);
+    fn connect(
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<(SharedStream<Self::Stream>, StreamDriver<Self::Stream>)>>
+           + Send
+           + 'static;
+    /// Writes `msg`, reads back as many bytes.
+    fn request(
+        conn: SharedStream<Self::Stream>,
+        msg: &'static [u8],
+    ) -> impl Future<Output = io::Result<Vec<u8>>> + Send;
+    fn bind(addr: SocketAddr) -> io::Result<Self::Listener>;
+    fn from_std(listener: std::net::TcpListener) -> io::Result<Self::Listener>;
+    fn local_addr(listener: &Self::Listener) -> SocketAddr;
+    fn accept(listener: &Self::Listener) -> impl Future<Output = io::Result<Self::Server>> + Send;
+    /// Echoes until EOF (returns Ok) or an error.
+    fn echo(conn: Self::Server) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+type Conn<T> = SharedStream<<T as TestRt>::Stream>;
+type Service<T> = ClientService<Conn<T>, io::Error>;
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The fd-leak test runs alone; the others share.
+static EXCLUSIVE: RwLock<()> = RwLock::new(());
+
+/// Runs one test body on runtime `T`, bounded in time.
+pub fn run<T: TestRt, F: Future<Output = ()>>(exclusive: bool, body: F) {
+    let _shared;
+    let _alone;
+    if exclusive {
+        _alone = EXCLUSIVE.write().unwrap_or_else(|e| e.into_inner());
+    } else {
+        _shared = EXCLUSIVE.read().unwrap_or_else(|e| e.into_inner());
+    }
+    T::block_on(async {
+        let sleep = T::runtime().sleep(TEST_TIMEOUT);
+        match future::select(pin!(body), pin!(sleep)).await {
+            Either::Left(((), _)) => {}
+            Either::Right(_) => panic!("test timed out after {TEST_TIMEOUT:?}"),
+        }
+    });
+}
+
+pub async fn sleep<T: TestRt>(d: Duration) {
+    T::runtime().sleep(d).await;
+}
+
+/// `f` bounded by `d`; panics with `what` on timeout.
+pub async fn within<T: TestRt, F: Future>(d: Duration, what: &str, f: F) -> F::Output {
+    match future::select(pin!(f), pin!(T::runtime().sleep(d))).await {
+        Either::Left((out, _)) => out,
+        Either::Right(_) => panic!("timed out after {d:?}: {what}"),
+    }
+}
+
+/// Waits until `cond` holds (polling every 2 ms), at most 20 s.
+pub async fn until<T: TestRt>(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never happened: {what}"
+        );
+        sleep::<T>(Duration::from_millis(2)).await;
+    }
+}
+
+fn constant(ms: u64) -> impl FnMut(u32) -> Duration + Send + 'static {
+    move |_| Duration::from_millis(ms)
+}
+
+/// A service on `T` connecting to `addr` with a constant retry delay, not started.
+fn service<T: TestRt>(
+    addr: SocketAddr,
+    retry_ms: u64,
+) -> redial::driver::Builder<T::Rt, Conn<T>, io::Error> {
+    ClientService::builder(T::runtime(), move || T::connect(addr)).policy(constant(retry_ms))
+}
+
+/// An address nothing listens on (connections are refused), which can be bound later.
+fn free_addr<T: TestRt>() -> SocketAddr {
+    let listener = T::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    T::local_addr(&listener)
+}
+
+/// A listener whose accept queue is full: connections to it hang (SYNs are dropped).
+pub struct Hanging {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _fillers: Vec<std::net::TcpStream>,
+}
+
+pub fn hanging() -> Hanging {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    // Fill the accept queue (backlog 0 holds one); later SYNs are dropped.
+    let fillers = (0..2)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+        })
+        .collect();
+    Hanging {
+        addr,
+        _listener: socket,
+        _fillers: fillers,
+    }
+}
+
+/// A test server: closes the first `close_first` connections at once, echoes on the others.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    /// Connections the client closed (the server saw EOF).
+    pub eofs: Arc<AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<oneshot::Receiver<()>>,
+}
+
+impl Server {
+    pub fn start<T: TestRt>(addr: SocketAddr, close_first: usize) -> Server {
+        Self::with_listener::<T>(T::bind(addr).expect("bind"), close_first)
+    }
+
+    pub fn with_listener<T: TestRt>(listener: T::Listener, close_first: usize) -> Server {
+        let addr = T::local_addr(&listener);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let eofs = Arc::new(AtomicUsize::new(0));
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let stop_rx: Shared<oneshot::Receiver<()>> = stop_rx.shared();
+        let (done_tx, done_rx) = oneshot::channel();
+        let (acc, eof) = (accepted.clone(), eofs.clone());
+        T::spawn(async move {
+            loop {
+                let conn = match future::select(pin!(T::accept(&listener)), stop_rx.clone()).await {
+                    Either::Left((Ok(conn), _)) => conn,
+                    Either::Left((Err(_), _)) => continue,
+                    Either::Right(_) => break,
+                };
+                let n = acc.fetch_add(1, Ordering::SeqCst);
+                if n < close_first {
+                    drop(conn);
+                    continue;
+                }
+                let (stop, eof) = (stop_rx.clone(), eof.clone());
+                T::spawn(async move {
+                    if let Either::Left((Ok(()), _)) =
+                        future::select(pin!(T::echo(conn)), stop).await
+                    {
+                        eof.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+            drop(listener);
+            let _ = done_tx.send(());
+        });
+        Server {
+            addr,
+            accepted,
+            eofs,
+            stop: Some(stop_tx),
+            done: Some(done_rx),
+        }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    pub fn eofs(&self) -> usize {
+        self.eofs.load(Ordering::SeqCst)
+    }
+
+    /// Closes the listener and every connection.
+    pub async fn stop(mut self) {
+        drop(self.stop.take());
+        let _ = self.done.take().unwrap().await;
+    }
+}
+
+fn failure<H: std::fmt::Debug>(r: Result<H, Error<io::Error>>) -> Error<io::Error> {
+    r.expect_err("expected a failure")
+}
+
+async fn stop_within<T: TestRt, H: Clone + Send + Sync + 'static>(
+    svc: &ClientService<H, io::Error>,
+) {
+    within::<T, _>(Duration::from_secs(5), "stop", svc.stop()).await;
+    assert_eq!(svc.state(), State::Stopped);
+}
+
+// ----- the tests -----------------------------------------------------------------
+
+pub async fn refused_then_server_appears<T: TestRt>() {
+    let addr = free_addr::<T>();
+    let svc = service::<T>(addr, 10).start().unwrap();
+    let waiter = svc.when_connected();
+    until::<T>("3 refused attempts", || svc.counters().failures >= 3).await;
+    assert_ne!(svc.state(), State::Connected);
+    let server = Server::start::<T>(addr, 0);
+    let conn = within::<T, _>(Duration::from_secs(5), "connect", waiter)
+        .await
+        .unwrap();
+    assert_eq!(T::request(conn, b"ping\n").await.unwrap(), b"ping\n");
+    assert_eq!(svc.state(), State::Connected);
+    stop_within::<T, _>(&svc).await;
+    until::<T>("server saw EOF", || server.eofs() == 1).await;
+    server.stop().await;
+}
+
+pub async fn accept_then_close_loops<T: TestRt>() {
+    let server = Server::start::<T>("127.0.0.1:0".parse().unwrap(), 20);
+    let svc = service::<T>(server.addr, 0).start().unwrap();
+    until::<T>("21 connections", || svc.counters().connections >= 21).await;
+    let conn = svc.when_connected().await.unwrap();
+    assert_eq!(T::request(conn, b"ping\n").await.unwrap(), b"ping\n");
+    let counters = svc.counters();
+    assert_eq!(counters.losses, 20, "{counters:?}");
+    assert_eq!(server.accepted(), 21);
+    stop_within::<T, _>(&svc).await;
+    server.stop().await;
+}
+
+pub async fn server_restart_with_waiters_pending<T: TestRt>() {
+    let server = Server::start::<T>("127.0.0.1:0".parse().unwrap(), 0);
+    let addr = server.addr;
+    let svc = service::<T>(addr, 10).start().unwrap();
+    svc.when_connected().await.unwrap();
+    server.stop().await;
+    until::<T>("loss noticed, 2 refused attempts", || {
+        let c = svc.counters();
+        c.losses == 1 && c.failures >= 2
+    })
+    .await;
+    let waiters: Vec<_> = (0..10).map(|_| svc.when_connected()).collect();
+    assert_eq!(svc.pending_waiters(), 10);
+    let server = Server::start::<T>(addr, 0);
+    let conns = within::<T, _>(Duration::from_secs(5), "waiters", future::join_all(waiters)).await;
+    for conn in conns {
+        assert_eq!(T::request(conn.unwrap(), b"abc").await.unwrap(), b"abc");
+    }
+    assert_eq!(server.accepted(), 1);
+    stop_within::<T, _>(&svc).await;
+    server.stop().await;
+}
+
+pub async fn prepare_failing_closes_and_retries<T: TestRt>() {
+    let server = Server::start::<T>("127.0.0.1:0".parse().unwrap(), 0);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let svc = service::<T>(server.addr, 5)
+        .prepare(move |conn: Conn<T>| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 3 {
+                    Err(io::Error::other(format!("rejected #{n}")))
+                } else {
+                    T::request(conn, b"hello").await.map(drop)
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    let fail_fast = svc.when_connected_fail_after(NonZeroU32::MIN);
+    let waiter = svc.when_connected();
+    svc.start();
+    match failure(fail_fast.await) {
+        Error::Failed(f) => {
+            assert!(matches!(&*f, Failure::Prepare(e) if e.to_string() == "rejected #0"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let conn = within::<T, _>(Duration::from_secs(5), "prepared", waiter)
+        .await
+        .unwrap();
+    assert_eq!(T::request(conn, b"ping\n").await.unwrap(), b"ping\n");
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    assert_eq!(server.accepted(), 4);
+    // The three rejected connections were closed (D2).
+    until::<T>("3 rejected connections closed", || server.eofs() == 3).await;
+    assert_eq!(svc.counters().failures, 3);
+    stop_within::<T, _>(&svc).await;
+    server.stop().await;
+}
+
+pub async fn prepare_hanging_times_out<T: TestRt>() {
+    let server = Server::start::<T>("127.0.0.1:0".parse().unwrap(), 0);
+    let svc = service::<T>(server.addr, 5)
+        .prepare(|_conn: Conn<T>| future::pending::<io::Result<()>>())
+        .prepare_timeout(Duration::from_millis(30))
+        .build()
+        .unwrap();
+    let waiter = svc.when_connected_fail_after(NonZeroU32::new(2).unwrap());
+    svc.start();
+    match failure(within::<T, _>(Duration::from_secs(5), "waiter", waiter).await) {
+        Error::Failed(f) => assert!(matches!(*f, Failure::PrepareTimeout)),
+        other => panic!("{other:?}"),
+    }
+    until::<T>("timed-out connections closed", || server.eofs() >= 2).await;
+    stop_within::<T, _>(&svc).await;
+    until::<T>("every connection closed", || {
+        server.eofs() == server.accepted()
+    })
+    .await;
+    server.stop().await;
+}
+
+pub async fn connect_hanging_times_out<T: TestRt>() {
+    let hang = hanging();
+    let svc = service::<T>(hang.addr, 5)
+        .connect_timeout(Duration::from_millis(30))
+        .build()
+        .unwrap();
+    let waiter = svc.when_connected_fail_after(NonZeroU32::new(2).unwrap());
+    let patient = svc.when_connected();
+    svc.start();
+    match failure(within::<T, _>(Duration::from_secs(5), "waiter", waiter).await) {
+        Error::Failed(f) => assert!(matches!(*f, Failure::ConnectTimeout)),
+        other => panic!("{other:?}"),
+    }
+    assert!(svc.counters().failures >= 2);
+    assert_eq!(svc.counters().connections, 0);
+    stop_within::<T, _>(&svc).await;
+    assert!(matches!(failure(patient.await), Error::Stopped));
+}
+
+pub async fn stop_in_every_state<T: TestRt>() {
+    // Init: stop before start cancels the waiters (D5).
+    let svc = service::<T>(free_addr::<T>(), 10).build().unwrap();
+    let waiter = svc.when_connected();
+    assert_eq!(svc.state(), State::Init);
+    stop_within::<T, _>(&svc).await;
+    assert!(matches!(failure(waiter.await), Error::Stopped));
+    // Stopped: a stop finishes at once; a waiter is cancelled at once.
+    stop_within::<T, _>(&svc).await;
+    assert!(matches!(
+        failure(svc.when_connected().await),
+        Error::Stopped
+    ));
+
+    // Connecting (the attempt hangs).
+    let hang = hanging();
+    let svc = service::<T>(hang.addr, 10).start().unwrap();
+    sleep::<T>(Duration::from_millis(20)).await;
+    assert_eq!(svc.state(), State::Connecting);
+    stop_within::<T, _>(&svc).await;
+
+    // Waiting (refused, long retry delay).
+    let svc = service::<T>(free_addr::<T>(), 60_000).start().unwrap();
+    until::<T>("waiting", || svc.state() == State::Waiting).await;
+    stop_within::<T, _>(&svc).await;
+
+    // Connecting, while preparing (the prepare hook hangs): the connection is closed (D4).
+    let server = Server::start::<T>("127.0.0.1:0".parse().unwrap(), 0);
+    let svc = service::<T>(server.addr, 10)
+        .prepare(|_conn: Conn<T>| future::pending::<io::Result<()>>())
+        .start()
+        .unwrap();
+    until::<T>("preparing", || server.accepted() == 1).await;
+    assert_eq!(svc.state(), State::Connecting);
+    stop_within::<T, _>(&svc).await;
+    until::<T>("prepared connection closed", || server.eofs() == 1).await;
+
+    // Connected; two stops while Disconnecting; both finish.
+    let svc = service::<T>(server.addr, 10).start().unwrap();
+    let conn = svc.when_connected().await.unwrap();
+    let (first, second) = (svc.stop(), svc.stop());
+    assert!(matches!(svc.state(), State::Disconnecting | State::Stopped));
+    within::<T, _>(
+        Duration::from_secs(5),
+        "two stops",
+        future::join(first, second),
+    )
+    .await;
+    assert_eq!(svc.state(), State::Stopped);
+    assert!(conn.is_closed());
+    assert_eq!(
+        conn.lock().await.err().map(|e| e.kind()),
+        Some(io::ErrorKind::NotConnected)
+    );
+    until::<T>("connection closed", || server.eofs() == 2).await;
+    server.stop().await;
+}
+
+pub async fn start_after_stop<T: TestRt>() {
+    let server = Server::start::<T>("127.0.0.1:0".parse().unwrap(), 0);
+    let svc = service::<T>(server.addr, 10).start().unwrap();
+    svc.when_connected().await.unwrap();
+    stop_within::<T, _>(&svc).await;
+    svc.start();
+    let conn = within::<T, _>(Duration::from_secs(5), "reconnect", svc.when_connected())
+        .await
+        .unwrap();
+    assert_eq!(T::request(conn, b"again").await.unwrap(), b"again");
+    assert_eq!(server.accepted(), 2);
+    // Restart while stopping (Restarting): connects again once the old one is closed.
+    let stopping = svc.stop();
+    svc.start();
+    stopping.await;
+    let conn = within::<T, _>(Duration::from_secs(5), "restart", svc.when_connected())
+        .await
+        .unwrap();
+    assert_eq!(T::request(conn, b"third").await.unwrap(), b"third");
+    assert_eq!(server.accepted(), 3);
+    stop_within::<T, _>(&svc).await;
+    server.stop().await;
+}
+
+pub async fn fail_after_failures_while_retrying<T: TestRt>() {
+    let addr = free_addr::<T>();
+    let svc = service::<T>(addr, 5).build().unwrap();
+    let one = svc.when_connected_fail_after(NonZeroU32::MIN);
+    let three = svc.when_connected_fail_after(NonZeroU32::new(3).unwrap());
+    let patient = svc.when_connected();
+    svc.start();
+    assert!(matches!(failure(one.await), Error::Failed(f) if matches!(*f, Failure::Connect(_))));
+    assert!(svc.counters().failures >= 1);
+    assert!(matches!(failure(three.await), Error::Failed(_)));
+    assert!(svc.counters().failures >= 3);
+    until::<T>("still retrying", || svc.counters().failures >= 6).await;
+    assert_ne!(svc.state(), State::Stopped);
+    let server = Server::start::<T>(addr, 0);
+    let conn = within::<T, _>(Duration::from_secs(5), "patient waiter", patient)
+        .await
+        .unwrap();
+    assert_eq!(T::request(conn, b"ok").await.unwrap(), b"ok");
+    stop_within::<T, _>(&svc).await;
+    server.stop().await;
+}
+
+pub async fn gives_up<T: TestRt>() {
+    use redial::RetryPolicy;
+    let addr = free_addr::<T>();
+    let svc = ClientService::builder(T::runtime(), move || T::connect(addr))
+        .policy(constant(1).give_up_after(3))
+        .start()
+        .unwrap();
+    match failure(svc.when_connected().await) {
+        Error::GaveUp {
+            failed_attempts,
+            last,
+        } => {
+            assert_eq!(failed_attempts, 3);
+            assert!(matches!(*last, Failure::Connect(_)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(svc.state(), State::Stopped);
+    assert!(matches!(
+        failure(svc.when_connected().await),
+        Error::Stopped
+    ));
+}
+
+pub async fn thousand_waiters_one_connection<T: TestRt>() {
+    let addr = free_addr::<T>();
+    let svc = service::<T>(addr, 5).start().unwrap();
+    let waiters: Vec<_> = (0..1000).map(|_| svc.when_connected()).collect();
+    assert_eq!(svc.pending_waiters(), 1000);
+    let server = Server::start::<T>(addr, 0);
+    let conns = within::<T, _>(
+        Duration::from_secs(10),
+        "1000 waiters",
+        future::join_all(waiters),
+    )
+    .await;
+    assert_eq!(conns.len(), 1000);
+    assert!(conns.iter().all(|c| c.is_ok()));
+    assert_eq!(server.accepted(), 1);
+    assert_eq!(svc.counters().connections, 1);
+    assert_eq!(svc.pending_waiters(), 0);
+    stop_within::<T, _>(&svc).await;
+    server.stop().await;
+}
+
+pub async fn thousand_waiters_dropped<T: TestRt>() {
+    let addr = free_addr::<T>();
+    let svc = service::<T>(addr, 5).start().unwrap();
+    let waiters: Vec<_> = (0..1000).map(|_| svc.when_connected()).collect();
+    let limited: Vec<_> = (0..1000)
+        .map(|_| svc.when_connected_fail_after(NonZeroU32::new(1000).unwrap()))
+        .collect();
+    assert_eq!(svc.pending_waiters(), 2000);
+    drop(waiters);
+    drop(limited);
+    assert_eq!(svc.pending_waiters(), 0);
+    let server = Server::start::<T>(addr, 0);
+    until::<T>("connected", || svc.state() == State::Connected).await;
+    assert_eq!(svc.pending_waiters(), 0);
+    stop_within::<T, _>(&svc).await;
+    server.stop().await;
+}
+
+pub async fn dropping_the_service_closes_and_ends<T: TestRt>() {
+    let server = Server::start::<T>("127.0.0.1:0".parse().unwrap(), 0);
+    let addr = server.addr;
+    let token = Arc::new(());
+    let alive: Weak<()> = Arc::downgrade(&token);
+    let svc: Service<T> = ClientService::builder(T::runtime(), move || {
+        let _token = &token;
+        T::connect(addr)
+    })
+    .start()
+    .unwrap();
+    let clone = svc.clone();
+    let conn = svc.when_connected().await.unwrap();
+    let mut watch = svc.watch();
+    drop(svc);
+    assert_eq!(clone.state(), State::Connected, "a clone keeps it running");
+    drop(clone);
+    until::<T>("server saw EOF", || server.eofs() == 1).await;
+    until::<T>("task ended", || alive.upgrade().is_none()).await;
+    assert!(conn.is_closed());
+    // The watcher sees the end.
+    while within::<T, _>(Duration::from_secs(5), "watch", watch.changed())
+        .await
+        .is_some()
+    {}
+    server.stop().await;
+}
+
+pub async fn pair_connection_loss_is_noticed<T: TestRt>() {
+    // A (handle, driver future) pair with a plain handle: the service runs the
+    // driver and learns of the loss when it ends.
+    let server = Server::start::<T>("127.0.0.1:0".parse().unwrap(), 1);
+    let addr = server.addr;
+    let n = Arc::new(AtomicUsize::new(0));
+    let svc = ClientService::builder(T::runtime(), move || {
+        let id = n.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let (_stream, driver) = T::connect(addr).await?;
+            Ok::<_, io::Error>((id, driver))
+        }
+    })
+    .policy(constant(1))
+    .start()
+    .unwrap();
+    until::<T>("second connection", || svc.counters().connections == 2).await;
+    assert_eq!(svc.when_connected().await.unwrap(), 1);
+    assert_eq!(svc.counters().losses, 1);
+    let mut watch = svc.watch();
+    let stopping = svc.stop();
+    assert_eq!(watch.changed().await, Some(svc.state()));
+    stopping.await;
+    assert_eq!(svc.state(), State::Stopped);
+    until::<T>("closed", || server.eofs() == 1).await;
+    server.stop().await;
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+pub async fn reconnect_cycles_leave_nothing_behind<T: TestRt>() {
+    // Warm up the runtime (reactor, timer and worker fds are created lazily).
+    let warm = Server::start::<T>("127.0.0.1:0".parse().unwrap(), 0);
+    let svc = service::<T>(warm.addr, 0).start().unwrap();
+    svc.when_connected().await.unwrap();
+    drop(svc);
+    until::<T>("warm-up closed", || warm.eofs() == 1).await;
+    warm.stop().await;
+    sleep::<T>(Duration::from_millis(50)).await;
+    let before = open_fds();
+
+    const CYCLES: u64 = 2000;
+    let server = Server::start::<T>("127.0.0.1:0".parse().unwrap(), usize::MAX);
+    let addr = server.addr;
+    let token = Arc::new(());
+    let alive = Arc::downgrade(&token);
+    let svc: Service<T> = ClientService::builder(T::runtime(), move || {
+        let _token = &token;
+        T::connect(addr)
+    })
+    .policy(|_| Duration::ZERO)
+    .start()
+    .unwrap();
+    let started = Instant::now();
+    until::<T>("2000 cycles", || {
+        let c = svc.counters();
+        if started.elapsed() > Duration::from_secs(19) {
+            eprintln!("{c:?} {:?} accepted={}", svc.state(), server.accepted());
+        }
+        c.connections >= CYCLES
+    })
+    .await;
+    let elapsed = started.elapsed();
+    stop_within::<T, _>(&svc).await;
+    let counters = svc.counters();
+    assert!(counters.losses >= CYCLES - 1, "{counters:?}");
+    drop(svc);
+    until::<T>("task ended", || alive.upgrade().is_none()).await;
+    server.stop().await;
+    let start = Instant::now();
+    while open_fds() > before && start.elapsed() < Duration::from_secs(5) {
+        sleep::<T>(Duration::from_millis(10)).await;
+    }
+    assert_eq!(open_fds(), before, "file descriptors leaked");
+    eprintln!("{CYCLES} reconnect cycles in {elapsed:?}");
+}
+
+/// Instantiates the suite for one runtime.
+#[macro_export]
+macro_rules! driver_suite {
+    ($rt:ty) => {
+        $crate::driver_suite!(@tests $rt, false;
+            refused_then_server_appears, accept_then_close_loops,
+            server_restart_with_waiters_pending, prepare_failing_closes_and_retries,
+            prepare_hanging_times_out, connect_hanging_times_out, stop_in_every_state,
+            start_after_stop, fail_after_failures_while_retrying, gives_up,
+            thousand_waiters_one_connection, thousand_waiters_dropped,
+            dropping_the_service_closes_and_ends, pair_connection_loss_is_noticed);
+        $crate::driver_suite!(@tests $rt, true; reconnect_cycles_leave_nothing_behind);
+    };
+    (@tests $rt:ty, $exclusive:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                common_driver::run::<$rt, _>($exclusive, common_driver::$name::<$rt>());
+            }
+        )*
+    };
+}
