@@ -4,7 +4,7 @@
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> { smol::block_on(async {
 //! use std::time::Duration;
-//! use futures_util::{AsyncReadExt, AsyncWriteExt};
+//! use smol::io::{AsyncReadExt, AsyncWriteExt};
 //!
 //! let service = redial::smol::builder(|| async {
 //!     let tcp = smol::net::TcpStream::connect("127.0.0.1:7000").await?;
