@@ -13,11 +13,11 @@ mod model;
 
 use std::time::Duration;
 
-use model::{Model, Prediction};
+use model::run_with_model;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use redial::testing::{minimize, run_ops, strategy, Invariants, Op, SimPolicy, Trace, Violation};
-use redial::{Config, InputError, Machine, Step};
+use redial::testing::{minimize, strategy, Op, SimPolicy};
+use redial::Config;
 
 fn cases() -> u32 {
     std::env::var("REDIAL_PROPTEST_CASES")
@@ -37,79 +37,6 @@ fn proptest_config(cases: u32) -> ProptestConfig {
     }
 }
 
-/// Compares one step of the machine with the model's prediction.
-fn compare(
-    model: &mut Model,
-    input: &redial::Input<String>,
-    result: &Result<Step<String>, InputError>,
-    machine: &Machine<String, SimPolicy>,
-    state_before: redial::State,
-) -> Result<bool, String> {
-    let prediction = model.handle(input);
-    let stale = match (&prediction, result) {
-        (Prediction::Rejected(reason), Err(e)) => {
-            if e.reason != *reason || e.state != state_before || e.input != input.kind() {
-                return Err(format!("model rejects with {reason:?}, machine with {e:?}"));
-            }
-            false
-        }
-        (
-            Prediction::Accepted {
-                actions,
-                waiter,
-                stop,
-                stale,
-            },
-            Ok(step),
-        ) => {
-            if step.actions.as_slice() != actions.as_slice() {
-                let mut expected = Trace::default();
-                expected.steps.push(redial::testing::TraceStep {
-                    input: input.clone(),
-                    outcome: redial::testing::Outcome::Accepted {
-                        actions: actions.clone(),
-                        issued: None,
-                    },
-                    state: Some(model.state),
-                });
-                let model_says = expected.to_string();
-                let model_says = model_says.lines().skip(1).collect::<Vec<_>>().join("\n");
-                return Err(format!("the model predicts:\n{model_says}"));
-            }
-            if step.waiter != *waiter || step.stop != *stop {
-                return Err(format!(
-                    "model issues {waiter:?} {stop:?}, machine {:?} {:?}",
-                    step.waiter, step.stop
-                ));
-            }
-            *stale
-        }
-        (p, r) => return Err(format!("model predicts {p:?}, machine returned {r:?}")),
-    };
-    if machine.state() != model.state {
-        return Err(format!(
-            "model is in {}, machine in {}",
-            model.state,
-            machine.state()
-        ));
-    }
-    if machine.failed_attempts() != model.failed_attempts {
-        return Err(format!(
-            "model counts {} failed attempts, machine {}",
-            model.failed_attempts,
-            machine.failed_attempts()
-        ));
-    }
-    if machine.counters() != model.counters {
-        return Err(format!(
-            "model counters {:?}, machine {:?}",
-            model.counters,
-            machine.counters()
-        ));
-    }
-    Ok(stale)
-}
-
 /// Runs `ops` through the machine and the model; on failure, the shortest trace
 /// [`minimize`] finds.
 fn check_run(config: Config, policy: SimPolicy, ops: &[Op]) -> Result<(), TestCaseError> {
@@ -124,28 +51,6 @@ fn check_run(config: Config, policy: SimPolicy, ops: &[Op]) -> Result<(), TestCa
             )))
         }
     }
-}
-
-/// Runs `ops` through the machine and the model.
-fn run_with_model(config: Config, policy: SimPolicy, ops: &[Op]) -> Result<(), Violation> {
-    let mut machine = Machine::with_config(policy, config).expect("strategies make valid configs");
-    let mut model = Model::new(config, policy);
-    // The machine as it was before the current input.
-    let mut before = machine.clone();
-    // run_ops checks the invariants and that rejected input changes nothing; this
-    // closure compares with the model and checks that stale input changes nothing.
-    let result = run_ops(&mut machine, ops, |input, result, machine| {
-        let stale = compare(&mut model, input, result, machine, before.state())?;
-        if stale {
-            Invariants::check_unchanged(&before, machine)?;
-        }
-        before = machine.clone();
-        Ok(())
-    });
-    result.map(drop).map_err(|mut violation| {
-        violation.trace.policy = policy;
-        violation
-    })
 }
 
 proptest! {

@@ -20,10 +20,10 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use redial::testing::SimPolicy;
+use redial::testing::{run_ops, Invariants, Op, SimPolicy, Trace, Violation};
 use redial::{
-    Action, AttemptId, Config, Counters, Failure, Input, Rejection, State, StopId, TimerId,
-    TimerKind, WaiterId,
+    Action, AttemptId, Config, Counters, Failure, Input, InputError, Machine, Rejection, State,
+    Step, StopId, TimerId, TimerKind, WaiterId,
 };
 
 /// How far along the current attempt is.
@@ -647,4 +647,101 @@ impl Out {
     fn push(&mut self, action: Action<String>) {
         self.actions.push(action);
     }
+}
+
+// ----- the machine against the model ------------------------------------------------
+
+/// Compares one step of the machine with the model's prediction.
+pub fn compare(
+    model: &mut Model,
+    input: &Input<String>,
+    result: &Result<Step<String>, InputError>,
+    machine: &Machine<String, SimPolicy>,
+    state_before: State,
+) -> Result<bool, String> {
+    let prediction = model.handle(input);
+    let stale = match (&prediction, result) {
+        (Prediction::Rejected(reason), Err(e)) => {
+            if e.reason != *reason || e.state != state_before || e.input != input.kind() {
+                return Err(format!("model rejects with {reason:?}, machine with {e:?}"));
+            }
+            false
+        }
+        (
+            Prediction::Accepted {
+                actions,
+                waiter,
+                stop,
+                stale,
+            },
+            Ok(step),
+        ) => {
+            if step.actions.as_slice() != actions.as_slice() {
+                let mut expected = Trace::default();
+                expected.steps.push(redial::testing::TraceStep {
+                    input: input.clone(),
+                    outcome: redial::testing::Outcome::Accepted {
+                        actions: actions.clone(),
+                        issued: None,
+                    },
+                    state: Some(model.state),
+                });
+                let model_says = expected.to_string();
+                let model_says = model_says.lines().skip(1).collect::<Vec<_>>().join("\n");
+                return Err(format!("the model predicts:\n{model_says}"));
+            }
+            if step.waiter != *waiter || step.stop != *stop {
+                return Err(format!(
+                    "model issues {waiter:?} {stop:?}, machine {:?} {:?}",
+                    step.waiter, step.stop
+                ));
+            }
+            *stale
+        }
+        (p, r) => return Err(format!("model predicts {p:?}, machine returned {r:?}")),
+    };
+    if machine.state() != model.state {
+        return Err(format!(
+            "model is in {}, machine in {}",
+            model.state,
+            machine.state()
+        ));
+    }
+    if machine.failed_attempts() != model.failed_attempts {
+        return Err(format!(
+            "model counts {} failed attempts, machine {}",
+            model.failed_attempts,
+            machine.failed_attempts()
+        ));
+    }
+    if machine.counters() != model.counters {
+        return Err(format!(
+            "model counters {:?}, machine {:?}",
+            model.counters,
+            machine.counters()
+        ));
+    }
+    Ok(stale)
+}
+
+/// Runs `ops` through the machine and the model.
+pub fn run_with_model(config: Config, policy: SimPolicy, ops: &[Op]) -> Result<(), Violation> {
+    let mut machine = Machine::with_config(policy, config).expect("strategies make valid configs");
+    let mut model = Model::new(config, policy);
+    // The machine as it was before the current input.
+    let mut before = machine.clone();
+    // run_ops checks the invariants and that rejected input changes nothing; this
+    // closure compares with the model and checks that stale input changes nothing.
+    let result = run_ops(&mut machine, ops, |input, result, machine| {
+        let stale = compare(&mut model, input, result, machine, before.state())?;
+        if stale {
+            Invariants::check_unchanged(&before, machine)?;
+        }
+        before = machine.clone();
+        Ok(())
+    });
+    result.map(drop).map_err(|mut violation| {
+        violation.trace.policy = policy;
+        violation
+    })
 }
