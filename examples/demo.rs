@@ -93,7 +93,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Err(_) => {
                 failed += 1;
-                say!("request", "#{i:02} still waiting for a connection; gave up on it");
+                say!(
+                    "request",
+                    "#{i:02} still waiting for a connection; gave up on it"
+                );
             }
         }
     }

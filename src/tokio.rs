@@ -34,7 +34,9 @@ use std::io;
 
 use ::tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::driver::{self, Builder, ClientService, Connection, Runtime, SharedStream, StreamDriver, StreamGuard};
+use crate::driver::{
+    self, Builder, ClientService, Connection, Runtime, SharedStream, StreamDriver, StreamGuard,
+};
 
 /// Tokio as a [`Runtime`]: spawns with `tokio::spawn` (so use it inside a Tokio
 /// runtime) and sleeps with `tokio::time::sleep`.
@@ -78,7 +80,11 @@ where
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for StreamGuard<'_, S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let n = ready!(self.get_mut().poll_read_with(cx, buf.initialize_unfilled()))?;
         buf.advance(n);
         Poll::Ready(Ok(()))
@@ -86,7 +92,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for StreamGuard<'_, S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for StreamGuard<'_, S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.get_mut().poll_io(cx, |s, cx| s.poll_write(cx, buf))
     }
 

@@ -34,9 +34,14 @@ impl common_driver::TestRt for Rt {
 
     fn connect(
         addr: SocketAddr,
-    ) -> impl Future<Output = io::Result<(SharedStream<TcpStream>, StreamDriver<TcpStream>)>> + Send + 'static
-    {
-        async move { TcpStream::connect(addr).await.map(redial::async_std::stream) }
+    ) -> impl Future<Output = io::Result<(SharedStream<TcpStream>, StreamDriver<TcpStream>)>>
+           + Send
+           + 'static {
+        async move {
+            TcpStream::connect(addr)
+                .await
+                .map(redial::async_std::stream)
+        }
     }
 
     async fn request(conn: SharedStream<TcpStream>, msg: &'static [u8]) -> io::Result<Vec<u8>> {

@@ -6,9 +6,9 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-use smol::io::{AsyncReadExt, AsyncWriteExt};
 use redial::driver::{SharedStream, StreamDriver};
 use redial::smol::Smol;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 
 struct Rt;
@@ -33,8 +33,9 @@ impl common_driver::TestRt for Rt {
 
     fn connect(
         addr: SocketAddr,
-    ) -> impl Future<Output = io::Result<(SharedStream<TcpStream>, StreamDriver<TcpStream>)>> + Send + 'static
-    {
+    ) -> impl Future<Output = io::Result<(SharedStream<TcpStream>, StreamDriver<TcpStream>)>>
+           + Send
+           + 'static {
         async move { TcpStream::connect(addr).await.map(redial::smol::stream) }
     }
 

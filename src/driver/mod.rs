@@ -68,9 +68,9 @@ mod stream;
 mod task;
 
 pub use service::{Builder, ClientService, StateWatch, Stopping, WhenConnected};
-pub use stream::{stream, SharedStream, StreamDriver, StreamGuard, StreamLock};
 #[allow(unused_imports)]
 pub(crate) use stream::with_reader;
+pub use stream::{stream, SharedStream, StreamDriver, StreamGuard, StreamLock};
 
 /// What the driver needs from an async runtime: spawn the service's task, and sleep.
 ///

@@ -53,7 +53,9 @@ pub fn stream<S>(stream: S) -> (SharedStream<S>, StreamDriver<S>)
 where
     S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
 {
-    with_reader(stream, |s, cx, buf| futures_io::AsyncRead::poll_read(s, cx, buf))
+    with_reader(stream, |s, cx, buf| {
+        futures_io::AsyncRead::poll_read(s, cx, buf)
+    })
 }
 
 pub(crate) fn with_reader<S>(stream: S, read: ReadFn<S>) -> (SharedStream<S>, StreamDriver<S>) {
@@ -168,7 +170,9 @@ impl<S> fmt::Debug for StreamGuard<'_, S> {
 
 impl<S: Unpin> StreamGuard<'_, S> {
     fn io(&mut self) -> &mut Io<S> {
-        self.guard.as_mut().expect("the guard is only taken on drop")
+        self.guard
+            .as_mut()
+            .expect("the guard is only taken on drop")
     }
 
     /// Reads, handing out the read-ahead byte first; EOF or an error marks the stream lost.

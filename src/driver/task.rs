@@ -18,9 +18,10 @@ use crate::ids::{AttemptId, TimerId};
 use crate::machine::State;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-/// The connector, with the connection already split into handle and boxed driver.
-pub(crate) type ConnectFn<H, E> =
-    Box<dyn FnMut() -> BoxFuture<Result<(H, BoxFuture<()>), E>> + Send>;
+/// One attempt: the connection, split into its handle and its boxed driver.
+pub(crate) type Attempt<H, E> = BoxFuture<Result<(H, BoxFuture<()>), E>>;
+/// The connector.
+pub(crate) type ConnectFn<H, E> = Box<dyn FnMut() -> Attempt<H, E> + Send>;
 pub(crate) type PrepareFn<H, E> = Box<dyn FnMut(H) -> BoxFuture<Result<(), E>> + Send>;
 
 /// Inputs handled per poll before yielding to the executor, so that a tight retry
@@ -39,7 +40,7 @@ pub(crate) struct Task<R: Runtime, H, E> {
     shared: Arc<Shared<H, E>>,
     connect: ConnectFn<H, E>,
     prepare: Option<PrepareFn<H, E>>,
-    attempt: Option<(AttemptId, BoxFuture<Result<(H, BoxFuture<()>), E>>)>,
+    attempt: Option<(AttemptId, Attempt<H, E>)>,
     conn: Option<Conn<H, E>>,
     timer: Option<(TimerId, Pin<Box<R::Sleep>>)>,
 }
