@@ -12,7 +12,8 @@
 //! `benches/callgrind.sh` does all of this for every workload and prints
 //! instructions per cycle and per input.
 //!
-//! Workloads (`<workload> <cycles>`):
+//! Workloads (`<workload> <cycles> [--time]`; with `--time` it prints the wall time
+//! per cycle instead, which `benches/twisted_cycle.py` uses):
 //!
 //! * `redial`: the cycle of `benches/support/cycle.rs` (when_connected, retry timer
 //!   fired, connection made → NotifyWaiters, lost → ScheduleTimer(0 s)) with a
@@ -29,6 +30,7 @@
 mod cycle;
 
 use std::hint::black_box;
+use std::time::Instant;
 
 use redial::{Backoff, Machine, RetryPolicy};
 
@@ -113,12 +115,21 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let workload = args.next().unwrap_or_else(|| "redial".into());
     let cycles: u64 = args.next().map_or(10_000, |n| n.parse().expect("cycles"));
+    let timed = args.next().as_deref() == Some("--time");
+    let start = Instant::now();
     let notified = match workload.as_str() {
         "redial" => run_redial(cycles),
         "redial_backoff" => run_redial_backoff(cycles),
         "floor" => run_floor(cycles),
         other => panic!("unknown workload {other}: redial, redial_backoff or floor"),
     };
+    let elapsed = start.elapsed();
     assert_eq!(notified as u64, cycles, "one waiter notified per cycle");
-    println!("{workload}: {cycles} cycles, {notified} waiters notified");
+    if timed {
+        // Machine-readable, for benches/twisted_cycle.py.
+        let ns = elapsed.as_nanos() as f64 / cycles as f64;
+        println!("ns_per_cycle {ns:.2}");
+    } else {
+        println!("{workload}: {cycles} cycles, {notified} waiters notified");
+    }
 }
