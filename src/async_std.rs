@@ -1,4 +1,4 @@
-//! The async-std adapter: [`AsyncStd`] runs the [driver](crate::driver) on async-std.
+//! The async-std adapter: [`AsyncStd`] runs the [async driver](crate::driver) on async-std.
 //!
 //! **async-std is discontinued upstream**; its authors point to smol as its successor
 //! (see [`redial::smol`](crate::smol)). This adapter is kept for existing users.

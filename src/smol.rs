@@ -1,4 +1,4 @@
-//! The smol adapter: [`Smol`] runs the [driver](crate::driver) on smol's global
+//! The smol adapter: [`Smol`] runs the [async driver](crate::driver) on smol's global
 //! executor and async-io timers. smol is the successor of async-std.
 //!
 //! ```no_run

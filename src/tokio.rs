@@ -1,4 +1,4 @@
-//! The Tokio adapter: [`Tokio`] runs the [driver](crate::driver) on Tokio.
+//! The Tokio adapter: [`Tokio`] runs the [async driver](crate::driver) on Tokio.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -67,7 +67,7 @@ where
 }
 
 /// Splits a Tokio stream (e.g. `tokio::net::TcpStream`) into a shareable handle and
-/// a driver future; see [`driver::stream`](crate::driver::stream).
+/// a driver future; see [`driver::stream`].
 pub fn stream<S>(stream: S) -> (SharedStream<S>, StreamDriver<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
