@@ -636,7 +636,7 @@ impl StateWatch {
     }
 }
 
-/// Marks a failure as unused when tracing is off (keeps signatures uniform).
+/// Compile-time check: the public types are `Send`/`Sync` as documented.
 #[allow(dead_code)]
 fn _assert_send<H: Send + Sync + Clone + 'static, E: Send + Sync + 'static>() {
     fn is_send<T: Send>() {}
