@@ -165,7 +165,9 @@ impl EventLoop {
                 machine.client_disconnected(attempt)?
             }
             Action::ScheduleTimer { timer, kind, delay } => {
-                self.log(format_args!("ScheduleTimer {timer} ({kind:?}) in {delay:?}"));
+                self.log(format_args!(
+                    "ScheduleTimer {timer} ({kind:?}) in {delay:?}"
+                ));
                 self.timers.push((Instant::now() + delay, timer));
                 return Ok(());
             }
@@ -189,7 +191,9 @@ impl EventLoop {
                 return Ok(());
             }
             Action::FinishStopping { stops } => {
-                self.log(format_args!("FinishStopping {stops:?}: nothing is left open"));
+                self.log(format_args!(
+                    "FinishStopping {stops:?}: nothing is left open"
+                ));
                 self.finished = true;
                 return Ok(());
             }
@@ -222,7 +226,9 @@ impl EventLoop {
         let (_, stream) = self.connection.as_mut().ok_or(ErrorKind::NotConnected)?;
         writeln!(stream, "request {waiter}")?;
         self.served += 1;
-        self.log(format_args!("NotifyWaiters: {waiter} served over {attempt}"));
+        self.log(format_args!(
+            "NotifyWaiters: {waiter} served over {attempt}"
+        ));
         Ok(())
     }
 
@@ -271,12 +277,7 @@ impl EventLoop {
 /// The toy server: up, down, up again on the same port.
 fn serve(listener: TcpListener, addr: SocketAddr) -> io::Result<()> {
     let started = Instant::now();
-    let log = |what: &str| {
-        println!(
-            "{:>6} ms  server: {what}",
-            started.elapsed().as_millis()
-        )
-    };
+    let log = |what: &str| println!("{:>6} ms  server: {what}", started.elapsed().as_millis());
     log("up");
     let (mut conn, _) = listener.accept()?;
     conn.write_all(b"hello\n")?;

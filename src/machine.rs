@@ -2,10 +2,10 @@
 //!
 //! Every input goes through two steps, each one `match`:
 //!
-//! 1. [`Machine::classify`] resolves identities: is this report about the current
+//! 1. `Machine::classify` resolves identities: is this report about the current
 //!    attempt, about one the machine is still waiting to see gone, or stale (D1)?
 //!    Bad input is rejected here, before anything changes.
-//! 2. [`Machine::transition`] is the transition table of SPEC §3: one arm per
+//! 2. `Machine::transition` is the transition table of SPEC §3: one arm per
 //!    `(state, event)` row.
 
 use alloc::vec::Vec;
@@ -70,13 +70,19 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let zero = |d: Option<Duration>| d == Some(Duration::ZERO);
         if zero(self.connect_timeout) {
-            return Err(ConfigError::ZeroTimeout { which: "connect timeout" });
+            return Err(ConfigError::ZeroTimeout {
+                which: "connect timeout",
+            });
         }
         if zero(self.prepare_timeout) {
-            return Err(ConfigError::ZeroTimeout { which: "prepare timeout" });
+            return Err(ConfigError::ZeroTimeout {
+                which: "prepare timeout",
+            });
         }
         if zero(self.reset_backoff_after) {
-            return Err(ConfigError::ZeroTimeout { which: "healthy-after delay" });
+            return Err(ConfigError::ZeroTimeout {
+                which: "healthy-after delay",
+            });
         }
         if self.prepare_timeout.is_some() && !self.prepare {
             return Err(ConfigError::PrepareTimeoutWithoutPrepare);
@@ -257,7 +263,10 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// [`Action::FinishStopping`] once nothing is left open (maybe in these actions).
     pub fn stop(&mut self) -> (StopId, Actions<E>) {
         let step = self.infallible(Input::Stop);
-        (step.stop.unwrap_or(StopId::from_raw(u64::MAX)), step.actions)
+        (
+            step.stop.unwrap_or(StopId::from_raw(u64::MAX)),
+            step.actions,
+        )
     }
 
     /// Asks for the connection. The returned [`WaiterId`] is answered exactly once
@@ -266,7 +275,9 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         &mut self,
         fail_after_failures: Option<NonZeroU32>,
     ) -> (WaiterId, Actions<E>) {
-        let step = self.infallible(Input::WhenConnected { fail_after_failures });
+        let step = self.infallible(Input::WhenConnected {
+            fail_after_failures,
+        });
         (
             step.waiter.unwrap_or(WaiterId::from_raw(u64::MAX)),
             step.actions,

@@ -143,7 +143,12 @@ fn reports_that_contradict_the_current_attempt_are_rejected() {
 
     // Attempting: not made yet, not cancelled.
     let (name, m) = find("attempting");
-    assert_rejected(name, m, Input::PrepareSucceeded { attempt: a(0) }, Rejection::NotMade(a(0)));
+    assert_rejected(
+        name,
+        m,
+        Input::PrepareSucceeded { attempt: a(0) },
+        Rejection::NotMade(a(0)),
+    );
     assert_rejected(
         name,
         m,
@@ -153,12 +158,27 @@ fn reports_that_contradict_the_current_attempt_are_rejected() {
         },
         Rejection::NotMade(a(0)),
     );
-    assert_rejected(name, m, Input::ClientDisconnected { attempt: a(0) }, Rejection::NotMade(a(0)));
-    assert_rejected(name, m, Input::ConnectCancelled { attempt: a(0) }, Rejection::NotCancelled(a(0)));
+    assert_rejected(
+        name,
+        m,
+        Input::ClientDisconnected { attempt: a(0) },
+        Rejection::NotMade(a(0)),
+    );
+    assert_rejected(
+        name,
+        m,
+        Input::ConnectCancelled { attempt: a(0) },
+        Rejection::NotCancelled(a(0)),
+    );
 
     // Preparing: already made.
     let (name, m) = find("preparing");
-    assert_rejected(name, m, Input::ConnectionMade { attempt: a(0) }, Rejection::AlreadyMade(a(0)));
+    assert_rejected(
+        name,
+        m,
+        Input::ConnectionMade { attempt: a(0) },
+        Rejection::AlreadyMade(a(0)),
+    );
     assert_rejected(
         name,
         m,
@@ -171,8 +191,18 @@ fn reports_that_contradict_the_current_attempt_are_rejected() {
 
     // Connected: made, prepared, not cancellable.
     let (name, m) = find("connected");
-    assert_rejected(name, m, Input::ConnectionMade { attempt: a(0) }, Rejection::AlreadyMade(a(0)));
-    assert_rejected(name, m, Input::PrepareSucceeded { attempt: a(0) }, Rejection::NotPreparing(a(0)));
+    assert_rejected(
+        name,
+        m,
+        Input::ConnectionMade { attempt: a(0) },
+        Rejection::AlreadyMade(a(0)),
+    );
+    assert_rejected(
+        name,
+        m,
+        Input::PrepareSucceeded { attempt: a(0) },
+        Rejection::NotPreparing(a(0)),
+    );
     assert_rejected(
         name,
         m,
@@ -182,7 +212,12 @@ fn reports_that_contradict_the_current_attempt_are_rejected() {
         },
         Rejection::NotPreparing(a(0)),
     );
-    assert_rejected(name, m, Input::ConnectCancelled { attempt: a(0) }, Rejection::NotCancelled(a(0)));
+    assert_rejected(
+        name,
+        m,
+        Input::ConnectCancelled { attempt: a(0) },
+        Rejection::NotCancelled(a(0)),
+    );
 }
 
 #[test]

@@ -160,10 +160,7 @@ fn run<P: RetryPolicy + Clone + PartialEq + std::fmt::Debug>(
 fn connected() -> M {
     run(
         machine(),
-        &[
-            (start(), vec![connect(a(0))]),
-            (made(a(0)), vec![]),
-        ],
+        &[(start(), vec![connect(a(0))]), (made(a(0)), vec![])],
     )
 }
 
@@ -206,20 +203,23 @@ fn when_connected_queues_in_every_state_but_connected_and_stopped() {
     let m = run(
         machine(),
         &[
-            (when_connected(), vec![]),                            // Init
+            (when_connected(), vec![]), // Init
             (start(), vec![connect(a(0))]),
-            (when_connected(), vec![]),                            // Connecting
+            (when_connected(), vec![]), // Connecting
             (failed(a(0), "refused"), vec![retry_in(t(0), secs(1))]),
-            (when_connected(), vec![]),                            // Waiting
+            (when_connected(), vec![]), // Waiting
             (fired(t(0)), vec![connect(a(1))]),
             (stop(), vec![cancel_connect(a(1))]),
-            (when_connected(), vec![]),                            // Disconnecting
+            (when_connected(), vec![]), // Disconnecting
             (start(), vec![]),
-            (when_connected(), vec![]),                            // Restarting
+            (when_connected(), vec![]), // Restarting
         ],
     );
     assert_eq!(m.state(), State::Restarting);
-    assert_eq!(m.pending_waiters().collect::<Vec<_>>(), [w(0), w(1), w(2), w(3), w(4)]);
+    assert_eq!(
+        m.pending_waiters().collect::<Vec<_>>(),
+        [w(0), w(1), w(2), w(3), w(4)]
+    );
 }
 
 #[test]
@@ -238,7 +238,10 @@ fn connecting_stop_cancels_the_attempt_and_finishes_when_it_is_gone() {
             (start(), vec![connect(a(0))]),
             (when_connected(), vec![]),
             (stop(), vec![cancel_connect(a(0))]),
-            (cancelled(a(0)), vec![cancel_waiters(&[w(0)]), finish(&[s(0)])]),
+            (
+                cancelled(a(0)),
+                vec![cancel_waiters(&[w(0)]), finish(&[s(0)])],
+            ),
         ],
     );
     assert_eq!(m.state(), State::Stopped);
@@ -474,7 +477,10 @@ fn stopped_start_connects_without_resetting_failed_attempts() {
     );
     assert_eq!(m.failed_attempts(), 1);
     // The next failure asks the policy for 2.
-    run(m, &[(failed(a(1), "refused"), vec![retry_in(t(1), secs(2))])]);
+    run(
+        m,
+        &[(failed(a(1), "refused"), vec![retry_in(t(1), secs(2))])],
+    );
 }
 
 #[test]
@@ -549,7 +555,10 @@ fn a_lost_established_connection_does_not_count_toward_thresholds() {
             (fired(t(0)), vec![connect(a(1))]),
             (
                 failed(a(1), "refused"),
-                vec![retry_in(t(1), secs(2)), deliver(&[w(0)], Failure::Connect("refused"))],
+                vec![
+                    retry_in(t(1), secs(2)),
+                    deliver(&[w(0)], Failure::Connect("refused")),
+                ],
             ),
         ],
     );
@@ -570,14 +579,23 @@ fn d1_a_late_connection_of_a_cancelled_attempt_is_closed_as_an_orphan() {
         &[
             (
                 start(),
-                vec![connect(a(0)), timer(t(0), TimerKind::ConnectTimeout, secs(5))],
+                vec![
+                    connect(a(0)),
+                    timer(t(0), TimerKind::ConnectTimeout, secs(5)),
+                ],
             ),
             (
                 fired(t(0)),
                 vec![cancel_connect(a(0)), retry_in(t(1), secs(1))],
             ),
             (made(a(0)), vec![disconnect(a(0))]), // the orphan is closed
-            (fired(t(1)), vec![connect(a(1)), timer(t(2), TimerKind::ConnectTimeout, secs(5))]),
+            (
+                fired(t(1)),
+                vec![
+                    connect(a(1)),
+                    timer(t(2), TimerKind::ConnectTimeout, secs(5)),
+                ],
+            ),
             (made(a(1)), vec![cancel_timer(t(2))]),
             // The orphan's loss does not knock out the current connection.
             (lost(a(0)), vec![]),
@@ -629,7 +647,10 @@ fn d3_a_connection_lost_while_preparing_is_a_failed_attempt() {
             (made(a(0)), vec![prepare(a(0))]),
             (
                 lost(a(0)),
-                vec![retry_in(t(0), secs(1)), deliver(&[w(0)], Failure::LostWhilePreparing)],
+                vec![
+                    retry_in(t(0), secs(1)),
+                    deliver(&[w(0)], Failure::LostWhilePreparing),
+                ],
             ),
             (prepared(a(0)), vec![]), // the prepare result of the lost connection is stale
         ],
@@ -750,7 +771,10 @@ fn connect_timeout_cancels_the_attempt_and_counts_as_a_failure() {
         &[
             (
                 start(),
-                vec![connect(a(0)), timer(t(0), TimerKind::ConnectTimeout, secs(3))],
+                vec![
+                    connect(a(0)),
+                    timer(t(0), TimerKind::ConnectTimeout, secs(3)),
+                ],
             ),
             (when_connected_fail_after(1), vec![]),
             (
@@ -779,9 +803,15 @@ fn connect_timeout_is_cancelled_when_the_attempt_finishes() {
         &[
             (
                 start(),
-                vec![connect(a(0)), timer(t(0), TimerKind::ConnectTimeout, secs(3))],
+                vec![
+                    connect(a(0)),
+                    timer(t(0), TimerKind::ConnectTimeout, secs(3)),
+                ],
             ),
-            (failed(a(0), "refused"), vec![cancel_timer(t(0)), retry_in(t(1), secs(1))]),
+            (
+                failed(a(0), "refused"),
+                vec![cancel_timer(t(0)), retry_in(t(1), secs(1))],
+            ),
             (fired(t(0)), vec![]), // lost the race: stale
         ],
     );
@@ -801,7 +831,10 @@ fn prepare_timeout_closes_the_connection_and_counts_as_a_failure() {
             (when_connected_fail_after(1), vec![]),
             (
                 made(a(0)),
-                vec![prepare(a(0)), timer(t(0), TimerKind::PrepareTimeout, secs(2))],
+                vec![
+                    prepare(a(0)),
+                    timer(t(0), TimerKind::PrepareTimeout, secs(2)),
+                ],
             ),
             (
                 fired(t(0)),
@@ -844,7 +877,10 @@ fn give_up_fails_every_waiter_with_the_last_failure_and_stops() {
         m,
         &[
             (start(), vec![connect(a(2))]),
-            (failed(a(2), "e2"), vec![Action::GaveUp { failed_attempts: 3 }]),
+            (
+                failed(a(2), "e2"),
+                vec![Action::GaveUp { failed_attempts: 3 }],
+            ),
         ],
     );
 }
@@ -898,7 +934,10 @@ fn backoff_is_reset_only_after_the_connection_stayed_up() {
             (fired(t(0)), vec![connect(a(1))]),
             (made(a(1)), vec![timer(t(1), TimerKind::Healthy, secs(30))]),
             // dropped at once: the counter kept growing, so the delay grows too
-            (lost(a(1)), vec![cancel_timer(t(1)), retry_in(t(2), secs(2))]),
+            (
+                lost(a(1)),
+                vec![cancel_timer(t(1)), retry_in(t(2), secs(2))],
+            ),
             (fired(t(2)), vec![connect(a(2))]),
             (made(a(2)), vec![timer(t(3), TimerKind::Healthy, secs(30))]),
             (fired(t(3)), vec![]), // healthy: reset
@@ -926,7 +965,10 @@ fn counters_and_state_are_readable() {
         ],
     );
     let c = m.counters();
-    assert_eq!((c.attempts, c.failures, c.connections, c.losses), (2, 1, 1, 1));
+    assert_eq!(
+        (c.attempts, c.failures, c.connections, c.losses),
+        (2, 1, 1, 1)
+    );
     assert_eq!(m.state(), State::Waiting);
     assert_eq!(m.armed_timer(), Some((t(1), TimerKind::Retry)));
 }
@@ -939,8 +981,16 @@ fn config_that_makes_no_sense_is_rejected() {
         ..Config::default()
     };
     let e = Machine::<E, Linear>::with_config(linear, zero).unwrap_err();
-    assert_eq!(e, ConfigError::ZeroTimeout { which: "connect timeout" });
-    assert_eq!(e.to_string(), "the connect timeout must be longer than zero");
+    assert_eq!(
+        e,
+        ConfigError::ZeroTimeout {
+            which: "connect timeout"
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "the connect timeout must be longer than zero"
+    );
     let orphan_timeout = Config {
         prepare_timeout: Some(secs(1)),
         ..Config::default()
