@@ -162,15 +162,15 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("no usable Redis server at {addr}: {e}");
             eprintln!();
-            eprintln!("Start one, e.g.:");
-            eprintln!("    redis-server --port {} --save '' &", addr.port());
-            eprintln!("or point this example at yours:");
-            eprintln!("    cargo run --features tokio --example redis -- HOST:PORT");
-            eprintln!(
-                "    (or REDIS_ADDR=HOST:PORT; REDIS_PASSWORD and REDIS_DB if it needs them)"
-            );
             if let Some(redial::Failure::Prepare(_)) = e.failure() {
-                eprintln!("The server answered but the prepare step failed: check REDIS_PASSWORD and REDIS_DB.");
+                eprintln!("A server answered, but AUTH/SELECT/PING failed on it:");
+                eprintln!("check REDIS_PASSWORD (its requirepass) and REDIS_DB.");
+            } else {
+                eprintln!("Start one, e.g.:");
+                eprintln!("    redis-server --port {} --save '' &", addr.port());
+                eprintln!("or point this example at yours:");
+                eprintln!("    cargo run --features tokio --example redis -- HOST:PORT");
+                eprintln!("    (or REDIS_ADDR=HOST:PORT; REDIS_PASSWORD, REDIS_DB if needed)");
             }
             redis.stop().await;
             return ExitCode::FAILURE;
