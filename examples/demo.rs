@@ -2,7 +2,7 @@
 //! and a `ClientService` keeps a client connected through it, with visible backoff.
 //!
 //! ```text
-//! cargo run --example demo --features tokio
+//! cargo run --example demo
 //! ```
 //!
 //! It finishes by itself in about 10 seconds.

@@ -161,7 +161,7 @@ pub use input::Input;
 pub use machine::{Config, Counters, Machine, State, Step};
 pub use policy::{from_fn, Backoff, FromFn, GiveUpAfter, Jitter, RetryPolicy, SplitMix64};
 
-/// The README's Rust examples, compiled and run as doctests.
-#[cfg(doctest)]
+/// The README's Rust examples, compiled and run as doctests (they use every adapter).
+#[cfg(all(doctest, feature = "tokio", feature = "smol", feature = "async-std"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
