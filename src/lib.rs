@@ -124,7 +124,16 @@
 //! ## Features
 //!
 //! * `std` (default): `std::error::Error` for [`Failure`], a randomly seeded
-//!   [`Backoff::default`]. Without it the crate is `#![no_std]` with `alloc`.
+//!   [`Backoff::default`]. Without it the crate is `#![no_std]` with `alloc`, and
+//!   depends on `thiserror` and `smallvec` only.
+//! * `driver`: the runtime-agnostic async driver, `redial::driver::ClientService`.
+//! * `tokio`, `smol`, `async-std`: the driver on that runtime (`redial::tokio`,
+//!   `redial::smol`, `redial::async_std`). async-std is discontinued upstream; its
+//!   successor is smol.
+//! * `tracing`: `tracing` events from the driver (retry scheduled, connected, lost,
+//!   gave up).
+//! * `proptest`: `redial::testing`, the strategies, trace format and simulated
+//!   driver for property-testing programs built on the machine.
 #![no_std]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
