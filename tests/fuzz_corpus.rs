@@ -3,7 +3,6 @@
 //! runs a few thousand pseudo-random byte strings through them as a cheap fuzz
 //! smoke test.
 
-#[allow(dead_code)]
 mod model;
 
 #[path = "../fuzz/src/check.rs"]

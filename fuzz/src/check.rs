@@ -95,7 +95,7 @@ fn check_policy(u: &mut Unstructured) -> Result<()> {
     let from_secs = Backoff::from_secs_f64(si, sf, sm);
     // Clearly invalid: negative, NaN, infinite, or at least 2^64 s (too large for a
     // Duration). Just below 2^64, rounding decides; either answer is fine there.
-    let secs_bad = |s: f64| !s.is_finite() || s < 0.0 || s >= 18_446_744_073_709_551_616.0;
+    let secs_bad = |s: f64| !(0.0..18_446_744_073_709_551_616.0).contains(&s);
     if secs_bad(si) || secs_bad(sm) {
         assert!(
             matches!(from_secs, Err(PolicyError::InvalidSeconds { .. })),

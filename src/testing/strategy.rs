@@ -1,6 +1,6 @@
 //! proptest strategies for configurations, policies and input sequences.
 //!
-//! The sequences are of abstract [`Op`]s; resolve them against a [`World`] (or let
+//! The sequences are of abstract [`Op`]s; resolve them against a [`World`](super::World) (or let
 //! [`run_ops`](super::run_ops) do it) to get inputs that name real ids.
 //! [`valid_op`] makes only what a correct driver and user could do; [`stale_op`]
 //! makes late and repeated reports naming ids issued earlier; [`invalid_op`] makes

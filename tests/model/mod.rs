@@ -725,7 +725,7 @@ pub fn compare(
 }
 
 /// Runs `ops` through the machine and the model.
-pub fn run_with_model(config: Config, policy: SimPolicy, ops: &[Op]) -> Result<(), Violation> {
+pub fn run_with_model(config: Config, policy: SimPolicy, ops: &[Op]) -> Result<(), Box<Violation>> {
     let mut machine = Machine::with_config(policy, config).expect("strategies make valid configs");
     let mut model = Model::new(config, policy);
     // The machine as it was before the current input.
