@@ -17,7 +17,7 @@ use model::run_with_model;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use redial::testing::{minimize, strategy, Op, SimPolicy};
-use redial::Config;
+use redial::{Config, Machine};
 
 fn cases() -> u32 {
     std::env::var("REDIAL_PROPTEST_CASES")
@@ -114,5 +114,77 @@ proptest! {
         ops in proptest::collection::vec(strategy::valid_op(), 0..400),
     ) {
         check_run(config, policy, &ops)?;
+    }
+}
+
+/// Feeds `input` through the machine's method for it (not `handle`).
+fn call_method(
+    m: &mut Machine<String, SimPolicy>,
+    input: redial::Input<String>,
+) -> Result<redial::Step<String>, redial::InputError> {
+    use redial::Input::*;
+    let step = |actions| redial::Step {
+        actions,
+        waiter: None,
+        stop: None,
+    };
+    Ok(match input {
+        Start => step(m.start()),
+        Stop => {
+            let (stop, actions) = m.stop();
+            redial::Step {
+                stop: Some(stop),
+                ..step(actions)
+            }
+        }
+        WhenConnected {
+            fail_after_failures,
+        } => {
+            let (waiter, actions) = m.when_connected(fail_after_failures);
+            redial::Step {
+                waiter: Some(waiter),
+                ..step(actions)
+            }
+        }
+        CancelWaiter { waiter } => step(m.cancel_waiter(waiter)?),
+        ConnectionMade { attempt } => step(m.connection_made(attempt)?),
+        ConnectionFailed { attempt, error } => step(m.connection_failed(attempt, error)?),
+        ConnectCancelled { attempt } => step(m.connect_cancelled(attempt)?),
+        PrepareSucceeded { attempt } => step(m.prepare_succeeded(attempt)?),
+        PrepareFailed { attempt, error } => step(m.prepare_failed(attempt, error)?),
+        ClientDisconnected { attempt } => step(m.client_disconnected(attempt)?),
+        TimerFired { timer } => step(m.timer_fired(timer)?),
+    })
+}
+
+proptest! {
+    #![proptest_config(proptest_config(cases() / 10))]
+
+    /// Every input method (`start`, `connection_made`, …) does exactly what
+    /// `handle` does with the same input: same actions, ids and errors, same machine after.
+    #[test]
+    fn methods_match_handle(
+        config in strategy::config(),
+        policy in strategy::sim_policy(),
+        ops in strategy::ops(0..150),
+    ) {
+        let mut by_handle = Machine::with_config(policy, config).unwrap();
+        let mut by_method = by_handle.clone();
+        let mut world = redial::testing::World::new();
+        for op in &ops {
+            let Some(input) = world.resolve(op) else { continue };
+            let expected = by_handle.handle(input.clone());
+            let actual = call_method(&mut by_method, input.clone());
+            prop_assert_eq!(&actual, &expected, "{:?}", input);
+            prop_assert!(by_method == by_handle, "machines differ after {:?}", input);
+            // The reading methods agree with the model's view of the same machine.
+            prop_assert_eq!(by_method.config(), &config);
+            prop_assert_eq!(by_method.policy(), &policy);
+            prop_assert_eq!(
+                by_method.outstanding().count(),
+                by_handle.outstanding().count()
+            );
+            world.observe(&input, &expected);
+        }
     }
 }
