@@ -33,8 +33,10 @@
 //!   [`stream`] for `futures-io` streams), which gives a [`SharedStream`] handle and a
 //!   driver future that notices when the peer closes or the stream fails.
 //!
-//! Either way the service learns of every loss without you reporting it, and closes
-//! the connection (drops the driver future) when the machine asks.
+//! Either way the service learns of every loss the driver future notices without
+//! you reporting it (for the ones it cannot notice, see
+//! [`ClientService::disconnect`]), and closes the connection (drops the driver
+//! future) when the machine asks.
 //!
 //! # Behaviour
 //!
@@ -45,6 +47,11 @@
 //!   retry loop never starves other tasks).
 //! * [`ClientService::when_connected`] registers the waiter when it is called; the
 //!   returned future answers it. Dropping the future withdraws the waiter.
+//! * A connection whose driver future never ends can still be dead (a half-open
+//!   connection: no reset ever arrives). Get its id with
+//!   [`WhenConnected::with_id`] and pass it to [`ClientService::disconnect`] when
+//!   you detect that: the service closes it and reconnects. A late call about an
+//!   older connection does nothing.
 //! * [`ClientService::stop`] registers the stop request when it is called; the
 //!   returned future resolves once nothing is left open (SPEC D7). Dropping the
 //!   future does not withdraw the stop.
@@ -67,7 +74,9 @@ mod service;
 mod stream;
 mod task;
 
-pub use service::{Builder, ClientService, StateWatch, Stopping, WhenConnected};
+pub use service::{
+    Builder, ClientService, StateWatch, Stopping, WhenConnected, WhenConnectedWithId,
+};
 #[allow(unused_imports)]
 pub(crate) use stream::with_reader;
 pub use stream::{stream, SharedStream, StreamDriver, StreamGuard, StreamLock};

@@ -1,7 +1,8 @@
 //! The user-facing side: [`ClientService`], its [`Builder`], and the futures it returns.
 //!
 //! The machine lives in a [`Shared`] state behind a `std` mutex. Handles feed it
-//! `start`, `stop`, `when_connected` and `cancel_waiter` directly; the actions that
+//! `start`, `stop`, `when_connected`, `cancel_waiter` and (for
+//! [`ClientService::disconnect`]) `client_disconnected` directly; the actions that
 //! need no I/O (answer waiters, finish stops) are performed at once, the others are
 //! queued, in order, for the service's task (see `task.rs`).
 
@@ -44,9 +45,14 @@ pub(crate) enum Work<E> {
     Fail(WaiterList, Error<E>),
     /// A zero-delay timer: report it fired (after the rest of its batch).
     Fire(TimerId),
+    /// [`ClientService::disconnect`]: close this connection. The machine has already
+    /// been told it is lost, so nothing is reported.
+    Close(AttemptId),
 }
 
-type WaiterTx<H, E> = oneshot::Sender<Result<H, Error<E>>>;
+/// A waiter's answer: the connection (its attempt id and handle), or why there is none.
+type Answer<H, E> = Result<(AttemptId, H), Error<E>>;
+type WaiterTx<H, E> = oneshot::Sender<Answer<H, E>>;
 
 /// Everything the handles and the task share, behind one mutex.
 pub(crate) struct Inner<H, E> {
@@ -180,7 +186,8 @@ impl<H, E> Inner<H, E> {
                 debug_assert!(handle.is_some(), "driver bug: no handle for {attempt}");
                 for waiter in waiters {
                     if let Some(tx) = self.waiters.remove(&waiter) {
-                        let _ = tx.send(handle.map(self.clone_handle).ok_or(Error::Stopped));
+                        let answer = handle.map(|h| (attempt, (self.clone_handle)(h)));
+                        let _ = tx.send(answer.ok_or(Error::Stopped));
                     }
                 }
             }
@@ -454,7 +461,16 @@ where
 
     /// Waits for the connection: resolves with a clone of its handle once it is up
     /// (at once if it is up now), or with [`Error::Stopped`] / [`Error::GaveUp`].
-    /// The waiter is registered now; dropping the future withdraws it.
+    /// The waiter is registered now; dropping the future withdraws it. Use
+    /// [`WhenConnected::with_id`] to also get the connection's [`AttemptId`].
+    ///
+    /// The service learns of a loss when the connection's driver future ends, so
+    /// this can hand out a connection that has just died and whose driver has not
+    /// noticed yet. On a half-open connection (a network partition: no reset ever
+    /// arrives) that can last until the operating system gives up on it. When you
+    /// detect a dead connection yourself (requests time out), call
+    /// [`disconnect`](ClientService::disconnect) with its id to close it and
+    /// reconnect.
     pub fn when_connected(&self) -> WhenConnected<H, E> {
         self.waiter(None)
     }
@@ -464,6 +480,50 @@ where
     /// attempt in flight included). The service keeps retrying regardless.
     pub fn when_connected_fail_after(&self, failures: NonZeroU32) -> WhenConnected<H, E> {
         self.waiter(Some(failures))
+    }
+
+    /// Reports the connection `attempt` broken, e.g. because requests on it time out
+    /// while its driver future has not ended (a half-open connection), and returns
+    /// whether it was the current connection.
+    ///
+    /// If it is, the service closes it (drops its driver future, and its prepare
+    /// future if it is still being prepared) and treats it as lost, as if its driver
+    /// had ended: a connected service reconnects per its retry policy; a connection
+    /// still being prepared counts as a failed attempt. From now on
+    /// [`when_connected`](ClientService::when_connected) no longer hands it out.
+    ///
+    /// If it is not (an older connection, one already lost or being closed, no
+    /// connection at all, or an id this service never issued), this does nothing and
+    /// returns `false`, so a late call cannot close a newer, healthy connection.
+    ///
+    /// Get the id with [`WhenConnected::with_id`].
+    pub fn disconnect(&self, attempt: AttemptId) -> bool {
+        let mut inner = self.shared.lock();
+        // Current, and reported made (the task records the handle when it reports a
+        // connection made): `client_disconnected` is valid input (Connected, or
+        // preparing, where the loss is a failed attempt: SPEC D3).
+        let current = inner.machine.current_attempt() == Some(attempt)
+            && matches!(&inner.handle, Some((a, _)) if *a == attempt);
+        if !current {
+            return false;
+        }
+        let actions = match inner.machine.client_disconnected(attempt) {
+            Ok(actions) => actions,
+            Err(_error) => {
+                event!(error, error = %_error, "driver bug: disconnect rejected");
+                return false;
+            }
+        };
+        event!(warn, attempt = %attempt, "connection closed by disconnect");
+        // Closed by the task, after the work queued before this call (waiters
+        // answered before it still get the handle) and before anything the machine
+        // asks for next.
+        inner.queue.push_back(Work::Close(attempt));
+        if let Some(task) = &inner.task {
+            task.wake_by_ref();
+        }
+        inner.dispatch(actions, &self.shared.watch);
+        true
     }
 
     fn waiter(&self, fail_after: Option<NonZeroU32>) -> WhenConnected<H, E> {
@@ -513,7 +573,7 @@ where
 pub struct WhenConnected<H, E> {
     shared: Arc<Shared<H, E>>,
     waiter: WaiterId,
-    rx: Option<oneshot::Receiver<Result<H, Error<E>>>>,
+    rx: Option<oneshot::Receiver<Answer<H, E>>>,
 }
 
 impl<H, E> fmt::Debug for WhenConnected<H, E> {
@@ -530,12 +590,22 @@ impl<H, E> WhenConnected<H, E> {
     pub fn id(&self) -> WaiterId {
         self.waiter
     }
-}
 
-impl<H, E> Future for WhenConnected<H, E> {
-    type Output = Result<H, Error<E>>;
+    /// Resolves with the connection's [`AttemptId`] as well as its handle: the id
+    /// to pass to [`ClientService::disconnect`] if the connection turns out dead.
+    ///
+    /// ```no_run
+    /// # async fn run(service: redial::driver::ClientService<u8, std::io::Error>) {
+    /// let (id, conn) = service.when_connected().with_id().await.unwrap();
+    /// // ... requests on `conn` time out: the connection is half-open.
+    /// service.disconnect(id);
+    /// # }
+    /// ```
+    pub fn with_id(self) -> WhenConnectedWithId<H, E> {
+        WhenConnectedWithId { inner: self }
+    }
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Answer<H, E>> {
         let Some(rx) = self.rx.as_mut() else {
             return Poll::Ready(Err(Error::Stopped));
         };
@@ -546,6 +616,46 @@ impl<H, E> Future for WhenConnected<H, E> {
         };
         self.rx = None;
         Poll::Ready(result)
+    }
+}
+
+impl<H, E> Future for WhenConnected<H, E> {
+    type Output = Result<H, Error<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut()
+            .poll_answer(cx)
+            .map(|answer| answer.map(|(_, handle)| handle))
+    }
+}
+
+/// The future returned by [`WhenConnected::with_id`]: the connection's
+/// [`AttemptId`] and handle, or why there is none. Dropping it withdraws the waiter.
+#[must_use = "dropping the future withdraws the waiter"]
+pub struct WhenConnectedWithId<H, E> {
+    inner: WhenConnected<H, E>,
+}
+
+impl<H, E> fmt::Debug for WhenConnectedWithId<H, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("WhenConnectedWithId")
+            .field(&self.inner)
+            .finish()
+    }
+}
+
+impl<H, E> WhenConnectedWithId<H, E> {
+    /// The machine's id for this waiter.
+    pub fn id(&self) -> WaiterId {
+        self.inner.waiter
+    }
+}
+
+impl<H, E> Future for WhenConnectedWithId<H, E> {
+    type Output = Result<(AttemptId, H), Error<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut().inner.poll_answer(cx)
     }
 }
 
@@ -644,6 +754,7 @@ fn _assert_send<H: Send + Sync + Clone + 'static, E: Send + Sync + 'static>() {
     is_send::<ClientService<H, E>>();
     is_sync::<ClientService<H, E>>();
     is_send::<WhenConnected<H, E>>();
+    is_send::<WhenConnectedWithId<H, E>>();
     is_send::<Stopping>();
     is_send::<StateWatch>();
     is_send::<Failure<E>>();

@@ -66,11 +66,24 @@ impl<R: Runtime, H: Clone, E> Task<R, H, E> {
     /// Performs one queued action (outside the lock: it may run user code or drop
     /// user futures), then reports its outcome, if it has one.
     fn perform(&mut self, work: Work<E>) {
-        let Work::Act(action) = work else {
-            if let Work::Fire(timer) = work {
-                self.report(|m| m.timer_fired(timer));
+        let action = match work {
+            Work::Act(action) => action,
+            Work::Fire(timer) => return self.report(|m| m.timer_fired(timer)),
+            Work::Close(attempt) => {
+                // Already reported lost by `disconnect`; it may also have ended on
+                // its own since (then it is gone already).
+                if matches!(&self.conn, Some(c) if c.attempt == attempt) {
+                    drop(self.conn.take());
+                }
+                let mut inner = self.shared.lock();
+                inner.busy = false;
+                // Kept until now for the waiters answered before the disconnect.
+                if matches!(&inner.handle, Some((a, _)) if *a == attempt) {
+                    inner.handle = None;
+                }
+                return;
             }
-            return;
+            Work::Fail(..) => return self.not_busy(),
         };
         match action {
             Action::Connect { attempt } => {

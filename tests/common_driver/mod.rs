@@ -10,14 +10,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use futures_util::future::{self, Either, FutureExt, Shared};
 use redial::driver::{ClientService, Error, Runtime, SharedStream, StreamDriver};
-use redial::{Failure, State};
+use redial::{AttemptId, Failure, State};
+
+/// A stream connection as `stream` makes it: the handle and the driver.
+pub type Pair<S> = (SharedStream<S>, StreamDriver<S>);
 
 /// What a runtime must provide for the suite: its [`Runtime`], `block_on`, and TCP.
 pub trait TestRt: 'static {
@@ -32,9 +35,7 @@ pub trait TestRt: 'static {
     fn spawn<F: Future<Output = ()> + Send + 'static>(f: F);
     fn connect(
         addr: SocketAddr,
-    ) -> impl Future<Output = io::Result<(SharedStream<Self::Stream>, StreamDriver<Self::Stream>)>>
-           + Send
-           + 'static;
+    ) -> impl Future<Output = io::Result<Pair<Self::Stream>>> + Send + 'static;
     /// Writes `msg`, reads back as many bytes.
     fn request(
         conn: SharedStream<Self::Stream>,
@@ -211,6 +212,91 @@ impl Server {
     pub async fn stop(mut self) {
         drop(self.stop.take());
         let _ = self.done.take().unwrap().await;
+    }
+}
+
+/// A server that accepts and then goes silent: it keeps every connection open and
+/// never replies, like a peer behind a network partition (no reset ever arrives).
+/// It reads (and discards) what it is sent, to see when the client closes. Plain
+/// threads on a std listener; stops itself when dropped.
+pub struct Silent {
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    eofs: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Silent {
+    pub fn start() -> Silent {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let eofs = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (acc, eof, halt) = (accepted.clone(), eofs.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut readers = Vec::new();
+            while !halt.load(Ordering::SeqCst) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                acc.fetch_add(1, Ordering::SeqCst);
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_millis(10)))
+                    .unwrap();
+                let (eof, halt) = (eof.clone(), halt.clone());
+                readers.push(std::thread::spawn(move || {
+                    let mut buf = [0; 256];
+                    while !halt.load(Ordering::SeqCst) {
+                        match conn.read(&mut buf) {
+                            Ok(0) => {
+                                eof.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                            Ok(_) => {} // never answered
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                                ) => {}
+                            Err(_) => return,
+                        }
+                    }
+                }));
+            }
+            for reader in readers {
+                let _ = reader.join();
+            }
+        });
+        Silent {
+            addr,
+            accepted,
+            eofs,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections the client closed (the server saw EOF).
+    pub fn eofs(&self) -> usize {
+        self.eofs.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -583,6 +669,143 @@ pub async fn pair_connection_loss_is_noticed<T: TestRt>() {
     server.stop().await;
 }
 
+pub async fn disconnect_half_open_connection<T: TestRt>() {
+    let server = Silent::start();
+    // A retry delay long enough to see the dead connection closed before the next
+    // attempt (the next connection would replace it anyway).
+    let svc = service::<T>(server.addr, 300).build().unwrap();
+    // Not started: no connection, and the id was never issued.
+    assert!(!svc.disconnect(AttemptId::from_raw(0)));
+    svc.start();
+    let (first, conn) = within::<T, _>(
+        Duration::from_secs(5),
+        "connect",
+        svc.when_connected().with_id(),
+    )
+    .await
+    .unwrap();
+    until::<T>("accepted", || server.accepted() == 1).await;
+    // Half-open: the request is never answered and the driver never ends, so the
+    // service keeps handing out the dead connection.
+    let request = T::request(conn.clone(), b"ping\n");
+    if let Either::Left(_) =
+        future::select(pin!(request), pin!(sleep::<T>(Duration::from_millis(100)))).await
+    {
+        panic!("the silent server answered");
+    }
+    assert_eq!(svc.state(), State::Connected);
+    assert!(!conn.is_closed());
+    let (again, _) = svc.when_connected().with_id().await.unwrap();
+    assert_eq!(again, first);
+    // The caller reports it broken: the machine treats it as lost at once.
+    assert!(svc.disconnect(first));
+    assert_eq!(svc.counters().losses, 1);
+    assert_ne!(svc.state(), State::Connected);
+    // A second report about it is late: it does nothing.
+    assert!(!svc.disconnect(first));
+    // The dead connection is closed at once.
+    until::<T>("first connection closed", || server.eofs() == 1).await;
+    assert!(conn.is_closed());
+    assert_eq!(server.accepted(), 1);
+    let (second, conn2) = within::<T, _>(
+        Duration::from_secs(5),
+        "reconnect",
+        svc.when_connected().with_id(),
+    )
+    .await
+    .unwrap();
+    assert_ne!(second, first);
+    assert!(second > first);
+    until::<T>("second accept", || server.accepted() == 2).await;
+    assert_eq!(
+        conn.lock().await.err().map(|e| e.kind()),
+        Some(io::ErrorKind::NotConnected)
+    );
+    // A late disconnect of the old connection leaves the new one up.
+    assert!(!svc.disconnect(first));
+    assert_eq!(svc.state(), State::Connected);
+    assert_eq!(svc.when_connected().with_id().await.unwrap().0, second);
+    // Ids the service never issued are refused, not fed to the machine.
+    assert!(!svc.disconnect(AttemptId::from_raw(u64::MAX)));
+    sleep::<T>(Duration::from_millis(20)).await;
+    assert!(!conn2.is_closed());
+    assert_eq!(server.accepted(), 2);
+    assert_eq!(server.eofs(), 1);
+    let counters = svc.counters();
+    assert_eq!(
+        (counters.connections, counters.losses),
+        (2, 1),
+        "{counters:?}"
+    );
+    // Stopped: nothing to disconnect.
+    stop_within::<T, _>(&svc).await;
+    assert!(!svc.disconnect(second));
+    until::<T>("second connection closed", || server.eofs() == 2).await;
+    assert_eq!(svc.counters().losses, 1);
+}
+
+pub async fn disconnect_while_not_connected<T: TestRt>() {
+    // Waiting (refused, long retry delay): attempt 0 failed, there is no connection.
+    let svc = service::<T>(free_addr::<T>(), 60_000).start().unwrap();
+    until::<T>("waiting", || svc.state() == State::Waiting).await;
+    let before = svc.counters();
+    assert!(!svc.disconnect(AttemptId::from_raw(0)));
+    assert!(!svc.disconnect(AttemptId::from_raw(1)));
+    assert_eq!(svc.state(), State::Waiting);
+    assert_eq!(svc.counters(), before);
+    stop_within::<T, _>(&svc).await;
+
+    // Connecting (the attempt hangs): attempt 0 is current but made no connection.
+    let hang = hanging();
+    let svc = service::<T>(hang.addr, 10).start().unwrap();
+    sleep::<T>(Duration::from_millis(20)).await;
+    assert_eq!(svc.state(), State::Connecting);
+    assert!(!svc.disconnect(AttemptId::from_raw(0)));
+    assert_eq!(svc.state(), State::Connecting);
+    assert_eq!(svc.counters().failures, 0);
+    stop_within::<T, _>(&svc).await;
+
+    // Preparing (the first prepare hangs): closing it is a failed attempt (D3).
+    let server = Server::start::<T>("127.0.0.1:0".parse().unwrap(), 0);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let svc = service::<T>(server.addr, 300)
+        .prepare(move |_conn: Conn<T>| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    future::pending::<()>().await;
+                }
+                Ok(())
+            }
+        })
+        .start()
+        .unwrap();
+    until::<T>("preparing", || calls.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(svc.state(), State::Connecting);
+    assert!(svc.disconnect(AttemptId::from_raw(0)));
+    assert_eq!(svc.counters().failures, 1);
+    until::<T>("prepared connection closed", || server.eofs() == 1).await;
+    assert_eq!(server.accepted(), 1);
+    let (id, conn) = within::<T, _>(
+        Duration::from_secs(5),
+        "connected",
+        svc.when_connected().with_id(),
+    )
+    .await
+    .unwrap();
+    assert_ne!(id, AttemptId::from_raw(0));
+    assert_eq!(T::request(conn, b"ok").await.unwrap(), b"ok");
+    let counters = svc.counters();
+    assert_eq!(
+        (counters.losses, counters.connections),
+        (0, 1),
+        "{counters:?}"
+    );
+    stop_within::<T, _>(&svc).await;
+    server.stop().await;
+}
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
@@ -646,7 +869,8 @@ macro_rules! driver_suite {
             prepare_hanging_times_out, connect_hanging_times_out, stop_in_every_state,
             start_after_stop, fail_after_failures_while_retrying, gives_up,
             thousand_waiters_one_connection, thousand_waiters_dropped,
-            dropping_the_service_closes_and_ends, pair_connection_loss_is_noticed);
+            dropping_the_service_closes_and_ends, pair_connection_loss_is_noticed,
+            disconnect_half_open_connection, disconnect_while_not_connected);
         $crate::driver_suite!(@tests $rt, true; reconnect_cycles_leave_nothing_behind);
     };
     (@tests $rt:ty, $exclusive:expr; $($name:ident),* $(,)?) => {
