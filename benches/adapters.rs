@@ -536,7 +536,9 @@ fn idle_client(kind: &str, n: usize, addr: SocketAddr) {
             .collect();
         for _ in 0..n {
             spawn_one(&mut services);
-            if services.len() % 256 == 0 || connected.load(Ordering::Relaxed) % 256 == 0 {
+            if services.len().is_multiple_of(256)
+                || connected.load(Ordering::Relaxed).is_multiple_of(256)
+            {
                 tokio::task::yield_now().await; // let connects proceed, the backlog drain
             }
         }

@@ -206,7 +206,7 @@ fn opt_in_cycles_with_stop_and_restart_do_not_allocate() {
         d.perform(m.prepare_succeeded(attempt).unwrap()); // healthy timer, notify
         assert_eq!(m.state(), State::Connected);
         d.fire(m); // healthy
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             let (_, actions) = m.stop(); // Disconnect
             d.perform(actions);
             let closing = d.to_disconnect.take().unwrap();

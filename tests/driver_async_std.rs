@@ -32,16 +32,12 @@ impl common_driver::TestRt for Rt {
         async_std::task::spawn(f);
     }
 
-    fn connect(
+    async fn connect(
         addr: SocketAddr,
-    ) -> impl Future<Output = io::Result<(SharedStream<TcpStream>, StreamDriver<TcpStream>)>>
-           + Send
-           + 'static {
-        async move {
-            TcpStream::connect(addr)
-                .await
-                .map(redial::async_std::stream)
-        }
+    ) -> io::Result<(SharedStream<TcpStream>, StreamDriver<TcpStream>)> {
+        TcpStream::connect(addr)
+            .await
+            .map(redial::async_std::stream)
     }
 
     async fn request(conn: SharedStream<TcpStream>, msg: &'static [u8]) -> io::Result<Vec<u8>> {

@@ -31,12 +31,10 @@ impl common_driver::TestRt for Rt {
         smol::spawn(f).detach();
     }
 
-    fn connect(
+    async fn connect(
         addr: SocketAddr,
-    ) -> impl Future<Output = io::Result<(SharedStream<TcpStream>, StreamDriver<TcpStream>)>>
-           + Send
-           + 'static {
-        async move { TcpStream::connect(addr).await.map(redial::smol::stream) }
+    ) -> io::Result<(SharedStream<TcpStream>, StreamDriver<TcpStream>)> {
+        TcpStream::connect(addr).await.map(redial::smol::stream)
     }
 
     async fn request(conn: SharedStream<TcpStream>, msg: &'static [u8]) -> io::Result<Vec<u8>> {

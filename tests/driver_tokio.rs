@@ -36,12 +36,10 @@ impl common_driver::TestRt for Rt {
         tokio::spawn(f);
     }
 
-    fn connect(
+    async fn connect(
         addr: SocketAddr,
-    ) -> impl Future<Output = io::Result<(SharedStream<TcpStream>, StreamDriver<TcpStream>)>>
-           + Send
-           + 'static {
-        async move { TcpStream::connect(addr).await.map(redial::tokio::stream) }
+    ) -> io::Result<(SharedStream<TcpStream>, StreamDriver<TcpStream>)> {
+        TcpStream::connect(addr).await.map(redial::tokio::stream)
     }
 
     async fn request(conn: SharedStream<TcpStream>, msg: &'static [u8]) -> io::Result<Vec<u8>> {

@@ -502,7 +502,7 @@ fn two_hundred_restarts_every_command_answered_none_hangs_no_fd_leak() {
                         let t0 = Instant::now();
                         tally.issued.fetch_add(1, Ordering::SeqCst);
                         let result = tokio::time::timeout(Duration::from_secs(20), incr(&redis, &key)).await;
-                        let clean = phase % 2 == 0 && PHASE.load(Ordering::SeqCst) == phase;
+                        let clean = phase.is_multiple_of(2) && PHASE.load(Ordering::SeqCst) == phase;
                         match result {
                             Ok(Ok(_)) => {
                                 tally.completed.fetch_add(1, Ordering::SeqCst);
