@@ -714,6 +714,54 @@ pub fn compare(
             machine.failed_attempts()
         ));
     }
+    // Everything the machine lets a user read agrees with the model.
+    let current = model.current.map(|(a, _)| AttemptId::from_raw(a));
+    let connection = model
+        .current
+        .filter(|(_, phase)| *phase == Phase::Connected)
+        .map(|(a, _)| AttemptId::from_raw(a));
+    let timer = model.timer.map(|(t, kind)| (TimerId::from_raw(t), kind));
+    let mut outstanding: Vec<u64> = model
+        .cancelled
+        .iter()
+        .chain(&model.closing)
+        .copied()
+        .collect();
+    outstanding.sort_unstable();
+    let mut machine_outstanding: Vec<u64> = machine.outstanding().map(AttemptId::raw).collect();
+    machine_outstanding.sort_unstable();
+    let waiters: Vec<WaiterId> = model
+        .waiters
+        .iter()
+        .map(|w| WaiterId::from_raw(w.id))
+        .collect();
+    let stops: Vec<StopId> = model.stops.iter().copied().map(StopId::from_raw).collect();
+    let machine_waiters: Vec<WaiterId> = machine.pending_waiters().collect();
+    let checks = [
+        ("current_attempt", machine.current_attempt() == current),
+        ("connection", machine.connection() == connection),
+        ("armed_timer", machine.armed_timer() == timer),
+        ("outstanding", machine_outstanding == outstanding),
+        ("pending_waiters", machine_waiters == waiters),
+        ("pending_stops", machine.pending_stops() == &stops[..]),
+    ];
+    if let Some((what, _)) = checks.iter().find(|(_, ok)| !ok) {
+        return Err(format!(
+            "{what} differs: machine {:?}, model {:?}",
+            (
+                machine.current_attempt(),
+                machine.connection(),
+                machine.armed_timer(),
+                &machine_outstanding,
+                &machine_waiters,
+                machine.pending_stops()
+            ),
+            (current, connection, timer, &outstanding, &waiters, &stops)
+        ));
+    }
+    if machine.pending_waiters().len() != waiters.len() {
+        return Err("pending_waiters: wrong length".into());
+    }
     if machine.counters() != model.counters {
         return Err(format!(
             "model counters {:?}, machine {:?}",
