@@ -300,7 +300,15 @@ async fn throughput(client: Client, server: &ClosingServer, window: Duration) ->
     if let Some(service) = service {
         service.stop().await;
     }
+    // Nothing may keep connecting once a client is stopped: check before the next one.
     tokio::time::sleep(Duration::from_millis(20)).await;
+    let quiet = server.accepted.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let leftover = server.accepted.load(Ordering::Relaxed) - quiet;
+    assert_eq!(
+        leftover, 0,
+        "{client:?} kept connecting after it was stopped"
+    );
     (after - before) as f64 / elapsed.as_secs_f64()
 }
 
@@ -334,6 +342,14 @@ fn bench_throughput(s: &Scale) {
             100.0 * r / floor,
         );
     }
+    let per_round: Vec<String> = ratios
+        .iter()
+        .map(|r| format!("{:.0}%", 100.0 * r))
+        .collect();
+    println!(
+        "adapters: reconnect throughput: redial / plain loop per round: {}",
+        per_round.join(", ")
+    );
     println!(
         "adapters: reconnect throughput: redial / plain loop = {:.1}% (median of {} interleaved rounds of {:?}; target >= 70%)",
         100.0 * median(&mut ratios),
