@@ -171,6 +171,17 @@ impl<E> Actions<E> {
     pub fn as_slice(&self) -> &[Action<E>] {
         &self.0
     }
+
+    /// Takes the actions out in order, leaving the list empty and its storage in
+    /// place for the next input (see [`Machine::handle_into`](crate::Machine::handle_into)).
+    pub fn drain(&mut self) -> smallvec::Drain<'_, [Action<E>; INLINE_ACTIONS]> {
+        self.0.drain(..)
+    }
+
+    /// Removes every action, keeping the storage.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 impl<E> Default for Actions<E> {

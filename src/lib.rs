@@ -167,7 +167,7 @@ pub use actions::{Action, Actions, Failure, StopList, TimerKind, WaiterList};
 pub use error::{ConfigError, InputError, InputKind, PolicyError, Rejection};
 pub use ids::{AttemptId, StopId, TimerId, WaiterId};
 pub use input::Input;
-pub use machine::{Config, Counters, Machine, State, Step};
+pub use machine::{Config, Counters, Issued, Machine, State, Step};
 pub use policy::{from_fn, Backoff, FromFn, GiveUpAfter, Jitter, RetryPolicy, SplitMix64};
 
 /// The README's Rust examples, compiled and run as doctests (they use every adapter).

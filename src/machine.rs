@@ -8,7 +8,7 @@
 //! 2. `Machine::transition` is the transition table of SPEC §3: one arm per
 //!    `(state, event)` row.
 
-use alloc::vec::Vec;
+use alloc::collections::VecDeque;
 use core::fmt;
 use core::marker::PhantomData;
 use core::num::NonZeroU32;
@@ -115,6 +115,16 @@ pub struct Step<E> {
     pub stop: Option<StopId>,
 }
 
+/// The id an input issued: [`Input::Stop`] issues a [`StopId`],
+/// [`Input::WhenConnected`] a [`WaiterId`]; other inputs issue none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Issued {
+    /// From `when_connected`.
+    Waiter(WaiterId),
+    /// From `stop`.
+    Stop(StopId),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Attempting,
@@ -138,8 +148,10 @@ struct Waiter {
 /// What an input means once its ids are resolved: the rows of the transition table.
 enum Event<E> {
     Start,
-    Stop,
-    WhenConnected(Option<NonZeroU32>),
+    /// A new stop request, with its id.
+    Stop(StopId),
+    /// A new waiter, with its id and threshold.
+    WhenConnected(WaiterId, Option<NonZeroU32>),
     /// A pending waiter withdrawn.
     CancelWaiter(WaiterId),
     /// The current attempt produced its connection.
@@ -178,8 +190,9 @@ pub struct Machine<E, P = Backoff> {
     closing: SmallVec<[AttemptId; 2]>,
     /// The one armed timer: retry (Waiting) or the current attempt's timeout/healthy timer.
     timer: Option<(TimerId, TimerKind)>,
-    /// Pending waiters in registration order (so sorted by id).
-    waiters: Vec<Waiter>,
+    /// Pending waiters in registration order (so sorted by id). A deque, so that
+    /// withdrawing the oldest (timed-out requests) or the newest costs O(1).
+    waiters: VecDeque<Waiter>,
     /// How many pending waiters have a failure threshold.
     waiters_with_threshold: usize,
     /// Pending stop requests in call order.
@@ -213,7 +226,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             cancelled: SmallVec::new(),
             closing: SmallVec::new(),
             timer: None,
-            waiters: Vec::new(),
+            waiters: VecDeque::new(),
             waiters_with_threshold: 0,
             stops: SmallVec::new(),
             failed_attempts: 0,
@@ -239,34 +252,67 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     /// Feeds one input. Bad input returns an [`InputError`] and changes nothing.
     pub fn handle(&mut self, input: Input<E>) -> Result<Step<E>, InputError> {
+        let mut actions = Actions::new();
+        let issued = self.handle_into(input, &mut actions)?;
+        Ok(Step {
+            actions,
+            waiter: match issued {
+                Some(Issued::Waiter(waiter)) => Some(waiter),
+                _ => None,
+            },
+            stop: match issued {
+                Some(Issued::Stop(stop)) => Some(stop),
+                _ => None,
+            },
+        })
+    }
+
+    /// Feeds one input and appends its actions to `out`, a buffer the driver owns and
+    /// reuses: the fastest way to drive the machine, since no action list is moved.
+    /// Returns the id the input issued (for `Stop` and `WhenConnected`).
+    ///
+    /// Bad input returns an [`InputError`], appends nothing and changes nothing.
+    ///
+    /// ```
+    /// use redial::{Action, Actions, Backoff, Input, Machine};
+    ///
+    /// let mut machine: Machine<&str> = Machine::new(Backoff::twisted(1));
+    /// let mut out = Actions::new();
+    /// machine.handle_into(Input::Start, &mut out).unwrap();
+    /// for action in out.drain() {
+    ///     assert!(matches!(action, Action::Connect { .. }));
+    /// }
+    /// assert!(out.is_empty()); // ready for the next input, no allocation
+    /// ```
+    pub fn handle_into(
+        &mut self,
+        input: Input<E>,
+        out: &mut Actions<E>,
+    ) -> Result<Option<Issued>, InputError> {
         let kind = input.kind();
-        let event = self.classify(input).map_err(|reason| InputError {
+        let (event, issued) = self.classify(input).map_err(|reason| InputError {
             state: self.state,
             input: kind,
             reason,
         })?;
-        let mut step = Step {
-            actions: Actions::new(),
-            waiter: None,
-            stop: None,
-        };
-        self.transition(event, &mut step);
-        Ok(step)
+        self.transition(event, out);
+        Ok(issued)
     }
 
     /// Starts the service (a no-op unless `Init`, `Stopped` or `Disconnecting`).
     pub fn start(&mut self) -> Actions<E> {
-        self.infallible(Input::Start).actions
+        let mut out = Actions::new();
+        self.transition(Event::Start, &mut out);
+        out
     }
 
     /// Asks the service to stop. The returned [`StopId`] is finished by
     /// [`Action::FinishStopping`] once nothing is left open (maybe in these actions).
     pub fn stop(&mut self) -> (StopId, Actions<E>) {
-        let step = self.infallible(Input::Stop);
-        (
-            step.stop.unwrap_or(StopId::from_raw(u64::MAX)),
-            step.actions,
-        )
+        let mut out = Actions::new();
+        let stop = self.issue_stop();
+        self.transition(Event::Stop(stop), &mut out);
+        (stop, out)
     }
 
     /// Asks for the connection. The returned [`WaiterId`] is answered exactly once
@@ -275,13 +321,10 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         &mut self,
         fail_after_failures: Option<NonZeroU32>,
     ) -> (WaiterId, Actions<E>) {
-        let step = self.infallible(Input::WhenConnected {
-            fail_after_failures,
-        });
-        (
-            step.waiter.unwrap_or(WaiterId::from_raw(u64::MAX)),
-            step.actions,
-        )
+        let mut out = Actions::new();
+        let waiter = self.issue_waiter();
+        self.transition(Event::WhenConnected(waiter, fail_after_failures), &mut out);
+        (waiter, out)
     }
 
     /// Withdraws a waiter: it is forgotten and never answered. Withdrawing one already
@@ -334,21 +377,11 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         self.report(Input::TimerFired { timer })
     }
 
+    #[inline]
     fn report(&mut self, input: Input<E>) -> Result<Actions<E>, InputError> {
-        self.handle(input).map(|step| step.actions)
-    }
-
-    /// `start`, `stop` and `when_connected` are accepted in every state.
-    fn infallible(&mut self, input: Input<E>) -> Step<E> {
-        let mut step = Step {
-            actions: Actions::new(),
-            waiter: None,
-            stop: None,
-        };
-        if let Ok(event) = self.classify(input) {
-            self.transition(event, &mut step);
-        }
-        step
+        let mut out = Actions::new();
+        self.handle_into(input, &mut out)?;
+        Ok(out)
     }
 
     // ----- reading -------------------------------------------------------------------
@@ -418,15 +451,24 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     // ----- step 1: identities --------------------------------------------------------
 
-    /// Resolves the ids an input names. Changes nothing; bad input is rejected here.
-    fn classify(&self, input: Input<E>) -> Result<Event<E>, Rejection> {
+    /// Resolves the ids an input names. Commands (`start`, `stop`, `when_connected`)
+    /// are always accepted and get their new id here, the one change this step makes;
+    /// reports are only read, so a rejected report changes nothing.
+    fn classify(&mut self, input: Input<E>) -> Result<(Event<E>, Option<Issued>), Rejection> {
         use Phase::*;
-        Ok(match input {
+        let event = match input {
             Input::Start => Event::Start,
-            Input::Stop => Event::Stop,
+            Input::Stop => {
+                let stop = self.issue_stop();
+                return Ok((Event::Stop(stop), Some(Issued::Stop(stop))));
+            }
             Input::WhenConnected {
                 fail_after_failures,
-            } => Event::WhenConnected(fail_after_failures),
+            } => {
+                let waiter = self.issue_waiter();
+                let event = Event::WhenConnected(waiter, fail_after_failures);
+                return Ok((event, Some(Issued::Waiter(waiter))));
+            }
             Input::CancelWaiter { waiter } => {
                 if !self.waiter_ids.issued(waiter.raw()) {
                     return Err(Rejection::UnknownWaiter(waiter));
@@ -481,7 +523,8 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Whose::Closing => Event::Gone(attempt),
                 Whose::Cancelled | Whose::Old => Event::Stale,
             },
-        })
+        };
+        Ok((event, None))
     }
 
     fn whose(&self, attempt: AttemptId) -> Result<Whose, Rejection> {
@@ -498,9 +541,8 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     // ----- step 2: the transition table (SPEC §3) ------------------------------------
 
-    fn transition(&mut self, event: Event<E>, step: &mut Step<E>) {
+    fn transition(&mut self, event: Event<E>, out: &mut Actions<E>) {
         use State::*;
-        let out = &mut step.actions;
         match (self.state, event) {
             // Identity bookkeeping, the same in every state (D1, D7).
             (_, Event::Stale) => {}
@@ -520,9 +562,8 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             (Connecting | Waiting | Connected | Restarting, Event::Start) => {}
 
             // stop
-            (Init | Stopped, Event::Stop) => {
-                let stop = self.new_stop();
-                step.stop = Some(stop);
+            (Init | Stopped, Event::Stop(stop)) => {
+                self.stops.push(stop);
                 if self.nothing_outstanding() {
                     self.state = Stopped;
                     self.cancel_waiters(out);
@@ -532,13 +573,13 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     self.state = Disconnecting;
                 }
             }
-            (Connecting | Connected, Event::Stop) => {
-                step.stop = Some(self.new_stop());
+            (Connecting | Connected, Event::Stop(stop)) => {
+                self.stops.push(stop);
                 self.abandon_current(out);
                 self.state = Disconnecting;
             }
-            (Waiting, Event::Stop) => {
-                step.stop = Some(self.new_stop());
+            (Waiting, Event::Stop(stop)) => {
+                self.stops.push(stop);
                 if self.nothing_outstanding() {
                     self.state = Stopped;
                     self.cancel_waiters(out);
@@ -549,15 +590,13 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     self.state = Disconnecting;
                 }
             }
-            (Disconnecting | Restarting, Event::Stop) => {
-                step.stop = Some(self.new_stop());
+            (Disconnecting | Restarting, Event::Stop(stop)) => {
+                self.stops.push(stop);
                 self.state = Disconnecting;
             }
 
             // when_connected
-            (Connected, Event::WhenConnected(_)) => {
-                let waiter = self.new_waiter_id();
-                step.waiter = Some(waiter);
+            (Connected, Event::WhenConnected(waiter, _)) => {
                 if let Some(attempt) = self.connection() {
                     out.push(Action::NotifyWaiters {
                         attempt,
@@ -565,19 +604,18 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     });
                 }
             }
-            (Stopped, Event::WhenConnected(_)) => {
-                let waiter = self.new_waiter_id();
-                step.waiter = Some(waiter);
+            (Stopped, Event::WhenConnected(waiter, _)) => {
                 out.push(Action::CancelWaiters {
                     waiters: smallvec![waiter],
                 });
             }
-            (Init | Connecting | Waiting | Disconnecting | Restarting, Event::WhenConnected(n)) => {
-                let waiter = self.new_waiter_id();
-                step.waiter = Some(waiter);
+            (
+                Init | Connecting | Waiting | Disconnecting | Restarting,
+                Event::WhenConnected(waiter, n),
+            ) => {
                 let fail_at = n.map(|n| self.failure_events + u64::from(n.get()));
                 self.waiters_with_threshold += usize::from(fail_at.is_some());
-                self.waiters.push(Waiter {
+                self.waiters.push_back(Waiter {
                     id: waiter,
                     fail_at,
                 });
@@ -804,8 +842,8 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 
     fn forget_waiter(&mut self, waiter: WaiterId) {
-        if let Ok(index) = self.waiters.binary_search_by_key(&waiter, |w| w.id) {
-            let removed = self.waiters.remove(index);
+        let index = self.waiters.binary_search_by_key(&waiter, |w| w.id);
+        if let Some(removed) = index.ok().and_then(|i| self.waiters.remove(i)) {
             self.waiters_with_threshold -= usize::from(removed.fail_at.is_some());
         }
     }
@@ -820,13 +858,11 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         self.cancelled.is_empty() && self.closing.is_empty()
     }
 
-    fn new_stop(&mut self) -> StopId {
-        let stop = StopId::from_raw(self.stop_ids.next());
-        self.stops.push(stop);
-        stop
+    fn issue_stop(&mut self) -> StopId {
+        StopId::from_raw(self.stop_ids.next())
     }
 
-    fn new_waiter_id(&mut self) -> WaiterId {
+    fn issue_waiter(&mut self) -> WaiterId {
         WaiterId::from_raw(self.waiter_ids.next())
     }
 }

@@ -292,14 +292,8 @@ pub enum Outcome {
     Rejected(Rejection),
 }
 
-/// The id a `when_connected` or `stop` input returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Issued {
-    /// From `when_connected`.
-    Waiter(WaiterId),
-    /// From `stop`.
-    Stop(StopId),
-}
+/// The id a `when_connected` or `stop` input returned (the machine's own type).
+pub use crate::machine::Issued;
 
 /// One input and what it produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
