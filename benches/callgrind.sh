@@ -28,7 +28,7 @@ inclusive() {
 }
 
 printf '%-16s %12s\n' workload 'Ir/cycle'
-for w in redial redial_backoff floor; do
+for w in redial redial_into redial_backoff floor; do
     a=$(collect "$w" 10000)
     b=$(collect "$w" 20000)
     printf '%-16s %12.1f\n' "$w" "$(echo "($b - $a) / 10000" | bc -l)"

@@ -29,7 +29,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput};
-use redial::{Backoff, Machine, WaiterId};
+use redial::{Actions, Backoff, Machine, WaiterId};
 
 use cycle::{perform, zero_delay, Error, FloorCycle, RedialCycle, Seen, ZeroDelay};
 
@@ -39,6 +39,9 @@ fn bench_cycle(c: &mut Criterion) {
 
     let mut redial = RedialCycle::new(zero_delay as ZeroDelay);
     g.bench_function("redial", |b| b.iter(|| redial.cycle(1)));
+    let mut into = RedialCycle::new(zero_delay as ZeroDelay);
+    let mut out = Actions::new();
+    g.bench_function("redial_into", |b| b.iter(|| into.cycle_into(1, &mut out)));
     let mut backoff = RedialCycle::new(Backoff::twisted(7));
     g.bench_function("redial_twisted_backoff", |b| b.iter(|| backoff.cycle(1)));
     let mut floor = FloorCycle::default();
@@ -155,33 +158,42 @@ fn print_ratios(rounds: usize) {
     const K: usize = 100_000;
     for (label, waiters) in [("cycle (1 waiter)", 1), ("cycle (no waiter)", 0)] {
         let mut redial = RedialCycle::new(zero_delay as ZeroDelay);
+        let mut into = RedialCycle::new(zero_delay as ZeroDelay);
+        let mut out = Actions::new();
         let mut twisted = RedialCycle::new(Backoff::twisted(7));
         let mut floor = FloorCycle::default();
-        let (mut r, mut t, mut f, mut ratios) = (vec![], vec![], vec![], vec![]);
+        let (mut r, mut i, mut t, mut f) = (vec![], vec![], vec![], vec![]);
+        let (mut ratios, mut into_ratios) = (vec![], vec![]);
         for round in 0..=rounds {
             let nr = time_cycles(K, || redial.cycle(waiters));
+            let ni = time_cycles(K, || into.cycle_into(waiters, &mut out));
             let nt = time_cycles(K, || twisted.cycle(waiters));
             let nf = time_cycles(K, || floor.cycle(waiters));
             if round > 0 {
                 // round 0 is warm-up
                 r.push(nr);
+                i.push(ni);
                 t.push(nt);
                 f.push(nf);
                 ratios.push(nr / nf);
+                into_ratios.push(ni / nf);
             }
         }
-        let (r, t, f, ratio) = (
+        let (r, i, t, f) = (
             median(&mut r),
+            median(&mut i),
             median(&mut t),
             median(&mut f),
-            median(&mut ratios),
         );
+        let (ratio, into_ratio) = (median(&mut ratios), median(&mut into_ratios));
         let inputs = if waiters == 1 { 4.0 } else { 3.0 };
         println!(
-            "ratio: {label}: redial {r:.1} ns ({:.1} ns/input), redial+twisted backoff {t:.1} ns, \
-             floor {f:.1} ns ({:.1} ns/input); redial/floor = {ratio:.2}x \
+            "ratio: {label}: redial {r:.1} ns ({:.1} ns/input), redial handle_into {i:.1} ns \
+             ({:.1} ns/input), redial+twisted backoff {t:.1} ns, floor {f:.1} ns \
+             ({:.1} ns/input); redial/floor = {ratio:.2}x, handle_into/floor = {into_ratio:.2}x \
              (median of {rounds} interleaved rounds of {K} cycles)",
             r / inputs,
+            i / inputs,
             f / inputs,
         );
     }

@@ -88,9 +88,9 @@ def time_twisted(cycles):
     return elapsed / cycles * 1e9  # ns per cycle
 
 
-def time_redial(binary, cycles):
+def time_redial(binary, cycles, workload):
     out = subprocess.run(
-        [binary, "redial", str(cycles), "--time"], check=True, capture_output=True, text=True
+        [binary, workload, str(cycles), "--time"], check=True, capture_output=True, text=True
     ).stdout
     (ns,) = [float(line.split()[1]) for line in out.splitlines() if line.startswith("ns_per_cycle")]
     return ns
@@ -102,6 +102,11 @@ def main():
     p.add_argument("--cycles", type=int, default=20_000, help="Twisted cycles per round")
     p.add_argument("--redial", metavar="BINARY", help="target/release/examples/callgrind_cycle")
     p.add_argument("--redial-cycles", type=int, default=2_000_000)
+    p.add_argument(
+        "--workload",
+        default="redial_into",
+        help="callgrind_cycle workload: redial_into (handle_into, the driver's path) or redial",
+    )
     args = p.parse_args()
 
     print(f"Twisted {twisted.__version__}, Python {platform.python_version()} ({sys.executable})")
@@ -110,7 +115,7 @@ def main():
     for _ in range(args.rounds):
         tw.append(time_twisted(args.cycles))
         if args.redial:
-            rd.append(time_redial(args.redial, args.redial_cycles))
+            rd.append(time_redial(args.redial, args.redial_cycles, args.workload))
     t = statistics.median(tw)
     print(
         f"twisted ClientService cycle: {t / 1000:.2f} us "

@@ -18,6 +18,8 @@
 //! * `redial`: the cycle of `benches/support/cycle.rs` (when_connected, retry timer
 //!   fired, connection made → NotifyWaiters, lost → ScheduleTimer(0 s)) with a
 //!   zero-delay closure policy;
+//! * `redial_into`: the same cycle through `Machine::handle_into` and one reused
+//!   action buffer (the driver's hot path; `input_into` is its per-input wrapper);
 //! * `redial_backoff`: the same with Twisted's jittered backoff (`Backoff::twisted`);
 //! * `floor`: the hand-written floor doing the same cycle.
 //!
@@ -32,9 +34,11 @@ mod cycle;
 use std::hint::black_box;
 use std::time::Instant;
 
-use redial::{Backoff, Machine, RetryPolicy};
+use redial::{Actions, Backoff, Input, Machine, RetryPolicy};
 
-use cycle::{perform, zero_delay, Error, Floor, FloorAction, RedialCycle, Seen, ZeroDelay};
+use cycle::{
+    perform, perform_into, zero_delay, Error, Floor, FloorAction, RedialCycle, Seen, ZeroDelay,
+};
 
 #[inline(never)]
 fn input_when_connected<P: RetryPolicy>(m: &mut Machine<Error, P>, seen: &mut Seen) {
@@ -79,6 +83,41 @@ fn run_redial(cycles: u64) -> usize {
 }
 
 #[inline(never)]
+fn input_into<P: RetryPolicy>(
+    m: &mut Machine<Error, P>,
+    input: Input<Error>,
+    out: &mut Actions<Error>,
+    seen: &mut Seen,
+) {
+    black_box(m.handle_into(input, out).unwrap());
+    perform_into(out, seen);
+}
+
+#[inline(never)]
+fn run_redial_into(cycles: u64) -> usize {
+    let mut c = RedialCycle::new(zero_delay as ZeroDelay);
+    let mut out = Actions::new();
+    for _ in 0..cycles {
+        let m = black_box(&mut c.machine);
+        let when_connected = Input::WhenConnected {
+            fail_after_failures: None,
+        };
+        input_into(m, when_connected, &mut out, &mut c.seen);
+        let timer = c.seen.timer.take().expect("retry timer armed");
+        input_into(m, Input::TimerFired { timer }, &mut out, &mut c.seen);
+        let attempt = c.seen.attempt.expect("attempt started");
+        input_into(m, Input::ConnectionMade { attempt }, &mut out, &mut c.seen);
+        input_into(
+            m,
+            Input::ClientDisconnected { attempt },
+            &mut out,
+            &mut c.seen,
+        );
+    }
+    c.seen.notified
+}
+
+#[inline(never)]
 fn run_redial_backoff(cycles: u64) -> usize {
     let mut c = RedialCycle::new(Backoff::twisted(7));
     run_redial_cycles(&mut c, cycles)
@@ -119,9 +158,10 @@ fn main() {
     let start = Instant::now();
     let notified = match workload.as_str() {
         "redial" => run_redial(cycles),
+        "redial_into" => run_redial_into(cycles),
         "redial_backoff" => run_redial_backoff(cycles),
         "floor" => run_floor(cycles),
-        other => panic!("unknown workload {other}: redial, redial_backoff or floor"),
+        other => panic!("unknown workload {other}: redial, redial_into, redial_backoff or floor"),
     };
     let elapsed = start.elapsed();
     assert_eq!(notified as u64, cycles, "one waiter notified per cycle");

@@ -23,7 +23,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use redial::{Action, Actions, AttemptId, Machine, RetryPolicy, TimerId};
+use redial::{Action, Actions, AttemptId, Input, Machine, RetryPolicy, TimerId};
 
 /// The error type the machine carries: what a real socket driver reports.
 pub type Error = std::io::Error;
@@ -49,6 +49,25 @@ pub struct Seen {
 #[inline]
 pub fn perform<E>(actions: Actions<E>, seen: &mut Seen) {
     for action in actions {
+        match action {
+            Action::Connect { attempt } => seen.attempt = Some(attempt),
+            Action::ScheduleTimer { timer, .. } => seen.timer = Some(timer),
+            Action::NotifyWaiters { waiters, .. } => {
+                for waiter in &waiters {
+                    black_box(waiter);
+                }
+                seen.notified += waiters.len();
+            }
+            _ => seen.other += 1,
+        }
+    }
+}
+
+/// Performs the actions in a driver-owned buffer, leaving it empty for the next
+/// input: the driver side of [`Machine::handle_into`].
+#[inline]
+pub fn perform_into<E>(out: &mut Actions<E>, seen: &mut Seen) {
+    for action in out.drain() {
         match action {
             Action::Connect { attempt } => seen.attempt = Some(attempt),
             Action::ScheduleTimer { timer, .. } => seen.timer = Some(timer),
@@ -113,6 +132,35 @@ impl<P: RetryPolicy> RedialCycle<P> {
                 .unwrap(),
             &mut self.seen,
         );
+        self.seen.notified - before
+    }
+
+    /// The same cycle through [`Machine::handle_into`] and one reused buffer.
+    #[inline]
+    pub fn cycle_into(&mut self, waiters: usize, out: &mut Actions<Error>) -> usize {
+        let before = self.seen.notified;
+        let m = black_box(&mut self.machine);
+        for _ in 0..waiters {
+            let fail_after_failures = None;
+            let issued = m.handle_into(
+                Input::WhenConnected {
+                    fail_after_failures,
+                },
+                out,
+            );
+            black_box(issued.unwrap());
+            perform_into(out, &mut self.seen);
+        }
+        let timer = self.seen.timer.take().expect("retry timer armed");
+        m.handle_into(Input::TimerFired { timer }, out).unwrap();
+        perform_into(out, &mut self.seen);
+        let attempt = self.seen.attempt.expect("attempt started");
+        m.handle_into(Input::ConnectionMade { attempt }, out)
+            .unwrap();
+        perform_into(out, &mut self.seen);
+        m.handle_into(Input::ClientDisconnected { attempt }, out)
+            .unwrap();
+        perform_into(out, &mut self.seen);
         self.seen.notified - before
     }
 }
