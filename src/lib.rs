@@ -72,6 +72,10 @@
 //! accepted in every state; every report names the attempt, connection (the attempt
 //! that made it) or timer it is about.
 //!
+//! On a hot path, [`Machine::handle_into`] appends the actions to a buffer the
+//! driver owns and drains in place ([`Actions::drain`]): no action list is moved
+//! per input, and nothing is allocated in steady state.
+//!
 //! A report about something the machine no longer tracks is **stale** and changes
 //! nothing (a stale "connection made" gets that orphan connection closed). A report
 //! that names an id the machine never issued, or that contradicts what the machine
