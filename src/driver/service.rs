@@ -14,11 +14,12 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 use std::boxed::Box;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use event_listener::Event;
 use futures_channel::oneshot;
+use smallvec::SmallVec;
 
 use super::task::{BoxFuture, ConnectFn, PrepareFn, Task};
 use super::{event, Connection, Error, Runtime};
@@ -54,11 +55,90 @@ pub(crate) enum Work<E> {
 type Answer<H, E> = Result<(AttemptId, H), Error<E>>;
 type WaiterTx<H, E> = oneshot::Sender<Answer<H, E>>;
 
+/// The senders of pending waiters or stop requests, by id, in id order (the order
+/// the machine issues ids in). One fits inline, so an idle service with at most one
+/// pending waiter keeps nothing on the heap; the heap block of a spilled list is
+/// released once it is empty again.
+pub(crate) struct Pending<K, V> {
+    /// `None` only transiently, while an entry is being answered.
+    entries: SmallVec<[(K, Option<V>); 1]>,
+}
+
+impl<K: Ord + Copy, V> Pending<K, V> {
+    fn new() -> Self {
+        Pending {
+            entries: SmallVec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn insert(&mut self, id: K, tx: V) {
+        // Ids grow, so this is a push; stay sorted whatever happens.
+        let at = match self.entries.last() {
+            Some((last, _)) if *last > id => self
+                .entries
+                .binary_search_by(|(k, _)| k.cmp(&id))
+                .unwrap_or_else(|at| at),
+            _ => self.entries.len(),
+        };
+        self.entries.insert(at, (id, Some(tx)));
+    }
+
+    fn remove(&mut self, id: K) -> Option<V> {
+        let at = self.entries.binary_search_by(|(k, _)| k.cmp(&id)).ok()?;
+        let (_, tx) = self.entries.remove(at);
+        self.release_if_empty();
+        tx
+    }
+
+    /// Removes the entries of `ids` (in one pass when `ids` is sorted, as the
+    /// machine's lists are) and hands each sender to `answer`, in id order.
+    fn remove_all(&mut self, ids: &[K], mut answer: impl FnMut(V)) {
+        if ids.len() > 1 && ids.is_sorted() {
+            let mut next = ids.iter().peekable();
+            self.entries.retain(|(k, tx)| {
+                while next.next_if(|id| **id < *k).is_some() {}
+                if next.next_if(|id| **id == *k).is_none() {
+                    return true;
+                }
+                if let Some(tx) = tx.take() {
+                    answer(tx);
+                }
+                false
+            });
+            self.release_if_empty();
+        } else {
+            for id in ids {
+                if let Some(tx) = self.remove(*id) {
+                    answer(tx);
+                }
+            }
+        }
+    }
+
+    /// Removes every entry; hands each sender to `answer`, in id order.
+    fn drain(&mut self, answer: impl FnMut(V)) {
+        core::mem::take(&mut self.entries)
+            .into_iter()
+            .filter_map(|(_, tx)| tx)
+            .for_each(answer);
+    }
+
+    fn release_if_empty(&mut self) {
+        if self.entries.is_empty() && self.entries.spilled() {
+            self.entries = SmallVec::new();
+        }
+    }
+}
+
 /// Everything the handles and the task share, behind one mutex.
 pub(crate) struct Inner<H, E> {
     pub(crate) machine: Machine<E, DynPolicy>,
-    waiters: HashMap<WaiterId, WaiterTx<H, E>>,
-    stops: HashMap<StopId, oneshot::Sender<()>>,
+    waiters: Pending<WaiterId, WaiterTx<H, E>>,
+    stops: Pending<StopId, oneshot::Sender<()>>,
     /// The handle of the connection the task holds, with its attempt id.
     pub(crate) handle: Option<(AttemptId, H)>,
     /// Work for the task, in machine order.
@@ -73,11 +153,13 @@ pub(crate) struct Inner<H, E> {
     /// The task is gone (finished, or dropped with its runtime).
     pub(crate) ended: bool,
     published: State,
+    /// Made by the first [`ClientService::watch`]: until then, publishing a state
+    /// costs nothing and nothing for it is on the heap.
+    watch: Option<Arc<WatchShared>>,
 }
 
 pub(crate) struct Shared<H, E> {
     pub(crate) inner: Mutex<Inner<H, E>>,
-    pub(crate) watch: Arc<WatchShared>,
     handles: AtomicUsize,
 }
 
@@ -101,11 +183,10 @@ impl<H, E> Inner<H, E> {
     /// driver is a driver bug: logged (and a debug assertion), never a panic in release.
     pub(crate) fn feed(
         &mut self,
-        watch: &WatchShared,
         input: impl FnOnce(&mut Machine<E, DynPolicy>) -> Result<Actions<E>, InputError>,
     ) {
         match input(&mut self.machine) {
-            Ok(actions) => self.dispatch(actions, watch),
+            Ok(actions) => self.dispatch(actions),
             Err(_error) => {
                 event!(error, error = %_error, "driver bug: the machine rejected an input");
                 debug_assert!(false, "driver bug: the machine rejected an input: {_error}");
@@ -115,7 +196,7 @@ impl<H, E> Inner<H, E> {
 
     /// Performs the actions that need no I/O at once, while nothing is queued ahead
     /// of them; queues the rest for the task (in order), and wakes it.
-    pub(crate) fn dispatch(&mut self, actions: Actions<E>, watch: &WatchShared) {
+    pub(crate) fn dispatch(&mut self, actions: Actions<E>) {
         let gave_up = actions.iter().find_map(|a| match a {
             Action::GaveUp { failed_attempts } => Some(*failed_attempts),
             _ => None,
@@ -172,7 +253,7 @@ impl<H, E> Inner<H, E> {
                 }
             }
         }
-        self.publish(watch);
+        self.publish();
     }
 
     /// Answers waiters and stop requests. Returns the work back if it is not instant.
@@ -184,33 +265,26 @@ impl<H, E> Inner<H, E> {
                     _ => None,
                 };
                 debug_assert!(handle.is_some(), "driver bug: no handle for {attempt}");
-                for waiter in waiters {
-                    if let Some(tx) = self.waiters.remove(&waiter) {
-                        let answer = handle.map(|h| (attempt, (self.clone_handle)(h)));
-                        let _ = tx.send(answer.ok_or(Error::Stopped));
-                    }
-                }
+                let clone_handle = self.clone_handle;
+                self.waiters.remove_all(&waiters, |tx| {
+                    let answer = handle.map(|h| (attempt, clone_handle(h)));
+                    let _ = tx.send(answer.ok_or(Error::Stopped));
+                });
             }
             Work::Fail(waiters, error) => {
-                for waiter in waiters {
-                    if let Some(tx) = self.waiters.remove(&waiter) {
-                        let _ = tx.send(Err(error.clone()));
-                    }
-                }
+                self.waiters.remove_all(&waiters, |tx| {
+                    let _ = tx.send(Err(error.clone()));
+                });
             }
             Work::Act(Action::CancelWaiters { waiters }) => {
-                for waiter in waiters {
-                    if let Some(tx) = self.waiters.remove(&waiter) {
-                        let _ = tx.send(Err(Error::Stopped));
-                    }
-                }
+                self.waiters.remove_all(&waiters, |tx| {
+                    let _ = tx.send(Err(Error::Stopped));
+                });
             }
             Work::Act(Action::FinishStopping { stops }) => {
-                for stop in stops {
-                    if let Some(tx) = self.stops.remove(&stop) {
-                        let _ = tx.send(());
-                    }
-                }
+                self.stops.remove_all(&stops, |tx| {
+                    let _ = tx.send(());
+                });
             }
             other => return Some(other),
         }
@@ -218,10 +292,13 @@ impl<H, E> Inner<H, E> {
     }
 
     /// Tells state watchers about a state change.
-    pub(crate) fn publish(&mut self, watch: &WatchShared) {
+    pub(crate) fn publish(&mut self) {
         let state = self.machine.state();
         if state != self.published || self.ended {
             self.published = state;
+            let Some(watch) = &self.watch else {
+                return; // nobody ever watched
+            };
             let mut cell = watch.cell.lock().unwrap_or_else(|e| e.into_inner());
             *cell = (cell.0 + 1, state, self.ended);
             drop(cell);
@@ -230,16 +307,16 @@ impl<H, E> Inner<H, E> {
     }
 
     /// The task is gone: answer everything still pending (as stopped).
-    pub(crate) fn end(&mut self, watch: &WatchShared) {
+    pub(crate) fn end(&mut self) {
         self.ended = true;
         self.task = None;
-        self.queue.clear();
+        self.queue = VecDeque::new();
         self.handle = None;
-        for (_, tx) in self.waiters.drain() {
+        self.waiters.drain(|tx| {
             let _ = tx.send(Err(Error::Stopped));
-        }
-        self.stops.clear();
-        self.publish(watch);
+        });
+        self.stops.drain(drop);
+        self.publish();
     }
 }
 
@@ -323,8 +400,8 @@ where
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 machine,
-                waiters: HashMap::new(),
-                stops: HashMap::new(),
+                waiters: Pending::new(),
+                stops: Pending::new(),
                 handle: None,
                 queue: VecDeque::new(),
                 busy: false,
@@ -333,10 +410,7 @@ where
                 shutdown: false,
                 ended: false,
                 published: State::Init,
-            }),
-            watch: Arc::new(WatchShared {
-                event: Event::new(),
-                cell: Mutex::new((0, State::Init, false)),
+                watch: None,
             }),
             handles: AtomicUsize::new(1),
         });
@@ -395,7 +469,7 @@ impl<H, E> Drop for ClientService<H, E> {
         let mut inner = self.shared.lock();
         inner.shutdown = true;
         let (_stop, actions) = inner.machine.stop();
-        inner.dispatch(actions, &self.shared.watch);
+        inner.dispatch(actions);
         // Wake the task even if nothing was queued: it ends once all is closed.
         if let Some(task) = &inner.task {
             task.wake_by_ref();
@@ -441,7 +515,7 @@ where
     pub fn start(&self) {
         let mut inner = self.shared.lock();
         let actions = inner.machine.start();
-        inner.dispatch(actions, &self.shared.watch);
+        inner.dispatch(actions);
     }
 
     /// Stops the service. The stop request is made now; the returned future resolves
@@ -455,7 +529,7 @@ where
         }
         let (tx, rx) = oneshot::channel();
         inner.stops.insert(stop, tx);
-        inner.dispatch(actions, &self.shared.watch);
+        inner.dispatch(actions);
         Stopping { rx: Some(rx) }
     }
 
@@ -522,7 +596,7 @@ where
         if let Some(task) = &inner.task {
             task.wake_by_ref();
         }
-        inner.dispatch(actions, &self.shared.watch);
+        inner.dispatch(actions);
         true
     }
 
@@ -531,7 +605,7 @@ where
         let (waiter, actions) = inner.machine.when_connected(fail_after);
         let (tx, rx) = oneshot::channel();
         inner.waiters.insert(waiter, tx);
-        inner.dispatch(actions, &self.shared.watch);
+        inner.dispatch(actions);
         WhenConnected {
             shared: Arc::clone(&self.shared),
             waiter,
@@ -561,7 +635,15 @@ where
 
     /// Watches state changes.
     pub fn watch(&self) -> StateWatch {
-        let watch = Arc::clone(&self.shared.watch);
+        let mut inner = self.shared.lock();
+        let (state, ended) = (inner.published, inner.ended);
+        let watch = Arc::clone(inner.watch.get_or_insert_with(|| {
+            Arc::new(WatchShared {
+                event: Event::new(),
+                cell: Mutex::new((0, state, ended)),
+            })
+        }));
+        drop(inner);
         let seen = watch.cell.lock().unwrap_or_else(|e| e.into_inner()).0;
         StateWatch { watch, seen }
     }
@@ -663,7 +745,7 @@ impl<H, E> Drop for WhenConnected<H, E> {
     fn drop(&mut self) {
         if self.rx.take().is_some() {
             let mut inner = self.shared.lock();
-            if inner.waiters.remove(&self.waiter).is_some() {
+            if inner.waiters.remove(self.waiter).is_some() {
                 // Withdrawing a waiter emits no action.
                 if let Err(_error) = inner.machine.cancel_waiter(self.waiter) {
                     event!(error, error = %_error, "driver bug: cancel_waiter rejected");

@@ -9,6 +9,7 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::boxed::Box;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::service::{Shared, Work};
@@ -153,8 +154,7 @@ impl<R: Runtime, H: Clone, E> Task<R, H, E> {
     ) {
         let mut inner = self.shared.lock();
         inner.busy = false;
-        let watch = Arc::clone(&self.shared.watch);
-        inner.feed(&watch, input);
+        inner.feed(input);
     }
 
     /// Closes the current connection (drops its driver and prepare futures) and
@@ -170,8 +170,7 @@ impl<R: Runtime, H: Clone, E> Task<R, H, E> {
         {
             event!(warn, attempt = %attempt, "connection lost");
         }
-        let watch = Arc::clone(&self.shared.watch);
-        inner.feed(&watch, |m| m.client_disconnected(attempt));
+        inner.feed(|m| m.client_disconnected(attempt));
     }
 
     /// Polls what the task holds; returns whether anything happened.
@@ -190,8 +189,7 @@ impl<R: Runtime, H: Clone, E> Task<R, H, E> {
                         });
                         let mut inner = self.shared.lock();
                         inner.handle = Some((attempt, handle));
-                        let watch = Arc::clone(&self.shared.watch);
-                        inner.feed(&watch, |m| m.connection_made(attempt));
+                        inner.feed(|m| m.connection_made(attempt));
                         if inner.machine.state() == State::Connected {
                             event!(info, attempt = %attempt, "connected");
                         }
@@ -212,8 +210,7 @@ impl<R: Runtime, H: Clone, E> Task<R, H, E> {
                     match result {
                         Ok(()) => {
                             let mut inner = self.shared.lock();
-                            let watch = Arc::clone(&self.shared.watch);
-                            inner.feed(&watch, |m| m.prepare_succeeded(attempt));
+                            inner.feed(|m| m.prepare_succeeded(attempt));
                             if inner.machine.state() == State::Connected {
                                 event!(info, attempt = %attempt, "connected");
                             }
@@ -285,7 +282,7 @@ impl<R: Runtime, H: Clone, E> Future for Task<R, H, E> {
                 }
                 continue;
             }
-            let inner = this.shared.lock();
+            let mut inner = this.shared.lock();
             if !inner.queue.is_empty() {
                 continue;
             }
@@ -295,6 +292,11 @@ impl<R: Runtime, H: Clone, E> Future for Task<R, H, E> {
                 && this.conn.is_none()
             {
                 return Poll::Ready(());
+            }
+            if this.attempt.is_none() && this.timer.is_none() && inner.queue.capacity() > 0 {
+                // Idle (connected, or stopped): no work is coming until something
+                // changes, so do not keep the queue's block (4 × 64 B) meanwhile.
+                inner.queue = VecDeque::new();
             }
             return Poll::Pending;
         }
@@ -309,7 +311,6 @@ impl<R: Runtime, H, E> Drop for Task<R, H, E> {
         self.conn = None;
         self.timer = None;
         let mut inner = self.shared.lock();
-        let watch = Arc::clone(&self.shared.watch);
-        inner.end(&watch);
+        inner.end();
     }
 }
