@@ -188,3 +188,56 @@ proptest! {
         }
     }
 }
+
+// ----- the retry policies: gaps found by mutation testing ---------------------------
+
+mod policies {
+    use std::time::Duration;
+
+    use redial::policy::{Backoff, Jitter, RetryPolicy};
+
+    fn decorrelated() -> Backoff {
+        Backoff::new(Duration::from_millis(10), 2.0, Duration::from_secs(100))
+            .unwrap()
+            .with_jitter(Jitter::Decorrelated)
+    }
+
+    fn draws(mut b: Backoff, from: u32) -> Vec<Option<Duration>> {
+        (from..from + 8).map(|n| b.next_delay(n)).collect()
+    }
+
+    /// `with_seed` and `with_jitter` restart Decorrelated's memory of the previous
+    /// delay: a used policy reseeded behaves exactly like a fresh one.
+    #[test]
+    fn reseeding_restarts_the_decorrelated_memory() {
+        let mut used = decorrelated().with_seed(1);
+        for n in 1..20 {
+            used.next_delay(n);
+        }
+        let fresh = decorrelated().with_seed(9);
+        assert_eq!(draws(used.clone().with_seed(9), 5), draws(fresh.clone(), 5));
+        // …and after with_jitter the first draw at n > 1 is below 3 · initial again.
+        let mut used = decorrelated().with_seed(3);
+        for n in 1..30 {
+            used.next_delay(n);
+        }
+        let mut reset = used.with_jitter(Jitter::Decorrelated);
+        let d = reset.next_delay(7).unwrap();
+        assert!(d < Duration::from_millis(30), "{d:?}: prev was not reset");
+        let mut used = decorrelated().with_seed(3);
+        for n in 1..30 {
+            used.next_delay(n);
+        }
+        let mut reseeded = used.with_seed(4);
+        let d = reseeded.next_delay(7).unwrap();
+        assert!(d < Duration::from_millis(30), "{d:?}: prev was not reset");
+    }
+
+    /// Two default policies draw different jitter (their seeds differ).
+    #[test]
+    fn default_policies_are_seeded_differently() {
+        let a = draws(Backoff::default(), 1);
+        let b = draws(Backoff::default(), 1);
+        assert_ne!(a, b, "two Backoff::default() drew the same jitter");
+    }
+}
