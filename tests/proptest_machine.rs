@@ -240,4 +240,39 @@ mod policies {
         let b = draws(Backoff::default(), 1);
         assert_ne!(a, b, "two Backoff::default() drew the same jitter");
     }
+
+    /// The jitter is spread over its whole interval, not stuck at one end: 64
+    /// draws land in both halves (each draw misses a half with probability 1/2).
+    #[test]
+    fn jitter_is_spread_over_its_interval() {
+        let base = Duration::from_secs(1);
+        let modes = [
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Additive {
+                max: Duration::from_secs(1),
+            },
+        ];
+        for (i, jitter) in modes.into_iter().enumerate() {
+            let mut b = Backoff::new(base, 1.0, base)
+                .unwrap()
+                .with_jitter(jitter)
+                .with_seed(i as u64);
+            let (low, high) = match jitter {
+                Jitter::Full => (Duration::ZERO, base),
+                Jitter::Equal => (base / 2, base),
+                _ => (base, base * 2),
+            };
+            let middle = low + (high - low) / 2;
+            let draws: Vec<Duration> = (0..64).map(|_| b.next_delay(3).unwrap()).collect();
+            assert!(
+                draws.iter().any(|d| *d < middle),
+                "{jitter:?}: none below {middle:?}: {draws:?}"
+            );
+            assert!(
+                draws.iter().any(|d| *d > middle),
+                "{jitter:?}: none above {middle:?}: {draws:?}"
+            );
+        }
+    }
 }
