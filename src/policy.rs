@@ -427,9 +427,11 @@ impl Backoff {
             return initial;
         }
         // Exact for exact inputs (e.g. 1e9 · 1.5³), correctly capped otherwise: an
-        // infinite power gives an infinite product, which is not below `max`.
+        // infinite power gives an infinite product, which is above `max`. `<=`, not
+        // `<`: a cap above 2^53 ns may round to the product itself, and then the
+        // rounded product (clamped to `max`) is right, `max` is not.
         let product = initial as f64 * powu(self.factor, n);
-        if product < max as f64 {
+        if product <= max as f64 {
             // Round to the nearest nanosecond (`as` saturates, `product > 0`), and
             // keep f64 rounding of huge values inside `[initial, max]`.
             ((product + 0.5) as u128).clamp(initial, max)

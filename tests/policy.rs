@@ -803,3 +803,14 @@ fn from_secs_f64_sweep_never_panics() {
         }
     }
 }
+
+#[test]
+fn base_delay_is_exact_when_the_cap_is_not_an_exact_f64() {
+    // 2^60 + 1 ns is not representable in f64 (it rounds to 2^60): the product
+    // 2^59 · 2 = 2^60 must not be mistaken for the cap.
+    let initial = Duration::from_nanos(1 << 59);
+    let max = Duration::from_nanos((1 << 60) + 1);
+    let backoff = Backoff::new(initial, 2.0, max).unwrap();
+    assert_eq!(backoff.base_delay(1), Duration::from_nanos(1 << 60));
+    assert_eq!(backoff.base_delay(2), max);
+}
