@@ -45,21 +45,27 @@ pub struct Seen {
     pub other: usize,
 }
 
+/// Performs one action the way a driver does: one `match`, keeping the ids it needs.
+#[inline]
+fn perform_one<E>(action: Action<E>, seen: &mut Seen) {
+    match action {
+        Action::Connect { attempt } => seen.attempt = Some(attempt),
+        Action::ScheduleTimer { timer, .. } => seen.timer = Some(timer),
+        Action::NotifyWaiters { waiters, .. } => {
+            for waiter in &waiters {
+                black_box(waiter);
+            }
+            seen.notified += waiters.len();
+        }
+        _ => seen.other += 1,
+    }
+}
+
 /// Performs `actions` the way a driver does: one `match` per action.
 #[inline]
 pub fn perform<E>(actions: Actions<E>, seen: &mut Seen) {
     for action in actions {
-        match action {
-            Action::Connect { attempt } => seen.attempt = Some(attempt),
-            Action::ScheduleTimer { timer, .. } => seen.timer = Some(timer),
-            Action::NotifyWaiters { waiters, .. } => {
-                for waiter in &waiters {
-                    black_box(waiter);
-                }
-                seen.notified += waiters.len();
-            }
-            _ => seen.other += 1,
-        }
+        perform_one(action, seen);
     }
 }
 
@@ -68,17 +74,7 @@ pub fn perform<E>(actions: Actions<E>, seen: &mut Seen) {
 #[inline]
 pub fn perform_into<E>(out: &mut Actions<E>, seen: &mut Seen) {
     for action in out.drain() {
-        match action {
-            Action::Connect { attempt } => seen.attempt = Some(attempt),
-            Action::ScheduleTimer { timer, .. } => seen.timer = Some(timer),
-            Action::NotifyWaiters { waiters, .. } => {
-                for waiter in &waiters {
-                    black_box(waiter);
-                }
-                seen.notified += waiters.len();
-            }
-            _ => seen.other += 1,
-        }
+        perform_one(action, seen);
     }
 }
 
