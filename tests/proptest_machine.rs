@@ -246,12 +246,15 @@ mod policies {
     #[test]
     fn jitter_is_spread_over_its_interval() {
         let base = Duration::from_secs(1);
+        // 2^40 s is beyond u64 nanoseconds: the draw takes the f64 path.
+        let huge = Duration::from_secs(1 << 40);
         let modes = [
             Jitter::Full,
             Jitter::Equal,
             Jitter::Additive {
                 max: Duration::from_secs(1),
             },
+            Jitter::Additive { max: huge },
         ];
         for (i, jitter) in modes.into_iter().enumerate() {
             let mut b = Backoff::new(base, 1.0, base)
@@ -261,7 +264,8 @@ mod policies {
             let (low, high) = match jitter {
                 Jitter::Full => (Duration::ZERO, base),
                 Jitter::Equal => (base / 2, base),
-                _ => (base, base * 2),
+                Jitter::Additive { max } => (base, base + max),
+                _ => unreachable!(),
             };
             let middle = low + (high - low) / 2;
             let draws: Vec<Duration> = (0..64).map(|_| b.next_delay(3).unwrap()).collect();
