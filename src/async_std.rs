@@ -32,7 +32,7 @@ use std::boxed::Box;
 use std::future::Future;
 
 pub use crate::driver::stream;
-use crate::driver::{Builder, ClientService, Connection, Runtime};
+use crate::driver::{Builder, ClientService, Connection, Runtime, SpawnError};
 
 /// async-std as a [`Runtime`]: spawns with `async_std::task::spawn` and sleeps with
 /// `async_std::task::sleep`.
@@ -42,8 +42,10 @@ pub struct AsyncStd;
 impl Runtime for AsyncStd {
     type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> Result<(), SpawnError> {
+        // async-std's global executor starts its own threads on first use: always works.
         drop(::async_std::task::spawn(task));
+        Ok(())
     }
 
     fn sleep(&self, delay: Duration) -> Self::Sleep {

@@ -28,7 +28,7 @@ use core::time::Duration;
 use std::future::Future;
 
 pub use crate::driver::stream;
-use crate::driver::{Builder, ClientService, Connection, Runtime};
+use crate::driver::{Builder, ClientService, Connection, Runtime, SpawnError};
 
 /// smol as a [`Runtime`]: spawns detached tasks with `smol::spawn` and sleeps with
 /// `smol::Timer`.
@@ -38,8 +38,10 @@ pub struct Smol;
 impl Runtime for Smol {
     type Sleep = ::smol::Timer;
 
-    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> Result<(), SpawnError> {
+        // smol's global executor starts its own threads on first use: always works.
         ::smol::spawn(task).detach();
+        Ok(())
     }
 
     fn sleep(&self, delay: Duration) -> Self::Sleep {

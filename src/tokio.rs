@@ -35,19 +35,29 @@ use std::io;
 use ::tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::driver::{
-    self, Builder, ClientService, Connection, Runtime, SharedStream, StreamDriver, StreamGuard,
+    self, Builder, ClientService, Connection, Runtime, SharedStream, SpawnError, StreamDriver,
+    StreamGuard,
 };
 
-/// Tokio as a [`Runtime`]: spawns with `tokio::spawn` (so use it inside a Tokio
-/// runtime) and sleeps with `tokio::time::sleep`.
+/// Tokio as a [`Runtime`]: spawns on the Tokio runtime this thread is in (so build
+/// the service inside a Tokio runtime: outside one, `build` returns
+/// [`BuildError::Spawn`](crate::driver::BuildError::Spawn)) and sleeps with
+/// `tokio::time::sleep`.
+///
+/// The service's task lives as long as that runtime: if the runtime shuts down
+/// first, the service ends and every request fails at once.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tokio;
 
 impl Runtime for Tokio {
     type Sleep = ::tokio::time::Sleep;
 
-    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
-        drop(::tokio::spawn(task));
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> Result<(), SpawnError> {
+        let runtime = ::tokio::runtime::Handle::try_current().map_err(|_| {
+            SpawnError::new("not inside a Tokio runtime (build the service from within one)")
+        })?;
+        drop(runtime.spawn(task));
+        Ok(())
     }
 
     fn sleep(&self, delay: Duration) -> Self::Sleep {

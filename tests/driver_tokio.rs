@@ -80,3 +80,24 @@ impl common_driver::TestRt for Rt {
 }
 
 driver_suite!(Rt);
+
+/// Item 7 of the driver issue: outside a Tokio runtime, `build` and `start` return a
+/// typed error instead of panicking.
+#[test]
+fn build_outside_a_runtime_is_an_error() {
+    let builder = || {
+        redial::tokio::builder(|| async {
+            TcpStream::connect("127.0.0.1:1")
+                .await
+                .map(redial::tokio::stream)
+        })
+    };
+    for result in [builder().build(), builder().start()] {
+        match result {
+            Err(redial::driver::BuildError::Spawn(error)) => {
+                assert!(error.to_string().contains("Tokio runtime"), "{error}");
+            }
+            other => panic!("expected BuildError::Spawn, got {other:?}"),
+        }
+    }
+}

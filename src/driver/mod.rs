@@ -90,8 +90,12 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// The future returned by [`Runtime::sleep`]; its output is ignored.
     type Sleep: Future + Send + 'static;
 
-    /// Spawns a detached task that runs `task` to completion.
-    fn spawn<F>(&self, task: F)
+    /// Spawns a detached task that runs `task` to completion, or says why it cannot
+    /// (e.g. no Tokio runtime is running on this thread).
+    ///
+    /// If the runtime later drops the task unfinished (it shuts down), the service
+    /// notices: every pending and later request fails at once with a typed error.
+    fn spawn<F>(&self, task: F) -> Result<(), SpawnError>
     where
         F: Future<Output = ()> + Send + 'static;
 
@@ -126,6 +130,41 @@ where
     fn into_parts(self) -> (H, D) {
         self
     }
+}
+
+/// The runtime could not spawn the service's task; from [`Runtime::spawn`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot spawn the service's task: {reason}")]
+pub struct SpawnError {
+    reason: std::borrow::Cow<'static, str>,
+}
+
+impl SpawnError {
+    /// A spawn error with this reason (for [`Runtime`] implementations).
+    pub fn new(reason: impl Into<std::borrow::Cow<'static, str>>) -> SpawnError {
+        SpawnError {
+            reason: reason.into(),
+        }
+    }
+
+    /// Why the task could not be spawned.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// Why [`Builder::build`] (or [`Builder::start`]) made no service.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The configuration makes no sense (a zero timeout, a prepare timeout without a
+    /// prepare hook).
+    #[error(transparent)]
+    Config(#[from] crate::error::ConfigError),
+    /// The runtime could not spawn the service's task (e.g. `build` was called
+    /// outside a Tokio runtime).
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
 }
 
 /// Why [`ClientService::when_connected`] did not produce a connection.

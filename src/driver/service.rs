@@ -22,9 +22,9 @@ use futures_channel::oneshot;
 use smallvec::SmallVec;
 
 use super::task::{BoxFuture, ConnectFn, PrepareFn, Task};
-use super::{event, Connection, Error, Runtime};
+use super::{event, BuildError, Connection, Error, Runtime};
 use crate::actions::{Action, Actions, Failure, TimerKind, WaiterList};
-use crate::error::{ConfigError, InputError};
+use crate::error::InputError;
 use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
 use crate::machine::{Config, Counters, Machine, State};
 use crate::policy::{Backoff, RetryPolicy};
@@ -391,8 +391,9 @@ where
 
     /// Builds the service and spawns its task, without starting it
     /// ([`State::Init`]). Fails if the configuration makes no sense (a zero timeout,
-    /// a prepare timeout without a prepare hook).
-    pub fn build(self) -> Result<ClientService<H, E>, ConfigError> {
+    /// a prepare timeout without a prepare hook), or if the runtime cannot spawn the
+    /// task (outside a Tokio runtime, for Tokio).
+    pub fn build(self) -> Result<ClientService<H, E>, BuildError> {
         let policy = self
             .policy
             .unwrap_or_else(|| DynPolicy(Box::new(Backoff::default())));
@@ -420,12 +421,12 @@ where
             self.connect,
             self.prepare,
         );
-        self.runtime.spawn(task);
+        self.runtime.spawn(task)?;
         Ok(ClientService { shared })
     }
 
     /// [`build`](Builder::build)s the service and [`start`](ClientService::start)s it.
-    pub fn start(self) -> Result<ClientService<H, E>, ConfigError> {
+    pub fn start(self) -> Result<ClientService<H, E>, BuildError> {
         let service = self.build()?;
         service.start();
         Ok(service)
