@@ -3,6 +3,7 @@
 //! Every input returns an [`Actions`] list. The driver performs the actions in order,
 //! then feeds what happened back as new inputs, naming the ids it was given.
 
+use alloc::string::String;
 use core::fmt;
 use core::ops::Deref;
 use core::time::Duration;
@@ -38,6 +39,63 @@ pub enum TimerKind {
     Healthy,
 }
 
+/// Where user code panicked; see [`Panic`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PanicSite {
+    /// The connector: the closure that starts an attempt, or the future it returns.
+    Connector,
+    /// The prepare step: the closure, or the future it returns.
+    Prepare,
+    /// A connection's driver future (it runs the connection).
+    Connection,
+}
+
+/// User code panicked while a driver ran it on behalf of an attempt or a connection.
+///
+/// A driver that contains panics (as `redial::driver` does) reports one with
+/// [`Machine::panicked`](crate::Machine::panicked); the machine counts it as a
+/// failed attempt and delivers it as [`Failure::Panicked`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Panic {
+    site: PanicSite,
+    message: String,
+}
+
+impl Panic {
+    /// A panic at `site` with this message (the panic payload, when it is a string).
+    pub fn new(site: PanicSite, message: impl Into<String>) -> Panic {
+        Panic {
+            site,
+            message: message.into(),
+        }
+    }
+
+    /// Where it panicked.
+    pub fn site(&self) -> PanicSite {
+        self.site
+    }
+
+    /// The panic message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Panic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.site {
+            PanicSite::Connector => "the connector",
+            PanicSite::Prepare => "the prepare step",
+            PanicSite::Connection => "the connection's driver",
+        };
+        write!(f, "{what} panicked: {}", self.message)
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for Panic {}
+
 /// Why an attempt failed, as delivered to waiters by [`Action::DeliverFailure`].
 ///
 /// `E` is the error type the driver reports; the machine moves it through and never
@@ -54,6 +112,9 @@ pub enum Failure<E> {
     PrepareTimeout,
     /// The connection was lost while it was being prepared (SPEC D3).
     LostWhilePreparing,
+    /// User code panicked while the attempt or its prepare step ran
+    /// ([`Machine::panicked`](crate::Machine::panicked)).
+    Panicked(Panic),
 }
 
 impl<E: fmt::Display> fmt::Display for Failure<E> {
@@ -64,6 +125,7 @@ impl<E: fmt::Display> fmt::Display for Failure<E> {
             Failure::ConnectTimeout => f.write_str("connection attempt timed out"),
             Failure::PrepareTimeout => f.write_str("prepare step timed out"),
             Failure::LostWhilePreparing => f.write_str("connection lost while preparing"),
+            Failure::Panicked(panic) => fmt::Display::fmt(panic, f),
         }
     }
 }

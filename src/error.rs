@@ -53,6 +53,10 @@ pub enum Rejection {
     /// being prepared (no prepare step is configured, or it already finished).
     #[error("{0} is not being prepared")]
     NotPreparing(AttemptId),
+    /// `panicked` for the current connection, which is established: its loss is
+    /// reported with `client_disconnected`.
+    #[error("{0} is established: report its loss with client_disconnected")]
+    Established(AttemptId),
     /// `connect_cancelled` for the current attempt, which the machine never asked to cancel.
     #[error("{0} was never asked to be cancelled")]
     NotCancelled(AttemptId),
@@ -80,6 +84,8 @@ pub enum InputKind {
     PrepareSucceeded,
     /// [`Input::PrepareFailed`](crate::Input::PrepareFailed).
     PrepareFailed,
+    /// [`Input::Panicked`](crate::Input::Panicked).
+    Panicked,
     /// [`Input::ClientDisconnected`](crate::Input::ClientDisconnected).
     ClientDisconnected,
     /// [`Input::TimerFired`](crate::Input::TimerFired).
@@ -99,6 +105,7 @@ impl InputKind {
             InputKind::ConnectCancelled => "connect_cancelled",
             InputKind::PrepareSucceeded => "prepare_succeeded",
             InputKind::PrepareFailed => "prepare_failed",
+            InputKind::Panicked => "panicked",
             InputKind::ClientDisconnected => "client_disconnected",
             InputKind::TimerFired => "timer_fired",
         }

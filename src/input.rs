@@ -64,6 +64,18 @@ pub enum Input<E> {
         /// Why; moved to the waiters whose threshold it reaches.
         error: E,
     },
+    /// User code run for the current attempt (its connector) or connection (its
+    /// prepare step or driver, while it is being prepared) panicked, and what it ran
+    /// is gone. A failed attempt ([`Failure::Panicked`](crate::Failure::Panicked));
+    /// a connection that was being prepared is closed (`Disconnect`) as when its
+    /// prepare step fails. An established connection's loss is reported with
+    /// `ClientDisconnected` instead.
+    Panicked {
+        /// The attempt (or the connection, named by its attempt).
+        attempt: AttemptId,
+        /// What panicked, and its message.
+        panic: crate::actions::Panic,
+    },
     /// The connection is closed: lost, or closed because the machine asked (`Disconnect`).
     ClientDisconnected {
         /// The connection (named by its attempt).
@@ -89,6 +101,7 @@ impl<E> Input<E> {
             Input::ConnectCancelled { .. } => InputKind::ConnectCancelled,
             Input::PrepareSucceeded { .. } => InputKind::PrepareSucceeded,
             Input::PrepareFailed { .. } => InputKind::PrepareFailed,
+            Input::Panicked { .. } => InputKind::Panicked,
             Input::ClientDisconnected { .. } => InputKind::ClientDisconnected,
             Input::TimerFired { .. } => InputKind::TimerFired,
         }

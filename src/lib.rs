@@ -167,7 +167,7 @@ pub mod testing;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 
-pub use actions::{Action, Actions, Failure, StopList, TimerKind, WaiterList};
+pub use actions::{Action, Actions, Failure, Panic, PanicSite, StopList, TimerKind, WaiterList};
 pub use error::{ConfigError, InputError, InputKind, PolicyError, Rejection};
 pub use ids::{AttemptId, StopId, TimerId, WaiterId};
 pub use input::Input;

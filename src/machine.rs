@@ -156,8 +156,12 @@ enum Event<E> {
     CancelWaiter(WaiterId),
     /// The current attempt produced its connection.
     Made(AttemptId),
-    /// The current attempt, or its prepare step, failed.
-    AttemptFailed(Failure<E>),
+    /// The current attempt, or its prepare step, failed; `close`: its connection is
+    /// still open and must be closed (D2).
+    AttemptFailed {
+        failure: Failure<E>,
+        close: bool,
+    },
     /// The current connection passed its prepare step.
     Prepared(AttemptId),
     /// The current, established connection was lost.
@@ -366,6 +370,17 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         self.report(Input::PrepareFailed { attempt, error })
     }
 
+    /// User code run for the current attempt or the connection being prepared
+    /// panicked, and what it ran is gone: a failed attempt ([`Failure::Panicked`]); a
+    /// connection being prepared is closed (`Disconnect`). See [`Input::Panicked`].
+    pub fn panicked(
+        &mut self,
+        attempt: AttemptId,
+        panic: crate::actions::Panic,
+    ) -> Result<Actions<E>, InputError> {
+        self.report(Input::Panicked { attempt, panic })
+    }
+
     /// The connection is closed (lost, or closed because the machine asked).
     pub fn client_disconnected(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
         self.report(Input::ClientDisconnected { attempt })
@@ -494,7 +509,10 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Whose::Cancelled | Whose::Old => Event::Orphan(attempt),
             },
             Input::ConnectionFailed { attempt, error } => match self.whose(attempt)? {
-                Whose::Current(Attempting) => Event::AttemptFailed(Failure::Connect(error)),
+                Whose::Current(Attempting) => Event::AttemptFailed {
+                    failure: Failure::Connect(error),
+                    close: false,
+                },
                 Whose::Current(_) => return Err(Rejection::AlreadyConnected(attempt)),
                 Whose::Cancelled => Event::Gone(attempt),
                 Whose::Closing | Whose::Old => Event::Stale,
@@ -511,14 +529,33 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::PrepareFailed { attempt, error } => match self.whose(attempt)? {
-                Whose::Current(Preparing) => Event::AttemptFailed(Failure::Prepare(error)),
+                Whose::Current(Preparing) => Event::AttemptFailed {
+                    failure: Failure::Prepare(error),
+                    close: true,
+                },
                 Whose::Current(Attempting) => return Err(Rejection::NotMade(attempt)),
                 Whose::Current(Connected) => return Err(Rejection::NotPreparing(attempt)),
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
+            Input::Panicked { attempt, panic } => match self.whose(attempt)? {
+                Whose::Current(Attempting) => Event::AttemptFailed {
+                    failure: Failure::Panicked(panic),
+                    close: false,
+                },
+                Whose::Current(Preparing) => Event::AttemptFailed {
+                    failure: Failure::Panicked(panic),
+                    close: true,
+                },
+                Whose::Current(Connected) => return Err(Rejection::Established(attempt)),
+                Whose::Cancelled => Event::Gone(attempt),
+                Whose::Closing | Whose::Old => Event::Stale,
+            },
             Input::ClientDisconnected { attempt } => match self.whose(attempt)? {
                 Whose::Current(Attempting) => return Err(Rejection::NotMade(attempt)),
-                Whose::Current(Preparing) => Event::AttemptFailed(Failure::LostWhilePreparing),
+                Whose::Current(Preparing) => Event::AttemptFailed {
+                    failure: Failure::LostWhilePreparing,
+                    close: false,
+                },
                 Whose::Current(Connected) => Event::Lost,
                 Whose::Closing => Event::Gone(attempt),
                 Whose::Cancelled | Whose::Old => Event::Stale,
@@ -638,9 +675,12 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 self.disarm(out);
                 self.connected(attempt, out);
             }
-            (Connecting, Event::AttemptFailed(failure)) => {
+            // A failure or a loss asks the retry policy first, before anything
+            // changes: a policy that panics leaves the machine as it was.
+            (Connecting, Event::AttemptFailed { failure, close }) => {
+                let next = self.ask_policy();
                 self.disarm(out);
-                if let (Some(current), Failure::Prepare(_)) = (self.current, &failure) {
+                if let (Some(current), true) = (self.current, close) {
                     // D2: a connection rejected by prepare is closed.
                     self.closing.push(current.attempt);
                     out.push(Action::Disconnect {
@@ -648,26 +688,29 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     });
                 }
                 self.current = None;
-                self.failed(failure, out);
+                self.failed(failure, next, out);
             }
             (Connecting, Event::Timer(TimerKind::ConnectTimeout)) => {
+                let next = self.ask_policy();
                 self.timer = None;
                 self.abandon_current(out);
-                self.failed(Failure::ConnectTimeout, out);
+                self.failed(Failure::ConnectTimeout, next, out);
             }
             (Connecting, Event::Timer(TimerKind::PrepareTimeout)) => {
+                let next = self.ask_policy();
                 self.timer = None;
                 self.abandon_current(out);
-                self.failed(Failure::PrepareTimeout, out);
+                self.failed(Failure::PrepareTimeout, next, out);
             }
 
             // Connected
             (Connected, Event::Lost) => {
+                let next = self.ask_policy();
                 self.disarm(out);
                 self.current = None;
                 self.counters.losses += 1;
                 self.failed_attempts = self.failed_attempts.saturating_add(1);
-                self.retry_or_give_up(None, out);
+                self.retry_or_give_up(next, None, out);
             }
             (Connected, Event::Timer(TimerKind::Healthy)) => {
                 self.timer = None;
@@ -706,7 +749,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             // attempt needs one, and a timer event needs that timer armed.
             (
                 Init | Waiting | Connected | Disconnecting | Restarting | Stopped,
-                Event::Made(_) | Event::Prepared(_) | Event::AttemptFailed(_),
+                Event::Made(_) | Event::Prepared(_) | Event::AttemptFailed { .. },
             )
             | (Init | Connecting | Waiting | Disconnecting | Restarting | Stopped, Event::Lost)
             | (_, Event::Timer(_)) => {}
@@ -743,17 +786,30 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         }
     }
 
-    /// The current attempt failed (its cleanup is done): count it, then retry or give up.
-    fn failed(&mut self, failure: Failure<E>, out: &mut Actions<E>) {
+    /// What the retry policy says after one more failure. Called before a transition
+    /// changes anything, so that a panicking policy leaves the machine untouched.
+    fn ask_policy(&mut self) -> Option<Duration> {
+        self.policy
+            .next_delay(self.failed_attempts.saturating_add(1))
+    }
+
+    /// The current attempt failed (its cleanup is done): count it, then retry after
+    /// `next` or give up (`None`).
+    fn failed(&mut self, failure: Failure<E>, next: Option<Duration>, out: &mut Actions<E>) {
         self.current = None;
         self.failed_attempts = self.failed_attempts.saturating_add(1);
         self.failure_events += 1;
         self.counters.failures += 1;
-        self.retry_or_give_up(Some(failure), out);
+        self.retry_or_give_up(next, Some(failure), out);
     }
 
-    fn retry_or_give_up(&mut self, failure: Option<Failure<E>>, out: &mut Actions<E>) {
-        match self.policy.next_delay(self.failed_attempts) {
+    fn retry_or_give_up(
+        &mut self,
+        next: Option<Duration>,
+        failure: Option<Failure<E>>,
+        out: &mut Actions<E>,
+    ) {
+        match next {
             Some(delay) => {
                 self.state = State::Waiting;
                 self.arm(TimerKind::Retry, delay, out);

@@ -153,6 +153,7 @@ fn call_method(
         PrepareSucceeded { attempt } => step(m.prepare_succeeded(attempt)?),
         PrepareFailed { attempt, error } => step(m.prepare_failed(attempt, error)?),
         ClientDisconnected { attempt } => step(m.client_disconnected(attempt)?),
+        Panicked { attempt, panic } => step(m.panicked(attempt, panic)?),
         TimerFired { timer } => step(m.timer_fired(timer)?),
     })
 }

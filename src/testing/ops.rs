@@ -280,6 +280,13 @@ impl World {
             Input::ConnectionFailed { attempt, .. } | Input::ConnectCancelled { attempt } => {
                 self.in_flight.retain(|f| f.attempt != *attempt);
             }
+            Input::Panicked { attempt, .. } => {
+                // An attempt's connector, or a connection's prepare step, panicked.
+                self.in_flight.retain(|f| f.attempt != *attempt);
+                for o in self.open.iter_mut().filter(|o| o.attempt == *attempt) {
+                    o.preparing = false;
+                }
+            }
             Input::PrepareSucceeded { attempt } | Input::PrepareFailed { attempt, .. } => {
                 for o in self.open.iter_mut().filter(|o| o.attempt == *attempt) {
                     o.preparing = false;

@@ -172,8 +172,21 @@ impl<E: fmt::Display> fmt::Display for DisplayInput<'_, E> {
                 write!(f, "{name} {attempt} ")?;
                 write_quoted(f, error)
             }
+            Input::Panicked { attempt, panic } => {
+                write!(f, "{name} {attempt} {} ", panic_site_name(panic.site()))?;
+                write_quoted(f, &panic.message())
+            }
             Input::TimerFired { timer } => write!(f, "{name} {timer}"),
         }
+    }
+}
+
+/// The trace name of a [`PanicSite`](crate::PanicSite).
+fn panic_site_name(site: crate::PanicSite) -> &'static str {
+    match site {
+        crate::PanicSite::Connector => "connector",
+        crate::PanicSite::Prepare => "prepare",
+        crate::PanicSite::Connection => "connection",
     }
 }
 
@@ -216,6 +229,11 @@ impl<E: fmt::Display> fmt::Display for DisplayAction<'_, E> {
                     Failure::ConnectTimeout => f.write_str("connect_timeout")?,
                     Failure::PrepareTimeout => f.write_str("prepare_timeout")?,
                     Failure::LostWhilePreparing => f.write_str("lost_while_preparing")?,
+                    Failure::Panicked(panic) => {
+                        write!(f, "panicked({} ", panic_site_name(panic.site()))?;
+                        write_quoted(f, &panic.message())?;
+                        f.write_char(')')?;
+                    }
                 }
                 waiters.iter().try_for_each(|w| write!(f, " {w}"))
             }
@@ -863,6 +881,10 @@ pub fn input_to_string<E: fmt::Display>(input: &Input<E>) -> Input<String> {
             error: error.to_string(),
         },
         Input::ClientDisconnected { attempt } => Input::ClientDisconnected { attempt: *attempt },
+        Input::Panicked { attempt, panic } => Input::Panicked {
+            attempt: *attempt,
+            panic: panic.clone(),
+        },
         Input::TimerFired { timer } => Input::TimerFired { timer: *timer },
     }
 }
@@ -892,6 +914,7 @@ pub fn action_to_string<E: fmt::Display>(action: &Action<E>) -> Action<String> {
                 Failure::ConnectTimeout => Failure::ConnectTimeout,
                 Failure::PrepareTimeout => Failure::PrepareTimeout,
                 Failure::LostWhilePreparing => Failure::LostWhilePreparing,
+                Failure::Panicked(panic) => Failure::Panicked(panic.clone()),
             },
         },
         Action::CancelWaiters { waiters } => Action::CancelWaiters {
