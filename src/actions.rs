@@ -49,6 +49,8 @@ pub enum PanicSite {
     Prepare,
     /// A connection's driver future (it runs the connection).
     Connection,
+    /// A connection's handle: its `Clone`, when the driver hands a copy to a waiter.
+    Handle,
 }
 
 /// User code panicked while a driver ran it on behalf of an attempt or a connection.
@@ -88,6 +90,7 @@ impl fmt::Display for Panic {
             PanicSite::Connector => "the connector",
             PanicSite::Prepare => "the prepare step",
             PanicSite::Connection => "the connection's driver",
+            PanicSite::Handle => "the connection's handle",
         };
         write!(f, "{what} panicked: {}", self.message)
     }

@@ -1,11 +1,11 @@
 //! The runtime-agnostic async driver: a [`ClientService`] you can `await`.
 //!
-//! The driver owns a [`Machine`](crate::Machine) and performs its actions with real
-//! I/O: it runs your connector for `Connect`, drops the attempt on `CancelConnect`,
-//! runs your prepare hook, closes connections on `Disconnect`, keeps the timers,
-//! answers waiters and stop requests, and reports every outcome back to the machine
-//! with the ids the machine gave. The machine decides everything; the driver only
-//! does what it is told.
+//! The driver runs a [`Machine`](crate::Machine) in one task and performs its actions
+//! with real I/O: it runs your connector for `Connect`, drops the attempt on
+//! `CancelConnect`, runs your prepare hook, closes connections on `Disconnect`,
+//! keeps the timers, answers waiters and stop requests, and reports every outcome
+//! back to the machine with the ids the machine gave. The machine decides
+//! everything; the driver only does what it is told.
 //!
 //! Everything runtime-specific (spawning the service's one task, sleeping) sits
 //! behind the tiny [`Runtime`] trait. Pick an adapter:
@@ -38,190 +38,97 @@
 //! [`ClientService::disconnect`]), and closes the connection (drops the driver
 //! future) when the machine asks.
 //!
+//! # The run model: what runs where
+//!
+//! * **One task per service**, spawned by [`Builder::build`] on the runtime. It
+//!   owns the machine and everything the service opens. It runs all your code: the
+//!   connector (closure and future), the prepare hook (closure and future), every
+//!   connection's driver future, the retry policy, and your handle's `Clone` (one
+//!   clone per waiter) and `Drop`. No thread is started, and nothing runs on the
+//!   threads that call the service.
+//! * **Handles only make requests.** [`ClientService`] methods push a request into
+//!   a small mailbox and wake the task, which performs requests in the order they
+//!   were made, each before anything that happens after it. Reading methods
+//!   ([`state`](ClientService::state), [`counters`](ClientService::counters),
+//!   [`pending_waiters`](ClientService::pending_waiters)) return what the task
+//!   published after its last step, so right after `start()` the state may still
+//!   read `Init` until the task has run; use [`ClientService::watch`] or await a
+//!   waiter to wait for a state.
+//! * **No user code runs under a lock a service method takes.** The mailbox lock
+//!   is held only to push or read plain data. So your code may call back into the
+//!   service from anywhere (a policy that reads `state()`, a handle whose `Drop`
+//!   calls `when_connected()`, a prepare hook that calls `disconnect`) without
+//!   deadlocking it. The task never blocks: it yields to the executor every few
+//!   dozen steps, so a tight retry loop cannot starve other tasks.
+//! * **Panics in your code are contained**, each as what it is:
+//!
+//!   | what panics | what the service does |
+//!   |---|---|
+//!   | the connector (closure or future) | a failed attempt, [`Failure::Panicked`](crate::Failure::Panicked); retried |
+//!   | the prepare hook (closure or future) | a failed attempt; the connection is closed; retried |
+//!   | a connection's driver future | while preparing: a failed attempt; once connected: a loss; reconnects |
+//!   | the handle's `Clone` (when handing it to a waiter) | those waiters fail with the panic; the connection is closed as lost |
+//!   | a `Drop` of a future, handle or connection | ignored (logged with `tracing`) |
+//!   | the retry policy | the machine is left exactly as before the input; the service ends, [`Ended::PolicyPanicked`] |
+//!
+//!   Failures from panics reach the waiters whose threshold they meet, as any
+//!   failure does.
+//! * **The service ends** for good when its last handle is dropped (after closing
+//!   what is open), when the runtime drops its task (the runtime shut down), or
+//!   when the retry policy panics. Then every pending waiter and stop request is
+//!   answered at once, every later `when_connected` fails with [`Error::Ended`],
+//!   [`stop`](ClientService::stop) resolves at once, [`state`](ClientService::state)
+//!   reads `Stopped`, [`ended`](ClientService::ended) says why, and
+//!   [`StateWatch::changed`] returns `None`. Nothing ever waits for a task that is gone.
+//!
 //! # Behaviour
 //!
-//! * One task per service; no threads, no per-service buffers. Connector futures,
-//!   prepare futures and connection drivers are polled inside that task.
 //! * A zero retry delay is not sent through the runtime's timer: the next attempt
-//!   starts at once (the task yields to the executor every so often, so a tight
-//!   retry loop never starves other tasks).
-//! * [`ClientService::when_connected`] registers the waiter when it is called; the
-//!   returned future answers it. Dropping the future withdraws the waiter.
+//!   starts at once.
+//! * [`ClientService::when_connected`] makes a waiter; the returned future answers
+//!   it. Dropping the future withdraws the waiter, at the same cost wherever it is
+//!   in the queue (timed-out requests during an outage withdraw oldest-first).
 //! * A connection whose driver future never ends can still be dead (a half-open
 //!   connection: no reset ever arrives). Get its id with
 //!   [`WhenConnected::with_id`] and pass it to [`ClientService::disconnect`] when
 //!   you detect that: the service closes it and reconnects. A late call about an
 //!   older connection does nothing.
-//! * [`ClientService::stop`] registers the stop request when it is called; the
-//!   returned future resolves once nothing is left open (SPEC D7). Dropping the
-//!   future does not withdraw the stop.
-//! * Dropping the last [`ClientService`] stops the service; its task closes what is
-//!   open and ends.
+//! * [`ClientService::stop`] resolves once nothing is left open: no attempt in
+//!   flight, no connection (its driver future dropped: for a [`stream`], its
+//!   socket closed, even if someone holds a [`StreamGuard`]), no timer armed.
+//!   Dropping the future does not withdraw the stop.
 //! * Failures are shared: one failure can be delivered to many waiters, so waiters
 //!   receive it as an `Arc<Failure<E>>` inside [`Error`].
 //!
+//! # The one way to leak a service
+//!
+//! A service ends when its last [`ClientService`] handle is dropped. A handle kept
+//! inside the service itself — captured by its own connector, prepare hook or
+//! retry policy — is an `Arc` cycle: the service keeps itself alive and never
+//! ends. If your prepare hook needs the service (say, to `disconnect`), capture a
+//! weak reference instead: keep the service in an `Arc` and move an
+//! `Arc::downgrade` of it into the closure, or hand the hook a channel.
+//!
 //! With the `tracing` feature the driver emits `tracing` events (target `redial`):
 //! retry scheduled (with the failure count and the delay), connected, lost,
-//! attempt failed, gave up.
+//! attempt failed, gave up, and every panic it contained.
 
-use core::future::Future;
-use core::time::Duration;
-use std::sync::Arc;
-
-use crate::actions::Failure;
-
+mod connection;
+mod error;
+mod log;
+mod pending;
+mod runtime;
 mod service;
+mod shared;
 mod stream;
 mod task;
+mod watch;
 
-pub use service::{
-    Builder, ClientService, StateWatch, Stopping, WhenConnected, WhenConnectedWithId,
-};
+pub use connection::Connection;
+pub use error::{BuildError, Ended, Error, SpawnError};
+pub use runtime::Runtime;
+pub use service::{Builder, ClientService, Stopping, WhenConnected, WhenConnectedWithId};
 #[allow(unused_imports)]
 pub(crate) use stream::with_reader;
 pub use stream::{stream, SharedStream, StreamDriver, StreamGuard, StreamLock};
-
-/// What the driver needs from an async runtime: spawn the service's task, and sleep.
-///
-/// Implemented by [`Tokio`](crate::tokio::Tokio), [`Smol`](crate::smol::Smol) and
-/// [`AsyncStd`](crate::async_std::AsyncStd). Implement it yourself to run the driver
-/// on another executor.
-pub trait Runtime: Clone + Send + Sync + 'static {
-    /// The future returned by [`Runtime::sleep`]; its output is ignored.
-    type Sleep: Future + Send + 'static;
-
-    /// Spawns a detached task that runs `task` to completion, or says why it cannot
-    /// (e.g. no Tokio runtime is running on this thread).
-    ///
-    /// If the runtime later drops the task unfinished (it shuts down), the service
-    /// notices: every pending and later request fails at once with a typed error.
-    fn spawn<F>(&self, task: F) -> Result<(), SpawnError>
-    where
-        F: Future<Output = ()> + Send + 'static;
-
-    /// A future that completes after `delay`. The driver never asks for a zero delay.
-    fn sleep(&self, delay: Duration) -> Self::Sleep;
-}
-
-/// A connection as a connector returns it: a shareable handle, and a driver future
-/// that runs the connection and ends when it is lost.
-///
-/// Implemented for every `(handle, driver future)` pair, which covers
-/// tokio-postgres, hyper and h2 connections and the pairs made by [`stream`].
-pub trait Connection: Send + 'static {
-    /// What waiters receive: a clone per waiter.
-    type Handle: Clone + Send + Sync + 'static;
-    /// Runs the connection; it ends when the connection is lost. Its output is ignored.
-    /// The service drops it to close the connection.
-    type Driver: Future + Send + 'static;
-
-    /// Splits the connection into its handle and its driver.
-    fn into_parts(self) -> (Self::Handle, Self::Driver);
-}
-
-impl<H, D> Connection for (H, D)
-where
-    H: Clone + Send + Sync + 'static,
-    D: Future + Send + 'static,
-{
-    type Handle = H;
-    type Driver = D;
-
-    fn into_parts(self) -> (H, D) {
-        self
-    }
-}
-
-/// The runtime could not spawn the service's task; from [`Runtime::spawn`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot spawn the service's task: {reason}")]
-pub struct SpawnError {
-    reason: std::borrow::Cow<'static, str>,
-}
-
-impl SpawnError {
-    /// A spawn error with this reason (for [`Runtime`] implementations).
-    pub fn new(reason: impl Into<std::borrow::Cow<'static, str>>) -> SpawnError {
-        SpawnError {
-            reason: reason.into(),
-        }
-    }
-
-    /// Why the task could not be spawned.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-/// Why [`Builder::build`] (or [`Builder::start`]) made no service.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// The configuration makes no sense (a zero timeout, a prepare timeout without a
-    /// prepare hook).
-    #[error(transparent)]
-    Config(#[from] crate::error::ConfigError),
-    /// The runtime could not spawn the service's task (e.g. `build` was called
-    /// outside a Tokio runtime).
-    #[error(transparent)]
-    Spawn(#[from] SpawnError),
-}
-
-/// Why [`ClientService::when_connected`] did not produce a connection.
-///
-/// `E` is your connector's (and prepare hook's) error type.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error<E> {
-    /// The service stopped (or was dropped) before a connection was made.
-    #[error("the service stopped before it was connected")]
-    Stopped,
-    /// The waiter's `fail_after_failures` limit was reached; this is the failure that
-    /// reached it. The service keeps retrying.
-    #[error("{0}")]
-    Failed(Arc<Failure<E>>),
-    /// The retry policy gave up; this is the last failure. The service is stopped
-    /// until started again.
-    #[error("gave up after {failed_attempts} failed attempts: {last}")]
-    GaveUp {
-        /// Consecutive failures when the policy gave up.
-        failed_attempts: u32,
-        /// The last failure.
-        last: Arc<Failure<E>>,
-    },
-}
-
-impl<E> Clone for Error<E> {
-    fn clone(&self) -> Self {
-        match self {
-            Error::Stopped => Error::Stopped,
-            Error::Failed(f) => Error::Failed(Arc::clone(f)),
-            Error::GaveUp {
-                failed_attempts,
-                last,
-            } => Error::GaveUp {
-                failed_attempts: *failed_attempts,
-                last: Arc::clone(last),
-            },
-        }
-    }
-}
-
-impl<E> Error<E> {
-    /// The failure behind this error, if any (none for [`Error::Stopped`]).
-    pub fn failure(&self) -> Option<&Failure<E>> {
-        match self {
-            Error::Stopped => None,
-            Error::Failed(f) | Error::GaveUp { last: f, .. } => Some(f),
-        }
-    }
-}
-
-/// Logs a driver event when the `tracing` feature is on; compiles to nothing otherwise.
-macro_rules! event {
-    ($level:ident, $($arg:tt)*) => {{
-        #[cfg(feature = "tracing")]
-        tracing::$level!(target: "redial", $($arg)*);
-    }};
-}
-pub(crate) use event;
+pub use watch::StateWatch;

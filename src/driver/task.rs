@@ -1,230 +1,502 @@
-//! The service's one task: performs the machine's I/O actions and reports outcomes.
+//! The service's one task: it owns the [`Machine`], performs its actions, and
+//! reports every outcome back to it.
 //!
-//! It holds at most one attempt future, one connection (its driver future and, while
-//! preparing, the prepare future) and one timer. On every wake-up it first performs
-//! queued work, in the order the machine emitted it, then polls what it holds, and
-//! reports each outcome back to the machine with the id the machine gave.
+//! The loop, on every wake-up:
+//!
+//! 1. take the requests handles pushed ([`Command`]s) and turn each into an input;
+//! 2. poll what the task holds (the attempt in flight, the connection's prepare and
+//!    driver futures, the timer) and turn what finished into a report;
+//! 3. feed every input and report to the machine through one function, [`Task::feed`],
+//!    and perform each action it returns in one exhaustive `match`,
+//!    [`Task::perform`]; an action's own outcome (a cancelled attempt, a closed
+//!    connection, a zero-delay timer) is queued as a report and fed in turn;
+//! 4. publish the machine's status for the handles.
+//!
+//! Every piece of user code the task runs — the connector (closure and future),
+//! the prepare step (closure and future), a connection's driver future, a handle's
+//! `Clone` and `Drop` — runs with no lock held and inside `catch_unwind`: a panic
+//! is reported to the machine as what it is (a failed attempt, a loss) and the
+//! service carries on. The retry policy runs inside the machine; a panic there
+//! leaves the machine as it was, and ends the service with
+//! [`Ended::PolicyPanicked`].
 
 use core::future::Future;
+use core::num::NonZeroU32;
 use core::pin::Pin;
 use core::task::{Context, Poll};
+use core::time::Duration;
 use std::boxed::Box;
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::string::String;
 use std::sync::Arc;
 
-use super::service::{Shared, Work};
-use super::{event, Runtime};
-use crate::actions::Action;
-use crate::ids::{AttemptId, TimerId};
-use crate::machine::State;
+use futures_util::future::CatchUnwind;
+use futures_util::FutureExt;
+
+use super::error::{panic_message, Ended, Error};
+use super::log::event;
+use super::pending::Pending;
+use super::runtime::Runtime;
+use super::shared::{Answer, Command, Shared, Status, StopTx, WaiterTx};
+use crate::actions::{Action, Actions, Failure, Panic, PanicSite};
+use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
+use crate::input::Input;
+use crate::machine::{Issued, Machine, State};
+use crate::policy::RetryPolicy;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-/// One attempt: the connection, split into its handle and its boxed driver.
-pub(crate) type Attempt<H, E> = BoxFuture<Result<(H, BoxFuture<()>), E>>;
-/// The connector.
+/// What an attempt yields: the connection, split into its handle and its boxed driver.
+pub(crate) type Made<H, E> = Result<(H, BoxFuture<()>), E>;
+/// One attempt.
+pub(crate) type Attempt<H, E> = BoxFuture<Made<H, E>>;
+/// The connector, its concrete types erased.
 pub(crate) type ConnectFn<H, E> = Box<dyn FnMut() -> Attempt<H, E> + Send>;
+/// The prepare hook, its concrete types erased.
 pub(crate) type PrepareFn<H, E> = Box<dyn FnMut(H) -> BoxFuture<Result<(), E>> + Send>;
 
-/// Inputs handled per poll before yielding to the executor, so that a tight retry
-/// loop (zero delay, connector failing at once) cannot starve other tasks.
+/// A user future, polled inside `catch_unwind`.
+type Contained<T> = CatchUnwind<AssertUnwindSafe<BoxFuture<T>>>;
+
+/// A boxed retry policy, so the service's type does not name the policy.
+pub(crate) struct DynPolicy(pub(crate) Box<dyn RetryPolicy + Send>);
+
+impl RetryPolicy for DynPolicy {
+    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
+        self.0.next_delay(failed_attempts)
+    }
+}
+
+/// Inputs fed per poll before yielding to the executor, so that a tight retry loop
+/// (zero delay, a connector failing at once) cannot starve other tasks.
 const BUDGET: u32 = 64;
 
+/// The connection the task holds.
 struct Conn<H, E> {
     attempt: AttemptId,
     handle: H,
-    driver: BoxFuture<()>,
-    prepare: Option<BoxFuture<Result<(), E>>>,
+    driver: Contained<()>,
+    /// While the prepare step runs.
+    prepare: Option<Contained<Result<(), E>>>,
+}
+
+/// An answer channel to register once the machine has issued its id (before the
+/// input's actions are performed, which may already answer it).
+enum Register<H, E> {
+    Waiter { ticket: u64, tx: WaiterTx<H, E> },
+    Stop(StopTx),
 }
 
 pub(crate) struct Task<R: Runtime, H, E> {
     runtime: R,
     shared: Arc<Shared<H, E>>,
+    machine: Machine<E, DynPolicy>,
+    /// The machine writes each input's actions here (`handle_into`); reused.
+    actions: Actions<E>,
+    /// Outcomes not yet fed to the machine, in the order they happened.
+    reports: VecDeque<Input<E>>,
+    /// Commands taken from the mailbox, not yet performed.
+    commands: VecDeque<Command<H, E>>,
     connect: ConnectFn<H, E>,
     prepare: Option<PrepareFn<H, E>>,
-    attempt: Option<(AttemptId, Attempt<H, E>)>,
+    attempt: Option<(AttemptId, Contained<Made<H, E>>)>,
     conn: Option<Conn<H, E>>,
     timer: Option<(TimerId, Pin<Box<R::Sleep>>)>,
+    waiters: Pending<WaiterTx<H, E>>,
+    stops: Pending<StopTx>,
+    /// The last handle is gone: end once the machine has stopped.
+    shutdown: bool,
+    /// Set once the task has ended (answered everything, published the end).
+    ended: bool,
+    published: Status,
 }
 
-impl<R: Runtime, H: Clone, E> Task<R, H, E> {
+impl<R, H, E> Task<R, H, E>
+where
+    R: Runtime,
+    H: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
     pub(crate) fn new(
         runtime: R,
         shared: Arc<Shared<H, E>>,
+        machine: Machine<E, DynPolicy>,
         connect: ConnectFn<H, E>,
         prepare: Option<PrepareFn<H, E>>,
     ) -> Self {
         Task {
             runtime,
             shared,
+            machine,
+            actions: Actions::new(),
+            reports: VecDeque::new(),
+            commands: VecDeque::new(),
             connect,
             prepare,
             attempt: None,
             conn: None,
             timer: None,
+            waiters: Pending::new(),
+            stops: Pending::new(),
+            shutdown: false,
+            ended: false,
+            published: Status::NEW,
         }
     }
 
-    /// Performs one queued action (outside the lock: it may run user code or drop
-    /// user futures), then reports its outcome, if it has one.
-    fn perform(&mut self, work: Work<E>) {
-        let action = match work {
-            Work::Act(action) => action,
-            Work::Fire(timer) => return self.report(|m| m.timer_fired(timer)),
-            Work::Close(attempt) => {
-                // Already reported lost by `disconnect`; it may also have ended on
-                // its own since (then it is gone already).
-                if matches!(&self.conn, Some(c) if c.attempt == attempt) {
-                    drop(self.conn.take());
+    // ----- the one place inputs reach the machine ------------------------------------
+
+    /// Feeds one input (and registers its answer channel, if it issues an id), then
+    /// performs its actions. Returns `false` if the service ended.
+    fn feed(&mut self, input: Input<E>, register: Option<Register<H, E>>) -> bool {
+        let mut actions = core::mem::take(&mut self.actions);
+        let machine = &mut self.machine;
+        let fed = catch_unwind(AssertUnwindSafe(|| {
+            machine.handle_into(input, &mut actions)
+        }));
+        match fed {
+            Ok(Ok(issued)) => {
+                match (issued, register) {
+                    (Some(Issued::Waiter(waiter)), Some(Register::Waiter { ticket, tx })) => {
+                        self.waiters.push(ticket, waiter.raw(), tx);
+                    }
+                    (Some(Issued::Stop(stop)), Some(Register::Stop(tx))) => {
+                        self.stops.push(stop.raw(), stop.raw(), tx);
+                    }
+                    _ => {}
                 }
-                let mut inner = self.shared.lock();
-                inner.busy = false;
-                // Kept until now for the waiters answered before the disconnect.
-                if matches!(&inner.handle, Some((a, _)) if *a == attempt) {
-                    inner.handle = None;
+                // Published before any answer goes out, so that whoever an answer
+                // wakes reads the state that answered it.
+                self.publish();
+                for action in actions.drain() {
+                    self.perform(action);
                 }
-                return;
+                self.actions = actions;
+                true
             }
-            Work::Fail(..) => return self.not_busy(),
-        };
+            Ok(Err(_rejected)) => {
+                // The task only reports what the machine asked about, naming the ids
+                // it was given; a rejection would be a bug in this file. The machine
+                // is unchanged: carry on.
+                event!(error, error = %_rejected, "driver bug: the machine rejected an input");
+                self.actions = actions;
+                true
+            }
+            Err(payload) => {
+                // Only the retry policy runs inside the machine. The machine asked it
+                // before changing anything, so it is exactly as before this input.
+                let message = panic_message(&*payload);
+                event!(error, panic = %message, "the retry policy panicked: the service ends");
+                self.actions = Actions::new();
+                self.end(Ended::PolicyPanicked(message));
+                false
+            }
+        }
+    }
+
+    /// Feeds the queued reports, oldest first, until none is left (performing an
+    /// action can queue another). Returns `false` if the service ended.
+    /// Stops when the budget is spent; what is left is fed on the next wake-up,
+    /// before anything newer.
+    fn feed_reports(&mut self, budget: &mut u32) -> bool {
+        while *budget > 0 {
+            let Some(report) = self.reports.pop_front() else {
+                break;
+            };
+            *budget -= 1;
+            if !self.feed(report, None) {
+                return false;
+            }
+        }
+        true
+    }
+
+    // ----- the one place actions are performed ---------------------------------------
+
+    /// Performs one action. An outcome the machine must hear about is queued in
+    /// `reports`. An action about something the task knows is gone needs nothing:
+    /// its report has been fed or is queued already.
+    fn perform(&mut self, action: Action<E>) {
         match action {
             Action::Connect { attempt } => {
-                self.attempt = Some((attempt, (self.connect)()));
-                self.not_busy();
+                let connect = &mut self.connect;
+                match catch_unwind(AssertUnwindSafe(connect)) {
+                    Ok(future) => {
+                        self.attempt = Some((attempt, AssertUnwindSafe(future).catch_unwind()));
+                    }
+                    Err(payload) => {
+                        let panic = Panic::new(PanicSite::Connector, panic_message(&*payload));
+                        event!(error, attempt = %attempt, %panic, "connector panicked");
+                        self.reports.push_back(Input::Panicked { attempt, panic });
+                    }
+                }
             }
             Action::CancelConnect { attempt } => {
-                if matches!(&self.attempt, Some((a, _)) if *a == attempt) {
-                    drop(self.attempt.take());
-                    self.report(|m| m.connect_cancelled(attempt));
-                } else {
-                    // Already reported (made or failed): nothing to cancel.
-                    self.not_busy();
+                if let Some((held, future)) = self.attempt.take() {
+                    if held == attempt {
+                        contain_drop(future);
+                        self.reports.push_back(Input::ConnectCancelled { attempt });
+                    } else {
+                        self.attempt = Some((held, future));
+                    }
                 }
             }
             Action::Prepare { attempt } => {
-                match (&mut self.conn, &mut self.prepare) {
-                    (Some(conn), Some(prepare)) if conn.attempt == attempt => {
-                        conn.prepare = Some(prepare(conn.handle.clone()));
-                    }
-                    _ => debug_assert!(false, "driver bug: nothing to prepare for {attempt}"),
+                let (Some(conn), Some(prepare)) = (&mut self.conn, &mut self.prepare) else {
+                    return;
+                };
+                if conn.attempt != attempt {
+                    return;
                 }
-                self.not_busy();
+                let handle = &conn.handle;
+                let started = catch_unwind(AssertUnwindSafe(|| prepare(handle.clone())));
+                match started {
+                    Ok(future) => conn.prepare = Some(AssertUnwindSafe(future).catch_unwind()),
+                    Err(payload) => {
+                        let panic = Panic::new(PanicSite::Prepare, panic_message(&*payload));
+                        event!(error, attempt = %attempt, %panic, "prepare panicked");
+                        self.reports.push_back(Input::Panicked { attempt, panic });
+                    }
+                }
             }
             Action::Disconnect { attempt } => {
-                if matches!(&self.conn, Some(c) if c.attempt == attempt) {
-                    self.close_and_report(attempt);
-                } else {
-                    // Already lost and reported.
-                    self.not_busy();
+                if self.conn.as_ref().is_some_and(|c| c.attempt == attempt) {
+                    contain_drop(self.conn.take());
+                    self.reports
+                        .push_back(Input::ClientDisconnected { attempt });
                 }
             }
-            Action::ScheduleTimer { timer, delay, .. } => {
+            Action::ScheduleTimer {
+                timer,
+                kind: _kind,
+                delay,
+            } => {
+                event!(debug, timer = %timer, kind = ?_kind, delay = ?delay, "timer scheduled");
+                if _kind == crate::actions::TimerKind::Retry {
+                    event!(
+                        info,
+                        failed_attempts = self.machine.failed_attempts(),
+                        delay = ?delay,
+                        "retry scheduled"
+                    );
+                }
                 if delay.is_zero() {
                     // No trip through the runtime's timer (Tokio's rounds up to 1 ms):
-                    // fire it once the rest of this batch is done.
+                    // it fires once what is queued before it has been fed.
                     self.timer = None;
-                    let mut inner = self.shared.lock();
-                    inner.busy = false;
-                    inner.queue.push_back(Work::Fire(timer));
+                    self.reports.push_back(Input::TimerFired { timer });
                 } else {
                     self.timer = Some((timer, Box::pin(self.runtime.sleep(delay))));
-                    self.not_busy();
                 }
             }
             Action::CancelTimer { timer } => {
-                if matches!(&self.timer, Some((t, _)) if *t == timer) {
+                if self.timer.as_ref().is_some_and(|(t, _)| *t == timer) {
                     self.timer = None;
                 }
-                self.not_busy();
             }
-            // Waiters, stops and GaveUp are handled under the lock.
-            _ => self.not_busy(),
-        }
-    }
-
-    fn not_busy(&self) {
-        self.shared.lock().busy = false;
-    }
-
-    /// Reports one outcome to the machine and dispatches its actions.
-    fn report(
-        &self,
-        input: impl FnOnce(
-            &mut crate::Machine<E, super::service::DynPolicy>,
-        ) -> Result<crate::Actions<E>, crate::InputError>,
-    ) {
-        let mut inner = self.shared.lock();
-        inner.busy = false;
-        inner.feed(input);
-    }
-
-    /// Closes the current connection (drops its driver and prepare futures) and
-    /// reports it gone.
-    fn close_and_report(&mut self, attempt: AttemptId) {
-        drop(self.conn.take());
-        let mut inner = self.shared.lock();
-        inner.busy = false;
-        if matches!(&inner.handle, Some((a, _)) if *a == attempt) {
-            inner.handle = None;
-        }
-        if inner.machine.state() == State::Connected && inner.machine.connection() == Some(attempt)
-        {
-            event!(warn, attempt = %attempt, "connection lost");
-        }
-        inner.feed(|m| m.client_disconnected(attempt));
-    }
-
-    /// Polls what the task holds; returns whether anything happened.
-    fn poll_sources(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some((attempt, future)) = &mut self.attempt {
-            if let Poll::Ready(result) = future.as_mut().poll(cx) {
-                let attempt = *attempt;
-                self.attempt = None;
-                match result {
-                    Ok((handle, driver)) => {
-                        self.conn = Some(Conn {
-                            attempt,
-                            handle: handle.clone(),
-                            driver,
-                            prepare: None,
-                        });
-                        let mut inner = self.shared.lock();
-                        inner.handle = Some((attempt, handle));
-                        inner.feed(|m| m.connection_made(attempt));
-                        if inner.machine.state() == State::Connected {
-                            event!(info, attempt = %attempt, "connected");
-                        }
+            Action::NotifyWaiters { attempt, waiters } => self.notify(attempt, &waiters),
+            Action::DeliverFailure { waiters, failure } => {
+                let last = Arc::new(failure);
+                // A failure delivered as the machine stops is the policy giving up
+                // (a `GaveUp` action follows); otherwise a threshold was reached.
+                let error = if self.machine.state() == State::Stopped {
+                    Error::GaveUp {
+                        failed_attempts: self.machine.failed_attempts(),
+                        last,
                     }
-                    Err(error) => {
-                        event!(debug, attempt = %attempt, "connection attempt failed");
-                        self.report(|m| m.connection_failed(attempt, error));
+                } else {
+                    Error::Failed(last)
+                };
+                self.waiters
+                    .take_ids(waiters.iter().map(|w| w.raw()), |tx| {
+                        answer(tx, Err(error.clone()));
+                    });
+            }
+            Action::CancelWaiters { waiters } => {
+                self.waiters
+                    .take_ids(waiters.iter().map(|w| w.raw()), |tx| {
+                        answer(tx, Err(Error::Stopped));
+                    });
+            }
+            Action::FinishStopping { stops } => {
+                self.stops
+                    .take_ids(stops.iter().map(|s: &StopId| s.raw()), |tx| {
+                        let _ = tx.send(());
+                    });
+            }
+            Action::GaveUp {
+                failed_attempts: _failed,
+            } => {
+                event!(warn, failed_attempts = _failed, "retry policy gave up");
+            }
+        }
+    }
+
+    /// Hands the connection to these waiters: a clone of its handle each.
+    fn notify(&mut self, attempt: AttemptId, waiters: &[WaiterId]) {
+        // The machine only names the connection the task holds. (Were it missing,
+        // dropping the senders would answer the waiters rather than hang them.)
+        let conn = self.conn.as_ref().filter(|c| c.attempt == attempt);
+        let mut broken: Option<Arc<Failure<E>>> = None;
+        self.waiters
+            .take_ids(waiters.iter().map(|w| w.raw()), |tx| {
+                let Some(conn) = conn else { return };
+                if let Some(failure) = &broken {
+                    return answer(tx, Err(Error::Failed(Arc::clone(failure))));
+                }
+                match catch_unwind(AssertUnwindSafe(|| conn.handle.clone())) {
+                    Ok(handle) => answer(tx, Ok((attempt, handle))),
+                    Err(payload) => {
+                        // The handle cannot be cloned: the connection is unusable. This
+                        // waiter and the rest fail with the panic; it is closed as lost.
+                        let panic = Panic::new(PanicSite::Handle, panic_message(&*payload));
+                        event!(error, attempt = %attempt, %panic, "handle clone panicked");
+                        let failure = Arc::new(Failure::Panicked(panic));
+                        answer(tx, Err(Error::Failed(Arc::clone(&failure))));
+                        broken = Some(failure);
                     }
                 }
+            });
+        if broken.is_some() {
+            contain_drop(self.conn.take());
+            self.reports
+                .push_back(Input::ClientDisconnected { attempt });
+        }
+    }
+
+    // ----- requests from the handles ---------------------------------------------------
+
+    fn command(&mut self, command: Command<H, E>) -> bool {
+        match command {
+            Command::Start => self.feed(Input::Start, None),
+            Command::Stop(tx) => self.feed(Input::Stop, Some(Register::Stop(tx))),
+            Command::WhenConnected {
+                ticket,
+                fail_after,
+                tx,
+            } => self.when_connected(ticket, fail_after, tx),
+            Command::Withdraw { ticket } => match self.waiters.take_ticket(ticket) {
+                Some((waiter, tx)) => {
+                    drop(tx);
+                    let waiter = WaiterId::from_raw(waiter);
+                    self.feed(Input::CancelWaiter { waiter }, None)
+                }
+                None => true, // answered already
+            },
+            Command::Disconnect(attempt) => {
+                // Only the current connection; a late call about an older one does
+                // nothing, so it cannot knock out a newer connection.
+                let current = self.machine.current_attempt() == Some(attempt)
+                    && self.conn.as_ref().is_some_and(|c| c.attempt == attempt);
+                if !current {
+                    return true;
+                }
+                event!(warn, attempt = %attempt, "connection closed by disconnect");
+                contain_drop(self.conn.take());
+                self.feed(Input::ClientDisconnected { attempt }, None)
+            }
+            Command::Shutdown => {
+                self.shutdown = true;
+                self.feed(Input::Stop, None)
+            }
+        }
+    }
+
+    fn when_connected(
+        &mut self,
+        ticket: u64,
+        fail_after_failures: Option<NonZeroU32>,
+        tx: WaiterTx<H, E>,
+    ) -> bool {
+        if tx.is_canceled() {
+            // Dropped before we got to it (its withdrawal follows): skip it.
+            return true;
+        }
+        let input = Input::WhenConnected {
+            fail_after_failures,
+        };
+        self.feed(input, Some(Register::Waiter { ticket, tx }))
+    }
+
+    // ----- what the task holds -----------------------------------------------------------
+
+    /// Polls what the task holds; queues the first outcome found as a report.
+    /// Returns whether anything happened.
+    fn poll_sources(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some((attempt, future)) = &mut self.attempt {
+            if let Poll::Ready(result) = Pin::new(future).poll(cx) {
+                let attempt = *attempt;
+                self.attempt = None;
+                let report = match result {
+                    Ok(Ok((handle, driver))) => {
+                        self.conn = Some(Conn {
+                            attempt,
+                            handle,
+                            driver: AssertUnwindSafe(driver).catch_unwind(),
+                            prepare: None,
+                        });
+                        Input::ConnectionMade { attempt }
+                    }
+                    Ok(Err(error)) => {
+                        event!(debug, attempt = %attempt, "connection attempt failed");
+                        Input::ConnectionFailed { attempt, error }
+                    }
+                    Err(payload) => {
+                        let panic = Panic::new(PanicSite::Connector, panic_message(&*payload));
+                        event!(error, attempt = %attempt, %panic, "connector panicked");
+                        Input::Panicked { attempt, panic }
+                    }
+                };
+                self.reports.push_back(report);
                 return true;
             }
         }
         if let Some(conn) = &mut self.conn {
             let attempt = conn.attempt;
             if let Some(prepare) = &mut conn.prepare {
-                if let Poll::Ready(result) = prepare.as_mut().poll(cx) {
+                if let Poll::Ready(result) = Pin::new(prepare).poll(cx) {
                     conn.prepare = None;
-                    match result {
-                        Ok(()) => {
-                            let mut inner = self.shared.lock();
-                            inner.feed(|m| m.prepare_succeeded(attempt));
-                            if inner.machine.state() == State::Connected {
-                                event!(info, attempt = %attempt, "connected");
-                            }
-                        }
-                        Err(error) => {
+                    let report = match result {
+                        Ok(Ok(())) => Input::PrepareSucceeded { attempt },
+                        Ok(Err(error)) => {
                             event!(debug, attempt = %attempt, "prepare failed");
-                            self.report(|m| m.prepare_failed(attempt, error));
+                            Input::PrepareFailed { attempt, error }
                         }
-                    }
+                        Err(payload) => {
+                            let panic = Panic::new(PanicSite::Prepare, panic_message(&*payload));
+                            event!(error, attempt = %attempt, %panic, "prepare panicked");
+                            Input::Panicked { attempt, panic }
+                        }
+                    };
+                    self.reports.push_back(report);
                     return true;
                 }
             }
-            if conn.driver.as_mut().poll(cx).is_ready() {
-                self.close_and_report(attempt);
+            if let Poll::Ready(result) = Pin::new(&mut conn.driver).poll(cx) {
+                let preparing = conn.prepare.is_some();
+                contain_drop(self.conn.take());
+                let report = match result {
+                    Err(payload) if preparing => {
+                        // Being prepared: a failed attempt that names the panic.
+                        let panic = Panic::new(PanicSite::Connection, panic_message(&*payload));
+                        event!(error, attempt = %attempt, %panic, "connection driver panicked");
+                        Input::Panicked { attempt, panic }
+                    }
+                    _result => {
+                        if let Err(_payload) = &_result {
+                            event!(
+                                error,
+                                attempt = %attempt,
+                                panic = %panic_message(&**_payload),
+                                "connection driver panicked: connection lost"
+                            );
+                        } else if self.machine.connection() == Some(attempt) {
+                            event!(warn, attempt = %attempt, "connection lost");
+                        }
+                        Input::ClientDisconnected { attempt }
+                    }
+                };
+                self.reports.push_back(report);
                 return true;
             }
         }
@@ -232,85 +504,195 @@ impl<R: Runtime, H: Clone, E> Task<R, H, E> {
             if sleep.as_mut().poll(cx).is_ready() {
                 let timer = *timer;
                 self.timer = None;
-                self.report(|m| m.timer_fired(timer));
+                self.reports.push_back(Input::TimerFired { timer });
                 return true;
             }
         }
         false
     }
+
+    // ----- status and the end ----------------------------------------------------------
+
+    /// Publishes the machine's status for the handles, if it changed.
+    fn publish(&mut self) {
+        let status = Status {
+            state: self.machine.state(),
+            counters: self.machine.counters(),
+            failed_attempts: self.machine.failed_attempts(),
+            pending_waiters: self.machine.pending_waiters().len(),
+            connection: self
+                .conn
+                .as_ref()
+                .map(|c| c.attempt)
+                .filter(|a| self.machine.current_attempt() == Some(*a)),
+        };
+        if status == self.published {
+            return;
+        }
+        if status.state == State::Connected && self.published.state != State::Connected {
+            event!(info, attempt = ?status.connection, "connected");
+        }
+        self.published = status;
+        let watch = {
+            let mut mailbox = self.shared.lock();
+            mailbox.status = status;
+            mailbox.watch.clone()
+        };
+        if let Some(watch) = watch {
+            watch.publish(status.state, false);
+        }
+    }
+
+    /// One wake-up of the task (see the module docs).
+    fn run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut budget = BUDGET;
+        loop {
+            // Outcomes left over from the last wake-up come first.
+            let mut progressed = !self.reports.is_empty();
+            if !self.feed_reports(&mut budget) {
+                return Poll::Ready(());
+            }
+            if self.commands.is_empty() {
+                let mut mailbox = self.shared.lock();
+                match &mailbox.task {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => mailbox.task = Some(cx.waker().clone()),
+                }
+                core::mem::swap(&mut self.commands, &mut mailbox.commands);
+            }
+            while budget > 0 {
+                let Some(command) = self.commands.pop_front() else {
+                    break;
+                };
+                progressed = true;
+                budget -= 1;
+                if !self.command(command) || !self.feed_reports(&mut budget) {
+                    return Poll::Ready(());
+                }
+            }
+            if budget > 0 && self.poll_sources(cx) {
+                progressed = true;
+                if !self.feed_reports(&mut budget) {
+                    return Poll::Ready(());
+                }
+            }
+            self.publish();
+            if self.shutdown
+                && self.machine.state() == State::Stopped
+                && self.attempt.is_none()
+                && self.conn.is_none()
+            {
+                self.end(Ended::Dropped);
+                return Poll::Ready(());
+            }
+            if !progressed {
+                return Poll::Pending;
+            }
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+    }
 }
 
-// The task never pins its fields in place (every future it holds is boxed).
-impl<R: Runtime, H, E> Unpin for Task<R, H, E> {}
+impl<R: Runtime, H, E> Task<R, H, E> {
+    /// The task ends: close what is open, answer everything pending, and tell the
+    /// handles, so that nothing waits for a task that is gone.
+    fn end(&mut self, why: Ended) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let (commands, watch) = {
+            let mut mailbox = self.shared.lock();
+            mailbox.ended = Some(why.clone());
+            mailbox.task = None;
+            mailbox.status.state = State::Stopped;
+            mailbox.status.pending_waiters = 0;
+            mailbox.status.connection = None;
+            (
+                core::mem::take(&mut mailbox.commands),
+                mailbox.watch.clone(),
+            )
+        };
+        contain_drop(self.attempt.take());
+        contain_drop(self.conn.take());
+        self.timer = None;
+        let waiters = self.waiters.drain().collect::<std::vec::Vec<_>>();
+        for tx in waiters {
+            answer(tx, Err(Error::Ended(why.clone())));
+        }
+        for tx in self.stops.drain() {
+            let _ = tx.send(());
+        }
+        for command in self.commands.drain(..).chain(commands) {
+            match command {
+                Command::WhenConnected { tx, .. } => answer(tx, Err(Error::Ended(why.clone()))),
+                Command::Stop(tx) => {
+                    let _ = tx.send(());
+                }
+                _ => {}
+            }
+        }
+        if let Some(watch) = watch {
+            watch.publish(State::Stopped, true);
+        }
+    }
+}
 
-impl<R: Runtime, H: Clone, E> Future for Task<R, H, E> {
+/// Sends a waiter its answer. If the waiter is gone, what was sent (a handle) is
+/// dropped here, inside `catch_unwind`.
+fn answer<H, E>(tx: WaiterTx<H, E>, value: Answer<H, E>) {
+    if let Err(value) = tx.send(value) {
+        contain_drop(value);
+    }
+}
+
+/// Drops user values (futures, handles) inside `catch_unwind`: a panicking `Drop`
+/// must not take the task down.
+fn contain_drop<T>(value: T) {
+    if let Err(_payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+        event!(error, panic = %panic_message(&*_payload), "a user value panicked when dropped");
+    }
+}
+
+/// The task as the runtime runs it: a panic the task could not contain ends the
+/// service rather than leaving it a zombie.
+pub(crate) struct TaskFuture<R: Runtime, H, E>(pub(crate) Task<R, H, E>);
+
+// Every future the task holds is boxed; nothing is pinned in place.
+impl<R: Runtime, H, E> Unpin for TaskFuture<R, H, E> {}
+
+impl<R, H, E> Future for TaskFuture<R, H, E>
+where
+    R: Runtime,
+    H: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        let mut budget = BUDGET;
-        loop {
-            let work = {
-                let mut inner = this.shared.lock();
-                match &inner.task {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    _ => inner.task = Some(cx.waker().clone()),
-                }
-                let mut next = None;
-                while let Some(work) = inner.queue.pop_front() {
-                    // Waiters and stops queued behind I/O are answered here, in order.
-                    if let Some(work) = inner.perform_instant(work) {
-                        inner.busy = true;
-                        next = Some(work);
-                        break;
-                    }
-                }
-                next
-            };
-            let progressed = match work {
-                Some(work) => {
-                    this.perform(work);
-                    true
-                }
-                None => this.poll_sources(cx),
-            };
-            if progressed {
-                budget -= 1;
-                if budget == 0 {
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                continue;
+        let task = &mut self.get_mut().0;
+        if task.ended {
+            return Poll::Ready(());
+        }
+        match catch_unwind(AssertUnwindSafe(|| task.run(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                let message: String = panic_message(&*payload);
+                event!(error, panic = %message, "the service's task panicked: the service ends");
+                task.end(Ended::Panicked(message));
+                Poll::Ready(())
             }
-            let mut inner = this.shared.lock();
-            if !inner.queue.is_empty() {
-                continue;
-            }
-            if inner.shutdown
-                && inner.machine.state() == State::Stopped
-                && this.attempt.is_none()
-                && this.conn.is_none()
-            {
-                return Poll::Ready(());
-            }
-            if this.attempt.is_none() && this.timer.is_none() && inner.queue.capacity() > 0 {
-                // Idle (connected, or stopped): no work is coming until something
-                // changes, so do not keep the queue's block (4 × 64 B) meanwhile.
-                inner.queue = VecDeque::new();
-            }
-            return Poll::Pending;
         }
     }
 }
 
 impl<R: Runtime, H, E> Drop for Task<R, H, E> {
     fn drop(&mut self) {
-        // Close what is still open (only if the runtime drops the task early), then
-        // answer whatever is pending: the service is gone.
-        self.attempt = None;
-        self.conn = None;
-        self.timer = None;
-        let mut inner = self.shared.lock();
-        inner.end();
+        // Only if the runtime drops the task unfinished (it shut down): tell the
+        // handles, close what is open, answer what is pending.
+        self.end(Ended::RuntimeGone);
     }
 }

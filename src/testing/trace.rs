@@ -187,6 +187,7 @@ fn panic_site_name(site: crate::PanicSite) -> &'static str {
         crate::PanicSite::Connector => "connector",
         crate::PanicSite::Prepare => "prepare",
         crate::PanicSite::Connection => "connection",
+        crate::PanicSite::Handle => "handle",
     }
 }
 

@@ -1,0 +1,33 @@
+//! What a connector returns.
+
+use core::future::Future;
+
+/// A connection as a connector returns it: a shareable handle, and a driver future
+/// that runs the connection and ends when it is lost.
+///
+/// Implemented for every `(handle, driver future)` pair, which covers
+/// tokio-postgres, hyper and h2 connections and the pairs made by
+/// [`stream`](super::stream).
+pub trait Connection: Send + 'static {
+    /// What waiters receive: a clone per waiter.
+    type Handle: Clone + Send + Sync + 'static;
+    /// Runs the connection; it ends when the connection is lost. Its output is ignored.
+    /// The service drops it to close the connection.
+    type Driver: Future + Send + 'static;
+
+    /// Splits the connection into its handle and its driver.
+    fn into_parts(self) -> (Self::Handle, Self::Driver);
+}
+
+impl<H, D> Connection for (H, D)
+where
+    H: Clone + Send + Sync + 'static,
+    D: Future + Send + 'static,
+{
+    type Handle = H;
+    type Driver = D;
+
+    fn into_parts(self) -> (H, D) {
+        self
+    }
+}

@@ -1,0 +1,134 @@
+//! What the handles and the task share: a mailbox of requests, the service's
+//! published status, and the news that the task has ended.
+//!
+//! Handles never touch the machine: they push a [`Command`] and wake the task. The
+//! task owns the machine, performs the commands in order, and publishes a
+//! [`Status`] after every step. The mailbox's lock is held only to push, take or
+//! read plain data: no user code (connector, prepare, connection futures, the
+//! retry policy, a handle's `Clone` or `Drop`) ever runs under it, so user code that
+//! calls back into the service cannot deadlock it.
+
+use core::num::NonZeroU32;
+use core::task::Waker;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_channel::oneshot;
+
+use super::error::{Ended, Error};
+use super::watch::Watch;
+use crate::ids::AttemptId;
+use crate::machine::{Counters, State};
+
+/// A waiter's answer: the connection (its attempt id and a clone of its handle), or
+/// why there is none.
+pub(crate) type Answer<H, E> = Result<(AttemptId, H), Error<E>>;
+pub(crate) type WaiterTx<H, E> = oneshot::Sender<Answer<H, E>>;
+pub(crate) type StopTx = oneshot::Sender<()>;
+
+/// A request from a handle to the task, performed in the order pushed.
+pub(crate) enum Command<H, E> {
+    /// `ClientService::start`.
+    Start,
+    /// `ClientService::stop`: the sender is answered when the stop finishes.
+    Stop(StopTx),
+    /// `ClientService::when_connected`: `ticket` names it for a later withdrawal.
+    WhenConnected {
+        ticket: u64,
+        fail_after: Option<NonZeroU32>,
+        tx: WaiterTx<H, E>,
+    },
+    /// A `WhenConnected` future was dropped unanswered.
+    Withdraw { ticket: u64 },
+    /// `ClientService::disconnect`.
+    Disconnect(AttemptId),
+    /// The last `ClientService` handle was dropped: stop, then end the task.
+    Shutdown,
+}
+
+/// What the service looks like after the task's last step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Status {
+    pub(crate) state: State,
+    pub(crate) counters: Counters,
+    pub(crate) failed_attempts: u32,
+    pub(crate) pending_waiters: usize,
+    /// The current connection (reported made: being prepared, or connected).
+    pub(crate) connection: Option<AttemptId>,
+}
+
+impl Status {
+    pub(crate) const NEW: Status = Status {
+        state: State::Init,
+        counters: Counters {
+            attempts: 0,
+            failures: 0,
+            connections: 0,
+            losses: 0,
+        },
+        failed_attempts: 0,
+        pending_waiters: 0,
+        connection: None,
+    };
+}
+
+pub(crate) struct Mailbox<H, E> {
+    pub(crate) commands: VecDeque<Command<H, E>>,
+    /// The task's waker, once it has been polled.
+    pub(crate) task: Option<Waker>,
+    pub(crate) status: Status,
+    /// Set once, when the task ends; nothing is pushed after.
+    pub(crate) ended: Option<Ended>,
+    /// The next `WhenConnected` ticket.
+    pub(crate) next_ticket: u64,
+    /// Made by the first `watch()`: until then nothing for it is on the heap.
+    pub(crate) watch: Option<Arc<Watch>>,
+}
+
+pub(crate) struct Shared<H, E> {
+    mailbox: Mutex<Mailbox<H, E>>,
+}
+
+impl<H, E> Shared<H, E> {
+    pub(crate) fn new() -> Shared<H, E> {
+        Shared {
+            mailbox: Mutex::new(Mailbox {
+                commands: VecDeque::new(),
+                task: None,
+                status: Status::NEW,
+                ended: None,
+                next_ticket: 0,
+                watch: None,
+            }),
+        }
+    }
+
+    /// The mailbox. Nothing that runs user code is ever done while it is held.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Mailbox<H, E>> {
+        // Only plain data is changed under this lock, so a poisoned lock (a panic
+        // elsewhere in the same thread while it was held) is still consistent.
+        self.mailbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pushes a command and wakes the task; gives it back if the task has ended.
+    pub(crate) fn send(&self, command: Command<H, E>) -> Result<(), (Command<H, E>, Ended)> {
+        let mut mailbox = self.lock();
+        if let Some(ended) = &mailbox.ended {
+            let ended = ended.clone();
+            drop(mailbox);
+            return Err((command, ended));
+        }
+        mailbox.commands.push_back(command);
+        let task = mailbox.task.clone();
+        drop(mailbox);
+        if let Some(task) = task {
+            task.wake();
+        }
+        Ok(())
+    }
+
+    /// Why the task ended, if it has.
+    pub(crate) fn ended(&self) -> Option<Ended> {
+        self.lock().ended.clone()
+    }
+}
