@@ -75,7 +75,9 @@ const BUDGET: u32 = 64;
 struct Conn<H, E> {
     attempt: AttemptId,
     handle: H,
-    driver: Contained<()>,
+    /// `None` once it has panicked while the connection was being prepared: the
+    /// machine then asks to close the rest (handle, prepare future) with `Disconnect`.
+    driver: Option<Contained<()>>,
     /// While the prepare step runs.
     prepare: Option<Contained<Result<(), E>>>,
 }
@@ -432,7 +434,7 @@ where
                         self.conn = Some(Conn {
                             attempt,
                             handle,
-                            driver: AssertUnwindSafe(driver).catch_unwind(),
+                            driver: Some(AssertUnwindSafe(driver).catch_unwind()),
                             prepare: None,
                         });
                         Input::ConnectionMade { attempt }
@@ -472,17 +474,21 @@ where
                     return true;
                 }
             }
-            if let Poll::Ready(result) = Pin::new(&mut conn.driver).poll(cx) {
-                let preparing = conn.prepare.is_some();
-                contain_drop(self.conn.take());
+            let Some(driver) = &mut conn.driver else {
+                return false;
+            };
+            if let Poll::Ready(result) = Pin::new(driver).poll(cx) {
                 let report = match result {
-                    Err(payload) if preparing => {
-                        // Being prepared: a failed attempt that names the panic.
+                    Err(payload) if conn.prepare.is_some() => {
+                        // Being prepared: a failed attempt that names the panic. The
+                        // machine asks to close the rest (`Disconnect`).
+                        conn.driver = None;
                         let panic = Panic::new(PanicSite::Connection, panic_message(&*payload));
                         event!(error, attempt = %attempt, %panic, "connection driver panicked");
                         Input::Panicked { attempt, panic }
                     }
                     _result => {
+                        contain_drop(self.conn.take());
                         if let Err(_payload) = &_result {
                             event!(
                                 error,

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -870,7 +872,19 @@ macro_rules! driver_suite {
             thousand_waiters_one_connection, thousand_waiters_dropped,
             dropping_the_service_closes_and_ends, pair_connection_loss_is_noticed,
             disconnect_half_open_connection, disconnect_while_not_connected);
+        $crate::driver_suite!(@faults $rt, false;
+            connector_panics_are_failed_attempts, prepare_panics_are_failed_attempts,
+            driver_panics_are_contained, handle_clone_panic_fails_waiters_and_reconnects,
+            policy_panic_ends_the_service, callbacks_into_the_service_do_not_deadlock);
         $crate::driver_suite!(@tests $rt, true; reconnect_cycles_leave_nothing_behind);
+    };
+    (@faults $rt:ty, $exclusive:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                common_driver::run::<$rt, _>($exclusive, common_driver::faults::$name::<$rt>());
+            }
+        )*
     };
     (@tests $rt:ty, $exclusive:expr; $($name:ident),* $(,)?) => {
         $(
