@@ -287,10 +287,13 @@ pub async fn policy_panic_ends_the_service<T: TestRt>() {
     assert_eq!(watch.state(), State::Stopped);
 }
 
+/// Where a [`Meddler`] finds its service (filled in once it is built).
+type Slot<S> = Arc<Mutex<Option<ClientService<Meddler<S>, io::Error>>>>;
+
 /// A handle that calls back into the service when it is cloned and dropped.
 pub struct Meddler<S> {
     pub inner: S,
-    service: Arc<Mutex<Option<ClientService<Meddler<S>, io::Error>>>>,
+    service: Slot<S>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Clone for Meddler<S> {
@@ -327,8 +330,7 @@ pub async fn callbacks_into_the_service_do_not_deadlock<T: TestRt>() {
     // Closes the first three connections at once: three losses, three retries.
     let server = Server::start::<T>("127.0.0.1:0".parse().unwrap(), 3);
     let addr = server.addr;
-    let slot: Arc<Mutex<Option<ClientService<Meddler<Conn<T>>, io::Error>>>> =
-        Arc::new(Mutex::new(None));
+    let slot: Slot<Conn<T>> = Arc::new(Mutex::new(None));
     let (for_connector, for_policy) = (slot.clone(), slot.clone());
     let asked = Arc::new(AtomicUsize::new(0));
     let a = asked.clone();
