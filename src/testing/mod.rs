@@ -21,7 +21,13 @@
 //!   and prepare outcomes, recorded actions and answers) to put your own
 //!   integration or protocol under;
 //! * [`trace`]: the text format of traces (one input per line, its actions after
-//!   it), with a printer, a parser and [`Trace::replay`].
+//!   it), with a printer, a parser and [`Trace::replay`];
+//! * [`ManualRuntime`] and [`Net`]: a deterministic harness for the async driver
+//!   itself — a [`Runtime`](crate::driver::Runtime) with its own single-threaded
+//!   executor and a virtual clock that moves only when the test says so, and
+//!   scripted in-memory connections — so that a real
+//!   [`ClientService`](crate::driver::ClientService) runs with no sockets and no
+//!   sleeps (see below).
 //!
 //! # Example: a property test of the machine's transitions
 //!
@@ -128,6 +134,58 @@
 //! requests_are_answered_in_time();
 //! # }
 //! ```
+//!
+//! # Example: a real `ClientService` on the harness
+//!
+//! [`ManualRuntime`] runs the service's task and its timers in virtual time;
+//! [`Net`] plays the network. Three refused attempts, then one that connects: with
+//! Twisted's backoff without jitter the retries wait 1.5 s, 2.25 s and 3.375 s,
+//! so the service is connected at exactly 7.125 s of virtual time.
+//!
+//! ```
+//! use core::time::Duration;
+//! use redial::driver::ClientService;
+//! use redial::testing::{ConnectOutcome, ManualRuntime, Net};
+//! use redial::{Backoff, Jitter, State};
+//!
+//! let rt = ManualRuntime::new();
+//! let net = Net::new();
+//! net.push_connects([
+//!     ConnectOutcome::Fail("refused".into()),
+//!     ConnectOutcome::Fail("refused".into()),
+//!     ConnectOutcome::Fail("refused".into()),
+//!     ConnectOutcome::Succeed,
+//! ]);
+//! let policy = Backoff::new(Duration::from_secs(1), 1.5, Duration::from_secs(60))
+//!     .unwrap()
+//!     .with_jitter(Jitter::None);
+//! let service = ClientService::builder(rt.clone(), net.connector())
+//!     .policy(policy)
+//!     .start()
+//!     .unwrap();
+//!
+//! // `run` drives the future, jumping from timer to timer whenever all is idle.
+//! let conn = rt.run(service.when_connected()).unwrap().unwrap();
+//! assert_eq!(conn.conn(), 3); // made by the fourth attempt
+//! assert_eq!(rt.now(), Duration::from_millis(7125));
+//! assert_eq!(service.state(), State::Connected);
+//!
+//! // Stopping closes the connection: its driver future is dropped.
+//! rt.run(service.stop()).unwrap();
+//! assert_eq!(net.closed(), vec![3]);
+//! // Dropping the last handle ends the service's task; no future was left hanging.
+//! drop(service);
+//! rt.run_until_idle();
+//! assert_eq!(rt.tasks(), 0);
+//! assert!(rt.panics().is_empty());
+//! ```
+//!
+//! After each operation on a service, let its task run
+//! ([`run_until_idle`](ManualRuntime::run_until_idle), or [`run`](ManualRuntime::run)
+//! the operation's future) before looking at its state: the service acts in its
+//! task. [`run`](ManualRuntime::run) returns `None` for a future that would never
+//! complete (nothing runnable and no timer left), which is how a test proves that
+//! no future stays pending once virtual time has run out.
 #![cfg_attr(docsrs, doc(cfg(feature = "proptest")))]
 
 use core::fmt;
@@ -135,13 +193,20 @@ use std::boxed::Box;
 use std::string::String;
 
 mod invariants;
+mod net;
 mod ops;
+mod runtime;
 mod sim;
 pub mod strategy;
 pub mod trace;
 
 pub use invariants::Invariants;
+pub use net::{
+    AttemptStatus, ConnStatus, ConnectOutcome, Net, NetAttempt, NetDriver, NetError, NetHandle,
+    NetPrepare, PrepareOutcome, PrepareStatus,
+};
 pub use ops::{Op, ReportKind, World};
+pub use runtime::{poll_once, Livelock, ManualRuntime, ManualSleep};
 pub use sim::{Answer, ConnectScript, PrepareScript, Record, Sim};
 pub use trace::{Issued, Outcome, SimPolicy, Trace, TraceStep};
 
