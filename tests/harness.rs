@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use redial::driver::{BuildError, ClientService, Error, Runtime};
+use redial::driver::{BuildError, ClientService, Ended, Error, Runtime};
 use redial::testing::{
     poll_once, AttemptStatus, ConnStatus, ConnectOutcome, ManualRuntime, Net, NetError, NetHandle,
     PrepareOutcome, PrepareStatus,
@@ -738,7 +738,16 @@ fn a_runtime_shut_down_under_a_service_answers_everything() {
     assert_eq!(rt.timers(), 1);
     rt.shutdown();
     assert_eq!((rt.tasks(), rt.timers()), (0, 0));
-    assert!(matches!(rt.run(waiter), Some(Err(Error::Stopped))));
+    assert!(matches!(
+        rt.run(waiter),
+        Some(Err(Error::Ended(Ended::RuntimeGone)))
+    ));
+    assert_eq!(service.ended(), Some(Ended::RuntimeGone));
+    assert_eq!(service.state(), State::Stopped);
+    assert!(matches!(
+        rt.run(service.when_connected()),
+        Some(Err(Error::Ended(Ended::RuntimeGone)))
+    ));
     assert_eq!(rt.run(service.stop()), Some(()));
     assert!(rt.panics().is_empty());
 }
