@@ -1,21 +1,80 @@
 //! A plain byte stream (a `TcpStream`, a TLS stream…) as a [`Connection`](super::Connection).
 //!
 //! [`stream`] splits a stream into a shareable [`SharedStream`] handle and a
-//! [`StreamDriver`] future. While nobody holds the stream, the driver watches it
-//! for the peer closing it (EOF) or an error, with a one-byte read-ahead that is
-//! handed to the next reader, so no data is lost. While someone holds it, a read
-//! that sees EOF or an error, or a failed write, tells the driver. Either way the
-//! driver future ends, and the service learns of the loss without anyone
-//! reporting it. When the service closes the connection, it drops the driver,
-//! which drops the stream (closing the socket) as soon as nobody holds it.
+//! [`StreamDriver`] future. The service runs the driver; users
+//! [`lock`](SharedStream::lock) the handle to get a [`StreamGuard`], which reads and
+//! writes the stream (it implements futures-io's `AsyncRead`/`AsyncWrite`, or
+//! Tokio's for Tokio streams). One guard at a time.
+//!
+//! # Noticing a loss
+//!
+//! While nobody holds the stream, the driver reads ahead into a buffer, so that it
+//! notices the peer closing the stream (EOF) or the stream failing even when the
+//! peer said something first (a greeting, a "too many clients" line, a goodbye)
+//! and nobody is reading. While someone holds it, the driver waits: a read through
+//! the guard that sees EOF or an error, or a failed write, tells the driver.
+//! Either way the driver future ends: the service learns of the loss without
+//! anyone reporting it. A half-close (the peer's EOF) is a loss too.
+//!
+//! The read-ahead buffer is allocated only once bytes arrive while nobody holds the
+//! stream (an idle connection allocates nothing but the shared state), holds at
+//! most [`SharedStream::READ_AHEAD_LIMIT`] (16 KiB) bytes, and is freed once read.
+//! When it is full the driver stops reading until someone reads: a peer that sends
+//! more than that and then closes while nobody reads is noticed only once someone
+//! reads. A read through a guard returns the buffered bytes first (as many as fit),
+//! and reads the stream itself only once the buffer is empty, so no byte is lost or
+//! reordered.
+//!
+//! # After a loss
+//!
+//! Once the stream is known to be lost, nothing more is read from it. The next
+//! readers get the bytes read ahead, in order, then the EOF (`Ok(0)`) or the error
+//! that ended the stream (its [`io::ErrorKind`] and message; the first reader gets
+//! the original error), and again on every later read. This still holds after the
+//! service has dropped the driver following the loss: [`lock`](SharedStream::lock)
+//! keeps succeeding for that. Dropping the driver after a loss drops the stream
+//! (closing the socket); from then on writes, flushes and shutdowns fail with
+//! [`io::ErrorKind::NotConnected`].
+//!
+//! # Closed by the service
+//!
+//! The service closes a connection by dropping its driver before it ended (on
+//! `stop()`, on `disconnect(id)`). That drops the stream at once, even while a
+//! guard is out: the socket is closed and the peer sees EOF (or a reset). Any
+//! read-ahead is discarded. Every read, write, flush and shutdown through an
+//! outstanding guard then fails with [`io::ErrorKind::NotConnected`], including
+//! one already pending (it is woken), and so does every later
+//! [`lock`](SharedStream::lock).
+//!
+//! # Design
+//!
+//! The stream sits in a `std::sync::Mutex`, locked only for the duration of one
+//! poll of the stream (never across an `await`), so that closing can take the
+//! stream out from under a guard and drop it without waiting for the guard to be
+//! released (an async lock held by the guard, as before, could not do that).
+//! Exclusive use between guards is a separate async lock, held by the guard, and
+//! by the driver for one poll (`try_lock`: a held stream is not watched). The
+//! current guard's pending read and write-side polls leave their wakers with the
+//! shared state (two, so that a guard split into read and write halves polled from
+//! two tasks has both woken), and closing wakes them: they see the stream gone.
+//! The std mutex is always taken last, the stream is never dropped while either
+//! lock is held, and a stream that panicked in a poll (poisoning the mutex) does
+//! not cause a second panic: what the mutex guards is still consistent.
+//!
+//! The driver reads ahead through a 4 KiB buffer on its stack and appends what it
+//! got to a `VecDeque`, grown in powers of two up to the limit; the end of a lost
+//! stream is kept as the `io::Error` itself (handed to the first reader, copied for
+//! the next ones), so nothing is allocated until something arrives.
 
 use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{Context, Poll};
-use std::io;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::io::{self, Read as _};
+use std::string::ToString as _;
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard as StdMutexGuard, PoisonError};
 
 use futures_util::lock::{Mutex, MutexGuard, MutexLockFuture};
 use futures_util::task::AtomicWaker;
@@ -23,22 +82,70 @@ use futures_util::task::AtomicWaker;
 /// Reads from `S` with whichever I/O traits it implements (futures-io or Tokio's).
 pub(crate) type ReadFn<S> = fn(Pin<&mut S>, &mut Context<'_>, &mut [u8]) -> Poll<io::Result<usize>>;
 
+/// The most bytes the driver reads ahead while nobody holds the stream.
+const READ_AHEAD_LIMIT: usize = 16 * 1024;
+/// The driver reads ahead in pieces of at most this size (on its stack).
+const CHUNK: usize = 4 * 1024;
+
+/// How the stream ended.
+enum End {
+    Eof,
+    Failed(io::Error),
+}
+
+impl End {
+    /// The read result that reports this end: the original error the first time,
+    /// then copies (same kind and message).
+    fn report(&mut self) -> io::Result<usize> {
+        match self {
+            End::Eof => Ok(0),
+            End::Failed(error) => {
+                let copy = copy_error(error);
+                Err(core::mem::replace(error, copy))
+            }
+        }
+    }
+}
+
+fn copy_error(error: &io::Error) -> io::Error {
+    io::Error::new(error.kind(), error.to_string())
+}
+
 struct Io<S> {
+    /// Taken (and dropped) when the driver is dropped.
     stream: Option<S>,
-    ahead: Option<u8>,
+    /// Bytes the driver read ahead, not read by anyone yet. Allocated only once
+    /// bytes arrive, freed once read.
+    ahead: VecDeque<u8>,
+    /// How the stream ended, once known (a loss): reported to readers after `ahead`.
+    end: Option<End>,
 }
 
 struct StreamShared<S> {
-    io: Mutex<Io<S>>,
-    /// The peer closed the stream, or it failed.
+    /// Exclusive use: held by the guard, and by the driver for one poll.
+    user: Mutex<()>,
+    /// The stream, locked for one poll at a time (never across an await).
+    io: StdMutex<Io<S>>,
+    /// The peer closed the stream, or it failed (`io.end` is set).
     lost: AtomicBool,
-    /// The service closed the connection (dropped the driver).
+    /// The service closed the connection: it dropped the driver before it ended.
     closed: AtomicBool,
     driver: AtomicWaker,
+    /// The current guard's pending read.
+    reader: AtomicWaker,
+    /// The current guard's pending write, flush or shutdown.
+    writer: AtomicWaker,
     read: ReadFn<S>,
 }
 
 impl<S> StreamShared<S> {
+    /// Locks the stream for one poll. A stream that panicked in a poll poisoned the
+    /// mutex; what it guards is still consistent (only the stream's own state may
+    /// not be), so carry on.
+    fn io(&self) -> StdMutexGuard<'_, Io<S>> {
+        self.io.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn mark_lost(&self) {
         self.lost.store(true, Ordering::Release);
         self.driver.wake();
@@ -49,6 +156,9 @@ impl<S> StreamShared<S> {
 /// …) into a shareable handle and a driver future: a
 /// [`Connection`](super::Connection) for a service. For Tokio streams use
 /// [`redial::tokio::stream`](crate::tokio::stream).
+///
+/// See [`SharedStream`] for what the driver watches, what a loss leaves for
+/// readers, and what closing means.
 pub fn stream<S>(stream: S) -> (SharedStream<S>, StreamDriver<S>)
 where
     S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
@@ -60,13 +170,17 @@ where
 
 pub(crate) fn with_reader<S>(stream: S, read: ReadFn<S>) -> (SharedStream<S>, StreamDriver<S>) {
     let shared = Arc::new(StreamShared {
-        io: Mutex::new(Io {
+        user: Mutex::new(()),
+        io: StdMutex::new(Io {
             stream: Some(stream),
-            ahead: None,
+            ahead: VecDeque::new(),
+            end: None,
         }),
         lost: AtomicBool::new(false),
         closed: AtomicBool::new(false),
         driver: AtomicWaker::new(),
+        reader: AtomicWaker::new(),
+        writer: AtomicWaker::new(),
         read,
     });
     (
@@ -78,7 +192,38 @@ pub(crate) fn with_reader<S>(stream: S, read: ReadFn<S>) -> (SharedStream<S>, St
 }
 
 /// The handle of a stream connection: clone it freely, [`lock`](SharedStream::lock)
-/// it to read and write.
+/// it to read and write (one [`StreamGuard`] at a time).
+///
+/// # Noticing a loss
+///
+/// While nobody holds the stream, its [`StreamDriver`] reads ahead into a buffer,
+/// so that it notices the peer closing the stream (EOF; a half-close counts) or
+/// the stream failing even when the peer said something first and nobody reads.
+/// The buffer is allocated only once bytes arrive, holds at most
+/// [`READ_AHEAD_LIMIT`](Self::READ_AHEAD_LIMIT) (16 KiB) bytes, and is freed once
+/// read; when it is full the driver stops reading until someone reads (so a peer
+/// that sends more and then closes is noticed only once someone reads). While
+/// someone holds the stream, a read that sees EOF or an error, or a failed write,
+/// tells the driver. Either way the driver future ends, and the service learns of
+/// the loss. Reads return the buffered bytes first, then read the stream itself.
+///
+/// # After a loss
+///
+/// Nothing more is read from the stream. The next readers get the bytes read
+/// ahead, in order, then the EOF (`Ok(0)`) or the error that ended the stream (its
+/// [`io::ErrorKind`] and message), on every later read too; `lock` keeps
+/// succeeding for that, also after the service dropped the driver. Dropping the
+/// driver after a loss drops the stream: writes then fail with
+/// [`io::ErrorKind::NotConnected`].
+///
+/// # Closed by the service
+///
+/// When the service closes the connection (it drops the driver before it ended: on
+/// `stop()`, on `disconnect(id)`), the stream is dropped at once, even while a
+/// guard is out: the socket is closed and the peer sees EOF (or a reset). Any
+/// read-ahead is discarded, and every read, write, flush and shutdown through an
+/// outstanding guard fails with [`io::ErrorKind::NotConnected`] (one already
+/// pending is woken), as does every later `lock`.
 pub struct SharedStream<S> {
     shared: Arc<StreamShared<S>>,
 }
@@ -101,13 +246,21 @@ impl<S> fmt::Debug for SharedStream<S> {
 }
 
 impl<S> SharedStream<S> {
+    /// The most bytes the driver reads ahead (and keeps for the next reader) while
+    /// nobody holds the stream: 16 KiB. When that much is buffered it stops reading
+    /// until someone reads.
+    pub const READ_AHEAD_LIMIT: usize = READ_AHEAD_LIMIT;
+
     /// Waits for exclusive use of the stream. The guard implements the stream's I/O
     /// traits (futures-io's `AsyncRead`/`AsyncWrite`, or Tokio's for Tokio streams).
-    /// Fails with [`io::ErrorKind::NotConnected`] once the service closed the connection.
+    ///
+    /// Fails with [`io::ErrorKind::NotConnected`] once the service closed the
+    /// connection. After a loss it succeeds, so that readers get what the peer sent
+    /// before the end (see [After a loss](SharedStream#after-a-loss)).
     pub fn lock(&self) -> StreamLock<'_, S> {
         StreamLock {
             shared: &self.shared,
-            lock: self.shared.io.lock(),
+            lock: self.shared.user.lock(),
         }
     }
 
@@ -121,7 +274,7 @@ impl<S> SharedStream<S> {
 #[must_use = "futures do nothing unless polled"]
 pub struct StreamLock<'a, S> {
     shared: &'a StreamShared<S>,
-    lock: MutexLockFuture<'a, Io<S>>,
+    lock: MutexLockFuture<'a, ()>,
 }
 
 impl<S> fmt::Debug for StreamLock<'_, S> {
@@ -134,19 +287,15 @@ impl<'a, S> Future for StreamLock<'a, S> {
     type Output = io::Result<StreamGuard<'a, S>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let guard = match Pin::new(&mut self.lock).poll(cx) {
-            Poll::Ready(guard) => guard,
+        let user = match Pin::new(&mut self.lock).poll(cx) {
+            Poll::Ready(user) => user,
             Poll::Pending => return Poll::Pending,
         };
-        let mut guard = guard;
         if self.shared.closed.load(Ordering::SeqCst) {
-            guard.stream = None;
-        }
-        if guard.stream.is_none() {
             return Poll::Ready(Err(not_connected()));
         }
         Poll::Ready(Ok(StreamGuard {
-            guard: Some(guard),
+            user: Some(user),
             shared: self.shared,
         }))
     }
@@ -157,8 +306,12 @@ fn not_connected() -> io::Error {
 }
 
 /// Exclusive use of a [`SharedStream`]; implements the stream's I/O traits.
+///
+/// Once the service closes the connection, every operation fails with
+/// [`io::ErrorKind::NotConnected`] (see
+/// [Closed by the service](SharedStream#closed-by-the-service)).
 pub struct StreamGuard<'a, S> {
-    guard: Option<MutexGuard<'a, Io<S>>>,
+    user: Option<MutexGuard<'a, ()>>,
     shared: &'a StreamShared<S>,
 }
 
@@ -168,55 +321,65 @@ impl<S> fmt::Debug for StreamGuard<'_, S> {
     }
 }
 
-impl<S: Unpin> StreamGuard<'_, S> {
-    fn io(&mut self) -> &mut Io<S> {
-        self.guard
-            .as_mut()
-            .expect("the guard is only taken on drop")
+impl<S> StreamGuard<'_, S> {
+    /// Runs `f` on the underlying stream, e.g. for its `peer_addr` or to
+    /// `set_nodelay`. Fails with [`io::ErrorKind::NotConnected`] once the stream was
+    /// dropped (the service closed the connection, or dropped it after a loss).
+    ///
+    /// `f` runs with the stream's internal lock held: keep it short, and do not
+    /// use this connection from inside it.
+    pub fn with_stream<R>(&mut self, f: impl FnOnce(&mut S) -> R) -> io::Result<R> {
+        let mut io = self.shared.io();
+        match io.stream.as_mut() {
+            Some(stream) => Ok(f(stream)),
+            None => Err(not_connected()),
+        }
     }
+}
 
-    /// Reads, handing out the read-ahead byte first; EOF or an error marks the stream lost.
+impl<S: Unpin> StreamGuard<'_, S> {
+    /// Reads: the read-ahead first, then the end of a lost stream, then the stream
+    /// itself. EOF or an error marks the stream lost.
     pub(crate) fn poll_read_with(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let read = self.shared.read;
-        let io = self.io();
+        let shared = self.shared;
+        // Register first: a close after this wakes us.
+        shared.reader.register(cx.waker());
+        let mut io = shared.io();
+        if shared.closed.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(not_connected()));
+        }
+        if !io.ahead.is_empty() {
+            let n = io.ahead.read(buf).unwrap_or(0); // reading a VecDeque cannot fail
+            let emptied = io.ahead.is_empty().then(|| core::mem::take(&mut io.ahead));
+            drop(io);
+            drop(emptied); // free the buffer: read-ahead is the exception
+            return Poll::Ready(Ok(n));
+        }
+        if let Some(end) = io.end.as_mut() {
+            return Poll::Ready(end.report());
+        }
         let Some(stream) = io.stream.as_mut() else {
             return Poll::Ready(Err(not_connected()));
         };
         if buf.is_empty() {
-            return Poll::Ready(Ok(0));
+            return Poll::Ready(Ok(0)); // not an EOF
         }
-        let (offset, rest) = match io.ahead.take() {
-            Some(byte) => {
-                buf[0] = byte;
-                (1, &mut buf[1..])
+        let result = (shared.read)(Pin::new(stream), cx, buf);
+        let end = match &result {
+            Poll::Ready(Ok(0)) => End::Eof,
+            Poll::Ready(Err(error)) if error.kind() != io::ErrorKind::Interrupted => {
+                End::Failed(copy_error(error))
             }
-            None => (0, buf),
+            _ => return result,
         };
-        if offset == 1 && rest.is_empty() {
-            return Poll::Ready(Ok(1));
-        }
-        match read(Pin::new(stream), cx, rest) {
-            Poll::Pending if offset == 1 => Poll::Ready(Ok(1)),
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(n)) => {
-                if n == 0 {
-                    self.shared.mark_lost();
-                }
-                Poll::Ready(Ok(offset + n))
-            }
-            Poll::Ready(Err(error)) => {
-                self.shared.mark_lost();
-                if offset == 1 {
-                    Poll::Ready(Ok(1))
-                } else {
-                    Poll::Ready(Err(error))
-                }
-            }
-        }
+        io.end = Some(end);
+        drop(io);
+        shared.mark_lost();
+        result
     }
 
     /// Runs a write-side operation; an error marks the stream lost.
@@ -225,12 +388,22 @@ impl<S: Unpin> StreamGuard<'_, S> {
         cx: &mut Context<'_>,
         op: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        let Some(stream) = self.io().stream.as_mut() else {
+        let shared = self.shared;
+        // Register first: a close after this wakes us.
+        shared.writer.register(cx.waker());
+        let mut io = shared.io();
+        let Some(stream) = io.stream.as_mut() else {
             return Poll::Ready(Err(not_connected()));
         };
         let result = op(Pin::new(stream), cx);
-        if let Poll::Ready(Err(_)) = &result {
-            self.shared.mark_lost();
+        if let Poll::Ready(Err(error)) = &result {
+            if error.kind() != io::ErrorKind::Interrupted {
+                if io.end.is_none() {
+                    io.end = Some(End::Failed(copy_error(error)));
+                }
+                drop(io);
+                shared.mark_lost();
+            }
         }
         result
     }
@@ -238,14 +411,11 @@ impl<S: Unpin> StreamGuard<'_, S> {
 
 impl<S> Drop for StreamGuard<'_, S> {
     fn drop(&mut self) {
-        // Unlock first, then let the driver watch the stream again (or, if the
-        // service closed the connection meanwhile, close the stream).
-        drop(self.guard.take());
-        if self.shared.closed.load(Ordering::SeqCst) {
-            if let Some(mut io) = self.shared.io.try_lock() {
-                io.stream = None;
-            }
-        }
+        // Forget this guard's wakers, unlock, then let the driver watch the stream
+        // again.
+        drop(self.shared.reader.take());
+        drop(self.shared.writer.take());
+        drop(self.user.take());
         self.shared.driver.wake();
     }
 }
@@ -279,7 +449,12 @@ impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for StreamGuard<'
 }
 
 /// The driver future of a stream connection: ends when the stream is lost. The
-/// service runs it; dropping it closes the stream (once nobody holds it).
+/// service runs it.
+///
+/// Dropping it before it ended closes the connection: the stream is dropped at
+/// once, even while a guard is out, and every use of the handle fails with
+/// [`io::ErrorKind::NotConnected`]. Dropping it after it ended drops the stream but
+/// keeps what the peer sent for the next readers (see [`SharedStream`]).
 #[must_use = "the service runs this future; dropping it closes the stream"]
 pub struct StreamDriver<S> {
     shared: Arc<StreamShared<S>>,
@@ -296,41 +471,68 @@ impl<S: Unpin> Future for StreamDriver<S> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let shared = &*self.shared;
-        // Register first: a guard dropped after this wakes us.
+        // Register first: a guard released after this wakes us.
         shared.driver.register(cx.waker());
         if shared.lost.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        let Some(mut io) = shared.io.try_lock() else {
-            return Poll::Pending; // in use: its guard wakes us when dropped
+        let Some(user) = shared.user.try_lock() else {
+            return Poll::Pending; // in use: its guard wakes us when released
         };
-        if io.ahead.is_some() {
-            return Poll::Pending; // unread data: the next reader's guard wakes us
-        }
-        let Some(stream) = io.stream.as_mut() else {
-            return Poll::Ready(());
-        };
-        let mut byte = [0u8];
-        match (shared.read)(Pin::new(stream), cx, &mut byte) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                shared.lost.store(true, Ordering::Release);
-                Poll::Ready(())
+        let mut io = shared.io();
+        let mut chunk = [0u8; CHUNK];
+        while io.end.is_none() {
+            let buffered = io.ahead.len();
+            let room = READ_AHEAD_LIMIT - buffered;
+            if room == 0 {
+                return Poll::Pending; // full: the next reader's guard wakes us
             }
-            Poll::Ready(Ok(_)) => {
-                io.ahead = Some(byte[0]);
-                Poll::Pending
+            let Some(stream) = io.stream.as_mut() else {
+                return Poll::Pending; // unreachable: only dropping the driver takes it
+            };
+            let piece = &mut chunk[..room.min(CHUNK)];
+            match (shared.read)(Pin::new(stream), cx, piece) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => io.end = Some(End::Eof),
+                Poll::Ready(Ok(n)) => {
+                    // Grow to a power of two, never beyond the limit.
+                    let want = (buffered + n)
+                        .next_power_of_two()
+                        .clamp(64, READ_AHEAD_LIMIT);
+                    io.ahead.reserve_exact(want - buffered);
+                    io.ahead.extend(&piece[..n]);
+                }
+                Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(error)) => io.end = Some(End::Failed(error)),
             }
         }
+        drop(io);
+        drop(user);
+        shared.lost.store(true, Ordering::Release);
+        Poll::Ready(())
     }
 }
 
 impl<S> Drop for StreamDriver<S> {
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::SeqCst);
-        if let Some(mut io) = self.shared.io.try_lock() {
-            io.stream = None;
-        }
-        // Otherwise the current guard drops the stream when it is released.
+        let shared = &*self.shared;
+        let (stream, discarded) = {
+            let mut io = shared.io();
+            let discarded = if io.end.is_none() {
+                // Dropped before it ended: the service closed the connection.
+                shared.closed.store(true, Ordering::SeqCst);
+                core::mem::take(&mut io.ahead)
+            } else {
+                // Lost: keep what the peer sent, and how it ended, for the readers.
+                VecDeque::new()
+            };
+            (io.stream.take(), discarded)
+        };
+        // Close the stream now, outside our locks, even if a guard is out; then
+        // wake the guard's pending operations: they fail with NotConnected.
+        drop(stream);
+        drop(discarded);
+        shared.reader.wake();
+        shared.writer.wake();
     }
 }

@@ -860,6 +860,339 @@ pub async fn reconnect_cycles_leave_nothing_behind<T: TestRt>() {
     eprintln!("{CYCLES} reconnect cycles in {elapsed:?}");
 }
 
+// ----- closing a stream connection while it is in use -----------------------------
+
+use redial::driver::StreamGuard;
+
+/// I/O through a [`StreamGuard`] with each runtime's own I/O traits: implemented for
+/// the suite's stream types.
+pub trait GuardIo: Sized + Send + Unpin + 'static {
+    fn read<'a>(
+        io: &'a mut StreamGuard<'_, Self>,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a;
+    fn write_all<'a>(
+        io: &'a mut StreamGuard<'_, Self>,
+        buf: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
+}
+
+#[cfg(feature = "tokio")]
+impl GuardIo for tokio::net::TcpStream {
+    async fn read(io: &mut StreamGuard<'_, Self>, buf: &mut [u8]) -> io::Result<usize> {
+        tokio::io::AsyncReadExt::read(io, buf).await
+    }
+    async fn write_all(io: &mut StreamGuard<'_, Self>, buf: &[u8]) -> io::Result<()> {
+        tokio::io::AsyncWriteExt::write_all(io, buf).await
+    }
+}
+
+#[cfg(feature = "smol")]
+impl GuardIo for smol::net::TcpStream {
+    async fn read(io: &mut StreamGuard<'_, Self>, buf: &mut [u8]) -> io::Result<usize> {
+        smol::io::AsyncReadExt::read(io, buf).await
+    }
+    async fn write_all(io: &mut StreamGuard<'_, Self>, buf: &[u8]) -> io::Result<()> {
+        smol::io::AsyncWriteExt::write_all(io, buf).await
+    }
+}
+
+#[cfg(feature = "async-std")]
+impl GuardIo for async_std::net::TcpStream {
+    async fn read(io: &mut StreamGuard<'_, Self>, buf: &mut [u8]) -> io::Result<usize> {
+        async_std::io::ReadExt::read(io, buf).await
+    }
+    async fn write_all(io: &mut StreamGuard<'_, Self>, buf: &[u8]) -> io::Result<()> {
+        async_std::io::WriteExt::write_all(io, buf).await
+    }
+}
+
+/// More than the socket buffers of a loopback connection hold.
+static BIG: [u8; 64 << 20] = [0; 64 << 20];
+
+fn assert_not_connected<V: std::fmt::Debug>(result: io::Result<V>, what: &str) {
+    match result {
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::NotConnected, "{what}: {e}"),
+        Ok(v) => panic!("{what}: expected NotConnected, got Ok({v:?})"),
+    }
+}
+
+/// A plain-threads test server on a std listener; stops itself when dropped.
+/// `deaf`: it never reads a connection until [`Threads::drain`] is called (then it
+/// reads to the end). `last_words`: it writes them on the first connection and
+/// closes it at once. Otherwise it reads and discards what it is sent.
+pub struct Threads {
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    eofs: Arc<AtomicUsize>,
+    deaf: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Threads {
+    pub fn start(deaf: bool, last_words: Option<&'static [u8]>) -> Threads {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let eofs = Arc::new(AtomicUsize::new(0));
+        let deaf = Arc::new(AtomicBool::new(deaf));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (acc, eof, muted, halt) = (accepted.clone(), eofs.clone(), deaf.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut readers = Vec::new();
+            while !halt.load(Ordering::SeqCst) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let n = acc.fetch_add(1, Ordering::SeqCst);
+                conn.set_nonblocking(false).unwrap();
+                if let (0, Some(words)) = (n, last_words) {
+                    conn.write_all(words).unwrap();
+                    continue; // dropped: closed
+                }
+                conn.set_read_timeout(Some(Duration::from_millis(10)))
+                    .unwrap();
+                let (eof, muted, halt) = (eof.clone(), muted.clone(), halt.clone());
+                readers.push(std::thread::spawn(move || {
+                    let mut buf = vec![0; 64 * 1024];
+                    while !halt.load(Ordering::SeqCst) {
+                        if muted.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(2));
+                            continue;
+                        }
+                        match conn.read(&mut buf) {
+                            Ok(0) => {
+                                eof.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                            Ok(_) => {}
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                                ) => {}
+                            Err(_) => return,
+                        }
+                    }
+                }));
+            }
+            for reader in readers {
+                let _ = reader.join();
+            }
+        });
+        Threads {
+            addr,
+            accepted,
+            eofs,
+            deaf,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections the client closed (the server read to EOF).
+    pub fn eofs(&self) -> usize {
+        self.eofs.load(Ordering::SeqCst)
+    }
+
+    /// A deaf server starts reading.
+    pub fn drain(&self) {
+        self.deaf.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Spawns `f` on the connection `conn`, holding its guard: `locked` resolves once it
+/// holds it; `done` gives `f`'s result.
+fn with_guard<T: TestRt, R: Send + 'static>(
+    conn: &Conn<T>,
+    f: impl for<'g> FnOnce(
+            &'g mut StreamGuard<'_, T::Stream>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = R> + Send + 'g>>
+        + Send
+        + 'static,
+) -> (oneshot::Receiver<()>, oneshot::Receiver<R>) {
+    let (locked_tx, locked) = oneshot::channel();
+    let (done_tx, done) = oneshot::channel();
+    let conn = conn.clone();
+    T::spawn(async move {
+        let mut io = conn.lock().await.expect("lock");
+        let _ = locked_tx.send(());
+        let _ = done_tx.send(f(&mut io).await);
+    });
+    (locked, done)
+}
+
+pub async fn stop_with_a_guard_held_closes_the_socket<T: TestRt>()
+where
+    T::Stream: GuardIo,
+{
+    let server = Threads::start(false, None);
+    let svc = service::<T>(server.addr, 10).start().unwrap();
+    let conn = within::<T, _>(Duration::from_secs(5), "connect", svc.when_connected())
+        .await
+        .unwrap();
+    let mut io = conn.lock().await.unwrap();
+    T::Stream::write_all(&mut io, b"ping\n").await.unwrap();
+    // The guard is out: stop closes the connection anyway, at once.
+    stop_within::<T, _>(&svc).await;
+    until::<T>("server saw the connection closed", || server.eofs() == 1).await;
+    assert!(conn.is_closed());
+    assert_not_connected(T::Stream::write_all(&mut io, b"more").await, "write");
+    assert_not_connected(T::Stream::read(&mut io, &mut [0; 8]).await, "read");
+    drop(io);
+    assert_not_connected(conn.lock().await, "lock");
+    assert_eq!(server.accepted(), 1);
+}
+
+pub async fn disconnect_with_a_guard_held_closes_the_old_socket<T: TestRt>()
+where
+    T::Stream: GuardIo,
+{
+    let server = Threads::start(false, None);
+    let svc = service::<T>(server.addr, 10).start().unwrap();
+    let (first, conn) = within::<T, _>(
+        Duration::from_secs(5),
+        "connect",
+        svc.when_connected().with_id(),
+    )
+    .await
+    .unwrap();
+    // A reader waits for a reply that never comes, holding the guard.
+    let (locked, done) = with_guard::<T, _>(&conn, |io| {
+        Box::pin(async move {
+            let read = T::Stream::read(io, &mut [0; 8]).await;
+            let write = T::Stream::write_all(io, b"late").await;
+            (read, write)
+        })
+    });
+    within::<T, _>(Duration::from_secs(5), "locked", locked)
+        .await
+        .unwrap();
+    assert!(svc.disconnect(first));
+    let (read, write) = within::<T, _>(Duration::from_secs(5), "pending read woken", done)
+        .await
+        .unwrap();
+    assert_not_connected(read, "pending read");
+    assert_not_connected(write, "write");
+    until::<T>("old socket closed", || server.eofs() == 1).await;
+    until::<T>("reconnected", || server.accepted() == 2).await;
+    let (second, conn2) = within::<T, _>(
+        Duration::from_secs(5),
+        "reconnect",
+        svc.when_connected().with_id(),
+    )
+    .await
+    .unwrap();
+    assert_ne!(second, first);
+    assert!(conn.is_closed());
+    assert!(!conn2.is_closed());
+    assert_not_connected(conn.lock().await, "lock the old connection");
+    let mut io = conn2.lock().await.unwrap();
+    T::Stream::write_all(&mut io, b"ok").await.unwrap();
+    drop(io);
+    stop_within::<T, _>(&svc).await;
+    until::<T>("second socket closed", || server.eofs() == 2).await;
+}
+
+pub async fn stop_releases_a_blocked_writer<T: TestRt>()
+where
+    T::Stream: GuardIo,
+{
+    let server = Threads::start(true, None);
+    let svc = service::<T>(server.addr, 10).start().unwrap();
+    let conn = within::<T, _>(Duration::from_secs(5), "connect", svc.when_connected())
+        .await
+        .unwrap();
+    // The server never reads: the write blocks once the socket buffers are full.
+    let (locked, mut done) = with_guard::<T, _>(&conn, |io| {
+        Box::pin(async move { T::Stream::write_all(io, &BIG).await })
+    });
+    within::<T, _>(Duration::from_secs(5), "locked", locked)
+        .await
+        .unwrap();
+    sleep::<T>(Duration::from_millis(100)).await;
+    assert!(matches!(done.try_recv(), Ok(None)), "the write is blocked");
+    stop_within::<T, _>(&svc).await;
+    let write = within::<T, _>(Duration::from_secs(5), "blocked writer released", done)
+        .await
+        .unwrap();
+    assert_not_connected(write, "blocked write");
+    assert!(conn.is_closed());
+    // The socket was closed: the server reads what was sent, then EOF.
+    server.drain();
+    until::<T>("server saw the connection closed", || server.eofs() == 1).await;
+}
+
+pub async fn last_words_and_close_are_noticed_without_a_reader<T: TestRt>()
+where
+    T::Stream: GuardIo,
+{
+    // The first connection: the server says goodbye and closes it; nobody reads.
+    let server = Threads::start(false, Some(b"bye\n"));
+    let addr = server.addr;
+    let made: Arc<std::sync::Mutex<Vec<Conn<T>>>> = Arc::default();
+    let record = made.clone();
+    let svc: Service<T> = ClientService::builder(T::runtime(), move || {
+        let record = record.clone();
+        async move {
+            let (conn, driver) = T::connect(addr).await?;
+            record.lock().unwrap().push(conn.clone());
+            Ok::<_, io::Error>((conn, driver))
+        }
+    })
+    .policy(constant(10))
+    .start()
+    .unwrap();
+    // The service notices the loss and reconnects.
+    until::<T>("a second connection", || server.accepted() == 2).await;
+    until::<T>("connected again", || {
+        svc.state() == State::Connected && svc.counters().connections == 2
+    })
+    .await;
+    assert_eq!(svc.counters().losses, 1);
+    let old = made.lock().unwrap()[0].clone();
+    assert!(old.is_closed());
+    // The old connection's next reader gets the goodbye, then EOF.
+    let mut io = old.lock().await.expect("lock after a loss");
+    let mut got = Vec::new();
+    let mut buf = [0; 3];
+    loop {
+        let n = within::<T, _>(
+            Duration::from_secs(5),
+            "read",
+            T::Stream::read(&mut io, &mut buf),
+        )
+        .await
+        .unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"bye\n");
+    assert_not_connected(T::Stream::write_all(&mut io, b"x").await, "write");
+    drop(io);
+    stop_within::<T, _>(&svc).await;
+    until::<T>("second connection closed", || server.eofs() == 1).await;
+}
+
 /// Instantiates the suite for one runtime.
 #[macro_export]
 macro_rules! driver_suite {
@@ -871,7 +1204,10 @@ macro_rules! driver_suite {
             start_after_stop, fail_after_failures_while_retrying, gives_up,
             thousand_waiters_one_connection, thousand_waiters_dropped,
             dropping_the_service_closes_and_ends, pair_connection_loss_is_noticed,
-            disconnect_half_open_connection, disconnect_while_not_connected);
+            disconnect_half_open_connection, disconnect_while_not_connected,
+            stop_with_a_guard_held_closes_the_socket,
+            disconnect_with_a_guard_held_closes_the_old_socket, stop_releases_a_blocked_writer,
+            last_words_and_close_are_noticed_without_a_reader);
         $crate::driver_suite!(@faults $rt, false;
             connector_panics_are_failed_attempts, prepare_panics_are_failed_attempts,
             driver_panics_are_contained, handle_clone_panic_fails_waiters_and_reconnects,
