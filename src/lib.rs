@@ -137,7 +137,9 @@
 //! * `tracing`: `tracing` events from the driver (retry scheduled, connected, lost,
 //!   gave up).
 //! * `proptest`: `redial::testing`, the strategies, trace format and simulated
-//!   driver for property-testing programs built on the machine.
+//!   driver for property-testing programs built on the machine, and a
+//!   deterministic harness for the async driver (a manual-clock runtime and
+//!   scripted in-memory connections). Enables `driver`.
 #![no_std]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
