@@ -96,8 +96,7 @@ impl fmt::Display for Panic {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for Panic {}
+impl core::error::Error for Panic {}
 
 /// Why an attempt failed, as delivered to waiters by [`Action::DeliverFailure`].
 ///
@@ -120,11 +119,27 @@ pub enum Failure<E> {
     Panicked(Panic),
 }
 
+/// `Display` says what failed; the cause (the error your connector or prepare step
+/// returned) is its [`source`](core::error::Error::source), as the error-handling
+/// guidelines ask, so a reporter that walks the chain prints each part once. The
+/// alternate form (`{:#}`) prints the whole chain on one line.
 impl<E: fmt::Display> fmt::Display for Failure<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Connect(e) => write!(f, "connection attempt failed: {e}"),
-            Failure::Prepare(e) => write!(f, "prepare step failed: {e}"),
+            Failure::Connect(e) => {
+                f.write_str("connection attempt failed")?;
+                if f.alternate() {
+                    write!(f, ": {e:#}")?;
+                }
+                Ok(())
+            }
+            Failure::Prepare(e) => {
+                f.write_str("prepare step failed")?;
+                if f.alternate() {
+                    write!(f, ": {e:#}")?;
+                }
+                Ok(())
+            }
             Failure::ConnectTimeout => f.write_str("connection attempt timed out"),
             Failure::PrepareTimeout => f.write_str("prepare step timed out"),
             Failure::LostWhilePreparing => f.write_str("connection lost while preparing"),
@@ -133,8 +148,20 @@ impl<E: fmt::Display> fmt::Display for Failure<E> {
     }
 }
 
-#[cfg(feature = "std")]
-impl<E: fmt::Debug + fmt::Display> std::error::Error for Failure<E> {}
+/// The source of `Connect` and `Prepare` is your error, so that, for example, an
+/// `io::ErrorKind::ConnectionRefused` can be found by walking the chain.
+impl<E: core::error::Error + 'static> core::error::Error for Failure<E> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Failure::Connect(e) | Failure::Prepare(e) => Some(e),
+            // What panicked and its message are this failure's own text.
+            Failure::Panicked(_)
+            | Failure::ConnectTimeout
+            | Failure::PrepareTimeout
+            | Failure::LostWhilePreparing => None,
+        }
+    }
+}
 
 /// One thing the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]

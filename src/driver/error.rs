@@ -1,6 +1,7 @@
 //! The driver's errors: why a waiter got no connection, why a service could not be
 //! built, why a service ended.
 
+use core::fmt;
 use std::borrow::Cow;
 use std::string::String;
 use std::sync::Arc;
@@ -11,21 +12,22 @@ use crate::error::ConfigError;
 /// Why [`ClientService::when_connected`](super::ClientService::when_connected) did
 /// not produce a connection.
 ///
-/// `E` is your connector's (and prepare hook's) error type.
-#[derive(Debug, thiserror::Error)]
+/// `E` is your connector's (and prepare hook's) error type. `Display` says what
+/// happened; the failure behind it is the [`source`](std::error::Error::source),
+/// and your error is the failure's source, so the whole story is in the chain:
+/// `{:#}` prints it on one line, e.g. `this waiter's limit of failed attempts was
+/// reached: connection attempt failed: Connection refused (os error 111)`.
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error<E> {
     /// The service was stopped ([`ClientService::stop`](super::ClientService::stop),
     /// or its last handle was dropped) before this waiter got a connection.
-    #[error("the service was stopped before a connection was handed out")]
     Stopped,
     /// The waiter's `fail_after_failures` limit was reached; this is the failure that
     /// reached it. The service keeps retrying.
-    #[error("{0}")]
     Failed(Arc<Failure<E>>),
     /// The retry policy gave up; this is the last failure. The service is stopped
     /// until started again.
-    #[error("gave up after {failed_attempts} failed attempts: {last}")]
     GaveUp {
         /// Consecutive failures when the policy gave up.
         failed_attempts: u32,
@@ -34,8 +36,45 @@ pub enum Error<E> {
     },
     /// The service's task has ended for good (see [`Ended`]): nothing is open and
     /// nothing will be. Every later request fails the same way at once.
-    #[error(transparent)]
     Ended(Ended),
+}
+
+impl<E: fmt::Display> fmt::Display for Error<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cause = match self {
+            Error::Stopped => {
+                return f.write_str("the service was stopped before a connection was handed out")
+            }
+            Error::Ended(ended) => return write!(f, "the service has ended: {ended}"),
+            Error::Failed(failure) => {
+                f.write_str("this waiter's limit of failed attempts was reached")?;
+                failure
+            }
+            Error::GaveUp {
+                failed_attempts,
+                last,
+            } => {
+                write!(
+                    f,
+                    "the retry policy gave up after {failed_attempts} failed attempts"
+                )?;
+                last
+            }
+        };
+        if f.alternate() {
+            write!(f, ": {cause:#}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Failed(failure) | Error::GaveUp { last: failure, .. } => Some(&**failure),
+            Error::Stopped | Error::Ended(_) => None,
+        }
+    }
 }
 
 impl<E> Clone for Error<E> {

@@ -536,7 +536,28 @@ pub async fn fail_after_failures_while_retrying<T: TestRt>() {
     let three = svc.when_connected_fail_after(NonZeroU32::new(3).unwrap());
     let patient = svc.when_connected();
     svc.start();
-    assert!(matches!(failure(one.await), Error::Failed(f) if matches!(*f, Failure::Connect(_))));
+    let error = failure(one.await);
+    assert!(matches!(&error, Error::Failed(f) if matches!(**f, Failure::Connect(_))));
+    // The chain leads to the connector's own error: refused.
+    let mut chain = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = source {
+        chain.push(e.to_string());
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused, "{chain:?}");
+        }
+        source = e.source();
+    }
+    assert_eq!(chain.len(), 3, "{chain:?}");
+    assert_eq!(
+        chain[0],
+        "this waiter's limit of failed attempts was reached"
+    );
+    assert_eq!(chain[1], "connection attempt failed");
+    assert_eq!(
+        format!("{error:#}"),
+        format!("{}: {}: {}", chain[0], chain[1], chain[2])
+    );
     assert!(svc.counters().failures >= 1);
     assert!(matches!(failure(three.await), Error::Failed(_)));
     assert!(svc.counters().failures >= 3);
