@@ -79,7 +79,7 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
 }
 
 /// The driver, run in a task the way the service runs it.
-struct Running(JoinHandle<()>);
+struct Running(JoinHandle<io::Result<()>>);
 
 fn run(driver: StreamDriver<TcpStream>) -> Running {
     Running(tokio::spawn(driver))
@@ -98,12 +98,12 @@ impl Running {
         );
     }
 
-    /// The driver future ends by itself (a loss).
-    async fn ended(self) {
+    /// The driver future ends by itself (a loss), with how the stream ended.
+    async fn ended(self) -> io::Result<()> {
         timeout(WAIT, self.0)
             .await
             .expect("the driver future never ended")
-            .expect("the driver panicked");
+            .expect("the driver panicked")
     }
 
     /// The driver has not ended after `d`.
@@ -281,7 +281,7 @@ async fn last_words_then_eof_end_the_driver_and_reach_the_next_reader() {
     drop(server);
     // Nobody reads, yet the driver notices the close; the runtime then drops it,
     // as the service does after a loss.
-    driver.ended().await;
+    driver.ended().await.expect("EOF: the driver ends with Ok");
     assert!(shared.is_closed());
     let (got, end) = read_all(&shared).await;
     assert_eq!(got, b"hello\n");
@@ -304,7 +304,12 @@ async fn last_words_then_reset_end_the_driver_and_reach_the_next_reader() {
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(server);
-    driver.ended().await;
+    // The driver's output is the reason for the loss: the reset.
+    let outcome = driver
+        .ended()
+        .await
+        .expect_err("the driver ends with the reset");
+    assert_eq!(outcome.kind(), io::ErrorKind::ConnectionReset, "{outcome}");
     let (got, end) = read_all(&shared).await;
     assert_eq!(got, b"hello\n");
     let error = end.expect_err("the reset");
@@ -327,7 +332,7 @@ async fn bytes_arriving_in_chunks_while_idle_are_delivered_in_order() {
         tokio::task::yield_now().await;
     }
     drop(server);
-    driver.ended().await;
+    driver.ended().await.expect("EOF: the driver ends with Ok");
     let (got, end) = read_all(&shared).await;
     end.unwrap();
     assert_eq!(got, data);

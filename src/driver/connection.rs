@@ -2,6 +2,8 @@
 
 use core::future::Future;
 
+use super::events::DriverOutput;
+
 /// A connection as a connector returns it: a shareable handle, and a driver future
 /// that runs the connection and ends when it is lost.
 ///
@@ -11,9 +13,10 @@ use core::future::Future;
 pub trait Connection: Send + 'static {
     /// What waiters receive: a clone per waiter.
     type Handle: Clone + Send + Sync + 'static;
-    /// Runs the connection; it ends when the connection is lost. Its output is ignored.
-    /// The service drops it to close the connection.
-    type Driver: Future + Send + 'static;
+    /// Runs the connection; it ends when the connection is lost, with `()` or a
+    /// `Result` whose error is kept as the reason for the loss
+    /// ([`Loss`](super::Loss)). The service drops it to close the connection.
+    type Driver: Future<Output: DriverOutput> + Send + 'static;
 
     /// Splits the connection into its handle and its driver.
     fn into_parts(self) -> (Self::Handle, Self::Driver);
@@ -22,7 +25,7 @@ pub trait Connection: Send + 'static {
 impl<H, D> Connection for (H, D)
 where
     H: Clone + Send + Sync + 'static,
-    D: Future + Send + 'static,
+    D: Future<Output: DriverOutput> + Send + 'static,
 {
     type Handle = H;
     type Driver = D;

@@ -8,3 +8,14 @@ macro_rules! event {
     }};
 }
 pub(crate) use event;
+
+/// Displays an error with its whole chain (`{:#}`), for a `tracing` field.
+#[cfg(feature = "tracing")]
+pub(crate) struct Chain<'a, T: ?Sized>(pub(crate) &'a T);
+
+#[cfg(feature = "tracing")]
+impl<T: core::fmt::Display + ?Sized> core::fmt::Display for Chain<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}

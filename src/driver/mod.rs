@@ -115,6 +115,7 @@
 
 mod connection;
 mod error;
+mod events;
 mod log;
 mod pending;
 mod runtime;
@@ -126,6 +127,7 @@ mod watch;
 
 pub use connection::Connection;
 pub use error::{BuildError, Ended, Error, SpawnError};
+pub use events::{DriverOutput, Event, Events, Loss};
 pub use runtime::Runtime;
 pub use service::{Builder, ClientService, Stopping, WhenConnected, WhenConnectedWithId};
 #[allow(unused_imports)]

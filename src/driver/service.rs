@@ -14,16 +14,19 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::{Context, Poll};
 use core::time::Duration;
 use std::boxed::Box;
+use std::string::String;
 use std::sync::Arc;
 
 use futures_channel::oneshot;
 
 use super::connection::Connection;
 use super::error::{BuildError, Ended, Error};
+use super::events::{DriverOutput, Events, Loss};
 use super::runtime::Runtime;
 use super::shared::{Answer, Command, Shared};
 use super::task::{BoxFuture, ConnectFn, DynPolicy, PrepareFn, Task, TaskFuture};
 use super::watch::{StateWatch, Watch};
+use crate::actions::Failure;
 use crate::ids::AttemptId;
 use crate::machine::{Config, Counters, Machine, State};
 use crate::policy::{Backoff, RetryPolicy};
@@ -37,11 +40,17 @@ pub struct Builder<R, H, E> {
     prepare: Option<PrepareFn<H, E>>,
     policy: Option<DynPolicy>,
     config: Config,
+    name: Option<String>,
+    events_capacity: usize,
 }
+
+/// Events kept for a subscriber that has not read them yet.
+const EVENTS_CAPACITY: usize = 64;
 
 impl<R, H, E> fmt::Debug for Builder<R, H, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
+            .field("name", &self.name)
             .field("prepare", &self.prepare.is_some())
             .field("config", &self.config)
             .finish_non_exhaustive()
@@ -52,8 +61,24 @@ impl<R, H, E> Builder<R, H, E>
 where
     R: Runtime,
     H: Clone + Send + Sync + 'static,
-    E: Send + Sync + 'static,
+    E: std::error::Error + Send + Sync + 'static,
 {
+    /// Names the service: its `tracing` events are emitted inside a span
+    /// `redial{service = name}`, and its `Debug` shows the name. Useful when a
+    /// program keeps several services (`"redis-primary"`, `"postgres"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// How many events a subscriber of [`ClientService::events`] may fall behind
+    /// before it loses the oldest (and is told so with [`Event::Missed`](super::Event::Missed)). Default
+    /// 64. The ring is only made once someone subscribes.
+    pub fn events_capacity(mut self, capacity: usize) -> Self {
+        self.events_capacity = capacity.max(1);
+        self
+    }
+
     /// Sets the retry policy (default: [`Backoff::default`], Twisted's backoff with
     /// a random jitter seed). Any [`RetryPolicy`] works, e.g. `|_| Duration::ZERO`.
     ///
@@ -110,7 +135,7 @@ where
             .policy
             .unwrap_or_else(|| DynPolicy(Box::new(Backoff::default())));
         let machine = Machine::with_config(policy, self.config)?;
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(self.name, self.events_capacity));
         let task = Task::new(
             self.runtime.clone(),
             Arc::clone(&shared),
@@ -156,6 +181,7 @@ impl<H, E> fmt::Debug for ClientService<H, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mailbox = self.shared.shared.lock();
         f.debug_struct("ClientService")
+            .field("name", &self.shared.shared.name())
             .field("state", &mailbox.status.state)
             .field("counters", &mailbox.status.counters)
             .field("pending_waiters", &mailbox.status.pending_waiters)
@@ -186,7 +212,7 @@ impl<H, E> Drop for ClientService<H, E> {
 impl<H, E> ClientService<H, E>
 where
     H: Clone + Send + Sync + 'static,
-    E: Send + Sync + 'static,
+    E: std::error::Error + Send + Sync + 'static,
 {
     /// A builder for a service on `runtime` that opens connections with `connector`:
     /// an async closure returning a [`Connection`] (a `(handle, driver future)`
@@ -204,15 +230,15 @@ where
                 let attempt = connector();
                 Box::pin(async move {
                     let (handle, driver) = attempt.await?.into_parts();
-                    let driver: BoxFuture<()> = Box::pin(async move {
-                        driver.await;
-                    });
+                    let driver: BoxFuture<Loss> = Box::pin(async move { driver.await.into_loss() });
                     Ok((handle, driver))
                 })
             }),
             prepare: None,
             policy: None,
             config: Config::default(),
+            name: None,
+            events_capacity: EVENTS_CAPACITY,
         }
     }
 }
@@ -357,6 +383,45 @@ impl<H, E> ClientService<H, E> {
     /// withdrawn).
     pub fn pending_waiters(&self) -> usize {
         self.shared.shared.lock().status.pending_waiters
+    }
+
+    /// Subscribes to what the service does, as a `Stream` of [`Event`](super::Event)s: attempts
+    /// started and failed, retries scheduled, connections made (with a generation
+    /// number) and lost (with the reason), giving up, stops, the end. A subscriber
+    /// that keeps up sees every event in order; one that falls behind is told how
+    /// many it missed ([`Event::Missed`](super::Event::Missed)) and never slows the service down. See
+    /// [`events`](super::Events).
+    ///
+    /// ```no_run
+    /// # async fn run(service: redial::driver::ClientService<u8, std::io::Error>) {
+    /// use futures_util::StreamExt;
+    /// use redial::driver::Event;
+    ///
+    /// let mut events = service.events();
+    /// while let Some(event) = events.next().await {
+    ///     match event {
+    ///         Event::Connected { generation, .. } => println!("connection #{generation} is up"),
+    ///         Event::Lost { reason, .. } => println!("lost: {reason:#}"),
+    ///         Event::AttemptFailed { failure, consecutive_failures, .. } => {
+    ///             println!("attempt failed ({consecutive_failures} in a row): {failure:#}")
+    ///         }
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn events(&self) -> Events<E> {
+        self.shared.shared.subscribe()
+    }
+
+    /// The failure of the last failed attempt, if any attempt has failed.
+    pub fn last_failure(&self) -> Option<Arc<Failure<E>>> {
+        self.shared.shared.lock().last_failure.clone()
+    }
+
+    /// Why the last established connection was lost, if one was.
+    pub fn last_loss(&self) -> Option<Loss> {
+        self.shared.shared.lock().last_loss.clone()
     }
 
     /// Watches state changes.

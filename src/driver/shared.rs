@@ -11,12 +11,15 @@
 use core::num::NonZeroU32;
 use core::task::Waker;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::string::String;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use futures_channel::oneshot;
 
 use super::error::{Ended, Error};
+use super::events::{Events, Loss, Publisher};
 use super::watch::Watch;
+use crate::actions::Failure;
 use crate::ids::AttemptId;
 use crate::machine::{Counters, State};
 
@@ -83,15 +86,27 @@ pub(crate) struct Mailbox<H, E> {
     pub(crate) next_ticket: u64,
     /// Made by the first `watch()`: until then nothing for it is on the heap.
     pub(crate) watch: Option<Arc<Watch>>,
+    /// The failure of the last failed attempt.
+    pub(crate) last_failure: Option<Arc<Failure<E>>>,
+    /// Why the last established connection was lost.
+    pub(crate) last_loss: Option<Loss>,
 }
 
 pub(crate) struct Shared<H, E> {
     mailbox: Mutex<Mailbox<H, E>>,
+    /// The service's name, for `tracing` and `Debug`.
+    name: Option<String>,
+    /// Made by the first `events()`: until then events cost nothing.
+    events: OnceLock<Publisher<E>>,
+    events_capacity: usize,
 }
 
 impl<H, E> Shared<H, E> {
-    pub(crate) fn new() -> Shared<H, E> {
+    pub(crate) fn new(name: Option<String>, events_capacity: usize) -> Shared<H, E> {
         Shared {
+            name,
+            events: OnceLock::new(),
+            events_capacity,
             mailbox: Mutex::new(Mailbox {
                 commands: VecDeque::new(),
                 task: None,
@@ -99,6 +114,8 @@ impl<H, E> Shared<H, E> {
                 ended: None,
                 next_ticket: 0,
                 watch: None,
+                last_failure: None,
+                last_loss: None,
             }),
         }
     }
@@ -125,6 +142,30 @@ impl<H, E> Shared<H, E> {
             task.wake();
         }
         Ok(())
+    }
+
+    /// The service's name, if it was given one.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The event publisher, once someone subscribed.
+    pub(crate) fn events(&self) -> Option<&Publisher<E>> {
+        self.events.get()
+    }
+
+    /// A new subscription (the first one makes the publisher).
+    pub(crate) fn subscribe(&self) -> Events<E> {
+        let publisher = self
+            .events
+            .get_or_init(|| Publisher::new(self.events_capacity));
+        let events = publisher.subscribe();
+        if self.lock().ended.is_some() {
+            // The task has ended (and may have closed the channel before this
+            // publisher existed): nothing more will come.
+            publisher.close();
+        }
+        events
     }
 
     /// Why the task ended, if it has.

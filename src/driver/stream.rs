@@ -107,6 +107,17 @@ impl End {
     }
 }
 
+impl<S> Io<S> {
+    /// How the stream ended, as the driver's output: `Ok` for EOF, a copy of the
+    /// error otherwise (the original is kept for the next reader).
+    fn outcome(&self) -> io::Result<()> {
+        match &self.end {
+            Some(End::Failed(error)) => Err(copy_error(error)),
+            Some(End::Eof) | None => Ok(()),
+        }
+    }
+}
+
 fn copy_error(error: &io::Error) -> io::Error {
     io::Error::new(error.kind(), error.to_string())
 }
@@ -448,8 +459,9 @@ impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for StreamGuard<'
     }
 }
 
-/// The driver future of a stream connection: ends when the stream is lost. The
-/// service runs it.
+/// The driver future of a stream connection: ends when the stream is lost, with
+/// `Ok(())` when the peer closed it (EOF) or the error that ended it (a reset);
+/// the service keeps that as the reason for the loss. The service runs it.
 ///
 /// Dropping it before it ended closes the connection: the stream is dropped at
 /// once, even while a guard is out, and every use of the handle fails with
@@ -467,14 +479,14 @@ impl<S> fmt::Debug for StreamDriver<S> {
 }
 
 impl<S: Unpin> Future for StreamDriver<S> {
-    type Output = ();
+    type Output = io::Result<()>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let shared = &*self.shared;
         // Register first: a guard released after this wakes us.
         shared.driver.register(cx.waker());
         if shared.lost.load(Ordering::Acquire) {
-            return Poll::Ready(());
+            return Poll::Ready(shared.io().outcome());
         }
         let Some(user) = shared.user.try_lock() else {
             return Poll::Pending; // in use: its guard wakes us when released
@@ -506,10 +518,11 @@ impl<S: Unpin> Future for StreamDriver<S> {
                 Poll::Ready(Err(error)) => io.end = Some(End::Failed(error)),
             }
         }
+        let outcome = io.outcome();
         drop(io);
         drop(user);
         shared.lost.store(true, Ordering::Release);
-        Poll::Ready(())
+        Poll::Ready(outcome)
     }
 }
 

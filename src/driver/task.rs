@@ -35,6 +35,7 @@ use futures_util::future::CatchUnwind;
 use futures_util::FutureExt;
 
 use super::error::{panic_message, Ended, Error};
+use super::events::{Event, Loss};
 use super::log::event;
 use super::pending::Pending;
 use super::runtime::Runtime;
@@ -46,8 +47,9 @@ use crate::machine::{Issued, Machine, State};
 use crate::policy::RetryPolicy;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-/// What an attempt yields: the connection, split into its handle and its boxed driver.
-pub(crate) type Made<H, E> = Result<(H, BoxFuture<()>), E>;
+/// What an attempt yields: the connection, split into its handle and its boxed driver
+/// (which ends with the reason for the loss).
+pub(crate) type Made<H, E> = Result<(H, BoxFuture<Loss>), E>;
 /// One attempt.
 pub(crate) type Attempt<H, E> = BoxFuture<Made<H, E>>;
 /// The connector, its concrete types erased.
@@ -77,7 +79,7 @@ struct Conn<H, E> {
     handle: H,
     /// `None` once it has panicked while the connection was being prepared: the
     /// machine then asks to close the rest (handle, prepare future) with `Disconnect`.
-    driver: Option<Contained<()>>,
+    driver: Option<Contained<Loss>>,
     /// While the prepare step runs.
     prepare: Option<Contained<Result<(), E>>>,
 }
@@ -106,6 +108,13 @@ pub(crate) struct Task<R: Runtime, H, E> {
     timer: Option<(TimerId, Pin<Box<R::Sleep>>)>,
     waiters: Pending<WaiterTx<H, E>>,
     stops: Pending<StopTx>,
+    /// Why the connection the queued `ClientDisconnected` report is about was lost.
+    loss: Option<(AttemptId, Loss)>,
+    /// The failure delivered by the input being performed, for its `GaveUp` event.
+    failure: Option<Arc<Failure<E>>>,
+    /// A span per service (named by `Builder::name`) around everything the task does.
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
     /// The last handle is gone: end once the machine has stopped.
     shutdown: bool,
     /// Set once the task has ended (answered everything, published the end).
@@ -117,7 +126,7 @@ impl<R, H, E> Task<R, H, E>
 where
     R: Runtime,
     H: Clone + Send + Sync + 'static,
-    E: Send + Sync + 'static,
+    E: std::error::Error + Send + Sync + 'static,
 {
     pub(crate) fn new(
         runtime: R,
@@ -126,6 +135,12 @@ where
         connect: ConnectFn<H, E>,
         prepare: Option<PrepareFn<H, E>>,
     ) -> Self {
+        #[cfg(feature = "tracing")]
+        let span = tracing::info_span!(
+            target: "redial",
+            "redial",
+            service = %shared.name().unwrap_or("")
+        );
         Task {
             runtime,
             shared,
@@ -140,6 +155,10 @@ where
             timer: None,
             waiters: Pending::new(),
             stops: Pending::new(),
+            loss: None,
+            failure: None,
+            #[cfg(feature = "tracing")]
+            span,
             shutdown: false,
             ended: false,
             published: Status::NEW,
@@ -151,6 +170,19 @@ where
     /// Feeds one input (and registers its answer channel, if it issues an id), then
     /// performs its actions. Returns `false` if the service ended.
     fn feed(&mut self, input: Input<E>, register: Option<Register<H, E>>) -> bool {
+        let about = match &input {
+            Input::ConnectionMade { attempt }
+            | Input::ConnectionFailed { attempt, .. }
+            | Input::ConnectCancelled { attempt }
+            | Input::PrepareSucceeded { attempt }
+            | Input::PrepareFailed { attempt, .. }
+            | Input::Panicked { attempt, .. }
+            | Input::ClientDisconnected { attempt } => Some(*attempt),
+            _ => self.machine.current_attempt(),
+        };
+        let before = (self.machine.state(), self.machine.connection());
+        let losses = self.machine.counters().losses;
+        self.failure = None;
         let mut actions = core::mem::take(&mut self.actions);
         let machine = &mut self.machine;
         let fed = catch_unwind(AssertUnwindSafe(|| {
@@ -170,8 +202,26 @@ where
                 // Published before any answer goes out, so that whoever an answer
                 // wakes reads the state that answered it.
                 self.publish();
+                if self.machine.counters().losses > losses {
+                    let attempt = about.unwrap_or(AttemptId::from_raw(u64::MAX));
+                    let reason = match self.loss.take() {
+                        Some((lost, reason)) if lost == attempt => reason,
+                        _ => Loss::Closed,
+                    };
+                    self.tell(Event::Lost { attempt, reason });
+                }
+                let after = (self.machine.state(), self.machine.connection());
+                if let (State::Connected, Some(attempt)) = after {
+                    if after != before {
+                        let generation = self.machine.counters().connections;
+                        self.tell(Event::Connected {
+                            attempt,
+                            generation,
+                        });
+                    }
+                }
                 for action in actions.drain() {
-                    self.perform(action);
+                    self.perform(action, about);
                 }
                 self.actions = actions;
                 true
@@ -218,9 +268,11 @@ where
     /// Performs one action. An outcome the machine must hear about is queued in
     /// `reports`. An action about something the task knows is gone needs nothing:
     /// its report has been fed or is queued already.
-    fn perform(&mut self, action: Action<E>) {
+    /// `about`: the attempt the input was about, for the events.
+    fn perform(&mut self, action: Action<E>, about: Option<AttemptId>) {
         match action {
             Action::Connect { attempt } => {
+                self.tell(Event::AttemptStarted { attempt });
                 let connect = &mut self.connect;
                 match catch_unwind(AssertUnwindSafe(connect)) {
                     Ok(future) => {
@@ -273,14 +325,13 @@ where
                 kind: _kind,
                 delay,
             } => {
-                event!(debug, timer = %timer, kind = ?_kind, delay = ?delay, "timer scheduled");
                 if _kind == crate::actions::TimerKind::Retry {
-                    event!(
-                        info,
-                        failed_attempts = self.machine.failed_attempts(),
-                        delay = ?delay,
-                        "retry scheduled"
-                    );
+                    self.tell(Event::RetryScheduled {
+                        delay,
+                        failed_attempts: self.machine.failed_attempts(),
+                    });
+                } else {
+                    event!(trace, timer = %timer, kind = ?_kind, delay = ?delay, "timer armed");
                 }
                 if delay.is_zero() {
                     // No trip through the runtime's timer (Tokio's rounds up to 1 ms):
@@ -299,6 +350,14 @@ where
             Action::NotifyWaiters { attempt, waiters } => self.notify(attempt, &waiters),
             Action::DeliverFailure { waiters, failure } => {
                 let last = Arc::new(failure);
+                self.failure = Some(Arc::clone(&last));
+                if let Some(attempt) = about {
+                    self.tell(Event::AttemptFailed {
+                        attempt,
+                        failure: Arc::clone(&last),
+                        consecutive_failures: self.machine.failed_attempts(),
+                    });
+                }
                 // A failure delivered as the machine stops is the policy giving up
                 // (a `GaveUp` action follows); otherwise a threshold was reached.
                 let error = if self.machine.state() == State::Stopped {
@@ -321,15 +380,18 @@ where
                     });
             }
             Action::FinishStopping { stops } => {
+                self.tell(Event::Stopped);
                 self.stops
                     .take_ids(stops.iter().map(|s: &StopId| s.raw()), |tx| {
                         let _ = tx.send(());
                     });
             }
-            Action::GaveUp {
-                failed_attempts: _failed,
-            } => {
-                event!(warn, failed_attempts = _failed, "retry policy gave up");
+            Action::GaveUp { failed_attempts } => {
+                let last = self.failure.take();
+                self.tell(Event::GaveUp {
+                    failed_attempts,
+                    last,
+                });
             }
         }
     }
@@ -339,11 +401,11 @@ where
         // The machine only names the connection the task holds. (Were it missing,
         // dropping the senders would answer the waiters rather than hang them.)
         let conn = self.conn.as_ref().filter(|c| c.attempt == attempt);
-        let mut broken: Option<Arc<Failure<E>>> = None;
+        let mut broken: Option<(Panic, Arc<Failure<E>>)> = None;
         self.waiters
             .take_ids(waiters.iter().map(|w| w.raw()), |tx| {
                 let Some(conn) = conn else { return };
-                if let Some(failure) = &broken {
+                if let Some((_, failure)) = &broken {
                     return answer(tx, Err(Error::Failed(Arc::clone(failure))));
                 }
                 match catch_unwind(AssertUnwindSafe(|| conn.handle.clone())) {
@@ -353,14 +415,15 @@ where
                         // waiter and the rest fail with the panic; it is closed as lost.
                         let panic = Panic::new(PanicSite::Handle, panic_message(&*payload));
                         event!(error, attempt = %attempt, %panic, "handle clone panicked");
-                        let failure = Arc::new(Failure::Panicked(panic));
+                        let failure = Arc::new(Failure::Panicked(panic.clone()));
                         answer(tx, Err(Error::Failed(Arc::clone(&failure))));
-                        broken = Some(failure);
+                        broken = Some((panic, failure));
                     }
                 }
             });
-        if broken.is_some() {
+        if let Some((panic, _)) = broken {
             contain_drop(self.conn.take());
+            self.loss = Some((attempt, Loss::Panicked(panic)));
             self.reports
                 .push_back(Input::ClientDisconnected { attempt });
         }
@@ -393,8 +456,8 @@ where
                 if !current {
                     return true;
                 }
-                event!(warn, attempt = %attempt, "connection closed by disconnect");
                 contain_drop(self.conn.take());
+                self.loss = Some((attempt, Loss::Disconnected));
                 self.feed(Input::ClientDisconnected { attempt }, None)
             }
             Command::Shutdown => {
@@ -487,18 +550,16 @@ where
                         event!(error, attempt = %attempt, %panic, "connection driver panicked");
                         Input::Panicked { attempt, panic }
                     }
-                    _result => {
+                    Err(payload) => {
                         contain_drop(self.conn.take());
-                        if let Err(_payload) = &_result {
-                            event!(
-                                error,
-                                attempt = %attempt,
-                                panic = %panic_message(&**_payload),
-                                "connection driver panicked: connection lost"
-                            );
-                        } else if self.machine.connection() == Some(attempt) {
-                            event!(warn, attempt = %attempt, "connection lost");
-                        }
+                        let panic = Panic::new(PanicSite::Connection, panic_message(&*payload));
+                        event!(error, attempt = %attempt, %panic, "connection driver panicked");
+                        self.loss = Some((attempt, Loss::Panicked(panic)));
+                        Input::ClientDisconnected { attempt }
+                    }
+                    Ok(reason) => {
+                        contain_drop(self.conn.take());
+                        self.loss = Some((attempt, reason));
                         Input::ClientDisconnected { attempt }
                     }
                 };
@@ -517,7 +578,57 @@ where
         false
     }
 
-    // ----- status and the end ----------------------------------------------------------
+    // ----- status, events and the end --------------------------------------------------
+
+    /// Logs an event (with `tracing`, at a level that fits it) and hands it to the
+    /// subscribers.
+    fn tell(&mut self, event: Event<E>) {
+        #[cfg(feature = "tracing")]
+        match &event {
+            Event::AttemptStarted { attempt } => {
+                tracing::debug!(target: "redial", %attempt, "attempt started")
+            }
+            Event::AttemptFailed {
+                attempt,
+                failure,
+                consecutive_failures,
+            } => {
+                // One failure is business as usual; several in a row deserve a look.
+                let error = super::log::Chain(&**failure);
+                if *consecutive_failures <= 1 {
+                    tracing::info!(target: "redial", %attempt, %error, consecutive_failures, "attempt failed")
+                } else {
+                    tracing::warn!(target: "redial", %attempt, %error, consecutive_failures, "attempt failed")
+                }
+            }
+            Event::RetryScheduled {
+                delay,
+                failed_attempts,
+            } => {
+                tracing::debug!(target: "redial", ?delay, failed_attempts, "retry scheduled")
+            }
+            Event::Connected {
+                attempt,
+                generation,
+            } => tracing::info!(target: "redial", %attempt, generation, "connected"),
+            Event::Lost { attempt, reason } => {
+                let reason = super::log::Chain(reason);
+                tracing::warn!(target: "redial", %attempt, %reason, "connection lost")
+            }
+            Event::GaveUp {
+                failed_attempts,
+                last,
+            } => {
+                let error = last
+                    .as_deref()
+                    .map(|f| std::string::ToString::to_string(&super::log::Chain(f)));
+                tracing::error!(target: "redial", failed_attempts, error, "the retry policy gave up")
+            }
+            Event::Stopped => tracing::info!(target: "redial", "stopped"),
+            Event::Ended(_) | Event::Missed { .. } => {}
+        }
+        self.emit(event);
+    }
 
     /// Publishes the machine's status for the handles, if it changed.
     fn publish(&mut self) {
@@ -534,9 +645,6 @@ where
         };
         if status == self.published {
             return;
-        }
-        if status.state == State::Connected && self.published.state != State::Connected {
-            event!(info, attempt = ?status.connection, "connected");
         }
         self.published = status;
         let watch = {
@@ -603,6 +711,31 @@ where
 }
 
 impl<R: Runtime, H, E> Task<R, H, E> {
+    /// Hands an event to the subscribers (if anyone ever subscribed), and keeps the
+    /// last failure and the last loss for the handles.
+    fn emit(&mut self, event: Event<E>) {
+        let replaced = match &event {
+            Event::AttemptFailed { failure, .. } => {
+                let mut mailbox = self.shared.lock();
+                let old = mailbox.last_failure.replace(Arc::clone(failure));
+                drop(mailbox);
+                (old, None)
+            }
+            Event::Lost { reason, .. } => {
+                let mut mailbox = self.shared.lock();
+                let old = mailbox.last_loss.replace(reason.clone());
+                drop(mailbox);
+                (None, old)
+            }
+            _ => (None, None),
+        };
+        // What they held (your error, in a failure) is dropped outside the lock.
+        contain_drop(replaced);
+        if let Some(events) = self.shared.events() {
+            events.publish(event);
+        }
+    }
+
     /// The task ends: close what is open, answer everything pending, and tell the
     /// handles, so that nothing waits for a task that is gone.
     fn end(&mut self, why: Ended) {
@@ -610,6 +743,14 @@ impl<R: Runtime, H, E> Task<R, H, E> {
             return;
         }
         self.ended = true;
+        #[cfg(feature = "tracing")]
+        match &why {
+            Ended::Dropped => tracing::debug!(target: "redial", "the service ended: dropped"),
+            Ended::RuntimeGone => {
+                tracing::warn!(target: "redial", "the service ended: {why}")
+            }
+            _ => tracing::error!(target: "redial", "the service ended: {why}"),
+        }
         let (commands, watch) = {
             let mut mailbox = self.shared.lock();
             mailbox.ended = Some(why.clone());
@@ -644,6 +785,10 @@ impl<R: Runtime, H, E> Task<R, H, E> {
         if let Some(watch) = watch {
             watch.publish(State::Stopped, true);
         }
+        self.emit(Event::Ended(why));
+        if let Some(events) = self.shared.events() {
+            events.close();
+        }
     }
 }
 
@@ -674,7 +819,7 @@ impl<R, H, E> Future for TaskFuture<R, H, E>
 where
     R: Runtime,
     H: Clone + Send + Sync + 'static,
-    E: Send + Sync + 'static,
+    E: std::error::Error + Send + Sync + 'static,
 {
     type Output = ();
 
@@ -683,6 +828,10 @@ where
         if task.ended {
             return Poll::Ready(());
         }
+        #[cfg(feature = "tracing")]
+        let span = task.span.clone();
+        #[cfg(feature = "tracing")]
+        let _entered = span.enter();
         match catch_unwind(AssertUnwindSafe(|| task.run(cx))) {
             Ok(poll) => poll,
             Err(payload) => {
