@@ -301,7 +301,16 @@ impl<E> Publisher<E> {
 
 /// A subscription to a service's events: a [`Stream`] of [`Event`]s, from
 /// [`ClientService::events`](super::ClientService::events). It ends after
-/// [`Event::Ended`]. See the [module docs](self) for the delivery rules.
+/// [`Event::Ended`].
+///
+/// A subscriber that keeps up sees every event, in order: a quick
+/// `Connected → Lost → Connected` flip is three events, never coalesced (use
+/// [`StateWatch`](super::StateWatch) for the latest state instead). Events wait
+/// in a ring of fixed size
+/// ([`Builder::events_capacity`](super::Builder::events_capacity), 64 by default):
+/// a subscriber that falls further behind loses the oldest and is told how many
+/// with [`Event::Missed`]; it never blocks the service and never makes it hold
+/// more than the ring. While nobody subscribes, nothing is kept.
 #[must_use = "streams do nothing unless polled"]
 pub struct Events<E> {
     rx: async_broadcast::Receiver<Event<E>>,
