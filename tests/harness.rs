@@ -477,9 +477,12 @@ fn scripted_panics_in_a_task_are_contained_by_the_runtime() {
 
 // ----- a real ClientService on the harness ---------------------------------------
 
+/// A service on `net`, with Twisted's reset of the backoff on every connection
+/// (not the builder's default), so the delays below are the policy's own.
 fn service(rt: &ManualRuntime, net: &Net) -> Service {
     ClientService::builder(rt.clone(), net.connector())
         .policy(backoff())
+        .reset_backoff_after(None)
         .start()
         .unwrap()
 }
@@ -659,6 +662,7 @@ fn prepare_steps_decide_the_connection() {
         .prepare(net.prepare_hook())
         .prepare_timeout(secs(3))
         .policy(backoff())
+        .reset_backoff_after(None)
         .start()
         .unwrap();
     rt.run_until_idle();
@@ -914,4 +918,53 @@ proptest! {
         rt.run_until_idle();
         prop_assert_eq!(rt.tasks(), 0);
     }
+}
+
+/// Connections a peer that accepts and drops at once gets in ten virtual minutes.
+fn flaps_in_ten_minutes(reset_backoff_after: Option<Option<Duration>>) -> usize {
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    let builder = ClientService::builder(rt.clone(), net.connector());
+    // The builder's defaults, or the reset asked for.
+    let builder = match reset_backoff_after {
+        Some(reset) => builder.reset_backoff_after(reset),
+        None => builder,
+    };
+    // Every attempt connects; every connection is dropped at once.
+    net.push_connects((0..1000).map(|_| ConnectOutcome::Succeed));
+    let service = builder.start().unwrap();
+    while rt.now() < secs(600) {
+        rt.run_until_idle();
+        for conn in net.open() {
+            net.lose(conn);
+        }
+        rt.run_until_idle();
+        if rt.advance_to_next_timer().is_none() {
+            break;
+        }
+    }
+    let flaps = net.connections();
+    drop(service);
+    rt.run_until_idle();
+    flaps
+}
+
+/// The builder's default resets the backoff only after 5 s up: an accept-and-drop
+/// peer is backed off like a refusing one, instead of being hit at the first delay
+/// for ever. (Run with `--nocapture` for the figures.)
+#[test]
+fn an_accept_and_drop_peer_is_backed_off_by_default() {
+    let by_default = flaps_in_ten_minutes(None);
+    let at_once = flaps_in_ten_minutes(Some(None));
+    println!(
+        "accept-and-drop peer, 600 s of virtual time, default policy: {by_default} connections \
+         ({:.3}/s) with the builder's default reset, {at_once} ({:.3}/s) resetting on connect",
+        by_default as f64 / 600.0,
+        at_once as f64 / 600.0
+    );
+    // Twisted's backoff (1 s × 1.5ⁿ, capped at 60 s, up to 1 s of jitter): with the
+    // default, the delays grow to the cap: 11 to reach it, then one a minute.
+    assert!((15..=25).contains(&by_default), "{by_default}");
+    // Resetting on connect, every delay is the first one (1.5 s to 2.5 s).
+    assert!(at_once >= 240, "{at_once}");
 }

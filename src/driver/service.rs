@@ -47,6 +47,10 @@ pub struct Builder<R, H, E> {
 /// Events kept for a subscriber that has not read them yet.
 const EVENTS_CAPACITY: usize = 64;
 
+/// How long a connection must stay up before the service resets its backoff, unless
+/// [`Builder::reset_backoff_after`] says otherwise; see there for why.
+pub const DEFAULT_RESET_BACKOFF_AFTER: Duration = Duration::from_secs(5);
+
 impl<R, H, E> fmt::Debug for Builder<R, H, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
@@ -80,7 +84,10 @@ where
     }
 
     /// Sets the retry policy (default: [`Backoff::default`], Twisted's backoff with
-    /// a random jitter seed). Any [`RetryPolicy`] works, e.g. `|_| Duration::ZERO`.
+    /// a random jitter seed). Any [`RetryPolicy`] works, a closure too, e.g.
+    /// `|failures| Duration::from_millis(100) * failures.min(50)` (100 ms more per
+    /// consecutive failure, at most 5 s). Prefer a policy whose delays grow: one
+    /// that retries at once (`|_| Duration::ZERO`) hammers a peer that keeps failing.
     ///
     /// The policy runs in the service's task. If it panics, the service ends with
     /// [`Ended::PolicyPanicked`].
@@ -119,10 +126,19 @@ where
         self
     }
 
-    /// Resets the failure counter only once a connection has stayed up for `delay`,
-    /// so a peer that accepts and drops at once cannot cause a tight loop.
-    pub fn reset_backoff_after(mut self, delay: Duration) -> Self {
-        self.config.reset_backoff_after = Some(delay);
+    /// Resets the failure counter (and so the backoff) only once a connection has
+    /// stayed up for `delay`; `None` resets it as soon as a connection is made, as
+    /// Twisted does (and as the bare [`Machine`] does by default).
+    ///
+    /// The service's default is [`DEFAULT_RESET_BACKOFF_AFTER`] (5 s): a peer that
+    /// accepts and then drops the connection at once (a crashing server behind a
+    /// proxy, a full accept queue, a "too many clients" greeting) would otherwise
+    /// reset the backoff on every connection and be hammered at the policy's first
+    /// delay for ever; with it, such flaps keep counting as failures and the delays
+    /// grow. A connection that stays up 5 s is very likely healthy, and 5 s is short
+    /// next to a typical backoff cap, so a real recovery resets quickly.
+    pub fn reset_backoff_after(mut self, delay: impl Into<Option<Duration>>) -> Self {
+        self.config.reset_backoff_after = delay.into();
         self
     }
 
@@ -236,7 +252,10 @@ where
             }),
             prepare: None,
             policy: None,
-            config: Config::default(),
+            config: Config {
+                reset_backoff_after: Some(DEFAULT_RESET_BACKOFF_AFTER),
+                ..Config::default()
+            },
             name: None,
             events_capacity: EVENTS_CAPACITY,
         }
