@@ -27,7 +27,7 @@
 //! `tokio_postgres::connect(..).await.map(|(client, conn)| (Arc::new(client), conn))`.
 //! A message transport, a `Stream + Sink` such as tokio-tungstenite's
 //! `WebSocketStream` or tokio-util's `Framed`, goes through
-//! [`driver::messages`](crate::driver::messages).
+//! [`driver::messages`].
 
 use core::pin::Pin;
 use core::task::{ready, Context, Poll};

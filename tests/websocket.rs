@@ -155,14 +155,11 @@ async fn echo_connection(tcp: TcpStream) {
         return;
     };
     while let Some(Ok(message)) = ws.next().await {
-        match message {
-            Message::Text(_) | Message::Binary(_) => {
-                if ws.send(message).await.is_err() {
-                    return;
-                }
-            }
-            Message::Close(_) => return,
-            _ => {}
+        if message.is_close() {
+            return;
+        }
+        if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+            return;
         }
     }
 }
