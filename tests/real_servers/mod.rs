@@ -27,12 +27,6 @@ pub fn require<T>(what: &str, package: &str, services: &[&str], find: impl Fn() 
     if let Some(found) = find() {
         return found;
     }
-    // One installer at a time, across threads and processes; whoever waited finds
-    // the program installed by the one before.
-    let _lock = install_lock();
-    if let Some(found) = find() {
-        return found;
-    }
     let how = match Privilege::get() {
         Some(how) => how,
         None => panic!(
@@ -42,6 +36,12 @@ pub fn require<T>(what: &str, package: &str, services: &[&str], find: impl Fn() 
              `sudo apt-get install -y --no-install-recommends {package}` (.ci/run does)."
         ),
     };
+    // One installer at a time, across threads and processes; whoever waited finds
+    // the program installed by the one before.
+    let _lock = install_lock();
+    if let Some(found) = find() {
+        return found;
+    }
     eprintln!("{what} is not installed: installing Debian's `{package}` package ...");
     if let Err(e) = apt_install(how, package) {
         panic!(
@@ -150,11 +150,15 @@ fn tail(out: &Output) -> String {
 /// A lock over installing packages, held until dropped.
 fn install_lock() -> File {
     let path = std::env::temp_dir().join("redial-tests-apt.lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
+    // Read-only is enough to lock (and works on a lock file another user made).
+    let file = File::open(&path)
+        .or_else(|_| {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        })
         .unwrap_or_else(|e| panic!("cannot open the lock file {}: {e}", path.display()));
     // `File::lock` is Rust 1.89: fine here, the MSRV (1.88) is the library's; the
     // tests build with stable.
