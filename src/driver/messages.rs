@@ -820,11 +820,18 @@ impl<T, Out, In, E, Es> MessagesDriver<T, Out, In, E, Es> {
     /// The connection is lost: record why, drop the transport, wake everyone.
     fn lose(&mut self, reason: Disconnected<E, Es>) -> Poll<()> {
         let mut state = self.shared.lock();
-        if state.end.is_none() {
-            state.end = Some(reason);
-        }
+        // (If it were set already, the new reason, and the error in it, is dropped
+        // outside the lock.)
+        let unused = match state.end {
+            None => {
+                state.end = Some(reason);
+                None
+            }
+            Some(_) => Some(reason),
+        };
         state.take_send_wakers(&mut self.wake);
         drop(state);
+        drop(unused);
         drop(self.transport.take());
         self.wake_all();
         Poll::Ready(())
