@@ -55,7 +55,7 @@ where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = Result<C, E>> + Send + 'static,
     C: Connection,
-    E: std::error::Error + Send + Sync + 'static,
+    E: core::fmt::Display + Send + Sync + 'static,
 {
     ClientService::builder(Smol, connector)
 }

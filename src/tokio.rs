@@ -25,6 +25,9 @@
 //!
 //! A `(handle, driver future)` pair works as is, e.g. tokio-postgres:
 //! `tokio_postgres::connect(..).await.map(|(client, conn)| (Arc::new(client), conn))`.
+//! A message transport, a `Stream + Sink` such as tokio-tungstenite's
+//! `WebSocketStream` or tokio-util's `Framed`, goes through
+//! [`driver::messages`].
 
 use core::pin::Pin;
 use core::task::{ready, Context, Poll};
@@ -71,7 +74,7 @@ where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = Result<C, E>> + Send + 'static,
     C: Connection,
-    E: std::error::Error + Send + Sync + 'static,
+    E: core::fmt::Display + Send + Sync + 'static,
 {
     ClientService::builder(Tokio, connector)
 }

@@ -7,7 +7,9 @@
 //! The tests run one at a time (they count this process's file descriptors), and
 //! each is bounded by a timeout.
 //!
-//! Needs `redis-server` on the PATH (`apt-get install -y redis-server`).
+//! Needs `redis-server`: when it is not on the PATH the tests install Debian's
+//! `redis-server` package themselves (as root or with passwordless sudo), and fail
+//! naming the package otherwise (see `real_servers`).
 //! Run: `cargo test --features tokio --test redis -- --nocapture` (prints figures).
 
 #![cfg(feature = "tokio")]

@@ -21,7 +21,7 @@
 //! # Connections
 //!
 //! Your connector is an async closure that returns a [`Connection`] or an error.
-//! Two shapes are supported:
+//! Three shapes are supported:
 //!
 //! * a **`(handle, driver future)` pair**, as returned by tokio-postgres, hyper or
 //!   h2: the service runs the driver future inside its task, hands clones of the
@@ -32,11 +32,56 @@
 //!   adapter, e.g. [`redial::tokio::stream`](crate::tokio::stream), or
 //!   [`stream`] for `futures-io` streams), which gives a [`SharedStream`] handle and a
 //!   driver future that notices when the peer closes or the stream fails.
+//! * a **message transport**, a `Stream + Sink` such as tokio-tungstenite's
+//!   `WebSocketStream` or tokio-util's `Framed`: wrap it with [`messages`], which
+//!   gives a cloneable [`Messages`] handle (`send(out).await`, `recv().await`) and
+//!   a driver future that pumps both ways and ends when the transport is lost (see
+//!   [Message transports](#message-transports)).
 //!
 //! Either way the service learns of every loss the driver future notices without
 //! you reporting it (for the ones it cannot notice, see
 //! [`ClientService::disconnect`]), and closes the connection (drops the driver
 //! future) when the machine asks.
+//!
+//! # Message transports
+//!
+//! Anything that is a `Stream<Item = Result<In, E>>` and a `Sink<Out, Error = Es>`
+//! (the futures traits) becomes a connection with [`messages`], with no request
+//! channel, reply queue or `select!` loop of your own:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+//!
+//! let service = redial::tokio::builder(|| async {
+//!     let (ws, _) = tokio_tungstenite::connect_async("ws://127.0.0.1:9001").await?;
+//!     Ok::<_, WsError>(redial::driver::messages(ws))
+//! })
+//! .start()?;
+//!
+//! let ws = service.when_connected().await?; // a `Messages<Message, Message, WsError>`
+//! ws.send(Message::text("hello")).await?; // resolves once written and flushed
+//! let reply = ws.recv().await?; // the next message, whoever sent the request
+//! # drop(reply); Ok(()) }
+//! ```
+//!
+//! * [`Messages::send`] resolves once the message is in the transport and the sink
+//!   is flushed; it fails with a [`SendError`] (with the message back if it never
+//!   reached the sink) once the connection is gone.
+//! * [`Messages::recv`] takes the next received message. Each message goes to one
+//!   receiver; with several, which one gets it is unspecified (fan out yourself if
+//!   every receiver needs every message).
+//! * The incoming queue is bounded ([`Messages::DEFAULT_CAPACITY`], or
+//!   [`messages_with_capacity`]): when nobody receives, the driver stops reading
+//!   the transport (the peer is slowed by its flow control); nothing grows without
+//!   bound, and the end of the stream is noticed once someone receives again.
+//! * On a loss (the stream ends or fails, the sink fails) the driver ends: the
+//!   service reconnects. The messages received before it can still be received,
+//!   then `recv` reports the [`Disconnected`] reason.
+//! * When the service closes the connection (`stop()`, `disconnect(id)`), the
+//!   transport is dropped at once and every pending and later `send` and `recv`
+//!   fails with [`Disconnected::Closed`]: nothing waits for a connection that is
+//!   gone.
 //!
 //! # The run model: what runs where
 //!
@@ -117,6 +162,7 @@ mod connection;
 mod error;
 mod events;
 mod log;
+mod messages;
 mod pending;
 mod runtime;
 mod service;
@@ -128,8 +174,15 @@ mod watch;
 pub use connection::Connection;
 pub use error::{BuildError, Ended, Error, SpawnError};
 pub use events::{DriverOutput, Event, Events, Loss};
+pub use messages::{
+    messages, messages_with_capacity, Disconnected, Messages, MessagesDriver, RecvMessage,
+    SendError, SendMessage,
+};
 pub use runtime::Runtime;
-pub use service::{Builder, ClientService, Stopping, WhenConnected, WhenConnectedWithId};
+pub use service::{
+    Builder, ClientService, Stopping, WhenConnected, WhenConnectedWithId,
+    DEFAULT_RESET_BACKOFF_AFTER,
+};
 #[allow(unused_imports)]
 pub(crate) use stream::with_reader;
 pub use stream::{stream, SharedStream, StreamDriver, StreamGuard, StreamLock};

@@ -65,7 +65,7 @@ impl<R, H, E> Builder<R, H, E>
 where
     R: Runtime,
     H: Clone + Send + Sync + 'static,
-    E: std::error::Error + Send + Sync + 'static,
+    E: core::fmt::Display + Send + Sync + 'static,
 {
     /// Names the service: its `tracing` events are emitted inside a span
     /// `redial{service = name}`, and its `Debug` shows the name. Useful when a
@@ -99,6 +99,26 @@ where
     /// Runs `prepare` on each new connection (with a clone of its handle) before
     /// anyone is told it exists. An error (or a panic) closes the connection and
     /// counts as a failed attempt (it is retried).
+    ///
+    /// The hook's error type is the connector's `E`, so a hook ending in `Ok(())`
+    /// needs no annotation. For a hook whose error is another type that converts
+    /// into `E`, use [`prepare_err_into`](Builder::prepare_err_into).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// let service = redial::tokio::builder(|| async {
+    ///     let tcp = tokio::net::TcpStream::connect("127.0.0.1:7000").await?;
+    ///     Ok::<_, std::io::Error>(redial::tokio::stream(tcp))
+    /// })
+    /// .prepare(|conn| async move {
+    ///     conn.lock().await?.write_all(b"HELLO\n").await?;
+    ///     Ok(())
+    /// })
+    /// .start()?;
+    /// # drop(service); Ok(()) }
+    /// ```
     pub fn prepare<P, Fut>(mut self, mut prepare: P) -> Self
     where
         P: FnMut(H) -> Fut + Send + 'static,
@@ -106,6 +126,56 @@ where
     {
         self.prepare = Some(Box::new(move |handle| -> BoxFuture<Result<(), E>> {
             Box::pin(prepare(handle))
+        }));
+        self.config.prepare = true;
+        self
+    }
+
+    /// As [`prepare`](Builder::prepare), for a hook whose error type `PE` is not the
+    /// connector's `E` but converts into it (`PE: Into<E>`): its error is converted
+    /// with `Into` and reaches waiters as
+    /// [`Failure::Prepare`](crate::Failure::Prepare).
+    ///
+    /// (`prepare` itself keeps the exact `E`: with a free error type, a hook whose
+    /// body ends in a plain `Ok(())` could not have its error type inferred.)
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    ///
+    /// /// What the prepare step reports: its own error type.
+    /// #[derive(Debug)]
+    /// struct WrongServer(String);
+    ///
+    /// impl From<WrongServer> for std::io::Error {
+    ///     fn from(e: WrongServer) -> Self {
+    ///         std::io::Error::other(format!("not the server we want: {}", e.0))
+    ///     }
+    /// }
+    ///
+    /// let service = redial::tokio::builder(|| async {
+    ///     let tcp = tokio::net::TcpStream::connect("127.0.0.1:7000").await?;
+    ///     Ok::<_, std::io::Error>((Arc::new(tcp.peer_addr()?), std::future::pending::<()>()))
+    /// })
+    /// .prepare_err_into(|peer: Arc<std::net::SocketAddr>| async move {
+    ///     if peer.port() == 7000 {
+    ///         Ok(())
+    ///     } else {
+    ///         Err(WrongServer(peer.to_string()))
+    ///     }
+    /// })
+    /// .start()?;
+    /// # drop(service); Ok(()) }
+    /// ```
+    pub fn prepare_err_into<P, Fut, PE>(mut self, mut prepare: P) -> Self
+    where
+        P: FnMut(H) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), PE>> + Send + 'static,
+        PE: Into<E> + 'static,
+    {
+        self.prepare = Some(Box::new(move |handle| -> BoxFuture<Result<(), E>> {
+            let prepared = prepare(handle);
+            Box::pin(async move { prepared.await.map_err(Into::into) })
         }));
         self.config.prepare = true;
         self
@@ -228,11 +298,13 @@ impl<H, E> Drop for ClientService<H, E> {
 impl<H, E> ClientService<H, E>
 where
     H: Clone + Send + Sync + 'static,
-    E: std::error::Error + Send + Sync + 'static,
+    E: core::fmt::Display + Send + Sync + 'static,
 {
     /// A builder for a service on `runtime` that opens connections with `connector`:
     /// an async closure returning a [`Connection`] (a `(handle, driver future)`
-    /// pair, or a stream wrapped by `stream`) or an error.
+    /// pair, or a stream wrapped by `stream`) or an error. The error type `E` must
+    /// be `Display` (the service logs failures with `tracing`); `io::Error`, your
+    /// client's error type, `Box<dyn Error + Send + Sync>` and `anyhow::Error` all are.
     pub fn builder<R, F, Fut, C>(runtime: R, mut connector: F) -> Builder<R, H, E>
     where
         R: Runtime,

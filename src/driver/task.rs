@@ -126,7 +126,7 @@ impl<R, H, E> Task<R, H, E>
 where
     R: Runtime,
     H: Clone + Send + Sync + 'static,
-    E: std::error::Error + Send + Sync + 'static,
+    E: core::fmt::Display + Send + Sync + 'static,
 {
     pub(crate) fn new(
         runtime: R,
@@ -819,7 +819,7 @@ impl<R, H, E> Future for TaskFuture<R, H, E>
 where
     R: Runtime,
     H: Clone + Send + Sync + 'static,
-    E: std::error::Error + Send + Sync + 'static,
+    E: core::fmt::Display + Send + Sync + 'static,
 {
     type Output = ();
 

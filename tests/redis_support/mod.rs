@@ -10,11 +10,15 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+#[path = "../real_servers/mod.rs"]
+mod real_servers;
+
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,15 +31,22 @@ const ADMIN_NAME: &str = "redial-harness-admin";
 /// How long a server may take to answer its first PING.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Is `redis-server` on the PATH? Tests fail with a clear message when it is not.
-pub fn require_redis_server() {
-    match Command::new("redis-server").arg("--version").output() {
-        Ok(out) if out.status.success() => {}
-        _ => panic!(
-            "redis-server is not installed: these tests start a real redis-server process. \
-             Install it with `apt-get install -y redis-server` (Debian), as .ci/run does."
-        ),
-    }
+/// The `redis-server` program: found on the PATH, or installed from Debian's
+/// `redis-server` package when it is missing (as root or with passwordless sudo; see
+/// `real_servers::require`). Panics with a clear message, naming the package, when
+/// it can be neither found nor installed: never a silent skip.
+pub fn require_redis_server() -> &'static Path {
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        real_servers::require("redis-server", "redis-server", &["redis-server"], || {
+            let path = real_servers::on_path("redis-server")?;
+            let works = Command::new(&path)
+                .arg("--version")
+                .output()
+                .is_ok_and(|out| out.status.success());
+            works.then_some(path)
+        })
+    })
 }
 
 /// A `redis-server` child process on a fixed port.
@@ -138,7 +149,7 @@ impl RedisServer {
 
     fn spawn_and_wait(&mut self) -> io::Result<()> {
         let log = self.dir.join(format!("redis-{}.log", self.port));
-        let mut child = Command::new("redis-server")
+        let mut child = Command::new(require_redis_server())
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])

@@ -1,0 +1,388 @@
+//! redial keeping a real PostgreSQL client (tokio-postgres: its `(Client,
+//! Connection)` pair, as is) connected to a real PostgreSQL server that really goes
+//! away.
+//!
+//! The test creates its own throwaway cluster (`initdb` in a temp dir, trust auth)
+//! and runs `postgres` on a free 127.0.0.1 port (see `postgres_support`; as the
+//! `postgres` user when the tests run as root). It kills the server with SIGKILL
+//! (postmaster and backends at once) and starts it again on the same port 50
+//! times, while several callers run queries through `when_connected`, and looks at
+//! the server from outside through `pg_stat_activity` on a separate, plain
+//! tokio-postgres connection. Every wait is bounded by a timeout.
+//!
+//! Needs PostgreSQL's binaries: when they are missing the test installs Debian's
+//! `postgresql` package itself (as root or with passwordless sudo) and fails naming
+//! the package otherwise. Run:
+//! `cargo test --features tokio --test postgres -- --nocapture` (prints figures).
+
+#![cfg(feature = "tokio")]
+
+mod postgres_support;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redial::driver::ClientService;
+use redial::policy::Backoff;
+use tokio_postgres::{Client, NoTls};
+
+use postgres_support::real_servers::{median_and_max, open_fds};
+use postgres_support::PgServer;
+
+/// The service: its handle is the tokio-postgres client (in an `Arc`: the client is
+/// not `Clone`), its error tokio-postgres's.
+type Pg = ClientService<Arc<Client>, tokio_postgres::Error>;
+
+/// The name the prepare step gives each session.
+const APP: &str = "redial-test";
+
+/// The connector: `tokio_postgres::connect` gives `(Client, Connection)`; the
+/// connection is the driver future, which ends when the connection is lost.
+async fn connect(
+    config: String,
+) -> Result<(Arc<Client>, impl Future<Output = ()> + Send + 'static), tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(&config, NoTls).await?;
+    Ok((Arc::new(client), async move {
+        let _ = connection.await;
+    }))
+}
+
+fn service(config: String) -> Pg {
+    redial::tokio::builder(move || connect(config.clone()))
+        .prepare(|client: Arc<Client>| async move {
+            client
+                .batch_execute("SET application_name = 'redial-test'")
+                .await
+        })
+        .policy(Backoff::new(Duration::from_millis(5), 2.0, Duration::from_millis(100)).unwrap())
+        .connect_timeout(Duration::from_secs(5))
+        .prepare_timeout(Duration::from_secs(5))
+        .start()
+        .expect("valid configuration")
+}
+
+/// One query through the service: wait for the connection, then `SELECT n + 1`.
+async fn query(pg: &Pg, n: i32) -> Result<i32, String> {
+    let client = pg.when_connected().await.map_err(|e| e.to_string())?;
+    let row = client
+        .query_one("SELECT $1::int4 + 1", &[&n])
+        .await
+        .map_err(|e| match e.as_db_error() {
+            Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+            None => e.to_string(),
+        })?;
+    let got: i32 = row.get(0);
+    if got != n + 1 {
+        return Err(format!("SELECT {n} + 1 answered {got}"));
+    }
+    Ok(got)
+}
+
+/// A plain tokio-postgres connection (not redial's) to look at the server from
+/// outside.
+struct Admin {
+    client: Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Admin {
+    async fn connect(server: &PgServer) -> Admin {
+        let config = format!("{} application_name=redial-harness-admin", server.config());
+        let (client, connection) = tokio_postgres::connect(&config, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("admin connection: {e}"));
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Admin { client, task }
+    }
+
+    /// Sessions named by our prepare step.
+    async fn sessions(&self) -> i64 {
+        self.client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&APP],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get(0)
+    }
+
+    /// Polls `sessions` until `ok` holds, or `limit` passes; returns the last count.
+    async fn wait_sessions(&self, limit: Duration, ok: impl Fn(i64) -> bool) -> i64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let n = self.sessions().await;
+            if ok(n) || Instant::now() > deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Polls `cond` until it holds; panics after `limit`.
+async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Runs a test body on its own multi-threaded Tokio runtime (2 workers), gone when
+/// this returns (so that file descriptors can be counted around it).
+fn run<F: Future<Output = ()>>(body: F) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(body);
+}
+
+/// Counts of the background queries.
+#[derive(Default)]
+struct Tally {
+    issued: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    hung: AtomicU64,
+    /// Issued and answered while the server was up (and had been reconnected to).
+    clean: AtomicU64,
+    clean_failed: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Phase of the restart loop: even = up and reconnected, odd = going down / down.
+static PHASE: AtomicU64 = AtomicU64::new(0);
+
+const RESTARTS: u32 = 50;
+const WORKERS: usize = 4;
+/// The bound on one query: past it, the query counts as hung.
+const HANG: Duration = Duration::from_secs(20);
+
+#[test]
+fn fifty_restarts_queries_flow_none_hangs_one_session_each_time_none_after_stop() {
+    let fds_outside = open_fds();
+    let started = Instant::now();
+    run(async {
+        let fds_before = open_fds();
+        let mut server = PgServer::start();
+        let setup = started.elapsed();
+        let pg = service(server.config());
+        let tally = Arc::new(Tally::default());
+        let stop_workers = Arc::new(AtomicBool::new(false));
+
+        let limit = Duration::from_secs(600);
+        tokio::time::timeout(limit, async {
+            assert_eq!(query(&pg, 1).await, Ok(2));
+            let admin = Admin::connect(&server).await;
+            assert_eq!(admin.sessions().await, 1, "one session, named by prepare");
+            drop(admin);
+
+            // Callers issuing queries throughout, each bounded.
+            let workers: Vec<_> = (0..WORKERS)
+                .map(|w| {
+                    let (pg, tally, stop) =
+                        (pg.clone(), Arc::clone(&tally), Arc::clone(&stop_workers));
+                    tokio::spawn(async move {
+                        let mut n = (w as i32) * 1_000_000;
+                        while !stop.load(Ordering::Relaxed) {
+                            n += 1;
+                            let phase = PHASE.load(Ordering::SeqCst);
+                            tally.issued.fetch_add(1, Ordering::SeqCst);
+                            let result = tokio::time::timeout(HANG, query(&pg, n)).await;
+                            let clean =
+                                phase.is_multiple_of(2) && PHASE.load(Ordering::SeqCst) == phase;
+                            match &result {
+                                Ok(Ok(_)) => {
+                                    tally.completed.fetch_add(1, Ordering::SeqCst);
+                                }
+                                Ok(Err(e)) => {
+                                    tally.failed.fetch_add(1, Ordering::SeqCst);
+                                    *tally.errors.lock().unwrap().entry(e.clone()).or_default() +=
+                                        1;
+                                    if clean {
+                                        eprintln!(
+                                            "a query issued and answered while up failed: {e}"
+                                        );
+                                    }
+                                }
+                                Err(_) => {
+                                    tally.hung.fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                            if clean {
+                                tally.clean.fetch_add(1, Ordering::SeqCst);
+                                if !matches!(result, Ok(Ok(_))) {
+                                    tally.clean_failed.fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                    })
+                })
+                .collect();
+
+            let mut sessions_after_restart = BTreeMap::<i64, u32>::new();
+            let mut recoveries = Vec::new();
+            let mut loss_seen = Vec::new();
+            let mut longest_outage_survived = Duration::ZERO;
+            for i in 0..RESTARTS {
+                let c0 = pg.counters();
+                // Down: SIGKILL, and wait for the service to see the loss.
+                PHASE.fetch_add(1, Ordering::SeqCst);
+                let killed = Instant::now();
+                server.kill();
+                eventually("the loss", Duration::from_secs(10), || {
+                    pg.counters().losses > c0.losses
+                })
+                .await;
+                loss_seen.push(killed.elapsed());
+
+                // A query issued during the outage: it must wait and succeed.
+                let waiter = tokio::spawn({
+                    let pg = pg.clone();
+                    async move { query(&pg, -1).await }
+                });
+                let outage = if i % 10 == 9 {
+                    Duration::from_millis(1000)
+                } else {
+                    Duration::from_millis(u64::from(i % 5) * 10)
+                };
+                tokio::time::sleep(outage).await;
+
+                // Up again on the same port (returns once it accepts connections):
+                // a query issued now must succeed; how long it takes is the recovery.
+                server.restart();
+                let up = server.ready_at().expect("accepting");
+                let r = tokio::time::timeout(Duration::from_secs(10), query(&pg, i as i32))
+                    .await
+                    .expect("the first query after the restart hung");
+                recoveries.push(up.elapsed());
+                assert_eq!(
+                    r,
+                    Ok(i as i32 + 1),
+                    "restart {i}: the first query after it failed"
+                );
+                let r = tokio::time::timeout(Duration::from_secs(10), waiter)
+                    .await
+                    .expect("the outage waiter hung")
+                    .unwrap();
+                assert_eq!(
+                    r,
+                    Ok(0),
+                    "restart {i}: the query issued during the outage failed"
+                );
+                longest_outage_survived = longest_outage_survived.max(killed.elapsed());
+                PHASE.fetch_add(1, Ordering::SeqCst);
+
+                // Queries issued now that the server is back all succeed.
+                for k in 0..3 {
+                    let r = tokio::time::timeout(Duration::from_secs(10), query(&pg, k))
+                        .await
+                        .expect("a query after the restart hung");
+                    assert_eq!(
+                        r,
+                        Ok(k + 1),
+                        "restart {i}: a query after the restart failed"
+                    );
+                }
+
+                // The server's view: exactly one session, ours, prepared.
+                let admin = Admin::connect(&server).await;
+                let n = admin.sessions().await;
+                *sessions_after_restart.entry(n).or_default() += 1;
+                assert_eq!(n, 1, "restart {i}: {n} sessions named {APP}");
+            }
+
+            stop_workers.store(true, Ordering::SeqCst);
+            for w in workers {
+                tokio::time::timeout(Duration::from_secs(30), w)
+                    .await
+                    .expect("a worker hung")
+                    .unwrap();
+            }
+            let c = pg.counters();
+
+            // stop(): once it resolves, the session goes away.
+            let admin = Admin::connect(&server).await;
+            let stopping = Instant::now();
+            tokio::time::timeout(Duration::from_secs(10), pg.stop())
+                .await
+                .expect("stop hung");
+            let stopped_in = stopping.elapsed();
+            let left = admin
+                .wait_sessions(Duration::from_secs(5), |n| n == 0)
+                .await;
+            let gone_in = stopping.elapsed();
+
+            let t = &tally;
+            let (issued, completed, failed, hung) = (
+                t.issued.load(Ordering::SeqCst),
+                t.completed.load(Ordering::SeqCst),
+                t.failed.load(Ordering::SeqCst),
+                t.hung.load(Ordering::SeqCst),
+            );
+            let (clean, clean_failed) = (
+                t.clean.load(Ordering::SeqCst),
+                t.clean_failed.load(Ordering::SeqCst),
+            );
+            let (rec_median, rec_worst) = median_and_max(&recoveries);
+            let (loss_median, loss_worst) = median_and_max(&loss_seen);
+            println!(
+                "postgres: {RESTARTS} restarts (SIGKILL, same port) in {:?} (cluster set up in \
+                 {setup:?}); queries from {WORKERS} callers: issued {issued}, completed \
+                 {completed}, failed {failed}, hung {hung}; issued and answered while up: \
+                 {clean} ({clean_failed} failed)",
+                started.elapsed()
+            );
+            println!(
+                "postgres: errors returned to callers: {:?}",
+                t.errors.lock().unwrap()
+            );
+            println!(
+                "postgres: recovery (server accepting -> first query through the service \
+                 answered): median {rec_median:?}, worst {rec_worst:?}; loss seen after the \
+                 SIGKILL: median {loss_median:?}, worst {loss_worst:?}; longest outage a \
+                 waiting query survived: {longest_outage_survived:?}"
+            );
+            println!(
+                "postgres: sessions named {APP} after each restart (sessions: restarts): \
+                 {sessions_after_restart:?}; after stop(): {left} (stop resolved in \
+                 {stopped_in:?}, session gone within {gone_in:?}); counters {c:?}"
+            );
+
+            assert_eq!(hung, 0, "queries hung");
+            assert_eq!(issued, completed + failed, "queries silently dropped");
+            assert_eq!(clean_failed, 0, "queries issued while up failed");
+            assert!(clean > 0);
+            assert_eq!(c.losses, u64::from(RESTARTS), "{c:?}");
+            assert_eq!(c.connections, u64::from(RESTARTS) + 1, "{c:?}");
+            assert_eq!(left, 0, "sessions left after stop()");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("test did not finish within {limit:?}"));
+
+        drop(pg);
+        drop(server);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let fds_after = open_fds();
+        println!("postgres: fds in the runtime: {fds_before} before, {fds_after} after");
+        assert_eq!(fds_after, fds_before, "file descriptors leaked");
+    });
+    let fds_end = open_fds();
+    println!("postgres: fds outside the runtime: {fds_outside} before, {fds_end} after");
+    assert_eq!(fds_end, fds_outside, "file descriptors leaked");
+}
