@@ -9,9 +9,42 @@
 //! "the prepare step in progress" or "the open connection", never on a raw number, so
 //! a step keeps its meaning when proptest removes the steps before it (a step that
 //! finds nothing to act on does nothing). After every step the runtime is run until
-//! idle, every future the test holds is polled once, and the invariants (see
-//! [`World::check`] and [`World::judge`]) are checked. A failure shrinks to a short
-//! script and prints what happened at each step.
+//! idle, every future the test holds is polled once, and the invariants are checked.
+//! A failure shrinks to a short script and prints what happened at each step.
+//!
+//! The invariants (each made precise where it is checked):
+//!
+//! 1. Waiters ([`World::judge`], [`World::check`]): every `when_connected` future is
+//!    answered at most once, and consistently with what happened: `Ok` only with the
+//!    connection open and current (the only one open, prepared, the service
+//!    `Connected`) when it was answered; `Failed` only past the waiter's threshold
+//!    (counted in failed attempts since it was made) or from a handle clone that
+//!    panicked; `GaveUp` only from a policy that gives up, once it has; `Stopped`
+//!    only after a stop or last-handle drop, or for a waiter made while stopped;
+//!    `Ended` only once the service has ended, for the reason it ended. The service's
+//!    `pending_waiters()` is exactly the futures the test holds neither answered nor
+//!    dropped, and a waiter with a threshold is pending only below it. At the end
+//!    every future not dropped has been answered.
+//! 2. Stops ([`World::judge_stop`]): a `stop` future resolves exactly when nothing
+//!    that was open when it was requested (attempt in flight, open connection) is
+//!    still open.
+//! 3. State ([`World::check`]): the published state agrees with the world (`Init`:
+//!    nothing ever tried; `Connecting`: one attempt in flight, or one connection
+//!    being prepared, and exactly the timeout timer configured for it; `Waiting`: no
+//!    attempt, no connection, one timer; `Connected`: one open connection, prepared,
+//!    no waiter pending; `Stopped`: nothing open, no timer, no waiter), the counters
+//!    count the world's attempts and connections, at most one attempt or connection
+//!    is open at a time, every outcome the world decided has been seen, and no
+//!    panic escaped the service. `disconnect` says yes exactly once for the open
+//!    connection, which is then closed; a refused one changes nothing.
+//! 4. The end ([`World::check`]): once the service has ended (last handle dropped,
+//!    policy panicked, runtime shut down) its task is gone, nothing is open, no timer
+//!    is left, every future has been answered, `state()` reads `Stopped` and
+//!    `ended()` says why.
+//! 5. Nothing hangs ([`World::finish`]): once virtual time has run out with no one
+//!    acting, a waiter is pending only for a service that waits on the world or
+//!    retries for ever; once the service is stopped (or its handles dropped), every
+//!    future resolves when driven.
 //!
 //! Cases: `REDIAL_DRIVER_PROPTEST_CASES`, else `REDIAL_PROPTEST_CASES`, else 2 000.
 
@@ -41,8 +74,8 @@ type Answer = Result<(AttemptId, NetHandle), Error<NetError>>;
 /// The message of the scripted policy's panic.
 const POLICY_PANIC: &str = "scripted policy panic";
 /// How long virtual time runs at the end of a case, with no one acting, before the
-/// service is stopped. Longer than any give-up takes: at most 4 failures, each within
-/// a 3 s timeout plus a 5 s delay.
+/// service is stopped. Longer than any give-up can take when every attempt times out:
+/// at most 4 failures, each within a 3 s timeout plus a 5 s delay.
 const TIME_RUNS_OUT: Duration = Duration::from_secs(60);
 
 fn ms(n: u64) -> Duration {
@@ -77,8 +110,8 @@ enum Step {
     DisconnectThenWhenConnected,
     /// Drops the `i`-th (modulo) `when_connected` future still pending: withdraws it.
     DropWaiter(usize),
-    /// Drops the `i`-th (modulo) `stop` future still pending (the stop stays made).
-    DropStop(usize),
+    /// `stop()` whose future is dropped at once: the stop is made all the same.
+    StopDroppedAtOnce,
     /// `disconnect(id)`, twice in a row.
     Disconnect(Target),
     /// Clones a handle.
@@ -118,6 +151,43 @@ enum Step {
     CloneHandlePanics(bool),
     /// The runtime shuts down (drops every task).
     RuntimeShutdown,
+    /// Two things at the same instant: the second happens before the service runs.
+    /// (The service performs requests before it looks at the world again.)
+    AtOnce(Event, Event),
+}
+
+/// What can happen at the same instant as something else ([`Step::AtOnce`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    Start,
+    Stop,
+    /// `when_connected()` (no threshold).
+    WhenConnected,
+    /// `Disconnect(Current)`.
+    Disconnect,
+    ConnectSucceeds,
+    ConnectFails,
+    PrepareSucceeds,
+    PrepareFails,
+    Lose,
+    Crash,
+}
+
+impl Event {
+    fn step(self) -> Step {
+        match self {
+            Event::Start => Step::Start,
+            Event::Stop => Step::Stop,
+            Event::WhenConnected => Step::WhenConnected { fail_after: None },
+            Event::Disconnect => Step::Disconnect(Target::Current),
+            Event::ConnectSucceeds => Step::ConnectSucceeds,
+            Event::ConnectFails => Step::ConnectFails,
+            Event::PrepareSucceeds => Step::PrepareSucceeds,
+            Event::PrepareFails => Step::PrepareFails,
+            Event::Lose => Step::Lose,
+            Event::Crash => Step::Crash,
+        }
+    }
 }
 
 /// The steps of a case, shown one numbered step a line.
@@ -200,7 +270,7 @@ fn step() -> impl Strategy<Value = Step> {
         4 => Just(Step::StopThenWhenConnected),
         6 => Just(Step::DisconnectThenWhenConnected),
         20 => (0usize..8).prop_map(Step::DropWaiter),
-        6 => (0usize..4).prop_map(Step::DropStop),
+        6 => Just(Step::StopDroppedAtOnce),
         20 => Just(Step::Disconnect(Target::Current)),
         8 => (0usize..4).prop_map(|i| Step::Disconnect(Target::Stale(i))),
         10 => Just(Step::CloneHandle),
@@ -220,6 +290,22 @@ fn step() -> impl Strategy<Value = Step> {
         8 => Just(Step::Crash),
         8 => any::<bool>().prop_map(Step::CloneHandlePanics),
         1 => Just(Step::RuntimeShutdown),
+        20 => (event(), event()).prop_map(|(a, b)| Step::AtOnce(a, b)),
+    ]
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        Just(Event::Start),
+        Just(Event::Stop),
+        Just(Event::WhenConnected),
+        Just(Event::Disconnect),
+        Just(Event::ConnectSucceeds),
+        Just(Event::ConnectFails),
+        Just(Event::PrepareSucceeds),
+        Just(Event::PrepareFails),
+        Just(Event::Lose),
+        Just(Event::Crash),
     ]
 }
 
@@ -254,7 +340,7 @@ fn setup() -> impl Strategy<Value = Setup> {
 
 // ----- the retry policy ------------------------------------------------------------
 
-/// Cycles through fixed delays; counts its calls and panics at the scripted one.
+/// Cycles through fixed delays.
 struct Delays(Vec<Duration>);
 
 impl RetryPolicy for Delays {
@@ -264,6 +350,8 @@ impl RetryPolicy for Delays {
     }
 }
 
+/// The policy the service runs: `Delays`, maybe in `GiveUpAfter`; counts its calls
+/// and its give-ups, and panics at the scripted call.
 struct ScriptedPolicy {
     inner: Box<dyn RetryPolicy + Send>,
     panic_at: Option<u32>,
@@ -351,6 +439,9 @@ enum Promise {
         open: Vec<usize>,
         attempts: usize,
     },
+    /// A stop was made: once idle, the service is stopped (the driver cancels and
+    /// closes at once, so a stop never waits for anything).
+    StoppedNow,
     /// The step itself saw a promise broken.
     Broken(String),
 }
@@ -367,6 +458,13 @@ struct World {
     give_ups: Arc<AtomicU32>,
     /// The step being performed (0: before the first).
     step: usize,
+    /// How a connection handed out in this step may have ended in the same step
+    /// (see `judge`).
+    may_end_in_step: Vec<ConnStatus>,
+    /// Ids passed to `disconnect` in this step.
+    disconnected_in_step: Vec<usize>,
+    /// This step ends with a `start` (after another request).
+    restart_in_step: bool,
     /// `stop()` calls and last-handle drops so far.
     stop_requests: usize,
     /// `stop_requests` as of the last time the runtime was idle (before this step).
@@ -375,6 +473,8 @@ struct World {
     give_ups_at_idle: u32,
     ended: Option<Why>,
     log: String,
+    /// Answers seen and not yet written to the log: (waiter, answer).
+    answers: Vec<(usize, String)>,
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -442,17 +542,40 @@ impl World {
             policy_calls: calls,
             give_ups,
             step: 0,
+            may_end_in_step: Vec::new(),
+            disconnected_in_step: Vec::new(),
+            restart_in_step: false,
             stop_requests: 0,
             stop_requests_at_idle: 0,
             give_ups_at_idle: 0,
             ended: None,
             log: String::new(),
+            answers: Vec::new(),
         }
     }
 
     fn note(&mut self, line: impl AsRef<str>) {
+        self.flush_answers();
         self.log.push_str(line.as_ref());
         self.log.push('\n');
+    }
+
+    /// Writes the answers seen to the log, a line per run of equal answers.
+    fn flush_answers(&mut self) {
+        let answers = std::mem::take(&mut self.answers);
+        for run in answers.chunk_by(|a, b| a.1 == b.1) {
+            let names = match run {
+                [(one, _)] => format!("waiter w{one}"),
+                [(first, _), .., (last, _)] if last - first + 1 == run.len() => {
+                    format!("waiters w{first}..=w{last}")
+                }
+                _ => {
+                    let names: Vec<String> = run.iter().map(|(n, _)| format!("w{n}")).collect();
+                    format!("waiters {}", names.join(", "))
+                }
+            };
+            let _ = writeln!(self.log, "    {names} answered {}", run[0].1);
+        }
     }
 
     fn handle(&self) -> Option<&Service> {
@@ -583,7 +706,11 @@ impl World {
                     future: Some(future),
                     waits_for: waits_for.clone(),
                 });
-                nothing(&format!("stop s{name} (open: {waits_for:?})"))
+                let what = format!("stop s{name} (open: {waits_for:?})");
+                match step {
+                    Step::Stop => (what, Promise::StoppedNow),
+                    _ => nothing(&what),
+                }
             }
             Step::WhenConnected { fail_after } => {
                 let fail_after = fail_after.and_then(|n| NonZeroU32::new(n.into()));
@@ -647,17 +774,14 @@ impl World {
                 self.waiters[n].future = None;
                 nothing(&format!("dropped waiter w{n}"))
             }
-            Step::DropStop(i) => {
-                let live: Vec<usize> = (0..self.stops.len())
-                    .filter(|&n| self.stops[n].future.is_some())
-                    .collect();
-                if live.is_empty() {
-                    return nothing("no stop pending: nothing");
+            Step::StopDroppedAtOnce => match self.handle() {
+                Some(h) => {
+                    drop(h.stop());
+                    self.stop_requests += 1;
+                    ("made a stop and dropped it".to_owned(), Promise::StoppedNow)
                 }
-                let n = live[i % live.len()];
-                self.stops[n].future = None;
-                nothing(&format!("dropped stop s{n}"))
-            }
+                None => nothing("no handle: nothing"),
+            },
             Step::Disconnect(target) => {
                 let Some(h) = self.handle() else {
                     return nothing("no handle: nothing");
@@ -683,7 +807,9 @@ impl World {
                 // Invariant: `disconnect` says yes exactly for the open connection of a
                 // live service (after idle, the published current connection is the
                 // one open in the world), and only once.
-                let promise = if current && self.ended.is_none() {
+                let already = self.disconnected_in_step.contains(&id);
+                self.disconnected_in_step.push(id);
+                let promise = if current && self.ended.is_none() && !already {
                     if !first || second {
                         Promise::Broken(format!("{what}: expected true, then false"))
                     } else {
@@ -789,6 +915,33 @@ impl World {
                 net.set_panic_on_clone(c, on);
                 nothing(&format!("connection {c}"))
             }
+            Step::AtOnce(a, b) => {
+                let (first, promise_a) = self.apply(a.step());
+                let (second, promise_b) = self.apply(b.step());
+                if [a, b]
+                    .iter()
+                    .any(|e| matches!(e, Event::Lose | Event::Crash))
+                {
+                    self.may_end_in_step
+                        .extend([ConnStatus::Lost, ConnStatus::Crashed]);
+                }
+                if a == Event::WhenConnected && matches!(b, Event::Disconnect | Event::Stop) {
+                    self.may_end_in_step.push(ConnStatus::Closed);
+                }
+                self.restart_in_step = b == Event::Start;
+                // The other event may change the world: a refused disconnect promises
+                // nothing here.
+                let keep = |p: Promise| match p {
+                    Promise::Unchanged { .. } | Promise::StoppedNow => Promise::Nothing,
+                    p => p,
+                };
+                let promise = match (keep(promise_a), keep(promise_b)) {
+                    (Promise::Nothing, p) | (p, Promise::Nothing) => p,
+                    (p @ Promise::Broken(_), _) | (_, p @ Promise::Broken(_)) => p,
+                    (p, _) => p,
+                };
+                (format!("{first} | {second}"), promise)
+            }
             Step::RuntimeShutdown => {
                 self.rt.shutdown();
                 if self.ended.is_none() {
@@ -812,6 +965,16 @@ impl World {
                 Ok(())
             }
             Promise::Broken(what) => Err(what.clone()),
+            Promise::StoppedNow => {
+                if let (None, Some(h)) = (self.ended, self.handle()) {
+                    ensure!(
+                        h.state() == State::Stopped,
+                        "a stop was made, but the service reads {:?}",
+                        h.state()
+                    );
+                }
+                Ok(())
+            }
             Promise::Unchanged { open, attempts } => {
                 ensure!(
                     (&self.net.open(), self.net.attempts()) == (open, *attempts),
@@ -858,7 +1021,7 @@ impl World {
             Ok((id, handle)) => format!("Ok({id}, conn {})", handle.conn()),
             Err(e) => format!("Err({e:?})"),
         };
-        self.note(format!("    waiter w{n} answered {shown}"));
+        self.answers.push((n, shown));
         // Invariant 1: answered at most once (a second answer would panic in the
         // future's poll; the test never polls a resolved future, so it counts here).
         ensure!(!self.waiters[n].answered, "waiter w{n} answered twice");
@@ -880,11 +1043,6 @@ impl World {
                     id.raw() == c as u64,
                     "w{name}: id {id} with the handle of connection {c}"
                 );
-                ensure!(
-                    self.net.open() == [c],
-                    "w{name} got connection {c}, but the open connections are {:?}",
-                    self.net.open()
-                );
                 if self.setup.prepare {
                     ensure!(
                         self.net.prepare_status(c) == Some(PrepareStatus::Succeeded),
@@ -892,6 +1050,21 @@ impl World {
                         self.net.prepare_status(c)
                     );
                 }
+                // The exceptions, in an `AtOnce` step: the world ended the connection
+                // at the instant it was handed out, and the driver saw the loss only
+                // after answering (documented: a connection can be handed out before
+                // its driver notices it died); or a `disconnect` or `stop` made after
+                // the waiter closed it. Never one closed by a request made before it.
+                if let Some(status) = self.net.connection(c) {
+                    if self.may_end_in_step.contains(&status) {
+                        return Ok(());
+                    }
+                }
+                ensure!(
+                    self.net.open() == [c],
+                    "w{name} got connection {c}, but the open connections are {:?}",
+                    self.net.open()
+                );
                 ensure!(
                     self.ended.is_none(),
                     "w{name} got a connection from a service that ended"
@@ -939,7 +1112,8 @@ impl World {
                     *failed_attempts >= max.max(1),
                     "w{name}: GaveUp after {failed_attempts} failures (gives up at {max})"
                 );
-                if let Some(h) = self.handle() {
+                // (Unless a start made after the request that failed restarted it.)
+                if let (false, Some(h)) = (self.restart_in_step, self.handle()) {
                     ensure!(
                         self.ended.is_some() || h.state() == State::Stopped,
                         "w{name}: GaveUp, but the service reads {:?}",
@@ -1195,6 +1369,9 @@ impl World {
         self.check()?;
         for (i, &step) in steps.iter().enumerate() {
             self.step = i + 1;
+            self.may_end_in_step.clear();
+            self.disconnected_in_step.clear();
+            self.restart_in_step = false;
             let (what, promise) = self.apply(step);
             self.note(format!("{:>2}. {step:?}: {what}", i + 1));
             self.settle()?;
@@ -1213,6 +1390,7 @@ impl World {
         // decide and nothing times out), or for a service that was never started or
         // retries for ever.
         self.step = usize::MAX;
+        self.may_end_in_step.clear();
         self.note(format!("-- no one acts for {TIME_RUNS_OUT:?} --"));
         self.rt.advance(TIME_RUNS_OUT);
         self.settle()?;
@@ -1241,11 +1419,13 @@ impl World {
         }
 
         // Then make progress possible: stop the service, or drop every handle.
+        let mut promise = Promise::Nothing;
         match self.setup.finish {
             Finish::Stop => {
                 if self.handle().is_some() {
-                    let (what, _) = self.apply(Step::Stop);
+                    let (what, stopped) = self.apply(Step::Stop);
                     self.note(format!("-- finish: Stop: {what}"));
+                    promise = stopped;
                 }
             }
             Finish::DropHandles => {
@@ -1276,6 +1456,7 @@ impl World {
             }
         }
         self.settle()?;
+        self.keep(&promise)?;
         self.check()?;
         // A stopped or ended service answers at once.
         if let Some(h) = self.handles.first().cloned() {
@@ -1287,7 +1468,7 @@ impl World {
                     Some(Err(Error::Ended(e))) => self.ended.is_some_and(|why| why.accepts(e)),
                     _ => false,
                 },
-                "a stopped service answered a new waiter with {answer:?}"
+                "a new waiter on a stopped service got {answer:?} (None: it stays pending)"
             );
             ensure!(
                 self.rt.run(h.stop()).is_some(),
@@ -1327,6 +1508,7 @@ impl World {
 fn run_case(setup: &Setup, steps: &[Step]) -> Result<(), String> {
     let mut world = World::new(setup.clone());
     let result = catch_unwind(AssertUnwindSafe(|| world.run(steps)));
+    world.flush_answers();
     let error = match result {
         Ok(Ok(())) => None,
         Ok(Err(violation)) => Some(violation),
@@ -1393,45 +1575,123 @@ proptest! {
     }
 }
 
+/// Twisted's-like setup for the hand-written scripts below.
+fn plain_setup() -> Setup {
+    Setup {
+        build_only: false,
+        prepare: false,
+        connect_timeout_ms: None,
+        prepare_timeout_ms: None,
+        reset_backoff_after_ms: None,
+        delays_ms: vec![0],
+        give_up_after: None,
+        policy_panics_at_call: None,
+        finish: Finish::Stop,
+    }
+}
+
+fn assert_passes(setup: Setup, steps: &[Step]) {
+    quiet_scripted_panics();
+    if let Err(report) = run_case(&setup, steps) {
+        panic!("{report}");
+    }
+}
+
 /// A readable example of a script, also checking the runner itself on a case with
-/// every kind of step that acts.
+/// many kinds of step.
 #[test]
 fn a_hand_written_script_passes() {
-    quiet_scripted_panics();
     let setup = Setup {
         build_only: true,
         prepare: true,
         connect_timeout_ms: Some(1000),
-        prepare_timeout_ms: None,
-        reset_backoff_after_ms: None,
         delays_ms: vec![0, 100],
-        give_up_after: None,
-        policy_panics_at_call: None,
-        finish: Finish::Stop,
+        ..plain_setup()
     };
-    let steps = [
-        Step::WhenConnected { fail_after: None },
-        Step::WhenConnected {
-            fail_after: Some(2),
-        },
-        Step::Start,
-        Step::ConnectFails,
-        Step::ConnectSucceeds,
-        Step::PrepareFails,
-        Step::Advance(100),
-        Step::ConnectSucceeds,
-        Step::PrepareSucceeds,
-        Step::Disconnect(Target::Stale(0)),
-        Step::Disconnect(Target::Current),
-        Step::CloneHandle,
-        Step::DropHandle(0),
-        Step::Advance(1000),
-        Step::StopThenStart,
-        Step::WhenConnected { fail_after: None },
-        Step::DropWaiter(0),
-        Step::Stop,
-    ];
-    if let Err(report) = run_case(&setup, &steps) {
-        panic!("{report}");
-    }
+    assert_passes(
+        setup,
+        &[
+            Step::WhenConnected { fail_after: None },
+            Step::WhenConnected {
+                fail_after: Some(2),
+            },
+            Step::Start,
+            Step::ConnectFails,
+            Step::ConnectSucceeds,
+            Step::PrepareFails,
+            Step::Advance(100),
+            Step::ConnectSucceeds,
+            Step::PrepareSucceeds,
+            Step::Disconnect(Target::Stale(0)),
+            Step::Disconnect(Target::Current),
+            Step::CloneHandle,
+            Step::DropHandle(0),
+            Step::Advance(1000),
+            Step::StopThenStart,
+            Step::WhenConnected { fail_after: None },
+            Step::DropWaiter(0),
+            Step::AtOnce(Event::ConnectSucceeds, Event::Stop),
+            Step::Start,
+            Step::CloneHandlePanics(true),
+            Step::ConnectSucceeds,
+            Step::PrepareSucceeds,
+            Step::ManyWaiters(70),
+            Step::StopDroppedAtOnce,
+        ],
+    );
+}
+
+/// Requests made at the same instant are performed in order: a waiter made before
+/// a `disconnect` gets the connection; one made after it never does.
+#[test]
+fn a_waiter_gets_the_connection_only_if_made_before_the_disconnect() {
+    assert_passes(
+        plain_setup(),
+        &[
+            Step::ConnectSucceeds,
+            Step::AtOnce(Event::WhenConnected, Event::Disconnect),
+            Step::NextConnect(Outcome::Succeeds),
+            Step::AtOnce(Event::Disconnect, Event::WhenConnected),
+        ],
+    );
+}
+
+/// A policy that gives up on a connection disconnected while being prepared,
+/// answering the waiter `GaveUp`, and a start made at the same instant restarts it.
+#[test]
+fn a_give_up_then_a_start_at_the_same_instant() {
+    let setup = Setup {
+        prepare: true,
+        give_up_after: Some(1),
+        ..plain_setup()
+    };
+    assert_passes(
+        setup,
+        &[
+            Step::WhenConnected { fail_after: None },
+            Step::ConnectSucceeds,
+            Step::AtOnce(Event::Disconnect, Event::Start),
+        ],
+    );
+}
+
+/// The policy panics: the service ends with `Ended::PolicyPanicked` and answers
+/// everything with `Error::Ended`.
+#[test]
+fn a_panicking_policy_ends_the_service() {
+    let setup = Setup {
+        policy_panics_at_call: Some(1),
+        ..plain_setup()
+    };
+    assert_passes(
+        setup,
+        &[
+            Step::WhenConnected { fail_after: None },
+            Step::Stop,
+            Step::Start,
+            Step::ConnectFails,
+            Step::WhenConnected { fail_after: None },
+            Step::StopThenWhenConnected,
+        ],
+    );
 }
