@@ -1468,7 +1468,11 @@ impl World {
                     Some(Err(Error::Ended(e))) => self.ended.is_some_and(|why| why.accepts(e)),
                     _ => false,
                 },
-                "a new waiter on a stopped service got {answer:?} (None: it stays pending)"
+                "a new waiter on a stopped service {}",
+                match &answer {
+                    None => "stays pending".to_owned(),
+                    Some(answer) => format!("got {answer:?}"),
+                }
             );
             ensure!(
                 self.rt.run(h.stop()).is_some(),
