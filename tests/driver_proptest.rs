@@ -36,7 +36,9 @@
 //!    count the world's attempts and connections, at most one attempt or connection
 //!    is open at a time, every outcome the world decided has been seen, and no
 //!    panic escaped the service. `disconnect` says yes exactly once for the open
-//!    connection, which is then closed; a refused one changes nothing.
+//!    connection, which is then closed; a refused one changes nothing. A stop leaves
+//!    the service stopped. A `StateWatch` reads the same state, and `changed()` is
+//!    ready exactly when it changed (with `None` once the service has ended).
 //! 4. The end ([`World::check`]): once the service has ended (last handle dropped,
 //!    policy panicked, runtime shut down) its task is gone, nothing is open, no timer
 //!    is left, every future has been answered, `state()` reads `Stopped` and
@@ -60,7 +62,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use redial::driver::{ClientService, Ended, Error, Stopping, WhenConnectedWithId};
+use redial::driver::{ClientService, Ended, Error, StateWatch, Stopping, WhenConnectedWithId};
 use redial::testing::{
     poll_once, AttemptStatus, ConnStatus, ConnectOutcome, ManualRuntime, Net, NetError, NetHandle,
     PrepareOutcome, PrepareStatus,
@@ -475,6 +477,9 @@ struct World {
     log: String,
     /// Answers seen and not yet written to the log: (waiter, answer).
     answers: Vec<(usize, String)>,
+    /// A watch made with the service, and the last state it reported.
+    watch: StateWatch,
+    watched: State,
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -532,6 +537,7 @@ impl World {
             builder.start()
         }
         .expect("a valid configuration on a live runtime");
+        let watch = service.watch();
         World {
             setup,
             rt,
@@ -551,6 +557,8 @@ impl World {
             ended: None,
             log: String::new(),
             answers: Vec::new(),
+            watched: watch.state(),
+            watch,
         }
     }
 
@@ -993,6 +1001,7 @@ impl World {
 
     /// Polls every future still pending once, judging each answer.
     fn observe(&mut self) -> Result<(), String> {
+        self.observe_watch()?;
         for n in 0..self.waiters.len() {
             let Some(mut future) = self.waiters[n].future.take() else {
                 continue;
@@ -1011,6 +1020,41 @@ impl World {
                 self.stops[n].future = Some(future);
             }
             self.judge_stop(n, resolved)?;
+        }
+        Ok(())
+    }
+
+    /// The watch reports the published state: `changed()` is ready exactly when
+    /// the state differs from the one it last reported (or it changed and changed
+    /// back), with the state now, and with `None` once the service has ended.
+    fn observe_watch(&mut self) -> Result<(), String> {
+        let now = match (self.ended, self.handle()) {
+            (Some(_), _) => None,
+            (None, Some(h)) => Some(h.state()),
+            (None, None) => return Err("no handle left, but the service lives".into()),
+        };
+        ensure!(
+            self.watch.is_ended() == now.is_none(),
+            "the watch says ended: {}, the test: {}",
+            self.watch.is_ended(),
+            now.is_none()
+        );
+        ensure!(
+            self.watch.state() == now.unwrap_or(State::Stopped),
+            "the watch reads {:?}, the service {now:?}",
+            self.watch.state()
+        );
+        let changed = poll_once(&mut Box::pin(self.watch.changed()));
+        match (changed, now) {
+            (Poll::Ready(None), None) => {}
+            (Poll::Ready(Some(state)), Some(now)) if state == now => self.watched = now,
+            (Poll::Pending, Some(now)) if now == self.watched => {}
+            (changed, now) => {
+                return Err(format!(
+                    "the watch's changed() is {changed:?}; the state was {:?}, now {now:?}",
+                    self.watched
+                ))
+            }
         }
         Ok(())
     }
