@@ -165,6 +165,14 @@ pub mod policy;
 pub mod smol;
 #[cfg(feature = "proptest")]
 pub mod testing;
+/// Recipes for the async service (feature `tokio`): a request timeout that closes
+/// a dead connection, where a handshake belongs, not replaying requests on a
+/// newer connection, keeping framing state across locks.
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod recipes {
+    #![doc = include_str!("../docs/recipes.md")]
+}
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
