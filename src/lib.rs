@@ -161,6 +161,7 @@ pub mod policy;
 #[cfg(feature = "smol")]
 #[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
 pub mod smol;
+mod state;
 #[cfg(feature = "proptest")]
 pub mod testing;
 #[cfg(feature = "tokio")]
@@ -168,11 +169,12 @@ pub mod testing;
 pub mod tokio;
 
 pub use actions::{Action, Actions, Failure, Panic, PanicSite, StopList, TimerKind, WaiterList};
-pub use error::{ConfigError, InputError, InputKind, PolicyError, Rejection};
+pub use error::{ConfigError, InputError, PolicyError, Rejection};
 pub use ids::{AttemptId, StopId, TimerId, WaiterId};
-pub use input::Input;
-pub use machine::{Config, Counters, Issued, Machine, State, Step};
+pub use input::{Input, InputKind};
+pub use machine::{Config, Counters, Issued, Machine, Step};
 pub use policy::{from_fn, Backoff, FromFn, GiveUpAfter, Jitter, RetryPolicy, SplitMix64};
+pub use state::State;
 
 /// The README's Rust examples, compiled and run as doctests (they use every adapter).
 #[cfg(all(doctest, feature = "tokio", feature = "smol", feature = "async-std"))]

@@ -9,7 +9,6 @@
 //!    `(state, event)` row.
 
 use alloc::collections::VecDeque;
-use core::fmt;
 use core::marker::PhantomData;
 use core::num::NonZeroU32;
 use core::time::Duration;
@@ -22,30 +21,9 @@ use crate::ids::{AttemptId, Counter, StopId, TimerId, WaiterId};
 use crate::input::Input;
 use crate::policy::{Backoff, RetryPolicy};
 
-/// Twisted's seven states (SPEC §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
-    /// Never started.
-    Init,
-    /// An attempt, or the prepare step of its connection, is in flight.
-    Connecting,
-    /// The retry timer is armed.
-    Waiting,
-    /// The connection is up (and prepared).
-    Connected,
-    /// Stop requested; waiting for what is still open to go away.
-    Disconnecting,
-    /// As `Disconnecting`, but `start` was called meanwhile: connect once it is gone.
-    Restarting,
-    /// Stopped (by `stop`, or because the retry policy gave up).
-    Stopped,
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
+// The state has a module of its own (errors name it without importing the
+// machine); `redial::machine::State` stays a path to it.
+pub use crate::state::State;
 
 /// Opt-in behaviour beyond Twisted (SPEC §7). The default behaves as Twisted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -53,8 +53,9 @@ use crate::actions::{Action, Failure, TimerKind};
 use crate::error::Rejection;
 use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
 use crate::input::Input;
-use crate::machine::{Config, Machine, State, Step};
+use crate::machine::{Config, Machine, Step};
 use crate::policy::RetryPolicy;
+use crate::state::State;
 
 /// A deterministic retry policy that traces can name: `delay(n) = n · step`, giving
 /// up once `n` reaches `give_up_after` (if set).
