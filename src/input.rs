@@ -108,33 +108,33 @@ impl<E> Input<E> {
     }
 }
 
-/// The kind of an [`Input`](crate::Input), for error messages and traces.
+/// The kind of an [`Input`], for error messages and traces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum InputKind {
-    /// [`Input::Start`](crate::Input::Start).
+    /// [`Input::Start`].
     Start,
-    /// [`Input::Stop`](crate::Input::Stop).
+    /// [`Input::Stop`].
     Stop,
-    /// [`Input::WhenConnected`](crate::Input::WhenConnected).
+    /// [`Input::WhenConnected`].
     WhenConnected,
-    /// [`Input::CancelWaiter`](crate::Input::CancelWaiter).
+    /// [`Input::CancelWaiter`].
     CancelWaiter,
-    /// [`Input::ConnectionMade`](crate::Input::ConnectionMade).
+    /// [`Input::ConnectionMade`].
     ConnectionMade,
-    /// [`Input::ConnectionFailed`](crate::Input::ConnectionFailed).
+    /// [`Input::ConnectionFailed`].
     ConnectionFailed,
-    /// [`Input::ConnectCancelled`](crate::Input::ConnectCancelled).
+    /// [`Input::ConnectCancelled`].
     ConnectCancelled,
-    /// [`Input::PrepareSucceeded`](crate::Input::PrepareSucceeded).
+    /// [`Input::PrepareSucceeded`].
     PrepareSucceeded,
-    /// [`Input::PrepareFailed`](crate::Input::PrepareFailed).
+    /// [`Input::PrepareFailed`].
     PrepareFailed,
-    /// [`Input::Panicked`](crate::Input::Panicked).
+    /// [`Input::Panicked`].
     Panicked,
-    /// [`Input::ClientDisconnected`](crate::Input::ClientDisconnected).
+    /// [`Input::ClientDisconnected`].
     ClientDisconnected,
-    /// [`Input::TimerFired`](crate::Input::TimerFired).
+    /// [`Input::TimerFired`].
     TimerFired,
 }
 
