@@ -11,7 +11,7 @@
 //! * `cycle/*`: one reconnect cycle (when_connected → retry timer fires → Connect →
 //!   connection made → NotifyWaiters → connection lost → ScheduleTimer(0 s)), for
 //!   redial with a zero-delay closure policy, redial with Twisted's jittered
-//!   backoff, and the hand-written floor (`benches/support/cycle.rs`); `*_no_waiter`
+//!   backoff, and the hand-written floor (`redial_devkit::cycle`, devkit/src/cycle.rs); `*_no_waiter`
 //!   drops the `when_connected` input. Per input = cycle / 4 (or / 3).
 //! * `waiters/notify/N`: `connection_made` with N pending waiters (throughput is per
 //!   waiter); `waiters/register/N`: N `when_connected` calls; `waiters/cancel_each/N`:
@@ -22,16 +22,13 @@
 //! BENCHMARKS.md quotes: both sides see the same machine noise.
 #![allow(missing_docs)] // criterion's macros and this bench's helpers are not API
 
-#[path = "support/cycle.rs"]
-mod cycle;
-
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput};
 use redial::{Actions, Backoff, Machine, WaiterId};
 
-use cycle::{perform, zero_delay, Error, FloorCycle, RedialCycle, Seen, ZeroDelay};
+use redial_devkit::cycle::{perform, zero_delay, Error, FloorCycle, RedialCycle, Seen, ZeroDelay};
 
 fn bench_cycle(c: &mut Criterion) {
     let mut g = c.benchmark_group("cycle");

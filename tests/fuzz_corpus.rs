@@ -3,11 +3,7 @@
 //! runs a few thousand pseudo-random byte strings through them as a cheap fuzz
 //! smoke test.
 
-mod model;
-
-#[path = "../fuzz/src/check.rs"]
-mod check;
-
+use redial_devkit::check;
 use std::fs;
 use std::path::Path;
 

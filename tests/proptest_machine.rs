@@ -1,5 +1,5 @@
 //! Model-based property tests: random sequences of valid, stale and invalid inputs
-//! are fed to the `Machine` and to the reference model in tests/model/; the action
+//! are fed to the `Machine` and to the reference model in devkit/src/model.rs; the action
 //! lists must be equal and the invariants of SPEC §8 must hold after every step.
 //!
 //! A failure shrinks to a short sequence and prints it as a trace (the format of
@@ -9,11 +9,9 @@
 //! of that for each of the others. Soak locally with e.g.
 //! `REDIAL_PROPTEST_CASES=1000000 cargo test --release --test proptest_machine`.
 
-mod model;
-
 use std::time::Duration;
 
-use model::run_with_model;
+use redial_devkit::model::run_with_model;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use redial::testing::{minimize, strategy, Op, SimPolicy};

@@ -15,8 +15,6 @@
 //!
 //! Used by tests/proptest_machine.rs, tests/fuzz_corpus.rs and the fuzz targets.
 
-#![allow(dead_code)]
-
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -29,8 +27,11 @@ use redial::{
 /// How far along the current attempt is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// `Connect` was asked; no result yet.
     Attempting,
+    /// Made, and its prepare step is running.
     Preparing,
+    /// Established.
     Connected,
 }
 
@@ -52,6 +53,7 @@ pub enum Relation {
 /// What a report means (the cells of `REPORTS`).
 #[derive(Debug, Clone, Copy)]
 pub enum Meaning {
+    /// Bad input: rejected with this reason.
     Reject(fn(AttemptId) -> Rejection),
     /// Changes nothing (D1).
     Stale,
@@ -107,8 +109,10 @@ fn column(relation: Relation) -> usize {
     }
 }
 
+/// A pending waiter, as the model keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelWaiter {
+    /// Its raw id.
     pub id: u64,
     /// `fail_after_failures`.
     pub limit: Option<u32>,
@@ -119,28 +123,45 @@ pub struct ModelWaiter {
 /// What the model says an input does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Prediction {
+    /// Bad input, rejected with this reason.
     Rejected(Rejection),
+    /// Accepted.
     Accepted {
+        /// The actions, in order.
         actions: Vec<Action<String>>,
+        /// The waiter id a `when_connected` issues.
         waiter: Option<WaiterId>,
+        /// The stop id a `stop` issues.
         stop: Option<StopId>,
         /// The input changes nothing at all (stale, D1).
         stale: bool,
     },
 }
 
+/// The reference model: what the machine must do, kept with plain vectors.
 #[derive(Debug, Clone)]
 pub struct Model {
+    /// The opt-ins.
     pub config: Config,
+    /// The retry policy (its delays are computed here, not asked of it).
     pub policy: SimPolicy,
+    /// The state.
     pub state: State,
+    /// The current attempt (raw id) and how far along it is.
     pub current: Option<(u64, Phase)>,
+    /// Attempts asked to cancel, not yet reported gone.
     pub cancelled: Vec<u64>,
+    /// Connections asked to close, not yet reported closed.
     pub closing: Vec<u64>,
+    /// The armed timer (raw id) and what it is for.
     pub timer: Option<(u64, TimerKind)>,
+    /// Pending waiters, in registration order.
     pub waiters: Vec<ModelWaiter>,
+    /// Pending stops (raw ids), in call order.
     pub stops: Vec<u64>,
+    /// Consecutive failures.
     pub failed_attempts: u32,
+    /// Running totals.
     pub counters: Counters,
     next_attempt: u64,
     next_timer: u64,
@@ -159,6 +180,7 @@ enum Event {
 }
 
 impl Model {
+    /// A model in `Init`.
     pub fn new(config: Config, policy: SimPolicy) -> Model {
         Model {
             config,
