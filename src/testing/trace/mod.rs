@@ -32,6 +32,9 @@
 //!   the input. An input line with no indented lines after it expects no actions.
 //! * Durations are whole numbers with the largest exact unit: `5s`, `1500ms`,
 //!   `250us`, `7ns`. Errors are strings in double quotes (`\"` and `\\` escaped).
+//! * A panic names where user code panicked (`connector`, `prepare` or
+//!   `connection`) and its message: the input `panicked attempt#3 connector "boom"`,
+//!   delivered to waiters as `deliver_failure panicked(connector "boom") waiter#0`.
 //! * The header sets the [`Config`](crate::Config) (`config` followed by `prepare`,
 //!   `connect_timeout=D`, `prepare_timeout=D`, `reset_backoff_after=D`) and the
 //!   [`SimPolicy`] (`policy linear STEP [give_up_after=N]`).

@@ -10,7 +10,7 @@ use std::string::String;
 use std::vec::Vec;
 
 use super::types::{Issued, Outcome, SimPolicy, Trace, TraceStep};
-use crate::actions::{Action, Failure, TimerKind};
+use crate::actions::{Action, Failure, Panic, PanicSite, TimerKind};
 use crate::error::Rejection;
 use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
 use crate::input::Input;
@@ -275,6 +275,10 @@ pub fn parse_input(line: &str) -> Result<Input<String>, ParseError> {
         ["prepare_succeeded", a] => Input::PrepareSucceeded {
             attempt: attempt(a)?,
         },
+        ["panicked", a, site, message] => Input::Panicked {
+            attempt: attempt(a)?,
+            panic: Panic::new(parse_panic_site(site)?, unquote(message)?),
+        },
         ["prepare_failed", a, e] => Input::PrepareFailed {
             attempt: attempt(a)?,
             error: unquote(e)?,
@@ -335,6 +339,13 @@ pub fn parse_action(line: &str) -> Result<Action<String>, ParseError> {
             attempt: attempt(a)?,
             waiters: waiters(ws)?,
         },
+        // `panicked(SITE "message")` is two words: the quoted message starts the second.
+        ["deliver_failure", failure, message, ws @ ..] if failure.starts_with("panicked(") => {
+            Action::DeliverFailure {
+                failure: parse_panicked_failure(failure, message)?,
+                waiters: waiters(ws)?,
+            }
+        }
         ["deliver_failure", failure, ws @ ..] => Action::DeliverFailure {
             failure: parse_failure(failure)?,
             waiters: waiters(ws)?,
@@ -353,6 +364,32 @@ pub fn parse_action(line: &str) -> Result<Action<String>, ParseError> {
         },
         _ => return err(format!("not an action: {line:?}")),
     })
+}
+
+/// `connector`, `prepare` or `connection`: where user code panicked.
+fn parse_panic_site(word: &str) -> Result<PanicSite, ParseError> {
+    Ok(match word {
+        "connector" => PanicSite::Connector,
+        "prepare" => PanicSite::Prepare,
+        "connection" => PanicSite::Connection,
+        other => return err(format!("unknown panic site {other:?}")),
+    })
+}
+
+/// `panicked(SITE` and `"message")`, the two words of a panic failure.
+fn parse_panicked_failure(site: &str, message: &str) -> Result<Failure<String>, ParseError> {
+    let (Some(site), Some(message)) = (
+        site.strip_prefix("panicked("),
+        message.strip_suffix(')').filter(|m| m.starts_with('"')),
+    ) else {
+        return err(format!(
+            "expected panicked(SITE \"message\"), got {site} {message}"
+        ));
+    };
+    Ok(Failure::Panicked(Panic::new(
+        parse_panic_site(site)?,
+        unquote(message)?,
+    )))
 }
 
 fn parse_failure(word: &str) -> Result<Failure<String>, ParseError> {
@@ -396,6 +433,7 @@ pub fn parse_rejection(s: &str) -> Result<Rejection, ParseError> {
         ["already_connected", a] => Rejection::AlreadyConnected(attempt(a)?),
         ["not_preparing", a] => Rejection::NotPreparing(attempt(a)?),
         ["not_cancelled", a] => Rejection::NotCancelled(attempt(a)?),
+        ["established", a] => Rejection::Established(attempt(a)?),
         _ => return err(format!("unknown rejection {s:?}")),
     })
 }

@@ -162,6 +162,7 @@ impl fmt::Display for DisplayRejection {
             Rejection::AlreadyConnected(a) => write!(f, "already_connected {a}"),
             Rejection::NotPreparing(a) => write!(f, "not_preparing {a}"),
             Rejection::NotCancelled(a) => write!(f, "not_cancelled {a}"),
+            Rejection::Established(a) => write!(f, "established {a}"),
             // `Rejection` is non-exhaustive; a future reason prints as its message.
             #[allow(unreachable_patterns)]
             other => write!(f, "other {other}"),
