@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use redial::testing::{run_ops, Invariants, Op, SimPolicy, Trace, Violation};
 use redial::{
-    Action, AttemptId, Config, Counters, Failure, Input, InputError, Machine, Rejection, State,
-    Step, StopId, TimerId, TimerKind, WaiterId,
+    Action, AttemptId, Config, Counters, Failure, Input, InputError, Machine, Panic, Rejection,
+    State, Step, StopId, TimerId, TimerKind, WaiterId,
 };
 
 /// How far along the current attempt is.
@@ -73,6 +73,12 @@ pub enum Meaning {
     LostWhilePreparing,
     /// The current, established connection was lost.
     Lost,
+    /// User code run for the current attempt panicked: the attempt is gone, and
+    /// it counts as a failed attempt.
+    PanickedAttempting,
+    /// User code panicked while the current connection was being prepared: a
+    /// failed attempt, and the connection, still open, is closed (as D2).
+    PanickedPreparing,
 }
 
 use Meaning::*;
@@ -82,12 +88,13 @@ const ALREADY_CONNECTED: Meaning = Reject(Rejection::AlreadyConnected);
 const NOT_CANCELLED: Meaning = Reject(Rejection::NotCancelled);
 const NOT_MADE: Meaning = Reject(Rejection::NotMade);
 const NOT_PREPARING: Meaning = Reject(Rejection::NotPreparing);
+const ESTABLISHED: Meaning = Reject(Rejection::Established);
 
 /// Reports about attempts and connections. Columns: the named attempt is current
 /// and Attempting / Preparing / Connected, or it is Cancelled / Closing / Old.
 /// (An Unknown id is always rejected.)
 #[rustfmt::skip]
-const REPORTS: [(&str, [Meaning; 6]); 6] = [
+const REPORTS: [(&str, [Meaning; 6]); 7] = [
     //                      Attempting      Preparing           Connected          Cancelled  Closing  Old
     ("connection_made",     [Made,          ALREADY_MADE,       ALREADY_MADE,      Orphan,    Stale,   Orphan]),
     ("connection_failed",   [ConnectFailed, ALREADY_CONNECTED,  ALREADY_CONNECTED, Gone,      Stale,   Stale]),
@@ -95,6 +102,7 @@ const REPORTS: [(&str, [Meaning; 6]); 6] = [
     ("prepare_succeeded",   [NOT_MADE,      Prepared,           NOT_PREPARING,     Stale,     Stale,   Stale]),
     ("prepare_failed",      [NOT_MADE,      PrepareFailed,      NOT_PREPARING,     Stale,     Stale,   Stale]),
     ("client_disconnected", [NOT_MADE,      LostWhilePreparing, Lost,              Stale,     Gone,    Stale]),
+    ("panicked",            [PanickedAttempting, PanickedPreparing, ESTABLISHED,   Gone,      Stale,   Stale]),
 ];
 
 fn column(relation: Relation) -> usize {
@@ -169,13 +177,20 @@ pub struct Model {
     next_stop: u64,
 }
 
+/// What a report carries besides its attempt id.
+enum Detail {
+    None,
+    Error(String),
+    Panic(Panic),
+}
+
 /// Internal events: a report resolved against the model, or a call.
 enum Event {
     Start,
     Stop,
     WhenConnected(Option<NonZeroU32>),
     Withdraw(u64),
-    Report(Meaning, u64, Option<String>),
+    Report(Meaning, u64, Detail),
     Timer(TimerKind),
 }
 
@@ -256,13 +271,20 @@ impl Model {
                 }
             }
             report => {
-                let (row, attempt, error) = match report {
-                    Input::ConnectionMade { attempt } => (0, attempt, None),
-                    Input::ConnectionFailed { attempt, error } => (1, attempt, Some(error.clone())),
-                    Input::ConnectCancelled { attempt } => (2, attempt, None),
-                    Input::PrepareSucceeded { attempt } => (3, attempt, None),
-                    Input::PrepareFailed { attempt, error } => (4, attempt, Some(error.clone())),
-                    Input::ClientDisconnected { attempt } => (5, attempt, None),
+                let (row, attempt, detail) = match report {
+                    Input::ConnectionMade { attempt } => (0, attempt, Detail::None),
+                    Input::ConnectionFailed { attempt, error } => {
+                        (1, attempt, Detail::Error(error.clone()))
+                    }
+                    Input::ConnectCancelled { attempt } => (2, attempt, Detail::None),
+                    Input::PrepareSucceeded { attempt } => (3, attempt, Detail::None),
+                    Input::PrepareFailed { attempt, error } => {
+                        (4, attempt, Detail::Error(error.clone()))
+                    }
+                    Input::ClientDisconnected { attempt } => (5, attempt, Detail::None),
+                    Input::Panicked { attempt, panic } => {
+                        (6, attempt, Detail::Panic(panic.clone()))
+                    }
                     _ => unreachable!(),
                 };
                 debug_assert_eq!(REPORTS[row].0, input.kind().name());
@@ -273,7 +295,7 @@ impl Model {
                 match REPORTS[row].1[column(relation)] {
                     Reject(reason) => return Prediction::Rejected(reason(*attempt)),
                     Stale => return stale(),
-                    meaning => Event::Report(meaning, attempt.raw(), error),
+                    meaning => Event::Report(meaning, attempt.raw(), detail),
                 }
             }
         };
@@ -423,12 +445,12 @@ impl Model {
                 self.become_connected(a, out);
             }
             // Connecting: connection failed / prepare failed / lost while preparing (D3)
-            (Connecting, Event::Report(ConnectFailed, _, Some(e))) => {
+            (Connecting, Event::Report(ConnectFailed, _, Detail::Error(e))) => {
                 self.cancel_timer(out);
                 self.current = None;
                 self.attempt_failed(Failure::Connect(e), out);
             }
-            (Connecting, Event::Report(PrepareFailed, a, Some(e))) => {
+            (Connecting, Event::Report(PrepareFailed, a, Detail::Error(e))) => {
                 self.cancel_timer(out);
                 self.current = None;
                 self.close(a, out); // D2
@@ -438,6 +460,19 @@ impl Model {
                 self.cancel_timer(out);
                 self.current = None;
                 self.attempt_failed(Failure::LostWhilePreparing, out);
+            }
+            // Connecting: user code panicked. Whatever ran is gone; a connection
+            // being prepared is still open, so it is closed as a rejected one (D2).
+            (Connecting, Event::Report(PanickedAttempting, _, Detail::Panic(p))) => {
+                self.cancel_timer(out); // the connect timeout
+                self.current = None;
+                self.attempt_failed(Failure::Panicked(p), out);
+            }
+            (Connecting, Event::Report(PanickedPreparing, a, Detail::Panic(p))) => {
+                self.cancel_timer(out); // the prepare timeout
+                self.current = None;
+                self.close(a, out);
+                self.attempt_failed(Failure::Panicked(p), out);
             }
             // Connecting: timeouts (§7)
             (Connecting, Event::Timer(TimerKind::ConnectTimeout)) => {

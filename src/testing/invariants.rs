@@ -95,7 +95,9 @@ impl Invariants {
         };
         // What the accepted input itself says.
         match input {
-            Input::ConnectionFailed { attempt, .. } | Input::ClientDisconnected { attempt }
+            Input::ConnectionFailed { attempt, .. }
+            | Input::ClientDisconnected { attempt }
+            | Input::Panicked { attempt, .. }
                 if self.current == Some(*attempt) =>
             {
                 self.current = None;
