@@ -118,7 +118,13 @@
 //! * At most one timer is armed at a time: the retry timer while `Waiting`, or the
 //!   current attempt's connect timeout, prepare timeout or healthy timer.
 //! * On `prepare_failed` the actions are: cancel the prepare timeout, `Disconnect`
-//!   the rejected connection (D2), schedule the retry, deliver the failure.
+//!   the rejected connection (D2), schedule the retry, deliver the failure. A
+//!   `panicked` report while preparing does the same; while attempting it is a
+//!   failed attempt like `connection_failed`; for an established connection it is
+//!   rejected (its loss is reported with `client_disconnected`).
+//! * The retry policy is asked before a transition changes anything: a policy
+//!   that panics leaves the machine as it was and appends no action, and the
+//!   panic propagates to the caller.
 //! * When the policy gives up, every pending waiter receives the last failure, then
 //!   [`Action::GaveUp`]; the machine is `Stopped` until started again. A `stop`
 //!   while a rejected connection is still closing waits for it (D7).

@@ -74,7 +74,8 @@ impl Config {
 pub struct Counters {
     /// Attempts started (`Connect` actions).
     pub attempts: u64,
-    /// Failed attempts: attempt failed, prepare failed, timed out, lost while preparing.
+    /// Failed attempts: attempt failed, prepare failed, timed out, lost while
+    /// preparing, user code panicked.
     pub failures: u64,
     /// Times the machine became `Connected`.
     pub connections: u64,
@@ -233,6 +234,14 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     // ----- inputs as methods ---------------------------------------------------------
 
     /// Feeds one input. Bad input returns an [`InputError`] and changes nothing.
+    ///
+    /// # Panics
+    ///
+    /// Only if the retry policy panics, and then all or nothing: a policy that
+    /// panics leaves the machine as it was before the input (the policy is asked
+    /// before the transition changes anything; only what the policy itself changed
+    /// before panicking stays changed), and the panic propagates to the caller.
+    /// The input methods ([`Machine::connection_failed`], …) behave the same way.
     pub fn handle(&mut self, input: Input<E>) -> Result<Step<E>, InputError> {
         let mut actions = Actions::new();
         let issued = self.handle_into(input, &mut actions)?;
@@ -254,6 +263,14 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// Returns the id the input issued (for `Stop` and `WhenConnected`).
     ///
     /// Bad input returns an [`InputError`], appends nothing and changes nothing.
+    ///
+    /// # Panics
+    ///
+    /// Only if the retry policy panics, and then all or nothing: a policy that
+    /// panics leaves the machine as it was before the input and appends nothing to
+    /// `out` (the policy is asked before the transition changes anything; only what
+    /// the policy itself changed before panicking stays changed); the panic
+    /// propagates to the caller.
     ///
     /// ```
     /// use redial::{Action, Actions, Backoff, Input, Machine};

@@ -21,7 +21,7 @@ use std::time::Duration;
 use redial::testing::{run_ops, Invariants, Op, SimPolicy, Trace, Violation};
 use redial::{
     Action, AttemptId, Config, Counters, Failure, Input, InputError, Machine, Panic, Rejection,
-    State, Step, StopId, TimerId, TimerKind, WaiterId,
+    RetryPolicy, State, Step, StopId, TimerId, TimerKind, WaiterId,
 };
 
 /// How far along the current attempt is.
@@ -709,11 +709,14 @@ impl Out {
 // ----- the machine against the model ------------------------------------------------
 
 /// Compares one step of the machine with the model's prediction.
-pub fn compare(
+///
+/// The machine's policy can be any policy that answers as the model's
+/// [`SimPolicy`] does (the model computes the delays itself).
+pub fn compare<P: RetryPolicy>(
     model: &mut Model,
     input: &Input<String>,
     result: &Result<Step<String>, InputError>,
-    machine: &Machine<String, SimPolicy>,
+    machine: &Machine<String, P>,
     state_before: State,
 ) -> Result<bool, String> {
     let prediction = model.handle(input);
