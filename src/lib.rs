@@ -173,6 +173,7 @@ pub mod testing;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
+mod waiters;
 
 pub use actions::{Action, Actions, Failure, Panic, PanicSite, StopList, TimerKind, WaiterList};
 pub use error::{ConfigError, InputError, PolicyError, Rejection};

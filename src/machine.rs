@@ -8,7 +8,6 @@
 //! 2. `Machine::transition` is the transition table of SPEC §3: one arm per
 //!    `(state, event)` row.
 
-use alloc::collections::VecDeque;
 use core::marker::PhantomData;
 use core::num::NonZeroU32;
 use core::time::Duration;
@@ -20,6 +19,7 @@ use crate::error::{ConfigError, InputError, Rejection};
 use crate::ids::{AttemptId, Counter, StopId, TimerId, WaiterId};
 use crate::input::Input;
 use crate::policy::{Backoff, RetryPolicy};
+use crate::waiters::Waiters;
 
 // The state has a module of its own (errors name it without importing the
 // machine); `redial::machine::State` stays a path to it.
@@ -117,13 +117,6 @@ struct Current {
     phase: Phase,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Waiter {
-    id: WaiterId,
-    /// Fail when `failure_events` reaches this.
-    fail_at: Option<u64>,
-}
-
 /// What an input means once its ids are resolved: the rows of the transition table.
 enum Event<E> {
     Start,
@@ -131,8 +124,9 @@ enum Event<E> {
     Stop(StopId),
     /// A new waiter, with its id and threshold.
     WhenConnected(WaiterId, Option<NonZeroU32>),
-    /// A pending waiter withdrawn.
-    CancelWaiter(WaiterId),
+    /// The pending waiter at this index of the queue withdrawn (found by classify;
+    /// nothing changes before the transition).
+    CancelWaiter(usize),
     /// The current attempt produced its connection.
     Made(AttemptId),
     /// The current attempt, or its prepare step, failed; `close`: its connection is
@@ -173,11 +167,9 @@ pub struct Machine<E, P = Backoff> {
     closing: SmallVec<[AttemptId; 2]>,
     /// The one armed timer: retry (Waiting) or the current attempt's timeout/healthy timer.
     timer: Option<(TimerId, TimerKind)>,
-    /// Pending waiters in registration order (so sorted by id). A deque, so that
-    /// withdrawing the oldest (timed-out requests) or the newest costs O(1).
-    waiters: VecDeque<Waiter>,
-    /// How many pending waiters have a failure threshold.
-    waiters_with_threshold: usize,
+    /// Pending waiters in registration order; withdrawing any of them costs
+    /// O(log n) amortised (see `src/waiters.rs`).
+    waiters: Waiters,
     /// Pending stop requests in call order.
     stops: StopList,
     failed_attempts: u32,
@@ -209,8 +201,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             cancelled: SmallVec::new(),
             closing: SmallVec::new(),
             timer: None,
-            waiters: VecDeque::new(),
-            waiters_with_threshold: 0,
+            waiters: Waiters::default(),
             stops: SmallVec::new(),
             failed_attempts: 0,
             failure_events: 0,
@@ -444,7 +435,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     /// Pending waiters, in registration order.
     pub fn pending_waiters(&self) -> impl ExactSizeIterator<Item = WaiterId> + '_ {
-        self.waiters.iter().map(|w| w.id)
+        self.waiters.iter()
     }
 
     /// Pending stop requests, in call order.
@@ -483,9 +474,9 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 if !self.waiter_ids.issued(waiter.raw()) {
                     return Err(Rejection::UnknownWaiter(waiter));
                 }
-                match self.waiters.binary_search_by_key(&waiter, |w| w.id) {
-                    Ok(_) => Event::CancelWaiter(waiter),
-                    Err(_) => Event::Stale,
+                match self.waiters.find(waiter) {
+                    Some(index) => Event::CancelWaiter(index),
+                    None => Event::Stale,
                 }
             }
             Input::TimerFired { timer } => {
@@ -583,7 +574,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 self.closing.push(attempt);
                 out.push(Action::Disconnect { attempt });
             }
-            (_, Event::CancelWaiter(waiter)) => self.forget_waiter(waiter),
+            (_, Event::CancelWaiter(index)) => self.waiters.withdraw(index),
 
             // start
             (Init | Stopped, Event::Start) => {
@@ -646,11 +637,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Event::WhenConnected(waiter, n),
             ) => {
                 let fail_at = n.map(|n| self.failure_events + u64::from(n.get()));
-                self.waiters_with_threshold += usize::from(fail_at.is_some());
-                self.waiters.push_back(Waiter {
-                    id: waiter,
-                    fail_at,
-                });
+                self.waiters.push(waiter, fail_at);
             }
 
             // reports about the current attempt (classify only yields these while Connecting)
@@ -775,8 +762,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             None => self.failed_attempts = 0,
         }
         if !self.waiters.is_empty() {
-            let waiters = self.waiters.drain(..).map(|w| w.id).collect();
-            self.waiters_with_threshold = 0;
+            let waiters = self.waiters.take_all();
             out.push(Action::NotifyWaiters { attempt, waiters });
         }
     }
@@ -827,22 +813,9 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// Fails the waiters whose threshold this failure reaches (all of them if `all`).
     fn deliver_failure(&mut self, failure: Failure<E>, all: bool, out: &mut Actions<E>) {
         let waiters: WaiterList = if all {
-            self.waiters_with_threshold = 0;
-            self.waiters.drain(..).map(|w| w.id).collect()
-        } else if self.waiters_with_threshold == 0 {
-            return;
+            self.waiters.take_all()
         } else {
-            let now = self.failure_events;
-            let mut due = WaiterList::new();
-            self.waiters.retain(|w| match w.fail_at {
-                Some(at) if at <= now => {
-                    due.push(w.id);
-                    false
-                }
-                _ => true,
-            });
-            self.waiters_with_threshold -= due.len();
-            due
+            self.waiters.take_due(self.failure_events)
         };
         if !waiters.is_empty() {
             out.push(Action::DeliverFailure { waiters, failure });
@@ -878,8 +851,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     fn cancel_waiters(&mut self, out: &mut Actions<E>) {
         if !self.waiters.is_empty() {
-            self.waiters_with_threshold = 0;
-            let waiters = self.waiters.drain(..).map(|w| w.id).collect();
+            let waiters = self.waiters.take_all();
             out.push(Action::CancelWaiters { waiters });
         }
     }
@@ -889,13 +861,6 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             out.push(Action::FinishStopping {
                 stops: core::mem::take(&mut self.stops),
             });
-        }
-    }
-
-    fn forget_waiter(&mut self, waiter: WaiterId) {
-        let index = self.waiters.binary_search_by_key(&waiter, |w| w.id);
-        if let Some(removed) = index.ok().and_then(|i| self.waiters.remove(i)) {
-            self.waiters_with_threshold -= usize::from(removed.fail_at.is_some());
         }
     }
 

@@ -94,7 +94,11 @@ fn the_corpus_exercises_panics() {
                     let closes = step
                         .actions
                         .contains(&Action::Disconnect { attempt: *attempt });
-                    *(if closes { &mut preparing } else { &mut attempting }) += 1;
+                    *(if closes {
+                        &mut preparing
+                    } else {
+                        &mut attempting
+                    }) += 1;
                 }
             }
             Ok(())

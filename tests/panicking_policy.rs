@@ -341,7 +341,12 @@ fn run_with_a_panic(
                 prop_assert_eq!(message(&*payload), Some(OVERFLOW));
                 prop_assert!(panicked.is_none(), "the policy panicked twice");
                 prop_assert!(machine == before, "{:?} changed the machine", input);
-                prop_assert_eq!(out.as_slice(), std::slice::from_ref(&sentinel), "{:?}", input);
+                prop_assert_eq!(
+                    out.as_slice(),
+                    std::slice::from_ref(&sentinel),
+                    "{:?}",
+                    input
+                );
                 // As if the input never happened: the model, the world and the
                 // ledger do not see it.
                 panicked = Some(transition_name(&before, &input));

@@ -104,6 +104,26 @@ proptest! {
         check_run(config, SimPolicy::linear(Duration::from_millis(1)).give_up_after(3), &ops)?;
     }
 
+    /// Many waiters, most of them withdrawn in any order (the queue's tombstones
+    /// and their compaction), among realistic happenings.
+    #[test]
+    fn many_withdrawn_waiters_match_model(
+        config in strategy::config(),
+        policy in strategy::sim_policy(),
+        ops in proptest::collection::vec(
+            prop_oneof![
+                4 => strategy::fail_after()
+                    .prop_map(|fail_after_failures| Op::WhenConnected { fail_after_failures }),
+                3 => any::<u16>().prop_map(|pick| Op::Withdraw { pick }),
+                1 => strategy::valid_op(),
+                1 => strategy::stale_op(),
+            ],
+            0..600,
+        ),
+    ) {
+        check_run(config, policy, &ops)?;
+    }
+
     /// Only what a correct driver and user do: long, realistic runs.
     #[test]
     fn valid_runs_match_model(
