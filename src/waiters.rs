@@ -39,6 +39,7 @@ struct Entry {
 const _: () = assert!(core::mem::size_of::<Entry>() == 24);
 
 impl Entry {
+    #[inline]
     fn pending(&self) -> Option<WaiterId> {
         match self.slot {
             Slot::Pending { .. } => Some(self.id),
@@ -55,25 +56,33 @@ impl Entry {
 pub(crate) struct Waiters {
     /// Pending waiters and tombstones, sorted by id; never a tombstone at either end.
     entries: VecDeque<Entry>,
-    /// How many entries are pending (not tombstones).
-    pending: usize,
+    /// How many entries are tombstones (the others are pending). Counted this way
+    /// round so that registering, the hot path, touches no counter but the
+    /// threshold one.
+    tombstones: usize,
     /// How many pending entries have a failure threshold.
     with_threshold: usize,
 }
 
 impl Waiters {
     /// Registers a waiter, newer than every one registered before.
+    #[inline]
     pub(crate) fn push(&mut self, id: WaiterId, fail_at: Option<u64>) {
         debug_assert!(self.entries.back().is_none_or(|last| last.id < id));
         self.entries.push_back(Entry {
             id,
             slot: Slot::Pending { fail_at },
         });
-        self.pending += 1;
         self.with_threshold += usize::from(fail_at.is_some());
     }
 
+    /// How many waiters are pending.
+    fn pending(&self) -> usize {
+        self.entries.len() - self.tombstones
+    }
+
     /// Whether no waiter is pending.
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         // No tombstone at either end: an entry means a pending waiter.
         self.entries.is_empty()
@@ -92,7 +101,7 @@ impl Waiters {
             return;
         };
         entry.slot = Slot::Withdrawn;
-        self.pending -= 1;
+        self.tombstones += 1;
         self.forget_thresholds(usize::from(fail_at.is_some()));
         while self
             .entries
@@ -100,6 +109,7 @@ impl Waiters {
             .is_some_and(|e| e.slot == Slot::Withdrawn)
         {
             self.entries.pop_front();
+            self.tombstones -= 1;
         }
         while self
             .entries
@@ -107,18 +117,27 @@ impl Waiters {
             .is_some_and(|e| e.slot == Slot::Withdrawn)
         {
             self.entries.pop_back();
+            self.tombstones -= 1;
         }
-        let tombstones = self.entries.len() - self.pending;
-        if tombstones > self.pending && tombstones > COMPACT_FLOOR {
+        if self.tombstones > self.pending() && self.tombstones > COMPACT_FLOOR {
             self.entries.retain(|e| e.slot != Slot::Withdrawn);
+            self.tombstones = 0;
         }
     }
 
     /// Takes every pending waiter out, in order, leaving the queue empty.
+    // Always inlined: on the hot path (every connection made) a call costs more
+    // than the body around the collect.
+    #[inline(always)]
     pub(crate) fn take_all(&mut self) -> WaiterList {
-        let mut all = WaiterList::with_capacity(self.pending);
-        all.extend(self.entries.drain(..).filter_map(|e| e.pending()));
-        self.pending = 0;
+        let all = if self.tombstones == 0 {
+            self.entries.drain(..).map(|e| e.id).collect()
+        } else {
+            let mut all = WaiterList::with_capacity(self.pending());
+            all.extend(self.entries.drain(..).filter_map(|e| e.pending()));
+            all
+        };
+        self.tombstones = 0;
         self.with_threshold = 0;
         all
     }
@@ -140,7 +159,7 @@ impl Waiters {
             Slot::Pending { .. } => true,
             Slot::Withdrawn => false,
         });
-        self.pending -= due.len();
+        self.tombstones = 0;
         self.forget_thresholds(due.len());
         due
     }
@@ -151,10 +170,11 @@ impl Waiters {
     }
 
     /// The pending waiters, in registration order.
+    #[inline]
     pub(crate) fn iter(&self) -> Iter<'_> {
         Iter {
             entries: self.entries.iter(),
-            left: self.pending,
+            left: self.pending(),
         }
     }
 }
@@ -247,12 +267,12 @@ mod tests {
         // As many tombstones as pending waiters (more than the floor): kept.
         let n = 2 * (floor + 2);
         let mut q = withdraw_middle(n, floor + 2);
-        assert_eq!(q.entries.len() - q.pending, q.pending);
+        assert_eq!(q.tombstones, q.pending());
         assert_eq!(q.entries.len() as u64, n);
         // One more: compacted, in one pass.
         withdraw(&mut q, floor + 3);
-        assert_eq!(q.entries.len(), q.pending);
-        assert_eq!(q.pending as u64, n - floor - 3);
+        assert_eq!((q.entries.len(), q.tombstones), (q.pending(), 0));
+        assert_eq!(q.pending() as u64, n - floor - 3);
         assert!(q.iter().eq(q.entries.iter().map(|e| e.id)));
         assert_eq!(q.iter().next(), Some(w(0)));
     }
@@ -308,7 +328,7 @@ mod tests {
         assert_eq!(due.as_slice(), &[w(0)]);
         assert_eq!(ids(&q), [1, 2, 5, 6, 7, 8]);
         assert_eq!(q.entries.len(), 6, "the pass dropped the tombstones");
-        assert_eq!((q.pending, q.with_threshold), (6, 1));
+        assert_eq!((q.pending(), q.tombstones, q.with_threshold), (6, 0, 1));
         withdraw(&mut q, 5);
         let all = q.take_all();
         assert_eq!(
@@ -316,7 +336,7 @@ mod tests {
             [1, 2, 6, 7, 8]
         );
         assert!(q.is_empty());
-        assert_eq!((q.pending, q.with_threshold), (0, 0));
+        assert_eq!((q.pending(), q.tombstones, q.with_threshold), (0, 0, 0));
         assert_eq!(q.take_due(100).len(), 0);
     }
 
