@@ -77,8 +77,8 @@ const WAITER_COUNTS: [usize; 4] = [1, 16, 1_000, 100_000];
 /// Withdrawing oldest first, as it always was benched (up to 10,000: it used to be
 /// quadratic).
 const CANCEL_COUNTS: [usize; 4] = [1, 16, 1_000, 10_000];
-/// Withdrawing in each order: a small queue and a long one.
-const WITHDRAW_COUNTS: [usize; 2] = [1_000, 100_000];
+/// Withdrawing in each order: per-waiter figures that stay flat mean linear.
+const WITHDRAW_COUNTS: [usize; 3] = [1_000, 10_000, 100_000];
 
 /// The order in which `waiters` are withdrawn.
 #[derive(Debug, Clone, Copy)]
