@@ -318,7 +318,9 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 
     /// Withdraws a waiter: it is forgotten and never answered. Withdrawing one already
-    /// answered is stale and does nothing.
+    /// answered is stale and does nothing. Costs O(log n) amortised for n pending
+    /// waiters, whichever one it is (the oldest or the newest: O(1)), and allocates
+    /// nothing.
     pub fn cancel_waiter(&mut self, waiter: WaiterId) -> Result<Actions<E>, InputError> {
         self.report(Input::CancelWaiter { waiter })
     }
