@@ -717,3 +717,13 @@ fn cycles_are_found_and_printed() {
         BTreeSet::from(["src/d".to_owned()])
     );
 }
+
+/// The types that moved to break the cycle are still where they were.
+#[test]
+fn moved_types_keep_their_old_paths() {
+    let state: redial::machine::State = redial::State::Init;
+    let kind: redial::error::InputKind = redial::input::InputKind::Start;
+    let kind_again: redial::InputKind = kind;
+    assert_eq!(state.to_string(), "Init");
+    assert_eq!(kind_again.name(), "start");
+}
