@@ -11,27 +11,31 @@
 //! * `cycle/*`: one reconnect cycle (when_connected → retry timer fires → Connect →
 //!   connection made → NotifyWaiters → connection lost → ScheduleTimer(0 s)), for
 //!   redial with a zero-delay closure policy, redial with Twisted's jittered
-//!   backoff, and the hand-written floor (`benches/support/cycle.rs`); `*_no_waiter`
+//!   backoff, and the hand-written floor (`redial_devkit::cycle`, devkit/src/cycle.rs); `*_no_waiter`
 //!   drops the `when_connected` input. Per input = cycle / 4 (or / 3).
 //! * `waiters/notify/N`: `connection_made` with N pending waiters (throughput is per
 //!   waiter); `waiters/register/N`: N `when_connected` calls; `waiters/cancel_each/N`:
-//!   withdrawing N pending waiters oldest first (`cancel_waiter`).
+//!   withdrawing N pending waiters oldest first (`cancel_waiter`);
+//!   `waiters/withdraw_{oldest,newest,random}/N`: N pending waiters withdrawn
+//!   oldest first, newest first, or in a random (seeded) order: each should be
+//!   linear overall, so the per-waiter figure should not grow with N.
+//!
+//! ```text
+//! cargo bench --bench machine -- waiters/withdraw    # only the withdrawal orders
+//! ```
 //!
 //! After criterion's groups, the `cycle` part prints the redial / floor ratio from
 //! interleaved rounds in this same process (`ratio:` lines), which is the figure
 //! BENCHMARKS.md quotes: both sides see the same machine noise.
 #![allow(missing_docs)] // criterion's macros and this bench's helpers are not API
 
-#[path = "support/cycle.rs"]
-mod cycle;
-
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput};
-use redial::{Actions, Backoff, Machine, WaiterId};
+use redial::{Actions, Backoff, Machine, SplitMix64, WaiterId};
 
-use cycle::{perform, zero_delay, Error, FloorCycle, RedialCycle, Seen, ZeroDelay};
+use redial_devkit::cycle::{perform, zero_delay, Error, FloorCycle, RedialCycle, Seen, ZeroDelay};
 
 fn bench_cycle(c: &mut Criterion) {
     let mut g = c.benchmark_group("cycle");
@@ -70,8 +74,46 @@ fn connecting_with_waiters(n: usize) -> (Machine<Error, ZeroDelay>, Vec<WaiterId
 }
 
 const WAITER_COUNTS: [usize; 4] = [1, 16, 1_000, 100_000];
-/// Withdrawing is quadratic (see BENCHMARKS.md), so its largest size is smaller.
+/// Withdrawing oldest first, as it always was benched (up to 10,000: it used to be
+/// quadratic).
 const CANCEL_COUNTS: [usize; 4] = [1, 16, 1_000, 10_000];
+/// Withdrawing in each order: per-waiter figures that stay flat mean linear.
+const WITHDRAW_COUNTS: [usize; 3] = [1_000, 10_000, 100_000];
+
+/// The order in which `waiters` are withdrawn.
+#[derive(Debug, Clone, Copy)]
+enum Order {
+    Oldest,
+    Newest,
+    Random,
+}
+
+impl Order {
+    fn name(self) -> &'static str {
+        match self {
+            Order::Oldest => "withdraw_oldest",
+            Order::Newest => "withdraw_newest",
+            Order::Random => "withdraw_random",
+        }
+    }
+
+    /// The indices of `n` waiters in this order (random: a seeded Fisher–Yates shuffle).
+    fn indices(self, n: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..n).collect();
+        match self {
+            Order::Oldest => {}
+            Order::Newest => order.reverse(),
+            Order::Random => {
+                let mut rng = SplitMix64::new(0x5eed);
+                for i in (1..n).rev() {
+                    let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+                    order.swap(i, j);
+                }
+            }
+        }
+        order
+    }
+}
 
 fn batch_size(n: usize) -> BatchSize {
     if n <= 16 {
@@ -133,6 +175,25 @@ fn bench_waiters(c: &mut Criterion) {
                 batch_size(n),
             )
         });
+    }
+    for order in [Order::Oldest, Order::Newest, Order::Random] {
+        for &n in &WITHDRAW_COUNTS {
+            let indices = order.indices(n);
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_with_input(BenchmarkId::new(order.name(), n), &n, |b, &n| {
+                b.iter_batched(
+                    || connecting_with_waiters(n),
+                    |(mut machine, waiters, mut seen)| {
+                        for &i in &indices {
+                            perform(machine.cancel_waiter(waiters[i]).unwrap(), &mut seen);
+                        }
+                        assert_eq!(machine.pending_waiters().len(), 0);
+                        machine
+                    },
+                    batch_size(n),
+                )
+            });
+        }
     }
     g.finish();
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The reconnect cycle of benches/support/cycle.rs, through Twisted's ClientService.
+"""The reconnect cycle of devkit/src/cycle.rs, through Twisted's ClientService.
 
 Same cycle, in memory, with a fake clock (twisted.internet.task.Clock) and a fake
 endpoint whose connect() succeeds at once:

@@ -15,7 +15,7 @@
 //! Workloads (`<workload> <cycles> [--time]`; with `--time` it prints the wall time
 //! per cycle instead, which `benches/twisted_cycle.py` uses):
 //!
-//! * `redial`: the cycle of `benches/support/cycle.rs` (when_connected, retry timer
+//! * `redial`: the cycle of `redial_devkit::cycle` (devkit/src/cycle.rs) (when_connected, retry timer
 //!   fired, connection made → NotifyWaiters, lost → ScheduleTimer(0 s)) with a
 //!   zero-delay closure policy;
 //! * `redial_into`: the same cycle through `Machine::handle_into` and one reused
@@ -28,15 +28,12 @@
 //! (including the driver's `match` over its actions) on its own line; `run_*`
 //! is the whole loop, and the only code collected with `--toggle-collect`.
 
-#[path = "../benches/support/cycle.rs"]
-mod cycle;
-
 use std::hint::black_box;
 use std::time::Instant;
 
 use redial::{Actions, Backoff, Input, Machine, RetryPolicy};
 
-use cycle::{
+use redial_devkit::cycle::{
     perform, perform_into, zero_delay, Error, Floor, FloorAction, RedialCycle, Seen, ZeroDelay,
 };
 

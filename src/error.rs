@@ -6,7 +6,10 @@
 use core::time::Duration;
 
 use crate::ids::{AttemptId, TimerId, WaiterId};
-use crate::machine::State;
+use crate::state::State;
+
+// `InputKind` lives with `Input`; `redial::error::InputKind` stays a path to it.
+pub use crate::input::InputKind;
 
 /// An input the machine cannot accept in its current state.
 ///
@@ -60,62 +63,6 @@ pub enum Rejection {
     /// `connect_cancelled` for the current attempt, which the machine never asked to cancel.
     #[error("{0} was never asked to be cancelled")]
     NotCancelled(AttemptId),
-}
-
-/// The kind of an [`Input`](crate::Input), for error messages and traces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum InputKind {
-    /// [`Input::Start`](crate::Input::Start).
-    Start,
-    /// [`Input::Stop`](crate::Input::Stop).
-    Stop,
-    /// [`Input::WhenConnected`](crate::Input::WhenConnected).
-    WhenConnected,
-    /// [`Input::CancelWaiter`](crate::Input::CancelWaiter).
-    CancelWaiter,
-    /// [`Input::ConnectionMade`](crate::Input::ConnectionMade).
-    ConnectionMade,
-    /// [`Input::ConnectionFailed`](crate::Input::ConnectionFailed).
-    ConnectionFailed,
-    /// [`Input::ConnectCancelled`](crate::Input::ConnectCancelled).
-    ConnectCancelled,
-    /// [`Input::PrepareSucceeded`](crate::Input::PrepareSucceeded).
-    PrepareSucceeded,
-    /// [`Input::PrepareFailed`](crate::Input::PrepareFailed).
-    PrepareFailed,
-    /// [`Input::Panicked`](crate::Input::Panicked).
-    Panicked,
-    /// [`Input::ClientDisconnected`](crate::Input::ClientDisconnected).
-    ClientDisconnected,
-    /// [`Input::TimerFired`](crate::Input::TimerFired).
-    TimerFired,
-}
-
-impl InputKind {
-    /// The input's name as the method that feeds it (`"connection_made"`, …).
-    pub const fn name(self) -> &'static str {
-        match self {
-            InputKind::Start => "start",
-            InputKind::Stop => "stop",
-            InputKind::WhenConnected => "when_connected",
-            InputKind::CancelWaiter => "cancel_waiter",
-            InputKind::ConnectionMade => "connection_made",
-            InputKind::ConnectionFailed => "connection_failed",
-            InputKind::ConnectCancelled => "connect_cancelled",
-            InputKind::PrepareSucceeded => "prepare_succeeded",
-            InputKind::PrepareFailed => "prepare_failed",
-            InputKind::Panicked => "panicked",
-            InputKind::ClientDisconnected => "client_disconnected",
-            InputKind::TimerFired => "timer_fired",
-        }
-    }
-}
-
-impl core::fmt::Display for InputKind {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// A [`Config`](crate::Config) the machine refuses to run with.

@@ -7,7 +7,7 @@
 
 use core::num::NonZeroU32;
 
-use crate::error::InputKind;
+use crate::actions::Panic;
 use crate::ids::{AttemptId, TimerId, WaiterId};
 
 /// One input to the [`Machine`](crate::Machine).
@@ -74,7 +74,7 @@ pub enum Input<E> {
         /// The attempt (or the connection, named by its attempt).
         attempt: AttemptId,
         /// What panicked, and its message.
-        panic: crate::actions::Panic,
+        panic: Panic,
     },
     /// The connection is closed: lost, or closed because the machine asked (`Disconnect`).
     ClientDisconnected {
@@ -105,5 +105,61 @@ impl<E> Input<E> {
             Input::ClientDisconnected { .. } => InputKind::ClientDisconnected,
             Input::TimerFired { .. } => InputKind::TimerFired,
         }
+    }
+}
+
+/// The kind of an [`Input`], for error messages and traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InputKind {
+    /// [`Input::Start`].
+    Start,
+    /// [`Input::Stop`].
+    Stop,
+    /// [`Input::WhenConnected`].
+    WhenConnected,
+    /// [`Input::CancelWaiter`].
+    CancelWaiter,
+    /// [`Input::ConnectionMade`].
+    ConnectionMade,
+    /// [`Input::ConnectionFailed`].
+    ConnectionFailed,
+    /// [`Input::ConnectCancelled`].
+    ConnectCancelled,
+    /// [`Input::PrepareSucceeded`].
+    PrepareSucceeded,
+    /// [`Input::PrepareFailed`].
+    PrepareFailed,
+    /// [`Input::Panicked`].
+    Panicked,
+    /// [`Input::ClientDisconnected`].
+    ClientDisconnected,
+    /// [`Input::TimerFired`].
+    TimerFired,
+}
+
+impl InputKind {
+    /// The input's name as the method that feeds it (`"connection_made"`, …).
+    pub const fn name(self) -> &'static str {
+        match self {
+            InputKind::Start => "start",
+            InputKind::Stop => "stop",
+            InputKind::WhenConnected => "when_connected",
+            InputKind::CancelWaiter => "cancel_waiter",
+            InputKind::ConnectionMade => "connection_made",
+            InputKind::ConnectionFailed => "connection_failed",
+            InputKind::ConnectCancelled => "connect_cancelled",
+            InputKind::PrepareSucceeded => "prepare_succeeded",
+            InputKind::PrepareFailed => "prepare_failed",
+            InputKind::Panicked => "panicked",
+            InputKind::ClientDisconnected => "client_disconnected",
+            InputKind::TimerFired => "timer_fired",
+        }
+    }
+}
+
+impl core::fmt::Display for InputKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
     }
 }

@@ -118,7 +118,13 @@
 //! * At most one timer is armed at a time: the retry timer while `Waiting`, or the
 //!   current attempt's connect timeout, prepare timeout or healthy timer.
 //! * On `prepare_failed` the actions are: cancel the prepare timeout, `Disconnect`
-//!   the rejected connection (D2), schedule the retry, deliver the failure.
+//!   the rejected connection (D2), schedule the retry, deliver the failure. A
+//!   `panicked` report while preparing does the same; while attempting it is a
+//!   failed attempt like `connection_failed`; for an established connection it is
+//!   rejected (its loss is reported with `client_disconnected`).
+//! * The retry policy is asked before a transition changes anything: a policy
+//!   that panics leaves the machine as it was and appends no action, and the
+//!   panic propagates to the caller.
 //! * When the policy gives up, every pending waiter receives the last failure, then
 //!   [`Action::GaveUp`]; the machine is `Stopped` until started again. A `stop`
 //!   while a rejected connection is still closing waits for it (D7).
@@ -163,6 +169,7 @@ pub mod policy;
 #[cfg(feature = "smol")]
 #[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
 pub mod smol;
+mod state;
 #[cfg(feature = "proptest")]
 pub mod testing;
 /// Recipes for the async service (feature `tokio`): a request timeout that closes
@@ -176,13 +183,15 @@ pub mod recipes {
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
+mod waiters;
 
 pub use actions::{Action, Actions, Failure, Panic, PanicSite, StopList, TimerKind, WaiterList};
-pub use error::{ConfigError, InputError, InputKind, PolicyError, Rejection};
+pub use error::{ConfigError, InputError, PolicyError, Rejection};
 pub use ids::{AttemptId, StopId, TimerId, WaiterId};
-pub use input::Input;
-pub use machine::{Config, Counters, Issued, Machine, State, Step};
+pub use input::{Input, InputKind};
+pub use machine::{Config, Counters, Issued, Machine, Step};
 pub use policy::{from_fn, Backoff, FromFn, GiveUpAfter, Jitter, RetryPolicy, SplitMix64};
+pub use state::State;
 
 /// The README's Rust examples, compiled and run as doctests (they use every adapter).
 #[cfg(all(doctest, feature = "tokio", feature = "smol", feature = "async-std"))]

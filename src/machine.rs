@@ -8,8 +8,6 @@
 //! 2. `Machine::transition` is the transition table of SPEC §3: one arm per
 //!    `(state, event)` row.
 
-use alloc::collections::VecDeque;
-use core::fmt;
 use core::marker::PhantomData;
 use core::num::NonZeroU32;
 use core::time::Duration;
@@ -21,31 +19,11 @@ use crate::error::{ConfigError, InputError, Rejection};
 use crate::ids::{AttemptId, Counter, StopId, TimerId, WaiterId};
 use crate::input::Input;
 use crate::policy::{Backoff, RetryPolicy};
+use crate::waiters::Waiters;
 
-/// Twisted's seven states (SPEC §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
-    /// Never started.
-    Init,
-    /// An attempt, or the prepare step of its connection, is in flight.
-    Connecting,
-    /// The retry timer is armed.
-    Waiting,
-    /// The connection is up (and prepared).
-    Connected,
-    /// Stop requested; waiting for what is still open to go away.
-    Disconnecting,
-    /// As `Disconnecting`, but `start` was called meanwhile: connect once it is gone.
-    Restarting,
-    /// Stopped (by `stop`, or because the retry policy gave up).
-    Stopped,
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
+// The state has a module of its own (errors name it without importing the
+// machine); `redial::machine::State` stays a path to it.
+pub use crate::state::State;
 
 /// Opt-in behaviour beyond Twisted (SPEC §7). The default behaves as Twisted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,7 +74,8 @@ impl Config {
 pub struct Counters {
     /// Attempts started (`Connect` actions).
     pub attempts: u64,
-    /// Failed attempts: attempt failed, prepare failed, timed out, lost while preparing.
+    /// Failed attempts: attempt failed, prepare failed, timed out, lost while
+    /// preparing, user code panicked.
     pub failures: u64,
     /// Times the machine became `Connected`.
     pub connections: u64,
@@ -138,13 +117,6 @@ struct Current {
     phase: Phase,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Waiter {
-    id: WaiterId,
-    /// Fail when `failure_events` reaches this.
-    fail_at: Option<u64>,
-}
-
 /// What an input means once its ids are resolved: the rows of the transition table.
 enum Event<E> {
     Start,
@@ -152,8 +124,9 @@ enum Event<E> {
     Stop(StopId),
     /// A new waiter, with its id and threshold.
     WhenConnected(WaiterId, Option<NonZeroU32>),
-    /// A pending waiter withdrawn.
-    CancelWaiter(WaiterId),
+    /// The pending waiter at this index of the queue withdrawn (found by classify;
+    /// nothing changes before the transition).
+    CancelWaiter(usize),
     /// The current attempt produced its connection.
     Made(AttemptId),
     /// The current attempt, or its prepare step, failed; `close`: its connection is
@@ -194,11 +167,9 @@ pub struct Machine<E, P = Backoff> {
     closing: SmallVec<[AttemptId; 2]>,
     /// The one armed timer: retry (Waiting) or the current attempt's timeout/healthy timer.
     timer: Option<(TimerId, TimerKind)>,
-    /// Pending waiters in registration order (so sorted by id). A deque, so that
-    /// withdrawing the oldest (timed-out requests) or the newest costs O(1).
-    waiters: VecDeque<Waiter>,
-    /// How many pending waiters have a failure threshold.
-    waiters_with_threshold: usize,
+    /// Pending waiters in registration order; withdrawing any of them costs
+    /// O(log n) amortised (see `src/waiters.rs`).
+    waiters: Waiters,
     /// Pending stop requests in call order.
     stops: StopList,
     failed_attempts: u32,
@@ -230,8 +201,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             cancelled: SmallVec::new(),
             closing: SmallVec::new(),
             timer: None,
-            waiters: VecDeque::new(),
-            waiters_with_threshold: 0,
+            waiters: Waiters::default(),
             stops: SmallVec::new(),
             failed_attempts: 0,
             failure_events: 0,
@@ -255,6 +225,14 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     // ----- inputs as methods ---------------------------------------------------------
 
     /// Feeds one input. Bad input returns an [`InputError`] and changes nothing.
+    ///
+    /// # Panics
+    ///
+    /// Only if the retry policy panics, and then all or nothing: a policy that
+    /// panics leaves the machine as it was before the input (the policy is asked
+    /// before the transition changes anything; only what the policy itself changed
+    /// before panicking stays changed), and the panic propagates to the caller.
+    /// The input methods ([`Machine::connection_failed`], …) behave the same way.
     pub fn handle(&mut self, input: Input<E>) -> Result<Step<E>, InputError> {
         let mut actions = Actions::new();
         let issued = self.handle_into(input, &mut actions)?;
@@ -276,6 +254,14 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// Returns the id the input issued (for `Stop` and `WhenConnected`).
     ///
     /// Bad input returns an [`InputError`], appends nothing and changes nothing.
+    ///
+    /// # Panics
+    ///
+    /// Only if the retry policy panics, and then all or nothing: a policy that
+    /// panics leaves the machine as it was before the input and appends nothing to
+    /// `out` (the policy is asked before the transition changes anything; only what
+    /// the policy itself changed before panicking stays changed); the panic
+    /// propagates to the caller.
     ///
     /// ```
     /// use redial::{Action, Actions, Backoff, Input, Machine};
@@ -332,7 +318,9 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 
     /// Withdraws a waiter: it is forgotten and never answered. Withdrawing one already
-    /// answered is stale and does nothing.
+    /// answered is stale and does nothing. Costs O(log n) amortised for n pending
+    /// waiters, whichever one it is (the oldest or the newest: O(1)), and allocates
+    /// nothing.
     pub fn cancel_waiter(&mut self, waiter: WaiterId) -> Result<Actions<E>, InputError> {
         self.report(Input::CancelWaiter { waiter })
     }
@@ -449,7 +437,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     /// Pending waiters, in registration order.
     pub fn pending_waiters(&self) -> impl ExactSizeIterator<Item = WaiterId> + '_ {
-        self.waiters.iter().map(|w| w.id)
+        self.waiters.iter()
     }
 
     /// Pending stop requests, in call order.
@@ -488,9 +476,9 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 if !self.waiter_ids.issued(waiter.raw()) {
                     return Err(Rejection::UnknownWaiter(waiter));
                 }
-                match self.waiters.binary_search_by_key(&waiter, |w| w.id) {
-                    Ok(_) => Event::CancelWaiter(waiter),
-                    Err(_) => Event::Stale,
+                match self.waiters.find(waiter) {
+                    Some(index) => Event::CancelWaiter(index),
+                    None => Event::Stale,
                 }
             }
             Input::TimerFired { timer } => {
@@ -588,7 +576,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 self.closing.push(attempt);
                 out.push(Action::Disconnect { attempt });
             }
-            (_, Event::CancelWaiter(waiter)) => self.forget_waiter(waiter),
+            (_, Event::CancelWaiter(index)) => self.waiters.withdraw(index),
 
             // start
             (Init | Stopped, Event::Start) => {
@@ -651,11 +639,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Event::WhenConnected(waiter, n),
             ) => {
                 let fail_at = n.map(|n| self.failure_events + u64::from(n.get()));
-                self.waiters_with_threshold += usize::from(fail_at.is_some());
-                self.waiters.push_back(Waiter {
-                    id: waiter,
-                    fail_at,
-                });
+                self.waiters.push(waiter, fail_at);
             }
 
             // reports about the current attempt (classify only yields these while Connecting)
@@ -780,8 +764,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             None => self.failed_attempts = 0,
         }
         if !self.waiters.is_empty() {
-            let waiters = self.waiters.drain(..).map(|w| w.id).collect();
-            self.waiters_with_threshold = 0;
+            let waiters = self.waiters.take_all();
             out.push(Action::NotifyWaiters { attempt, waiters });
         }
     }
@@ -832,22 +815,9 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// Fails the waiters whose threshold this failure reaches (all of them if `all`).
     fn deliver_failure(&mut self, failure: Failure<E>, all: bool, out: &mut Actions<E>) {
         let waiters: WaiterList = if all {
-            self.waiters_with_threshold = 0;
-            self.waiters.drain(..).map(|w| w.id).collect()
-        } else if self.waiters_with_threshold == 0 {
-            return;
+            self.waiters.take_all()
         } else {
-            let now = self.failure_events;
-            let mut due = WaiterList::new();
-            self.waiters.retain(|w| match w.fail_at {
-                Some(at) if at <= now => {
-                    due.push(w.id);
-                    false
-                }
-                _ => true,
-            });
-            self.waiters_with_threshold -= due.len();
-            due
+            self.waiters.take_due(self.failure_events)
         };
         if !waiters.is_empty() {
             out.push(Action::DeliverFailure { waiters, failure });
@@ -883,8 +853,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     fn cancel_waiters(&mut self, out: &mut Actions<E>) {
         if !self.waiters.is_empty() {
-            self.waiters_with_threshold = 0;
-            let waiters = self.waiters.drain(..).map(|w| w.id).collect();
+            let waiters = self.waiters.take_all();
             out.push(Action::CancelWaiters { waiters });
         }
     }
@@ -894,13 +863,6 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             out.push(Action::FinishStopping {
                 stops: core::mem::take(&mut self.stops),
             });
-        }
-    }
-
-    fn forget_waiter(&mut self, waiter: WaiterId) {
-        let index = self.waiters.binary_search_by_key(&waiter, |w| w.id);
-        if let Some(removed) = index.ok().and_then(|i| self.waiters.remove(i)) {
-            self.waiters_with_threshold -= usize::from(removed.fail_at.is_some());
         }
     }
 

@@ -109,6 +109,15 @@ use crate::error::PolicyError;
 /// Every closure `FnMut(u32) -> Duration` is a policy that never gives up; use
 /// [`from_fn`] for a closure that may give up, and [`Backoff`] for exponential
 /// backoff with jitter.
+///
+/// # Panics
+///
+/// A policy should not panic (the provided ones never do). If one does, it is all
+/// or nothing: a policy that panics leaves the machine as it was before the input
+/// (the machine asks it before a transition changes anything, and appends no
+/// action; only what the policy itself changed before panicking stays changed),
+/// and the panic propagates to the caller of [`Machine::handle`](crate::Machine::handle)
+/// or of the input method that asked.
 pub trait RetryPolicy {
     /// The delay before the next attempt after `failed_attempts` consecutive
     /// failures (at least 1), or `None` to stop retrying.

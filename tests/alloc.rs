@@ -9,9 +9,6 @@
 //! BENCHMARKS.md.
 #![allow(unsafe_code)] // the counting allocator; the library itself forbids unsafe
 
-#[path = "../benches/support/cycle.rs"]
-mod cycle;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::ErrorKind;
@@ -25,7 +22,7 @@ use redial::{
     WaiterList,
 };
 
-use cycle::{zero_delay, Error, RedialCycle, ZeroDelay};
+use redial_devkit::cycle::{zero_delay, Error, RedialCycle, ZeroDelay};
 
 struct Counting;
 

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use redial::{
-    AttemptId, Backoff, Config, Input, InputError, InputKind, Jitter, Machine, Rejection, State,
-    TimerId, WaiterId,
+    Action, Actions, AttemptId, Backoff, Config, Input, InputError, InputKind, Jitter, Machine,
+    Panic, PanicSite, Rejection, State, TimerId, WaiterId,
 };
 
 type E = &'static str;
@@ -79,6 +79,27 @@ fn assert_rejected(name: &str, m: &M, input: Input<E>, reason: Rejection) {
         "{name}: {input:?}"
     );
     assert_eq!(&after, m, "{name}: {input:?} changed the machine");
+    // Through handle_into: the caller's buffer is left as it was, too.
+    let mut after = m.clone();
+    let sentinel: Action<E> = Action::GaveUp {
+        failed_attempts: 77,
+    };
+    let mut out: Actions<E> = [sentinel.clone()].into_iter().collect();
+    let again = after
+        .handle_into(input.clone(), &mut out)
+        .expect_err(&format!(
+            "{name}: {input:?} should be rejected by handle_into"
+        ));
+    assert_eq!(again, err);
+    assert_eq!(
+        out.as_slice(),
+        &[sentinel],
+        "{name}: {input:?} appended actions"
+    );
+    assert_eq!(
+        &after, m,
+        "{name}: {input:?} changed the machine (handle_into)"
+    );
     // The message names the state and the input.
     let text = err.to_string();
     assert!(text.contains(&m.state().to_string()), "{text}");
@@ -104,6 +125,10 @@ fn ids_never_issued_are_rejected_in_every_state() {
                 error: "x",
             },
             Input::ClientDisconnected { attempt: unknown },
+            Input::Panicked {
+                attempt: unknown,
+                panic: Panic::new(PanicSite::Connector, "x"),
+            },
         ] {
             assert_rejected(name, m, input, Rejection::UnknownAttempt(unknown));
         }
@@ -218,6 +243,40 @@ fn reports_that_contradict_the_current_attempt_are_rejected() {
         Input::ConnectCancelled { attempt: a(0) },
         Rejection::NotCancelled(a(0)),
     );
+}
+
+/// `panicked` for the established connection is rejected (its loss is reported with
+/// `client_disconnected`), whatever the site, and changes nothing.
+#[test]
+fn panicked_for_an_established_connection_is_rejected_and_changes_nothing() {
+    let machines = machines();
+    let (name, m) = machines.iter().find(|(n, _)| *n == "connected").unwrap();
+    assert_eq!(m.connection(), Some(a(0)));
+    for site in [
+        PanicSite::Connector,
+        PanicSite::Prepare,
+        PanicSite::Connection,
+    ] {
+        assert_rejected(
+            name,
+            m,
+            Input::Panicked {
+                attempt: a(0),
+                panic: Panic::new(site, "boom"),
+            },
+            Rejection::Established(a(0)),
+        );
+    }
+    // Every other state accepts a `panicked` naming an issued attempt (as a failure,
+    // as gone, or as stale).
+    for (name, m) in &machines {
+        if *name == "connected" || m.state() == State::Init {
+            continue;
+        }
+        let mut after = m.clone();
+        let panic = Panic::new(PanicSite::Connector, "boom");
+        assert!(after.panicked(a(0), panic).is_ok(), "{name}");
+    }
 }
 
 #[test]

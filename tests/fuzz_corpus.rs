@@ -3,11 +3,7 @@
 //! runs a few thousand pseudo-random byte strings through them as a cheap fuzz
 //! smoke test.
 
-mod model;
-
-#[path = "../fuzz/src/check.rs"]
-mod check;
-
+use redial_devkit::check;
 use std::fs;
 use std::path::Path;
 
@@ -75,4 +71,39 @@ fn corpus_inputs_decode_to_real_runs() {
         decoded >= 4,
         "only {decoded} corpus inputs decode to 10+ ops"
     );
+}
+
+#[test]
+fn the_corpus_exercises_panics() {
+    use redial::testing::run_ops;
+    use redial::{Action, Input, Machine};
+    // Accepted `panicked` reports that made a failed attempt: (while attempting,
+    // while preparing).
+    let (mut attempting, mut preparing) = (0, 0);
+    for (_, data) in corpus("machine") {
+        let Ok((config, policy, ops)) = check::decode_machine(&data) else {
+            continue;
+        };
+        let mut machine = Machine::with_config(policy, config).unwrap();
+        run_ops(&mut machine, &ops, |input, result, _| {
+            if let (Input::Panicked { attempt, .. }, Ok(step)) = (input, result) {
+                let fails = |a: &Action<String>| {
+                    matches!(a, Action::ScheduleTimer { .. } | Action::GaveUp { .. })
+                };
+                if step.actions.iter().any(fails) {
+                    let closes = step
+                        .actions
+                        .contains(&Action::Disconnect { attempt: *attempt });
+                    *(if closes {
+                        &mut preparing
+                    } else {
+                        &mut attempting
+                    }) += 1;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    assert!(attempting > 0 && preparing > 0, "{attempting} {preparing}");
 }

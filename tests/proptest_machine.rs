@@ -1,5 +1,5 @@
 //! Model-based property tests: random sequences of valid, stale and invalid inputs
-//! are fed to the `Machine` and to the reference model in tests/model/; the action
+//! are fed to the `Machine` and to the reference model in devkit/src/model.rs; the action
 //! lists must be equal and the invariants of SPEC §8 must hold after every step.
 //!
 //! A failure shrinks to a short sequence and prints it as a trace (the format of
@@ -9,15 +9,13 @@
 //! of that for each of the others. Soak locally with e.g.
 //! `REDIAL_PROPTEST_CASES=1000000 cargo test --release --test proptest_machine`.
 
-mod model;
-
 use std::time::Duration;
 
-use model::run_with_model;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use redial::testing::{minimize, strategy, Op, SimPolicy};
 use redial::{Config, Machine};
+use redial_devkit::model::run_with_model;
 
 fn cases() -> u32 {
     std::env::var("REDIAL_PROPTEST_CASES")
@@ -104,6 +102,26 @@ proptest! {
     #[test]
     fn give_up_matches_model(config in strategy::config(), ops in strategy::ops(0..200)) {
         check_run(config, SimPolicy::linear(Duration::from_millis(1)).give_up_after(3), &ops)?;
+    }
+
+    /// Many waiters, most of them withdrawn in any order (the queue's tombstones
+    /// and their compaction), among realistic happenings.
+    #[test]
+    fn many_withdrawn_waiters_match_model(
+        config in strategy::config(),
+        policy in strategy::sim_policy(),
+        ops in proptest::collection::vec(
+            prop_oneof![
+                4 => strategy::fail_after()
+                    .prop_map(|fail_after_failures| Op::WhenConnected { fail_after_failures }),
+                3 => any::<u16>().prop_map(|pick| Op::Withdraw { pick }),
+                1 => strategy::valid_op(),
+                1 => strategy::stale_op(),
+            ],
+            0..600,
+        ),
+    ) {
+        check_run(config, policy, &ops)?;
     }
 
     /// Only what a correct driver and user do: long, realistic runs.
@@ -280,4 +298,74 @@ mod policies {
             );
         }
     }
+}
+
+/// The generators make `panicked` reports for every row of its rule: the current
+/// attempt while attempting and while preparing, the established connection
+/// (rejected), an attempt asked to cancel (gone), a connection asked to close and
+/// an old attempt (stale), and ids never issued (rejected).
+#[test]
+fn generated_panics_cover_every_row_of_their_rule() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    use redial::{Action, Input, Rejection};
+    use std::collections::BTreeSet;
+
+    let mut runner = TestRunner::deterministic();
+    let cases = (
+        strategy::config(),
+        strategy::sim_policy(),
+        strategy::ops(0..200),
+    );
+    let mut seen = BTreeSet::new();
+    for _ in 0..300 {
+        let (config, policy, ops) = cases.new_tree(&mut runner).unwrap().current();
+        let mut machine = Machine::with_config(policy, config).unwrap();
+        let mut world = redial::testing::World::new();
+        for op in &ops {
+            let Some(input) = world.resolve(op) else {
+                continue;
+            };
+            let Input::Panicked { attempt, .. } = &input else {
+                let result = machine.handle(input.clone());
+                world.observe(&input, &result);
+                continue;
+            };
+            let current = machine.current_attempt() == Some(*attempt);
+            let outstanding = machine.outstanding().any(|a| a == *attempt);
+            let result = machine.handle(input.clone());
+            let still_outstanding = machine.outstanding().any(|a| a == *attempt);
+            seen.insert(match &result {
+                Err(e) if e.reason == Rejection::Established(*attempt) => "established",
+                Err(e) if e.reason == Rejection::UnknownAttempt(*attempt) => "unknown",
+                Err(e) => panic!("unexpected rejection {e}"),
+                Ok(step) if current => {
+                    let closes = step
+                        .actions
+                        .iter()
+                        .any(|a| *a == Action::Disconnect { attempt: *attempt });
+                    if closes {
+                        "preparing"
+                    } else {
+                        "attempting"
+                    }
+                }
+                Ok(_) if outstanding && still_outstanding => "closing",
+                Ok(_) if outstanding => "cancelled",
+                Ok(_) => "old",
+            });
+            world.observe(&input, &result);
+        }
+    }
+    let all: BTreeSet<&str> = [
+        "attempting",
+        "cancelled",
+        "closing",
+        "established",
+        "old",
+        "preparing",
+        "unknown",
+    ]
+    .into();
+    assert_eq!(seen, all);
 }

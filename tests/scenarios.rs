@@ -9,8 +9,8 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use redial::{
-    Action, AttemptId, Config, Failure, Input, Machine, RetryPolicy, State, StopId, TimerId,
-    TimerKind, WaiterId,
+    Action, AttemptId, Config, Failure, Input, InputError, InputKind, Machine, Panic, PanicSite,
+    Rejection, RetryPolicy, State, StopId, TimerId, TimerKind, WaiterId,
 };
 
 type E = &'static str;
@@ -86,6 +86,15 @@ fn lost(attempt: AttemptId) -> Input<E> {
 }
 fn fired(timer: TimerId) -> Input<E> {
     Input::TimerFired { timer }
+}
+fn boom(site: PanicSite) -> Panic {
+    Panic::new(site, "boom")
+}
+fn panicked(attempt: AttemptId, site: PanicSite) -> Input<E> {
+    Input::Panicked {
+        attempt,
+        panic: boom(site),
+    }
 }
 
 // Actions.
@@ -999,4 +1008,204 @@ fn config_that_makes_no_sense_is_rejected() {
         Machine::<E, Linear>::with_config(linear, orphan_timeout).unwrap_err(),
         ConfigError::PrepareTimeoutWithoutPrepare
     );
+}
+
+// ----- user code panicked (`panicked`), one table per row of its rule -----------------
+
+/// The current attempt's connector panicked: a failed attempt, as `connection_failed`
+/// (its connect timeout cancelled, the retry scheduled, the failure delivered).
+#[test]
+fn panicked_while_attempting_is_a_failed_attempt() {
+    let config = Config {
+        connect_timeout: Some(secs(5)),
+        ..Config::default()
+    };
+    let m = run(
+        with(config),
+        &[
+            (
+                start(),
+                vec![
+                    connect(a(0)),
+                    timer(t(0), TimerKind::ConnectTimeout, secs(5)),
+                ],
+            ),
+            (when_connected_fail_after(1), vec![]),
+            (when_connected(), vec![]),
+            (
+                panicked(a(0), PanicSite::Connector),
+                vec![
+                    cancel_timer(t(0)),
+                    retry_in(t(1), secs(1)),
+                    deliver(&[w(0)], Failure::Panicked(boom(PanicSite::Connector))),
+                ],
+            ),
+            // reported again: the attempt is old now, so it is stale
+            (panicked(a(0), PanicSite::Connector), vec![]),
+            (
+                fired(t(1)),
+                vec![
+                    connect(a(1)),
+                    timer(t(2), TimerKind::ConnectTimeout, secs(5)),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(m.state(), State::Connecting);
+    assert_eq!(m.failed_attempts(), 1);
+    assert_eq!(m.counters().failures, 1);
+    assert_eq!(m.outstanding().count(), 0); // nothing to close: the attempt is gone
+    assert_eq!(m.pending_waiters().collect::<Vec<_>>(), [w(1)]);
+}
+
+/// The prepare step (or the connection's driver while it is being prepared)
+/// panicked: a failed attempt, and the connection is closed as a rejected one (D2).
+#[test]
+fn panicked_while_preparing_is_a_failed_attempt_and_closes_the_connection() {
+    let config = Config {
+        prepare: true,
+        prepare_timeout: Some(secs(2)),
+        ..Config::default()
+    };
+    for site in [PanicSite::Prepare, PanicSite::Connection] {
+        let m = run(
+            with(config),
+            &[
+                (start(), vec![connect(a(0))]),
+                (when_connected_fail_after(1), vec![]),
+                (
+                    made(a(0)),
+                    vec![
+                        prepare(a(0)),
+                        timer(t(0), TimerKind::PrepareTimeout, secs(2)),
+                    ],
+                ),
+                (
+                    panicked(a(0), site),
+                    vec![
+                        cancel_timer(t(0)),
+                        disconnect(a(0)),
+                        retry_in(t(1), secs(1)),
+                        deliver(&[w(0)], Failure::Panicked(boom(site))),
+                    ],
+                ),
+            ],
+        );
+        assert_eq!(m.state(), State::Waiting);
+        assert_eq!(m.outstanding().collect::<Vec<_>>(), [a(0)], "{site:?}");
+        assert_eq!(m.counters().failures, 1);
+        // The closed connection's loss is what the machine waits for.
+        let m = run(m, &[(lost(a(0)), vec![])]);
+        assert_eq!(m.outstanding().count(), 0);
+        assert_eq!(m.state(), State::Waiting);
+    }
+}
+
+/// An established connection's loss is reported with `client_disconnected`:
+/// `panicked` for it is rejected, and changes nothing.
+#[test]
+fn panicked_for_an_established_connection_is_rejected() {
+    let mut m = connected();
+    let before = m.clone();
+    let err = m.handle(panicked(a(0), PanicSite::Connection)).unwrap_err();
+    assert_eq!(
+        err,
+        InputError {
+            state: State::Connected,
+            input: InputKind::Panicked,
+            reason: Rejection::Established(a(0)),
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "panicked rejected in state Connected: attempt#0 is established: \
+         report its loss with client_disconnected"
+    );
+    assert_eq!(m, before);
+    // Its loss is reported the ordinary way.
+    run(m, &[(lost(a(0)), vec![retry_in(t(0), secs(1))])]);
+}
+
+/// An attempt the machine asked to cancel panicked: it is gone, as with
+/// `connect_cancelled` (a stop waiting for it finishes; a restart connects).
+#[test]
+fn panicked_for_a_cancelled_attempt_means_it_is_gone() {
+    let m = run(
+        machine(),
+        &[
+            (start(), vec![connect(a(0))]),
+            (when_connected(), vec![]),
+            (stop(), vec![cancel_connect(a(0))]),
+            (
+                panicked(a(0), PanicSite::Connector),
+                vec![cancel_waiters(&[w(0)]), finish(&[s(0)])],
+            ),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+    assert_eq!(m.counters().failures, 0); // the machine had already let it go
+    let m = run(
+        m,
+        &[
+            (start(), vec![connect(a(1))]),
+            (stop(), vec![cancel_connect(a(1))]),
+            (start(), vec![]),
+            (
+                panicked(a(1), PanicSite::Connector),
+                vec![connect(a(2)), finish(&[s(1)])],
+            ),
+        ],
+    );
+    assert_eq!(m.state(), State::Connecting);
+}
+
+/// A connection the machine asked to close, or an attempt it no longer tracks:
+/// the report is stale and changes nothing.
+#[test]
+fn panicked_for_a_closing_or_old_attempt_is_stale() {
+    let config = Config {
+        prepare: true,
+        ..Config::default()
+    };
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![prepare(a(0))]),
+            (stop(), vec![disconnect(a(0))]),
+        ],
+    );
+    // Closing: the prepare step panicked after the machine asked to close.
+    let mut closing = m.clone();
+    let actions = closing.panicked(a(0), boom(PanicSite::Prepare)).unwrap();
+    assert!(actions.is_empty());
+    assert_eq!(closing, m);
+    // The stop still waits for the connection's loss.
+    let m = run(closing, &[(lost(a(0)), vec![finish(&[s(0)])])]);
+    // Old: nothing the machine tracks any more.
+    let mut old = m.clone();
+    let actions = old.panicked(a(0), boom(PanicSite::Connector)).unwrap();
+    assert!(actions.is_empty());
+    assert_eq!(old, m);
+}
+
+/// A panic that makes the policy give up fails every waiter with it.
+#[test]
+fn panicked_can_be_the_failure_the_policy_gives_up_on() {
+    let policy = (linear as Linear).give_up_after(1);
+    let m = run(
+        Machine::new(policy),
+        &[
+            (start(), vec![connect(a(0))]),
+            (when_connected(), vec![]),
+            (
+                panicked(a(0), PanicSite::Connector),
+                vec![
+                    deliver(&[w(0)], Failure::Panicked(boom(PanicSite::Connector))),
+                    Action::GaveUp { failed_attempts: 1 },
+                ],
+            ),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
 }

@@ -10,8 +10,11 @@ use std::fs;
 use std::path::Path;
 
 use proptest::prelude::*;
+use redial::testing::trace::{
+    parse_action, parse_input, parse_rejection, DisplayAction, DisplayInput, DisplayRejection,
+};
 use redial::testing::{run_ops, strategy, Trace};
-use redial::Machine;
+use redial::{Action, AttemptId, Failure, Input, Machine, Panic, PanicSite, Rejection, WaiterId};
 
 #[test]
 fn every_trace_file_replays() {
@@ -70,6 +73,130 @@ fn parse_errors_name_the_line() {
         let e = text.parse::<Trace>().unwrap_err();
         assert_eq!(e.line, line, "{text:?}: {e}");
     }
+}
+
+/// Messages that need escaping or could confuse the parser: quotes, backslashes,
+/// parentheses, spaces, newlines, and the empty message.
+const MESSAGES: [&str; 7] = [
+    "boom",
+    "index out of bounds: the len is 0 but the index is 0",
+    "said \"no\"",
+    "back\\slash",
+    "(parens) and ) alone",
+    "two\nlines",
+    "",
+];
+
+const SITES: [(PanicSite, &str); 3] = [
+    (PanicSite::Connector, "connector"),
+    (PanicSite::Prepare, "prepare"),
+    (PanicSite::Connection, "connection"),
+];
+
+#[test]
+fn panicked_inputs_print_and_parse_back() {
+    let line = "panicked attempt#3 connector \"msg\"";
+    let input = parse_input(line).unwrap();
+    assert_eq!(
+        input,
+        Input::Panicked {
+            attempt: AttemptId::from_raw(3),
+            panic: Panic::new(PanicSite::Connector, "msg"),
+        }
+    );
+    assert_eq!(DisplayInput(&input).to_string(), line);
+    for (site, name) in SITES {
+        for message in MESSAGES {
+            let input: Input<String> = Input::Panicked {
+                attempt: AttemptId::from_raw(7),
+                panic: Panic::new(site, message),
+            };
+            let text = DisplayInput(&input).to_string();
+            assert!(
+                text.starts_with(&format!("panicked attempt#7 {name} \"")),
+                "{text}"
+            );
+            assert_eq!(parse_input(&text).as_ref(), Ok(&input), "{text}");
+        }
+    }
+}
+
+#[test]
+fn panicked_failures_print_and_parse_back() {
+    let line = "deliver_failure panicked(connector \"msg\") waiter#0 waiter#2";
+    let action = parse_action(line).unwrap();
+    assert_eq!(
+        action,
+        Action::DeliverFailure {
+            waiters: [WaiterId::from_raw(0), WaiterId::from_raw(2)]
+                .into_iter()
+                .collect(),
+            failure: Failure::Panicked(Panic::new(PanicSite::Connector, "msg")),
+        }
+    );
+    assert_eq!(DisplayAction(&action).to_string(), line);
+    for (site, name) in SITES {
+        for message in MESSAGES {
+            for waiters in [&[][..], &[WaiterId::from_raw(4)][..]] {
+                let action: Action<String> = Action::DeliverFailure {
+                    waiters: waiters.iter().copied().collect(),
+                    failure: Failure::Panicked(Panic::new(site, message)),
+                };
+                let text = DisplayAction(&action).to_string();
+                assert!(
+                    text.starts_with(&format!("deliver_failure panicked({name} \"")),
+                    "{text}"
+                );
+                assert_eq!(parse_action(&text).as_ref(), Ok(&action), "{text}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_established_rejection_prints_and_parses_back() {
+    let rejection = Rejection::Established(AttemptId::from_raw(2));
+    assert_eq!(
+        DisplayRejection(rejection).to_string(),
+        "established attempt#2"
+    );
+    assert_eq!(parse_rejection("established attempt#2"), Ok(rejection));
+}
+
+#[test]
+fn malformed_panics_are_parse_errors() {
+    for line in [
+        "panicked attempt#0 \"no site\"",
+        "panicked attempt#0 keyboard \"boom\"",
+        "panicked attempt#0 connector boom",
+        "panicked attempt#0 connector",
+        "panicked waiter#0 connector \"boom\"",
+    ] {
+        assert!(parse_input(line).is_err(), "{line}");
+    }
+    for line in [
+        "deliver_failure panicked(connector waiter#0",
+        "deliver_failure panicked(keyboard \"boom\") waiter#0",
+        "deliver_failure panicked(connector \"boom\" waiter#0",
+        "deliver_failure panicked(connector) waiter#0",
+        "deliver_failure panicked connector \"boom\" waiter#0",
+    ] {
+        assert!(parse_action(line).is_err(), "{line}");
+    }
+}
+
+#[test]
+fn the_panicked_trace_reads_back_as_it_prints() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/traces/panicked.trace");
+    let trace: Trace = fs::read_to_string(path).unwrap().parse().unwrap();
+    let printed = trace.to_string();
+    assert_eq!(printed.parse::<Trace>().unwrap(), trace, "{printed}");
+    let panics = trace
+        .steps
+        .iter()
+        .filter(|s| matches!(s.input, Input::Panicked { .. }))
+        .count();
+    assert_eq!(panics, 6, "{printed}");
 }
 
 proptest! {

@@ -2,4 +2,4 @@
 //! inputs; the machine must match the reference model and keep the invariants.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| redial_fuzz::check::machine(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| redial_devkit::check::machine(data));

@@ -2,4 +2,4 @@
 //! asking must never panic, and delays stay within the documented bounds.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| redial_fuzz::check::policy(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| redial_devkit::check::policy(data));

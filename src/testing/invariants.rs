@@ -10,8 +10,9 @@ use crate::actions::{Action, TimerKind};
 use crate::error::InputError;
 use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
 use crate::input::Input;
-use crate::machine::{Machine, State, Step};
+use crate::machine::{Machine, Step};
 use crate::policy::RetryPolicy;
+use crate::state::State;
 
 /// A ledger of everything a machine has said, checking the invariants of the
 /// behaviour contract (SPEC §8) after every input.
@@ -94,7 +95,9 @@ impl Invariants {
         };
         // What the accepted input itself says.
         match input {
-            Input::ConnectionFailed { attempt, .. } | Input::ClientDisconnected { attempt }
+            Input::ConnectionFailed { attempt, .. }
+            | Input::ClientDisconnected { attempt }
+            | Input::Panicked { attempt, .. }
                 if self.current == Some(*attempt) =>
             {
                 self.current = None;

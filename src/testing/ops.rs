@@ -11,7 +11,7 @@ use std::format;
 use std::string::String;
 use std::vec::Vec;
 
-use crate::actions::Action;
+use crate::actions::{Action, Panic, PanicSite};
 use crate::error::InputError;
 use crate::ids::{AttemptId, TimerId, WaiterId};
 use crate::input::Input;
@@ -44,7 +44,9 @@ pub enum Op {
         pick: u16,
     },
     /// Something that can really happen to one thing in the world (picked modulo
-    /// their number); `choice` picks among what can happen to it.
+    /// their number); `choice` picks among what can happen to it. One `choice` in
+    /// eight is a panic where user code runs for it (an attempt's connector, a
+    /// connection's prepare step or its driver while it is being prepared).
     Happen {
         /// Which thing.
         pick: u16,
@@ -82,6 +84,8 @@ pub enum ReportKind {
     PrepareFailed,
     /// `client_disconnected`.
     ClientDisconnected,
+    /// `panicked` (the connector panicked).
+    Panicked,
     /// `timer_fired`.
     TimerFired,
     /// `cancel_waiter`.
@@ -90,17 +94,21 @@ pub enum ReportKind {
 
 impl ReportKind {
     /// Every kind, for generators.
-    pub const ALL: [ReportKind; 8] = [
+    pub const ALL: [ReportKind; 9] = [
         ReportKind::ConnectionMade,
         ReportKind::ConnectionFailed,
         ReportKind::ConnectCancelled,
         ReportKind::PrepareSucceeded,
         ReportKind::PrepareFailed,
         ReportKind::ClientDisconnected,
+        ReportKind::Panicked,
         ReportKind::TimerFired,
         ReportKind::CancelWaiter,
     ];
 }
+
+/// `Op::Happen`'s `choice` from which user code panics (one in eight).
+const PANIC_CHOICES: u8 = 224;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct InFlight {
@@ -119,7 +127,8 @@ struct Open {
 /// inputs it accepted: attempts in flight, open connections (and their prepare
 /// steps), armed timers, pending waiters, and how many ids of each kind were issued.
 ///
-/// Errors in generated reports are `"e1"`, `"e2"`, … so every failure is distinct.
+/// Errors (and panic messages) in generated reports are `"e1"`, `"e2"`, … so every
+/// failure is distinct.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct World {
     in_flight: Vec<InFlight>,
@@ -178,12 +187,19 @@ impl World {
                     return None;
                 }
                 let mut i = usize::from(pick) % things;
+                // `choice` 224..=255: user code run for the thing panics, if any runs.
+                let panics = choice >= PANIC_CHOICES;
                 if i < self.in_flight.len() {
                     let InFlight {
                         attempt,
                         cancel_asked,
                     } = self.in_flight[i];
                     let options = if cancel_asked { 3 } else { 2 };
+                    if panics {
+                        // The connector (its closure or future) panicked: the
+                        // attempt is gone, cancelled or not.
+                        return Some(self.panicked(attempt, PanicSite::Connector));
+                    }
                     match choice % options {
                         0 => Input::ConnectionMade { attempt },
                         1 => Input::ConnectionFailed {
@@ -201,6 +217,16 @@ impl World {
                             close_asked,
                         } = self.open[i];
                         let options = if preparing && !close_asked { 3 } else { 1 };
+                        if panics && preparing {
+                            // The prepare step, or the connection's driver while it
+                            // runs, panicked (even after the machine asked to close).
+                            let site = if choice % 2 == 0 {
+                                PanicSite::Prepare
+                            } else {
+                                PanicSite::Connection
+                            };
+                            return Some(self.panicked(attempt, site));
+                        }
                         match choice % options {
                             0 => Input::ClientDisconnected { attempt },
                             1 => Input::PrepareSucceeded { attempt },
@@ -253,12 +279,20 @@ impl World {
                 error: self.next_error(),
             },
             ReportKind::ClientDisconnected => Input::ClientDisconnected { attempt },
+            ReportKind::Panicked => self.panicked(attempt, PanicSite::Connector),
             ReportKind::TimerFired => Input::TimerFired {
                 timer: TimerId::from_raw(raw),
             },
             ReportKind::CancelWaiter => Input::CancelWaiter {
                 waiter: WaiterId::from_raw(raw),
             },
+        }
+    }
+
+    fn panicked(&mut self, attempt: AttemptId, site: PanicSite) -> Input<String> {
+        Input::Panicked {
+            attempt,
+            panic: Panic::new(site, self.next_error()),
         }
     }
 

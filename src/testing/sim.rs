@@ -10,7 +10,7 @@ use std::vec::Vec;
 
 use super::invariants::Invariants;
 use super::trace::{Trace, TraceStep};
-use crate::actions::{Action, Actions, Failure};
+use crate::actions::{Action, Actions, Failure, Panic, PanicSite};
 use crate::error::InputError;
 use crate::ids::{AttemptId, StopId, WaiterId};
 use crate::input::Input;
@@ -35,6 +35,13 @@ pub enum ConnectScript<E> {
         /// The error.
         error: E,
     },
+    /// The connector panics after `after` (reported with `panicked`).
+    Panic {
+        /// How long until it panics.
+        after: Duration,
+        /// The panic message.
+        message: String,
+    },
     /// The attempt never finishes (until the machine cancels it).
     Hang,
 }
@@ -53,6 +60,14 @@ pub enum PrepareScript<E> {
         after: Duration,
         /// The error.
         error: E,
+    },
+    /// It panics after `after` (reported with `panicked`); the machine then
+    /// closes the connection.
+    Panic {
+        /// How long until it panics.
+        after: Duration,
+        /// The panic message.
+        message: String,
     },
     /// It never finishes (until the machine closes the connection).
     Hang,
@@ -261,6 +276,7 @@ where
                 | Input::ConnectionFailed { attempt: a, .. }
                 | Input::PrepareSucceeded { attempt: a }
                 | Input::PrepareFailed { attempt: a, .. }
+                | Input::Panicked { attempt: a, .. }
                 | Input::ClientDisconnected { attempt: a } if *a == attempt)
         });
         self.lose_after.remove(&attempt);
@@ -279,6 +295,10 @@ where
                     }
                     ConnectScript::Fail { after, error } => {
                         self.schedule(after, Input::ConnectionFailed { attempt, error });
+                    }
+                    ConnectScript::Panic { after, message } => {
+                        let panic = Panic::new(PanicSite::Connector, message);
+                        self.schedule(after, Input::Panicked { attempt, panic });
                     }
                     ConnectScript::Hang => {}
                 }
@@ -301,6 +321,10 @@ where
                     }
                     PrepareScript::Fail { after, error } => {
                         self.schedule(after, Input::PrepareFailed { attempt, error });
+                    }
+                    PrepareScript::Panic { after, message } => {
+                        let panic = Panic::new(PanicSite::Prepare, message);
+                        self.schedule(after, Input::Panicked { attempt, panic });
                     }
                     PrepareScript::Hang => {}
                 }

@@ -96,7 +96,7 @@ pub fn sim_policy() -> impl Strategy<Value = SimPolicy> {
 
 /// A scripted outcome for one attempt of a [`Sim`](super::Sim): connect after up to
 /// 1 s (then maybe be lost after up to 5 s), fail after up to 1 s with an error
-/// `"e0"`…`"e9"`, or hang.
+/// `"e0"`…`"e9"`, panic after up to 1 s (rarely), or hang.
 pub fn connect_script() -> impl Strategy<Value = ConnectScript<String>> {
     let ms = |below: u64| (0..below).prop_map(Duration::from_millis);
     prop_oneof![
@@ -104,18 +104,22 @@ pub fn connect_script() -> impl Strategy<Value = ConnectScript<String>> {
             .prop_map(|(after, lost_after)| ConnectScript::Connect { after, lost_after }),
         3 => (ms(1000), 0u8..10)
             .prop_map(|(after, e)| ConnectScript::Fail { after, error: format!("e{e}") }),
+        1 => (ms(1000), 0u8..10)
+            .prop_map(|(after, p)| ConnectScript::Panic { after, message: format!("p{p}") }),
         1 => Just(ConnectScript::Hang),
     ]
 }
 
 /// A scripted outcome for one prepare step of a [`Sim`](super::Sim): succeed or
-/// fail after up to 1 s, or hang.
+/// fail after up to 1 s, panic after up to 1 s (rarely), or hang.
 pub fn prepare_script() -> impl Strategy<Value = PrepareScript<String>> {
     let ms = |below: u64| (0..below).prop_map(Duration::from_millis);
     prop_oneof![
         3 => ms(1000).prop_map(|after| PrepareScript::Succeed { after }),
         2 => (ms(1000), 0u8..10)
             .prop_map(|(after, e)| PrepareScript::Fail { after, error: format!("e{e}") }),
+        1 => (ms(1000), 0u8..10)
+            .prop_map(|(after, p)| PrepareScript::Panic { after, message: format!("p{p}") }),
         1 => Just(PrepareScript::Hang),
     ]
 }

@@ -15,22 +15,23 @@
 //!
 //! Used by tests/proptest_machine.rs, tests/fuzz_corpus.rs and the fuzz targets.
 
-#![allow(dead_code)]
-
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use redial::testing::{run_ops, Invariants, Op, SimPolicy, Trace, Violation};
 use redial::{
-    Action, AttemptId, Config, Counters, Failure, Input, InputError, Machine, Rejection, State,
-    Step, StopId, TimerId, TimerKind, WaiterId,
+    Action, AttemptId, Config, Counters, Failure, Input, InputError, Machine, Panic, Rejection,
+    RetryPolicy, State, Step, StopId, TimerId, TimerKind, WaiterId,
 };
 
 /// How far along the current attempt is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// `Connect` was asked; no result yet.
     Attempting,
+    /// Made, and its prepare step is running.
     Preparing,
+    /// Established.
     Connected,
 }
 
@@ -52,6 +53,7 @@ pub enum Relation {
 /// What a report means (the cells of `REPORTS`).
 #[derive(Debug, Clone, Copy)]
 pub enum Meaning {
+    /// Bad input: rejected with this reason.
     Reject(fn(AttemptId) -> Rejection),
     /// Changes nothing (D1).
     Stale,
@@ -71,6 +73,12 @@ pub enum Meaning {
     LostWhilePreparing,
     /// The current, established connection was lost.
     Lost,
+    /// User code run for the current attempt panicked: the attempt is gone, and
+    /// it counts as a failed attempt.
+    PanickedAttempting,
+    /// User code panicked while the current connection was being prepared: a
+    /// failed attempt, and the connection, still open, is closed (as D2).
+    PanickedPreparing,
 }
 
 use Meaning::*;
@@ -80,12 +88,13 @@ const ALREADY_CONNECTED: Meaning = Reject(Rejection::AlreadyConnected);
 const NOT_CANCELLED: Meaning = Reject(Rejection::NotCancelled);
 const NOT_MADE: Meaning = Reject(Rejection::NotMade);
 const NOT_PREPARING: Meaning = Reject(Rejection::NotPreparing);
+const ESTABLISHED: Meaning = Reject(Rejection::Established);
 
 /// Reports about attempts and connections. Columns: the named attempt is current
 /// and Attempting / Preparing / Connected, or it is Cancelled / Closing / Old.
 /// (An Unknown id is always rejected.)
 #[rustfmt::skip]
-const REPORTS: [(&str, [Meaning; 6]); 6] = [
+const REPORTS: [(&str, [Meaning; 6]); 7] = [
     //                      Attempting      Preparing           Connected          Cancelled  Closing  Old
     ("connection_made",     [Made,          ALREADY_MADE,       ALREADY_MADE,      Orphan,    Stale,   Orphan]),
     ("connection_failed",   [ConnectFailed, ALREADY_CONNECTED,  ALREADY_CONNECTED, Gone,      Stale,   Stale]),
@@ -93,6 +102,7 @@ const REPORTS: [(&str, [Meaning; 6]); 6] = [
     ("prepare_succeeded",   [NOT_MADE,      Prepared,           NOT_PREPARING,     Stale,     Stale,   Stale]),
     ("prepare_failed",      [NOT_MADE,      PrepareFailed,      NOT_PREPARING,     Stale,     Stale,   Stale]),
     ("client_disconnected", [NOT_MADE,      LostWhilePreparing, Lost,              Stale,     Gone,    Stale]),
+    ("panicked",            [PanickedAttempting, PanickedPreparing, ESTABLISHED,   Gone,      Stale,   Stale]),
 ];
 
 fn column(relation: Relation) -> usize {
@@ -107,8 +117,10 @@ fn column(relation: Relation) -> usize {
     }
 }
 
+/// A pending waiter, as the model keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelWaiter {
+    /// Its raw id.
     pub id: u64,
     /// `fail_after_failures`.
     pub limit: Option<u32>,
@@ -119,33 +131,57 @@ pub struct ModelWaiter {
 /// What the model says an input does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Prediction {
+    /// Bad input, rejected with this reason.
     Rejected(Rejection),
+    /// Accepted.
     Accepted {
+        /// The actions, in order.
         actions: Vec<Action<String>>,
+        /// The waiter id a `when_connected` issues.
         waiter: Option<WaiterId>,
+        /// The stop id a `stop` issues.
         stop: Option<StopId>,
         /// The input changes nothing at all (stale, D1).
         stale: bool,
     },
 }
 
+/// The reference model: what the machine must do, kept with plain vectors.
 #[derive(Debug, Clone)]
 pub struct Model {
+    /// The opt-ins.
     pub config: Config,
+    /// The retry policy (its delays are computed here, not asked of it).
     pub policy: SimPolicy,
+    /// The state.
     pub state: State,
+    /// The current attempt (raw id) and how far along it is.
     pub current: Option<(u64, Phase)>,
+    /// Attempts asked to cancel, not yet reported gone.
     pub cancelled: Vec<u64>,
+    /// Connections asked to close, not yet reported closed.
     pub closing: Vec<u64>,
+    /// The armed timer (raw id) and what it is for.
     pub timer: Option<(u64, TimerKind)>,
+    /// Pending waiters, in registration order.
     pub waiters: Vec<ModelWaiter>,
+    /// Pending stops (raw ids), in call order.
     pub stops: Vec<u64>,
+    /// Consecutive failures.
     pub failed_attempts: u32,
+    /// Running totals.
     pub counters: Counters,
     next_attempt: u64,
     next_timer: u64,
     next_waiter: u64,
     next_stop: u64,
+}
+
+/// What a report carries besides its attempt id.
+enum Detail {
+    None,
+    Error(String),
+    Panic(Panic),
 }
 
 /// Internal events: a report resolved against the model, or a call.
@@ -154,11 +190,12 @@ enum Event {
     Stop,
     WhenConnected(Option<NonZeroU32>),
     Withdraw(u64),
-    Report(Meaning, u64, Option<String>),
+    Report(Meaning, u64, Detail),
     Timer(TimerKind),
 }
 
 impl Model {
+    /// A model in `Init`.
     pub fn new(config: Config, policy: SimPolicy) -> Model {
         Model {
             config,
@@ -234,13 +271,20 @@ impl Model {
                 }
             }
             report => {
-                let (row, attempt, error) = match report {
-                    Input::ConnectionMade { attempt } => (0, attempt, None),
-                    Input::ConnectionFailed { attempt, error } => (1, attempt, Some(error.clone())),
-                    Input::ConnectCancelled { attempt } => (2, attempt, None),
-                    Input::PrepareSucceeded { attempt } => (3, attempt, None),
-                    Input::PrepareFailed { attempt, error } => (4, attempt, Some(error.clone())),
-                    Input::ClientDisconnected { attempt } => (5, attempt, None),
+                let (row, attempt, detail) = match report {
+                    Input::ConnectionMade { attempt } => (0, attempt, Detail::None),
+                    Input::ConnectionFailed { attempt, error } => {
+                        (1, attempt, Detail::Error(error.clone()))
+                    }
+                    Input::ConnectCancelled { attempt } => (2, attempt, Detail::None),
+                    Input::PrepareSucceeded { attempt } => (3, attempt, Detail::None),
+                    Input::PrepareFailed { attempt, error } => {
+                        (4, attempt, Detail::Error(error.clone()))
+                    }
+                    Input::ClientDisconnected { attempt } => (5, attempt, Detail::None),
+                    Input::Panicked { attempt, panic } => {
+                        (6, attempt, Detail::Panic(panic.clone()))
+                    }
                     _ => unreachable!(),
                 };
                 debug_assert_eq!(REPORTS[row].0, input.kind().name());
@@ -251,7 +295,7 @@ impl Model {
                 match REPORTS[row].1[column(relation)] {
                     Reject(reason) => return Prediction::Rejected(reason(*attempt)),
                     Stale => return stale(),
-                    meaning => Event::Report(meaning, attempt.raw(), error),
+                    meaning => Event::Report(meaning, attempt.raw(), detail),
                 }
             }
         };
@@ -401,12 +445,12 @@ impl Model {
                 self.become_connected(a, out);
             }
             // Connecting: connection failed / prepare failed / lost while preparing (D3)
-            (Connecting, Event::Report(ConnectFailed, _, Some(e))) => {
+            (Connecting, Event::Report(ConnectFailed, _, Detail::Error(e))) => {
                 self.cancel_timer(out);
                 self.current = None;
                 self.attempt_failed(Failure::Connect(e), out);
             }
-            (Connecting, Event::Report(PrepareFailed, a, Some(e))) => {
+            (Connecting, Event::Report(PrepareFailed, a, Detail::Error(e))) => {
                 self.cancel_timer(out);
                 self.current = None;
                 self.close(a, out); // D2
@@ -416,6 +460,19 @@ impl Model {
                 self.cancel_timer(out);
                 self.current = None;
                 self.attempt_failed(Failure::LostWhilePreparing, out);
+            }
+            // Connecting: user code panicked. Whatever ran is gone; a connection
+            // being prepared is still open, so it is closed as a rejected one (D2).
+            (Connecting, Event::Report(PanickedAttempting, _, Detail::Panic(p))) => {
+                self.cancel_timer(out); // the connect timeout
+                self.current = None;
+                self.attempt_failed(Failure::Panicked(p), out);
+            }
+            (Connecting, Event::Report(PanickedPreparing, a, Detail::Panic(p))) => {
+                self.cancel_timer(out); // the prepare timeout
+                self.current = None;
+                self.close(a, out);
+                self.attempt_failed(Failure::Panicked(p), out);
             }
             // Connecting: timeouts (§7)
             (Connecting, Event::Timer(TimerKind::ConnectTimeout)) => {
@@ -652,11 +709,14 @@ impl Out {
 // ----- the machine against the model ------------------------------------------------
 
 /// Compares one step of the machine with the model's prediction.
-pub fn compare(
+///
+/// The machine's policy can be any policy that answers as the model's
+/// [`SimPolicy`] does (the model computes the delays itself).
+pub fn compare<P: RetryPolicy>(
     model: &mut Model,
     input: &Input<String>,
     result: &Result<Step<String>, InputError>,
-    machine: &Machine<String, SimPolicy>,
+    machine: &Machine<String, P>,
     state_before: State,
 ) -> Result<bool, String> {
     let prediction = model.handle(input);

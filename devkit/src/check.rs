@@ -1,8 +1,8 @@
 //! What the fuzz targets check, as plain functions of the input bytes. They panic
 //! on a violation (which libFuzzer reports as a crash, with the trace).
 //!
-//! Used by `fuzz/fuzz_targets/*.rs` and, through `#[path]`, by
-//! `tests/fuzz_corpus.rs`; both declare the reference model as `crate::model`.
+//! Used by `fuzz/fuzz_targets/*.rs` and by `tests/fuzz_corpus.rs`, which replays
+//! the committed corpus under `cargo test`.
 
 use core::num::NonZeroU32;
 use core::time::Duration;

@@ -1,6 +1,6 @@
 //! The reconnect-cycle workloads shared by the criterion bench (`benches/machine.rs`),
 //! the allocation test (`tests/alloc.rs`) and the callgrind workload
-//! (`examples/callgrind_cycle.rs`), included in each with `#[path]`.
+//! (`examples/callgrind_cycle.rs`).
 //!
 //! One **cycle** is what a service does when a peer accepts and then drops it, with
 //! a zero retry delay:
@@ -18,8 +18,6 @@
 //! The **floor** is the smallest hand-written enum state machine that does the
 //! same cycle: no ids, no retry policy, no waiter list (a count of pending
 //! waiters), and one action per input.
-#![allow(dead_code)]
-
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -32,6 +30,7 @@ pub type Error = std::io::Error;
 pub type ZeroDelay = fn(u32) -> Duration;
 
 /// The policy of the cycle: retry at once, never give up.
+#[inline]
 pub fn zero_delay(_failed_attempts: u32) -> Duration {
     Duration::ZERO
 }
@@ -39,9 +38,13 @@ pub fn zero_delay(_failed_attempts: u32) -> Duration {
 /// What the driver keeps from the actions it performed.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Seen {
+    /// The last attempt a `Connect` started.
     pub attempt: Option<AttemptId>,
+    /// The last timer a `ScheduleTimer` armed.
     pub timer: Option<TimerId>,
+    /// Waiters notified so far.
     pub notified: usize,
+    /// Other actions performed so far.
     pub other: usize,
 }
 
@@ -81,7 +84,9 @@ pub fn perform_into<E>(out: &mut Actions<E>, seen: &mut Seen) {
 /// A redial machine parked in `Waiting` with its retry timer armed, and the driver
 /// state that goes with it.
 pub struct RedialCycle<P: RetryPolicy> {
+    /// The machine.
     pub machine: Machine<Error, P>,
+    /// What the driver kept from its actions.
     pub seen: Seen,
 }
 
@@ -166,18 +171,31 @@ impl<P: RetryPolicy> RedialCycle<P> {
 /// The floor's states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FloorState {
+    /// An attempt is in flight.
     Connecting,
+    /// The retry timer is armed.
     Waiting,
+    /// The connection is up.
     Connected,
 }
 
 /// The floor's actions: one per input, no ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FloorAction {
+    /// Nothing to do.
     Nothing,
+    /// Start an attempt.
     Connect,
-    Notify { waiters: u32 },
-    ScheduleRetry { delay: Duration },
+    /// Hand the connection to this many waiters.
+    Notify {
+        /// How many.
+        waiters: u32,
+    },
+    /// Arm the retry timer.
+    ScheduleRetry {
+        /// After this long.
+        delay: Duration,
+    },
 }
 
 /// A hand-written reconnect state machine: the least a reconnect loop can do.
@@ -187,7 +205,11 @@ pub struct Floor {
     pending: u32,
 }
 
+// `#[inline]` throughout: the floor is called from other crates (the bench, the
+// callgrind example), and must be inlined there as it was when it was included.
 impl Floor {
+    /// A floor parked in `Waiting`.
+    #[inline]
     pub fn new() -> Self {
         Floor {
             state: FloorState::Waiting,
@@ -195,6 +217,8 @@ impl Floor {
         }
     }
 
+    /// A waiter asks for the connection.
+    #[inline]
     pub fn when_connected(&mut self) -> FloorAction {
         match self.state {
             FloorState::Connected => FloorAction::Notify { waiters: 1 },
@@ -205,6 +229,8 @@ impl Floor {
         }
     }
 
+    /// The retry timer fired.
+    #[inline]
     pub fn timer_fired(&mut self) -> FloorAction {
         match self.state {
             FloorState::Waiting => {
@@ -215,6 +241,8 @@ impl Floor {
         }
     }
 
+    /// The attempt connected.
+    #[inline]
     pub fn connection_made(&mut self) -> FloorAction {
         match self.state {
             FloorState::Connecting => {
@@ -226,6 +254,8 @@ impl Floor {
         }
     }
 
+    /// The connection was lost.
+    #[inline]
     pub fn lost(&mut self) -> FloorAction {
         match self.state {
             FloorState::Connected => {
@@ -240,6 +270,7 @@ impl Floor {
 }
 
 impl Default for Floor {
+    #[inline]
     fn default() -> Self {
         Self::new()
     }
@@ -248,9 +279,13 @@ impl Default for Floor {
 /// The floor and its driver state.
 #[derive(Debug, Default)]
 pub struct FloorCycle {
+    /// The floor.
     pub floor: Floor,
+    /// `Connect` actions performed.
     pub connects: usize,
+    /// Waiters notified.
     pub notified: usize,
+    /// Retries scheduled.
     pub retries: usize,
 }
 

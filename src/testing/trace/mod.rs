@@ -1,0 +1,52 @@
+//! The trace format: a machine's run as text, one input per line, its actions after it.
+//!
+//! A trace is what failing property tests print and what scenario files
+//! (`tests/traces/*.trace`) contain, so a bug report is a paste-able trace:
+//!
+//! ```text
+//! # Lines starting with `#` are comments. The header comes before the first input.
+//! config prepare connect_timeout=5s
+//! policy linear 1ms give_up_after=3
+//!
+//! start
+//!   connect attempt#0
+//!   schedule timer#0 connect_timeout 5s
+//!   => Connecting
+//! when_connected fail_after=1
+//!   = waiter#0
+//! connection_failed attempt#0 "refused"
+//!   cancel_timer timer#0
+//!   schedule timer#1 retry 1ms
+//!   deliver_failure connect("refused") waiter#0
+//!   => Waiting
+//! connection_made attempt#9
+//!   ! unknown_attempt attempt#9
+//! ```
+//!
+//! * An **input line** starts in column 0: the input's method name and its
+//!   arguments (see [`DisplayInput`]).
+//! * Indented lines after it are its **outcome**: one line per action, in order
+//!   (see [`DisplayAction`]); `= waiter#N` / `= stop#N` for the id a
+//!   `when_connected` / `stop` returned; `! reason id` when the machine rejected the
+//!   input (see [`DisplayRejection`]); and optionally `=> State`, the state after
+//!   the input. An input line with no indented lines after it expects no actions.
+//! * Durations are whole numbers with the largest exact unit: `5s`, `1500ms`,
+//!   `250us`, `7ns`. Errors are strings in double quotes (`\"` and `\\` escaped).
+//! * A panic names where user code panicked (`connector`, `prepare` or
+//!   `connection`) and its message: the input `panicked attempt#3 connector "boom"`,
+//!   delivered to waiters as `deliver_failure panicked(connector "boom") waiter#0`.
+//! * The header sets the [`Config`](crate::Config) (`config` followed by `prepare`,
+//!   `connect_timeout=D`, `prepare_timeout=D`, `reset_backoff_after=D`) and the
+//!   [`SimPolicy`] (`policy linear STEP [give_up_after=N]`).
+//!
+//! [`Trace`] parses (`str::parse`) and prints (`Display`) this format, and
+//! [`Trace::replay`] runs it against a fresh [`Machine`](crate::Machine) and reports the first
+//! difference.
+
+mod parse;
+mod print;
+mod types;
+
+pub use parse::{parse_action, parse_duration, parse_input, parse_rejection, ParseError};
+pub use print::{DisplayAction, DisplayDuration, DisplayInput, DisplayRejection};
+pub use types::{action_to_string, input_to_string, Issued, Outcome, SimPolicy, Trace, TraceStep};

@@ -1,0 +1,277 @@
+//! The trace's data: [`Trace`], [`TraceStep`], [`Outcome`], [`SimPolicy`], and the
+//! conversions of inputs and actions to their `String`-error form.
+
+use core::fmt;
+use core::time::Duration;
+use std::format;
+use std::string::{String, ToString};
+use std::vec::Vec;
+
+use crate::actions::{Action, Failure};
+use crate::error::Rejection;
+use crate::input::Input;
+use crate::machine::{Config, Machine, Step};
+use crate::policy::RetryPolicy;
+use crate::state::State;
+
+/// A deterministic retry policy that traces can name: `delay(n) = n · step`, giving
+/// up once `n` reaches `give_up_after` (if set).
+///
+/// Printed and parsed as `policy linear 1ms` or `policy linear 1ms give_up_after=3`.
+/// It is `Clone + PartialEq`, so a `Machine<_, SimPolicy>` can be cloned and
+/// compared, which the property tests use to check that bad input changes nothing.
+///
+/// ```
+/// use core::time::Duration;
+/// use redial::policy::RetryPolicy;
+/// use redial::testing::SimPolicy;
+///
+/// let mut p = SimPolicy::linear(Duration::from_millis(10)).give_up_after(3);
+/// assert_eq!(p.next_delay(2), Some(Duration::from_millis(20)));
+/// assert_eq!(p.next_delay(3), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimPolicy {
+    /// The delay per failure: `delay(n) = n · step` (saturating).
+    pub step: Duration,
+    /// Give up (return `None`) once `failed_attempts` reaches this.
+    pub give_up_after: Option<u32>,
+}
+
+impl SimPolicy {
+    /// `delay(n) = n · step`, never giving up.
+    pub const fn linear(step: Duration) -> Self {
+        SimPolicy {
+            step,
+            give_up_after: None,
+        }
+    }
+
+    /// The same policy, giving up once `failed_attempts` reaches `n`.
+    #[must_use]
+    pub const fn give_up_after(self, n: u32) -> Self {
+        SimPolicy {
+            give_up_after: Some(n),
+            ..self
+        }
+    }
+}
+
+impl Default for SimPolicy {
+    /// `policy linear 1ms`.
+    fn default() -> Self {
+        SimPolicy::linear(Duration::from_millis(1))
+    }
+}
+
+impl RetryPolicy for SimPolicy {
+    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
+        match self.give_up_after {
+            Some(limit) if failed_attempts >= limit => None,
+            _ => Some(self.step.saturating_mul(failed_attempts)),
+        }
+    }
+}
+
+/// What one input produced, as recorded in a [`TraceStep`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The machine accepted the input and returned these actions (maybe none).
+    Accepted {
+        /// The actions, in order.
+        actions: Vec<Action<String>>,
+        /// The id returned by `when_connected` (`= waiter#N`) or `stop` (`= stop#N`).
+        issued: Option<Issued>,
+    },
+    /// The machine rejected the input (`! reason id`).
+    Rejected(Rejection),
+}
+
+/// The id a `when_connected` or `stop` input returned (the machine's own type).
+pub use crate::machine::Issued;
+
+/// One input and what it produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceStep {
+    /// The input.
+    pub input: Input<String>,
+    /// Its actions, or its rejection.
+    pub outcome: Outcome,
+    /// The state after the input (`=> State`), if recorded. Replaying checks it
+    /// only when it is present.
+    pub state: Option<State>,
+}
+
+impl TraceStep {
+    /// Records what `result` says about `input`, with the state after it.
+    pub fn record<E: fmt::Display>(
+        input: &Input<E>,
+        result: &Result<Step<E>, crate::InputError>,
+        state: State,
+    ) -> TraceStep {
+        TraceStep {
+            input: input_to_string(input),
+            outcome: match result {
+                Ok(step) => Outcome::Accepted {
+                    actions: step.actions.iter().map(action_to_string).collect(),
+                    issued: step
+                        .waiter
+                        .map(Issued::Waiter)
+                        .or(step.stop.map(Issued::Stop)),
+                },
+                Err(e) => Outcome::Rejected(e.reason),
+            },
+            state: Some(state),
+        }
+    }
+}
+
+/// A whole trace: a header (config and policy) and the steps.
+///
+/// `Display` prints the [format](super); `str::parse` reads it back.
+///
+/// ```
+/// use redial::testing::Trace;
+///
+/// let text = "\
+/// policy linear 1ms
+/// start
+///   connect attempt#0
+///   => Connecting
+/// connection_failed attempt#0 \"refused\"
+///   schedule timer#0 retry 1ms
+///   => Waiting
+/// timer_fired timer#7
+///   ! unknown_timer timer#7
+/// ";
+/// let trace: Trace = text.parse().unwrap();
+/// assert_eq!(trace.to_string(), text);
+/// trace.replay().unwrap();
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Trace {
+    /// The machine's configuration (`config …`; default when absent).
+    pub config: Config,
+    /// The retry policy (`policy …`; `policy linear 1ms` when absent).
+    pub policy: SimPolicy,
+    /// The inputs and what they produced.
+    pub steps: Vec<TraceStep>,
+}
+
+impl Trace {
+    /// An empty trace for a machine with this configuration and policy.
+    pub fn new(config: Config, policy: SimPolicy) -> Trace {
+        Trace {
+            config,
+            policy,
+            steps: Vec::new(),
+        }
+    }
+
+    /// A fresh machine as this trace's header describes.
+    ///
+    /// # Errors
+    ///
+    /// The header's [`Config`] is invalid.
+    pub fn machine(&self) -> Result<Machine<String, SimPolicy>, crate::ConfigError> {
+        Machine::with_config(self.policy, self.config)
+    }
+
+    /// Runs the trace's inputs through a fresh machine and checks that each produces
+    /// exactly the recorded outcome (and state, where recorded).
+    ///
+    /// # Errors
+    ///
+    /// A human-readable report of the first difference: the trace up to that step,
+    /// then what was expected and what the machine did.
+    pub fn replay(&self) -> Result<(), String> {
+        let mut machine = self.machine().map_err(|e| format!("bad config: {e}"))?;
+        let mut seen = Trace::new(self.config, self.policy);
+        for (i, expected) in self.steps.iter().enumerate() {
+            let result = machine.handle(expected.input.clone());
+            let mut actual = TraceStep::record(&expected.input, &result, machine.state());
+            if expected.state.is_none() {
+                actual.state = None;
+            }
+            if actual != *expected {
+                return Err(format!(
+                    "{seen}# step {} differs\n# expected:\n{expected}# actual:\n{actual}",
+                    i + 1
+                ));
+            }
+            seen.steps.push(actual);
+        }
+        Ok(())
+    }
+}
+
+/// The input with its error rendered as a `String` (through `Display`).
+pub fn input_to_string<E: fmt::Display>(input: &Input<E>) -> Input<String> {
+    match input {
+        Input::Start => Input::Start,
+        Input::Stop => Input::Stop,
+        Input::WhenConnected {
+            fail_after_failures,
+        } => Input::WhenConnected {
+            fail_after_failures: *fail_after_failures,
+        },
+        Input::CancelWaiter { waiter } => Input::CancelWaiter { waiter: *waiter },
+        Input::ConnectionMade { attempt } => Input::ConnectionMade { attempt: *attempt },
+        Input::ConnectionFailed { attempt, error } => Input::ConnectionFailed {
+            attempt: *attempt,
+            error: error.to_string(),
+        },
+        Input::ConnectCancelled { attempt } => Input::ConnectCancelled { attempt: *attempt },
+        Input::PrepareSucceeded { attempt } => Input::PrepareSucceeded { attempt: *attempt },
+        Input::PrepareFailed { attempt, error } => Input::PrepareFailed {
+            attempt: *attempt,
+            error: error.to_string(),
+        },
+        Input::ClientDisconnected { attempt } => Input::ClientDisconnected { attempt: *attempt },
+        Input::Panicked { attempt, panic } => Input::Panicked {
+            attempt: *attempt,
+            panic: panic.clone(),
+        },
+        Input::TimerFired { timer } => Input::TimerFired { timer: *timer },
+    }
+}
+
+/// The action with its failure's error rendered as a `String` (through `Display`).
+pub fn action_to_string<E: fmt::Display>(action: &Action<E>) -> Action<String> {
+    match action {
+        Action::Connect { attempt } => Action::Connect { attempt: *attempt },
+        Action::CancelConnect { attempt } => Action::CancelConnect { attempt: *attempt },
+        Action::Prepare { attempt } => Action::Prepare { attempt: *attempt },
+        Action::Disconnect { attempt } => Action::Disconnect { attempt: *attempt },
+        Action::ScheduleTimer { timer, kind, delay } => Action::ScheduleTimer {
+            timer: *timer,
+            kind: *kind,
+            delay: *delay,
+        },
+        Action::CancelTimer { timer } => Action::CancelTimer { timer: *timer },
+        Action::NotifyWaiters { attempt, waiters } => Action::NotifyWaiters {
+            attempt: *attempt,
+            waiters: waiters.clone(),
+        },
+        Action::DeliverFailure { waiters, failure } => Action::DeliverFailure {
+            waiters: waiters.clone(),
+            failure: match failure {
+                Failure::Connect(e) => Failure::Connect(e.to_string()),
+                Failure::Prepare(e) => Failure::Prepare(e.to_string()),
+                Failure::ConnectTimeout => Failure::ConnectTimeout,
+                Failure::PrepareTimeout => Failure::PrepareTimeout,
+                Failure::LostWhilePreparing => Failure::LostWhilePreparing,
+                Failure::Panicked(panic) => Failure::Panicked(panic.clone()),
+            },
+        },
+        Action::CancelWaiters { waiters } => Action::CancelWaiters {
+            waiters: waiters.clone(),
+        },
+        Action::FinishStopping { stops } => Action::FinishStopping {
+            stops: stops.clone(),
+        },
+        Action::GaveUp { failed_attempts } => Action::GaveUp {
+            failed_attempts: *failed_attempts,
+        },
+    }
+}
