@@ -32,7 +32,7 @@ use std::boxed::Box;
 use std::future::Future;
 
 pub use crate::driver::stream;
-use crate::driver::{Builder, ClientService, Connection, Runtime, SpawnError};
+use crate::driver::{Builder, ClientService, ConnectContext, Connection, Runtime, SpawnError};
 
 /// async-std as a [`Runtime`]: spawns with `async_std::task::spawn` and sleeps with
 /// `async_std::task::sleep`.
@@ -62,4 +62,16 @@ where
     E: core::fmt::Display + Send + Sync + 'static,
 {
     ClientService::builder(AsyncStd, connector)
+}
+
+/// A [`Builder`] whose connector is told about each attempt; see
+/// [`ClientService::builder_with_context`].
+pub fn builder_with_context<F, Fut, C, E>(connector: F) -> Builder<AsyncStd, C::Handle, E>
+where
+    F: FnMut(ConnectContext) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<C, E>> + Send + 'static,
+    C: Connection,
+    E: core::fmt::Display + Send + Sync + 'static,
+{
+    ClientService::builder_with_context(AsyncStd, connector)
 }

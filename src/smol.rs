@@ -28,7 +28,7 @@ use core::time::Duration;
 use std::future::Future;
 
 pub use crate::driver::stream;
-use crate::driver::{Builder, ClientService, Connection, Runtime, SpawnError};
+use crate::driver::{Builder, ClientService, ConnectContext, Connection, Runtime, SpawnError};
 
 /// smol as a [`Runtime`]: spawns detached tasks with `smol::spawn` and sleeps with
 /// `smol::Timer`.
@@ -58,4 +58,16 @@ where
     E: core::fmt::Display + Send + Sync + 'static,
 {
     ClientService::builder(Smol, connector)
+}
+
+/// A [`Builder`] whose connector is told about each attempt; see
+/// [`ClientService::builder_with_context`].
+pub fn builder_with_context<F, Fut, C, E>(connector: F) -> Builder<Smol, C::Handle, E>
+where
+    F: FnMut(ConnectContext) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<C, E>> + Send + 'static,
+    C: Connection,
+    E: core::fmt::Display + Send + Sync + 'static,
+{
+    ClientService::builder_with_context(Smol, connector)
 }

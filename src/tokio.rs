@@ -38,8 +38,8 @@ use std::io;
 use ::tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::driver::{
-    self, Builder, ClientService, Connection, Runtime, SharedStream, SpawnError, StreamDriver,
-    StreamGuard,
+    self, Builder, ClientService, ConnectContext, Connection, Runtime, SharedStream, SpawnError,
+    StreamDriver, StreamGuard,
 };
 
 /// Tokio as a [`Runtime`]: spawns on the Tokio runtime this thread is in (so build
@@ -77,6 +77,18 @@ where
     E: core::fmt::Display + Send + Sync + 'static,
 {
     ClientService::builder(Tokio, connector)
+}
+
+/// A [`Builder`] whose connector is told about each attempt; see
+/// [`ClientService::builder_with_context`].
+pub fn builder_with_context<F, Fut, C, E>(connector: F) -> Builder<Tokio, C::Handle, E>
+where
+    F: FnMut(ConnectContext) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<C, E>> + Send + 'static,
+    C: Connection,
+    E: core::fmt::Display + Send + Sync + 'static,
+{
+    ClientService::builder_with_context(Tokio, connector)
 }
 
 /// Splits a Tokio stream (e.g. `tokio::net::TcpStream`) into a shareable handle and

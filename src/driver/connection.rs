@@ -3,6 +3,26 @@
 use core::future::Future;
 
 use super::events::DriverOutput;
+use crate::ids::AttemptId;
+
+/// What a connector is told about the attempt it starts; see
+/// [`ClientService::builder_with_context`](super::ClientService::builder_with_context).
+///
+/// With it a connector can rotate through a list of endpoints (see
+/// [`Endpoints`](super::Endpoints)), re-resolve a name on every attempt, or fail
+/// over from a primary to replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ConnectContext {
+    /// This attempt (it names the connection, if it makes one).
+    pub attempt: AttemptId,
+    /// Consecutive failures before this attempt (what the retry policy was last
+    /// asked about): 0 for a first attempt; after a loss it counts the loss too.
+    pub failed_attempts: u32,
+    /// Connections the service has made so far. It grows between two attempts
+    /// exactly when a connection was made (and then lost) in between.
+    pub connections: u64,
+}
 
 /// A connection as a connector returns it: a shareable handle, and a driver future
 /// that runs the connection and ends when it is lost.

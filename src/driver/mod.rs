@@ -159,6 +159,7 @@
 //! attempt failed, gave up, and every panic it contained.
 
 mod connection;
+mod endpoints;
 mod error;
 mod events;
 mod log;
@@ -171,7 +172,8 @@ mod stream;
 mod task;
 mod watch;
 
-pub use connection::Connection;
+pub use connection::{ConnectContext, Connection};
+pub use endpoints::{Endpoints, NoEndpoints};
 pub use error::{BuildError, Ended, Error, SpawnError};
 pub use events::{DriverOutput, Event, Events, Loss};
 pub use messages::{

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use futures_channel::oneshot;
 
-use super::connection::Connection;
+use super::connection::{ConnectContext, Connection};
 use super::error::{BuildError, Ended, Error};
 use super::events::{DriverOutput, Events, Loss};
 use super::runtime::Runtime;
@@ -312,10 +312,38 @@ where
         Fut: Future<Output = Result<C, E>> + Send + 'static,
         C: Connection<Handle = H>,
     {
+        Self::builder_with_context(runtime, move |_: ConnectContext| connector())
+    }
+
+    /// As [`builder`](ClientService::builder), but the connector is told about
+    /// each attempt it starts ([`ConnectContext`]: the attempt's id, the failures
+    /// before it, the connections made so far), so it can rotate through
+    /// endpoints, re-resolve names, or fail over. [`Endpoints`](super::Endpoints)
+    /// does the common case.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use redial::driver::ConnectContext;
+    /// // Re-resolve the name on every attempt; log which attempt this is.
+    /// let service = redial::tokio::builder_with_context(|ctx: ConnectContext| async move {
+    ///     println!("{} after {} failures", ctx.attempt, ctx.failed_attempts);
+    ///     let tcp = tokio::net::TcpStream::connect("db.example:5432").await?;
+    ///     Ok::<_, std::io::Error>(redial::tokio::stream(tcp))
+    /// })
+    /// .start()?;
+    /// # drop(service); Ok(()) }
+    /// ```
+    pub fn builder_with_context<R, F, Fut, C>(runtime: R, mut connector: F) -> Builder<R, H, E>
+    where
+        R: Runtime,
+        F: FnMut(ConnectContext) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<C, E>> + Send + 'static,
+        C: Connection<Handle = H>,
+    {
         Builder {
             runtime,
-            connect: Box::new(move || {
-                let attempt = connector();
+            connect: Box::new(move |context| {
+                let attempt = connector(context);
                 Box::pin(async move {
                     let (handle, driver) = attempt.await?.into_parts();
                     let driver: BoxFuture<Loss> = Box::pin(async move { driver.await.into_loss() });

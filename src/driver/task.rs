@@ -34,6 +34,7 @@ use std::sync::Arc;
 use futures_util::future::CatchUnwind;
 use futures_util::FutureExt;
 
+use super::connection::ConnectContext;
 use super::error::{panic_message, Ended, Error};
 use super::events::{Event, Loss};
 use super::log::event;
@@ -53,7 +54,7 @@ pub(crate) type Made<H, E> = Result<(H, BoxFuture<Loss>), E>;
 /// One attempt.
 pub(crate) type Attempt<H, E> = BoxFuture<Made<H, E>>;
 /// The connector, its concrete types erased.
-pub(crate) type ConnectFn<H, E> = Box<dyn FnMut() -> Attempt<H, E> + Send>;
+pub(crate) type ConnectFn<H, E> = Box<dyn FnMut(ConnectContext) -> Attempt<H, E> + Send>;
 /// The prepare hook, its concrete types erased.
 pub(crate) type PrepareFn<H, E> = Box<dyn FnMut(H) -> BoxFuture<Result<(), E>> + Send>;
 
@@ -273,8 +274,13 @@ where
         match action {
             Action::Connect { attempt } => {
                 self.tell(Event::AttemptStarted { attempt });
+                let context = ConnectContext {
+                    attempt,
+                    failed_attempts: self.machine.failed_attempts(),
+                    connections: self.machine.counters().connections,
+                };
                 let connect = &mut self.connect;
-                match catch_unwind(AssertUnwindSafe(connect)) {
+                match catch_unwind(AssertUnwindSafe(|| connect(context))) {
                     Ok(future) => {
                         self.attempt = Some((attempt, AssertUnwindSafe(future).catch_unwind()));
                     }
