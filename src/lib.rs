@@ -158,6 +158,9 @@ pub mod actions;
 #[cfg(feature = "async-std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
 pub mod async_std;
+#[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+pub mod budget;
 #[cfg(feature = "driver")]
 #[cfg_attr(docsrs, doc(cfg(feature = "driver")))]
 pub mod driver;
@@ -186,6 +189,8 @@ pub mod tokio;
 mod waiters;
 
 pub use actions::{Action, Actions, Failure, Panic, PanicSite, StopList, TimerKind, WaiterList};
+#[cfg(feature = "std")]
+pub use budget::{Budget, Budgeted};
 pub use error::{ConfigError, InputError, PolicyError, Rejection};
 pub use ids::{AttemptId, StopId, TimerId, WaiterId};
 pub use input::{Input, InputKind};
