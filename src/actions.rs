@@ -112,7 +112,8 @@ pub enum Failure<E> {
     ConnectTimeout,
     /// The prepare timeout expired before the prepare step finished.
     PrepareTimeout,
-    /// The connection was lost while it was being prepared (SPEC D3).
+    /// The connection was lost while it was being prepared
+    /// ([D3](crate::contract#d3-a-connection-lost-while-preparing-is-a-failed-attempt)).
     LostWhilePreparing,
     /// User code panicked while the attempt or its prepare step ran
     /// ([`Machine::panicked`](crate::Machine::panicked)).
@@ -225,7 +226,8 @@ pub enum Action<E> {
         /// The waiters, in registration order.
         waiters: WaiterList,
     },
-    /// These stop requests are done: nothing is left open (SPEC D7).
+    /// These stop requests are done: nothing is left open
+    /// ([D7](crate::contract#d7-a-finished-stop-means-nothing-is-left)).
     FinishStopping {
         /// The stop requests, in call order.
         stops: StopList,

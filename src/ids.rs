@@ -1,8 +1,9 @@
 //! Identities: every attempt, timer, waiter and stop request gets its own id.
 //!
 //! Ids are opaque, `Copy`, unique for the life of one [`Machine`](crate::Machine)
-//! and never reused (SPEC D1). A connection is named by the id of the attempt that
-//! made it, so one [`AttemptId`] follows a connection from `Connect` to its loss.
+//! and never reused ([D1](crate::contract#d1-identity)). A connection is named by
+//! the id of the attempt that made it, so one [`AttemptId`] follows a connection
+//! from `Connect` to its loss.
 
 use core::fmt;
 

@@ -14,7 +14,7 @@ use crate::ids::{AttemptId, TimerId, WaiterId};
 ///
 /// Reports (everything but the first four) name the attempt, connection or timer
 /// they are about, so the machine can tell a current report from a stale one
-/// (SPEC D1).
+/// ([D1](crate::contract#d1-identity)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input<E> {
     /// Start (or restart) the service.
@@ -57,7 +57,8 @@ pub enum Input<E> {
         /// The connection (named by its attempt).
         attempt: AttemptId,
     },
-    /// The prepare step rejected the connection. The machine will ask to close it (D2).
+    /// The prepare step rejected the connection. The machine will ask to close it
+    /// ([D2](crate::contract#d2-a-connection-rejected-by-prepare-is-closed)).
     PrepareFailed {
         /// The connection (named by its attempt).
         attempt: AttemptId,

@@ -9,6 +9,22 @@
 //! policy's jitter is seeded), so it runs in any executor, in a hand-written event
 //! loop, on `no_std` targets and in property tests.
 //!
+//! What it does, in every state and for every input, is written down in
+//! [**the behaviour contract**](contract) (also `docs/contract.md` in the
+//! repository): the [states](contract#states), the full
+//! [transition tables](contract#transitions), how failures are
+//! [counted](contract#counting), the [retry policy](contract#retry-policy), the
+//! eight [differences from Twisted](contract#differences-from-twisted) and the
+//! [invariants](contract#invariants) the property tests check. In one picture
+//! (generated from an edge list that a test checks against the machine):
+//!
+//! ![The seven states of the machine and every transition between two different states, each arrow labelled with the inputs that cause it][state-diagram]
+//!
+#![doc = concat!(
+    "[state-diagram]: data:image/svg+xml;base64,",
+    include_str!("../docs/states.svg.b64")
+)]
+//!
 //! ## The run loop you write
 //!
 //! A driver owns the machine, performs each action, and reports what happened,
@@ -86,50 +102,41 @@
 //! The driver's side of the contract: after `CancelConnect`, report the attempt
 //! gone with `connect_cancelled` (or `connection_failed`, or `connection_made` if it
 //! won the race); after `Disconnect`, report `client_disconnected`. Until then the
-//! machine counts it as still open, and no stop finishes (D7).
+//! machine counts it as still open, and no stop finishes
+//! ([D7](contract#d7-a-finished-stop-means-nothing-is-left); see the driver's
+//! [obligations](contract#obligations-of-the-driver)).
 //!
 //! ## Where redial differs from Twisted, and why
 //!
-//! Each of these is a verified Twisted bug, fixed on purpose:
+//! Each of these is a verified Twisted bug, fixed on purpose; the
+//! [contract](contract#differences-from-twisted) gives Twisted's behaviour, redial's
+//! and the reason for each:
 //!
-//! * **D1 Identity.** Every report names its attempt, connection or timer, so a late
-//!   result of a cancelled attempt, the loss of an old connection or a cancelled
-//!   timer firing is stale and harmless. Twisted has no identity: an old
-//!   connection's loss knocks out the current one and opens a second connection.
-//! * **D2** A connection rejected by the prepare step is closed (Twisted leaves it open).
-//! * **D3** A connection lost while preparing is a failed attempt and is retried
-//!   (Twisted can stay in Connecting forever).
-//! * **D4** `stop` while preparing closes the connection and finishes when its loss
-//!   is reported (Twisted leaves the transport open).
-//! * **D5** `stop` before `start` cancels pending waiters, as Twisted's docs promise.
-//! * **D6** Restarting waits for whatever Disconnecting waited for, a cancelled
-//!   attempt as well as a connection (Twisted gets stuck).
-//! * **D7** A finished stop means nothing is left: no attempt in flight, no
-//!   connection open (rejected and orphan ones included), no timer armed.
-//! * **D8** No re-entrancy: inputs are plain calls that return actions; nothing runs
-//!   inside a transition.
+//! * [**D1 Identity.**](contract#d1-identity) Every report names its attempt,
+//!   connection or timer, so a late result of a cancelled attempt, the loss of an
+//!   old connection or a cancelled timer firing is stale and harmless.
+//! * [**D2**](contract#d2-a-connection-rejected-by-prepare-is-closed) A connection
+//!   rejected by the prepare step is closed.
+//! * [**D3**](contract#d3-a-connection-lost-while-preparing-is-a-failed-attempt) A
+//!   connection lost while preparing is a failed attempt and is retried.
+//! * [**D4**](contract#d4-stop-while-preparing-closes-the-connection) `stop` while
+//!   preparing closes the connection and finishes when its loss is reported.
+//! * [**D5**](contract#d5-stop-before-start-cancels-the-waiters) `stop` before
+//!   `start` cancels pending waiters.
+//! * [**D6**](contract#d6-restarting-waits-for-whatever-disconnecting-waited-for)
+//!   Restarting waits for whatever Disconnecting waited for, a cancelled attempt as
+//!   well as a connection.
+//! * [**D7**](contract#d7-a-finished-stop-means-nothing-is-left) A finished stop
+//!   means nothing is left: no attempt in flight, no connection open (rejected and
+//!   orphan ones included), no timer armed.
+//! * [**D8**](contract#d8-no-re-entrancy) No re-entrancy: inputs are plain calls
+//!   that return actions; nothing runs inside a transition.
 //!
-//! ## Decisions the contract left open
-//!
-//! * A timer firing while the machine is in a state that does not expect it can
-//!   only be a timer the machine already cancelled or consumed (ids are never
-//!   reused), so it is stale rather than an error: a driver cannot always win the
-//!   race against its own timer wheel. Ids never issued are errors.
-//! * At most one timer is armed at a time: the retry timer while `Waiting`, or the
-//!   current attempt's connect timeout, prepare timeout or healthy timer.
-//! * On `prepare_failed` the actions are: cancel the prepare timeout, `Disconnect`
-//!   the rejected connection (D2), schedule the retry, deliver the failure. A
-//!   `panicked` report while preparing does the same; while attempting it is a
-//!   failed attempt like `connection_failed`; for an established connection it is
-//!   rejected (its loss is reported with `client_disconnected`).
-//! * The retry policy is asked before a transition changes anything: a policy
-//!   that panics leaves the machine as it was and appends no action, and the
-//!   panic propagates to the caller.
-//! * When the policy gives up, every pending waiter receives the last failure, then
-//!   [`Action::GaveUp`]; the machine is `Stopped` until started again. A `stop`
-//!   while a rejected connection is still closing waits for it (D7).
-//! * Finished stop requests, answered waiters and closed connections are
-//!   forgotten; withdrawn waiters ([`Machine::cancel_waiter`]) are never answered.
+//! The contract also settles what Twisted leaves open: a timer firing late is
+//! [stale](contract#reports-and-identity), not an error; the retry policy is asked
+//! before a transition changes anything, so a policy that panics leaves the machine
+//! as it was; when the policy [gives up](contract#giving-up), every pending waiter
+//! receives the last failure, then [`Action::GaveUp`].
 //!
 //! ## Features
 //!
@@ -164,6 +171,22 @@ pub mod budget;
 #[cfg(feature = "driver")]
 #[cfg_attr(docsrs, doc(cfg(feature = "driver")))]
 pub mod driver;
+/// The behaviour contract: every state, every input and what the machine does
+/// with it, the differences from Twisted (D1–D8) and the invariants (the same text
+/// as `docs/contract.md` in the repository).
+pub mod contract {
+    // The picture's `data:` URL comes first: of two definitions of one link
+    // label, the first one counts, so on GitHub the file's own `states.svg` is
+    // shown instead. (The blank line ends the summary's paragraph, which a link
+    // definition cannot interrupt.)
+    #![doc = ""]
+    #![doc = concat!(
+        "[state-diagram]: data:image/svg+xml;base64,",
+        include_str!("../docs/states.svg.b64")
+    )]
+    #![doc = ""]
+    #![doc = include_str!("../docs/contract.md")]
+}
 pub mod error;
 pub mod ids;
 pub mod input;

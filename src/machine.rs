@@ -3,10 +3,14 @@
 //! Every input goes through two steps, each one `match`:
 //!
 //! 1. `Machine::classify` resolves identities: is this report about the current
-//!    attempt, about one the machine is still waiting to see gone, or stale (D1)?
-//!    Bad input is rejected here, before anything changes.
-//! 2. `Machine::transition` is the transition table of SPEC §3: one arm per
-//!    `(state, event)` row.
+//!    attempt, about one the machine is still waiting to see gone, or stale
+//!    ([D1](crate::contract#d1-identity))? Bad input is rejected here, before
+//!    anything changes.
+//! 2. `Machine::transition` is the [transition table](crate::contract#transitions)
+//!    of the behaviour contract: one arm per `(state, event)` row.
+//!
+//! The labels D1–D8 in this file are the
+//! [differences from Twisted](crate::contract#differences-from-twisted).
 
 use core::marker::PhantomData;
 use core::num::NonZeroU32;
@@ -25,7 +29,8 @@ use crate::waiters::Waiters;
 // machine); `redial::machine::State` stays a path to it.
 pub use crate::state::State;
 
-/// Opt-in behaviour beyond Twisted (SPEC §7). The default behaves as Twisted.
+/// Opt-in behaviour [beyond Twisted](crate::contract#beyond-twisted). The default
+/// behaves as Twisted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Config {
     /// Run a prepare step on each new connection before anyone is told it exists
@@ -69,7 +74,7 @@ impl Config {
     }
 }
 
-/// Running totals a user can read (SPEC §7). They only grow.
+/// Running totals a user can read ([counters](crate::contract#counters)). They only grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counters {
     /// Attempts started (`Connect` actions).
@@ -447,7 +452,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     /// Attempts asked to cancel and connections asked to close that have not been
     /// reported gone yet. A stop finishes only when this is empty and nothing is
-    /// current (SPEC D7).
+    /// current ([D7](crate::contract#d7-a-finished-stop-means-nothing-is-left)).
     pub fn outstanding(&self) -> impl Iterator<Item = AttemptId> + '_ {
         self.cancelled.iter().chain(self.closing.iter()).copied()
     }
@@ -564,7 +569,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         })
     }
 
-    // ----- step 2: the transition table (SPEC §3) ------------------------------------
+    // ----- step 2: the transition table (docs/contract.md, Transitions) -------------
 
     fn transition(&mut self, event: Event<E>, out: &mut Actions<E>) {
         use State::*;

@@ -1,7 +1,7 @@
 //! Retry policies: how long to wait before the next attempt, or whether to give up.
 //!
 //! The machine keeps a counter of consecutive failures (`failed_attempts`, see the
-//! crate's behaviour contract §4). Every time it enters Waiting it asks its
+//! [behaviour contract](crate::contract#failed-attempts)). Every time it enters Waiting it asks its
 //! [`RetryPolicy`] for the delay before the next attempt, passing that counter
 //! (so the first retry asks for `1`, never `0`). The policy answers with
 //! `Some(delay)`, or with `None` to give up.

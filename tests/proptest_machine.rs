@@ -1,6 +1,7 @@
 //! Model-based property tests: random sequences of valid, stale and invalid inputs
 //! are fed to the `Machine` and to the reference model in devkit/src/model.rs; the action
-//! lists must be equal and the invariants of SPEC §8 must hold after every step.
+//! lists must be equal and the invariants of the behaviour contract (docs/contract.md,
+//! Invariants) must hold after every step.
 //!
 //! A failure shrinks to a short sequence and prints it as a trace (the format of
 //! tests/traces/*.trace), ending with `# violated: …`.

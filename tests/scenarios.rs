@@ -1,5 +1,6 @@
-//! One scenario per row of SPEC §3, per deviation D1–D8 and per §7 feature,
-//! written as tables: input → the exact actions expected, in order.
+//! One scenario per row of the transition tables of the behaviour contract
+//! (docs/contract.md), per difference from Twisted (D1–D8) and per feature beyond
+//! Twisted, written as tables: input → the exact actions expected, in order.
 //!
 //! Ids are issued 0, 1, 2, … per kind, so a table can name them in advance:
 //! `a(0)` is the first attempt, `t(0)` the first timer, `w(0)` the first waiter,
@@ -184,7 +185,7 @@ fn waiting() -> M {
     )
 }
 
-// ----- SPEC §3, row by row -------------------------------------------------------------
+// ----- docs/contract.md, Transitions: row by row ----------------------------------------
 
 #[test]
 fn init_start_connects() {
@@ -514,7 +515,7 @@ fn stopped_when_connected_cancels_at_once() {
     );
 }
 
-// ----- SPEC §4: counting ---------------------------------------------------------------
+// ----- docs/contract.md, Counting -------------------------------------------------------
 
 #[test]
 fn first_retry_asks_the_policy_for_one_never_zero() {
@@ -575,7 +576,7 @@ fn a_lost_established_connection_does_not_count_toward_thresholds() {
     assert_eq!(m.counters().losses, 1);
 }
 
-// ----- SPEC §6: deviations from Twisted ------------------------------------------------
+// ----- docs/contract.md, Differences from Twisted ---------------------------------------
 
 #[test]
 fn d1_a_late_connection_of_a_cancelled_attempt_is_closed_as_an_orphan() {
@@ -767,7 +768,7 @@ fn d8_inputs_are_plain_calls_even_while_handling_notifications() {
     assert_eq!(done.as_slice(), &[finish(&[stop_id])]);
 }
 
-// ----- SPEC §7: beyond Twisted ---------------------------------------------------------
+// ----- docs/contract.md, Beyond Twisted ------------------------------------------------
 
 #[test]
 fn connect_timeout_cancels_the_attempt_and_counts_as_a_failure() {

@@ -4,7 +4,7 @@
 //!
 //! To add a scenario, write the inputs you care about and run this test: the
 //! failure shows what the machine did, in the same format, ready to paste after
-//! checking it against SPEC.md.
+//! checking it against the behaviour contract (docs/contract.md).
 
 use std::fs;
 use std::path::Path;

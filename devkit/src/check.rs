@@ -206,7 +206,7 @@ fn check_policy(u: &mut Unstructured) -> Result<()> {
             assert_eq!(answer.is_none(), n >= k.max(1), "give_up_after({k}) at {n}");
         }
     }
-    // Twisted's default never overflows (SPEC §5), whatever the seed.
+    // Twisted's default never overflows (docs/contract.md, Backoff), whatever the seed.
     let mut twisted = Backoff::twisted(u.arbitrary()?);
     let d = twisted.next_delay(1_000_000).expect("never gives up");
     assert!(Duration::from_secs(60) <= d && d < Duration::from_secs(61));

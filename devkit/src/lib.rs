@@ -5,11 +5,14 @@
 //! * [`cycle`]: the reconnect-cycle workload and its hand-written floor
 //!   (benches/machine.rs, examples/callgrind_cycle.rs, tests/alloc.rs);
 //! * [`check`]: what the fuzz targets check, as plain functions of the input bytes
-//!   (fuzz/fuzz_targets/, tests/fuzz_corpus.rs).
+//!   (fuzz/fuzz_targets/, tests/fuzz_corpus.rs);
+//! * [`diagram`]: the state diagram of docs/contract.md, its edge list and the SVG
+//!   drawn from it (tests/state_diagram.rs).
 //!
 //! It is a dev-dependency of redial and a dependency of the fuzz crate; it is
 //! never published.
 
 pub mod check;
 pub mod cycle;
+pub mod diagram;
 pub mod model;

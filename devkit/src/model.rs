@@ -1,13 +1,14 @@
-//! The reference model: SPEC.md §3–§7 as plainly as it can be written.
+//! The reference model: the behaviour contract (`docs/contract.md`: its
+//! transition tables, reports, counting and what goes beyond Twisted) as plainly
+//! as it can be written.
 //!
-//! Written from the contract (and the crate docs' "Decisions the contract left
-//! open"), not from `src/machine.rs`. It shares only the vocabulary with the crate
+//! Written from the contract, not from `src/machine.rs`. It shares only the vocabulary with the crate
 //! (ids, `Input`, `Action`, `State`, `Rejection`): every decision is made here,
 //! with two tables:
 //!
 //! 1. `REPORTS`: what a report means, given what the id it names is to the machine;
-//! 2. `Model::transition`: SPEC §3, one `match` arm per row, effects in the
-//!    order the spec lists them.
+//! 2. `Model::transition`: the contract's transition tables, one `match` arm per
+//!    row, effects in the order the contract lists them.
 //!
 //! Waiter thresholds are counted per waiter (each pending waiter counts the
 //! failures it has seen), which is the spec's wording, not the machine's
@@ -309,7 +310,7 @@ impl Model {
         }
     }
 
-    // ----- SPEC §3, row by row -----------------------------------------------------
+    // ----- docs/contract.md, Transitions, row by row ---------------------------------
 
     fn transition(&mut self, event: Event, out: &mut Out) {
         use State::*;
@@ -395,7 +396,7 @@ impl Model {
                 });
             }
 
-            // withdraw a waiter (§7): forgotten, never answered
+            // withdraw a waiter (contract: Beyond Twisted): forgotten, never answered
             (_, Event::Withdraw(w)) => self.waiters.retain(|x| x.id != w),
 
             // orphan connection (D1): close it; a stop waits for it (D7)
@@ -474,7 +475,7 @@ impl Model {
                 self.close(a, out);
                 self.attempt_failed(Failure::Panicked(p), out);
             }
-            // Connecting: timeouts (§7)
+            // Connecting: timeouts (contract: Beyond Twisted)
             (Connecting, Event::Timer(TimerKind::ConnectTimeout)) => {
                 self.timer = None;
                 let (a, _) = self.current.take().expect("an attempt to time out");
@@ -509,7 +510,7 @@ impl Model {
                     }
                 }
             }
-            // Connected: the connection stayed up long enough (§7)
+            // Connected: the connection stayed up long enough (contract: Beyond Twisted)
             (Connected, Event::Timer(TimerKind::Healthy)) => {
                 self.timer = None;
                 self.failed_attempts = 0;
@@ -551,7 +552,7 @@ impl Model {
         self.current = Some((a, Phase::Connected));
         self.counters.connections += 1;
         match self.config.reset_backoff_after {
-            // §7: reset only once the connection stayed up this long
+            // contract, Beyond Twisted: reset only once the connection stayed up this long
             Some(d) => self.schedule(TimerKind::Healthy, d, out),
             None => self.failed_attempts = 0,
         }
@@ -591,7 +592,7 @@ impl Model {
                 }
             }
             None => {
-                // §7 give up: every waiter fails with the last failure; Stopped.
+                // contract, Giving up: every waiter fails with the last failure; Stopped.
                 self.state = State::Stopped;
                 self.fail_all_waiters_on_give_up(Some(failure), out);
                 out.push(Action::GaveUp {

@@ -1,4 +1,5 @@
-//! The invariants of SPEC §8, checked after every input from the outside.
+//! The [invariants](crate::contract#invariants) of the behaviour contract, checked
+//! after every input from the outside.
 
 use core::fmt;
 use std::collections::BTreeSet;
@@ -15,7 +16,7 @@ use crate::policy::RetryPolicy;
 use crate::state::State;
 
 /// A ledger of everything a machine has said, checking the invariants of the
-/// behaviour contract (SPEC §8) after every input.
+/// [behaviour contract](crate::contract#invariants) after every input.
 ///
 /// It is built only from the inputs and the actions (not from the machine's
 /// insides), and compares its ledger with what the machine reports through its

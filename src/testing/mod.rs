@@ -12,8 +12,9 @@
 //!   **invalid** ones (ids never issued);
 //! * [`World`]: turns those operations into concrete [`Input`]s naming real ids, by
 //!   following the actions the machine returns as a faithful driver would;
-//! * [`Invariants`]: the invariants of the behaviour contract (SPEC §8), checked
-//!   after every input from what the machine said and what it reports;
+//! * [`Invariants`]: the [invariants](crate::contract#invariants) of the behaviour
+//!   contract, checked after every input from what the machine said and what it
+//!   reports;
 //! * [`run_ops`]: all of the above in one call, returning a readable [`Trace`] —
 //!   or, on failure, a [`Violation`] whose `Display` is the trace up to the
 //!   failing input, which proptest prints after shrinking;
