@@ -4,7 +4,8 @@
 //! Twisted's `ClientService`. You feed it inputs (start, stop, connection made,
 //! connection failed, timer fired, client disconnected, when-connected requests) and
 //! it returns the [`Actions`] to perform (connect, cancel, prepare, disconnect,
-//! schedule or cancel a timer, notify waiters, deliver a failure, finish a stop). It
+//! schedule or cancel a timer, notify waiters, report a failed attempt, deliver its
+//! failure to waiters, finish a stop). It
 //! does no I/O, reads no clock and draws no randomness of its own (the retry
 //! policy's jitter is seeded), so it runs in any executor, in a hand-written event
 //! loop, on `no_std` targets and in property tests.
@@ -44,6 +45,13 @@
 //!         Action::NotifyWaiters { attempt, waiters } => {
 //!             assert_eq!(waiters.as_slice(), &[waiter]);
 //!             println!("{attempt} is up; {} waiter(s) told", waiters.len());
+//!             continue;
+//!         }
+//!         // Every failed attempt, waited on or not. A `DeliverFailure { waiters }`
+//!         // right after it would fail those waiters with this failure (none here:
+//!         // our waiter has no failure threshold).
+//!         Action::AttemptFailed { attempt, failure } => {
+//!             println!("{attempt} failed: {failure:#}");
 //!             continue;
 //!         }
 //!         other => unreachable!("not in this script: {other:?}"),
@@ -118,15 +126,19 @@
 //! * At most one timer is armed at a time: the retry timer while `Waiting`, or the
 //!   current attempt's connect timeout, prepare timeout or healthy timer.
 //! * On `prepare_failed` the actions are: cancel the prepare timeout, `Disconnect`
-//!   the rejected connection (D2), schedule the retry, deliver the failure. A
+//!   the rejected connection (D2), schedule the retry, report the failed attempt
+//!   ([`Action::AttemptFailed`]), fail the waiters it makes due
+//!   ([`Action::DeliverFailure`], if any). Every failed attempt is reported so,
+//!   once, after its cleanup and the retry's schedule, whether or not anyone waits. A
 //!   `panicked` report while preparing does the same; while attempting it is a
 //!   failed attempt like `connection_failed`; for an established connection it is
 //!   rejected (its loss is reported with `client_disconnected`).
 //! * The retry policy is asked before a transition changes anything: a policy
 //!   that panics leaves the machine as it was and appends no action, and the
 //!   panic propagates to the caller.
-//! * When the policy gives up, every pending waiter receives the last failure, then
-//!   [`Action::GaveUp`]; the machine is `Stopped` until started again. A `stop`
+//! * When the policy gives up, every pending waiter receives the last failure
+//!   (`AttemptFailed`, then `DeliverFailure`), then [`Action::GaveUp`]; the
+//!   machine is `Stopped` until started again. A `stop`
 //!   while a rejected connection is still closing waits for it (D7).
 //! * Finished stop requests, answered waiters and closed connections are
 //!   forgotten; withdrawn waiters ([`Machine::cancel_waiter`]) are never answered.

@@ -12,7 +12,7 @@ use core::marker::PhantomData;
 use core::num::NonZeroU32;
 use core::time::Duration;
 
-use smallvec::{smallvec, SmallVec};
+use smallvec::SmallVec;
 
 use crate::actions::{Action, Actions, Failure, StopList, TimerKind, WaiterList};
 use crate::error::{ConfigError, InputError, Rejection};
@@ -153,7 +153,8 @@ enum Event<E> {
 /// The reconnecting-client state machine. See the [crate docs](crate) for the run loop.
 ///
 /// `E` is the error type of failed attempts and prepare steps; the machine moves it
-/// to waiters and never clones it. `P` is the [`RetryPolicy`].
+/// into the [`Action::AttemptFailed`] that reports it and never clones it. `P` is
+/// the [`RetryPolicy`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machine<E, P = Backoff> {
     state: State,
@@ -625,13 +626,13 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 if let Some(attempt) = self.connection() {
                     out.push(Action::NotifyWaiters {
                         attempt,
-                        waiters: smallvec![waiter],
+                        waiters: WaiterList::one(waiter),
                     });
                 }
             }
             (Stopped, Event::WhenConnected(waiter, _)) => {
                 out.push(Action::CancelWaiters {
-                    waiters: smallvec![waiter],
+                    waiters: WaiterList::one(waiter),
                 });
             }
             (
@@ -662,29 +663,36 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             // A failure or a loss asks the retry policy first, before anything
             // changes: a policy that panics leaves the machine as it was.
             (Connecting, Event::AttemptFailed { failure, close }) => {
+                let Some(current) = self.current else {
+                    return; // classify yields this only about the current attempt
+                };
                 let next = self.ask_policy();
                 self.disarm(out);
-                if let (Some(current), true) = (self.current, close) {
+                if close {
                     // D2: a connection rejected by prepare is closed.
                     self.closing.push(current.attempt);
                     out.push(Action::Disconnect {
                         attempt: current.attempt,
                     });
                 }
-                self.current = None;
-                self.failed(failure, next, out);
+                self.failed(current.attempt, failure, next, out);
             }
-            (Connecting, Event::Timer(TimerKind::ConnectTimeout)) => {
+            (
+                Connecting,
+                Event::Timer(kind @ (TimerKind::ConnectTimeout | TimerKind::PrepareTimeout)),
+            ) => {
+                let Some(current) = self.current else {
+                    return; // these timers are armed only for a current attempt
+                };
                 let next = self.ask_policy();
                 self.timer = None;
                 self.abandon_current(out);
-                self.failed(Failure::ConnectTimeout, next, out);
-            }
-            (Connecting, Event::Timer(TimerKind::PrepareTimeout)) => {
-                let next = self.ask_policy();
-                self.timer = None;
-                self.abandon_current(out);
-                self.failed(Failure::PrepareTimeout, next, out);
+                let failure = if kind == TimerKind::ConnectTimeout {
+                    Failure::ConnectTimeout
+                } else {
+                    Failure::PrepareTimeout
+                };
+                self.failed(current.attempt, failure, next, out);
             }
 
             // Connected
@@ -694,7 +702,8 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 self.current = None;
                 self.counters.losses += 1;
                 self.failed_attempts = self.failed_attempts.saturating_add(1);
-                self.retry_or_give_up(next, None, out);
+                self.retry_or_stop(next, out);
+                self.gave_up(next, out);
             }
             (Connected, Event::Timer(TimerKind::Healthy)) => {
                 self.timer = None;
@@ -776,51 +785,50 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             .next_delay(self.failed_attempts.saturating_add(1))
     }
 
-    /// The current attempt failed (its cleanup is done): count it, then retry after
-    /// `next` or give up (`None`).
-    fn failed(&mut self, failure: Failure<E>, next: Option<Duration>, out: &mut Actions<E>) {
+    /// The current attempt failed (its cleanup is done): count it, retry after
+    /// `next` or give up (`None`), and report the failure (`AttemptFailed`), then
+    /// to the waiters it fails (`DeliverFailure`), then the give-up (`GaveUp`).
+    fn failed(
+        &mut self,
+        attempt: AttemptId,
+        failure: Failure<E>,
+        next: Option<Duration>,
+        out: &mut Actions<E>,
+    ) {
         self.current = None;
         self.failed_attempts = self.failed_attempts.saturating_add(1);
         self.failure_events += 1;
         self.counters.failures += 1;
-        self.retry_or_give_up(next, Some(failure), out);
-    }
-
-    fn retry_or_give_up(
-        &mut self,
-        next: Option<Duration>,
-        failure: Option<Failure<E>>,
-        out: &mut Actions<E>,
-    ) {
-        match next {
-            Some(delay) => {
-                self.state = State::Waiting;
-                self.arm(TimerKind::Retry, delay, out);
-                if let Some(failure) = failure {
-                    self.deliver_failure(failure, false, out);
-                }
-            }
-            None => {
-                self.state = State::Stopped;
-                if let Some(failure) = failure {
-                    self.deliver_failure(failure, true, out);
-                }
-                out.push(Action::GaveUp {
-                    failed_attempts: self.failed_attempts,
-                });
-            }
-        }
-    }
-
-    /// Fails the waiters whose threshold this failure reaches (all of them if `all`).
-    fn deliver_failure(&mut self, failure: Failure<E>, all: bool, out: &mut Actions<E>) {
-        let waiters: WaiterList = if all {
+        self.retry_or_stop(next, out);
+        out.push(Action::AttemptFailed { attempt, failure });
+        let waiters: WaiterList = if next.is_none() {
             self.waiters.take_all()
         } else {
             self.waiters.take_due(self.failure_events)
         };
         if !waiters.is_empty() {
-            out.push(Action::DeliverFailure { waiters, failure });
+            out.push(Action::DeliverFailure { waiters });
+        }
+        self.gave_up(next, out);
+    }
+
+    /// Waiting with the retry timer armed after `next`, or `Stopped` (`None`).
+    fn retry_or_stop(&mut self, next: Option<Duration>, out: &mut Actions<E>) {
+        match next {
+            Some(delay) => {
+                self.state = State::Waiting;
+                self.arm(TimerKind::Retry, delay, out);
+            }
+            None => self.state = State::Stopped,
+        }
+    }
+
+    /// `GaveUp`, if the policy did (`next` is `None`).
+    fn gave_up(&mut self, next: Option<Duration>, out: &mut Actions<E>) {
+        if next.is_none() {
+            out.push(Action::GaveUp {
+                failed_attempts: self.failed_attempts,
+            });
         }
     }
 

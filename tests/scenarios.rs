@@ -129,10 +129,12 @@ fn notify(attempt: AttemptId, waiters: &[WaiterId]) -> Action<E> {
         waiters: waiters.iter().copied().collect(),
     }
 }
-fn deliver(waiters: &[WaiterId], failure: Failure<E>) -> Action<E> {
+fn attempt_failed(attempt: AttemptId, failure: Failure<E>) -> Action<E> {
+    Action::AttemptFailed { attempt, failure }
+}
+fn deliver(waiters: &[WaiterId]) -> Action<E> {
     Action::DeliverFailure {
         waiters: waiters.iter().copied().collect(),
-        failure,
     }
 }
 fn cancel_waiters(waiters: &[WaiterId]) -> Action<E> {
@@ -179,7 +181,13 @@ fn waiting() -> M {
         machine(),
         &[
             (start(), vec![connect(a(0))]),
-            (failed(a(0), "refused"), vec![retry_in(t(0), secs(1))]),
+            (
+                failed(a(0), "refused"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                ],
+            ),
         ],
     )
 }
@@ -215,7 +223,13 @@ fn when_connected_queues_in_every_state_but_connected_and_stopped() {
             (when_connected(), vec![]), // Init
             (start(), vec![connect(a(0))]),
             (when_connected(), vec![]), // Connecting
-            (failed(a(0), "refused"), vec![retry_in(t(0), secs(1))]),
+            (
+                failed(a(0), "refused"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                ],
+            ),
             (when_connected(), vec![]), // Waiting
             (fired(t(0)), vec![connect(a(1))]),
             (stop(), vec![cancel_connect(a(1))]),
@@ -290,7 +304,13 @@ fn connecting_connection_made_resets_failed_attempts() {
         waiting(),
         &[
             (fired(t(0)), vec![connect(a(1))]),
-            (failed(a(1), "refused"), vec![retry_in(t(1), secs(2))]),
+            (
+                failed(a(1), "refused"),
+                vec![
+                    retry_in(t(1), secs(2)),
+                    attempt_failed(a(1), Failure::Connect("refused")),
+                ],
+            ),
             (fired(t(1)), vec![connect(a(2))]),
         ],
     );
@@ -331,7 +351,8 @@ fn connecting_failure_schedules_then_delivers_to_waiters_at_their_threshold() {
                 failed(a(0), "refused"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    deliver(&[w(1)], Failure::Connect("refused")),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                    deliver(&[w(1)]),
                 ],
             ),
         ],
@@ -358,7 +379,8 @@ fn prepare_failure_closes_the_rejected_connection_and_retries_d2() {
                 vec![
                     disconnect(a(0)),
                     retry_in(t(0), secs(1)),
-                    deliver(&[w(0)], Failure::Prepare("bad password")),
+                    attempt_failed(a(0), Failure::Prepare("bad password")),
+                    deliver(&[w(0)]),
                 ],
             ),
             (lost(a(0)), vec![]),
@@ -488,7 +510,13 @@ fn stopped_start_connects_without_resetting_failed_attempts() {
     // The next failure asks the policy for 2.
     run(
         m,
-        &[(failed(a(1), "refused"), vec![retry_in(t(1), secs(2))])],
+        &[(
+            failed(a(1), "refused"),
+            vec![
+                retry_in(t(1), secs(2)),
+                attempt_failed(a(1), Failure::Connect("refused")),
+            ],
+        )],
     );
 }
 
@@ -539,7 +567,13 @@ fn thresholds_count_from_registration_including_the_attempt_in_flight() {
         &[
             (start(), vec![connect(a(0))]),
             (when_connected_fail_after(2), vec![]), // counts a(0)'s failure
-            (failed(a(0), "e0"), vec![retry_in(t(0), secs(1))]),
+            (
+                failed(a(0), "e0"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("e0")),
+                ],
+            ),
             (when_connected_fail_after(1), vec![]), // registered while Waiting
             (fired(t(0)), vec![connect(a(1))]),
             (
@@ -547,7 +581,8 @@ fn thresholds_count_from_registration_including_the_attempt_in_flight() {
                 vec![
                     retry_in(t(1), secs(2)),
                     // both reach their limit on the same event: one failure, both waiters
-                    deliver(&[w(0), w(1)], Failure::Connect("e1")),
+                    attempt_failed(a(1), Failure::Connect("e1")),
+                    deliver(&[w(0), w(1)]),
                 ],
             ),
         ],
@@ -566,7 +601,8 @@ fn a_lost_established_connection_does_not_count_toward_thresholds() {
                 failed(a(1), "refused"),
                 vec![
                     retry_in(t(1), secs(2)),
-                    deliver(&[w(0)], Failure::Connect("refused")),
+                    attempt_failed(a(1), Failure::Connect("refused")),
+                    deliver(&[w(0)]),
                 ],
             ),
         ],
@@ -595,7 +631,11 @@ fn d1_a_late_connection_of_a_cancelled_attempt_is_closed_as_an_orphan() {
             ),
             (
                 fired(t(0)),
-                vec![cancel_connect(a(0)), retry_in(t(1), secs(1))],
+                vec![
+                    cancel_connect(a(0)),
+                    retry_in(t(1), secs(1)),
+                    attempt_failed(a(0), Failure::ConnectTimeout),
+                ],
             ),
             (made(a(0)), vec![disconnect(a(0))]), // the orphan is closed
             (
@@ -658,7 +698,8 @@ fn d3_a_connection_lost_while_preparing_is_a_failed_attempt() {
                 lost(a(0)),
                 vec![
                     retry_in(t(0), secs(1)),
-                    deliver(&[w(0)], Failure::LostWhilePreparing),
+                    attempt_failed(a(0), Failure::LostWhilePreparing),
+                    deliver(&[w(0)]),
                 ],
             ),
             (prepared(a(0)), vec![]), // the prepare result of the lost connection is stale
@@ -729,7 +770,11 @@ fn d7_stop_waits_for_a_rejected_connection_still_closing() {
             (made(a(0)), vec![prepare(a(0))]),
             (
                 prepare_failed(a(0), "no"),
-                vec![disconnect(a(0)), retry_in(t(0), secs(1))],
+                vec![
+                    disconnect(a(0)),
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Prepare("no")),
+                ],
             ),
             (stop(), vec![cancel_timer(t(0))]),
             (when_connected(), vec![]),
@@ -791,7 +836,8 @@ fn connect_timeout_cancels_the_attempt_and_counts_as_a_failure() {
                 vec![
                     cancel_connect(a(0)),
                     retry_in(t(1), secs(1)),
-                    deliver(&[w(0)], Failure::ConnectTimeout),
+                    attempt_failed(a(0), Failure::ConnectTimeout),
+                    deliver(&[w(0)]),
                 ],
             ),
             (cancelled(a(0)), vec![]),
@@ -819,7 +865,11 @@ fn connect_timeout_is_cancelled_when_the_attempt_finishes() {
             ),
             (
                 failed(a(0), "refused"),
-                vec![cancel_timer(t(0)), retry_in(t(1), secs(1))],
+                vec![
+                    cancel_timer(t(0)),
+                    retry_in(t(1), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                ],
             ),
             (fired(t(0)), vec![]), // lost the race: stale
         ],
@@ -850,7 +900,8 @@ fn prepare_timeout_closes_the_connection_and_counts_as_a_failure() {
                 vec![
                     disconnect(a(0)),
                     retry_in(t(1), secs(1)),
-                    deliver(&[w(0)], Failure::PrepareTimeout),
+                    attempt_failed(a(0), Failure::PrepareTimeout),
+                    deliver(&[w(0)]),
                 ],
             ),
             (prepared(a(0)), vec![]), // too late: stale
@@ -869,12 +920,19 @@ fn give_up_fails_every_waiter_with_the_last_failure_and_stops() {
             (start(), vec![connect(a(0))]),
             (when_connected(), vec![]),
             (when_connected_fail_after(5), vec![]),
-            (failed(a(0), "e0"), vec![retry_in(t(0), secs(1))]),
+            (
+                failed(a(0), "e0"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("e0")),
+                ],
+            ),
             (fired(t(0)), vec![connect(a(1))]),
             (
                 failed(a(1), "e1"),
                 vec![
-                    deliver(&[w(0), w(1)], Failure::Connect("e1")),
+                    attempt_failed(a(1), Failure::Connect("e1")),
+                    deliver(&[w(0), w(1)]),
                     Action::GaveUp { failed_attempts: 2 },
                 ],
             ),
@@ -888,7 +946,10 @@ fn give_up_fails_every_waiter_with_the_last_failure_and_stops() {
             (start(), vec![connect(a(2))]),
             (
                 failed(a(2), "e2"),
-                vec![Action::GaveUp { failed_attempts: 3 }],
+                vec![
+                    attempt_failed(a(2), Failure::Connect("e2")),
+                    Action::GaveUp { failed_attempts: 3 },
+                ],
             ),
         ],
     );
@@ -920,7 +981,13 @@ fn a_withdrawn_waiter_is_forgotten_and_never_answered() {
             (cancel_waiter(w(1)), vec![]),
             (cancel_waiter(w(1)), vec![]), // twice: stale
             (start(), vec![connect(a(0))]),
-            (failed(a(0), "e"), vec![retry_in(t(0), secs(1))]), // w(1) would have failed
+            (
+                failed(a(0), "e"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("e")),
+                ],
+            ), // w(1) would have failed
             (fired(t(0)), vec![connect(a(1))]),
             (made(a(1)), vec![notify(a(1), &[w(0), w(2)])]),
             (cancel_waiter(w(0)), vec![]), // already answered: stale
@@ -939,7 +1006,13 @@ fn backoff_is_reset_only_after_the_connection_stayed_up() {
         with(config),
         &[
             (start(), vec![connect(a(0))]),
-            (failed(a(0), "e"), vec![retry_in(t(0), secs(1))]),
+            (
+                failed(a(0), "e"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("e")),
+                ],
+            ),
             (fired(t(0)), vec![connect(a(1))]),
             (made(a(1)), vec![timer(t(1), TimerKind::Healthy, secs(30))]),
             // dropped at once: the counter kept growing, so the delay grows too
@@ -966,7 +1039,13 @@ fn counters_and_state_are_readable() {
         with(config),
         &[
             (start(), vec![connect(a(0))]),
-            (failed(a(0), "e"), vec![retry_in(t(0), secs(1))]),
+            (
+                failed(a(0), "e"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("e")),
+                ],
+            ),
             (fired(t(0)), vec![connect(a(1))]),
             (made(a(1)), vec![prepare(a(1))]),
             (prepared(a(1)), vec![]),
@@ -1037,7 +1116,8 @@ fn panicked_while_attempting_is_a_failed_attempt() {
                 vec![
                     cancel_timer(t(0)),
                     retry_in(t(1), secs(1)),
-                    deliver(&[w(0)], Failure::Panicked(boom(PanicSite::Connector))),
+                    attempt_failed(a(0), Failure::Panicked(boom(PanicSite::Connector))),
+                    deliver(&[w(0)]),
                 ],
             ),
             // reported again: the attempt is old now, so it is stale
@@ -1086,7 +1166,8 @@ fn panicked_while_preparing_is_a_failed_attempt_and_closes_the_connection() {
                         cancel_timer(t(0)),
                         disconnect(a(0)),
                         retry_in(t(1), secs(1)),
-                        deliver(&[w(0)], Failure::Panicked(boom(site))),
+                        attempt_failed(a(0), Failure::Panicked(boom(site))),
+                        deliver(&[w(0)]),
                     ],
                 ),
             ],
@@ -1201,7 +1282,8 @@ fn panicked_can_be_the_failure_the_policy_gives_up_on() {
             (
                 panicked(a(0), PanicSite::Connector),
                 vec![
-                    deliver(&[w(0)], Failure::Panicked(boom(PanicSite::Connector))),
+                    attempt_failed(a(0), Failure::Panicked(boom(PanicSite::Connector))),
+                    deliver(&[w(0)]),
                     Action::GaveUp { failed_attempts: 1 },
                 ],
             ),
