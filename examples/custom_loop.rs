@@ -35,10 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             max: Duration::from_millis(50),
         })
         .with_seed(2026);
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let mut machine: Machine<io::Error, Backoff> = Machine::with_config(policy, config)?;
     let mut event_loop = EventLoop::new(addr);
 

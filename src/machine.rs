@@ -26,7 +26,27 @@ use crate::waiters::Waiters;
 pub use crate::state::State;
 
 /// Opt-in behaviour beyond Twisted (SPEC §7). The default behaves as Twisted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// Build one with [`Config::new`] (the default, usable in a `const`) and the
+/// chainable `with_*` setters; the fields stay readable and assignable. New
+/// opt-ins may be added in minor releases (the struct is `#[non_exhaustive]`), so
+/// it cannot be built with a struct literal outside this crate.
+///
+/// ```
+/// use core::time::Duration;
+/// use redial::Config;
+///
+/// const CONFIG: Config = Config::new()
+///     .with_prepare(true)
+///     .with_connect_timeout(Some(Duration::from_secs(5)))
+///     .with_reset_backoff_after(Some(Duration::from_secs(30)));
+/// assert!(CONFIG.prepare);
+/// assert_eq!(CONFIG.prepare_timeout, None);
+/// assert!(CONFIG.validate().is_ok());
+/// assert_eq!(Config::new(), Config::default());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// Run a prepare step on each new connection before anyone is told it exists
     /// (`Action::Prepare`). Its failure means "retry".
@@ -43,7 +63,59 @@ pub struct Config {
     pub reset_backoff_after: Option<Duration>,
 }
 
+impl Default for Config {
+    /// [`Config::new`]: Twisted's behaviour, no opt-in.
+    fn default() -> Self {
+        Config::new()
+    }
+}
+
 impl Config {
+    /// No opt-in: Twisted's behaviour (the same as [`Config::default`]).
+    pub const fn new() -> Config {
+        Config {
+            prepare: false,
+            connect_timeout: None,
+            prepare_timeout: None,
+            reset_backoff_after: None,
+        }
+    }
+
+    /// Sets [`prepare`](Config::prepare): run a prepare step on each new connection.
+    #[must_use]
+    pub const fn with_prepare(self, prepare: bool) -> Config {
+        Config { prepare, ..self }
+    }
+
+    /// Sets [`connect_timeout`](Config::connect_timeout) (`None`: no timeout).
+    #[must_use]
+    pub const fn with_connect_timeout(self, timeout: Option<Duration>) -> Config {
+        Config {
+            connect_timeout: timeout,
+            ..self
+        }
+    }
+
+    /// Sets [`prepare_timeout`](Config::prepare_timeout) (`None`: no timeout). Needs
+    /// [`prepare`](Config::prepare).
+    #[must_use]
+    pub const fn with_prepare_timeout(self, timeout: Option<Duration>) -> Config {
+        Config {
+            prepare_timeout: timeout,
+            ..self
+        }
+    }
+
+    /// Sets [`reset_backoff_after`](Config::reset_backoff_after) (`None`: reset the
+    /// failure counter as soon as a connection is up, as Twisted does).
+    #[must_use]
+    pub const fn with_reset_backoff_after(self, delay: Option<Duration>) -> Config {
+        Config {
+            reset_backoff_after: delay,
+            ..self
+        }
+    }
+
     /// Checks the configuration; [`Machine::with_config`] calls this.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let zero = |d: Option<Duration>| d == Some(Duration::ZERO);
@@ -70,17 +142,42 @@ impl Config {
 }
 
 /// Running totals a user can read (SPEC §7). They only grow.
+///
+/// New totals may be added in minor releases (the struct is `#[non_exhaustive]`):
+/// read the fields, compare whole values, or start from [`Counters::default`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Counters {
     /// Attempts started (`Connect` actions).
     pub attempts: u64,
-    /// Failed attempts: attempt failed, prepare failed, timed out, lost while
-    /// preparing, user code panicked.
+    /// Failed attempts (one per [`Action::AttemptFailed`]): attempt failed,
+    /// prepare failed, timed out, lost while preparing, user code panicked.
     pub failures: u64,
     /// Times the machine became `Connected`.
     pub connections: u64,
-    /// Established connections lost.
+    /// Established connections lost (reported with `client_disconnected` while
+    /// `Connected`; a connection closed by a stop is not lost).
     pub losses: u64,
+    /// Losses of connections that never became healthy: with
+    /// [`Config::reset_backoff_after`] set, a connection lost while its healthy
+    /// timer was still armed (before it had stayed up that long), so that the loss
+    /// counts toward the backoff instead of resetting it. Always 0 without
+    /// `reset_backoff_after`: then a connection is healthy as soon as it is up.
+    /// Every flap is also counted in [`losses`](Counters::losses).
+    pub flaps: u64,
+}
+
+impl Counters {
+    /// All zero (the same as [`Counters::default`]).
+    pub const fn new() -> Counters {
+        Counters {
+            attempts: 0,
+            failures: 0,
+            connections: 0,
+            losses: 0,
+            flaps: 0,
+        }
+    }
 }
 
 /// What one [`Machine::handle`] call produced.
@@ -196,7 +293,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     pub fn new(policy: P) -> Self {
         Machine {
             state: State::Init,
-            config: Config::default(),
+            config: Config::new(),
             policy,
             current: None,
             cancelled: SmallVec::new(),
@@ -698,6 +795,10 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             // Connected
             (Connected, Event::Lost) => {
                 let next = self.ask_policy();
+                if matches!(self.timer, Some((_, TimerKind::Healthy))) {
+                    // Lost before it stayed up long enough to count as healthy.
+                    self.counters.flaps += 1;
+                }
                 self.disarm(out);
                 self.current = None;
                 self.counters.losses += 1;

@@ -189,12 +189,11 @@ fn failing_attempts_and_failure_delivery_do_not_allocate() {
 /// plus a stop and a restart every tenth cycle: every action kind but `GaveUp`.
 #[test]
 fn opt_in_cycles_with_stop_and_restart_do_not_allocate() {
-    let config = Config {
-        prepare: true,
-        connect_timeout: Some(Duration::from_secs(5)),
-        prepare_timeout: Some(Duration::from_secs(5)),
-        reset_backoff_after: Some(Duration::from_secs(30)),
-    };
+    let config = Config::new()
+        .with_prepare(true)
+        .with_connect_timeout(Some(Duration::from_secs(5)))
+        .with_prepare_timeout(Some(Duration::from_secs(5)))
+        .with_reset_backoff_after(Some(Duration::from_secs(30)));
     let mut m: Machine<Error, ZeroDelay> =
         Machine::with_config(zero_delay as ZeroDelay, config).unwrap();
     let mut d = Driver::default();

@@ -321,10 +321,7 @@ fn connecting_connection_made_resets_failed_attempts() {
 
 #[test]
 fn connecting_with_prepare_prepares_before_anyone_is_told() {
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let m = run(
         with(config),
         &[
@@ -364,10 +361,7 @@ fn connecting_failure_schedules_then_delivers_to_waiters_at_their_threshold() {
 
 #[test]
 fn prepare_failure_closes_the_rejected_connection_and_retries_d2() {
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let m = run(
         with(config),
         &[
@@ -615,10 +609,7 @@ fn a_lost_established_connection_does_not_count_toward_thresholds() {
 
 #[test]
 fn d1_a_late_connection_of_a_cancelled_attempt_is_closed_as_an_orphan() {
-    let config = Config {
-        connect_timeout: Some(secs(5)),
-        ..Config::default()
-    };
+    let config = Config::new().with_connect_timeout(Some(secs(5)));
     let m = run(
         with(config),
         &[
@@ -684,10 +675,7 @@ fn d1_a_cancelled_timer_firing_is_stale() {
 
 #[test]
 fn d3_a_connection_lost_while_preparing_is_a_failed_attempt() {
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let m = run(
         with(config),
         &[
@@ -710,10 +698,7 @@ fn d3_a_connection_lost_while_preparing_is_a_failed_attempt() {
 
 #[test]
 fn d4_stop_while_preparing_closes_the_connection_and_waits_for_its_loss() {
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let m = run(
         with(config),
         &[
@@ -759,10 +744,7 @@ fn d6_restarting_after_a_cancelled_attempt_that_won_the_race() {
 
 #[test]
 fn d7_stop_waits_for_a_rejected_connection_still_closing() {
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let m = run(
         with(config),
         &[
@@ -816,10 +798,7 @@ fn d8_inputs_are_plain_calls_even_while_handling_notifications() {
 
 #[test]
 fn connect_timeout_cancels_the_attempt_and_counts_as_a_failure() {
-    let config = Config {
-        connect_timeout: Some(secs(3)),
-        ..Config::default()
-    };
+    let config = Config::new().with_connect_timeout(Some(secs(3)));
     let m = run(
         with(config),
         &[
@@ -849,10 +828,7 @@ fn connect_timeout_cancels_the_attempt_and_counts_as_a_failure() {
 
 #[test]
 fn connect_timeout_is_cancelled_when_the_attempt_finishes() {
-    let config = Config {
-        connect_timeout: Some(secs(3)),
-        ..Config::default()
-    };
+    let config = Config::new().with_connect_timeout(Some(secs(3)));
     run(
         with(config),
         &[
@@ -878,11 +854,9 @@ fn connect_timeout_is_cancelled_when_the_attempt_finishes() {
 
 #[test]
 fn prepare_timeout_closes_the_connection_and_counts_as_a_failure() {
-    let config = Config {
-        prepare: true,
-        prepare_timeout: Some(secs(2)),
-        ..Config::default()
-    };
+    let config = Config::new()
+        .with_prepare(true)
+        .with_prepare_timeout(Some(secs(2)));
     run(
         with(config),
         &[
@@ -998,10 +972,7 @@ fn a_withdrawn_waiter_is_forgotten_and_never_answered() {
 
 #[test]
 fn backoff_is_reset_only_after_the_connection_stayed_up() {
-    let config = Config {
-        reset_backoff_after: Some(secs(30)),
-        ..Config::default()
-    };
+    let config = Config::new().with_reset_backoff_after(Some(secs(30)));
     let m = run(
         with(config),
         &[
@@ -1031,10 +1002,7 @@ fn backoff_is_reset_only_after_the_connection_stayed_up() {
 
 #[test]
 fn counters_and_state_are_readable() {
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let m = run(
         with(config),
         &[
@@ -1054,20 +1022,93 @@ fn counters_and_state_are_readable() {
     );
     let c = m.counters();
     assert_eq!(
-        (c.attempts, c.failures, c.connections, c.losses),
-        (2, 1, 1, 1)
+        (c.attempts, c.failures, c.connections, c.losses, c.flaps),
+        (2, 1, 1, 1, 0)
     );
     assert_eq!(m.state(), State::Waiting);
     assert_eq!(m.armed_timer(), Some((t(1), TimerKind::Retry)));
 }
 
+/// A connection lost while its healthy timer is still armed never became healthy:
+/// a flap (and a loss). One lost after the timer fired is only a loss; one closed
+/// by a stop is neither.
+#[test]
+fn a_connection_lost_before_it_was_healthy_is_a_flap() {
+    let config = Config::new().with_reset_backoff_after(Some(secs(30)));
+    let healthy = |timer: TimerId| self::timer(timer, TimerKind::Healthy, secs(30));
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![healthy(t(0))]),
+            // lost before 30 s: a flap, and it counts toward the backoff
+            (
+                lost(a(0)),
+                vec![cancel_timer(t(0)), retry_in(t(1), secs(1))],
+            ),
+            (fired(t(1)), vec![connect(a(1))]),
+            (made(a(1)), vec![healthy(t(2))]),
+            (
+                lost(a(1)),
+                vec![cancel_timer(t(2)), retry_in(t(3), secs(2))],
+            ),
+            (fired(t(3)), vec![connect(a(2))]),
+            (made(a(2)), vec![healthy(t(4))]),
+            (fired(t(4)), vec![]), // healthy: the backoff is reset
+            (lost(a(2)), vec![retry_in(t(5), secs(1))]), // a loss, not a flap
+            (fired(t(5)), vec![connect(a(3))]),
+            (made(a(3)), vec![healthy(t(6))]),
+            // closed by a stop, healthy or not: neither a loss nor a flap
+            (stop(), vec![disconnect(a(3)), cancel_timer(t(6))]),
+            (lost(a(3)), vec![finish(&[s(0)])]),
+        ],
+    );
+    let c = m.counters();
+    assert_eq!((c.connections, c.losses, c.flaps), (4, 3, 2));
+    assert_eq!(c.failures, 0, "a loss is no failed attempt");
+}
+
+/// Without `reset_backoff_after` a connection is healthy as soon as it is up:
+/// there are no flaps, however quickly connections are lost.
+#[test]
+fn without_reset_backoff_after_there_are_no_flaps() {
+    let m = run(
+        connected(),
+        &[
+            (lost(a(0)), vec![retry_in(t(0), secs(1))]),
+            (fired(t(0)), vec![connect(a(1))]),
+            (made(a(1)), vec![]),
+            (lost(a(1)), vec![retry_in(t(1), secs(1))]),
+        ],
+    );
+    let c = m.counters();
+    assert_eq!((c.connections, c.losses, c.flaps), (2, 2, 0));
+}
+
+#[test]
+fn config_is_built_with_chainable_setters() {
+    const CONFIG: Config = Config::new()
+        .with_prepare(true)
+        .with_connect_timeout(Some(Duration::from_secs(5)))
+        .with_prepare_timeout(Some(Duration::from_secs(2)))
+        .with_reset_backoff_after(Some(Duration::from_secs(30)));
+    const { assert!(CONFIG.prepare) };
+    assert_eq!(CONFIG.connect_timeout, Some(secs(5)));
+    assert_eq!(CONFIG.prepare_timeout, Some(secs(2)));
+    assert_eq!(CONFIG.reset_backoff_after, Some(secs(30)));
+    assert_eq!(Config::new(), Config::default());
+    // A setter replaces, including with `None`.
+    let off = CONFIG.with_connect_timeout(None).with_prepare(false);
+    assert_eq!(off.connect_timeout, None);
+    assert!(!off.prepare);
+    assert_eq!(off.prepare_timeout, Some(secs(2)));
+    assert_eq!(redial::Counters::new(), redial::Counters::default());
+}
+
 #[test]
 fn config_that_makes_no_sense_is_rejected() {
     use redial::ConfigError;
-    let zero = Config {
-        connect_timeout: Some(Duration::ZERO),
-        ..Config::default()
-    };
+    let zero = Config::new().with_connect_timeout(Some(Duration::ZERO));
     let e = Machine::<E, Linear>::with_config(linear, zero).unwrap_err();
     assert_eq!(
         e,
@@ -1079,10 +1120,7 @@ fn config_that_makes_no_sense_is_rejected() {
         e.to_string(),
         "the connect timeout must be longer than zero"
     );
-    let orphan_timeout = Config {
-        prepare_timeout: Some(secs(1)),
-        ..Config::default()
-    };
+    let orphan_timeout = Config::new().with_prepare_timeout(Some(secs(1)));
     assert_eq!(
         Machine::<E, Linear>::with_config(linear, orphan_timeout).unwrap_err(),
         ConfigError::PrepareTimeoutWithoutPrepare
@@ -1095,10 +1133,7 @@ fn config_that_makes_no_sense_is_rejected() {
 /// (its connect timeout cancelled, the retry scheduled, the failure delivered).
 #[test]
 fn panicked_while_attempting_is_a_failed_attempt() {
-    let config = Config {
-        connect_timeout: Some(secs(5)),
-        ..Config::default()
-    };
+    let config = Config::new().with_connect_timeout(Some(secs(5)));
     let m = run(
         with(config),
         &[
@@ -1142,11 +1177,9 @@ fn panicked_while_attempting_is_a_failed_attempt() {
 /// panicked: a failed attempt, and the connection is closed as a rejected one (D2).
 #[test]
 fn panicked_while_preparing_is_a_failed_attempt_and_closes_the_connection() {
-    let config = Config {
-        prepare: true,
-        prepare_timeout: Some(secs(2)),
-        ..Config::default()
-    };
+    let config = Config::new()
+        .with_prepare(true)
+        .with_prepare_timeout(Some(secs(2)));
     for site in [PanicSite::Prepare, PanicSite::Connection] {
         let m = run(
             with(config),
@@ -1244,10 +1277,7 @@ fn panicked_for_a_cancelled_attempt_means_it_is_gone() {
 /// the report is stale and changes nothing.
 #[test]
 fn panicked_for_a_closing_or_old_attempt_is_stale() {
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let m = run(
         with(config),
         &[

@@ -22,12 +22,11 @@ pub fn decode_machine(data: &[u8]) -> Result<(Config, SimPolicy, Vec<Op>)> {
         Ok(on.then_some(Duration::from_secs(u64::from(u.int_in_range(1u8..=10)?))))
     };
     let prepare = flags & 1 != 0;
-    let config = Config {
-        prepare,
-        connect_timeout: secs(&mut u, flags & 2 != 0)?,
-        prepare_timeout: secs(&mut u, prepare && flags & 4 != 0)?,
-        reset_backoff_after: secs(&mut u, flags & 8 != 0)?,
-    };
+    let config = Config::new()
+        .with_prepare(prepare)
+        .with_connect_timeout(secs(&mut u, flags & 2 != 0)?)
+        .with_prepare_timeout(secs(&mut u, prepare && flags & 4 != 0)?)
+        .with_reset_backoff_after(secs(&mut u, flags & 8 != 0)?);
     let policy = SimPolicy {
         step: Duration::from_millis(u64::from(u.int_in_range(0u16..=1000)?)),
         give_up_after: if flags & 16 != 0 {

@@ -491,6 +491,12 @@ impl Model {
             // Connected: client disconnected. Never retried instantly; does not
             // count for waiters (there are none pending while Connected anyway).
             (Connected, Event::Report(Lost, _, _)) => {
+                // §7: a connection lost before it stayed up `reset_backoff_after`
+                // (its healthy timer still armed) flapped. Without that opt-in no
+                // healthy timer is ever armed, so there are no flaps.
+                if let Some((_, TimerKind::Healthy)) = self.timer {
+                    self.counters.flaps += 1;
+                }
                 self.cancel_timer(out); // the healthy timer
                 self.current = None;
                 self.counters.losses += 1;

@@ -155,6 +155,16 @@ impl Invariants {
             self.action(action, machine, &mut finished)?;
             previous = Some(action);
         }
+        let counters = machine.counters();
+        ensure(
+            counters.flaps <= counters.losses
+                && (counters.flaps == 0 || machine.config().reset_backoff_after.is_some()),
+            || {
+                format!(
+                    "counters: {counters:?} (flaps without reset_backoff_after, or above losses)"
+                )
+            },
+        )?;
         ensure(machine.counters().failures == self.failures, || {
             format!(
                 "invariant 7: the machine counts {} failures, {} attempt_failed were emitted",

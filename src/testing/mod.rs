@@ -110,10 +110,7 @@
 //!         script in proptest::collection::vec(strategy::connect_script(), 0..6),
 //!     ) {
 //!         let policy = SimPolicy::linear(Duration::from_millis(100));
-//!         let config = redial::Config {
-//!             connect_timeout: Some(Duration::from_secs(1)),
-//!             ..Default::default()
-//!         };
+//!         let config = redial::Config::new().with_connect_timeout(Some(Duration::from_secs(1)));
 //!         let mut sim = Sim::new(Machine::<String, _>::with_config(policy, config).unwrap());
 //!         sim.script_connects(script);
 //!         sim.start();
