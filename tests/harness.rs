@@ -31,7 +31,7 @@ fn ms(ms: u64) -> Duration {
 
 /// Twisted's backoff without jitter: 1.5 s, 2.25 s, 3.375 s, … after 1, 2, 3, … failures.
 fn backoff() -> Backoff {
-    Backoff::new(secs(1), 1.5, secs(60))
+    Backoff::new(ms(1500), 1.5, secs(60))
         .unwrap()
         .with_jitter(Jitter::None)
 }

@@ -155,6 +155,10 @@ fn check_policy(u: &mut Unstructured) -> Result<()> {
             _ => *u.choose(&[1_000_000, 1751, u32::MAX, u32::MAX - 1])?,
         };
         let base = backoff.base_delay(n);
+        // The first delay is the initial delay, whatever the factor and the cap.
+        if n <= 1 || factor == 1.0 {
+            assert_eq!(base, initial, "base({n}) with factor {factor}");
+        }
         if initial.is_zero() {
             assert_eq!(base, Duration::ZERO);
         } else {
@@ -205,9 +209,13 @@ fn check_policy(u: &mut Unstructured) -> Result<()> {
             assert_eq!(answer.is_none(), n >= k.max(1), "give_up_after({k}) at {n}");
         }
     }
-    // Twisted's default never overflows (SPEC §5), whatever the seed.
+    // Twisted's default never overflows (SPEC §5), whatever the seed, and keeps
+    // Twisted's numbers: 1 s · 1.5ⁿ, from 1.5 s.
     let mut twisted = Backoff::twisted(u.arbitrary()?);
     let d = twisted.next_delay(1_000_000).expect("never gives up");
     assert!(Duration::from_secs(60) <= d && d < Duration::from_secs(61));
+    for (n, ms) in [(1, 1500), (2, 2250), (3, 3375)] {
+        assert_eq!(twisted.base_delay(n), Duration::from_millis(ms));
+    }
     Ok(())
 }

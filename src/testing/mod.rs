@@ -153,7 +153,7 @@
 //!     ConnectOutcome::Fail("refused".into()),
 //!     ConnectOutcome::Succeed,
 //! ]);
-//! let policy = Backoff::new(Duration::from_secs(1), 1.5, Duration::from_secs(60))
+//! let policy = Backoff::new(Duration::from_millis(1500), 1.5, Duration::from_secs(60))
 //!     .unwrap()
 //!     .with_jitter(Jitter::None);
 //! let service = ClientService::builder(rt.clone(), net.connector())
