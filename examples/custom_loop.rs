@@ -35,10 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             max: Duration::from_millis(50),
         })
         .with_seed(2026);
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let mut machine: Machine<io::Error, Backoff> = Machine::with_config(policy, config)?;
     let mut event_loop = EventLoop::new(addr);
 
@@ -101,6 +98,8 @@ struct EventLoop {
     queue: VecDeque<Action<io::Error>>,
     timers: Vec<(Instant, TimerId)>,
     connection: Option<(AttemptId, TcpStream)>,
+    /// The last failed attempt's failure, as text (`io::Error` is not `Clone`).
+    last_failure: Option<String>,
     served: usize,
     finished: bool,
 }
@@ -113,6 +112,7 @@ impl EventLoop {
             queue: VecDeque::new(),
             timers: Vec::new(),
             connection: None,
+            last_failure: None,
             served: 0,
             finished: false,
         }
@@ -182,7 +182,15 @@ impl EventLoop {
                 }
                 return Ok(());
             }
-            Action::DeliverFailure { waiters, failure } => {
+            Action::AttemptFailed { attempt, failure } => {
+                // Every failed attempt, waited on or not: the place to log it.
+                self.log(format_args!("AttemptFailed {attempt}: {failure:#}"));
+                self.last_failure = Some(format!("{failure:#}"));
+                return Ok(());
+            }
+            Action::DeliverFailure { waiters } => {
+                // The failure of the AttemptFailed just before this action.
+                let failure = self.last_failure.as_deref().unwrap_or_default();
                 self.log(format_args!("DeliverFailure {waiters:?}: {failure}"));
                 return Ok(());
             }

@@ -3,6 +3,7 @@
 //! Every input returns an [`Actions`] list. The driver performs the actions in order,
 //! then feeds what happened back as new inputs, naming the ids it was given.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use core::fmt;
 use core::ops::Deref;
@@ -10,13 +11,12 @@ use core::time::Duration;
 
 use smallvec::SmallVec;
 
-use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
+use crate::ids::{AttemptId, StopId, TimerId};
 
-/// Waiters inline before a [`WaiterList`] spills to the heap.
-pub const INLINE_WAITERS: usize = 4;
+mod waiter_list;
 
-/// The waiters one action is about, in registration order.
-pub type WaiterList = SmallVec<[WaiterId; INLINE_WAITERS]>;
+pub(crate) use waiter_list::Builder as WaiterListBuilder;
+pub use waiter_list::{WaiterList, WaiterListIntoIter, INLINE_WAITERS};
 
 /// The stop requests one action finishes, in call order.
 pub type StopList = SmallVec<[StopId; 2]>;
@@ -58,47 +58,65 @@ pub enum PanicSite {
 /// A driver that contains panics (as `redial::driver` does) reports one with
 /// [`Machine::panicked`](crate::Machine::panicked); the machine counts it as a
 /// failed attempt and delivers it as [`Failure::Panicked`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Panic {
+///
+/// One pointer wide (its site and message are boxed), so that carrying one does
+/// not make every [`Failure`] and [`Action`] wider: panics are rare, actions are not.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Panic(Box<PanicInner>);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PanicInner {
     site: PanicSite,
     message: String,
 }
 
+const _: () = assert!(core::mem::size_of::<Panic>() == core::mem::size_of::<usize>());
+
 impl Panic {
     /// A panic at `site` with this message (the panic payload, when it is a string).
     pub fn new(site: PanicSite, message: impl Into<String>) -> Panic {
-        Panic {
+        Panic(Box::new(PanicInner {
             site,
             message: message.into(),
-        }
+        }))
     }
 
     /// Where it panicked.
     pub fn site(&self) -> PanicSite {
-        self.site
+        self.0.site
     }
 
     /// The panic message.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
+    }
+}
+
+impl fmt::Debug for Panic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Panic")
+            .field("site", &self.0.site)
+            .field("message", &self.0.message)
+            .finish()
     }
 }
 
 impl fmt::Display for Panic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.site {
+        let what = match self.0.site {
             PanicSite::Connector => "the connector",
             PanicSite::Prepare => "the prepare step",
             PanicSite::Connection => "the connection's driver",
             PanicSite::Handle => "the connection's handle",
         };
-        write!(f, "{what} panicked: {}", self.message)
+        write!(f, "{what} panicked: {}", self.0.message)
     }
 }
 
 impl core::error::Error for Panic {}
 
-/// Why an attempt failed, as delivered to waiters by [`Action::DeliverFailure`].
+/// Why an attempt failed, as reported by [`Action::AttemptFailed`] (and delivered
+/// to waiters by the [`Action::DeliverFailure`] that may follow it).
 ///
 /// `E` is the error type the driver reports; the machine moves it through and never
 /// clones it. The other variants are failures the machine itself detects.
@@ -213,13 +231,39 @@ pub enum Action<E> {
         /// The waiters, in registration order.
         waiters: WaiterList,
     },
-    /// Fail these waiters with this failure; they are answered. All of them receive
-    /// the same failure: share it (e.g. behind an `Arc`) if you need it more than once.
+    /// This attempt failed, and the failure counts (toward the retry policy and the
+    /// waiters' thresholds): the connect attempt failed or timed out, its prepare
+    /// step failed or timed out, its connection was lost while being prepared, or
+    /// user code run for it panicked.
+    ///
+    /// Emitted exactly once for **every** failed attempt, whether or not anyone is
+    /// waiting, so a driver can log it, keep it as "the last failure" or publish
+    /// it. It comes after the input's cleanup (`CancelTimer`, `CancelConnect` or
+    /// `Disconnect` of a rejected connection) and after the retry's
+    /// `ScheduleTimer`; a [`DeliverFailure`](Action::DeliverFailure) for the waiters
+    /// it fails may follow, then, if the policy gave up,
+    /// [`GaveUp`](Action::GaveUp). A report that is not counted (a cancelled
+    /// attempt reporting its failure late, the loss of an established connection)
+    /// emits none.
+    ///
+    /// The machine moves the failure here and never clones it: keep it (e.g.
+    /// behind an `Arc`) if a `DeliverFailure` follows.
+    AttemptFailed {
+        /// The attempt that failed (for a connection, the attempt that made it).
+        attempt: AttemptId,
+        /// Why.
+        failure: Failure<E>,
+    },
+    /// Fail these waiters with the failure of the
+    /// [`AttemptFailed`](Action::AttemptFailed) just before this action in the same
+    /// list; they are answered. All of them receive that same failure.
+    ///
+    /// Emitted only when some waiters are due: their `fail_after_failures`
+    /// threshold is reached, or the policy gave up (then every pending waiter, and
+    /// a [`GaveUp`](Action::GaveUp) follows).
     DeliverFailure {
         /// The waiters, in registration order.
         waiters: WaiterList,
-        /// Why.
-        failure: Failure<E>,
     },
     /// Fail these waiters as cancelled (the service stopped); they are answered.
     CancelWaiters {
@@ -239,9 +283,10 @@ pub enum Action<E> {
     },
 }
 
-/// Actions inline before an [`Actions`] list spills to the heap. No transition of
-/// the machine emits more than this many (see the machine docs), so action lists
-/// never allocate.
+/// Actions inline before an [`Actions`] list spills to the heap. No input makes
+/// the machine emit more than this many (a prepare step that fails: `CancelTimer`,
+/// `Disconnect`, `ScheduleTimer` or nothing, `AttemptFailed`, `DeliverFailure`,
+/// and `GaveUp` instead of the retry), so action lists never allocate.
 pub const INLINE_ACTIONS: usize = 5;
 
 /// The ordered list of actions one input produces.

@@ -43,7 +43,7 @@ pub enum Input<E> {
     ConnectionFailed {
         /// The attempt.
         attempt: AttemptId,
-        /// Why; moved to the waiters whose threshold it reaches.
+        /// Why; moved into the `AttemptFailed` action that reports it.
         error: E,
     },
     /// The attempt the machine asked to cancel (`CancelConnect`) is gone without a
@@ -62,7 +62,7 @@ pub enum Input<E> {
     PrepareFailed {
         /// The connection (named by its attempt).
         attempt: AttemptId,
-        /// Why; moved to the waiters whose threshold it reaches.
+        /// Why; moved into the `AttemptFailed` action that reports it.
         error: E,
     },
     /// User code run for the current attempt (its connector) or connection (its

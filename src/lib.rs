@@ -4,7 +4,8 @@
 //! Twisted's `ClientService`. You feed it inputs (start, stop, connection made,
 //! connection failed, timer fired, client disconnected, when-connected requests) and
 //! it returns the [`Actions`] to perform (connect, cancel, prepare, disconnect,
-//! schedule or cancel a timer, notify waiters, deliver a failure, finish a stop). It
+//! schedule or cancel a timer, notify waiters, report a failed attempt, deliver its
+//! failure to waiters, finish a stop). It
 //! does no I/O, reads no clock and draws no randomness of its own (the retry
 //! policy's jitter is seeded), so it runs in any executor, in a hand-written event
 //! loop, on `no_std` targets and in property tests.
@@ -60,6 +61,13 @@
 //!         Action::NotifyWaiters { attempt, waiters } => {
 //!             assert_eq!(waiters.as_slice(), &[waiter]);
 //!             println!("{attempt} is up; {} waiter(s) told", waiters.len());
+//!             continue;
+//!         }
+//!         // Every failed attempt, waited on or not. A `DeliverFailure { waiters }`
+//!         // right after it would fail those waiters with this failure (none here:
+//!         // our waiter has no failure threshold).
+//!         Action::AttemptFailed { attempt, failure } => {
+//!             println!("{attempt} failed: {failure:#}");
 //!             continue;
 //!         }
 //!         other => unreachable!("not in this script: {other:?}"),
@@ -136,7 +144,8 @@
 //! [stale](contract#reports-and-identity), not an error; the retry policy is asked
 //! before a transition changes anything, so a policy that panics leaves the machine
 //! as it was; when the policy [gives up](contract#giving-up), every pending waiter
-//! receives the last failure, then [`Action::GaveUp`].
+//! receives the last failure ([`Action::AttemptFailed`], then
+//! [`Action::DeliverFailure`]), then [`Action::GaveUp`].
 //!
 //! ## Features
 //!

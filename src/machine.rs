@@ -16,7 +16,7 @@ use core::marker::PhantomData;
 use core::num::NonZeroU32;
 use core::time::Duration;
 
-use smallvec::{smallvec, SmallVec};
+use smallvec::SmallVec;
 
 use crate::actions::{Action, Actions, Failure, StopList, TimerKind, WaiterList};
 use crate::error::{ConfigError, InputError, Rejection};
@@ -31,7 +31,27 @@ pub use crate::state::State;
 
 /// Opt-in behaviour [beyond Twisted](crate::contract#beyond-twisted). The default
 /// behaves as Twisted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// Build one with [`Config::new`] (the default, usable in a `const`) and the
+/// chainable `with_*` setters; the fields stay readable and assignable. New
+/// opt-ins may be added in minor releases (the struct is `#[non_exhaustive]`), so
+/// it cannot be built with a struct literal outside this crate.
+///
+/// ```
+/// use core::time::Duration;
+/// use redial::Config;
+///
+/// const CONFIG: Config = Config::new()
+///     .with_prepare(true)
+///     .with_connect_timeout(Some(Duration::from_secs(5)))
+///     .with_reset_backoff_after(Some(Duration::from_secs(30)));
+/// assert!(CONFIG.prepare);
+/// assert_eq!(CONFIG.prepare_timeout, None);
+/// assert!(CONFIG.validate().is_ok());
+/// assert_eq!(Config::new(), Config::default());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// Run a prepare step on each new connection before anyone is told it exists
     /// (`Action::Prepare`). Its failure means "retry".
@@ -48,7 +68,59 @@ pub struct Config {
     pub reset_backoff_after: Option<Duration>,
 }
 
+impl Default for Config {
+    /// [`Config::new`]: Twisted's behaviour, no opt-in.
+    fn default() -> Self {
+        Config::new()
+    }
+}
+
 impl Config {
+    /// No opt-in: Twisted's behaviour (the same as [`Config::default`]).
+    pub const fn new() -> Config {
+        Config {
+            prepare: false,
+            connect_timeout: None,
+            prepare_timeout: None,
+            reset_backoff_after: None,
+        }
+    }
+
+    /// Sets [`prepare`](Config::prepare): run a prepare step on each new connection.
+    #[must_use]
+    pub const fn with_prepare(self, prepare: bool) -> Config {
+        Config { prepare, ..self }
+    }
+
+    /// Sets [`connect_timeout`](Config::connect_timeout) (`None`: no timeout).
+    #[must_use]
+    pub const fn with_connect_timeout(self, timeout: Option<Duration>) -> Config {
+        Config {
+            connect_timeout: timeout,
+            ..self
+        }
+    }
+
+    /// Sets [`prepare_timeout`](Config::prepare_timeout) (`None`: no timeout). Needs
+    /// [`prepare`](Config::prepare).
+    #[must_use]
+    pub const fn with_prepare_timeout(self, timeout: Option<Duration>) -> Config {
+        Config {
+            prepare_timeout: timeout,
+            ..self
+        }
+    }
+
+    /// Sets [`reset_backoff_after`](Config::reset_backoff_after) (`None`: reset the
+    /// failure counter as soon as a connection is up, as Twisted does).
+    #[must_use]
+    pub const fn with_reset_backoff_after(self, delay: Option<Duration>) -> Config {
+        Config {
+            reset_backoff_after: delay,
+            ..self
+        }
+    }
+
     /// Checks the configuration; [`Machine::with_config`] calls this.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let zero = |d: Option<Duration>| d == Some(Duration::ZERO);
@@ -75,17 +147,42 @@ impl Config {
 }
 
 /// Running totals a user can read ([counters](crate::contract#counters)). They only grow.
+///
+/// New totals may be added in minor releases (the struct is `#[non_exhaustive]`):
+/// read the fields, compare whole values, or start from [`Counters::default`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Counters {
     /// Attempts started (`Connect` actions).
     pub attempts: u64,
-    /// Failed attempts: attempt failed, prepare failed, timed out, lost while
-    /// preparing, user code panicked.
+    /// Failed attempts (one per [`Action::AttemptFailed`]): attempt failed,
+    /// prepare failed, timed out, lost while preparing, user code panicked.
     pub failures: u64,
     /// Times the machine became `Connected`.
     pub connections: u64,
-    /// Established connections lost.
+    /// Established connections lost (reported with `client_disconnected` while
+    /// `Connected`; a connection closed by a stop is not lost).
     pub losses: u64,
+    /// Losses of connections that never became healthy: with
+    /// [`Config::reset_backoff_after`] set, a connection lost while its healthy
+    /// timer was still armed (before it had stayed up that long), so that the loss
+    /// counts toward the backoff instead of resetting it. Always 0 without
+    /// `reset_backoff_after`: then a connection is healthy as soon as it is up.
+    /// Every flap is also counted in [`losses`](Counters::losses).
+    pub flaps: u64,
+}
+
+impl Counters {
+    /// All zero (the same as [`Counters::default`]).
+    pub const fn new() -> Counters {
+        Counters {
+            attempts: 0,
+            failures: 0,
+            connections: 0,
+            losses: 0,
+            flaps: 0,
+        }
+    }
 }
 
 /// What one [`Machine::handle`] call produced.
@@ -158,7 +255,8 @@ enum Event<E> {
 /// The reconnecting-client state machine. See the [crate docs](crate) for the run loop.
 ///
 /// `E` is the error type of failed attempts and prepare steps; the machine moves it
-/// to waiters and never clones it. `P` is the [`RetryPolicy`].
+/// into the [`Action::AttemptFailed`] that reports it and never clones it. `P` is
+/// the [`RetryPolicy`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machine<E, P = Backoff> {
     state: State,
@@ -200,7 +298,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     pub fn new(policy: P) -> Self {
         Machine {
             state: State::Init,
-            config: Config::default(),
+            config: Config::new(),
             policy,
             current: None,
             cancelled: SmallVec::new(),
@@ -630,13 +728,13 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 if let Some(attempt) = self.connection() {
                     out.push(Action::NotifyWaiters {
                         attempt,
-                        waiters: smallvec![waiter],
+                        waiters: WaiterList::one(waiter),
                     });
                 }
             }
             (Stopped, Event::WhenConnected(waiter, _)) => {
                 out.push(Action::CancelWaiters {
-                    waiters: smallvec![waiter],
+                    waiters: WaiterList::one(waiter),
                 });
             }
             (
@@ -667,39 +765,51 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             // A failure or a loss asks the retry policy first, before anything
             // changes: a policy that panics leaves the machine as it was.
             (Connecting, Event::AttemptFailed { failure, close }) => {
+                let Some(current) = self.current else {
+                    return; // classify yields this only about the current attempt
+                };
                 let next = self.ask_policy();
                 self.disarm(out);
-                if let (Some(current), true) = (self.current, close) {
+                if close {
                     // D2: a connection rejected by prepare is closed.
                     self.closing.push(current.attempt);
                     out.push(Action::Disconnect {
                         attempt: current.attempt,
                     });
                 }
-                self.current = None;
-                self.failed(failure, next, out);
+                self.failed(current.attempt, failure, next, out);
             }
-            (Connecting, Event::Timer(TimerKind::ConnectTimeout)) => {
+            (
+                Connecting,
+                Event::Timer(kind @ (TimerKind::ConnectTimeout | TimerKind::PrepareTimeout)),
+            ) => {
+                let Some(current) = self.current else {
+                    return; // these timers are armed only for a current attempt
+                };
                 let next = self.ask_policy();
                 self.timer = None;
                 self.abandon_current(out);
-                self.failed(Failure::ConnectTimeout, next, out);
-            }
-            (Connecting, Event::Timer(TimerKind::PrepareTimeout)) => {
-                let next = self.ask_policy();
-                self.timer = None;
-                self.abandon_current(out);
-                self.failed(Failure::PrepareTimeout, next, out);
+                let failure = if kind == TimerKind::ConnectTimeout {
+                    Failure::ConnectTimeout
+                } else {
+                    Failure::PrepareTimeout
+                };
+                self.failed(current.attempt, failure, next, out);
             }
 
             // Connected
             (Connected, Event::Lost) => {
                 let next = self.ask_policy();
+                if matches!(self.timer, Some((_, TimerKind::Healthy))) {
+                    // Lost before it stayed up long enough to count as healthy.
+                    self.counters.flaps += 1;
+                }
                 self.disarm(out);
                 self.current = None;
                 self.counters.losses += 1;
                 self.failed_attempts = self.failed_attempts.saturating_add(1);
-                self.retry_or_give_up(next, None, out);
+                self.retry_or_stop(next, out);
+                self.gave_up(next, out);
             }
             (Connected, Event::Timer(TimerKind::Healthy)) => {
                 self.timer = None;
@@ -781,51 +891,50 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             .next_delay(self.failed_attempts.saturating_add(1))
     }
 
-    /// The current attempt failed (its cleanup is done): count it, then retry after
-    /// `next` or give up (`None`).
-    fn failed(&mut self, failure: Failure<E>, next: Option<Duration>, out: &mut Actions<E>) {
+    /// The current attempt failed (its cleanup is done): count it, retry after
+    /// `next` or give up (`None`), and report the failure (`AttemptFailed`), then
+    /// to the waiters it fails (`DeliverFailure`), then the give-up (`GaveUp`).
+    fn failed(
+        &mut self,
+        attempt: AttemptId,
+        failure: Failure<E>,
+        next: Option<Duration>,
+        out: &mut Actions<E>,
+    ) {
         self.current = None;
         self.failed_attempts = self.failed_attempts.saturating_add(1);
         self.failure_events += 1;
         self.counters.failures += 1;
-        self.retry_or_give_up(next, Some(failure), out);
-    }
-
-    fn retry_or_give_up(
-        &mut self,
-        next: Option<Duration>,
-        failure: Option<Failure<E>>,
-        out: &mut Actions<E>,
-    ) {
-        match next {
-            Some(delay) => {
-                self.state = State::Waiting;
-                self.arm(TimerKind::Retry, delay, out);
-                if let Some(failure) = failure {
-                    self.deliver_failure(failure, false, out);
-                }
-            }
-            None => {
-                self.state = State::Stopped;
-                if let Some(failure) = failure {
-                    self.deliver_failure(failure, true, out);
-                }
-                out.push(Action::GaveUp {
-                    failed_attempts: self.failed_attempts,
-                });
-            }
-        }
-    }
-
-    /// Fails the waiters whose threshold this failure reaches (all of them if `all`).
-    fn deliver_failure(&mut self, failure: Failure<E>, all: bool, out: &mut Actions<E>) {
-        let waiters: WaiterList = if all {
+        self.retry_or_stop(next, out);
+        out.push(Action::AttemptFailed { attempt, failure });
+        let waiters: WaiterList = if next.is_none() {
             self.waiters.take_all()
         } else {
             self.waiters.take_due(self.failure_events)
         };
         if !waiters.is_empty() {
-            out.push(Action::DeliverFailure { waiters, failure });
+            out.push(Action::DeliverFailure { waiters });
+        }
+        self.gave_up(next, out);
+    }
+
+    /// Waiting with the retry timer armed after `next`, or `Stopped` (`None`).
+    fn retry_or_stop(&mut self, next: Option<Duration>, out: &mut Actions<E>) {
+        match next {
+            Some(delay) => {
+                self.state = State::Waiting;
+                self.arm(TimerKind::Retry, delay, out);
+            }
+            None => self.state = State::Stopped,
+        }
+    }
+
+    /// `GaveUp`, if the policy did (`next` is `None`).
+    fn gave_up(&mut self, next: Option<Duration>, out: &mut Actions<E>) {
+        if next.is_none() {
+            out.push(Action::GaveUp {
+                failed_attempts: self.failed_attempts,
+            });
         }
     }
 

@@ -10,17 +10,20 @@
 //!
 //! * any closure `FnMut(u32) -> Duration` is a policy that never gives up;
 //! * [`from_fn`] wraps a closure `FnMut(u32) -> Option<Duration>` that may give up;
-//! * [`Backoff`] is exponential backoff with a cap and a choice of [`Jitter`]. Its
-//!   default ([`Backoff::default`], [`Backoff::twisted`]) is Twisted's
-//!   `backoffPolicy`: `min(1 s · 1.5ⁿ, 60 s) + U[0 s, 1 s)`.
+//! * [`Backoff`] is exponential backoff with a cap and a choice of [`Jitter`]:
+//!   the first delay is the `initial` delay you give it, and each failure after
+//!   that multiplies it by `factor`, up to `max`. Its default
+//!   ([`Backoff::default`], [`Backoff::twisted`]) is Twisted's `backoffPolicy`:
+//!   `min(1 s · 1.5ⁿ, 60 s) + U[0 s, 1 s)`, i.e. `initial` 1.5 s.
 //!
 //! Any policy can be told to give up after a number of failures with
 //! [`RetryPolicy::give_up_after`].
 //!
 //! # Jitter modes
 //!
-//! For [`Backoff`], `base(n) = min(initial · factorⁿ, max)` is the delay without
-//! jitter ([`Backoff::base_delay`]); `n` is `failed_attempts`. `U[a, b)` is a
+//! For [`Backoff`], `base(n) = min(initial · factorⁿ⁻¹, max)` is the delay without
+//! jitter ([`Backoff::base_delay`]); `n` is `failed_attempts` (at least 1, so
+//! `base(1) = initial`: the first retry waits `initial`). `U[a, b)` is a
 //! uniformly random whole number of nanoseconds `x` with `a ≤ x < b`, and `U[a, b]`
 //! one with `a ≤ x ≤ b`.
 //!
@@ -83,12 +86,14 @@
 //! use redial::policy::{Backoff, Jitter, RetryPolicy};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // From 100 ms, doubling: 100 ms, 200 ms, 400 ms, … up to 30 s.
 //! let mut policy = Backoff::new(Duration::from_millis(100), 2.0, Duration::from_secs(30))?
 //!     .with_jitter(Jitter::Full)
 //!     .with_seed(7);
-//! assert_eq!(policy.base_delay(3), Duration::from_millis(800));
+//! assert_eq!(policy.base_delay(1), Duration::from_millis(100));
+//! assert_eq!(policy.base_delay(3), Duration::from_millis(400));
 //! let delay = policy.next_delay(3).unwrap();
-//! assert!(delay <= Duration::from_millis(800));
+//! assert!(delay <= Duration::from_millis(400));
 //! assert!(policy.next_delay(u32::MAX).unwrap() <= Duration::from_secs(30));
 //! # Ok(())
 //! # }
@@ -231,7 +236,7 @@ impl<P: RetryPolicy> RetryPolicy for GiveUpAfter<P> {
 /// How [`Backoff`] randomizes its delays, so that many clients that lost the same
 /// server do not all come back at the same instant.
 ///
-/// Below, `base(n) = min(initial · factorⁿ, max)` ([`Backoff::base_delay`]), and the
+/// Below, `base(n) = min(initial · factorⁿ⁻¹, max)` ([`Backoff::base_delay`]), and the
 /// random parts are whole numbers of nanoseconds. See the [module docs](self) for a
 /// table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,13 +280,27 @@ pub enum Jitter {
 /// never gives up (wrap it with [`RetryPolicy::give_up_after`] for that).
 ///
 /// The delay without jitter after `n` consecutive failures is
-/// `base(n) = min(initial · factorⁿ, max)` ([`Backoff::base_delay`]), computed without
-/// overflow for every `n` up to [`u32::MAX`]. [`Jitter`] then randomizes it using a
-/// seeded [`SplitMix64`], so a given seed always gives the same delays.
+/// `base(n) = min(initial · factorⁿ⁻¹, max)` ([`Backoff::base_delay`]): the first
+/// retry waits `initial`, the second `initial · factor`, and so on up to `max`,
+/// computed without overflow for every `n` up to [`u32::MAX`]. [`Jitter`] then
+/// randomizes it using a seeded [`SplitMix64`], so a given seed always gives the
+/// same delays.
+///
+/// ```
+/// use core::time::Duration;
+/// use redial::policy::Backoff;
+///
+/// // From 50 ms, doubling, at most 1 s: 50, 100, 200, 400, 800, 1000, 1000, … ms.
+/// let b = Backoff::new(Duration::from_millis(50), 2.0, Duration::from_secs(1))?;
+/// let delays: Vec<u128> = (1..=7).map(|n| b.base_delay(n).as_millis()).collect();
+/// assert_eq!(delays, [50, 100, 200, 400, 800, 1000, 1000]);
+/// # Ok::<(), redial::PolicyError>(())
+/// ```
 ///
 /// [`Backoff::twisted`] and [`Backoff::default`] use Twisted's parameters: initial
-/// 1 s, factor 1.5, max 60 s, [`Jitter::Additive`] up to 1 s — so without jitter
-/// `n = 1, 2, 3` give exactly 1.5 s, 2.25 s, 3.375 s and `n ≥ 11` gives 60 s.
+/// 1.5 s, factor 1.5, max 60 s, [`Jitter::Additive`] up to 1 s — so without jitter
+/// `n = 1, 2, 3` give exactly 1.5 s, 2.25 s, 3.375 s (Twisted's `1 s · 1.5ⁿ`) and
+/// `n ≥ 11` gives 60 s.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backoff {
     initial: Duration,
@@ -296,25 +315,29 @@ pub struct Backoff {
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 
 impl Backoff {
-    /// Twisted's `backoffPolicy` with a given jitter seed: initial 1 s, factor 1.5,
-    /// max 60 s, and [`Jitter::Additive`] with `max` 1 s (added after the cap, so the
-    /// delays lie in `[base(n), base(n) + 1 s)`, at most just under 61 s).
+    /// Twisted's `backoffPolicy` with a given jitter seed: `1 s · 1.5ⁿ` capped at
+    /// 60 s (so initial 1.5 s, factor 1.5, max 60 s: 1.5 s, 2.25 s, 3.375 s, …),
+    /// and [`Jitter::Additive`] with `max` 1 s (added after the cap, so the delays
+    /// lie in `[base(n), base(n) + 1 s)`, at most just under 61 s).
     ///
     /// Use this in tests: the same seed gives the same delays.
     pub fn twisted(seed: u64) -> Backoff {
+        const INITIAL: Duration = Duration::from_millis(1500);
         Backoff {
-            initial: Duration::from_secs(1),
+            initial: INITIAL,
             factor: 1.5,
             max: Duration::from_secs(60),
             jitter: Jitter::Additive {
                 max: Duration::from_secs(1),
             },
             rng: SplitMix64::new(seed),
-            prev: Duration::from_secs(1),
+            prev: INITIAL,
         }
     }
 
-    /// Exponential backoff `min(initial · factorⁿ, max)` with no jitter (seed 0).
+    /// Exponential backoff with no jitter (seed 0): the first retry waits
+    /// `initial`, each one after it `factor` times longer, never more than `max`
+    /// (`min(initial · factorⁿ⁻¹, max)` after `n` failures).
     ///
     /// `initial` may be zero (every retry is immediate) and `factor` may be 1 (a
     /// constant delay `initial`).
@@ -382,7 +405,7 @@ impl Backoff {
         }
     }
 
-    /// The starting delay, before any growth (`base(0)`).
+    /// The first delay (`base(1)`), before any growth.
     pub fn initial(&self) -> Duration {
         self.initial
     }
@@ -392,7 +415,7 @@ impl Backoff {
         self.factor
     }
 
-    /// The cap on `initial · factorⁿ`. Jitter is applied after the cap for
+    /// The cap on `initial · factorⁿ⁻¹`. Jitter is applied after the cap for
     /// [`Jitter::Additive`] (so delays may exceed it) and within it for every other
     /// mode.
     pub fn max(&self) -> Duration {
@@ -405,8 +428,9 @@ impl Backoff {
     }
 
     /// The delay without jitter after `failed_attempts` failures:
-    /// `min(initial · factor^failed_attempts, max)`, rounded to the nearest
-    /// nanosecond.
+    /// `min(initial · factor^(failed_attempts − 1), max)`, rounded to the nearest
+    /// nanosecond. `base_delay(1)` is `initial`; `base_delay(0)` (which the machine
+    /// never asks for) is `initial` too.
     ///
     /// It is computed in `f64` over nanoseconds, so it is exact whenever the exact
     /// result is representable (as with Twisted's parameters: 1.5 s, 2.25 s,
@@ -422,6 +446,7 @@ impl Backoff {
     /// use redial::policy::Backoff;
     ///
     /// let b = Backoff::twisted(0);
+    /// assert_eq!(b.base_delay(1), Duration::from_millis(1500));
     /// assert_eq!(b.base_delay(3), Duration::from_millis(3375));
     /// assert_eq!(b.base_delay(u32::MAX), Duration::from_secs(60));
     /// ```
@@ -432,14 +457,16 @@ impl Backoff {
     fn base_nanos(&self, n: u32) -> u128 {
         let initial = self.initial.as_nanos();
         let max = self.max.as_nanos();
-        if initial == 0 || n == 0 || self.factor == 1.0 {
+        // The first failure waits `initial`: the growth is factor^(n − 1).
+        let growth = n.saturating_sub(1);
+        if initial == 0 || growth == 0 || self.factor == 1.0 {
             return initial;
         }
-        // Exact for exact inputs (e.g. 1e9 · 1.5³), correctly capped otherwise: an
+        // Exact for exact inputs (e.g. 1.5e9 · 1.5²), correctly capped otherwise: an
         // infinite power gives an infinite product, which is above `max`. `<=`, not
         // `<`: a cap above 2^53 ns may round to the product itself, and then the
         // rounded product (clamped to `max`) is right, `max` is not.
-        let product = initial as f64 * powu(self.factor, n);
+        let product = initial as f64 * powu(self.factor, growth);
         if product <= max as f64 {
             // Round to the nearest nanosecond (`as` saturates, `product > 0`), and
             // keep f64 rounding of huge values inside `[initial, max]`.

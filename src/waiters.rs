@@ -14,7 +14,7 @@
 use alloc::collections::vec_deque::{self, VecDeque};
 use core::iter::FusedIterator;
 
-use crate::actions::WaiterList;
+use crate::actions::{WaiterList, WaiterListBuilder};
 use crate::ids::WaiterId;
 
 /// Tombstones are compacted away only once there are more of them than this (and
@@ -130,12 +130,12 @@ impl Waiters {
     // than the body around the collect.
     #[inline(always)]
     pub(crate) fn take_all(&mut self) -> WaiterList {
+        let pending = self.pending();
         let all = if self.tombstones == 0 {
-            self.entries.drain(..).map(|e| e.id).collect()
+            WaiterList::collect_exact(pending, self.entries.drain(..).map(|e| e.id))
         } else {
-            let mut all = WaiterList::with_capacity(self.pending());
-            all.extend(self.entries.drain(..).filter_map(|e| e.pending()));
-            all
+            let pending_ids = self.entries.drain(..).filter_map(|e| e.pending());
+            WaiterList::collect_exact(pending, pending_ids)
         };
         self.tombstones = 0;
         self.with_threshold = 0;
@@ -144,10 +144,11 @@ impl Waiters {
 
     /// Takes out, in order, the pending waiters whose threshold `failures` reaches.
     pub(crate) fn take_due(&mut self, failures: u64) -> WaiterList {
-        let mut due = WaiterList::new();
         if self.with_threshold == 0 {
-            return due;
+            return WaiterList::new();
         }
+        // At most the waiters with a threshold are due.
+        let mut due = WaiterListBuilder::with_hint(self.with_threshold);
         // One pass: the due waiters leave, and so do the tombstones.
         self.entries.retain(|e| match e.slot {
             Slot::Pending {
@@ -160,6 +161,7 @@ impl Waiters {
             Slot::Withdrawn => false,
         });
         self.tombstones = 0;
+        let due = due.finish();
         self.forget_thresholds(due.len());
         due
     }

@@ -2,8 +2,9 @@
 //!
 //! A counting global allocator counts the heap allocations made on the test's own
 //! thread. After a warm-up (the waiter list reaches its working capacity), 10,000
-//! reconnect cycles with at most `INLINE_WAITERS` waiters each must make none: not
-//! for action lists, not for waiter lists, not for timers, ids or the policy.
+//! reconnect cycles with at most `INLINE_WAITERS` (1) waiters each must make none:
+//! not for action lists, not for waiter lists, not for timers, ids or the policy.
+//! A list of two or more waiters is one allocation (a boxed slice).
 //!
 //! `cargo test --test alloc -- --nocapture` also prints the sizes quoted in
 //! BENCHMARKS.md.
@@ -118,6 +119,7 @@ struct Driver {
     timer: Option<TimerId>,
     to_disconnect: Option<AttemptId>,
     notified: usize,
+    attempts_failed: usize,
     failed: usize,
     cancelled: usize,
     stops_finished: usize,
@@ -135,7 +137,8 @@ impl Driver {
                 Action::Prepare { .. } => {}
                 Action::Disconnect { attempt } => self.to_disconnect = Some(attempt),
                 Action::NotifyWaiters { waiters, .. } => self.notified += waiters.len(),
-                Action::DeliverFailure { waiters, .. } => self.failed += waiters.len(),
+                Action::AttemptFailed { .. } => self.attempts_failed += 1,
+                Action::DeliverFailure { waiters } => self.failed += waiters.len(),
                 Action::CancelWaiters { waiters } => self.cancelled += waiters.len(),
                 Action::FinishStopping { stops } => self.stops_finished += stops.len(),
                 other => panic!("unexpected {other:?}"),
@@ -149,8 +152,9 @@ impl Driver {
     }
 }
 
-/// Failed attempts whose waiters have a failure threshold: every attempt is refused,
-/// and each one fails the `INLINE_WAITERS` waiters that registered before it.
+/// Failed attempts whose waiters have a failure threshold: every attempt is refused
+/// (`AttemptFailed`, with its `io::Error`), and each one fails the
+/// `INLINE_WAITERS` waiters that registered before it (`DeliverFailure`).
 #[test]
 fn failing_attempts_and_failure_delivery_do_not_allocate() {
     let mut m: Machine<Error, ZeroDelay> = Machine::new(zero_delay as ZeroDelay);
@@ -178,18 +182,18 @@ fn failing_attempts_and_failure_delivery_do_not_allocate() {
     });
     assert_eq!(n, 0, "{n} heap allocations in {CYCLES} failing cycles");
     assert_eq!(d.failed, (WARM_UP + CYCLES) * INLINE_WAITERS);
+    assert_eq!(d.attempts_failed, WARM_UP + CYCLES);
 }
 
 /// Every opt-in at once (prepare step, connect / prepare timeouts, healthy timer),
 /// plus a stop and a restart every tenth cycle: every action kind but `GaveUp`.
 #[test]
 fn opt_in_cycles_with_stop_and_restart_do_not_allocate() {
-    let config = Config {
-        prepare: true,
-        connect_timeout: Some(Duration::from_secs(5)),
-        prepare_timeout: Some(Duration::from_secs(5)),
-        reset_backoff_after: Some(Duration::from_secs(30)),
-    };
+    let config = Config::new()
+        .with_prepare(true)
+        .with_connect_timeout(Some(Duration::from_secs(5)))
+        .with_prepare_timeout(Some(Duration::from_secs(5)))
+        .with_reset_backoff_after(Some(Duration::from_secs(30)));
     let mut m: Machine<Error, ZeroDelay> =
         Machine::with_config(zero_delay as ZeroDelay, config).unwrap();
     let mut d = Driver::default();
@@ -244,6 +248,20 @@ fn more_than_inline_waiters_spill_to_the_heap() {
     assert_eq!(n, 1, "the spilled NotifyWaiters list");
 }
 
+/// Every action fits in 32 bytes (4 words) for the error type of a real socket
+/// driver: what every action list the driver moves is made of.
+#[test]
+fn an_action_is_at_most_32_bytes() {
+    assert!(
+        size_of::<Action<Error>>() <= 32,
+        "{}",
+        size_of::<Action<Error>>()
+    );
+    assert!(size_of::<Action<()>>() <= 32, "{}", size_of::<Action<()>>());
+    assert_eq!(size_of::<WaiterList>(), 16);
+    assert_eq!(size_of::<redial::Panic>(), size_of::<usize>());
+}
+
 #[test]
 fn sizes() {
     println!(
@@ -273,6 +291,14 @@ fn sizes() {
     println!(
         "size_of::<WaiterList>() ({INLINE_WAITERS} inline)           = {}",
         size_of::<WaiterList>()
+    );
+    println!(
+        "size_of::<Failure<io::Error>>()               = {}",
+        size_of::<redial::Failure<Error>>()
+    );
+    println!(
+        "size_of::<Panic>()                            = {}",
+        size_of::<redial::Panic>()
     );
     println!(
         "size_of::<Backoff>()                          = {}",

@@ -19,11 +19,9 @@ fn a(n: u64) -> AttemptId {
 const NEVER: u64 = 1_000_000;
 
 fn fresh() -> M {
-    let config = Config {
-        prepare: true,
-        connect_timeout: Some(Duration::from_secs(5)),
-        ..Config::default()
-    };
+    let config = Config::new()
+        .with_prepare(true)
+        .with_connect_timeout(Some(Duration::from_secs(5)));
     let policy = Backoff::twisted(1).with_jitter(Jitter::Full);
     Machine::with_config(policy, config).unwrap()
 }

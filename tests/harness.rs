@@ -31,7 +31,7 @@ fn ms(ms: u64) -> Duration {
 
 /// Twisted's backoff without jitter: 1.5 s, 2.25 s, 3.375 s, … after 1, 2, 3, … failures.
 fn backoff() -> Backoff {
-    Backoff::new(secs(1), 1.5, secs(60))
+    Backoff::new(ms(1500), 1.5, secs(60))
         .unwrap()
         .with_jitter(Jitter::None)
 }
@@ -520,6 +520,38 @@ fn three_failures_then_a_connection_at_the_exact_instant() {
     assert_eq!(net.open(), [3]);
     assert_eq!(rt.timers(), 0, "no timer armed while connected");
     assert!(rt.panics().is_empty());
+}
+
+/// Every failed attempt reaches the driver (the machine's `AttemptFailed`), so it is
+/// published and kept as the last failure even when no one waits for a connection.
+#[test]
+fn every_failed_attempt_is_published_with_no_one_waiting() {
+    use futures_util::StreamExt;
+    use redial::driver::Event;
+
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    net.push_connects([fail("refused"), fail("reset"), ConnectOutcome::Succeed]);
+    let service = service(&rt, &net);
+    let mut events = service.events();
+    rt.advance(ms(1500 + 2250));
+    assert_eq!(service.state(), State::Connected);
+    assert_eq!(service.counters().failures, 2);
+    let last = service.last_failure().expect("the last failure is kept");
+    assert!(matches!(&*last, Failure::Connect(e) if e.to_string() == "reset"));
+    let mut failed = Vec::new();
+    while let std::task::Poll::Ready(Some(event)) = poll_once(&mut events.next()) {
+        if let Event::AttemptFailed {
+            attempt,
+            failure,
+            consecutive_failures,
+        } = event
+        {
+            failed.push((attempt.raw(), failure.to_string(), consecutive_failures));
+        }
+    }
+    let refused = String::from("connection attempt failed");
+    assert_eq!(failed, [(0, refused.clone(), 1), (1, refused, 2)]);
 }
 
 #[test]

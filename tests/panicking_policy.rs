@@ -84,12 +84,11 @@ fn boom(site: PanicSite) -> Panic {
 /// waiters, one of which a failure would answer: a transition that ran halfway
 /// would leave a trace.
 fn config() -> Config {
-    Config {
-        prepare: true,
-        connect_timeout: Some(Duration::from_secs(5)),
-        prepare_timeout: Some(Duration::from_secs(2)),
-        reset_backoff_after: Some(Duration::from_secs(30)),
-    }
+    Config::new()
+        .with_prepare(true)
+        .with_connect_timeout(Some(Duration::from_secs(5)))
+        .with_prepare_timeout(Some(Duration::from_secs(2)))
+        .with_reset_backoff_after(Some(Duration::from_secs(30)))
 }
 
 /// A machine with its current attempt in flight, with two waiters.

@@ -90,19 +90,21 @@ fn twisted_base_delays_are_exact() {
     assert_eq!(b.base_delay(1), Duration::from_millis(1500));
     assert_eq!(b.base_delay(2), Duration::from_millis(2250));
     assert_eq!(b.base_delay(3), Duration::from_millis(3375));
-    assert_eq!(b.base_delay(0), SEC);
+    // 0 failures (the machine never asks for it) is treated as 1.
+    assert_eq!(b.base_delay(0), Duration::from_millis(1500));
     // 1.5^10 = 57.6650390625 s, rounded to the nearest nanosecond (half up).
     assert_eq!(b.base_delay(10), Duration::new(57, 665_039_063));
 }
 
 #[test]
 fn twisted_parameters_from_every_constructor() {
-    let a = Backoff::new(SEC, 1.5, Duration::from_secs(60)).unwrap();
-    let f = Backoff::from_secs_f64(1.0, 1.5, 60.0).unwrap();
+    // Twisted's 1 s · 1.5ⁿ is a first delay of 1.5 s.
+    let a = Backoff::new(Duration::from_millis(1500), 1.5, Duration::from_secs(60)).unwrap();
+    let f = Backoff::from_secs_f64(1.5, 1.5, 60.0).unwrap();
     let t = Backoff::twisted(9);
     let d = Backoff::default();
     for b in [&a, &f, &t, &d] {
-        assert_eq!(b.initial(), SEC);
+        assert_eq!(b.initial(), Duration::from_millis(1500));
         assert_eq!(b.factor(), 1.5);
         assert_eq!(b.max(), Duration::from_secs(60));
         for (n, ms) in [(1, 1500), (2, 2250), (3, 3375)] {
@@ -152,15 +154,48 @@ fn factor_one_is_constant_and_zero_initial_is_zero() {
 }
 
 #[test]
+fn the_first_delay_is_the_initial_delay() {
+    // What a user who passes 50 ms expects: 50 ms, then 100 ms, 200 ms, …
+    let mut b = Backoff::new(Duration::from_millis(50), 2.0, Duration::from_secs(5)).unwrap();
+    let delays: Vec<_> = (1..=9)
+        .map(|n| b.next_delay(n).unwrap().as_millis())
+        .collect();
+    assert_eq!(delays, [50, 100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    assert_eq!(b.initial(), Duration::from_millis(50));
+    assert_eq!(b.base_delay(1), b.initial());
+    // Whatever the factor and the cap (at least `initial`), and with any jitter
+    // that stays within `base`, the first retry waits at most `initial`.
+    for factor in [1.0, 1.5, 2.0, 1e300] {
+        for max in [Duration::from_millis(50), SEC, Duration::MAX] {
+            let b = Backoff::new(Duration::from_millis(50), factor, max).unwrap();
+            assert_eq!(
+                b.base_delay(1),
+                Duration::from_millis(50),
+                "{factor} {max:?}"
+            );
+            assert_eq!(
+                b.base_delay(0),
+                Duration::from_millis(50),
+                "{factor} {max:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn sub_second_parameters_round_to_the_nanosecond() {
     let b = Backoff::new(Duration::from_millis(100), 2.0, Duration::from_secs(30)).unwrap();
-    assert_eq!(b.base_delay(1), Duration::from_millis(200));
-    assert_eq!(b.base_delay(3), Duration::from_millis(800));
-    assert_eq!(b.base_delay(8), Duration::from_millis(25_600));
-    assert_eq!(b.base_delay(9), Duration::from_secs(30));
+    assert_eq!(b.base_delay(1), Duration::from_millis(100));
+    assert_eq!(b.base_delay(2), Duration::from_millis(200));
+    assert_eq!(b.base_delay(4), Duration::from_millis(800));
+    assert_eq!(b.base_delay(9), Duration::from_millis(25_600));
+    assert_eq!(b.base_delay(10), Duration::from_secs(30));
     let f = Backoff::from_secs_f64(0.1, 2.0, 30.0).unwrap();
     assert_eq!(f.initial(), Duration::from_millis(100));
-    assert_eq!(f.base_delay(3), Duration::from_millis(800));
+    assert_eq!(f.base_delay(4), Duration::from_millis(800));
+    // 0.1 s · 1.1 is not exact in binary: rounded to the nearest nanosecond.
+    let g = Backoff::from_secs_f64(0.1, 1.1, 30.0).unwrap();
+    assert_eq!(g.base_delay(2), Duration::from_millis(110));
 }
 
 // ---------------------------------------------------------------- jitter
@@ -244,27 +279,27 @@ fn every_jitter_mode_stays_within_bounds() {
 
 #[test]
 fn full_jitter_covers_the_closed_interval() {
-    // base(2) = 4 ns: Full draws from {0, 1, 2, 3, 4}.
+    // base(3) = 1 ns · 2² = 4 ns: Full draws from {0, 1, 2, 3, 4}.
     let mut b = Backoff::new(Duration::from_nanos(1), 2.0, SEC)
         .unwrap()
         .with_jitter(Jitter::Full)
         .with_seed(3);
-    let seen: HashSet<_> = (0..1000).map(|_| b.next_delay(2).unwrap()).collect();
+    let seen: HashSet<_> = (0..1000).map(|_| b.next_delay(3).unwrap()).collect();
     let expected: HashSet<_> = (0..=4).map(Duration::from_nanos).collect();
     assert_eq!(seen, expected);
 }
 
 #[test]
 fn equal_jitter_covers_half_open_interval() {
-    // base(2) = 4 ns: Equal draws from {2, 3}; base(0) = 1 ns: from {0}.
+    // base(3) = 4 ns: Equal draws from {2, 3}; base(1) = 1 ns: from {0}.
     let mut b = Backoff::new(Duration::from_nanos(1), 2.0, SEC)
         .unwrap()
         .with_jitter(Jitter::Equal)
         .with_seed(3);
-    let seen: HashSet<_> = (0..1000).map(|_| b.next_delay(2).unwrap()).collect();
+    let seen: HashSet<_> = (0..1000).map(|_| b.next_delay(3).unwrap()).collect();
     let expected: HashSet<_> = (2..4).map(Duration::from_nanos).collect();
     assert_eq!(seen, expected);
-    assert_eq!(b.next_delay(0), Some(Duration::ZERO));
+    assert_eq!(b.next_delay(1), Some(Duration::ZERO));
     // A zero base gives zero, not a panic.
     let mut z = Backoff::new(Duration::ZERO, 2.0, SEC)
         .unwrap()
@@ -811,6 +846,7 @@ fn base_delay_is_exact_when_the_cap_is_not_an_exact_f64() {
     let initial = Duration::from_nanos(1 << 59);
     let max = Duration::from_nanos((1 << 60) + 1);
     let backoff = Backoff::new(initial, 2.0, max).unwrap();
-    assert_eq!(backoff.base_delay(1), Duration::from_nanos(1 << 60));
-    assert_eq!(backoff.base_delay(2), max);
+    assert_eq!(backoff.base_delay(1), initial);
+    assert_eq!(backoff.base_delay(2), Duration::from_nanos(1 << 60));
+    assert_eq!(backoff.base_delay(3), max);
 }

@@ -79,23 +79,19 @@ proptest! {
     /// A prepare step with a timeout, and a connect timeout.
     #[test]
     fn prepare_and_timeouts_match_model(ops in strategy::ops(0..200)) {
-        let config = Config {
-            prepare: true,
-            connect_timeout: Some(Duration::from_secs(5)),
-            prepare_timeout: Some(Duration::from_secs(2)),
-            reset_backoff_after: None,
-        };
+        let config = Config::new()
+            .with_prepare(true)
+            .with_connect_timeout(Some(Duration::from_secs(5)))
+            .with_prepare_timeout(Some(Duration::from_secs(2)));
         check_run(config, SimPolicy::linear(Duration::from_millis(1)), &ops)?;
     }
 
     /// Backoff reset only after the connection stayed up, with prepare.
     #[test]
     fn reset_backoff_after_matches_model(ops in strategy::ops(0..200)) {
-        let config = Config {
-            prepare: true,
-            reset_backoff_after: Some(Duration::from_secs(10)),
-            ..Config::default()
-        };
+        let config = Config::new()
+            .with_prepare(true)
+            .with_reset_backoff_after(Some(Duration::from_secs(10)));
         check_run(config, SimPolicy::linear(Duration::from_millis(1)), &ops)?;
     }
 

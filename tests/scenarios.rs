@@ -130,10 +130,12 @@ fn notify(attempt: AttemptId, waiters: &[WaiterId]) -> Action<E> {
         waiters: waiters.iter().copied().collect(),
     }
 }
-fn deliver(waiters: &[WaiterId], failure: Failure<E>) -> Action<E> {
+fn attempt_failed(attempt: AttemptId, failure: Failure<E>) -> Action<E> {
+    Action::AttemptFailed { attempt, failure }
+}
+fn deliver(waiters: &[WaiterId]) -> Action<E> {
     Action::DeliverFailure {
         waiters: waiters.iter().copied().collect(),
-        failure,
     }
 }
 fn cancel_waiters(waiters: &[WaiterId]) -> Action<E> {
@@ -180,7 +182,13 @@ fn waiting() -> M {
         machine(),
         &[
             (start(), vec![connect(a(0))]),
-            (failed(a(0), "refused"), vec![retry_in(t(0), secs(1))]),
+            (
+                failed(a(0), "refused"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                ],
+            ),
         ],
     )
 }
@@ -216,7 +224,13 @@ fn when_connected_queues_in_every_state_but_connected_and_stopped() {
             (when_connected(), vec![]), // Init
             (start(), vec![connect(a(0))]),
             (when_connected(), vec![]), // Connecting
-            (failed(a(0), "refused"), vec![retry_in(t(0), secs(1))]),
+            (
+                failed(a(0), "refused"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                ],
+            ),
             (when_connected(), vec![]), // Waiting
             (fired(t(0)), vec![connect(a(1))]),
             (stop(), vec![cancel_connect(a(1))]),
@@ -291,7 +305,13 @@ fn connecting_connection_made_resets_failed_attempts() {
         waiting(),
         &[
             (fired(t(0)), vec![connect(a(1))]),
-            (failed(a(1), "refused"), vec![retry_in(t(1), secs(2))]),
+            (
+                failed(a(1), "refused"),
+                vec![
+                    retry_in(t(1), secs(2)),
+                    attempt_failed(a(1), Failure::Connect("refused")),
+                ],
+            ),
             (fired(t(1)), vec![connect(a(2))]),
         ],
     );
@@ -302,10 +322,7 @@ fn connecting_connection_made_resets_failed_attempts() {
 
 #[test]
 fn connecting_with_prepare_prepares_before_anyone_is_told() {
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let m = run(
         with(config),
         &[
@@ -332,7 +349,8 @@ fn connecting_failure_schedules_then_delivers_to_waiters_at_their_threshold() {
                 failed(a(0), "refused"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    deliver(&[w(1)], Failure::Connect("refused")),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                    deliver(&[w(1)]),
                 ],
             ),
         ],
@@ -344,10 +362,7 @@ fn connecting_failure_schedules_then_delivers_to_waiters_at_their_threshold() {
 
 #[test]
 fn prepare_failure_closes_the_rejected_connection_and_retries_d2() {
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let m = run(
         with(config),
         &[
@@ -359,7 +374,8 @@ fn prepare_failure_closes_the_rejected_connection_and_retries_d2() {
                 vec![
                     disconnect(a(0)),
                     retry_in(t(0), secs(1)),
-                    deliver(&[w(0)], Failure::Prepare("bad password")),
+                    attempt_failed(a(0), Failure::Prepare("bad password")),
+                    deliver(&[w(0)]),
                 ],
             ),
             (lost(a(0)), vec![]),
@@ -489,7 +505,13 @@ fn stopped_start_connects_without_resetting_failed_attempts() {
     // The next failure asks the policy for 2.
     run(
         m,
-        &[(failed(a(1), "refused"), vec![retry_in(t(1), secs(2))])],
+        &[(
+            failed(a(1), "refused"),
+            vec![
+                retry_in(t(1), secs(2)),
+                attempt_failed(a(1), Failure::Connect("refused")),
+            ],
+        )],
     );
 }
 
@@ -540,7 +562,13 @@ fn thresholds_count_from_registration_including_the_attempt_in_flight() {
         &[
             (start(), vec![connect(a(0))]),
             (when_connected_fail_after(2), vec![]), // counts a(0)'s failure
-            (failed(a(0), "e0"), vec![retry_in(t(0), secs(1))]),
+            (
+                failed(a(0), "e0"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("e0")),
+                ],
+            ),
             (when_connected_fail_after(1), vec![]), // registered while Waiting
             (fired(t(0)), vec![connect(a(1))]),
             (
@@ -548,7 +576,8 @@ fn thresholds_count_from_registration_including_the_attempt_in_flight() {
                 vec![
                     retry_in(t(1), secs(2)),
                     // both reach their limit on the same event: one failure, both waiters
-                    deliver(&[w(0), w(1)], Failure::Connect("e1")),
+                    attempt_failed(a(1), Failure::Connect("e1")),
+                    deliver(&[w(0), w(1)]),
                 ],
             ),
         ],
@@ -567,7 +596,8 @@ fn a_lost_established_connection_does_not_count_toward_thresholds() {
                 failed(a(1), "refused"),
                 vec![
                     retry_in(t(1), secs(2)),
-                    deliver(&[w(0)], Failure::Connect("refused")),
+                    attempt_failed(a(1), Failure::Connect("refused")),
+                    deliver(&[w(0)]),
                 ],
             ),
         ],
@@ -580,10 +610,7 @@ fn a_lost_established_connection_does_not_count_toward_thresholds() {
 
 #[test]
 fn d1_a_late_connection_of_a_cancelled_attempt_is_closed_as_an_orphan() {
-    let config = Config {
-        connect_timeout: Some(secs(5)),
-        ..Config::default()
-    };
+    let config = Config::new().with_connect_timeout(Some(secs(5)));
     let m = run(
         with(config),
         &[
@@ -596,7 +623,11 @@ fn d1_a_late_connection_of_a_cancelled_attempt_is_closed_as_an_orphan() {
             ),
             (
                 fired(t(0)),
-                vec![cancel_connect(a(0)), retry_in(t(1), secs(1))],
+                vec![
+                    cancel_connect(a(0)),
+                    retry_in(t(1), secs(1)),
+                    attempt_failed(a(0), Failure::ConnectTimeout),
+                ],
             ),
             (made(a(0)), vec![disconnect(a(0))]), // the orphan is closed
             (
@@ -645,10 +676,7 @@ fn d1_a_cancelled_timer_firing_is_stale() {
 
 #[test]
 fn d3_a_connection_lost_while_preparing_is_a_failed_attempt() {
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let m = run(
         with(config),
         &[
@@ -659,7 +687,8 @@ fn d3_a_connection_lost_while_preparing_is_a_failed_attempt() {
                 lost(a(0)),
                 vec![
                     retry_in(t(0), secs(1)),
-                    deliver(&[w(0)], Failure::LostWhilePreparing),
+                    attempt_failed(a(0), Failure::LostWhilePreparing),
+                    deliver(&[w(0)]),
                 ],
             ),
             (prepared(a(0)), vec![]), // the prepare result of the lost connection is stale
@@ -670,10 +699,7 @@ fn d3_a_connection_lost_while_preparing_is_a_failed_attempt() {
 
 #[test]
 fn d4_stop_while_preparing_closes_the_connection_and_waits_for_its_loss() {
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let m = run(
         with(config),
         &[
@@ -719,10 +745,7 @@ fn d6_restarting_after_a_cancelled_attempt_that_won_the_race() {
 
 #[test]
 fn d7_stop_waits_for_a_rejected_connection_still_closing() {
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let m = run(
         with(config),
         &[
@@ -730,7 +753,11 @@ fn d7_stop_waits_for_a_rejected_connection_still_closing() {
             (made(a(0)), vec![prepare(a(0))]),
             (
                 prepare_failed(a(0), "no"),
-                vec![disconnect(a(0)), retry_in(t(0), secs(1))],
+                vec![
+                    disconnect(a(0)),
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Prepare("no")),
+                ],
             ),
             (stop(), vec![cancel_timer(t(0))]),
             (when_connected(), vec![]),
@@ -772,10 +799,7 @@ fn d8_inputs_are_plain_calls_even_while_handling_notifications() {
 
 #[test]
 fn connect_timeout_cancels_the_attempt_and_counts_as_a_failure() {
-    let config = Config {
-        connect_timeout: Some(secs(3)),
-        ..Config::default()
-    };
+    let config = Config::new().with_connect_timeout(Some(secs(3)));
     let m = run(
         with(config),
         &[
@@ -792,7 +816,8 @@ fn connect_timeout_cancels_the_attempt_and_counts_as_a_failure() {
                 vec![
                     cancel_connect(a(0)),
                     retry_in(t(1), secs(1)),
-                    deliver(&[w(0)], Failure::ConnectTimeout),
+                    attempt_failed(a(0), Failure::ConnectTimeout),
+                    deliver(&[w(0)]),
                 ],
             ),
             (cancelled(a(0)), vec![]),
@@ -804,10 +829,7 @@ fn connect_timeout_cancels_the_attempt_and_counts_as_a_failure() {
 
 #[test]
 fn connect_timeout_is_cancelled_when_the_attempt_finishes() {
-    let config = Config {
-        connect_timeout: Some(secs(3)),
-        ..Config::default()
-    };
+    let config = Config::new().with_connect_timeout(Some(secs(3)));
     run(
         with(config),
         &[
@@ -820,7 +842,11 @@ fn connect_timeout_is_cancelled_when_the_attempt_finishes() {
             ),
             (
                 failed(a(0), "refused"),
-                vec![cancel_timer(t(0)), retry_in(t(1), secs(1))],
+                vec![
+                    cancel_timer(t(0)),
+                    retry_in(t(1), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                ],
             ),
             (fired(t(0)), vec![]), // lost the race: stale
         ],
@@ -829,11 +855,9 @@ fn connect_timeout_is_cancelled_when_the_attempt_finishes() {
 
 #[test]
 fn prepare_timeout_closes_the_connection_and_counts_as_a_failure() {
-    let config = Config {
-        prepare: true,
-        prepare_timeout: Some(secs(2)),
-        ..Config::default()
-    };
+    let config = Config::new()
+        .with_prepare(true)
+        .with_prepare_timeout(Some(secs(2)));
     run(
         with(config),
         &[
@@ -851,7 +875,8 @@ fn prepare_timeout_closes_the_connection_and_counts_as_a_failure() {
                 vec![
                     disconnect(a(0)),
                     retry_in(t(1), secs(1)),
-                    deliver(&[w(0)], Failure::PrepareTimeout),
+                    attempt_failed(a(0), Failure::PrepareTimeout),
+                    deliver(&[w(0)]),
                 ],
             ),
             (prepared(a(0)), vec![]), // too late: stale
@@ -870,12 +895,19 @@ fn give_up_fails_every_waiter_with_the_last_failure_and_stops() {
             (start(), vec![connect(a(0))]),
             (when_connected(), vec![]),
             (when_connected_fail_after(5), vec![]),
-            (failed(a(0), "e0"), vec![retry_in(t(0), secs(1))]),
+            (
+                failed(a(0), "e0"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("e0")),
+                ],
+            ),
             (fired(t(0)), vec![connect(a(1))]),
             (
                 failed(a(1), "e1"),
                 vec![
-                    deliver(&[w(0), w(1)], Failure::Connect("e1")),
+                    attempt_failed(a(1), Failure::Connect("e1")),
+                    deliver(&[w(0), w(1)]),
                     Action::GaveUp { failed_attempts: 2 },
                 ],
             ),
@@ -889,7 +921,10 @@ fn give_up_fails_every_waiter_with_the_last_failure_and_stops() {
             (start(), vec![connect(a(2))]),
             (
                 failed(a(2), "e2"),
-                vec![Action::GaveUp { failed_attempts: 3 }],
+                vec![
+                    attempt_failed(a(2), Failure::Connect("e2")),
+                    Action::GaveUp { failed_attempts: 3 },
+                ],
             ),
         ],
     );
@@ -921,7 +956,13 @@ fn a_withdrawn_waiter_is_forgotten_and_never_answered() {
             (cancel_waiter(w(1)), vec![]),
             (cancel_waiter(w(1)), vec![]), // twice: stale
             (start(), vec![connect(a(0))]),
-            (failed(a(0), "e"), vec![retry_in(t(0), secs(1))]), // w(1) would have failed
+            (
+                failed(a(0), "e"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("e")),
+                ],
+            ), // w(1) would have failed
             (fired(t(0)), vec![connect(a(1))]),
             (made(a(1)), vec![notify(a(1), &[w(0), w(2)])]),
             (cancel_waiter(w(0)), vec![]), // already answered: stale
@@ -932,15 +973,18 @@ fn a_withdrawn_waiter_is_forgotten_and_never_answered() {
 
 #[test]
 fn backoff_is_reset_only_after_the_connection_stayed_up() {
-    let config = Config {
-        reset_backoff_after: Some(secs(30)),
-        ..Config::default()
-    };
+    let config = Config::new().with_reset_backoff_after(Some(secs(30)));
     let m = run(
         with(config),
         &[
             (start(), vec![connect(a(0))]),
-            (failed(a(0), "e"), vec![retry_in(t(0), secs(1))]),
+            (
+                failed(a(0), "e"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("e")),
+                ],
+            ),
             (fired(t(0)), vec![connect(a(1))]),
             (made(a(1)), vec![timer(t(1), TimerKind::Healthy, secs(30))]),
             // dropped at once: the counter kept growing, so the delay grows too
@@ -959,15 +1003,18 @@ fn backoff_is_reset_only_after_the_connection_stayed_up() {
 
 #[test]
 fn counters_and_state_are_readable() {
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let m = run(
         with(config),
         &[
             (start(), vec![connect(a(0))]),
-            (failed(a(0), "e"), vec![retry_in(t(0), secs(1))]),
+            (
+                failed(a(0), "e"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("e")),
+                ],
+            ),
             (fired(t(0)), vec![connect(a(1))]),
             (made(a(1)), vec![prepare(a(1))]),
             (prepared(a(1)), vec![]),
@@ -976,20 +1023,93 @@ fn counters_and_state_are_readable() {
     );
     let c = m.counters();
     assert_eq!(
-        (c.attempts, c.failures, c.connections, c.losses),
-        (2, 1, 1, 1)
+        (c.attempts, c.failures, c.connections, c.losses, c.flaps),
+        (2, 1, 1, 1, 0)
     );
     assert_eq!(m.state(), State::Waiting);
     assert_eq!(m.armed_timer(), Some((t(1), TimerKind::Retry)));
 }
 
+/// A connection lost while its healthy timer is still armed never became healthy:
+/// a flap (and a loss). One lost after the timer fired is only a loss; one closed
+/// by a stop is neither.
+#[test]
+fn a_connection_lost_before_it_was_healthy_is_a_flap() {
+    let config = Config::new().with_reset_backoff_after(Some(secs(30)));
+    let healthy = |timer: TimerId| self::timer(timer, TimerKind::Healthy, secs(30));
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![healthy(t(0))]),
+            // lost before 30 s: a flap, and it counts toward the backoff
+            (
+                lost(a(0)),
+                vec![cancel_timer(t(0)), retry_in(t(1), secs(1))],
+            ),
+            (fired(t(1)), vec![connect(a(1))]),
+            (made(a(1)), vec![healthy(t(2))]),
+            (
+                lost(a(1)),
+                vec![cancel_timer(t(2)), retry_in(t(3), secs(2))],
+            ),
+            (fired(t(3)), vec![connect(a(2))]),
+            (made(a(2)), vec![healthy(t(4))]),
+            (fired(t(4)), vec![]), // healthy: the backoff is reset
+            (lost(a(2)), vec![retry_in(t(5), secs(1))]), // a loss, not a flap
+            (fired(t(5)), vec![connect(a(3))]),
+            (made(a(3)), vec![healthy(t(6))]),
+            // closed by a stop, healthy or not: neither a loss nor a flap
+            (stop(), vec![disconnect(a(3)), cancel_timer(t(6))]),
+            (lost(a(3)), vec![finish(&[s(0)])]),
+        ],
+    );
+    let c = m.counters();
+    assert_eq!((c.connections, c.losses, c.flaps), (4, 3, 2));
+    assert_eq!(c.failures, 0, "a loss is no failed attempt");
+}
+
+/// Without `reset_backoff_after` a connection is healthy as soon as it is up:
+/// there are no flaps, however quickly connections are lost.
+#[test]
+fn without_reset_backoff_after_there_are_no_flaps() {
+    let m = run(
+        connected(),
+        &[
+            (lost(a(0)), vec![retry_in(t(0), secs(1))]),
+            (fired(t(0)), vec![connect(a(1))]),
+            (made(a(1)), vec![]),
+            (lost(a(1)), vec![retry_in(t(1), secs(1))]),
+        ],
+    );
+    let c = m.counters();
+    assert_eq!((c.connections, c.losses, c.flaps), (2, 2, 0));
+}
+
+#[test]
+fn config_is_built_with_chainable_setters() {
+    const CONFIG: Config = Config::new()
+        .with_prepare(true)
+        .with_connect_timeout(Some(Duration::from_secs(5)))
+        .with_prepare_timeout(Some(Duration::from_secs(2)))
+        .with_reset_backoff_after(Some(Duration::from_secs(30)));
+    const { assert!(CONFIG.prepare) };
+    assert_eq!(CONFIG.connect_timeout, Some(secs(5)));
+    assert_eq!(CONFIG.prepare_timeout, Some(secs(2)));
+    assert_eq!(CONFIG.reset_backoff_after, Some(secs(30)));
+    assert_eq!(Config::new(), Config::default());
+    // A setter replaces, including with `None`.
+    let off = CONFIG.with_connect_timeout(None).with_prepare(false);
+    assert_eq!(off.connect_timeout, None);
+    assert!(!off.prepare);
+    assert_eq!(off.prepare_timeout, Some(secs(2)));
+    assert_eq!(redial::Counters::new(), redial::Counters::default());
+}
+
 #[test]
 fn config_that_makes_no_sense_is_rejected() {
     use redial::ConfigError;
-    let zero = Config {
-        connect_timeout: Some(Duration::ZERO),
-        ..Config::default()
-    };
+    let zero = Config::new().with_connect_timeout(Some(Duration::ZERO));
     let e = Machine::<E, Linear>::with_config(linear, zero).unwrap_err();
     assert_eq!(
         e,
@@ -1001,10 +1121,7 @@ fn config_that_makes_no_sense_is_rejected() {
         e.to_string(),
         "the connect timeout must be longer than zero"
     );
-    let orphan_timeout = Config {
-        prepare_timeout: Some(secs(1)),
-        ..Config::default()
-    };
+    let orphan_timeout = Config::new().with_prepare_timeout(Some(secs(1)));
     assert_eq!(
         Machine::<E, Linear>::with_config(linear, orphan_timeout).unwrap_err(),
         ConfigError::PrepareTimeoutWithoutPrepare
@@ -1017,10 +1134,7 @@ fn config_that_makes_no_sense_is_rejected() {
 /// (its connect timeout cancelled, the retry scheduled, the failure delivered).
 #[test]
 fn panicked_while_attempting_is_a_failed_attempt() {
-    let config = Config {
-        connect_timeout: Some(secs(5)),
-        ..Config::default()
-    };
+    let config = Config::new().with_connect_timeout(Some(secs(5)));
     let m = run(
         with(config),
         &[
@@ -1038,7 +1152,8 @@ fn panicked_while_attempting_is_a_failed_attempt() {
                 vec![
                     cancel_timer(t(0)),
                     retry_in(t(1), secs(1)),
-                    deliver(&[w(0)], Failure::Panicked(boom(PanicSite::Connector))),
+                    attempt_failed(a(0), Failure::Panicked(boom(PanicSite::Connector))),
+                    deliver(&[w(0)]),
                 ],
             ),
             // reported again: the attempt is old now, so it is stale
@@ -1063,11 +1178,9 @@ fn panicked_while_attempting_is_a_failed_attempt() {
 /// panicked: a failed attempt, and the connection is closed as a rejected one (D2).
 #[test]
 fn panicked_while_preparing_is_a_failed_attempt_and_closes_the_connection() {
-    let config = Config {
-        prepare: true,
-        prepare_timeout: Some(secs(2)),
-        ..Config::default()
-    };
+    let config = Config::new()
+        .with_prepare(true)
+        .with_prepare_timeout(Some(secs(2)));
     for site in [PanicSite::Prepare, PanicSite::Connection] {
         let m = run(
             with(config),
@@ -1087,7 +1200,8 @@ fn panicked_while_preparing_is_a_failed_attempt_and_closes_the_connection() {
                         cancel_timer(t(0)),
                         disconnect(a(0)),
                         retry_in(t(1), secs(1)),
-                        deliver(&[w(0)], Failure::Panicked(boom(site))),
+                        attempt_failed(a(0), Failure::Panicked(boom(site))),
+                        deliver(&[w(0)]),
                     ],
                 ),
             ],
@@ -1164,10 +1278,7 @@ fn panicked_for_a_cancelled_attempt_means_it_is_gone() {
 /// the report is stale and changes nothing.
 #[test]
 fn panicked_for_a_closing_or_old_attempt_is_stale() {
-    let config = Config {
-        prepare: true,
-        ..Config::default()
-    };
+    let config = Config::new().with_prepare(true);
     let m = run(
         with(config),
         &[
@@ -1202,7 +1313,8 @@ fn panicked_can_be_the_failure_the_policy_gives_up_on() {
             (
                 panicked(a(0), PanicSite::Connector),
                 vec![
-                    deliver(&[w(0)], Failure::Panicked(boom(PanicSite::Connector))),
+                    attempt_failed(a(0), Failure::Panicked(boom(PanicSite::Connector))),
+                    deliver(&[w(0)]),
                     Action::GaveUp { failed_attempts: 1 },
                 ],
             ),

@@ -359,12 +359,13 @@ fn configurations() -> Vec<(Config, u32)> {
         for timeouts in [false, true] {
             for healthy in [false, true] {
                 for give_up_at in [u32::MAX, 1, 2] {
-                    let config = Config {
-                        prepare,
-                        connect_timeout: timeouts.then_some(Duration::from_secs(5)),
-                        prepare_timeout: (timeouts && prepare).then_some(Duration::from_secs(5)),
-                        reset_backoff_after: healthy.then_some(Duration::from_secs(30)),
-                    };
+                    let config = Config::new()
+                        .with_prepare(prepare)
+                        .with_connect_timeout(timeouts.then_some(Duration::from_secs(5)))
+                        .with_prepare_timeout(
+                            (timeouts && prepare).then_some(Duration::from_secs(5)),
+                        )
+                        .with_reset_backoff_after(healthy.then_some(Duration::from_secs(30)));
                     all.push((config, give_up_at));
                 }
             }

@@ -123,34 +123,72 @@ fn panicked_inputs_print_and_parse_back() {
 
 #[test]
 fn panicked_failures_print_and_parse_back() {
-    let line = "deliver_failure panicked(connector \"msg\") waiter#0 waiter#2";
+    let line = "attempt_failed attempt#3 panicked(connector \"msg\")";
     let action = parse_action(line).unwrap();
     assert_eq!(
         action,
-        Action::DeliverFailure {
-            waiters: [WaiterId::from_raw(0), WaiterId::from_raw(2)]
-                .into_iter()
-                .collect(),
+        Action::AttemptFailed {
+            attempt: AttemptId::from_raw(3),
             failure: Failure::Panicked(Panic::new(PanicSite::Connector, "msg")),
         }
     );
     assert_eq!(DisplayAction(&action).to_string(), line);
     for (site, name) in SITES {
         for message in MESSAGES {
-            for waiters in [&[][..], &[WaiterId::from_raw(4)][..]] {
-                let action: Action<String> = Action::DeliverFailure {
-                    waiters: waiters.iter().copied().collect(),
-                    failure: Failure::Panicked(Panic::new(site, message)),
-                };
-                let text = DisplayAction(&action).to_string();
-                assert!(
-                    text.starts_with(&format!("deliver_failure panicked({name} \"")),
-                    "{text}"
-                );
-                assert_eq!(parse_action(&text).as_ref(), Ok(&action), "{text}");
-            }
+            let action: Action<String> = Action::AttemptFailed {
+                attempt: AttemptId::from_raw(4),
+                failure: Failure::Panicked(Panic::new(site, message)),
+            };
+            let text = DisplayAction(&action).to_string();
+            assert!(
+                text.starts_with(&format!("attempt_failed attempt#4 panicked({name} \"")),
+                "{text}"
+            );
+            assert_eq!(parse_action(&text).as_ref(), Ok(&action), "{text}");
         }
     }
+}
+
+#[test]
+fn every_failure_prints_and_parses_back() {
+    let failures: [(Failure<String>, &str); 6] = [
+        (Failure::Connect("refused".into()), "connect(\"refused\")"),
+        (
+            Failure::Prepare("said \"no\"".into()),
+            "prepare(\"said \\\"no\\\"\")",
+        ),
+        (Failure::ConnectTimeout, "connect_timeout"),
+        (Failure::PrepareTimeout, "prepare_timeout"),
+        (Failure::LostWhilePreparing, "lost_while_preparing"),
+        (
+            Failure::Panicked(Panic::new(PanicSite::Handle, "x")),
+            "panicked(handle \"x\")",
+        ),
+    ];
+    for (failure, text) in failures {
+        let action: Action<String> = Action::AttemptFailed {
+            attempt: AttemptId::from_raw(9),
+            failure,
+        };
+        let line = format!("attempt_failed attempt#9 {text}");
+        assert_eq!(DisplayAction(&action).to_string(), line);
+        assert_eq!(parse_action(&line), Ok(action), "{line}");
+    }
+}
+
+#[test]
+fn deliver_failure_names_only_waiters() {
+    for ids in [&[][..], &[0][..], &[0, 1][..], &[2, 5, 7][..]] {
+        let action: Action<String> = Action::DeliverFailure {
+            waiters: ids.iter().copied().map(WaiterId::from_raw).collect(),
+        };
+        let line = DisplayAction(&action).to_string();
+        let expected: String = ids.iter().map(|n| format!(" waiter#{n}")).collect();
+        assert_eq!(line, format!("deliver_failure{expected}"));
+        assert_eq!(parse_action(&line), Ok(action), "{line}");
+    }
+    // The old form, with the failure on the deliver_failure line, is not read.
+    assert!(parse_action("deliver_failure connect(\"refused\") waiter#0").is_err());
 }
 
 #[test]
@@ -175,11 +213,13 @@ fn malformed_panics_are_parse_errors() {
         assert!(parse_input(line).is_err(), "{line}");
     }
     for line in [
-        "deliver_failure panicked(connector waiter#0",
-        "deliver_failure panicked(keyboard \"boom\") waiter#0",
-        "deliver_failure panicked(connector \"boom\" waiter#0",
-        "deliver_failure panicked(connector) waiter#0",
-        "deliver_failure panicked connector \"boom\" waiter#0",
+        "attempt_failed attempt#0 panicked(connector",
+        "attempt_failed attempt#0 panicked(keyboard \"boom\")",
+        "attempt_failed attempt#0 panicked(connector \"boom\"",
+        "attempt_failed attempt#0 panicked(connector)",
+        "attempt_failed attempt#0 panicked connector \"boom\"",
+        "attempt_failed panicked(connector \"boom\")",
+        "attempt_failed attempt#0 panicked(connector \"boom\") waiter#0",
     ] {
         assert!(parse_action(line).is_err(), "{line}");
     }

@@ -22,12 +22,11 @@ pub fn decode_machine(data: &[u8]) -> Result<(Config, SimPolicy, Vec<Op>)> {
         Ok(on.then_some(Duration::from_secs(u64::from(u.int_in_range(1u8..=10)?))))
     };
     let prepare = flags & 1 != 0;
-    let config = Config {
-        prepare,
-        connect_timeout: secs(&mut u, flags & 2 != 0)?,
-        prepare_timeout: secs(&mut u, prepare && flags & 4 != 0)?,
-        reset_backoff_after: secs(&mut u, flags & 8 != 0)?,
-    };
+    let config = Config::new()
+        .with_prepare(prepare)
+        .with_connect_timeout(secs(&mut u, flags & 2 != 0)?)
+        .with_prepare_timeout(secs(&mut u, prepare && flags & 4 != 0)?)
+        .with_reset_backoff_after(secs(&mut u, flags & 8 != 0)?);
     let policy = SimPolicy {
         step: Duration::from_millis(u64::from(u.int_in_range(0u16..=1000)?)),
         give_up_after: if flags & 16 != 0 {
@@ -156,6 +155,10 @@ fn check_policy(u: &mut Unstructured) -> Result<()> {
             _ => *u.choose(&[1_000_000, 1751, u32::MAX, u32::MAX - 1])?,
         };
         let base = backoff.base_delay(n);
+        // The first delay is the initial delay, whatever the factor and the cap.
+        if n <= 1 || factor == 1.0 {
+            assert_eq!(base, initial, "base({n}) with factor {factor}");
+        }
         if initial.is_zero() {
             assert_eq!(base, Duration::ZERO);
         } else {
@@ -206,9 +209,13 @@ fn check_policy(u: &mut Unstructured) -> Result<()> {
             assert_eq!(answer.is_none(), n >= k.max(1), "give_up_after({k}) at {n}");
         }
     }
-    // Twisted's default never overflows (docs/contract.md, Backoff), whatever the seed.
+    // Twisted's default never overflows (docs/contract.md, Backoff), whatever the seed, and keeps
+    // Twisted's numbers: 1 s · 1.5ⁿ, from 1.5 s.
     let mut twisted = Backoff::twisted(u.arbitrary()?);
     let d = twisted.next_delay(1_000_000).expect("never gives up");
     assert!(Duration::from_secs(60) <= d && d < Duration::from_secs(61));
+    for (n, ms) in [(1, 1500), (2, 2250), (3, 3375)] {
+        assert_eq!(twisted.base_delay(n), Duration::from_millis(ms));
+    }
     Ok(())
 }

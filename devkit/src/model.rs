@@ -446,52 +446,58 @@ impl Model {
                 self.become_connected(a, out);
             }
             // Connecting: connection failed / prepare failed / lost while preparing (D3)
-            (Connecting, Event::Report(ConnectFailed, _, Detail::Error(e))) => {
+            (Connecting, Event::Report(ConnectFailed, a, Detail::Error(e))) => {
                 self.cancel_timer(out);
                 self.current = None;
-                self.attempt_failed(Failure::Connect(e), out);
+                self.attempt_failed(a, Failure::Connect(e), out);
             }
             (Connecting, Event::Report(PrepareFailed, a, Detail::Error(e))) => {
                 self.cancel_timer(out);
                 self.current = None;
                 self.close(a, out); // D2
-                self.attempt_failed(Failure::Prepare(e), out);
+                self.attempt_failed(a, Failure::Prepare(e), out);
             }
-            (Connecting, Event::Report(LostWhilePreparing, _, _)) => {
+            (Connecting, Event::Report(LostWhilePreparing, a, _)) => {
                 self.cancel_timer(out);
                 self.current = None;
-                self.attempt_failed(Failure::LostWhilePreparing, out);
+                self.attempt_failed(a, Failure::LostWhilePreparing, out);
             }
             // Connecting: user code panicked. Whatever ran is gone; a connection
             // being prepared is still open, so it is closed as a rejected one (D2).
-            (Connecting, Event::Report(PanickedAttempting, _, Detail::Panic(p))) => {
+            (Connecting, Event::Report(PanickedAttempting, a, Detail::Panic(p))) => {
                 self.cancel_timer(out); // the connect timeout
                 self.current = None;
-                self.attempt_failed(Failure::Panicked(p), out);
+                self.attempt_failed(a, Failure::Panicked(p), out);
             }
             (Connecting, Event::Report(PanickedPreparing, a, Detail::Panic(p))) => {
                 self.cancel_timer(out); // the prepare timeout
                 self.current = None;
                 self.close(a, out);
-                self.attempt_failed(Failure::Panicked(p), out);
+                self.attempt_failed(a, Failure::Panicked(p), out);
             }
             // Connecting: timeouts (contract: Beyond Twisted)
             (Connecting, Event::Timer(TimerKind::ConnectTimeout)) => {
                 self.timer = None;
                 let (a, _) = self.current.take().expect("an attempt to time out");
                 self.cancel_attempt(a, out);
-                self.attempt_failed(Failure::ConnectTimeout, out);
+                self.attempt_failed(a, Failure::ConnectTimeout, out);
             }
             (Connecting, Event::Timer(TimerKind::PrepareTimeout)) => {
                 self.timer = None;
                 let (a, _) = self.current.take().expect("a connection to time out");
                 self.close(a, out);
-                self.attempt_failed(Failure::PrepareTimeout, out);
+                self.attempt_failed(a, Failure::PrepareTimeout, out);
             }
 
             // Connected: client disconnected. Never retried instantly; does not
             // count for waiters (there are none pending while Connected anyway).
             (Connected, Event::Report(Lost, _, _)) => {
+                // contract, Beyond Twisted: a connection lost before it stayed up `reset_backoff_after`
+                // (its healthy timer still armed) flapped. Without that opt-in no
+                // healthy timer is ever armed, so there are no flaps.
+                if let Some((_, TimerKind::Healthy)) = self.timer {
+                    self.counters.flaps += 1;
+                }
                 self.cancel_timer(out); // the healthy timer
                 self.current = None;
                 self.counters.losses += 1;
@@ -502,8 +508,8 @@ impl Model {
                         self.schedule(TimerKind::Retry, d, out);
                     }
                     None => {
+                        // A loss is no failed attempt: nothing to report or deliver.
                         self.state = Stopped;
-                        self.fail_all_waiters_on_give_up(None, out);
                         out.push(Action::GaveUp {
                             failed_attempts: self.failed_attempts,
                         });
@@ -565,52 +571,47 @@ impl Model {
         }
     }
 
-    /// Connecting -> Waiting (or give up): count, schedule the retry, **then**
-    /// deliver the failure to the waiters whose threshold is reached.
-    fn attempt_failed(&mut self, failure: Failure<String>, out: &mut Out) {
+    /// Attempt `a` failed (its cleanup is done), in this order:
+    ///
+    /// 1. count it; schedule the retry (Waiting), or give up (Stopped);
+    /// 2. report it: `AttemptFailed`, every time a failure is counted;
+    /// 3. the waiters it fails, if any: those whose threshold it reaches, or on
+    ///    giving up every pending one (`DeliverFailure`, which carries no
+    ///    failure: it is the one just reported);
+    /// 4. on giving up, `GaveUp`.
+    fn attempt_failed(&mut self, a: u64, failure: Failure<String>, out: &mut Out) {
         self.failed_attempts = self.failed_attempts.saturating_add(1);
         self.counters.failures += 1;
         for w in &mut self.waiters {
             w.seen = w.seen.saturating_add(1);
         }
-        match self.delay(self.failed_attempts) {
+        let retry = self.delay(self.failed_attempts);
+        match retry {
             Some(d) => {
                 self.state = State::Waiting;
                 self.schedule(TimerKind::Retry, d, out);
-                let due: Vec<u64> = self
-                    .waiters
-                    .iter()
-                    .filter(|w| w.limit.is_some_and(|n| w.seen >= n))
-                    .map(|w| w.id)
-                    .collect();
-                if !due.is_empty() {
-                    self.waiters.retain(|w| !due.contains(&w.id));
-                    out.push(Action::DeliverFailure {
-                        waiters: due.into_iter().map(WaiterId::from_raw).collect(),
-                        failure,
-                    });
-                }
             }
-            None => {
-                // contract, Giving up: every waiter fails with the last failure; Stopped.
-                self.state = State::Stopped;
-                self.fail_all_waiters_on_give_up(Some(failure), out);
-                out.push(Action::GaveUp {
-                    failed_attempts: self.failed_attempts,
-                });
-            }
+            None => self.state = State::Stopped,
         }
-    }
-
-    fn fail_all_waiters_on_give_up(&mut self, failure: Option<Failure<String>>, out: &mut Out) {
-        if let Some(failure) = failure {
-            if !self.waiters.is_empty() {
-                let waiters = self.waiters.drain(..).map(|w| WaiterId::from_raw(w.id));
-                out.push(Action::DeliverFailure {
-                    waiters: waiters.collect(),
-                    failure,
-                });
-            }
+        out.push(Action::AttemptFailed {
+            attempt: AttemptId::from_raw(a),
+            failure,
+        });
+        let (due, kept): (Vec<ModelWaiter>, Vec<ModelWaiter>) =
+            self.waiters.drain(..).partition(|w| {
+                // contract, Giving up: every waiter fails with the last failure.
+                retry.is_none() || w.limit.is_some_and(|n| w.seen >= n)
+            });
+        self.waiters = kept;
+        if !due.is_empty() {
+            out.push(Action::DeliverFailure {
+                waiters: due.iter().map(|w| WaiterId::from_raw(w.id)).collect(),
+            });
+        }
+        if retry.is_none() {
+            out.push(Action::GaveUp {
+                failed_attempts: self.failed_attempts,
+            });
         }
     }
 

@@ -352,10 +352,7 @@ where
             }),
             prepare: None,
             policy: None,
-            config: Config {
-                reset_backoff_after: Some(DEFAULT_RESET_BACKOFF_AFTER),
-                ..Config::default()
-            },
+            config: Config::new().with_reset_backoff_after(Some(DEFAULT_RESET_BACKOFF_AFTER)),
             name: None,
             events_capacity: EVENTS_CAPACITY,
         }

@@ -63,12 +63,7 @@ pub(crate) struct Status {
 impl Status {
     pub(crate) const NEW: Status = Status {
         state: State::Init,
-        counters: Counters {
-            attempts: 0,
-            failures: 0,
-            connections: 0,
-            losses: 0,
-        },
+        counters: Counters::new(),
         failed_attempts: 0,
         pending_waiters: 0,
         connection: None,

@@ -111,7 +111,8 @@ pub(crate) struct Task<R: Runtime, H, E> {
     stops: Pending<StopTx>,
     /// Why the connection the queued `ClientDisconnected` report is about was lost.
     loss: Option<(AttemptId, Loss)>,
-    /// The failure delivered by the input being performed, for its `GaveUp` event.
+    /// The failure of the input being performed (its `AttemptFailed` action), for
+    /// the `DeliverFailure` and `GaveUp` that follow it.
     failure: Option<Arc<Failure<E>>>,
     /// A span per service (named by `Builder::name`) around everything the task does.
     #[cfg(feature = "tracing")]
@@ -222,7 +223,7 @@ where
                     }
                 }
                 for action in actions.drain() {
-                    self.perform(action, about);
+                    self.perform(action);
                 }
                 self.actions = actions;
                 true
@@ -269,8 +270,7 @@ where
     /// Performs one action. An outcome the machine must hear about is queued in
     /// `reports`. An action about something the task knows is gone needs nothing:
     /// its report has been fed or is queued already.
-    /// `about`: the attempt the input was about, for the events.
-    fn perform(&mut self, action: Action<E>, about: Option<AttemptId>) {
+    fn perform(&mut self, action: Action<E>) {
         match action {
             Action::Connect { attempt } => {
                 self.tell(Event::AttemptStarted { attempt });
@@ -354,16 +354,22 @@ where
                 }
             }
             Action::NotifyWaiters { attempt, waiters } => self.notify(attempt, &waiters),
-            Action::DeliverFailure { waiters, failure } => {
-                let last = Arc::new(failure);
-                self.failure = Some(Arc::clone(&last));
-                if let Some(attempt) = about {
-                    self.tell(Event::AttemptFailed {
-                        attempt,
-                        failure: Arc::clone(&last),
-                        consecutive_failures: self.machine.failed_attempts(),
-                    });
-                }
+            Action::AttemptFailed { attempt, failure } => {
+                let failure = Arc::new(failure);
+                self.failure = Some(Arc::clone(&failure));
+                self.tell(Event::AttemptFailed {
+                    attempt,
+                    failure,
+                    consecutive_failures: self.machine.failed_attempts(),
+                });
+            }
+            Action::DeliverFailure { waiters } => {
+                // The failure of the `AttemptFailed` just before, in this list.
+                let Some(last) = self.failure.clone() else {
+                    // Never without one; dropping the senders would still answer them.
+                    self.waiters.take_ids(waiters.iter().map(|w| w.raw()), drop);
+                    return;
+                };
                 // A failure delivered as the machine stops is the policy giving up
                 // (a `GaveUp` action follows); otherwise a threshold was reached.
                 let error = if self.machine.state() == State::Stopped {

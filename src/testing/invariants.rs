@@ -32,7 +32,11 @@ use crate::state::State;
 /// 4. at most one timer is armed, a timer is only cancelled while armed, and the
 ///    machine's armed timer is the ledger's;
 /// 5. ids are fresh: attempts, timers, waiters and stops are issued 0, 1, 2, …;
-/// 6. waiter and stop lists come in registration / call order.
+/// 6. waiter and stop lists come in registration / call order;
+/// 7. every failed attempt leaves through one action: each input that counts a
+///    failure (the machine's `counters().failures`) emits exactly one
+///    `AttemptFailed`, naming the attempt that was current before it, and a
+///    `DeliverFailure` comes right after an `AttemptFailed`.
 ///
 /// That bad input changes nothing is checked by comparing the machine with a clone
 /// taken before the input; see [`check_unchanged`](Invariants::check_unchanged).
@@ -48,6 +52,8 @@ pub struct Invariants {
     withdrawn: BTreeSet<WaiterId>,
     stops: u64,
     stops_pending: Vec<StopId>,
+    /// `AttemptFailed` actions seen.
+    failures: u64,
 }
 
 fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
@@ -94,6 +100,7 @@ impl Invariants {
         let Ok(step) = result else {
             return Ok(());
         };
+        let was_current = self.current;
         // What the accepted input itself says.
         match input {
             Input::ConnectionFailed { attempt, .. }
@@ -127,9 +134,45 @@ impl Invariants {
             self.stops_pending.push(stop);
         }
         let mut finished = false;
+        let mut previous: Option<&Action<E>> = None;
+        let failures_before = self.failures;
         for action in &step.actions {
+            match action {
+                Action::AttemptFailed { attempt, .. } => {
+                    ensure(self.failures == failures_before, || {
+                        String::from("invariant 7: two attempt_failed for one input")
+                    })?;
+                    ensure(was_current == Some(*attempt), || {
+                        format!("invariant 7: {attempt} failed, but {was_current:?} was current")
+                    })?;
+                    self.failures += 1;
+                }
+                Action::DeliverFailure { .. } => ensure(
+                    matches!(previous, Some(Action::AttemptFailed { .. })),
+                    || String::from("invariant 7: deliver_failure not right after attempt_failed"),
+                )?,
+                _ => {}
+            }
             self.action(action, machine, &mut finished)?;
+            previous = Some(action);
         }
+        let counters = machine.counters();
+        ensure(
+            counters.flaps <= counters.losses
+                && (counters.flaps == 0 || machine.config().reset_backoff_after.is_some()),
+            || {
+                format!(
+                    "counters: {counters:?} (flaps without reset_backoff_after, or above losses)"
+                )
+            },
+        )?;
+        ensure(machine.counters().failures == self.failures, || {
+            format!(
+                "invariant 7: the machine counts {} failures, {} attempt_failed were emitted",
+                machine.counters().failures,
+                self.failures
+            )
+        })?;
         self.after(machine, finished)
     }
 
@@ -210,7 +253,8 @@ impl Invariants {
                     format!("waiters notified of {attempt}, which is not the connection")
                 })?;
             }
-            Action::DeliverFailure { waiters, .. } => self.answer(waiters, "deliver_failure")?,
+            Action::AttemptFailed { .. } => {}
+            Action::DeliverFailure { waiters } => self.answer(waiters, "deliver_failure")?,
             Action::CancelWaiters { waiters } => self.answer(waiters, "cancel_waiters")?,
             Action::FinishStopping { stops } => {
                 ensure(stops[..] == self.stops_pending[..], || {

@@ -111,10 +111,7 @@
 //!         script in proptest::collection::vec(strategy::connect_script(), 0..6),
 //!     ) {
 //!         let policy = SimPolicy::linear(Duration::from_millis(100));
-//!         let config = redial::Config {
-//!             connect_timeout: Some(Duration::from_secs(1)),
-//!             ..Default::default()
-//!         };
+//!         let config = redial::Config::new().with_connect_timeout(Some(Duration::from_secs(1)));
 //!         let mut sim = Sim::new(Machine::<String, _>::with_config(policy, config).unwrap());
 //!         sim.script_connects(script);
 //!         sim.start();
@@ -157,7 +154,7 @@
 //!     ConnectOutcome::Fail("refused".into()),
 //!     ConnectOutcome::Succeed,
 //! ]);
-//! let policy = Backoff::new(Duration::from_secs(1), 1.5, Duration::from_secs(60))
+//! let policy = Backoff::new(Duration::from_millis(1500), 1.5, Duration::from_secs(60))
 //!     .unwrap()
 //!     .with_jitter(Jitter::None);
 //! let service = ClientService::builder(rt.clone(), net.connector())

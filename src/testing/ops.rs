@@ -382,7 +382,9 @@ impl World {
             | Action::CancelWaiters { waiters } => {
                 self.waiters.retain(|w| !waiters.contains(w));
             }
-            Action::FinishStopping { .. } | Action::GaveUp { .. } => {}
+            Action::AttemptFailed { .. }
+            | Action::FinishStopping { .. }
+            | Action::GaveUp { .. } => {}
         }
     }
 }

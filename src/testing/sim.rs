@@ -146,6 +146,7 @@ pub struct Sim<E, P> {
     lose_after: BTreeMap<AttemptId, Duration>,
     answers: BTreeMap<WaiterId, (Duration, Answer<E>)>,
     finished: Vec<(Duration, StopId)>,
+    failures: Vec<(Duration, AttemptId, Failure<E>)>,
     gave_up: usize,
     records: Vec<Record<E>>,
     invariants: Invariants,
@@ -168,6 +169,7 @@ where
             lose_after: BTreeMap::new(),
             answers: BTreeMap::new(),
             finished: Vec::new(),
+            failures: Vec::new(),
             gave_up: 0,
             records: Vec::new(),
             invariants: Invariants::new(),
@@ -350,7 +352,18 @@ where
                         .insert(*w, (self.now, Answer::Notified(*attempt)));
                 }
             }
-            Action::DeliverFailure { waiters, failure } => {
+            Action::AttemptFailed { attempt, failure } => {
+                self.failures.push((self.now, *attempt, failure.clone()));
+            }
+            Action::DeliverFailure { waiters } => {
+                // The failure of the `AttemptFailed` just before, in the same list.
+                let Some((_, _, failure)) = self.failures.last() else {
+                    panic!(
+                        "{}# deliver_failure with no failure before it",
+                        self.trace()
+                    );
+                };
+                let failure = failure.clone();
                 for w in waiters {
                     self.answers
                         .insert(*w, (self.now, Answer::Failed(failure.clone())));
@@ -430,6 +443,12 @@ where
     /// Whether this stop request has finished.
     pub fn is_finished(&self, stop: StopId) -> bool {
         self.finished.iter().any(|(_, s)| *s == stop)
+    }
+
+    /// Every failed attempt so far (`AttemptFailed`), in order: when, which attempt,
+    /// and why.
+    pub fn failures(&self) -> &[(Duration, AttemptId, Failure<E>)] {
+        &self.failures
     }
 
     /// How many times the retry policy gave up.

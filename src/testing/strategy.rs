@@ -72,11 +72,12 @@ pub fn ops(len: impl Into<proptest::collection::SizeRange>) -> impl Strategy<Val
 pub fn config() -> impl Strategy<Value = Config> {
     let timeout = || proptest::option::of((1u64..=10).prop_map(Duration::from_secs));
     (any::<bool>(), timeout(), timeout(), timeout()).prop_map(
-        |(prepare, connect_timeout, prepare_timeout, reset_backoff_after)| Config {
-            prepare,
-            connect_timeout,
-            prepare_timeout: prepare_timeout.filter(|_| prepare),
-            reset_backoff_after,
+        |(prepare, connect_timeout, prepare_timeout, reset_backoff_after)| {
+            Config::new()
+                .with_prepare(prepare)
+                .with_connect_timeout(connect_timeout)
+                .with_prepare_timeout(prepare_timeout.filter(|_| prepare))
+                .with_reset_backoff_after(reset_backoff_after)
         },
     )
 }

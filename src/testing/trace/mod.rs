@@ -17,7 +17,8 @@
 //! connection_failed attempt#0 "refused"
 //!   cancel_timer timer#0
 //!   schedule timer#1 retry 1ms
-//!   deliver_failure connect("refused") waiter#0
+//!   attempt_failed attempt#0 connect("refused")
+//!   deliver_failure waiter#0
 //!   => Waiting
 //! connection_made attempt#9
 //!   ! unknown_attempt attempt#9
@@ -34,7 +35,12 @@
 //!   `250us`, `7ns`. Errors are strings in double quotes (`\"` and `\\` escaped).
 //! * A panic names where user code panicked (`connector`, `prepare` or
 //!   `connection`) and its message: the input `panicked attempt#3 connector "boom"`,
-//!   delivered to waiters as `deliver_failure panicked(connector "boom") waiter#0`.
+//!   reported as `attempt_failed attempt#3 panicked(connector "boom")`.
+//! * A failed attempt is reported as `attempt_failed attempt#N FAILURE`, where
+//!   FAILURE is `connect("…")`, `prepare("…")`, `connect_timeout`,
+//!   `prepare_timeout`, `lost_while_preparing` or `panicked(SITE "…")`; the
+//!   `deliver_failure waiter#0 waiter#1` that may follow it fails those waiters
+//!   with that failure.
 //! * The header sets the [`Config`](crate::Config) (`config` followed by `prepare`,
 //!   `connect_timeout=D`, `prepare_timeout=D`, `reset_backoff_after=D`) and the
 //!   [`SimPolicy`] (`policy linear STEP [give_up_after=N]`).

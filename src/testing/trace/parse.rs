@@ -340,14 +340,17 @@ pub fn parse_action(line: &str) -> Result<Action<String>, ParseError> {
             waiters: waiters(ws)?,
         },
         // `panicked(SITE "message")` is two words: the quoted message starts the second.
-        ["deliver_failure", failure, message, ws @ ..] if failure.starts_with("panicked(") => {
-            Action::DeliverFailure {
+        ["attempt_failed", a, failure, message] if failure.starts_with("panicked(") => {
+            Action::AttemptFailed {
+                attempt: attempt(a)?,
                 failure: parse_panicked_failure(failure, message)?,
-                waiters: waiters(ws)?,
             }
         }
-        ["deliver_failure", failure, ws @ ..] => Action::DeliverFailure {
+        ["attempt_failed", a, failure] => Action::AttemptFailed {
+            attempt: attempt(a)?,
             failure: parse_failure(failure)?,
+        },
+        ["deliver_failure", ws @ ..] => Action::DeliverFailure {
             waiters: waiters(ws)?,
         },
         ["cancel_waiters", ws @ ..] => Action::CancelWaiters {

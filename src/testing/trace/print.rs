@@ -88,7 +88,8 @@ fn panic_site_name(site: crate::PanicSite) -> &'static str {
 }
 
 /// Prints an [`Action`] as a trace line (without the indentation), e.g.
-/// `schedule timer#1 retry 1500ms` or `deliver_failure connect("refused") waiter#0`.
+/// `schedule timer#1 retry 1500ms`, `attempt_failed attempt#3 connect("refused")` or
+/// `deliver_failure waiter#0 waiter#1`.
 #[derive(Debug, Clone, Copy)]
 pub struct DisplayAction<'a, E>(pub &'a Action<E>);
 
@@ -110,28 +111,31 @@ impl<E: fmt::Display> fmt::Display for DisplayAction<'_, E> {
                 write!(f, "notify {attempt}")?;
                 waiters.iter().try_for_each(|w| write!(f, " {w}"))
             }
-            Action::DeliverFailure { waiters, failure } => {
-                f.write_str("deliver_failure ")?;
+            Action::AttemptFailed { attempt, failure } => {
+                write!(f, "attempt_failed {attempt} ")?;
                 match failure {
                     Failure::Connect(e) => {
                         f.write_str("connect(")?;
                         write_quoted(f, e)?;
-                        f.write_char(')')?;
+                        f.write_char(')')
                     }
                     Failure::Prepare(e) => {
                         f.write_str("prepare(")?;
                         write_quoted(f, e)?;
-                        f.write_char(')')?;
+                        f.write_char(')')
                     }
-                    Failure::ConnectTimeout => f.write_str("connect_timeout")?,
-                    Failure::PrepareTimeout => f.write_str("prepare_timeout")?,
-                    Failure::LostWhilePreparing => f.write_str("lost_while_preparing")?,
+                    Failure::ConnectTimeout => f.write_str("connect_timeout"),
+                    Failure::PrepareTimeout => f.write_str("prepare_timeout"),
+                    Failure::LostWhilePreparing => f.write_str("lost_while_preparing"),
                     Failure::Panicked(panic) => {
                         write!(f, "panicked({} ", panic_site_name(panic.site()))?;
                         write_quoted(f, &panic.message())?;
-                        f.write_char(')')?;
+                        f.write_char(')')
                     }
                 }
+            }
+            Action::DeliverFailure { waiters } => {
+                f.write_str("deliver_failure")?;
                 waiters.iter().try_for_each(|w| write!(f, " {w}"))
             }
             Action::CancelWaiters { waiters } => {

@@ -140,6 +140,7 @@ impl TraceStep {
 ///   => Connecting
 /// connection_failed attempt#0 \"refused\"
 ///   schedule timer#0 retry 1ms
+///   attempt_failed attempt#0 connect(\"refused\")
 ///   => Waiting
 /// timer_fired timer#7
 ///   ! unknown_timer timer#7
@@ -253,8 +254,8 @@ pub fn action_to_string<E: fmt::Display>(action: &Action<E>) -> Action<String> {
             attempt: *attempt,
             waiters: waiters.clone(),
         },
-        Action::DeliverFailure { waiters, failure } => Action::DeliverFailure {
-            waiters: waiters.clone(),
+        Action::AttemptFailed { attempt, failure } => Action::AttemptFailed {
+            attempt: *attempt,
             failure: match failure {
                 Failure::Connect(e) => Failure::Connect(e.to_string()),
                 Failure::Prepare(e) => Failure::Prepare(e.to_string()),
@@ -263,6 +264,9 @@ pub fn action_to_string<E: fmt::Display>(action: &Action<E>) -> Action<String> {
                 Failure::LostWhilePreparing => Failure::LostWhilePreparing,
                 Failure::Panicked(panic) => Failure::Panicked(panic.clone()),
             },
+        },
+        Action::DeliverFailure { waiters } => Action::DeliverFailure {
+            waiters: waiters.clone(),
         },
         Action::CancelWaiters { waiters } => Action::CancelWaiters {
             waiters: waiters.clone(),
