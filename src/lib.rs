@@ -140,6 +140,10 @@
 //!   (`AttemptFailed`, then `DeliverFailure`), then [`Action::GaveUp`]; the
 //!   machine is `Stopped` until started again. A `stop`
 //!   while a rejected connection is still closing waits for it (D7).
+//! * The first [`Machine::start`] after the policy gave up begins a fresh
+//!   schedule: the count of consecutive failures is reset, so the policy allows
+//!   as many failures again. A start after an ordinary `stop` carries the count
+//!   over, as Twisted does (Twisted never gives up).
 //! * Finished stop requests, answered waiters and closed connections are
 //!   forgotten; withdrawn waiters ([`Machine::cancel_waiter`]) are never answered.
 //!
