@@ -150,8 +150,12 @@
 //! ## Features
 //!
 //! * `std` (default): `std::error::Error` for [`Failure`], a randomly seeded
-//!   [`Backoff::default`]. Without it the crate is `#![no_std]` with `alloc`, and
-//!   depends on `thiserror` and `smallvec` only.
+//!   `Backoff::default` (and so `Machine::default`). Without it the crate is
+//!   `#![no_std]` with `alloc`, and depends on `thiserror` and `smallvec` only;
+//!   it has no source of randomness, so there is no `Default` for either: seed
+//!   the jitter per device, from a hardware RNG or a unique id (a serial number,
+//!   a MAC address), with `Backoff::twisted(seed)` or `Backoff::with_seed`, so
+//!   that a fleet of devices does not retry in lockstep.
 //! * `driver`: the runtime-agnostic async driver, `redial::driver::ClientService`.
 //! * `tokio`, `smol`, `async-std`: the driver on that runtime (`redial::tokio`,
 //!   `redial::smol`, `redial::async_std`). async-std is discontinued upstream; its

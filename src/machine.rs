@@ -284,8 +284,14 @@ pub struct Machine<E, P = Backoff> {
     _error: PhantomData<fn() -> E>,
 }
 
+/// Only with the `std` feature, as `Backoff: Default` (a randomly seeded jitter).
+/// Without `std`, build the machine with [`Machine::new`] and a policy seeded per
+/// device, e.g. `Machine::new(Backoff::twisted(device_seed))` (see [`Backoff`]).
+#[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 impl<E> Default for Machine<E, Backoff> {
-    /// A machine with Twisted's default backoff (see [`Backoff::default`]) and no opt-ins.
+    /// A machine with Twisted's default backoff, randomly seeded (see
+    /// `Backoff::default`), and no opt-ins.
     fn default() -> Self {
         Machine::new(Backoff::default())
     }
