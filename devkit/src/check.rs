@@ -209,7 +209,7 @@ fn check_policy(u: &mut Unstructured) -> Result<()> {
             assert_eq!(answer.is_none(), n >= k.max(1), "give_up_after({k}) at {n}");
         }
     }
-    // Twisted's default never overflows (SPEC §5), whatever the seed, and keeps
+    // Twisted's default never overflows, whatever the seed, and keeps
     // Twisted's numbers: 1 s · 1.5ⁿ, from 1.5 s.
     let mut twisted = Backoff::twisted(u.arbitrary()?);
     let d = twisted.next_delay(1_000_000).expect("never gives up");

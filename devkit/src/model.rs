@@ -502,7 +502,7 @@ impl Model {
             // Connected: client disconnected. Never retried instantly; does not
             // count for waiters (there are none pending while Connected anyway).
             (Connected, Event::Report(Lost, _, _)) => {
-                // §7: a connection lost before it stayed up `reset_backoff_after`
+                // A connection lost before it stayed up `reset_backoff_after`
                 // (its healthy timer still armed) flapped. Without that opt-in no
                 // healthy timer is ever armed, so there are no flaps.
                 if let Some((_, TimerKind::Healthy)) = self.timer {
@@ -604,7 +604,7 @@ impl Model {
         });
         let (due, kept): (Vec<ModelWaiter>, Vec<ModelWaiter>) =
             self.waiters.drain(..).partition(|w| {
-                // §7 give up: every waiter fails with the last failure.
+                // Giving up: every waiter fails with the last failure.
                 retry.is_none() || w.limit.is_some_and(|n| w.seen >= n)
             });
         self.waiters = kept;
