@@ -145,13 +145,20 @@
 //! before a transition changes anything, so a policy that panics leaves the machine
 //! as it was; when the policy [gives up](contract#giving-up), every pending waiter
 //! receives the last failure ([`Action::AttemptFailed`], then
-//! [`Action::DeliverFailure`]), then [`Action::GaveUp`].
+//! [`Action::DeliverFailure`]), then [`Action::GaveUp`]; the first
+//! [`start`](Machine::start) after giving up begins a
+//! [fresh schedule](contract#giving-up), while a start after an ordinary stop
+//! carries the failure count over, as Twisted does.
 //!
 //! ## Features
 //!
 //! * `std` (default): `std::error::Error` for [`Failure`], a randomly seeded
-//!   [`Backoff::default`]. Without it the crate is `#![no_std]` with `alloc`, and
-//!   depends on `thiserror` and `smallvec` only.
+//!   `Backoff::default` (and so `Machine::default`). Without it the crate is
+//!   `#![no_std]` with `alloc`, and depends on `thiserror` and `smallvec` only;
+//!   it has no source of randomness, so there is no `Default` for either: seed
+//!   the jitter per device, from a hardware RNG or a unique id (a serial number,
+//!   a MAC address), with `Backoff::twisted(seed)` or `Backoff::with_seed`, so
+//!   that a fleet of devices does not retry in lockstep.
 //! * `driver`: the runtime-agnostic async driver, `redial::driver::ClientService`.
 //! * `tokio`, `smol`, `async-std`: the driver on that runtime (`redial::tokio`,
 //!   `redial::smol`, `redial::async_std`). async-std is discontinued upstream; its

@@ -276,6 +276,9 @@ pub struct Machine<E, P = Backoff> {
     /// Pending stop requests in call order.
     stops: StopList,
     failed_attempts: u32,
+    /// The retry policy gave up, and nothing started the service since: the next
+    /// start begins a fresh schedule (`failed_attempts` 0).
+    gave_up: bool,
     /// Failures while connecting, ever: waiter thresholds count against it.
     failure_events: u64,
     counters: Counters,
@@ -286,8 +289,14 @@ pub struct Machine<E, P = Backoff> {
     _error: PhantomData<fn() -> E>,
 }
 
+/// Only with the `std` feature, as `Backoff: Default` (a randomly seeded jitter).
+/// Without `std`, build the machine with [`Machine::new`] and a policy seeded per
+/// device, e.g. `Machine::new(Backoff::twisted(device_seed))` (see [`Backoff`]).
+#[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 impl<E> Default for Machine<E, Backoff> {
-    /// A machine with Twisted's default backoff (see [`Backoff::default`]) and no opt-ins.
+    /// A machine with Twisted's default backoff, randomly seeded (see
+    /// `Backoff::default`), and no opt-ins.
     fn default() -> Self {
         Machine::new(Backoff::default())
     }
@@ -307,6 +316,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             waiters: Waiters::default(),
             stops: SmallVec::new(),
             failed_attempts: 0,
+            gave_up: false,
             failure_events: 0,
             counters: Counters::default(),
             attempt_ids: Counter::default(),
@@ -393,6 +403,46 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 
     /// Starts the service (a no-op unless `Init`, `Stopped` or `Disconnecting`).
+    ///
+    /// The count of consecutive failures ([`Machine::failed_attempts`], what the
+    /// retry policy is asked about) depends on why the service stopped:
+    ///
+    /// * after the retry policy **gave up** ([`Action::GaveUp`]), the first start
+    ///   begins a fresh schedule: the count is reset to 0, so the next failure asks
+    ///   the policy for 1 again (a policy that gives up after 3 failures allows 3
+    ///   more), whatever stops came in between;
+    /// * after an ordinary [`stop`](Machine::stop), the count carries over, as in
+    ///   Twisted: a service stopped and started while failing keeps backing off
+    ///   where it was (a connection, or a healthy period with
+    ///   [`Config::reset_backoff_after`], resets it as usual).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use redial::{Action, Machine, RetryPolicy};
+    ///
+    /// let policy = (|n: u32| Duration::from_secs(u64::from(n))).give_up_after(2);
+    /// let mut m: Machine<&str, _> = Machine::new(policy);
+    /// let connect = |actions: &[Action<&str>]| match actions[0] {
+    ///     Action::Connect { attempt } => attempt,
+    ///     _ => unreachable!(),
+    /// };
+    /// let a = connect(&m.start());
+    /// m.connection_failed(a, "refused").unwrap(); // 1: retry in 1 s
+    /// let (timer, _) = m.armed_timer().unwrap();
+    /// let a = connect(&m.timer_fired(timer).unwrap());
+    /// let actions = m.connection_failed(a, "refused").unwrap(); // 2: give up
+    /// assert!(matches!(actions.last(), Some(Action::GaveUp { failed_attempts: 2 })));
+    /// assert_eq!(m.failed_attempts(), 2);
+    /// // A fresh schedule: the next failure asks the policy for 1 again.
+    /// let a = connect(&m.start());
+    /// assert_eq!(m.failed_attempts(), 0);
+    /// m.connection_failed(a, "refused").unwrap();
+    /// assert_eq!(m.failed_attempts(), 1);
+    /// // An ordinary stop and start carries the count over.
+    /// let _ = m.stop();
+    /// let _ = m.start();
+    /// assert_eq!(m.failed_attempts(), 1);
+    /// ```
     pub fn start(&mut self) -> Actions<E> {
         let mut out = Actions::new();
         self.transition(Event::Start, &mut out);
@@ -683,10 +733,14 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
             // start
             (Init | Stopped, Event::Start) => {
+                self.fresh_schedule_after_giving_up();
                 self.state = Connecting;
                 self.connect(out);
             }
-            (Disconnecting, Event::Start) => self.state = Restarting,
+            (Disconnecting, Event::Start) => {
+                self.fresh_schedule_after_giving_up();
+                self.state = Restarting;
+            }
             (Connecting | Waiting | Connected | Restarting, Event::Start) => {}
 
             // stop
@@ -932,9 +986,19 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// `GaveUp`, if the policy did (`next` is `None`).
     fn gave_up(&mut self, next: Option<Duration>, out: &mut Actions<E>) {
         if next.is_none() {
+            self.gave_up = true;
             out.push(Action::GaveUp {
                 failed_attempts: self.failed_attempts,
             });
+        }
+    }
+
+    /// A start after the policy gave up begins a fresh schedule; after an ordinary
+    /// stop the count carries over (Twisted).
+    fn fresh_schedule_after_giving_up(&mut self) {
+        if self.gave_up {
+            self.gave_up = false;
+            self.failed_attempts = 0;
         }
     }
 

@@ -13,7 +13,7 @@
 //! * [`Backoff`] is exponential backoff with a cap and a choice of [`Jitter`]:
 //!   the first delay is the `initial` delay you give it, and each failure after
 //!   that multiplies it by `factor`, up to `max`. Its default
-//!   ([`Backoff::default`], [`Backoff::twisted`]) is Twisted's `backoffPolicy`:
+//!   ([`Backoff::twisted`], and `Backoff::default` with `std`) is Twisted's `backoffPolicy`:
 //!   `min(1 s · 1.5ⁿ, 60 s) + U[0 s, 1 s)`, i.e. `initial` 1.5 s.
 //!
 //! Any policy can be told to give up after a number of failures with
@@ -297,10 +297,32 @@ pub enum Jitter {
 /// # Ok::<(), redial::PolicyError>(())
 /// ```
 ///
-/// [`Backoff::twisted`] and [`Backoff::default`] use Twisted's parameters: initial
+/// [`Backoff::twisted`] and `Backoff::default` use Twisted's parameters: initial
 /// 1.5 s, factor 1.5, max 60 s, [`Jitter::Additive`] up to 1 s — so without jitter
 /// `n = 1, 2, 3` give exactly 1.5 s, 2.25 s, 3.375 s (Twisted's `1 s · 1.5ⁿ`) and
 /// `n ≥ 11` gives 60 s.
+///
+/// # Seeding, and `no_std`
+///
+/// Jitter exists so that many clients that lost the same server do not all come
+/// back at the same instant; that only works if they do not share a seed. With
+/// the `std` feature, `Backoff::default()` is seeded at random. Without `std`
+/// there is no `Default` (the crate has no source of randomness, and a fixed seed
+/// would put every device of a fleet in lockstep): give each device its own seed,
+/// from a hardware random number generator or a unique id (a serial number, a MAC
+/// address, a chip id), to [`Backoff::twisted`] or [`Backoff::with_seed`].
+/// [`Backoff::new`] starts with seed 0 and no jitter: reseed it when you add
+/// jitter.
+///
+/// ```
+/// use redial::policy::{Backoff, Jitter};
+///
+/// # fn hardware_rng() -> u64 { 0x5eed }
+/// // A device's unique id (here, a made-up serial number) or a hardware RNG.
+/// let device_seed: u64 = 0x0042_1337_0000_0007 ^ hardware_rng();
+/// let policy = Backoff::twisted(device_seed);
+/// assert_eq!(policy.jitter(), Jitter::Additive { max: core::time::Duration::from_secs(1) });
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backoff {
     initial: Duration,
@@ -335,8 +357,10 @@ impl Backoff {
         }
     }
 
-    /// Exponential backoff with no jitter (seed 0): the first retry waits
-    /// `initial`, each one after it `factor` times longer, never more than `max`
+    /// Exponential backoff with no jitter (seed 0: add jitter with
+    /// [`with_jitter`](Backoff::with_jitter) and a seed of this client's own with
+    /// [`with_seed`](Backoff::with_seed)): the first retry waits `initial`, each one
+    /// after it `factor` times longer, never more than `max`
     /// (`min(initial · factorⁿ⁻¹, max)` after `n` failures).
     ///
     /// `initial` may be zero (every retry is immediate) and `factor` may be 1 (a
@@ -511,28 +535,26 @@ impl RetryPolicy for Backoff {
     }
 }
 
+/// Only with the `std` feature: without it there is no source of randomness, and a
+/// fixed seed would make a fleet of devices retry in lockstep. Use
+/// [`Backoff::twisted`] with a per-device seed instead (see [`Backoff`]).
+#[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 impl Default for Backoff {
     /// Twisted's parameters (see [`Backoff::twisted`]) with a seed that differs from
-    /// process to process.
-    ///
-    /// With the `std` feature the seed comes from
+    /// instance to instance and process to process: it comes from
     /// [`std::collections::hash_map::RandomState`], so thousands of clients started
-    /// together do not share one jitter sequence; without `std` the seed is 0.
-    /// Tests should use [`Backoff::twisted`] with a fixed seed instead.
+    /// together do not share one jitter sequence. Tests should use
+    /// [`Backoff::twisted`] with a fixed seed instead.
     fn default() -> Backoff {
-        Backoff::twisted(default_seed())
+        Backoff::twisted(random_seed())
     }
 }
 
 #[cfg(feature = "std")]
-fn default_seed() -> u64 {
+fn random_seed() -> u64 {
     use core::hash::BuildHasher;
     std::collections::hash_map::RandomState::new().hash_one(0x7265_6469_616c_u64)
-}
-
-#[cfg(not(feature = "std"))]
-fn default_seed() -> u64 {
-    0
 }
 
 /// A small, fast, seedable pseudo-random generator (SplitMix64, by Sebastiano Vigna),

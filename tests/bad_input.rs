@@ -305,3 +305,57 @@ fn stale_input_changes_nothing_in_every_state() {
         }
     }
 }
+
+/// After the policy gave up, bad and stale input change nothing either: not the
+/// counters (a flap included), and not the fact that the next start begins a
+/// fresh schedule.
+#[test]
+fn bad_input_after_giving_up_keeps_the_counters_and_the_fresh_start() {
+    use redial::RetryPolicy;
+
+    let config = Config::new().with_reset_backoff_after(Some(Duration::from_secs(30)));
+    let policy = Backoff::twisted(1).give_up_after(2);
+    let mut m = Machine::<E, _>::with_config(policy, config).unwrap();
+    let _ = m.start();
+    let _ = m.connection_made(a(0)).unwrap(); // the healthy timer is armed
+    let _ = m.client_disconnected(a(0)).unwrap(); // a flap: lost before it was healthy
+    let (retry, _) = m.armed_timer().unwrap();
+    let _ = m.timer_fired(retry).unwrap();
+    let actions = m.connection_failed(a(1), "refused").unwrap();
+    assert!(matches!(
+        actions.last(),
+        Some(Action::GaveUp { failed_attempts: 2 })
+    ));
+    let counters = m.counters();
+    assert_eq!(
+        (counters.losses, counters.flaps, counters.failures),
+        (1, 1, 1)
+    );
+
+    let before = m.clone();
+    for input in [
+        Input::ConnectionMade { attempt: a(NEVER) },
+        Input::ConnectionFailed {
+            attempt: a(NEVER),
+            error: "x",
+        },
+        Input::ClientDisconnected { attempt: a(NEVER) },
+        Input::TimerFired {
+            timer: TimerId::from_raw(NEVER),
+        },
+        Input::CancelWaiter {
+            waiter: WaiterId::from_raw(NEVER),
+        },
+    ] {
+        assert!(m.handle(input.clone()).is_err(), "{input:?}");
+        assert_eq!(m, before, "{input:?} changed the machine");
+    }
+    // Stale: the old connection's loss again, the consumed retry timer.
+    assert!(m.client_disconnected(a(0)).unwrap().is_empty());
+    assert!(m.timer_fired(retry).unwrap().is_empty());
+    assert_eq!(m, before);
+
+    let _ = m.start();
+    assert_eq!(m.failed_attempts(), 0, "the start after a give-up is fresh");
+    assert_eq!(m.counters().flaps, 1);
+}

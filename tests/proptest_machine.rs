@@ -10,12 +10,14 @@
 //! of that for each of the others. Soak locally with e.g.
 //! `REDIAL_PROPTEST_CASES=1000000 cargo test --release --test proptest_machine`.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use redial::testing::{minimize, strategy, Op, SimPolicy};
-use redial::{Config, Machine};
+use redial::testing::{minimize, run_ops, strategy, Op, SimPolicy};
+use redial::{Action, Config, Input, Machine, RetryPolicy};
 use redial_devkit::model::run_with_model;
 
 fn cases() -> u32 {
@@ -202,6 +204,79 @@ proptest! {
             );
             world.observe(&input, &expected);
         }
+    }
+}
+
+/// A [`SimPolicy`] that records every `failed_attempts` it is asked about.
+#[derive(Debug, Clone)]
+struct Recorded {
+    inner: SimPolicy,
+    asked: Rc<RefCell<Vec<u32>>>,
+}
+
+/// Compares the policies, not the records (the machine is compared before and
+/// after each input, and the record is shared).
+impl PartialEq for Recorded {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner == other.inner
+    }
+}
+
+impl RetryPolicy for Recorded {
+    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
+        self.asked.borrow_mut().push(failed_attempts);
+        self.inner.next_delay(failed_attempts)
+    }
+}
+
+proptest! {
+    #![proptest_config(proptest_config(cases() / 10))]
+
+    /// The first start after the policy gave up begins a fresh schedule (the
+    /// count is 0, and the next failure asks the policy for 1); any other start
+    /// leaves the count as it was (Twisted's carry-over across stop and start).
+    #[test]
+    fn a_start_after_giving_up_asks_the_policy_for_one_first(
+        config in strategy::config(),
+        give_up_after in 1u32..=4,
+        ops in strategy::ops(0..300),
+    ) {
+        let asked = Rc::new(RefCell::new(Vec::new()));
+        let policy = Recorded {
+            inner: SimPolicy::linear(Duration::from_millis(1)).give_up_after(give_up_after),
+            asked: Rc::clone(&asked),
+        };
+        let mut machine = Machine::with_config(policy, config).unwrap();
+        let (mut gave_up, mut fresh, mut seen) = (false, false, 0);
+        let mut count = 0;
+        run_ops(&mut machine, &ops, |input, result, machine| {
+            let asks = asked.borrow();
+            if let (true, Some(&first)) = (fresh, asks.get(seen)) {
+                if first != 1 {
+                    return Err(format!("the first ask after a fresh start was {first}"));
+                }
+                fresh = false;
+            }
+            seen = asks.len();
+            let Ok(step) = result else { return Ok(()) };
+            if matches!(input, Input::Start) {
+                let expected = if gave_up { 0 } else { count };
+                if machine.failed_attempts() != expected {
+                    return Err(format!(
+                        "start (after a give-up: {gave_up}) left the count at {}, not {expected}",
+                        machine.failed_attempts()
+                    ));
+                }
+                fresh |= gave_up;
+                gave_up = false;
+            }
+            if step.actions.iter().any(|a| matches!(a, Action::GaveUp { .. })) {
+                gave_up = true;
+            }
+            count = machine.failed_attempts();
+            Ok(())
+        })
+        .map_err(|violation| TestCaseError::fail(violation.to_string()))?;
     }
 }
 

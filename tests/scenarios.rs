@@ -31,6 +31,10 @@ fn with(config: Config) -> M {
     Machine::with_config(linear as Linear, config).unwrap()
 }
 
+fn with_policy<P: RetryPolicy>(policy: P, config: Config) -> Machine<E, P> {
+    Machine::with_config(policy, config).unwrap()
+}
+
 fn a(n: u64) -> AttemptId {
     AttemptId::from_raw(n)
 }
@@ -914,19 +918,138 @@ fn give_up_fails_every_waiter_with_the_last_failure_and_stops() {
         ],
     );
     assert_eq!(m.state(), State::Stopped);
-    // Started again, it keeps counting (and so gives up at the next failure).
-    run(
-        m,
+    assert_eq!(m.failed_attempts(), 2);
+}
+
+/// Started again after the policy gave up, the machine begins a fresh schedule:
+/// the next failure asks the policy for 1, and it allows as many failures as the
+/// first time.
+#[test]
+fn start_after_giving_up_begins_a_fresh_schedule() {
+    let policy = (linear as Linear).give_up_after(2);
+    let gave_up = |n| Action::GaveUp { failed_attempts: n };
+    let m = run(
+        Machine::new(policy),
         &[
+            (start(), vec![connect(a(0))]),
+            (
+                failed(a(0), "e0"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("e0")),
+                ],
+            ),
+            (fired(t(0)), vec![connect(a(1))]),
+            (
+                failed(a(1), "e1"),
+                vec![attempt_failed(a(1), Failure::Connect("e1")), gave_up(2)],
+            ),
+            // A fresh schedule: 1 s after the first failure, give up at the second.
             (start(), vec![connect(a(2))]),
             (
                 failed(a(2), "e2"),
                 vec![
+                    retry_in(t(1), secs(1)),
                     attempt_failed(a(2), Failure::Connect("e2")),
+                ],
+            ),
+            (fired(t(1)), vec![connect(a(3))]),
+            (
+                failed(a(3), "e3"),
+                vec![attempt_failed(a(3), Failure::Connect("e3")), gave_up(2)],
+            ),
+            // A stop in between changes nothing: the start after a give-up is fresh.
+            (stop(), vec![finish(&[s(0)])]),
+            (start(), vec![connect(a(4))]),
+            (
+                failed(a(4), "e4"),
+                vec![
+                    retry_in(t(2), secs(1)),
+                    attempt_failed(a(4), Failure::Connect("e4")),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(m.failed_attempts(), 1);
+    assert_eq!(m.counters().failures, 5);
+}
+
+/// An ordinary stop and start carries the count over, as in Twisted, even through
+/// a restart that waits for a cancelled attempt; only a give-up starts afresh.
+#[test]
+fn stop_and_start_carry_the_count_over_but_a_give_up_does_not() {
+    let policy = (linear as Linear).give_up_after(3);
+    let m = run(
+        Machine::new(policy),
+        &[
+            (start(), vec![connect(a(0))]),
+            (
+                failed(a(0), "e0"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("e0")),
+                ],
+            ),
+            (fired(t(0)), vec![connect(a(1))]),
+            (stop(), vec![cancel_connect(a(1))]),
+            (start(), vec![]), // Restarting: connects once a(1) is gone
+            (cancelled(a(1)), vec![connect(a(2)), finish(&[s(0)])]),
+            // Carried over: this is the second failure in a row.
+            (
+                failed(a(2), "e2"),
+                vec![
+                    retry_in(t(1), secs(2)),
+                    attempt_failed(a(2), Failure::Connect("e2")),
+                ],
+            ),
+            (stop(), vec![cancel_timer(t(1)), finish(&[s(1)])]),
+            (start(), vec![connect(a(3))]),
+            // The third: the policy gives up.
+            (
+                failed(a(3), "e3"),
+                vec![
+                    attempt_failed(a(3), Failure::Connect("e3")),
                     Action::GaveUp { failed_attempts: 3 },
                 ],
             ),
         ],
+    );
+    assert_eq!(m.failed_attempts(), 3);
+}
+
+/// A give-up that leaves a rejected connection closing: a stop waits for it, and
+/// a start meanwhile (Restarting) still begins a fresh schedule.
+#[test]
+fn restarting_after_giving_up_begins_a_fresh_schedule() {
+    let policy = (linear as Linear).give_up_after(1);
+    let m = run(
+        with_policy(policy, Config::new().with_prepare(true)),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![prepare(a(0))]),
+            (
+                prepare_failed(a(0), "no"),
+                vec![
+                    disconnect(a(0)),
+                    attempt_failed(a(0), Failure::Prepare("no")),
+                    Action::GaveUp { failed_attempts: 1 },
+                ],
+            ),
+            (stop(), vec![]),  // Disconnecting: a(0) is still closing
+            (start(), vec![]), // Restarting
+            (lost(a(0)), vec![connect(a(1)), finish(&[s(0)])]),
+        ],
+    );
+    assert_eq!(m.failed_attempts(), 0);
+    run(
+        m,
+        &[(
+            failed(a(1), "e1"),
+            vec![
+                attempt_failed(a(1), Failure::Connect("e1")),
+                Action::GaveUp { failed_attempts: 1 },
+            ],
+        )],
     );
 }
 

@@ -170,6 +170,8 @@ pub struct Model {
     pub stops: Vec<u64>,
     /// Consecutive failures.
     pub failed_attempts: u32,
+    /// The policy gave up and the service was not started since.
+    pub stopped_by_give_up: bool,
     /// Running totals.
     pub counters: Counters,
     next_attempt: u64,
@@ -209,6 +211,7 @@ impl Model {
             waiters: Vec::new(),
             stops: Vec::new(),
             failed_attempts: 0,
+            stopped_by_give_up: false,
             counters: Counters::default(),
             next_attempt: 0,
             next_timer: 0,
@@ -316,9 +319,17 @@ impl Model {
         use State::*;
         match (self.state, event) {
             // start
+            // Decision: the first start after the policy gave up begins a fresh
+            // schedule; after an ordinary stop the count carries over (Twisted).
             (Init, Event::Start) => self.go_connect(out),
-            (Stopped, Event::Start) => self.go_connect(out), // failed_attempts not reset
-            (Disconnecting, Event::Start) => self.state = Restarting,
+            (Stopped, Event::Start) => {
+                self.restart_schedule_if_given_up();
+                self.go_connect(out);
+            }
+            (Disconnecting, Event::Start) => {
+                self.restart_schedule_if_given_up();
+                self.state = Restarting;
+            }
             (Connecting | Waiting | Connected | Restarting, Event::Start) => {}
 
             // stop
@@ -507,13 +518,8 @@ impl Model {
                         self.state = Waiting;
                         self.schedule(TimerKind::Retry, d, out);
                     }
-                    None => {
-                        // A loss is no failed attempt: nothing to report or deliver.
-                        self.state = Stopped;
-                        out.push(Action::GaveUp {
-                            failed_attempts: self.failed_attempts,
-                        });
-                    }
+                    // A loss is no failed attempt: nothing to report or deliver.
+                    None => self.give_up(out),
                 }
             }
             // Connected: the connection stayed up long enough (contract: Beyond Twisted)
@@ -609,9 +615,21 @@ impl Model {
             });
         }
         if retry.is_none() {
-            out.push(Action::GaveUp {
-                failed_attempts: self.failed_attempts,
-            });
+            self.give_up(out);
+        }
+    }
+
+    fn give_up(&mut self, out: &mut Out) {
+        self.state = State::Stopped;
+        self.stopped_by_give_up = true;
+        out.push(Action::GaveUp {
+            failed_attempts: self.failed_attempts,
+        });
+    }
+
+    fn restart_schedule_if_given_up(&mut self) {
+        if std::mem::take(&mut self.stopped_by_give_up) {
+            self.failed_attempts = 0;
         }
     }
 

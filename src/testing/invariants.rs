@@ -7,7 +7,7 @@ use std::format;
 use std::string::String;
 use std::vec::Vec;
 
-use crate::actions::{Action, TimerKind};
+use crate::actions::{Action, TimerKind, INLINE_ACTIONS};
 use crate::error::InputError;
 use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
 use crate::input::Input;
@@ -36,7 +36,10 @@ use crate::state::State;
 /// 7. every failed attempt leaves through one action: each input that counts a
 ///    failure (the machine's `counters().failures`) emits exactly one
 ///    `AttemptFailed`, naming the attempt that was current before it, and a
-///    `DeliverFailure` comes right after an `AttemptFailed`.
+///    `DeliverFailure` comes right after an `AttemptFailed`;
+/// 8. no input yields more than [`INLINE_ACTIONS`](crate::actions::INLINE_ACTIONS)
+///    actions (so action lists never allocate), and `Counters::flaps` never
+///    exceeds `losses` and stays 0 without `reset_backoff_after`.
 ///
 /// That bad input changes nothing is checked by comparing the machine with a clone
 /// taken before the input; see [`check_unchanged`](Invariants::check_unchanged).
@@ -133,6 +136,12 @@ impl Invariants {
             self.stops += 1;
             self.stops_pending.push(stop);
         }
+        ensure(step.actions.len() <= INLINE_ACTIONS, || {
+            format!(
+                "invariant 8: {} actions for one input, more than INLINE_ACTIONS ({INLINE_ACTIONS})",
+                step.actions.len()
+            )
+        })?;
         let mut finished = false;
         let mut previous: Option<&Action<E>> = None;
         let failures_before = self.failures;
@@ -162,7 +171,7 @@ impl Invariants {
                 && (counters.flaps == 0 || machine.config().reset_backoff_after.is_some()),
             || {
                 format!(
-                    "counters: {counters:?} (flaps without reset_backoff_after, or above losses)"
+                    "invariant 8: {counters:?} (flaps without reset_backoff_after, or above losses)"
                 )
             },
         )?;
