@@ -111,6 +111,8 @@ pub(crate) struct Task<R: Runtime, H, E> {
     stops: Pending<StopTx>,
     /// Why the connection the queued `ClientDisconnected` report is about was lost.
     loss: Option<(AttemptId, Loss)>,
+    /// The retry the input being performed scheduled, told after its other events.
+    retry: Option<Duration>,
     /// The failure of the input being performed (its `AttemptFailed` action), for
     /// the `DeliverFailure` and `GaveUp` that follow it.
     failure: Option<Arc<Failure<E>>>,
@@ -158,6 +160,7 @@ where
             waiters: Pending::new(),
             stops: Pending::new(),
             loss: None,
+            retry: None,
             failure: None,
             #[cfg(feature = "tracing")]
             span,
@@ -226,6 +229,13 @@ where
                     self.perform(action);
                 }
                 self.actions = actions;
+                if let Some(delay) = self.retry.take() {
+                    let failed_attempts = self.machine.failed_attempts();
+                    self.tell(Event::RetryScheduled {
+                        delay,
+                        failed_attempts,
+                    });
+                }
                 true
             }
             Ok(Err(_rejected)) => {
@@ -332,10 +342,9 @@ where
                 delay,
             } => {
                 if _kind == crate::actions::TimerKind::Retry {
-                    self.tell(Event::RetryScheduled {
-                        delay,
-                        failed_attempts: self.machine.failed_attempts(),
-                    });
+                    // Told once the rest of this input's actions are done, so that
+                    // the failure that led to it is told first.
+                    self.retry = Some(delay);
                 } else {
                     event!(trace, timer = %timer, kind = ?_kind, delay = ?delay, "timer armed");
                 }

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod events;
 pub mod faults;
 
 use std::future::Future;
@@ -1233,7 +1234,17 @@ macro_rules! driver_suite {
             connector_panics_are_failed_attempts, prepare_panics_are_failed_attempts,
             driver_panics_are_contained, handle_clone_panic_fails_waiters_and_reconnects,
             policy_panic_ends_the_service, callbacks_into_the_service_do_not_deadlock);
+        $crate::driver_suite!(@events $rt, false;
+            events_tell_the_whole_story, a_slow_subscriber_is_told_what_it_missed);
         $crate::driver_suite!(@tests $rt, true; reconnect_cycles_leave_nothing_behind);
+    };
+    (@events $rt:ty, $exclusive:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                common_driver::run::<$rt, _>($exclusive, common_driver::events::$name::<$rt>());
+            }
+        )*
     };
     (@faults $rt:ty, $exclusive:expr; $($name:ident),* $(,)?) => {
         $(
