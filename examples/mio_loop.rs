@@ -238,8 +238,10 @@ enum Phase {
 }
 
 /// The tiny application: its requests and its script.
+#[derive(Default)]
 struct App {
-    next_request: Instant,
+    /// When to ask for the connection next, from the start.
+    next_request: Duration,
     requests: usize,
     echoed: usize,
     failed: usize,
@@ -280,19 +282,7 @@ impl Driver {
             conns: HashMap::new(),
             timer: None,
             last_failure: String::new(),
-            app: App {
-                next_request: t0,
-                requests: 0,
-                echoed: 0,
-                failed: 0,
-                cancelled: 0,
-                lost: 0,
-                last_echo: None,
-                reloaded: false,
-                final_stop: None,
-                stops: Vec::new(),
-                finished: Vec::new(),
-            },
+            app: App::default(),
             t0,
         })
     }
@@ -592,7 +582,7 @@ impl Driver {
             None
         } else {
             let stop_at = Some(self.t0 + STOP_AFTER).filter(|at| *at > now);
-            [Some(self.app.next_request), stop_at]
+            [Some(self.t0 + self.app.next_request), stop_at]
                 .into_iter()
                 .flatten()
                 .min()
@@ -609,7 +599,7 @@ impl Driver {
             return;
         }
         let now = Instant::now();
-        if now >= self.app.next_request {
+        if now >= self.t0 + self.app.next_request {
             self.app.next_request += REQUEST_EVERY;
             self.app.requests += 1;
             self.feed(Input::WhenConnected {
