@@ -38,8 +38,9 @@ macro_rules! id_type {
             /// [`UnknownWaiter`](crate::Rejection::UnknownWaiter)) and changes
             /// nothing. One it issued but no longer tracks is
             /// [stale](crate::contract#reports-and-identity) and changes nothing
-            /// either. (No input names a stop request: a `StopId` is only ever
-            /// handed back by [`Action::FinishStopping`](crate::Action::FinishStopping).)
+            /// either. (No input names a stop request: the machine hands a `StopId`
+            /// out from `stop` and back in
+            /// [`Action::FinishStopping`](crate::Action::FinishStopping).)
             pub const fn from_raw(raw: u64) -> Self {
                 Self(raw)
             }
