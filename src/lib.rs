@@ -8,7 +8,8 @@
 //! failure to waiters, finish a stop). It
 //! does no I/O, reads no clock and draws no randomness of its own (the retry
 //! policy's jitter is seeded), so it runs in any executor, in a hand-written event
-//! loop, on `no_std` targets and in property tests.
+//! loop, on `no_std` targets and in property tests. To put it under an event loop
+//! of your own (`mio`, embassy, a game loop), read [**the driver guide**](guide).
 //!
 //! What it does, in every state and for every input, is written down in
 //! [**the behaviour contract**](contract) (also `docs/contract.md` in the
@@ -85,8 +86,11 @@
 //! assert_eq!(machine.state(), State::Stopped);
 //! ```
 //!
-//! A real driver does the same with sockets and timers; `examples/custom_loop.rs`
-//! drives the machine against a real TCP listener with nothing but `std`.
+//! A real driver does the same with sockets and timers. [The driver guide](guide)
+//! shows how: the [report queue](guide#the-report-queue) that performs actions
+//! without calling the machine, what [every action](guide#every-action-one-match)
+//! asks of the driver, the [one machine timer](guide#the-one-machine-timer), ids
+//! as tokens. `examples/mio_loop.rs` is a complete driver on `mio`.
 //!
 //! ## Inputs
 //!
@@ -98,7 +102,9 @@
 //!
 //! On a hot path, [`Machine::handle_into`] appends the actions to a buffer the
 //! driver owns and drains in place ([`Actions::drain`]): no action list is moved
-//! per input, and nothing is allocated in steady state.
+//! per input, and nothing is allocated in steady state. The guide's
+//! [report queue](guide#the-report-queue) shows how to perform them while the
+//! buffer is borrowed.
 //!
 //! A report about something the machine no longer tracks is **stale** and changes
 //! nothing (a stale "connection made" gets that orphan connection closed). A report
@@ -204,6 +210,13 @@ pub mod contract {
     #![doc = include_str!("../docs/contract.md")]
 }
 pub mod error;
+/// The driver guide: putting the machine under an event loop of your own (`mio`,
+/// embassy, a game loop): the report queue, every action and what it asks of the
+/// driver, the one machine timer, ids as tokens, stopping (the same text as
+/// `docs/driver-guide.md` in the repository).
+pub mod guide {
+    #![doc = include_str!("../docs/driver-guide.md")]
+}
 pub mod ids;
 pub mod input;
 pub mod machine;

@@ -267,7 +267,14 @@ fn every_link_into_the_contract_names_one_of_its_headings() {
     files(&root(), &[".md"], &mut markdown);
     for path in &markdown {
         let text = fs::read_to_string(path).expect("readable");
-        let targets = ["docs/contract.md", "contract.md", "../docs/contract.md"];
+        // The driver guide (`redial::guide`) links into the contract with rustdoc's paths.
+        let targets = [
+            "docs/contract.md",
+            "contract.md",
+            "../docs/contract.md",
+            "crate::contract",
+            "redial::contract",
+        ];
         for (line, anchor) in links_to(&text, &targets) {
             if !anchors.contains(anchor) {
                 broken.push(format!("{}:{line}: #{anchor}", path.display()));
@@ -320,5 +327,52 @@ fn nothing_cites_a_specification_the_repository_does_not_have() {
          contract: link `crate::contract#<anchor>` in rustdoc, or name docs/contract.md \
          and the section elsewhere:\n{}",
         found.join("\n")
+    );
+}
+
+/// The driver guide, `docs/driver-guide.md` (rendered as `redial::guide`): its
+/// headings keep the same anchor on docs.rs and GitHub, and its own `#…` links and
+/// every `guide#…` link in the sources name one of them.
+#[test]
+fn every_link_into_the_guide_names_one_of_its_headings() {
+    let guide = fs::read_to_string(root().join("docs/driver-guide.md"))
+        .expect("docs/driver-guide.md exists");
+    let headings = headings(&guide);
+    let mut broken = Vec::new();
+    for (text, anchor) in &headings {
+        if github_slug(text) != *anchor {
+            broken.push(format!(
+                "heading {text:?}: rustdoc's anchor {anchor:?} is not GitHub's"
+            ));
+        }
+    }
+    let anchors: BTreeSet<&str> = headings.iter().map(|(_, a)| a.as_str()).collect();
+    for (line, anchor) in links_to(&guide, &[""]) {
+        if !anchors.contains(anchor) {
+            broken.push(format!("docs/driver-guide.md:{line}: #{anchor}"));
+        }
+    }
+    let mut sources = Vec::new();
+    for dir in ["src", "examples"] {
+        files(&root().join(dir), &[".rs"], &mut sources);
+    }
+    let mut checked = 0;
+    for path in &sources {
+        let text = fs::read_to_string(path).expect("readable");
+        for (line, anchor) in links_to(&text, &["crate::guide", "redial::guide", "guide"]) {
+            checked += 1;
+            if !anchors.contains(anchor) {
+                broken.push(format!("{}:{line}: #{anchor}", path.display()));
+            }
+        }
+    }
+    assert!(
+        checked >= 3,
+        "expected the sources to link into the guide ({checked} links found)"
+    );
+    assert!(
+        broken.is_empty(),
+        "links to headings docs/driver-guide.md does not have (its anchors are {anchors:?}):\n{}",
+        broken.join("\n")
     );
 }
