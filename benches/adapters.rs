@@ -561,7 +561,12 @@ fn idle_client(kind: &str, n: usize, addr: SocketAddr) {
         let waiting: Vec<Service> = services.iter().skip(1).cloned().collect();
         wait_all(&waiting, n + 1).await;
         drop(waiting);
-        tokio::time::sleep(Duration::from_millis(200)).await; // idle
+        // Idle: past the service's healthy delay (its backoff is reset and no timer
+        // is left armed), which is what a connected service is most of its life.
+        tokio::time::sleep(
+            redial::driver::DEFAULT_RESET_BACKOFF_AFTER + Duration::from_millis(300),
+        )
+        .await;
         let (rss1, heap1) = (rss_bytes(), LIVE_HEAP.load(Ordering::Relaxed));
         if std::env::var_os("REDIAL_BENCH_HEAP_SIZES").is_some() {
             for (class, (c0, c1)) in sizes0.iter().zip(&LIVE_BY_SIZE).enumerate() {

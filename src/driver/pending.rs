@@ -99,6 +99,13 @@ impl<V> Pending<V> {
             .filter_map(|e| e.value)
     }
 
+    /// Gives back the storage if nothing is pending.
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.entries.is_empty() && self.entries.capacity() > 0 {
+            self.entries = VecDeque::new();
+        }
+    }
+
     fn taken(&mut self, n: usize) {
         self.live -= n;
         while self.entries.front().is_some_and(|e| e.value.is_none()) {

@@ -96,8 +96,6 @@ pub(crate) struct Task<R: Runtime, H, E> {
     runtime: R,
     shared: Arc<Shared<H, E>>,
     machine: Machine<E, DynPolicy>,
-    /// The machine writes each input's actions here (`handle_into`); reused.
-    actions: Actions<E>,
     /// Outcomes not yet fed to the machine, in the order they happened.
     reports: VecDeque<Input<E>>,
     /// Commands taken from the mailbox, not yet performed.
@@ -149,7 +147,6 @@ where
             runtime,
             shared,
             machine,
-            actions: Actions::new(),
             reports: VecDeque::new(),
             commands: VecDeque::new(),
             connect,
@@ -188,7 +185,9 @@ where
         let before = (self.machine.state(), self.machine.connection());
         let losses = self.machine.counters().losses;
         self.failure = None;
-        let mut actions = core::mem::take(&mut self.actions);
+        // The machine writes the input's actions into a buffer on the stack
+        // (`handle_into`: no allocation, and nothing kept in an idle service).
+        let mut actions = Actions::new();
         let machine = &mut self.machine;
         let fed = catch_unwind(AssertUnwindSafe(|| {
             machine.handle_into(input, &mut actions)
@@ -228,7 +227,6 @@ where
                 for action in actions.drain() {
                     self.perform(action);
                 }
-                self.actions = actions;
                 if let Some(delay) = self.retry.take() {
                     let failed_attempts = self.machine.failed_attempts();
                     self.tell(Event::RetryScheduled {
@@ -243,7 +241,6 @@ where
                 // it was given; a rejection would be a bug in this file. The machine
                 // is unchanged: carry on.
                 event!(error, error = %_rejected, "driver bug: the machine rejected an input");
-                self.actions = actions;
                 true
             }
             Err(payload) => {
@@ -251,7 +248,6 @@ where
                 // before changing anything, so it is exactly as before this input.
                 let message = panic_message(&*payload);
                 event!(error, panic = %message, "the retry policy panicked: the service ends");
-                self.actions = Actions::new();
                 self.end(Ended::PolicyPanicked(message));
                 false
             }
@@ -599,6 +595,29 @@ where
         false
     }
 
+    /// Nothing to do until something happens: give back the queues' storage, so
+    /// that an idle service keeps nothing it does not need (they are made again,
+    /// small, by the next request).
+    fn release_idle_storage(&mut self) {
+        if self.reports.is_empty() && self.reports.capacity() > 0 {
+            self.reports = VecDeque::new();
+        }
+        if self.commands.is_empty() && self.commands.capacity() > 0 {
+            self.commands = VecDeque::new();
+        }
+        self.waiters.release_if_empty();
+        self.stops.release_if_empty();
+        let spare = {
+            let mut mailbox = self.shared.lock();
+            if mailbox.commands.is_empty() && mailbox.commands.capacity() > 0 {
+                core::mem::take(&mut mailbox.commands)
+            } else {
+                VecDeque::new()
+            }
+        };
+        drop(spare); // it held nothing: no user value is dropped here
+    }
+
     // ----- status, events and the end --------------------------------------------------
 
     /// Logs an event (with `tracing`, at a level that fits it) and hands it to the
@@ -721,6 +740,7 @@ where
                 return Poll::Ready(());
             }
             if !progressed {
+                self.release_idle_storage();
                 return Poll::Pending;
             }
             if budget == 0 {
