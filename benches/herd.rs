@@ -111,7 +111,7 @@ use redial::policy::{Backoff, Jitter, RetryPolicy};
 use stubborn_io::strategies::ExpBackoffStrategy;
 use stubborn_io::tokio::{StubbornIo, UnderlyingIo};
 use stubborn_io::ReconnectOptions;
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 // ----- a counting allocator: live heap bytes and their peak ------------------------
@@ -253,11 +253,8 @@ fn load_average() -> String {
 
 const ROLE: &str = "REDIAL_HERD_ROLE";
 
-type RedialBuilder = redial::driver::Builder<
-    redial::tokio::Tokio,
-    redial::driver::SharedStream<TcpStream>,
-    io::Error,
->;
+type RedialBuilder =
+    redial::driver::Builder<redial::tokio::Tokio, redial::driver::SharedStream<Probe>, io::Error>;
 
 /// How the clients of one configuration are made. Adding a configuration is one
 /// entry in [`herds`].
@@ -710,6 +707,10 @@ struct Slot {
     port: AtomicU32,
     /// Successful connects.
     connects: AtomicU32,
+    /// When its stream first ended after the kill (EOF or error; `mono_ns`).
+    lost: AtomicU64,
+    /// When the attempt that brought it back started (`mono_ns`).
+    started: AtomicU64,
 }
 
 static SLOTS: OnceLock<Vec<Slot>> = OnceLock::new();
@@ -718,6 +719,8 @@ static ADDR: OnceLock<SocketAddr> = OnceLock::new();
 /// not yet). A connect that returns before that may have been completed by the dying
 /// server's kernel queue (it is reset a moment later): it does not count as back.
 static GONE: AtomicU64 = AtomicU64::new(0);
+/// When the server was killed (`mono_ns`; 0: not yet).
+static KILLED: AtomicU64 = AtomicU64::new(0);
 /// Clients connected at least once / back after the kill.
 static FIRST: AtomicUsize = AtomicUsize::new(0);
 static BACK: AtomicUsize = AtomicUsize::new(0);
@@ -727,6 +730,7 @@ static STUBBORN_LOSSES: AtomicUsize = AtomicUsize::new(0);
 async fn herd_connect(client: u32) -> io::Result<TcpStream> {
     let slot = &SLOTS.get().unwrap()[client as usize];
     slot.attempts.fetch_add(1, Relaxed);
+    let start = mono_ns();
     let tcp = TcpStream::connect(*ADDR.get().unwrap()).await?;
     let now = mono_ns();
     if let Ok(local) = tcp.local_addr() {
@@ -737,19 +741,32 @@ async fn herd_connect(client: u32) -> io::Result<TcpStream> {
     }
     let gone = GONE.load(Relaxed);
     if gone != 0 && now > gone && slot.back.compare_exchange(0, now, Relaxed, Relaxed).is_ok() {
+        slot.started.store(start, Relaxed);
         BACK.fetch_add(1, Relaxed);
     }
     Ok(tcp)
 }
 
-/// stubborn-io's underlying I/O: a `TcpStream` made by [`herd_connect`].
-struct Probe(TcpStream);
+/// Every client's stream: a `TcpStream` made by [`herd_connect`] that notes when it
+/// ends (EOF or an error) after the kill. redial gets it through
+/// `redial::tokio::stream`, stubborn-io as its `UnderlyingIo`.
+struct Probe(TcpStream, u32);
+
+impl Probe {
+    fn ended(&self) {
+        let killed = KILLED.load(Relaxed);
+        if killed != 0 {
+            let slot = &SLOTS.get().unwrap()[self.1 as usize];
+            let _ = slot.lost.compare_exchange(0, mono_ns(), Relaxed, Relaxed);
+        }
+    }
+}
 
 impl UnderlyingIo<u32> for Probe {
     fn establish(
         client: u32,
     ) -> Pin<Box<dyn std::future::Future<Output = io::Result<Self>> + Send>> {
-        Box::pin(async move { herd_connect(client).await.map(Probe) })
+        Box::pin(async move { herd_connect(client).await.map(|tcp| Probe(tcp, client)) })
     }
 }
 
@@ -759,17 +776,46 @@ impl AsyncRead for Probe {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.0).poll_read(cx, buf);
+        match &poll {
+            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
+                self.ended()
+            }
+            Poll::Ready(Err(_)) => self.ended(),
+            _ => {}
+        }
+        poll
     }
 }
 
-type Service = redial::driver::ClientService<redial::driver::SharedStream<TcpStream>, io::Error>;
+impl AsyncWrite for Probe {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+type Service = redial::driver::ClientService<redial::driver::SharedStream<Probe>, io::Error>;
 
 fn spawn_client(kind: Kind, client: u32, services: &mut Vec<Service>) {
     match kind {
         Kind::Redial(configure) => {
             let builder = redial::tokio::builder(move || async move {
-                herd_connect(client).await.map(redial::tokio::stream)
+                herd_connect(client)
+                    .await
+                    .map(|tcp| redial::tokio::stream(Probe(tcp, client)))
             });
             let service = configure(builder, u64::from(client))
                 .start()
@@ -871,6 +917,7 @@ fn client_role() {
     PEAK.store(LIVE.load(Relaxed), Relaxed);
     let cpu0 = cpu_seconds();
     let killed = mono_ns();
+    KILLED.store(killed, Relaxed);
     let restart_at = Instant::now() + downtime;
     server.kill();
     GONE.store(mono_ns(), Relaxed);
@@ -990,6 +1037,42 @@ fn client_role() {
     for (at, _) in &accepts {
         writeln!(file, "accept {}", at.saturating_sub(killed)).unwrap();
     }
+    // Per client (ns since the kill, 0: never): its stream ended, the attempt that
+    // brought it back started, it was back. Where the time back goes: noticing the
+    // loss, the retry delay plus scheduling, the connect itself.
+    let since = |t: u64| t.saturating_sub(killed);
+    let (mut detect, mut react, mut connect) = (vec![], vec![], vec![]);
+    for (i, s) in slots.iter().enumerate() {
+        let (lost, started, b) = (
+            s.lost.load(Relaxed),
+            s.started.load(Relaxed),
+            s.back.load(Relaxed),
+        );
+        writeln!(
+            file,
+            "client {i} {} {} {}",
+            since(lost),
+            since(started),
+            since(b)
+        )
+        .unwrap();
+        if lost != 0 && started != 0 && b != 0 {
+            detect.push(lost - killed);
+            react.push(started.saturating_sub(lost));
+            connect.push(b - started);
+        }
+    }
+    let quantile = |v: &mut Vec<u64>, q: f64| -> f64 {
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v.sort_unstable();
+        let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+        ns_to_s(v[i])
+    };
+    let (detect_med, detect_max) = (quantile(&mut detect, 0.5), quantile(&mut detect, 1.0));
+    let (react_med, react_p99) = (quantile(&mut react, 0.5), quantile(&mut react, 0.99));
+    let (connect_med, connect_p99) = (quantile(&mut connect, 0.5), quantile(&mut connect, 0.99));
     let round: usize = env_parse("REDIAL_HERD_ROUND");
     let path = format!("{out_dir}/{}-{herd_name}-{round}.times", scenario.name());
     std::fs::write(&path, file).expect("write the times");
@@ -1022,7 +1105,9 @@ fn client_role() {
          accepted_at_all_back={accepted_at_all_back} half_open={half_open} drained={drained} \
          extra_losses={extra_losses} peak100={peak100} peak1s={peak1s} heap_idle={heap_idle} \
          heap_down={peak_down} heap_back={peak_back} heap_after={heap_after} backlog={backlog} \
-         rate={rate} problems={problems} {net}",
+         rate={rate} problems={problems} detect_med={detect_med:.4} detect_max={detect_max:.4} \
+         react_med={react_med:.4} react_p99={react_p99:.4} connect_med={connect_med:.5} \
+         connect_p99={connect_p99:.5} {net}",
     );
     io::stdout().flush().unwrap();
     server.kill(); // first, so the TIME_WAITs are the server's, not the client ports'
@@ -1093,6 +1178,9 @@ struct Run {
     /// Seconds since the kill: each client back, each accept by the new server.
     back: Vec<f64>,
     accepts: Vec<f64>,
+    /// Per client, seconds since the kill (0: never): stream ended, the attempt that
+    /// brought it back started, back.
+    clients: Vec<[f64; 3]>,
 }
 
 impl Run {
@@ -1181,13 +1269,14 @@ fn run_one(
         herd.name
     ))
     .expect("the run's times");
-    let (mut back, mut accepts) = (vec![], vec![]);
+    let (mut back, mut accepts, mut clients) = (vec![], vec![], vec![[0.0; 3]; n]);
     for l in times.lines() {
-        let (kind, ns) = l.split_once(' ').unwrap();
-        let t = ns_to_s(ns.parse().unwrap());
-        match kind {
-            "back" => back.push(t),
-            _ => accepts.push(t),
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let t = |i: usize| ns_to_s(w[i].parse().unwrap());
+        match w[0] {
+            "back" => back.push(t(1)),
+            "accept" => accepts.push(t(1)),
+            _ => clients[w[1].parse::<usize>().unwrap()] = [t(2), t(3), t(4)],
         }
     }
     accepts.sort_by(f64::total_cmp);
@@ -1205,6 +1294,24 @@ fn run_one(
         f,
         back,
         accepts,
+        clients,
+    }
+}
+
+/// Where the time back goes: noticing the loss, the delay and scheduling, the connect.
+fn print_phases(runs: &[Group<'_>]) {
+    for g in runs {
+        println!(
+            "herd: {:<44} kill -> loss seen {:>5.1} ms median, {:>5.1} ms max; loss -> attempt \
+             {:>7.1} ms median, {:>7.1} ms p99; connect {:>6.2} ms median, {:>6.2} ms p99",
+            g.herd.label,
+            g.num("detect_med") * 1e3,
+            g.num("detect_max") * 1e3,
+            g.num("react_med") * 1e3,
+            g.num("react_p99") * 1e3,
+            g.num("connect_med") * 1e3,
+            g.num("connect_p99") * 1e3,
+        );
     }
 }
 
@@ -1280,6 +1387,37 @@ fn print_ratios(groups: &[Group<'_>]) {
             .zip(&stubborn.runs)
             .map(|(a, b)| format!("{:.2}", a.num("cpu") / b.num("cpu")))
             .collect();
+        // The same client index draws the same delays in both: compare client by
+        // client, for the clients back after exactly one attempt in both.
+        let (mut react, mut back) = (vec![], vec![]);
+        for (a, b) in redial.runs.iter().zip(&stubborn.runs) {
+            let single = |r: &Run, i: usize| {
+                r.clients[i].iter().all(|&t| t > 0.0) && r.clients[i][1] < r.clients[i][2]
+            };
+            for i in 0..a.clients.len().min(b.clients.len()) {
+                if single(a, i) && single(b, i) {
+                    let (x, y) = (a.clients[i], b.clients[i]);
+                    react.push((x[1] - x[0]) - (y[1] - y[0]));
+                    back.push(x[2] - y[2]);
+                }
+            }
+        }
+        if !react.is_empty() {
+            let q = |v: &mut Vec<f64>, q: f64| {
+                v.sort_by(f64::total_cmp);
+                v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] * 1e3
+            };
+            println!(
+                "herd: {} - {}, client by client (same delays): loss -> attempt start {:+.1} ms median \
+                 ({:+.1} .. {:+.1} ms, 1st..99th percentile); time back {:+.1} ms median",
+                redial.herd.name,
+                stubborn.herd.name,
+                q(&mut react, 0.5),
+                q(&mut react, 0.01),
+                q(&mut react, 0.99),
+                q(&mut back, 0.5),
+            );
+        }
         println!(
             "herd: {} / {}: {}; {} (CPU ratio per round: {})",
             redial.herd.name,
@@ -1528,6 +1666,7 @@ fn main() {
                 failed.push(format!("{}/{}", scenario.name(), r.herd.name));
             }
         }
+        print_phases(&grouped);
         print_ratios(&grouped);
     }
     write_series(&runs, n, &out_dir.join("series.csv"));
