@@ -13,7 +13,12 @@
 //! backlog, default 4096, at most `net.core.somaxconn`), `REDIAL_HERD_IDLE_MS` (how
 //! long the connected herd idles before the kill: 5,500 ms, past the services' 5 s
 //! healthy timer; 300 ms with `--quick`), `REDIAL_HERD_LINGER_S` (wait this much
-//! longer after the server drained before counting the clients it never accepted).
+//! longer after the server drained before counting the clients it never accepted),
+//! `REDIAL_HERD_ROUNDS` (rounds of the `restart` scenario, default 3, 1 with
+//! `--quick`), and one experiment, `REDIAL_HERD_KEEP_SOCKETS=1`: the bench keeps a
+//! duplicate of every client socket, so that a client closing its dead socket only
+//! releases a descriptor and sends no FIN (what closing 10,000 sockets in the burst
+//! costs; N is lowered to fit four descriptors per client).
 //!
 //! # What one run is
 //!
@@ -725,6 +730,10 @@ static KILLED: AtomicU64 = AtomicU64::new(0);
 static FIRST: AtomicUsize = AtomicUsize::new(0);
 static BACK: AtomicUsize = AtomicUsize::new(0);
 static STUBBORN_LOSSES: AtomicUsize = AtomicUsize::new(0);
+/// `REDIAL_HERD_KEEP_SOCKETS=1` (an experiment, not a configuration): a duplicate of
+/// every client socket is kept here, so that a client closing its socket does not
+/// close the connection (no FIN, no TCP teardown), only releases its descriptor.
+static KEEP_SOCKETS: OnceLock<Mutex<Vec<std::os::fd::OwnedFd>>> = OnceLock::new();
 
 /// Every client's `connect`: a Tokio `TcpStream`, and the bookkeeping.
 async fn herd_connect(client: u32) -> io::Result<TcpStream> {
@@ -733,6 +742,11 @@ async fn herd_connect(client: u32) -> io::Result<TcpStream> {
     let start = mono_ns();
     let tcp = TcpStream::connect(*ADDR.get().unwrap()).await?;
     let now = mono_ns();
+    if KEEP_SOCKETS.get().is_some() {
+        use std::os::fd::AsFd;
+        let dup = tcp.as_fd().try_clone_to_owned()?;
+        KEEP_SOCKETS.get().unwrap().lock().unwrap().push(dup);
+    }
     if let Ok(local) = tcp.local_addr() {
         slot.port.store(u32::from(local.port()), Relaxed);
     }
@@ -871,6 +885,9 @@ fn client_role() {
         .build()
         .expect("a Tokio runtime");
     SLOTS.set((0..n).map(|_| Slot::default()).collect()).ok();
+    if std::env::var("REDIAL_HERD_KEEP_SOCKETS").is_ok_and(|v| v == "1") {
+        KEEP_SOCKETS.set(Mutex::new(Vec::with_capacity(3 * n))).ok();
+    }
     let mut server = Server::start(0, somaxconn().min(4096), 0);
     let port = server.port;
     ADDR.set(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
@@ -1535,8 +1552,18 @@ fn main() {
 
     let limit = raise_open_files();
     let mut n = s.n;
-    if n as u64 + 256 > limit {
-        n = (limit.saturating_sub(256)) as usize;
+    // Sockets per client: one; stubborn-io holds the old one until its new connect
+    // returns, so two while that connect waits (against the slow server, about 1.6
+    // per client at the peak: still under 20,000 for N = 10,000; running out would
+    // show as failed connects, attempts per client above 1). With
+    // REDIAL_HERD_KEEP_SOCKETS, a kept duplicate of each as well: four at worst.
+    let per_client = if std::env::var("REDIAL_HERD_KEEP_SOCKETS").is_ok_and(|v| v == "1") {
+        4
+    } else {
+        1
+    };
+    if (n * per_client) as u64 + 256 > limit {
+        n = (limit.saturating_sub(256) / per_client as u64) as usize;
         println!("herd: the open-file limit is {limit} (hard limit); N lowered to {n}");
     }
     // the full run's files are the plot's; a quick or smoke run writes beside them
