@@ -2,11 +2,16 @@
 //! connected to one local server, which is killed and comes back 1 s later.
 //!
 //! ```text
-//! cargo bench --features tokio --bench herd                # full run, N = 10,000, ~4 min
+//! cargo bench --features tokio --bench herd                # full run, N = 10,000, ~5 min
 //! cargo bench --features tokio --bench herd -- --quick     # smoke run, N = 500, ~30 s
-//! cargo bench --features tokio --bench herd -- slow        # only runs whose name has "slow"
+//! cargo bench --features tokio --bench herd -- slow/ restart/redial-full
+//!                                                  # only the runs herd/<scenario>/<config> matching one
 //! python3 benches/herd_plot.py                              # target/herd/series.csv -> benches/herd.svg
 //! ```
+//!
+//! Only a full, unfiltered run with no `REDIAL_HERD_*` knob writes `target/herd/`
+//! (the plot's input); other runs write `target/herd-partial/`, `target/herd-quick/`
+//! or `target/herd-smoke/`.
 //!
 //! Knobs: `REDIAL_HERD_N` (clients per run), `REDIAL_HERD_RATE` (the slow server's
 //! accepts per second, default 300), `REDIAL_HERD_BACKLOG` (the slow server's listen
@@ -34,19 +39,28 @@
 //! 2. starts N clients on one multi-thread Tokio runtime (2 workers here) and waits
 //!    until every one is connected and the server has accepted all N;
 //! 3. lets the herd sit idle, measures the live heap (a counting global allocator),
-//!    then **kills the server with SIGKILL**: the kernel closes its N sockets and every
-//!    client sees its connection end;
-//! 4. after the downtime (1 s) starts a new server on the same port (`SO_REUSEADDR`);
+//!    then **kills the server with SIGKILL**: the kernel closes its N sockets (a FIN
+//!    each, over the 100–600 ms the process takes to die) and every client sees its
+//!    connection end;
+//! 4. 1 s after the kill (the downtime) a new server listens on the same port
+//!    (`SO_REUSEADDR`; started, and bound, beforehand, so that it is not late by a
+//!    process start);
 //! 5. waits until every client is connected again, then for the new server to drain
 //!    its accept queue, asks it for its accepts and reports.
 //!
-//! A client is **back** when its first successful `connect` after the kill returns
-//! (recorded in the connector: redial's connector closure, and stubborn-io's
+//! A client is **back** when its first successful `connect` to the new server
+//! returns (recorded in the connector: redial's connector closure, and stubborn-io's
 //! `UnderlyingIo::establish`; a redial service is `Connected` right after, with no
-//! prepare step). The drop to zero in the plot is drawn at the kill: every client
-//! sees its connection end within milliseconds (the end of the run checks that each
-//! redial service counts exactly one loss and two connections, and that stubborn-io
-//! reported N disconnects).
+//! prepare step). A connect that returns before the killed server is reaped was
+//! completed by the dying server's kernel (its listener still queues handshakes) and
+//! is reset a moment later: it does not count, and is reported. The clients' streams
+//! (a `TcpStream` wrapper, the same for both libraries) note when they end, so each
+//! run also splits the time back into *kill → loss seen*, *loss → attempt start*
+//! (the retry delay plus scheduling) and *connect*; the parent compares each redial
+//! client with its stubborn-io twin (same seed, same delays). The drop to zero in the
+//! plot is drawn at the kill. The run checks that every redial service is connected
+//! again after its losses (`connections = losses + 1`) and that stubborn-io reported
+//! at least N disconnects.
 //!
 //! # Scenarios
 //!
@@ -89,6 +103,8 @@
 //!   from the kill to all back, and after, each minus the process's heap before the
 //!   clients existed.
 //!
+//! The `restart` scenario runs 3 interleaved rounds (every configuration once per
+//! round) and the tables show the median of each figure; the `slow` one runs once.
 //! The parent prints a table per scenario, redial/stubborn-io ratios from the same
 //! run, and writes `target/herd/series.csv` (connected clients over time, and the
 //! slow server's accepts) and `target/herd/results.csv`, which `benches/herd_plot.py`
@@ -1546,7 +1562,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let benching = args.iter().any(|a| a == "--bench");
     let quick = args.iter().any(|a| a == "--quick");
-    let filter = args.iter().find(|a| !a.starts_with('-')).cloned();
+    // `cargo bench -- <filter>…`: only the runs whose `herd/<scenario>/<config>` name
+    // contains one of them
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let s = scale(benching, quick);
     let started = Instant::now();
 
@@ -1566,9 +1584,12 @@ fn main() {
         n = (limit.saturating_sub(256) / per_client as u64) as usize;
         println!("herd: the open-file limit is {limit} (hard limit); N lowered to {n}");
     }
-    // the full run's files are the plot's; a quick or smoke run writes beside them
+    // the full run's files are the plot's; any other run writes beside them
+    let partial =
+        !filters.is_empty() || std::env::vars().any(|(k, _)| k.starts_with("REDIAL_HERD_"));
     let out_dir = target_dir().join(match (benching, quick) {
-        (true, false) => "herd",
+        (true, false) if !partial => "herd",
+        (true, false) => "herd-partial",
         (true, true) => "herd-quick",
         (false, _) => "herd-smoke",
     });
@@ -1601,7 +1622,7 @@ fn main() {
                     continue;
                 }
                 let full_name = format!("herd/{}/{}", scenario.name(), herd.name);
-                if filter.as_deref().is_some_and(|f| !full_name.contains(f)) {
+                if !filters.is_empty() && !filters.iter().any(|f| full_name.contains(f.as_str())) {
                     continue;
                 }
                 runs.push(run_one(herd, scenario, round, &s, n, &out));
