@@ -345,11 +345,16 @@ fn herds() -> Vec<Herd> {
             slow: true,
             twin: None,
         },
-        // HOOK: the shared reconnect budget (the beyond-peers issue) goes here, once it
-        // exists, as one more entry, e.g.
-        // Herd { name: "redial-budget", label: "redial, shared reconnect budget",
-        //        kind: Kind::Redial(|b, seed| b.policy(Backoff::twisted(seed)).<budget>(..)),
-        //        slow: true, twin: None },
+        Herd {
+            name: "redial-budget",
+            label: "redial, Twisted's backoff + shared budget N/5 per s",
+            kind: Kind::Redial(|b, seed| {
+                let budget = BUDGET.get().expect("the budget is made before the clients");
+                b.policy(budget.limit(Backoff::twisted(seed)))
+            }),
+            slow: true,
+            twin: None,
+        },
         Herd {
             name: "stubborn-twisted",
             label: "stubborn-io, Twisted's delays",
@@ -735,6 +740,16 @@ struct Slot {
 }
 
 static SLOTS: OnceLock<Vec<Slot>> = OnceLock::new();
+/// The reconnect budget every client of the `redial-budget` configuration shares.
+static BUDGET: OnceLock<redial::Budget> = OnceLock::new();
+
+/// The shared budget's rate for a herd of `n`: everyone back within about 5 s
+/// (plus the policy's own first delay), and a burst of a twentieth of a second's
+/// worth, so that no second sees more than the rate + 5 %.
+fn budget_for(n: usize) -> (f64, u32) {
+    let rate = (n as f64 / 5.0).max(1.0);
+    (rate, ((rate / 20.0) as u32).max(1))
+}
 static ADDR: OnceLock<SocketAddr> = OnceLock::new();
 /// When the killed server was gone, reaped with every socket closed (`mono_ns`; 0:
 /// not yet). A connect that returns before that may have been completed by the dying
@@ -901,6 +916,10 @@ fn client_role() {
         .build()
         .expect("a Tokio runtime");
     SLOTS.set((0..n).map(|_| Slot::default()).collect()).ok();
+    let (budget_rate, budget_burst) = budget_for(n);
+    BUDGET
+        .set(redial::Budget::new(budget_rate, budget_burst).expect("a valid budget"))
+        .ok();
     if std::env::var("REDIAL_HERD_KEEP_SOCKETS").is_ok_and(|v| v == "1") {
         KEEP_SOCKETS.set(Mutex::new(Vec::with_capacity(3 * n))).ok();
     }
@@ -1384,6 +1403,31 @@ fn print_table(runs: &[Group<'_>], n: usize) {
     }
 }
 
+/// The budget's goal: the server never sees more than the budget's rate (+10 %) in
+/// any second, and everyone is back within N / rate seconds plus the retry delay
+/// (Twisted's first delay is at most 2.5 s with its jitter).
+fn print_budget_goal(groups: &[Group<'_>], n: usize) {
+    let Some(budget) = groups.iter().find(|g| g.herd.name == "redial-budget") else {
+        return;
+    };
+    let (rate, burst) = budget_for(n);
+    let peak = budget.num("peak1s");
+    let max = budget.num("max");
+    let back_by = n as f64 / rate + 2.5;
+    println!(
+        "herd: budget {rate:.0}/s (burst {burst}): peak {peak:.0} accepts in one second \
+         ({:.2}x the rate; goal <= 1.10x: {}), everyone back after {max:.3}s (goal <= \
+         N/rate + 2.5 s = {back_by:.1}s: {})",
+        peak / rate,
+        if peak <= rate * 1.10 {
+            "met"
+        } else {
+            "NOT met"
+        },
+        if max <= back_by { "met" } else { "NOT met" },
+    );
+}
+
 /// redial against its stubborn-io twin, figure by figure (lower is better for all):
 /// ratios of the medians over the rounds, and the CPU ratio of each round.
 fn print_ratios(groups: &[Group<'_>]) {
@@ -1716,6 +1760,7 @@ fn main() {
         }
         print_phases(&grouped);
         print_ratios(&grouped);
+        print_budget_goal(&grouped, n);
     }
     write_series(&runs, n, &out_dir.join("series.csv"));
     write_results(&runs, &out_dir.join("results.csv"));
