@@ -12,8 +12,8 @@ use crate::ids::{AttemptId, TimerId, WaiterId};
 
 /// One input to the [`Machine`](crate::Machine).
 ///
-/// Reports (everything but the first four) name the attempt, connection or timer
-/// they are about, so the machine can tell a current report from a stale one
+/// Reports (everything but the first five, the commands) name the attempt,
+/// connection or timer they are about, so the machine can tell a current report from a stale one
 /// ([D1](crate::contract#d1-identity)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input<E> {
@@ -33,6 +33,14 @@ pub enum Input<E> {
     CancelWaiter {
         /// The waiter.
         waiter: WaiterId,
+    },
+    /// Connect now instead of waiting out the retry delay (a network change, an
+    /// operator's command). Only `Waiting` connects; see
+    /// [`Machine::reconnect_now`](crate::Machine::reconnect_now) for every state.
+    ReconnectNow {
+        /// Also reset the count of consecutive failures to 0 (in `Waiting`,
+        /// `Connecting` and `Connected`), so the backoff starts over.
+        reset_backoff: bool,
     },
     /// The attempt produced a connection.
     ConnectionMade {
@@ -97,6 +105,7 @@ impl<E> Input<E> {
             Input::Stop => InputKind::Stop,
             Input::WhenConnected { .. } => InputKind::WhenConnected,
             Input::CancelWaiter { .. } => InputKind::CancelWaiter,
+            Input::ReconnectNow { .. } => InputKind::ReconnectNow,
             Input::ConnectionMade { .. } => InputKind::ConnectionMade,
             Input::ConnectionFailed { .. } => InputKind::ConnectionFailed,
             Input::ConnectCancelled { .. } => InputKind::ConnectCancelled,
@@ -121,6 +130,8 @@ pub enum InputKind {
     WhenConnected,
     /// [`Input::CancelWaiter`].
     CancelWaiter,
+    /// [`Input::ReconnectNow`].
+    ReconnectNow,
     /// [`Input::ConnectionMade`].
     ConnectionMade,
     /// [`Input::ConnectionFailed`].
@@ -147,6 +158,7 @@ impl InputKind {
             InputKind::Stop => "stop",
             InputKind::WhenConnected => "when_connected",
             InputKind::CancelWaiter => "cancel_waiter",
+            InputKind::ReconnectNow => "reconnect_now",
             InputKind::ConnectionMade => "connection_made",
             InputKind::ConnectionFailed => "connection_failed",
             InputKind::ConnectCancelled => "connect_cancelled",

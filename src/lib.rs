@@ -92,8 +92,8 @@
 //!
 //! Every input is a method ([`Machine::start`], [`Machine::connection_made`], …) and
 //! also a variant of [`Input`], fed with [`Machine::handle`]: what property tests,
-//! fuzzers and trace recorders generate. `start`, `stop` and `when_connected` are
-//! accepted in every state; every report names the attempt, connection (the attempt
+//! fuzzers and trace recorders generate. `start`, `stop`, `when_connected` and
+//! [`reconnect_now`](Machine::reconnect_now) are accepted in every state; every report names the attempt, connection (the attempt
 //! that made it) or timer it is about.
 //!
 //! On a hot path, [`Machine::handle_into`] appends the actions to a buffer the

@@ -229,6 +229,8 @@ enum Event<E> {
     /// The pending waiter at this index of the queue withdrawn (found by classify;
     /// nothing changes before the transition).
     CancelWaiter(usize),
+    /// Connect now instead of waiting; `true`: reset the failure count too.
+    ReconnectNow(bool),
     /// The current attempt produced its connection.
     Made(AttemptId),
     /// The current attempt, or its prepare step, failed; `close`: its connection is
@@ -470,6 +472,47 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         (waiter, out)
     }
 
+    /// Connects now instead of waiting out the retry delay: for a network change
+    /// (an interface came up, the address changed) or an operator's command, so
+    /// that an attempt that failed fast does not wait out a long backoff. Never an
+    /// error, and issues no id. With `reset_backoff`, the count of consecutive
+    /// failures ([`Machine::failed_attempts`]) is also reset to 0, so the backoff
+    /// starts over (the next failure asks the policy for 1).
+    ///
+    /// What it does in each state:
+    ///
+    /// * **Waiting**: cancels the retry timer, resets the count if asked, and
+    ///   connects at once (`CancelTimer`, `Connect`, and the connect timeout's
+    ///   `ScheduleTimer` if configured): the machine is `Connecting`;
+    /// * **Connecting** (an attempt or its prepare step is running): nothing but
+    ///   the reset, if asked; the attempt in flight goes on;
+    /// * **Connected**: nothing but the reset, if asked. An armed healthy timer
+    ///   ([`Config::reset_backoff_after`]) stays armed: the reset changes the
+    ///   count, not the connection's health, so a loss before that timer fires is
+    ///   still a flap (and counts from the reset value);
+    /// * **Init**, **Stopped**, **Disconnecting**, **Restarting**: nothing at all,
+    ///   not even the reset: it never starts a service ([`Machine::start`] does)
+    ///   and never cuts a stop short.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use redial::{Action, Machine};
+    ///
+    /// let policy = |n: u32| Duration::from_secs(60 * u64::from(n));
+    /// let mut m: Machine<&str, _> = Machine::new(policy);
+    /// let _ = m.start();
+    /// m.connection_failed(m.current_attempt().unwrap(), "unreachable").unwrap();
+    /// // The network came back: no need to wait a minute.
+    /// let actions = m.reconnect_now(true);
+    /// assert!(matches!(actions[..], [Action::CancelTimer { .. }, Action::Connect { .. }]));
+    /// assert_eq!(m.failed_attempts(), 0);
+    /// ```
+    pub fn reconnect_now(&mut self, reset_backoff: bool) -> Actions<E> {
+        let mut out = Actions::new();
+        self.transition(Event::ReconnectNow(reset_backoff), &mut out);
+        out
+    }
+
     /// Withdraws a waiter: it is forgotten and never answered. Withdrawing one already
     /// answered is stale and does nothing. Costs O(log n) amortised for n pending
     /// waiters, whichever one it is (the oldest or the newest: O(1)), and allocates
@@ -634,6 +677,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     None => Event::Stale,
                 }
             }
+            Input::ReconnectNow { reset_backoff } => Event::ReconnectNow(reset_backoff),
             Input::TimerFired { timer } => {
                 if !self.timer_ids.issued(timer.raw()) {
                     return Err(Rejection::UnknownTimer(timer));
@@ -776,6 +820,23 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 self.stops.push(stop);
                 self.state = Disconnecting;
             }
+
+            // reconnect_now: only Waiting connects; a running attempt or connection
+            // keeps going; it never starts a service or cuts a stop short.
+            (Waiting, Event::ReconnectNow(reset_backoff)) => {
+                self.disarm(out);
+                if reset_backoff {
+                    self.failed_attempts = 0;
+                }
+                self.state = Connecting;
+                self.connect(out);
+            }
+            (Connecting | Connected, Event::ReconnectNow(reset_backoff)) => {
+                if reset_backoff {
+                    self.failed_attempts = 0;
+                }
+            }
+            (Init | Disconnecting | Restarting | Stopped, Event::ReconnectNow(_)) => {}
 
             // when_connected
             (Connected, Event::WhenConnected(waiter, _)) => {

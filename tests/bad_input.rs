@@ -359,3 +359,38 @@ fn bad_input_after_giving_up_keeps_the_counters_and_the_fresh_start() {
     assert_eq!(m.failed_attempts(), 0, "the start after a give-up is fresh");
     assert_eq!(m.counters().flaps, 1);
 }
+
+/// `reconnect_now` is a command: never rejected, whatever the state. Where it does
+/// nothing (every state but Waiting without a reset; Init, Disconnecting,
+/// Restarting and Stopped even with one) it changes nothing at all.
+#[test]
+fn reconnect_now_is_never_rejected_and_changes_nothing_where_it_does_nothing() {
+    for (name, m) in machines() {
+        for reset_backoff in [false, true] {
+            let mut after = m.clone();
+            let step = after
+                .handle(Input::ReconnectNow { reset_backoff })
+                .unwrap_or_else(|e| panic!("{name}: rejected: {e}"));
+            assert_eq!((step.waiter, step.stop), (None, None), "{name}");
+            let acts = match m.state() {
+                State::Waiting => true,
+                State::Connecting | State::Connected => false,
+                _ => false,
+            };
+            let resets = reset_backoff
+                && matches!(
+                    m.state(),
+                    State::Waiting | State::Connecting | State::Connected
+                )
+                && m.failed_attempts() != 0;
+            if acts {
+                assert_eq!(after.state(), State::Connecting, "{name}");
+            } else {
+                assert!(step.actions.is_empty(), "{name}: {:?}", step.actions);
+                if !resets {
+                    assert_eq!(after, m, "{name}: reconnect_now changed the machine");
+                }
+            }
+        }
+    }
+}

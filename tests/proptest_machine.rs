@@ -164,6 +164,7 @@ fn call_method(
             }
         }
         CancelWaiter { waiter } => step(m.cancel_waiter(waiter)?),
+        ReconnectNow { reset_backoff } => step(m.reconnect_now(reset_backoff)),
         ConnectionMade { attempt } => step(m.connection_made(attempt)?),
         ConnectionFailed { attempt, error } => step(m.connection_failed(attempt, error)?),
         ConnectCancelled { attempt } => step(m.connect_cancelled(attempt)?),

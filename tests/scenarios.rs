@@ -71,6 +71,9 @@ fn when_connected_fail_after(n: u32) -> Input<E> {
 fn cancel_waiter(waiter: WaiterId) -> Input<E> {
     Input::CancelWaiter { waiter }
 }
+fn reconnect_now(reset_backoff: bool) -> Input<E> {
+    Input::ReconnectNow { reset_backoff }
+}
 fn made(attempt: AttemptId) -> Input<E> {
     Input::ConnectionMade { attempt }
 }
@@ -1444,4 +1447,239 @@ fn panicked_can_be_the_failure_the_policy_gives_up_on() {
         ],
     );
     assert_eq!(m.state(), State::Stopped);
+}
+
+// ----- reconnect now (`reconnect_now`), one table per row of its rule ------------------
+
+/// Waiting: the retry timer is cancelled and the attempt starts at once; the
+/// failure count carries on (the next failure asks the policy for 2).
+#[test]
+fn waiting_reconnect_now_cancels_the_retry_timer_and_connects_at_once() {
+    let m = run(
+        waiting(),
+        &[(
+            reconnect_now(false),
+            vec![cancel_timer(t(0)), connect(a(1))],
+        )],
+    );
+    assert_eq!(m.state(), State::Connecting);
+    assert_eq!(m.failed_attempts(), 1);
+    assert_eq!(m.counters().attempts, 2);
+    run(
+        m,
+        &[(
+            failed(a(1), "refused"),
+            vec![
+                retry_in(t(1), secs(2)),
+                attempt_failed(a(1), Failure::Connect("refused")),
+            ],
+        )],
+    );
+}
+
+/// Waiting, with `reset_backoff`: the count starts over, so the next failure asks
+/// the policy for 1; a configured connect timeout is armed with the attempt.
+#[test]
+fn waiting_reconnect_now_resetting_the_backoff_starts_the_schedule_over() {
+    let config = Config::new().with_connect_timeout(Some(secs(5)));
+    let m = run(
+        with(config),
+        &[
+            (
+                start(),
+                vec![
+                    connect(a(0)),
+                    timer(t(0), TimerKind::ConnectTimeout, secs(5)),
+                ],
+            ),
+            (
+                failed(a(0), "refused"),
+                vec![
+                    cancel_timer(t(0)),
+                    retry_in(t(1), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                ],
+            ),
+            (
+                fired(t(1)),
+                vec![
+                    connect(a(1)),
+                    timer(t(2), TimerKind::ConnectTimeout, secs(5)),
+                ],
+            ),
+            (
+                failed(a(1), "refused"),
+                vec![
+                    cancel_timer(t(2)),
+                    retry_in(t(3), secs(2)),
+                    attempt_failed(a(1), Failure::Connect("refused")),
+                ],
+            ),
+            (
+                reconnect_now(true),
+                vec![
+                    cancel_timer(t(3)),
+                    connect(a(2)),
+                    timer(t(4), TimerKind::ConnectTimeout, secs(5)),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(m.failed_attempts(), 0);
+    run(
+        m,
+        &[(
+            failed(a(2), "refused"),
+            vec![
+                cancel_timer(t(4)),
+                retry_in(t(5), secs(1)),
+                attempt_failed(a(2), Failure::Connect("refused")),
+            ],
+        )],
+    );
+}
+
+/// Waiting with something outstanding (a rejected connection still closing): it
+/// connects all the same, as the retry timer would.
+#[test]
+fn waiting_reconnect_now_connects_with_a_rejected_connection_still_closing() {
+    let m = run(
+        with(Config::new().with_prepare(true)),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![prepare(a(0))]),
+            (
+                prepare_failed(a(0), "auth"),
+                vec![
+                    disconnect(a(0)),
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Prepare("auth")),
+                ],
+            ),
+            (
+                reconnect_now(false),
+                vec![cancel_timer(t(0)), connect(a(1))],
+            ),
+        ],
+    );
+    assert_eq!(m.outstanding().collect::<Vec<_>>(), [a(0)]);
+    assert_eq!(m.state(), State::Connecting);
+}
+
+/// Connecting (attempting or preparing): the attempt goes on; only the count is
+/// reset, if asked.
+#[test]
+fn connecting_reconnect_now_only_resets_the_count() {
+    let mut m = run(
+        waiting(),
+        &[
+            (fired(t(0)), vec![connect(a(1))]),
+            (reconnect_now(false), vec![]),
+        ],
+    );
+    assert_eq!(m.failed_attempts(), 1);
+    m = run(m, &[(reconnect_now(true), vec![])]);
+    assert_eq!((m.state(), m.failed_attempts()), (State::Connecting, 0));
+    assert_eq!(m.current_attempt(), Some(a(1)));
+
+    // While preparing, too.
+    let m = run(
+        with(Config::new().with_prepare(true)),
+        &[
+            (start(), vec![connect(a(0))]),
+            (
+                failed(a(0), "refused"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                ],
+            ),
+            (fired(t(0)), vec![connect(a(1))]),
+            (made(a(1)), vec![prepare(a(1))]),
+            (reconnect_now(true), vec![]),
+            (prepared(a(1)), vec![]),
+        ],
+    );
+    assert_eq!((m.state(), m.failed_attempts()), (State::Connected, 0));
+}
+
+/// Connected: the connection stays; the count is reset if asked, and an armed
+/// healthy timer stays armed (a loss before it fires is still a flap).
+#[test]
+fn connected_reconnect_now_only_resets_the_count_and_keeps_the_healthy_timer() {
+    let m = run(connected(), &[(reconnect_now(false), vec![])]);
+    assert_eq!(m.state(), State::Connected);
+
+    let config = Config::new().with_reset_backoff_after(Some(secs(30)));
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (
+                failed(a(0), "refused"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                ],
+            ),
+            (fired(t(0)), vec![connect(a(1))]),
+            (made(a(1)), vec![timer(t(1), TimerKind::Healthy, secs(30))]),
+            (reconnect_now(true), vec![]),
+        ],
+    );
+    assert_eq!(m.failed_attempts(), 0);
+    assert_eq!(m.armed_timer(), Some((t(1), TimerKind::Healthy)));
+    let m = run(
+        m,
+        &[(
+            lost(a(1)),
+            vec![cancel_timer(t(1)), retry_in(t(2), secs(1))],
+        )],
+    );
+    assert_eq!((m.counters().losses, m.counters().flaps), (1, 1));
+}
+
+/// Init, Disconnecting, Restarting, Stopped: nothing at all, not even the reset.
+#[test]
+fn reconnect_now_never_starts_a_service_or_cuts_a_stop_short() {
+    // Init
+    let m = run(machine(), &[(reconnect_now(true), vec![])]);
+    assert_eq!(m.state(), State::Init);
+    // Stopped, with a count carried over from before the stop
+    let m = run(
+        waiting(),
+        &[
+            (stop(), vec![cancel_timer(t(0)), finish(&[s(0)])]),
+            (reconnect_now(true), vec![]),
+        ],
+    );
+    assert_eq!((m.state(), m.failed_attempts()), (State::Stopped, 1));
+    // Disconnecting, then Restarting
+    let m = run(
+        waiting(),
+        &[
+            (fired(t(0)), vec![connect(a(1))]),
+            (stop(), vec![cancel_connect(a(1))]),
+            (reconnect_now(true), vec![]),
+        ],
+    );
+    assert_eq!((m.state(), m.failed_attempts()), (State::Disconnecting, 1));
+    let m = run(m, &[(start(), vec![]), (reconnect_now(true), vec![])]);
+    assert_eq!((m.state(), m.failed_attempts()), (State::Restarting, 1));
+    run(
+        m,
+        &[(cancelled(a(1)), vec![connect(a(2)), finish(&[s(0)])])],
+    );
+}
+
+/// The method does what the input does.
+#[test]
+fn the_reconnect_now_method_is_the_input() {
+    let mut by_method = waiting();
+    let mut by_input = by_method.clone();
+    let actions = by_method.reconnect_now(true);
+    let step = by_input.handle(reconnect_now(true)).unwrap();
+    assert_eq!(actions, step.actions);
+    assert_eq!((step.waiter, step.stop), (None, None));
+    assert_eq!(by_method, by_input);
 }

@@ -180,6 +180,12 @@ impl World {
             Input::WhenConnected {
                 fail_after_failures: NonZeroU32::new(1),
             },
+            Input::ReconnectNow {
+                reset_backoff: false,
+            },
+            Input::ReconnectNow {
+                reset_backoff: true,
+            },
         ];
         if let Some(waiter) = self.machine.pending_waiters().next() {
             inputs.push(Input::CancelWaiter { waiter });
@@ -287,7 +293,8 @@ impl World {
             Input::Start
             | Input::Stop
             | Input::WhenConnected { .. }
-            | Input::CancelWaiter { .. } => {}
+            | Input::CancelWaiter { .. }
+            | Input::ReconnectNow { .. } => {}
         }
         // What the machine asked for.
         for action in &step.actions {

@@ -44,7 +44,7 @@ pub fn decode_machine(data: &[u8]) -> Result<(Config, SimPolicy, Vec<Op>)> {
 
 fn decode_op(u: &mut Unstructured) -> Result<Op> {
     let tag: u8 = u.arbitrary()?;
-    Ok(match tag % 16 {
+    Ok(match tag % 20 {
         0 | 1 => Op::Start,
         2 => Op::Stop,
         3 | 4 => Op::WhenConnected {
@@ -61,9 +61,16 @@ fn decode_op(u: &mut Unstructured) -> Result<Op> {
             kind: *u.choose(&ReportKind::ALL)?,
             pick: u.arbitrary::<u8>()?.into(),
         },
-        _ => Op::Unknown {
+        15 => Op::Unknown {
             kind: *u.choose(&ReportKind::ALL)?,
             offset: u.int_in_range(0u16..=3)?,
+        },
+        16 | 17 => Op::ReconnectNow {
+            reset_backoff: tag % 20 == 17,
+        },
+        _ => Op::Happen {
+            pick: u.arbitrary::<u8>()?.into(),
+            choice: u.arbitrary()?,
         },
     })
 }

@@ -206,7 +206,15 @@ pub const EDGES: &[Edge] = &[
         inputs: &[TimerFired],
         when: "",
         route: Route::Bend(-40.0),
-        label_at: 0.62,
+        label_at: 0.45,
+    },
+    Edge {
+        from: Waiting,
+        to: Connecting,
+        inputs: &[ReconnectNow],
+        when: "",
+        route: Route::Bend(-100.0),
+        label_at: 0.6,
     },
     Edge {
         from: Waiting,
@@ -397,7 +405,9 @@ pub fn state_box(state: State) -> Rect {
 }
 
 fn is_command(edge: &Edge) -> bool {
-    edge.inputs.iter().all(|i| matches!(i, Start | Stop))
+    edge.inputs
+        .iter()
+        .all(|i| matches!(i, Start | Stop | ReconnectNow))
 }
 
 /// The label's lines: the inputs, packed `LABEL_WRAP` characters to a line, then
@@ -729,7 +739,7 @@ pub fn svg() -> String {
     // The legend.
     let legend_y = LEGEND_TOP + 20.0;
     let items: [(&str, &str); 2] = [
-        (COMMAND_COLOUR, "a command: start, stop"),
+        (COMMAND_COLOUR, "a command: start, stop, reconnect_now"),
         (REPORT_COLOUR, "a report from the driver"),
     ];
     let mut x = 30.0;
@@ -749,7 +759,7 @@ pub fn svg() -> String {
             n(legend_y + 4.0),
             escape(text)
         );
-        x += 230.0;
+        x += 300.0;
     }
     let _ = writeln!(
         out,

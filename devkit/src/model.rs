@@ -193,6 +193,8 @@ enum Event {
     Stop,
     WhenConnected(Option<NonZeroU32>),
     Withdraw(u64),
+    /// `reconnect_now`, resetting the failure count if `true`.
+    ReconnectNow(bool),
     Report(Meaning, u64, Detail),
     Timer(TimerKind),
 }
@@ -253,6 +255,7 @@ impl Model {
             Input::WhenConnected {
                 fail_after_failures,
             } => Event::WhenConnected(*fail_after_failures),
+            Input::ReconnectNow { reset_backoff } => Event::ReconnectNow(*reset_backoff),
             Input::CancelWaiter { waiter } => {
                 let w = waiter.raw();
                 if w >= self.next_waiter {
@@ -406,6 +409,26 @@ impl Model {
                     seen: 0,
                 });
             }
+
+            // reconnect_now (contract: Beyond Twisted, Reconnecting now)
+            (Waiting, Event::ReconnectNow(reset)) => {
+                // The retry timer goes, the attempt starts now.
+                self.cancel_timer(out);
+                if reset {
+                    self.failed_attempts = 0;
+                }
+                self.go_connect(out);
+            }
+            // An attempt, a prepare step or a connection is running: it goes on.
+            // Decision: in Connected the healthy timer stays armed (the reset
+            // changes the count, not the connection's health).
+            (Connecting | Connected, Event::ReconnectNow(reset)) => {
+                if reset {
+                    self.failed_attempts = 0;
+                }
+            }
+            // Never starts a service, never cuts a stop short; not even the reset.
+            (Init | Disconnecting | Restarting | Stopped, Event::ReconnectNow(_)) => {}
 
             // withdraw a waiter (contract: Beyond Twisted): forgotten, never answered
             (_, Event::Withdraw(w)) => self.waiters.retain(|x| x.id != w),

@@ -19,7 +19,8 @@ use crate::machine::Step;
 
 /// One abstract operation of a driver or a user.
 ///
-/// * `Start`, `Stop`, `WhenConnected`, `Withdraw` are calls a user makes;
+/// * `Start`, `Stop`, `WhenConnected`, `Withdraw`, `ReconnectNow` are calls a user
+///   makes;
 /// * `Happen` is a **valid** report: something that can really happen to a thing
 ///   the machine asked for and is still in the world (an attempt in flight, an
 ///   open connection, a running prepare step, an armed timer);
@@ -42,6 +43,11 @@ pub enum Op {
     Withdraw {
         /// Which one.
         pick: u16,
+    },
+    /// `reconnect_now`.
+    ReconnectNow {
+        /// Also reset the failure count.
+        reset_backoff: bool,
     },
     /// Something that can really happen to one thing in the world (picked modulo
     /// their number); `choice` picks among what can happen to it. One `choice` in
@@ -173,6 +179,7 @@ impl World {
             } => Input::WhenConnected {
                 fail_after_failures,
             },
+            Op::ReconnectNow { reset_backoff } => Input::ReconnectNow { reset_backoff },
             Op::Withdraw { pick } => {
                 if self.waiters.is_empty() {
                     return None;
@@ -329,7 +336,10 @@ impl World {
             Input::ClientDisconnected { attempt } => self.open.retain(|o| o.attempt != *attempt),
             Input::TimerFired { timer } => self.timers.retain(|t| t != timer),
             Input::CancelWaiter { waiter } => self.waiters.retain(|w| w != waiter),
-            Input::Start | Input::Stop | Input::WhenConnected { .. } => {}
+            Input::Start
+            | Input::Stop
+            | Input::WhenConnected { .. }
+            | Input::ReconnectNow { .. } => {}
         }
         if let Some(waiter) = step.waiter {
             self.waiters.push(waiter);

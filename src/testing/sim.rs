@@ -207,6 +207,11 @@ where
         .unwrap_or_else(|| panic!("when_connected issued no id"))
     }
 
+    /// Calls `reconnect_now`.
+    pub fn reconnect_now(&mut self, reset_backoff: bool) {
+        self.feed_step(Input::ReconnectNow { reset_backoff });
+    }
+
     /// Withdraws a waiter (`cancel_waiter`).
     ///
     /// # Errors

@@ -28,13 +28,15 @@ pub fn fail_after() -> impl Strategy<Value = Option<NonZeroU32>> {
     ]
 }
 
-/// A user's call: `start`, `stop`, `when_connected` or withdrawing a pending waiter.
+/// A user's call: `start`, `stop`, `when_connected`, withdrawing a pending waiter
+/// or `reconnect_now`.
 pub fn call_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => Just(Op::Start),
         2 => Just(Op::Stop),
         3 => fail_after().prop_map(|fail_after_failures| Op::WhenConnected { fail_after_failures }),
         1 => any::<u16>().prop_map(|pick| Op::Withdraw { pick }),
+        1 => any::<bool>().prop_map(|reset_backoff| Op::ReconnectNow { reset_backoff }),
     ]
 }
 

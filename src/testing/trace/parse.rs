@@ -259,6 +259,12 @@ pub fn parse_input(line: &str) -> Result<Input<String>, ParseError> {
             },
             None => return err(format!("expected fail_after=N, got {n:?}")),
         },
+        ["reconnect_now"] => Input::ReconnectNow {
+            reset_backoff: false,
+        },
+        ["reconnect_now", "reset_backoff"] => Input::ReconnectNow {
+            reset_backoff: true,
+        },
         ["cancel_waiter", w] => Input::CancelWaiter {
             waiter: WaiterId::from_raw(parse_id(w, "waiter")?),
         },

@@ -59,6 +59,12 @@ impl<E: fmt::Display> fmt::Display for DisplayInput<'_, E> {
                 fail_after_failures: Some(n),
             } => write!(f, "{name} fail_after={n}"),
             Input::CancelWaiter { waiter } => write!(f, "{name} {waiter}"),
+            Input::ReconnectNow {
+                reset_backoff: false,
+            } => f.write_str(name),
+            Input::ReconnectNow {
+                reset_backoff: true,
+            } => write!(f, "{name} reset_backoff"),
             Input::ConnectionMade { attempt }
             | Input::ConnectCancelled { attempt }
             | Input::PrepareSucceeded { attempt }

@@ -217,6 +217,9 @@ pub fn input_to_string<E: fmt::Display>(input: &Input<E>) -> Input<String> {
             fail_after_failures: *fail_after_failures,
         },
         Input::CancelWaiter { waiter } => Input::CancelWaiter { waiter: *waiter },
+        Input::ReconnectNow { reset_backoff } => Input::ReconnectNow {
+            reset_backoff: *reset_backoff,
+        },
         Input::ConnectionMade { attempt } => Input::ConnectionMade { attempt: *attempt },
         Input::ConnectionFailed { attempt, error } => Input::ConnectionFailed {
             attempt: *attempt,
