@@ -205,7 +205,9 @@ impl EventLoop {
                 self.finished = true;
                 return Ok(());
             }
-            Action::GaveUp { failed_attempts } => {
+            Action::GaveUp {
+                failed_attempts, ..
+            } => {
                 self.log(format_args!("GaveUp after {failed_attempts} failures"));
                 self.finished = true;
                 return Ok(());

@@ -276,10 +276,17 @@ pub enum Action<E> {
         /// The stop requests, in call order.
         stops: StopList,
     },
-    /// The retry policy gave up: the machine is now `Stopped` until started again.
+    /// The machine gave up: the retry policy did, or
+    /// [`Config::give_up_after_fatal`](crate::Config::give_up_after_fatal)
+    /// consecutive failures were fatal
+    /// ([`failed_fatally`](crate::Machine::failed_fatally)). It is now `Stopped`
+    /// until started again.
     GaveUp {
         /// Consecutive failures when it gave up.
         failed_attempts: u32,
+        /// `true`: it gave up on fatal failures, without asking the policy;
+        /// `false`: the retry policy gave up.
+        fatal: bool,
     },
 }
 

@@ -49,7 +49,8 @@ pub enum Rejection {
     /// current attempt, which has not been reported made yet.
     #[error("{0} has not been reported made")]
     NotMade(AttemptId),
-    /// `connection_failed` for the current attempt, which already produced a connection.
+    /// `connection_failed` (or `failed_fatally`) for the current attempt, which
+    /// already produced a connection (for `failed_fatally`: an established one).
     #[error("{0} already produced a connection")]
     AlreadyConnected(AttemptId),
     /// `prepare_succeeded` / `prepare_failed` for the current connection, which is not

@@ -73,6 +73,22 @@ pub enum Input<E> {
         /// Why; moved into the `AttemptFailed` action that reports it.
         error: E,
     },
+    /// The current attempt, or the prepare step of its connection, failed with an
+    /// error that retrying will not fix (a wrong password, a name that does not
+    /// resolve, a certificate the client rejects): the driver classifies, the
+    /// machine acts. Like `ConnectionFailed` ([`Failure::Connect`](crate::Failure::Connect))
+    /// for an attempt in flight, like `PrepareFailed`
+    /// ([`Failure::Prepare`](crate::Failure::Prepare), the connection is closed)
+    /// for a connection being prepared; once
+    /// [`Config::give_up_after_fatal`](crate::Config::give_up_after_fatal)
+    /// consecutive failures were fatal, the machine gives up without asking the
+    /// retry policy. See [`Machine::failed_fatally`](crate::Machine::failed_fatally).
+    FailedFatally {
+        /// The attempt (or the connection being prepared, named by its attempt).
+        attempt: AttemptId,
+        /// Why; moved into the `AttemptFailed` action that reports it.
+        error: E,
+    },
     /// User code run for the current attempt (its connector) or connection (its
     /// prepare step or driver, while it is being prepared) panicked, and what it ran
     /// is gone. A failed attempt ([`Failure::Panicked`](crate::Failure::Panicked));
@@ -111,6 +127,7 @@ impl<E> Input<E> {
             Input::ConnectCancelled { .. } => InputKind::ConnectCancelled,
             Input::PrepareSucceeded { .. } => InputKind::PrepareSucceeded,
             Input::PrepareFailed { .. } => InputKind::PrepareFailed,
+            Input::FailedFatally { .. } => InputKind::FailedFatally,
             Input::Panicked { .. } => InputKind::Panicked,
             Input::ClientDisconnected { .. } => InputKind::ClientDisconnected,
             Input::TimerFired { .. } => InputKind::TimerFired,
@@ -142,6 +159,8 @@ pub enum InputKind {
     PrepareSucceeded,
     /// [`Input::PrepareFailed`].
     PrepareFailed,
+    /// [`Input::FailedFatally`].
+    FailedFatally,
     /// [`Input::Panicked`].
     Panicked,
     /// [`Input::ClientDisconnected`].
@@ -164,6 +183,7 @@ impl InputKind {
             InputKind::ConnectCancelled => "connect_cancelled",
             InputKind::PrepareSucceeded => "prepare_succeeded",
             InputKind::PrepareFailed => "prepare_failed",
+            InputKind::FailedFatally => "failed_fatally",
             InputKind::Panicked => "panicked",
             InputKind::ClientDisconnected => "client_disconnected",
             InputKind::TimerFired => "timer_fired",

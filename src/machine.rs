@@ -66,6 +66,11 @@ pub struct Config {
     /// instead of as soon as it is connected, so a peer that accepts and drops at
     /// once cannot cause a tight loop.
     pub reset_backoff_after: Option<Duration>,
+    /// Give up, without asking the retry policy, once this many consecutive failed
+    /// attempts were fatal ([`Machine::failed_fatally`]: an error retrying will not
+    /// fix). 1, the default: at the first fatal failure. Below it a fatal failure
+    /// is an ordinary failed attempt (the policy is asked, the machine retries).
+    pub give_up_after_fatal: NonZeroU32,
 }
 
 impl Default for Config {
@@ -83,6 +88,7 @@ impl Config {
             connect_timeout: None,
             prepare_timeout: None,
             reset_backoff_after: None,
+            give_up_after_fatal: NonZeroU32::MIN,
         }
     }
 
@@ -117,6 +123,16 @@ impl Config {
     pub const fn with_reset_backoff_after(self, delay: Option<Duration>) -> Config {
         Config {
             reset_backoff_after: delay,
+            ..self
+        }
+    }
+
+    /// Sets [`give_up_after_fatal`](Config::give_up_after_fatal): give up once this
+    /// many consecutive failures were fatal (1, the default: at the first).
+    #[must_use]
+    pub const fn with_give_up_after_fatal(self, n: NonZeroU32) -> Config {
+        Config {
+            give_up_after_fatal: n,
             ..self
         }
     }
@@ -234,10 +250,11 @@ enum Event<E> {
     /// The current attempt produced its connection.
     Made(AttemptId),
     /// The current attempt, or its prepare step, failed; `close`: its connection is
-    /// still open and must be closed (D2).
+    /// still open and must be closed (D2); `fatal`: retrying will not fix it.
     AttemptFailed {
         failure: Failure<E>,
         close: bool,
+        fatal: bool,
     },
     /// The current connection passed its prepare step.
     Prepared(AttemptId),
@@ -278,6 +295,8 @@ pub struct Machine<E, P = Backoff> {
     /// Pending stop requests in call order.
     stops: StopList,
     failed_attempts: u32,
+    /// Consecutive failed attempts that were fatal (`failed_fatally`).
+    fatal_streak: u32,
     /// The retry policy gave up, and nothing started the service since: the next
     /// start begins a fresh schedule (`failed_attempts` 0).
     gave_up: bool,
@@ -318,6 +337,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             waiters: Waiters::default(),
             stops: SmallVec::new(),
             failed_attempts: 0,
+            fatal_streak: 0,
             gave_up: false,
             failure_events: 0,
             counters: Counters::default(),
@@ -433,7 +453,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// let (timer, _) = m.armed_timer().unwrap();
     /// let a = connect(&m.timer_fired(timer).unwrap());
     /// let actions = m.connection_failed(a, "refused").unwrap(); // 2: give up
-    /// assert!(matches!(actions.last(), Some(Action::GaveUp { failed_attempts: 2 })));
+    /// assert!(matches!(actions.last(), Some(Action::GaveUp { failed_attempts: 2, .. })));
     /// assert_eq!(m.failed_attempts(), 2);
     /// // A fresh schedule: the next failure asks the policy for 1 again.
     /// let a = connect(&m.start());
@@ -554,6 +574,55 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         self.report(Input::PrepareFailed { attempt, error })
     }
 
+    /// The current attempt, or the prepare step of the connection being prepared,
+    /// failed with `error`, and retrying will not fix it (a wrong password, a name
+    /// that does not resolve, a certificate the client rejects). The driver decides
+    /// which errors are fatal; the machine acts:
+    ///
+    /// * for an attempt in flight it is a failed attempt, as
+    ///   [`connection_failed`](Machine::connection_failed)
+    ///   ([`Failure::Connect`]); for a connection being prepared, as
+    ///   [`prepare_failed`](Machine::prepare_failed) ([`Failure::Prepare`], and the
+    ///   connection is closed);
+    /// * consecutive fatal failures are counted ([`Machine::fatal_streak`]); any
+    ///   other failed attempt, a connection, and the first start after giving up
+    ///   reset the count. Once it reaches [`Config::give_up_after_fatal`] (1 by
+    ///   default: at once) the machine gives up **without asking the retry
+    ///   policy**: `AttemptFailed`, `DeliverFailure` to every pending waiter, then
+    ///   `GaveUp { fatal: true }`, and it is `Stopped`. Below it, it is an ordinary
+    ///   failed attempt: the policy is asked, and retries (or gives up, `fatal:
+    ///   false`);
+    /// * for an attempt the machine asked to cancel it means that attempt is gone;
+    ///   for a connection it asked to close, or one it no longer tracks, it is
+    ///   stale; for an established connection it is bad input
+    ///   ([`Rejection::AlreadyConnected`]: report its loss with
+    ///   `client_disconnected`).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use redial::{Action, Failure, Machine, State};
+    ///
+    /// let mut m: Machine<&str, _> = Machine::new(|n: u32| Duration::from_secs(n.into()));
+    /// let _ = m.start();
+    /// let attempt = m.current_attempt().unwrap();
+    /// let actions = m.failed_fatally(attempt, "bad password").unwrap();
+    /// assert_eq!(
+    ///     actions[..],
+    ///     [
+    ///         Action::AttemptFailed { attempt, failure: Failure::Connect("bad password") },
+    ///         Action::GaveUp { failed_attempts: 1, fatal: true },
+    ///     ]
+    /// );
+    /// assert_eq!(m.state(), State::Stopped);
+    /// ```
+    pub fn failed_fatally(
+        &mut self,
+        attempt: AttemptId,
+        error: E,
+    ) -> Result<Actions<E>, InputError> {
+        self.report(Input::FailedFatally { attempt, error })
+    }
+
     /// User code run for the current attempt or the connection being prepared
     /// panicked, and what it ran is gone: a failed attempt ([`Failure::Panicked`]); a
     /// connection being prepared is closed (`Disconnect`). See [`Input::Panicked`].
@@ -593,6 +662,12 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// Consecutive failures so far (what the retry policy was last asked about).
     pub fn failed_attempts(&self) -> u32 {
         self.failed_attempts
+    }
+
+    /// Consecutive failed attempts that were fatal ([`Machine::failed_fatally`]);
+    /// the machine gives up when this reaches [`Config::give_up_after_fatal`].
+    pub fn fatal_streak(&self) -> u32 {
+        self.fatal_streak
     }
 
     /// Running totals.
@@ -697,6 +772,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Whose::Current(Attempting) => Event::AttemptFailed {
                     failure: Failure::Connect(error),
                     close: false,
+                    fatal: false,
                 },
                 Whose::Current(_) => return Err(Rejection::AlreadyConnected(attempt)),
                 Whose::Cancelled => Event::Gone(attempt),
@@ -717,19 +793,37 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Whose::Current(Preparing) => Event::AttemptFailed {
                     failure: Failure::Prepare(error),
                     close: true,
+                    fatal: false,
                 },
                 Whose::Current(Attempting) => return Err(Rejection::NotMade(attempt)),
                 Whose::Current(Connected) => return Err(Rejection::NotPreparing(attempt)),
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
+            Input::FailedFatally { attempt, error } => match self.whose(attempt)? {
+                Whose::Current(Attempting) => Event::AttemptFailed {
+                    failure: Failure::Connect(error),
+                    close: false,
+                    fatal: true,
+                },
+                Whose::Current(Preparing) => Event::AttemptFailed {
+                    failure: Failure::Prepare(error),
+                    close: true,
+                    fatal: true,
+                },
+                Whose::Current(Connected) => return Err(Rejection::AlreadyConnected(attempt)),
+                Whose::Cancelled => Event::Gone(attempt),
+                Whose::Closing | Whose::Old => Event::Stale,
+            },
             Input::Panicked { attempt, panic } => match self.whose(attempt)? {
                 Whose::Current(Attempting) => Event::AttemptFailed {
                     failure: Failure::Panicked(panic),
                     close: false,
+                    fatal: false,
                 },
                 Whose::Current(Preparing) => Event::AttemptFailed {
                     failure: Failure::Panicked(panic),
                     close: true,
+                    fatal: false,
                 },
                 Whose::Current(Connected) => return Err(Rejection::Established(attempt)),
                 Whose::Cancelled => Event::Gone(attempt),
@@ -740,6 +834,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Whose::Current(Preparing) => Event::AttemptFailed {
                     failure: Failure::LostWhilePreparing,
                     close: false,
+                    fatal: false,
                 },
                 Whose::Current(Connected) => Event::Lost,
                 Whose::Closing => Event::Gone(attempt),
@@ -879,11 +974,31 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             }
             // A failure or a loss asks the retry policy first, before anything
             // changes: a policy that panics leaves the machine as it was.
-            (Connecting, Event::AttemptFailed { failure, close }) => {
+            (
+                Connecting,
+                Event::AttemptFailed {
+                    failure,
+                    close,
+                    fatal,
+                },
+            ) => {
                 let Some(current) = self.current else {
                     return; // classify yields this only about the current attempt
                 };
-                let next = self.ask_policy();
+                // Fatal failures in a row: at the threshold, give up without
+                // asking the policy.
+                let streak = if fatal {
+                    self.fatal_streak.saturating_add(1)
+                } else {
+                    0
+                };
+                let give_up_fatally = fatal && streak >= self.config.give_up_after_fatal.get();
+                let next = if give_up_fatally {
+                    None
+                } else {
+                    self.ask_policy()
+                };
+                self.fatal_streak = streak;
                 self.disarm(out);
                 if close {
                     // D2: a connection rejected by prepare is closed.
@@ -892,7 +1007,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                         attempt: current.attempt,
                     });
                 }
-                self.failed(current.attempt, failure, next, out);
+                self.failed(current.attempt, failure, next, give_up_fatally, out);
             }
             (
                 Connecting,
@@ -902,6 +1017,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     return; // these timers are armed only for a current attempt
                 };
                 let next = self.ask_policy();
+                self.fatal_streak = 0;
                 self.timer = None;
                 self.abandon_current(out);
                 let failure = if kind == TimerKind::ConnectTimeout {
@@ -909,7 +1025,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 } else {
                     Failure::PrepareTimeout
                 };
-                self.failed(current.attempt, failure, next, out);
+                self.failed(current.attempt, failure, next, false, out);
             }
 
             // Connected
@@ -924,7 +1040,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 self.counters.losses += 1;
                 self.failed_attempts = self.failed_attempts.saturating_add(1);
                 self.retry_or_stop(next, out);
-                self.gave_up(next, out);
+                self.gave_up(next, false, out);
             }
             (Connected, Event::Timer(TimerKind::Healthy)) => {
                 self.timer = None;
@@ -989,6 +1105,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         self.state = State::Connected;
         self.set_phase(Phase::Connected);
         self.counters.connections += 1;
+        self.fatal_streak = 0;
         match self.config.reset_backoff_after {
             Some(delay) => self.arm(TimerKind::Healthy, delay, out),
             None => self.failed_attempts = 0,
@@ -1007,13 +1124,15 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 
     /// The current attempt failed (its cleanup is done): count it, retry after
-    /// `next` or give up (`None`), and report the failure (`AttemptFailed`), then
-    /// to the waiters it fails (`DeliverFailure`), then the give-up (`GaveUp`).
+    /// `next` or give up (`None`; `fatal`: on fatal failures), and report the
+    /// failure (`AttemptFailed`), then to the waiters it fails (`DeliverFailure`),
+    /// then the give-up (`GaveUp`).
     fn failed(
         &mut self,
         attempt: AttemptId,
         failure: Failure<E>,
         next: Option<Duration>,
+        fatal: bool,
         out: &mut Actions<E>,
     ) {
         self.current = None;
@@ -1030,7 +1149,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         if !waiters.is_empty() {
             out.push(Action::DeliverFailure { waiters });
         }
-        self.gave_up(next, out);
+        self.gave_up(next, fatal, out);
     }
 
     /// Waiting with the retry timer armed after `next`, or `Stopped` (`None`).
@@ -1044,12 +1163,14 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         }
     }
 
-    /// `GaveUp`, if the policy did (`next` is `None`).
-    fn gave_up(&mut self, next: Option<Duration>, out: &mut Actions<E>) {
+    /// `GaveUp`, if the machine gave up (`next` is `None`): on fatal failures
+    /// (`fatal`) or because the policy did.
+    fn gave_up(&mut self, next: Option<Duration>, fatal: bool, out: &mut Actions<E>) {
         if next.is_none() {
             self.gave_up = true;
             out.push(Action::GaveUp {
                 failed_attempts: self.failed_attempts,
+                fatal,
             });
         }
     }
@@ -1060,6 +1181,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         if self.gave_up {
             self.gave_up = false;
             self.failed_attempts = 0;
+            self.fatal_streak = 0;
         }
     }
 

@@ -81,6 +81,7 @@ fn assert_rejected(name: &str, m: &M, input: Input<E>, reason: Rejection) {
     let mut after = m.clone();
     let sentinel: Action<E> = Action::GaveUp {
         failed_attempts: 77,
+        fatal: false,
     };
     let mut out: Actions<E> = [sentinel.clone()].into_iter().collect();
     let again = after
@@ -324,7 +325,10 @@ fn bad_input_after_giving_up_keeps_the_counters_and_the_fresh_start() {
     let actions = m.connection_failed(a(1), "refused").unwrap();
     assert!(matches!(
         actions.last(),
-        Some(Action::GaveUp { failed_attempts: 2 })
+        Some(Action::GaveUp {
+            failed_attempts: 2,
+            fatal: false
+        })
     ));
     let counters = m.counters();
     assert_eq!(
@@ -392,5 +396,35 @@ fn reconnect_now_is_never_rejected_and_changes_nothing_where_it_does_nothing() {
                 }
             }
         }
+    }
+}
+
+/// `failed_fatally` for the established connection is rejected as
+/// `connection_failed` is (`AlreadyConnected`: its loss is reported with
+/// `client_disconnected`); an id never issued is unknown, in every state. Neither
+/// changes anything.
+#[test]
+fn failed_fatally_for_an_established_connection_or_an_unknown_attempt_is_rejected() {
+    let machines = machines();
+    let (name, m) = machines.iter().find(|(n, _)| *n == "connected").unwrap();
+    assert_rejected(
+        name,
+        m,
+        Input::FailedFatally {
+            attempt: a(0),
+            error: "bad password",
+        },
+        Rejection::AlreadyConnected(a(0)),
+    );
+    for (name, m) in &machines {
+        assert_rejected(
+            name,
+            m,
+            Input::FailedFatally {
+                attempt: a(NEVER),
+                error: "bad password",
+            },
+            Rejection::UnknownAttempt(a(NEVER)),
+        );
     }
 }

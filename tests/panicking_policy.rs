@@ -89,6 +89,8 @@ fn config() -> Config {
         .with_connect_timeout(Some(Duration::from_secs(5)))
         .with_prepare_timeout(Some(Duration::from_secs(2)))
         .with_reset_backoff_after(Some(Duration::from_secs(30)))
+        // A first fatal failure asks the policy (the second would not).
+        .with_give_up_after_fatal(std::num::NonZeroU32::new(2).unwrap())
 }
 
 /// A machine with its current attempt in flight, with two waiters.
@@ -162,6 +164,22 @@ fn transitions() -> Vec<(&'static str, M, Input<String>)> {
             Input::ClientDisconnected { attempt: a(0) },
         ),
         (
+            "failed fatally while attempting",
+            attempting.clone(),
+            Input::FailedFatally {
+                attempt: a(0),
+                error: "bad password".into(),
+            },
+        ),
+        (
+            "failed fatally while preparing",
+            preparing.clone(),
+            Input::FailedFatally {
+                attempt: a(0),
+                error: "bad password".into(),
+            },
+        ),
+        (
             "panicked while attempting",
             attempting.clone(),
             Input::Panicked {
@@ -199,7 +217,7 @@ fn transitions() -> Vec<(&'static str, M, Input<String>)> {
 fn a_panicking_policy_changes_nothing_in_every_transition_that_asks_it() {
     quiet_policy_panics();
     let subjects = transitions();
-    assert_eq!(subjects.len(), 8);
+    assert_eq!(subjects.len(), 10);
     // The same machines again, with switches of their own that stay off.
     let references = transitions();
     for ((name, mut m, input), (_, mut fresh, _)) in subjects.into_iter().zip(references) {
@@ -223,6 +241,7 @@ fn a_panicking_policy_changes_nothing_in_every_transition_that_asks_it() {
         // handle_into: the panic propagates; the machine and the buffer are untouched.
         let sentinel: Action<String> = Action::GaveUp {
             failed_attempts: 99,
+            fatal: false,
         };
         let mut out: Actions<String> = [sentinel.clone()].into_iter().collect();
         let caught = catch_unwind(AssertUnwindSafe(|| m.handle_into(input.clone(), &mut out)));
@@ -292,6 +311,8 @@ fn transition_name(before: &Machine<String, Fused>, input: &Input<String>) -> &'
             "lost after being established"
         }
         Input::ClientDisconnected { .. } => "lost while preparing",
+        Input::FailedFatally { .. } if closes => "failed fatally while preparing",
+        Input::FailedFatally { .. } => "failed fatally while attempting",
         Input::Panicked { .. } if closes => "panicked while preparing",
         Input::Panicked { .. } => "panicked while attempting",
         Input::TimerFired { .. } => match timer.map(|(_, kind)| kind) {
@@ -324,6 +345,7 @@ fn run_with_a_panic(
     let mut invariants = Invariants::new();
     let sentinel: Action<String> = Action::GaveUp {
         failed_attempts: 99,
+        fatal: false,
     };
     let mut panicked = None;
     for op in ops {
@@ -420,4 +442,33 @@ fn random_runs_make_the_policy_panic_in_every_transition_that_asks_it() {
     }
     let all: BTreeSet<&str> = transitions().into_iter().map(|(name, _, _)| name).collect();
     assert_eq!(seen, all);
+}
+
+/// A fatal failure that reaches `Config::give_up_after_fatal` gives up without
+/// asking the policy: a policy that would panic is never called.
+#[test]
+fn a_fatal_give_up_never_asks_the_policy() {
+    quiet_policy_panics();
+    for (name, mut m) in [("attempting", attempting()), ("preparing", preparing())] {
+        // The first fatal failure asks the policy (below the threshold of 2) ...
+        let _ = m
+            .failed_fatally(a(0), "bad password".into())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (retry, _) = m.armed_timer().unwrap();
+        let _ = m.timer_fired(retry).unwrap();
+        // ... the second gives up, with the policy armed to panic if asked.
+        m.policy().armed.set(true);
+        let actions = m.failed_fatally(a(1), "bad password".into()).unwrap();
+        assert!(
+            matches!(
+                actions.last(),
+                Some(Action::GaveUp {
+                    failed_attempts: 2,
+                    fatal: true
+                })
+            ),
+            "{name}: {actions:?}"
+        );
+        assert_eq!(m.state(), State::Stopped, "{name}");
+    }
 }

@@ -170,6 +170,7 @@ fn call_method(
         ConnectCancelled { attempt } => step(m.connect_cancelled(attempt)?),
         PrepareSucceeded { attempt } => step(m.prepare_succeeded(attempt)?),
         PrepareFailed { attempt, error } => step(m.prepare_failed(attempt, error)?),
+        FailedFatally { attempt, error } => step(m.failed_fatally(attempt, error)?),
         ClientDisconnected { attempt } => step(m.client_disconnected(attempt)?),
         Panicked { attempt, panic } => step(m.panicked(attempt, panic)?),
         TimerFired { timer } => step(m.timer_fired(timer)?),

@@ -89,6 +89,9 @@ fn prepared(attempt: AttemptId) -> Input<E> {
 fn prepare_failed(attempt: AttemptId, error: E) -> Input<E> {
     Input::PrepareFailed { attempt, error }
 }
+fn failed_fatally(attempt: AttemptId, error: E) -> Input<E> {
+    Input::FailedFatally { attempt, error }
+}
 fn lost(attempt: AttemptId) -> Input<E> {
     Input::ClientDisconnected { attempt }
 }
@@ -915,7 +918,10 @@ fn give_up_fails_every_waiter_with_the_last_failure_and_stops() {
                 vec![
                     attempt_failed(a(1), Failure::Connect("e1")),
                     deliver(&[w(0), w(1)]),
-                    Action::GaveUp { failed_attempts: 2 },
+                    Action::GaveUp {
+                        failed_attempts: 2,
+                        fatal: false,
+                    },
                 ],
             ),
         ],
@@ -930,7 +936,10 @@ fn give_up_fails_every_waiter_with_the_last_failure_and_stops() {
 #[test]
 fn start_after_giving_up_begins_a_fresh_schedule() {
     let policy = (linear as Linear).give_up_after(2);
-    let gave_up = |n| Action::GaveUp { failed_attempts: n };
+    let gave_up = |n| Action::GaveUp {
+        failed_attempts: n,
+        fatal: false,
+    };
     let m = run(
         Machine::new(policy),
         &[
@@ -1012,7 +1021,10 @@ fn stop_and_start_carry_the_count_over_but_a_give_up_does_not() {
                 failed(a(3), "e3"),
                 vec![
                     attempt_failed(a(3), Failure::Connect("e3")),
-                    Action::GaveUp { failed_attempts: 3 },
+                    Action::GaveUp {
+                        failed_attempts: 3,
+                        fatal: false,
+                    },
                 ],
             ),
         ],
@@ -1035,7 +1047,10 @@ fn restarting_after_giving_up_begins_a_fresh_schedule() {
                 vec![
                     disconnect(a(0)),
                     attempt_failed(a(0), Failure::Prepare("no")),
-                    Action::GaveUp { failed_attempts: 1 },
+                    Action::GaveUp {
+                        failed_attempts: 1,
+                        fatal: false,
+                    },
                 ],
             ),
             (stop(), vec![]),  // Disconnecting: a(0) is still closing
@@ -1050,7 +1065,10 @@ fn restarting_after_giving_up_begins_a_fresh_schedule() {
             failed(a(1), "e1"),
             vec![
                 attempt_failed(a(1), Failure::Connect("e1")),
-                Action::GaveUp { failed_attempts: 1 },
+                Action::GaveUp {
+                    failed_attempts: 1,
+                    fatal: false,
+                },
             ],
         )],
     );
@@ -1064,7 +1082,13 @@ fn give_up_after_a_lost_connection_stops_the_machine() {
         &[
             (start(), vec![connect(a(0))]),
             (made(a(0)), vec![]),
-            (lost(a(0)), vec![Action::GaveUp { failed_attempts: 1 }]),
+            (
+                lost(a(0)),
+                vec![Action::GaveUp {
+                    failed_attempts: 1,
+                    fatal: false,
+                }],
+            ),
             (stop(), vec![finish(&[s(0)])]),
         ],
     );
@@ -1441,7 +1465,10 @@ fn panicked_can_be_the_failure_the_policy_gives_up_on() {
                 vec![
                     attempt_failed(a(0), Failure::Panicked(boom(PanicSite::Connector))),
                     deliver(&[w(0)]),
-                    Action::GaveUp { failed_attempts: 1 },
+                    Action::GaveUp {
+                        failed_attempts: 1,
+                        fatal: false,
+                    },
                 ],
             ),
         ],
@@ -1682,4 +1709,221 @@ fn the_reconnect_now_method_is_the_input() {
     assert_eq!(actions, step.actions);
     assert_eq!((step.waiter, step.stop), (None, None));
     assert_eq!(by_method, by_input);
+}
+
+// ----- fatal failures (`failed_fatally`), one table per row of its rule ----------------
+
+fn gave_up(failed_attempts: u32, fatal: bool) -> Action<E> {
+    Action::GaveUp {
+        failed_attempts,
+        fatal,
+    }
+}
+
+/// A policy that must not be asked: giving up on fatal failures never asks it.
+fn never_asked(_: u32) -> Duration {
+    panic!("the policy was asked")
+}
+
+/// Attempting, at the threshold (1, the default): a failed attempt, and the
+/// machine gives up at once without asking the policy; every waiter gets the
+/// failure.
+#[test]
+fn a_fatal_failure_while_attempting_gives_up_at_once_without_asking_the_policy() {
+    let config = Config::new().with_connect_timeout(Some(secs(5)));
+    let m = run(
+        with_policy(never_asked as Linear, config),
+        &[
+            (when_connected(), vec![]),
+            (
+                start(),
+                vec![
+                    connect(a(0)),
+                    timer(t(0), TimerKind::ConnectTimeout, secs(5)),
+                ],
+            ),
+            (when_connected_fail_after(3), vec![]),
+            (
+                failed_fatally(a(0), "no such host"),
+                vec![
+                    cancel_timer(t(0)),
+                    attempt_failed(a(0), Failure::Connect("no such host")),
+                    deliver(&[w(0), w(1)]),
+                    gave_up(1, true),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+    assert_eq!((m.failed_attempts(), m.fatal_streak()), (1, 1));
+    assert_eq!(m.counters().failures, 1);
+}
+
+/// Preparing, at the threshold: the rejected connection is closed (D2), then as
+/// above; a stop meanwhile waits for it (D7).
+#[test]
+fn a_fatal_failure_while_preparing_closes_the_connection_and_gives_up() {
+    let config = Config::new().with_prepare(true);
+    let m = run(
+        with_policy(never_asked as Linear, config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![prepare(a(0))]),
+            (when_connected(), vec![]),
+            (
+                failed_fatally(a(0), "bad password"),
+                vec![
+                    disconnect(a(0)),
+                    attempt_failed(a(0), Failure::Prepare("bad password")),
+                    deliver(&[w(0)]),
+                    gave_up(1, true),
+                ],
+            ),
+            (stop(), vec![]),
+            (lost(a(0)), vec![finish(&[s(0)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+}
+
+/// Below the threshold a fatal failure is an ordinary failed attempt (the policy
+/// is asked, the machine retries); the threshold-th fatal failure in a row gives
+/// up. Any other failure ends the run of fatal ones, and so does a connection.
+#[test]
+fn fatal_failures_give_up_at_the_threshold_counted_in_a_row() {
+    let config = Config::new().with_give_up_after_fatal(NonZeroU32::new(2).unwrap());
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (
+                failed_fatally(a(0), "bad password"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("bad password")),
+                ],
+            ),
+            (fired(t(0)), vec![connect(a(1))]),
+            // Not fatal: the run is over.
+            (
+                failed(a(1), "refused"),
+                vec![
+                    retry_in(t(1), secs(2)),
+                    attempt_failed(a(1), Failure::Connect("refused")),
+                ],
+            ),
+            (fired(t(1)), vec![connect(a(2))]),
+            (
+                failed_fatally(a(2), "bad password"),
+                vec![
+                    retry_in(t(2), secs(3)),
+                    attempt_failed(a(2), Failure::Connect("bad password")),
+                ],
+            ),
+            (fired(t(2)), vec![connect(a(3))]),
+            // A connection ends the run too.
+            (made(a(3)), vec![]),
+            (lost(a(3)), vec![retry_in(t(3), secs(1))]),
+            (fired(t(3)), vec![connect(a(4))]),
+            (
+                failed_fatally(a(4), "bad password"),
+                vec![
+                    retry_in(t(4), secs(2)),
+                    attempt_failed(a(4), Failure::Connect("bad password")),
+                ],
+            ),
+            (fired(t(4)), vec![connect(a(5))]),
+            (
+                failed_fatally(a(5), "bad password"),
+                vec![
+                    attempt_failed(a(5), Failure::Connect("bad password")),
+                    gave_up(3, true),
+                ],
+            ),
+        ],
+    );
+    assert_eq!((m.state(), m.fatal_streak()), (State::Stopped, 2));
+}
+
+/// Below the threshold the policy may still give up: then it is the policy's
+/// give-up (`fatal: false`).
+#[test]
+fn below_the_threshold_the_policy_may_give_up() {
+    let config = Config::new().with_give_up_after_fatal(NonZeroU32::new(3).unwrap());
+    let policy = (linear as Linear).give_up_after(1);
+    let m = run(
+        with_policy(policy, config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (
+                failed_fatally(a(0), "bad password"),
+                vec![
+                    attempt_failed(a(0), Failure::Connect("bad password")),
+                    gave_up(1, false),
+                ],
+            ),
+        ],
+    );
+    assert_eq!((m.state(), m.fatal_streak()), (State::Stopped, 1));
+}
+
+/// The first start after a give-up begins a fresh schedule: the failure count and
+/// the run of fatal failures start over.
+#[test]
+fn a_start_after_a_fatal_give_up_starts_the_run_over() {
+    let config = Config::new().with_give_up_after_fatal(NonZeroU32::new(2).unwrap());
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (
+                failed_fatally(a(0), "bad password"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("bad password")),
+                ],
+            ),
+            (fired(t(0)), vec![connect(a(1))]),
+            (
+                failed_fatally(a(1), "bad password"),
+                vec![
+                    attempt_failed(a(1), Failure::Connect("bad password")),
+                    gave_up(2, true),
+                ],
+            ),
+            (start(), vec![connect(a(2))]),
+        ],
+    );
+    assert_eq!((m.failed_attempts(), m.fatal_streak()), (0, 0));
+    run(
+        m,
+        &[(
+            failed_fatally(a(2), "bad password"),
+            vec![
+                retry_in(t(1), secs(1)),
+                attempt_failed(a(2), Failure::Connect("bad password")),
+            ],
+        )],
+    );
+}
+
+/// An attempt the machine asked to cancel failing fatally is gone (a stop waiting
+/// for it finishes); a connection it asked to close, or an old attempt: stale.
+#[test]
+fn failed_fatally_for_a_cancelled_closing_or_old_attempt() {
+    let m = run(
+        machine(),
+        &[
+            (start(), vec![connect(a(0))]),
+            (stop(), vec![cancel_connect(a(0))]),
+            (failed_fatally(a(0), "bad password"), vec![finish(&[s(0)])]),
+            (failed_fatally(a(0), "late"), vec![]),
+            (start(), vec![connect(a(1))]),
+            (made(a(1)), vec![]),
+            (stop(), vec![disconnect(a(1))]),
+            (failed_fatally(a(1), "late"), vec![]),
+        ],
+    );
+    assert_eq!(m.state(), State::Disconnecting);
+    assert_eq!(m.counters().failures, 0);
 }

@@ -1,9 +1,9 @@
 //! The state diagram cannot drift from the machine.
 //!
 //! 1. `the_diagram_has_every_transition_of_the_machine`: explores the real machine
-//!    breadth-first under 24 configurations (prepare step on and off, connect and
+//!    breadth-first under 32 configurations (prepare step on and off, connect and
 //!    prepare timeouts, the healthy timer, a policy that never gives up and two that
-//!    do), feeding it every input a faithful driver and a user could give (and stale
+//!    do, giving up at the first or the second fatal failure), feeding it every input a faithful driver and a user could give (and stale
 //!    reports), collects every change of state with the input that caused it, and
 //!    compares that set with the diagram's edge list (`devkit/src/diagram.rs`):
 //!    no edge missing, none extra. A failure names the edge to add or remove.
@@ -81,6 +81,7 @@ struct World {
 struct Key {
     state: usize,
     failed_attempts: u32,
+    fatal_streak: u32,
     timer: Option<TimerKindKey>,
     things: Vec<(u8, bool, bool, bool)>,
     old_attempt: bool,
@@ -138,6 +139,7 @@ impl World {
         Key {
             state: diagram::index(m.state()),
             failed_attempts: m.failed_attempts().min(3),
+            fatal_streak: m.fatal_streak().min(2),
             timer: m.armed_timer().map(|(_, kind)| timer_key(kind)),
             things,
             old_attempt: self.old_attempt().is_some(),
@@ -203,6 +205,10 @@ impl World {
                         attempt: id,
                         panic: panic(PanicSite::Connector),
                     });
+                    inputs.push(Input::FailedFatally {
+                        attempt: id,
+                        error: "bad password".into(),
+                    });
                     if cancel_asked {
                         inputs.push(Input::ConnectCancelled { attempt: id });
                     }
@@ -218,6 +224,10 @@ impl World {
                         inputs.push(Input::Panicked {
                             attempt: id,
                             panic: panic(PanicSite::Prepare),
+                        });
+                        inputs.push(Input::FailedFatally {
+                            attempt: id,
+                            error: "bad password".into(),
                         });
                     }
                 }
@@ -244,6 +254,10 @@ impl World {
                 Input::Panicked {
                     attempt,
                     panic: panic(PanicSite::Connector),
+                },
+                Input::FailedFatally {
+                    attempt,
+                    error: "late".into(),
                 },
                 Input::ClientDisconnected { attempt },
             ]);
@@ -277,7 +291,7 @@ impl World {
             Input::ConnectionFailed { attempt, .. } | Input::ConnectCancelled { attempt } => next
                 .things
                 .retain(|t| !matches!(*t, Thing::Attempt { id, .. } if id == attempt)),
-            Input::Panicked { attempt, .. } => {
+            Input::Panicked { attempt, .. } | Input::FailedFatally { attempt, .. } => {
                 next.things
                     .retain(|t| !matches!(*t, Thing::Attempt { id, .. } if id == attempt));
                 next.set_preparing(attempt, false);
@@ -359,14 +373,16 @@ const MAX_THINGS: usize = 3;
 
 /// Every configuration explored: prepare step on and off, timeouts off and on,
 /// healthy timer off and on, a policy that never gives up, and policies that give
-/// up at the first and at the second consecutive failure.
+/// up at the first and at the second consecutive failure; giving up at the first
+/// fatal failure (the default) or at the second.
 fn configurations() -> Vec<(Config, u32)> {
     let mut all = Vec::new();
     for prepare in [false, true] {
         for timeouts in [false, true] {
             for healthy in [false, true] {
-                for give_up_at in [u32::MAX, 1, 2] {
+                for (give_up_at, fatal) in [(u32::MAX, 1), (1, 1), (2, 1), (u32::MAX, 2)] {
                     let config = Config::new()
+                        .with_give_up_after_fatal(NonZeroU32::new(fatal).expect("not zero"))
                         .with_prepare(prepare)
                         .with_connect_timeout(timeouts.then_some(Duration::from_secs(5)))
                         .with_prepare_timeout(

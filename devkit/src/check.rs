@@ -27,6 +27,13 @@ pub fn decode_machine(data: &[u8]) -> Result<(Config, SimPolicy, Vec<Op>)> {
         .with_connect_timeout(secs(&mut u, flags & 2 != 0)?)
         .with_prepare_timeout(secs(&mut u, prepare && flags & 4 != 0)?)
         .with_reset_backoff_after(secs(&mut u, flags & 8 != 0)?);
+    // Flag 32: give up after 2 or 3 fatal failures in a row (else 1, the default).
+    let config = if flags & 32 != 0 {
+        let n = u32::from(u.int_in_range(2u8..=3)?);
+        config.with_give_up_after_fatal(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+    } else {
+        config
+    };
     let policy = SimPolicy {
         step: Duration::from_millis(u64::from(u.int_in_range(0u16..=1000)?)),
         give_up_after: if flags & 16 != 0 {

@@ -133,6 +133,7 @@ pub struct Edge {
 const GONE: &[InputKind] = &[
     ConnectCancelled,
     ConnectionFailed,
+    FailedFatally,
     Panicked,
     ClientDisconnected,
 ];
@@ -141,6 +142,7 @@ const GONE: &[InputKind] = &[
 const FAILED: &[InputKind] = &[
     ConnectionFailed,
     PrepareFailed,
+    FailedFatally,
     ClientDisconnected,
     Panicked,
     TimerFired,
@@ -187,9 +189,9 @@ pub const EDGES: &[Edge] = &[
         from: Connecting,
         to: Stopped,
         inputs: FAILED,
-        when: "the policy gives up",
+        when: "it gives up",
         route: Route::Bend(50.0),
-        label_at: 0.5,
+        label_at: 0.58,
     },
     Edge {
         from: Connecting,

@@ -66,6 +66,12 @@ pub enum Meaning {
     Made,
     /// The current attempt failed (`connection_failed`).
     ConnectFailed,
+    /// The current attempt failed with an error retrying will not fix
+    /// (`failed_fatally` while attempting).
+    FatalConnect,
+    /// The prepare step rejected the current connection with an error retrying
+    /// will not fix (`failed_fatally` while preparing): close it, as D2.
+    FatalPrepare,
     /// The current connection passed its prepare step.
     Prepared,
     /// The prepare step rejected the current connection (D2: close it).
@@ -95,7 +101,7 @@ const ESTABLISHED: Meaning = Reject(Rejection::Established);
 /// and Attempting / Preparing / Connected, or it is Cancelled / Closing / Old.
 /// (An Unknown id is always rejected.)
 #[rustfmt::skip]
-const REPORTS: [(&str, [Meaning; 6]); 7] = [
+const REPORTS: [(&str, [Meaning; 6]); 8] = [
     //                      Attempting      Preparing           Connected          Cancelled  Closing  Old
     ("connection_made",     [Made,          ALREADY_MADE,       ALREADY_MADE,      Orphan,    Stale,   Orphan]),
     ("connection_failed",   [ConnectFailed, ALREADY_CONNECTED,  ALREADY_CONNECTED, Gone,      Stale,   Stale]),
@@ -104,6 +110,7 @@ const REPORTS: [(&str, [Meaning; 6]); 7] = [
     ("prepare_failed",      [NOT_MADE,      PrepareFailed,      NOT_PREPARING,     Stale,     Stale,   Stale]),
     ("client_disconnected", [NOT_MADE,      LostWhilePreparing, Lost,              Stale,     Gone,    Stale]),
     ("panicked",            [PanickedAttempting, PanickedPreparing, ESTABLISHED,   Gone,      Stale,   Stale]),
+    ("failed_fatally",      [FatalConnect,  FatalPrepare,       ALREADY_CONNECTED, Gone,      Stale,   Stale]),
 ];
 
 fn column(relation: Relation) -> usize {
@@ -170,6 +177,8 @@ pub struct Model {
     pub stops: Vec<u64>,
     /// Consecutive failures.
     pub failed_attempts: u32,
+    /// Consecutive failures that were fatal.
+    pub fatal_in_a_row: u32,
     /// The policy gave up and the service was not started since.
     pub stopped_by_give_up: bool,
     /// Running totals.
@@ -213,6 +222,7 @@ impl Model {
             waiters: Vec::new(),
             stops: Vec::new(),
             failed_attempts: 0,
+            fatal_in_a_row: 0,
             stopped_by_give_up: false,
             counters: Counters::default(),
             next_attempt: 0,
@@ -291,6 +301,9 @@ impl Model {
                     Input::ClientDisconnected { attempt } => (5, attempt, Detail::None),
                     Input::Panicked { attempt, panic } => {
                         (6, attempt, Detail::Panic(panic.clone()))
+                    }
+                    Input::FailedFatally { attempt, error } => {
+                        (7, attempt, Detail::Error(error.clone()))
                     }
                     _ => unreachable!(),
                 };
@@ -491,6 +504,19 @@ impl Model {
                 self.close(a, out); // D2
                 self.attempt_failed(a, Failure::Prepare(e), out);
             }
+            // Connecting: failed fatally (contract: Beyond Twisted, Fatal failures):
+            // as connection_failed / prepare_failed, but counted in a row.
+            (Connecting, Event::Report(FatalConnect, a, Detail::Error(e))) => {
+                self.cancel_timer(out);
+                self.current = None;
+                self.fatal_attempt_failed(a, Failure::Connect(e), out);
+            }
+            (Connecting, Event::Report(FatalPrepare, a, Detail::Error(e))) => {
+                self.cancel_timer(out);
+                self.current = None;
+                self.close(a, out);
+                self.fatal_attempt_failed(a, Failure::Prepare(e), out);
+            }
             (Connecting, Event::Report(LostWhilePreparing, a, _)) => {
                 self.cancel_timer(out);
                 self.current = None;
@@ -542,7 +568,7 @@ impl Model {
                         self.schedule(TimerKind::Retry, d, out);
                     }
                     // A loss is no failed attempt: nothing to report or deliver.
-                    None => self.give_up(out),
+                    None => self.give_up(false, out),
                 }
             }
             // Connected: the connection stayed up long enough (contract: Beyond Twisted)
@@ -586,6 +612,8 @@ impl Model {
         self.state = State::Connected;
         self.current = Some((a, Phase::Connected));
         self.counters.connections += 1;
+        // A connection ends any run of fatal failures.
+        self.fatal_in_a_row = 0;
         match self.config.reset_backoff_after {
             // contract, Beyond Twisted: reset only once the connection stayed up this long
             Some(d) => self.schedule(TimerKind::Healthy, d, out),
@@ -609,12 +637,38 @@ impl Model {
     ///    failure: it is the one just reported);
     /// 4. on giving up, `GaveUp`.
     fn attempt_failed(&mut self, a: u64, failure: Failure<String>, out: &mut Out) {
+        // Not fatal: the run of fatal failures is over.
+        self.fatal_in_a_row = 0;
+        let retry = self.delay(self.failed_attempts.saturating_add(1));
+        self.count_failure(a, failure, retry, false, out);
+    }
+
+    /// A fatal failure: the give_up_after_fatal-th in a row gives up at once (the
+    /// policy is not consulted); before that, an ordinary failed attempt.
+    fn fatal_attempt_failed(&mut self, a: u64, failure: Failure<String>, out: &mut Out) {
+        self.fatal_in_a_row = self.fatal_in_a_row.saturating_add(1);
+        let fatal_give_up = self.fatal_in_a_row >= self.config.give_up_after_fatal.get();
+        let retry = if fatal_give_up {
+            None
+        } else {
+            self.delay(self.failed_attempts.saturating_add(1))
+        };
+        self.count_failure(a, failure, retry, fatal_give_up, out);
+    }
+
+    fn count_failure(
+        &mut self,
+        a: u64,
+        failure: Failure<String>,
+        retry: Option<Duration>,
+        fatal_give_up: bool,
+        out: &mut Out,
+    ) {
         self.failed_attempts = self.failed_attempts.saturating_add(1);
         self.counters.failures += 1;
         for w in &mut self.waiters {
             w.seen = w.seen.saturating_add(1);
         }
-        let retry = self.delay(self.failed_attempts);
         match retry {
             Some(d) => {
                 self.state = State::Waiting;
@@ -638,21 +692,23 @@ impl Model {
             });
         }
         if retry.is_none() {
-            self.give_up(out);
+            self.give_up(fatal_give_up, out);
         }
     }
 
-    fn give_up(&mut self, out: &mut Out) {
+    fn give_up(&mut self, fatal: bool, out: &mut Out) {
         self.state = State::Stopped;
         self.stopped_by_give_up = true;
         out.push(Action::GaveUp {
             failed_attempts: self.failed_attempts,
+            fatal,
         });
     }
 
     fn restart_schedule_if_given_up(&mut self) {
         if std::mem::take(&mut self.stopped_by_give_up) {
             self.failed_attempts = 0;
+            self.fatal_in_a_row = 0;
         }
     }
 
@@ -808,6 +864,13 @@ pub fn compare<P: RetryPolicy>(
             "model is in {}, machine in {}",
             model.state,
             machine.state()
+        ));
+    }
+    if machine.fatal_streak() != model.fatal_in_a_row {
+        return Err(format!(
+            "model counts {} fatal failures in a row, machine {}",
+            model.fatal_in_a_row,
+            machine.fatal_streak()
         ));
     }
     if machine.failed_attempts() != model.failed_attempts {

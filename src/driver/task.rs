@@ -407,7 +407,9 @@ where
                         let _ = tx.send(());
                     });
             }
-            Action::GaveUp { failed_attempts } => {
+            Action::GaveUp {
+                failed_attempts, ..
+            } => {
                 let last = self.failure.take();
                 self.tell(Event::GaveUp {
                     failed_attempts,

@@ -39,7 +39,10 @@ use crate::state::State;
 ///    `DeliverFailure` comes right after an `AttemptFailed`;
 /// 8. no input yields more than [`INLINE_ACTIONS`](crate::actions::INLINE_ACTIONS)
 ///    actions (so action lists never allocate), and `Counters::flaps` never
-///    exceeds `losses` and stays 0 without `reset_backoff_after`.
+///    exceeds `losses` and stays 0 without `reset_backoff_after`;
+/// 9. the machine gives up on fatal failures (`GaveUp { fatal: true }`) only on a
+///    `failed_fatally` that brings the streak of fatal failures to
+///    `Config::give_up_after_fatal`.
 ///
 /// That bad input changes nothing is checked by comparing the machine with a clone
 /// taken before the input; see [`check_unchanged`](Invariants::check_unchanged).
@@ -107,6 +110,7 @@ impl Invariants {
         // What the accepted input itself says.
         match input {
             Input::ConnectionFailed { attempt, .. }
+            | Input::FailedFatally { attempt, .. }
             | Input::ClientDisconnected { attempt }
             | Input::Panicked { attempt, .. }
                 if self.current == Some(*attempt) =>
@@ -159,6 +163,16 @@ impl Invariants {
                 Action::DeliverFailure { .. } => ensure(
                     matches!(previous, Some(Action::AttemptFailed { .. })),
                     || String::from("invariant 7: deliver_failure not right after attempt_failed"),
+                )?,
+                Action::GaveUp { fatal: true, .. } => ensure(
+                    matches!(input, Input::FailedFatally { .. })
+                        && machine.fatal_streak() >= machine.config().give_up_after_fatal.get(),
+                    || {
+                        format!(
+                            "invariant 9: gave up on fatal failures after {input:?} with a streak of {}",
+                            machine.fatal_streak()
+                        )
+                    },
                 )?,
                 _ => {}
             }

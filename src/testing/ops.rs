@@ -52,7 +52,9 @@ pub enum Op {
     /// Something that can really happen to one thing in the world (picked modulo
     /// their number); `choice` picks among what can happen to it. One `choice` in
     /// eight is a panic where user code runs for it (an attempt's connector, a
-    /// connection's prepare step or its driver while it is being prepared).
+    /// connection's prepare step or its driver while it is being prepared), and
+    /// another one in eight a fatal failure where one can happen (`failed_fatally`
+    /// for an attempt in flight or a connection being prepared).
     Happen {
         /// Which thing.
         pick: u16,
@@ -88,6 +90,8 @@ pub enum ReportKind {
     PrepareSucceeded,
     /// `prepare_failed`.
     PrepareFailed,
+    /// `failed_fatally`.
+    FailedFatally,
     /// `client_disconnected`.
     ClientDisconnected,
     /// `panicked` (the connector panicked).
@@ -100,12 +104,13 @@ pub enum ReportKind {
 
 impl ReportKind {
     /// Every kind, for generators.
-    pub const ALL: [ReportKind; 9] = [
+    pub const ALL: [ReportKind; 10] = [
         ReportKind::ConnectionMade,
         ReportKind::ConnectionFailed,
         ReportKind::ConnectCancelled,
         ReportKind::PrepareSucceeded,
         ReportKind::PrepareFailed,
+        ReportKind::FailedFatally,
         ReportKind::ClientDisconnected,
         ReportKind::Panicked,
         ReportKind::TimerFired,
@@ -115,6 +120,9 @@ impl ReportKind {
 
 /// `Op::Happen`'s `choice` from which user code panics (one in eight).
 const PANIC_CHOICES: u8 = 224;
+/// `Op::Happen`'s `choice` from which, below [`PANIC_CHOICES`], a failure is fatal
+/// (`failed_fatally`; one in eight).
+const FATAL_CHOICES: u8 = 192;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct InFlight {
@@ -196,6 +204,8 @@ impl World {
                 let mut i = usize::from(pick) % things;
                 // `choice` 224..=255: user code run for the thing panics, if any runs.
                 let panics = choice >= PANIC_CHOICES;
+                // `choice` 192..=223: it fails fatally, if it can fail.
+                let fatal = (FATAL_CHOICES..PANIC_CHOICES).contains(&choice);
                 if i < self.in_flight.len() {
                     let InFlight {
                         attempt,
@@ -206,6 +216,12 @@ impl World {
                         // The connector (its closure or future) panicked: the
                         // attempt is gone, cancelled or not.
                         return Some(self.panicked(attempt, PanicSite::Connector));
+                    }
+                    if fatal {
+                        return Some(Input::FailedFatally {
+                            attempt,
+                            error: self.next_error(),
+                        });
                     }
                     match choice % options {
                         0 => Input::ConnectionMade { attempt },
@@ -233,6 +249,12 @@ impl World {
                                 PanicSite::Connection
                             };
                             return Some(self.panicked(attempt, site));
+                        }
+                        if fatal && preparing && !close_asked {
+                            return Some(Input::FailedFatally {
+                                attempt,
+                                error: self.next_error(),
+                            });
                         }
                         match choice % options {
                             0 => Input::ClientDisconnected { attempt },
@@ -285,6 +307,10 @@ impl World {
                 attempt,
                 error: self.next_error(),
             },
+            ReportKind::FailedFatally => Input::FailedFatally {
+                attempt,
+                error: self.next_error(),
+            },
             ReportKind::ClientDisconnected => Input::ClientDisconnected { attempt },
             ReportKind::Panicked => self.panicked(attempt, PanicSite::Connector),
             ReportKind::TimerFired => Input::TimerFired {
@@ -321,8 +347,9 @@ impl World {
             Input::ConnectionFailed { attempt, .. } | Input::ConnectCancelled { attempt } => {
                 self.in_flight.retain(|f| f.attempt != *attempt);
             }
-            Input::Panicked { attempt, .. } => {
-                // An attempt's connector, or a connection's prepare step, panicked.
+            Input::Panicked { attempt, .. } | Input::FailedFatally { attempt, .. } => {
+                // An attempt's connector, or a connection's prepare step, panicked
+                // or failed fatally.
                 self.in_flight.retain(|f| f.attempt != *attempt);
                 for o in self.open.iter_mut().filter(|o| o.attempt == *attempt) {
                     o.preparing = false;

@@ -35,6 +35,14 @@ pub enum ConnectScript<E> {
         /// The error.
         error: E,
     },
+    /// The attempt fails with `error` after `after`, and retrying will not fix it
+    /// (reported with `failed_fatally`).
+    FailFatally {
+        /// How long the attempt takes.
+        after: Duration,
+        /// The error.
+        error: E,
+    },
     /// The connector panics after `after` (reported with `panicked`).
     Panic {
         /// How long until it panics.
@@ -56,6 +64,15 @@ pub enum PrepareScript<E> {
     },
     /// It rejects the connection with `error` after `after`.
     Fail {
+        /// How long it takes.
+        after: Duration,
+        /// The error.
+        error: E,
+    },
+    /// It rejects the connection with `error` after `after`, and retrying will
+    /// not fix it (reported with `failed_fatally`); the machine then closes the
+    /// connection.
+    FailFatally {
         /// How long it takes.
         after: Duration,
         /// The error.
@@ -283,6 +300,7 @@ where
                 | Input::ConnectionFailed { attempt: a, .. }
                 | Input::PrepareSucceeded { attempt: a }
                 | Input::PrepareFailed { attempt: a, .. }
+                | Input::FailedFatally { attempt: a, .. }
                 | Input::Panicked { attempt: a, .. }
                 | Input::ClientDisconnected { attempt: a } if *a == attempt)
         });
@@ -302,6 +320,9 @@ where
                     }
                     ConnectScript::Fail { after, error } => {
                         self.schedule(after, Input::ConnectionFailed { attempt, error });
+                    }
+                    ConnectScript::FailFatally { after, error } => {
+                        self.schedule(after, Input::FailedFatally { attempt, error });
                     }
                     ConnectScript::Panic { after, message } => {
                         let panic = Panic::new(PanicSite::Connector, message);
@@ -328,6 +349,9 @@ where
                     }
                     PrepareScript::Fail { after, error } => {
                         self.schedule(after, Input::PrepareFailed { attempt, error });
+                    }
+                    PrepareScript::FailFatally { after, error } => {
+                        self.schedule(after, Input::FailedFatally { attempt, error });
                     }
                     PrepareScript::Panic { after, message } => {
                         let panic = Panic::new(PanicSite::Prepare, message);

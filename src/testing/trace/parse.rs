@@ -143,6 +143,7 @@ fn parse_config(words: &[&str]) -> Result<Config, ParseError> {
             "connect_timeout" => config.connect_timeout = Some(parse_duration(value)?),
             "prepare_timeout" => config.prepare_timeout = Some(parse_duration(value)?),
             "reset_backoff_after" => config.reset_backoff_after = Some(parse_duration(value)?),
+            "give_up_after_fatal" => config.give_up_after_fatal = parse_number(value)?,
             other => return err(format!("unknown config option {other:?}")),
         }
     }
@@ -289,6 +290,10 @@ pub fn parse_input(line: &str) -> Result<Input<String>, ParseError> {
             attempt: attempt(a)?,
             error: unquote(e)?,
         },
+        ["failed_fatally", a, e] => Input::FailedFatally {
+            attempt: attempt(a)?,
+            error: unquote(e)?,
+        },
         ["client_disconnected", a] => Input::ClientDisconnected {
             attempt: attempt(a)?,
         },
@@ -370,6 +375,11 @@ pub fn parse_action(line: &str) -> Result<Action<String>, ParseError> {
         },
         ["gave_up", n] => Action::GaveUp {
             failed_attempts: parse_number(n)?,
+            fatal: false,
+        },
+        ["gave_up", n, "fatal"] => Action::GaveUp {
+            failed_attempts: parse_number(n)?,
+            fatal: true,
         },
         _ => return err(format!("not an action: {line:?}")),
     })

@@ -70,7 +70,8 @@ impl<E: fmt::Display> fmt::Display for DisplayInput<'_, E> {
             | Input::PrepareSucceeded { attempt }
             | Input::ClientDisconnected { attempt } => write!(f, "{name} {attempt}"),
             Input::ConnectionFailed { attempt, error }
-            | Input::PrepareFailed { attempt, error } => {
+            | Input::PrepareFailed { attempt, error }
+            | Input::FailedFatally { attempt, error } => {
                 write!(f, "{name} {attempt} ")?;
                 write_quoted(f, error)
             }
@@ -152,7 +153,14 @@ impl<E: fmt::Display> fmt::Display for DisplayAction<'_, E> {
                 f.write_str("finish_stopping")?;
                 stops.iter().try_for_each(|s| write!(f, " {s}"))
             }
-            Action::GaveUp { failed_attempts } => write!(f, "gave_up {failed_attempts}"),
+            Action::GaveUp {
+                failed_attempts,
+                fatal: false,
+            } => write!(f, "gave_up {failed_attempts}"),
+            Action::GaveUp {
+                failed_attempts,
+                fatal: true,
+            } => write!(f, "gave_up {failed_attempts} fatal"),
         }
     }
 }
@@ -233,6 +241,13 @@ impl fmt::Display for Trace {
             f.write_str("config")?;
             if self.config.prepare {
                 f.write_str(" prepare")?;
+            }
+            if self.config.give_up_after_fatal.get() != 1 {
+                write!(
+                    f,
+                    " give_up_after_fatal={}",
+                    self.config.give_up_after_fatal
+                )?;
             }
             let timeouts = [
                 ("connect_timeout", self.config.connect_timeout),

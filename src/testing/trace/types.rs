@@ -231,6 +231,10 @@ pub fn input_to_string<E: fmt::Display>(input: &Input<E>) -> Input<String> {
             attempt: *attempt,
             error: error.to_string(),
         },
+        Input::FailedFatally { attempt, error } => Input::FailedFatally {
+            attempt: *attempt,
+            error: error.to_string(),
+        },
         Input::ClientDisconnected { attempt } => Input::ClientDisconnected { attempt: *attempt },
         Input::Panicked { attempt, panic } => Input::Panicked {
             attempt: *attempt,
@@ -277,8 +281,12 @@ pub fn action_to_string<E: fmt::Display>(action: &Action<E>) -> Action<String> {
         Action::FinishStopping { stops } => Action::FinishStopping {
             stops: stops.clone(),
         },
-        Action::GaveUp { failed_attempts } => Action::GaveUp {
+        Action::GaveUp {
+            failed_attempts,
+            fatal,
+        } => Action::GaveUp {
             failed_attempts: *failed_attempts,
+            fatal: *fatal,
         },
     }
 }
