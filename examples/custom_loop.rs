@@ -164,6 +164,8 @@ impl EventLoop {
                 }
                 machine.client_disconnected(attempt)?
             }
+            // Only with `Config::probe`, which this loop does not set.
+            Action::Probe { .. } => redial::Actions::new(),
             Action::ScheduleTimer { timer, kind, delay } => {
                 self.log(format_args!(
                     "ScheduleTimer {timer} ({kind:?}) in {delay:?}"

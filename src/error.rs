@@ -64,6 +64,11 @@ pub enum Rejection {
     /// `connect_cancelled` for the current attempt, which the machine never asked to cancel.
     #[error("{0} was never asked to be cancelled")]
     NotCancelled(AttemptId),
+    /// `probe_succeeded` / `probe_failed` for the current attempt or connection,
+    /// for which no probe is outstanding (none was asked, or its answer or timeout
+    /// came already, or it is not established).
+    #[error("{0} has no probe outstanding")]
+    NotProbing(AttemptId),
 }
 
 /// A [`Config`](crate::Config) the machine refuses to run with.
@@ -73,7 +78,8 @@ pub enum ConfigError {
     /// A timeout of zero would expire before any I/O could happen.
     #[error("the {which} must be longer than zero")]
     ZeroTimeout {
-        /// `"connect timeout"`, `"prepare timeout"` or `"healthy-after delay"`.
+        /// `"connect timeout"`, `"prepare timeout"`, `"healthy-after delay"`,
+        /// `"probe interval"` or `"probe timeout"`.
         which: &'static str,
     },
     /// A prepare timeout was set but no prepare step is configured.

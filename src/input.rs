@@ -101,6 +101,18 @@ pub enum Input<E> {
         /// What panicked, and its message.
         panic: Panic,
     },
+    /// The probe the machine asked for ([`Action::Probe`](crate::Action::Probe))
+    /// got its answer: the connection is alive.
+    ProbeSucceeded {
+        /// The connection (named by its attempt).
+        attempt: AttemptId,
+    },
+    /// The probe the machine asked for failed: the connection is dead. The
+    /// machine closes it (`Disconnect`) and counts a loss.
+    ProbeFailed {
+        /// The connection (named by its attempt).
+        attempt: AttemptId,
+    },
     /// The connection is closed: lost, or closed because the machine asked (`Disconnect`).
     ClientDisconnected {
         /// The connection (named by its attempt).
@@ -129,6 +141,8 @@ impl<E> Input<E> {
             Input::PrepareFailed { .. } => InputKind::PrepareFailed,
             Input::FailedFatally { .. } => InputKind::FailedFatally,
             Input::Panicked { .. } => InputKind::Panicked,
+            Input::ProbeSucceeded { .. } => InputKind::ProbeSucceeded,
+            Input::ProbeFailed { .. } => InputKind::ProbeFailed,
             Input::ClientDisconnected { .. } => InputKind::ClientDisconnected,
             Input::TimerFired { .. } => InputKind::TimerFired,
         }
@@ -163,6 +177,10 @@ pub enum InputKind {
     FailedFatally,
     /// [`Input::Panicked`].
     Panicked,
+    /// [`Input::ProbeSucceeded`].
+    ProbeSucceeded,
+    /// [`Input::ProbeFailed`].
+    ProbeFailed,
     /// [`Input::ClientDisconnected`].
     ClientDisconnected,
     /// [`Input::TimerFired`].
@@ -185,6 +203,8 @@ impl InputKind {
             InputKind::PrepareFailed => "prepare_failed",
             InputKind::FailedFatally => "failed_fatally",
             InputKind::Panicked => "panicked",
+            InputKind::ProbeSucceeded => "probe_succeeded",
+            InputKind::ProbeFailed => "probe_failed",
             InputKind::ClientDisconnected => "client_disconnected",
             InputKind::TimerFired => "timer_fired",
         }

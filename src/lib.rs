@@ -233,7 +233,7 @@ pub use budget::{Budget, Budgeted};
 pub use error::{ConfigError, InputError, PolicyError, Rejection};
 pub use ids::{AttemptId, StopId, TimerId, WaiterId};
 pub use input::{Input, InputKind};
-pub use machine::{Config, Counters, Issued, Machine, Step};
+pub use machine::{Config, Counters, Issued, Machine, ProbeConfig, Step};
 pub use policy::{from_fn, Backoff, FromFn, GiveUpAfter, Jitter, RetryPolicy, SplitMix64};
 pub use state::State;
 

@@ -71,6 +71,60 @@ pub struct Config {
     /// fix). 1, the default: at the first fatal failure. Below it a fatal failure
     /// is an ordinary failed attempt (the policy is asked, the machine retries).
     pub give_up_after_fatal: NonZeroU32,
+    /// Probe the established connection every `interval`, and count it dead if a
+    /// probe is not answered within `timeout` ([`Action::Probe`]): a connection can
+    /// look up for minutes after the peer vanished. With
+    /// [`reset_backoff_after`](Config::reset_backoff_after) too, the connection
+    /// becomes healthy once the probe intervals completed since it connected add
+    /// up to that delay (see [`ProbeConfig`]).
+    pub probe: Option<ProbeConfig>,
+}
+
+/// Liveness probes of the established connection ([`Config::probe`]).
+///
+/// While `Connected`, the one machine timer is the probe interval, then the probe
+/// timeout: every `interval` the machine asks the driver to probe the connection
+/// ([`Action::Probe`]) and arms the probe timeout; a success
+/// ([`Machine::probe_succeeded`]) disarms it and arms the next interval; a failure
+/// ([`Machine::probe_failed`]) or the timeout means the connection is dead: it is
+/// closed (`Disconnect`) and counted as lost, and the machine retries or gives up
+/// as for any loss.
+///
+/// With [`Config::reset_backoff_after`] = `d` as well, no healthy timer is armed:
+/// the connection becomes healthy (the failure count is reset to 0, and its loss is
+/// no longer a flap) when the probe interval fires for the `k`-th time since it
+/// connected, where `k` is the smallest number with `k · interval ≥ d`, just
+/// before that probe is asked. That is `⌈d / interval⌉` intervals, plus the time
+/// the probes in between took to answer: later than `d` when `interval` does not
+/// divide it (`d` = 25 s, `interval` = 10 s: at the third interval, 30 s and
+/// two probe round trips after connecting).
+///
+/// ```
+/// use core::time::Duration;
+/// use redial::{Config, ProbeConfig};
+///
+/// let probe = ProbeConfig::new(Duration::from_secs(30), Duration::from_secs(5));
+/// let config = Config::new().with_probe(Some(probe));
+/// assert!(config.validate().is_ok());
+/// let zero = ProbeConfig::new(Duration::ZERO, Duration::from_secs(5));
+/// assert!(Config::new().with_probe(Some(zero)).validate().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProbeConfig {
+    /// How long the connection stays unprobed: from connecting, and from each
+    /// answered probe, to the next probe. Longer than zero.
+    pub interval: Duration,
+    /// How long a probe may take before the connection counts as dead. Longer
+    /// than zero.
+    pub timeout: Duration,
+}
+
+impl ProbeConfig {
+    /// Probe every `interval`, giving each probe `timeout` to answer.
+    pub const fn new(interval: Duration, timeout: Duration) -> ProbeConfig {
+        ProbeConfig { interval, timeout }
+    }
 }
 
 impl Default for Config {
@@ -89,6 +143,7 @@ impl Config {
             prepare_timeout: None,
             reset_backoff_after: None,
             give_up_after_fatal: NonZeroU32::MIN,
+            probe: None,
         }
     }
 
@@ -137,6 +192,12 @@ impl Config {
         }
     }
 
+    /// Sets [`probe`](Config::probe) (`None`: no liveness probes, as Twisted).
+    #[must_use]
+    pub const fn with_probe(self, probe: Option<ProbeConfig>) -> Config {
+        Config { probe, ..self }
+    }
+
     /// Checks the configuration; [`Machine::with_config`] calls this.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let zero = |d: Option<Duration>| d == Some(Duration::ZERO);
@@ -154,6 +215,18 @@ impl Config {
             return Err(ConfigError::ZeroTimeout {
                 which: "healthy-after delay",
             });
+        }
+        if let Some(probe) = self.probe {
+            if probe.interval.is_zero() {
+                return Err(ConfigError::ZeroTimeout {
+                    which: "probe interval",
+                });
+            }
+            if probe.timeout.is_zero() {
+                return Err(ConfigError::ZeroTimeout {
+                    which: "probe timeout",
+                });
+            }
         }
         if self.prepare_timeout.is_some() && !self.prepare {
             return Err(ConfigError::PrepareTimeoutWithoutPrepare);
@@ -260,6 +333,10 @@ enum Event<E> {
     Prepared(AttemptId),
     /// The current, established connection was lost.
     Lost,
+    /// The outstanding probe of the current connection was answered.
+    ProbeSucceeded,
+    /// The outstanding probe of the current connection failed: it is dead.
+    ProbeFailed,
     /// The armed timer fired.
     Timer(TimerKind),
     /// Something the machine was waiting to see gone (a cancelled attempt, a
@@ -297,6 +374,10 @@ pub struct Machine<E, P = Backoff> {
     failed_attempts: u32,
     /// Consecutive failed attempts that were fatal (`failed_fatally`).
     fatal_streak: u32,
+    /// With probes and a healthy delay: how much longer, in completed probe
+    /// intervals, the current connection must stay up to be healthy (`None`:
+    /// healthy). Always `None` without probes.
+    unhealthy_for: Option<Duration>,
     /// The retry policy gave up, and nothing started the service since: the next
     /// start begins a fresh schedule (`failed_attempts` 0).
     gave_up: bool,
@@ -338,6 +419,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             stops: SmallVec::new(),
             failed_attempts: 0,
             fatal_streak: 0,
+            unhealthy_for: None,
             gave_up: false,
             failure_events: 0,
             counters: Counters::default(),
@@ -634,6 +716,24 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         self.report(Input::Panicked { attempt, panic })
     }
 
+    /// The outstanding probe of the connection ([`Action::Probe`]) was answered:
+    /// the machine disarms the probe timeout and arms the next interval. A probe
+    /// report about a connection the machine is closing, or an old one, is stale;
+    /// about the current connection with no probe outstanding (or not yet
+    /// established) it is bad input ([`Rejection::NotProbing`]).
+    pub fn probe_succeeded(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
+        self.report(Input::ProbeSucceeded { attempt })
+    }
+
+    /// The outstanding probe of the connection failed: it is dead. The retry policy
+    /// is asked first, then the connection is closed (`Disconnect`: it is
+    /// outstanding until reported closed), counted as lost (and as a flap if it
+    /// was not yet healthy), and the machine retries or gives up as for any loss.
+    /// Stale and bad forms as for [`Machine::probe_succeeded`].
+    pub fn probe_failed(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
+        self.report(Input::ProbeFailed { attempt })
+    }
+
     /// The connection is closed (lost, or closed because the machine asked).
     pub fn client_disconnected(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
         self.report(Input::ClientDisconnected { attempt })
@@ -828,6 +928,16 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Whose::Current(Connected) => return Err(Rejection::Established(attempt)),
                 Whose::Cancelled => Event::Gone(attempt),
                 Whose::Closing | Whose::Old => Event::Stale,
+            },
+            Input::ProbeSucceeded { attempt } => match self.whose(attempt)? {
+                Whose::Current(Connected) if self.probing() => Event::ProbeSucceeded,
+                Whose::Current(_) => return Err(Rejection::NotProbing(attempt)),
+                Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
+            },
+            Input::ProbeFailed { attempt } => match self.whose(attempt)? {
+                Whose::Current(Connected) if self.probing() => Event::ProbeFailed,
+                Whose::Current(_) => return Err(Rejection::NotProbing(attempt)),
+                Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::ClientDisconnected { attempt } => match self.whose(attempt)? {
                 Whose::Current(Attempting) => return Err(Rejection::NotMade(attempt)),
@@ -1031,7 +1141,9 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             // Connected
             (Connected, Event::Lost) => {
                 let next = self.ask_policy();
-                if matches!(self.timer, Some((_, TimerKind::Healthy))) {
+                if matches!(self.timer, Some((_, TimerKind::Healthy)))
+                    || self.unhealthy_for.take().is_some()
+                {
                     // Lost before it stayed up long enough to count as healthy.
                     self.counters.flaps += 1;
                 }
@@ -1045,6 +1157,42 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             (Connected, Event::Timer(TimerKind::Healthy)) => {
                 self.timer = None;
                 self.failed_attempts = 0;
+            }
+            // Connected, probing (one timer: the interval, then the probe timeout)
+            (Connected, Event::Timer(TimerKind::ProbeInterval)) => {
+                self.timer = None;
+                if let (Some(probe), Some(attempt)) = (self.config.probe, self.connection()) {
+                    // One more interval completed: healthy once they add up to
+                    // the healthy delay.
+                    if let Some(left) = self.unhealthy_for {
+                        let left = left.saturating_sub(probe.interval);
+                        if left.is_zero() {
+                            self.unhealthy_for = None;
+                            self.failed_attempts = 0;
+                        } else {
+                            self.unhealthy_for = Some(left);
+                        }
+                    }
+                    out.push(Action::Probe { attempt });
+                    self.arm(TimerKind::ProbeTimeout, probe.timeout, out);
+                }
+            }
+            (Connected, Event::ProbeSucceeded) => {
+                self.disarm(out);
+                if let Some(probe) = self.config.probe {
+                    self.arm(TimerKind::ProbeInterval, probe.interval, out);
+                }
+            }
+            // The connection is dead: ask the policy first, then close it.
+            (Connected, Event::ProbeFailed) => {
+                let next = self.ask_policy();
+                self.disarm(out);
+                self.dead(next, out);
+            }
+            (Connected, Event::Timer(TimerKind::ProbeTimeout)) => {
+                let next = self.ask_policy();
+                self.timer = None;
+                self.dead(next, out);
             }
 
             // Waiting
@@ -1081,7 +1229,10 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Init | Waiting | Connected | Disconnecting | Restarting | Stopped,
                 Event::Made(_) | Event::Prepared(_) | Event::AttemptFailed { .. },
             )
-            | (Init | Connecting | Waiting | Disconnecting | Restarting | Stopped, Event::Lost)
+            | (
+                Init | Connecting | Waiting | Disconnecting | Restarting | Stopped,
+                Event::Lost | Event::ProbeSucceeded | Event::ProbeFailed,
+            )
             | (_, Event::Timer(_)) => {}
         }
     }
@@ -1106,9 +1257,18 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         self.set_phase(Phase::Connected);
         self.counters.connections += 1;
         self.fatal_streak = 0;
-        match self.config.reset_backoff_after {
-            Some(delay) => self.arm(TimerKind::Healthy, delay, out),
-            None => self.failed_attempts = 0,
+        if let Some(probe) = self.config.probe {
+            // The one timer is the probe's; health is counted in its intervals.
+            self.unhealthy_for = self.config.reset_backoff_after;
+            if self.unhealthy_for.is_none() {
+                self.failed_attempts = 0;
+            }
+            self.arm(TimerKind::ProbeInterval, probe.interval, out);
+        } else {
+            match self.config.reset_backoff_after {
+                Some(delay) => self.arm(TimerKind::Healthy, delay, out),
+                None => self.failed_attempts = 0,
+            }
         }
         if !self.waiters.is_empty() {
             let waiters = self.waiters.take_all();
@@ -1150,6 +1310,28 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             out.push(Action::DeliverFailure { waiters });
         }
         self.gave_up(next, fatal, out);
+    }
+
+    /// The current connection is dead (a probe failed or timed out; its timer is
+    /// already disarmed): close it, count the loss (a flap if not yet healthy),
+    /// and retry after `next` or give up.
+    fn dead(&mut self, next: Option<Duration>, out: &mut Actions<E>) {
+        if let Some(Current { attempt, .. }) = self.current.take() {
+            self.closing.push(attempt);
+            out.push(Action::Disconnect { attempt });
+        }
+        if self.unhealthy_for.take().is_some() {
+            self.counters.flaps += 1;
+        }
+        self.counters.losses += 1;
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        self.retry_or_stop(next, out);
+        self.gave_up(next, false, out);
+    }
+
+    /// Whether a probe of the current connection is outstanding (its timeout armed).
+    fn probing(&self) -> bool {
+        matches!(self.timer, Some((_, TimerKind::ProbeTimeout)))
     }
 
     /// Waiting with the retry timer armed after `next`, or `Stopped` (`None`).

@@ -428,3 +428,27 @@ fn failed_fatally_for_an_established_connection_or_an_unknown_attempt_is_rejecte
         );
     }
 }
+
+/// Probe reports naming an attempt never issued are unknown in every state; about
+/// the current attempt or connection with no probe outstanding they are rejected
+/// with `NotProbing` (these machines have no probes configured). Neither changes
+/// anything.
+#[test]
+fn probe_reports_without_a_probe_are_rejected_in_every_state() {
+    for (name, m) in &machines() {
+        for input in [
+            Input::ProbeSucceeded { attempt: a(NEVER) },
+            Input::ProbeFailed { attempt: a(NEVER) },
+        ] {
+            assert_rejected(name, m, input, Rejection::UnknownAttempt(a(NEVER)));
+        }
+        if let Some(current) = m.current_attempt() {
+            for input in [
+                Input::ProbeSucceeded { attempt: current },
+                Input::ProbeFailed { attempt: current },
+            ] {
+                assert_rejected(name, m, input, Rejection::NotProbing(current));
+            }
+        }
+    }
+}

@@ -4,8 +4,9 @@
 //!
 //! Every transition that consults the policy is covered on its own (a failed
 //! attempt, a prepare step that fails, a connection lost while preparing, a panic
-//! while attempting and while preparing, the connect and prepare timeouts, the loss
-//! of an established connection), and a property test makes the policy panic at a
+//! while attempting and while preparing, a fatal failure below the threshold while
+//! attempting and while preparing, the connect and prepare timeouts, the loss of an
+//! established connection, a failed probe and the probe timeout), and a property test makes the policy panic at a
 //! random call in random runs, checking the same thing at that step and comparing
 //! every later step with the reference model.
 
@@ -129,6 +130,26 @@ fn connected() -> M {
     m
 }
 
+/// Connected with liveness probes, a probe outstanding (its timeout armed).
+fn probing() -> M {
+    let policy = Bomb {
+        armed: Rc::new(Cell::new(false)),
+    };
+    let probe = redial::ProbeConfig::new(Duration::from_secs(10), Duration::from_secs(2));
+    let config = Config::new()
+        .with_reset_backoff_after(Some(Duration::from_secs(30)))
+        .with_probe(Some(probe));
+    let mut m = Machine::with_config(policy, config).unwrap();
+    let _ = m.start();
+    let _ = m.connection_made(a(0)).unwrap();
+    let _ = m.timer_fired(m.armed_timer().unwrap().0).unwrap();
+    assert_eq!(
+        m.armed_timer().map(|(_, k)| k),
+        Some(TimerKind::ProbeTimeout)
+    );
+    m
+}
+
 fn timer_fired(m: &M) -> Input<String> {
     Input::TimerFired {
         timer: m.armed_timer().expect("a timer armed").0,
@@ -210,6 +231,12 @@ fn transitions() -> Vec<(&'static str, M, Input<String>)> {
             connected,
             Input::ClientDisconnected { attempt: a(0) },
         ),
+        (
+            "probe failed",
+            probing(),
+            Input::ProbeFailed { attempt: a(0) },
+        ),
+        ("probe timeout", probing(), timer_fired(&probing())),
     ]
 }
 
@@ -217,7 +244,7 @@ fn transitions() -> Vec<(&'static str, M, Input<String>)> {
 fn a_panicking_policy_changes_nothing_in_every_transition_that_asks_it() {
     quiet_policy_panics();
     let subjects = transitions();
-    assert_eq!(subjects.len(), 10);
+    assert_eq!(subjects.len(), 12);
     // The same machines again, with switches of their own that stay off.
     let references = transitions();
     for ((name, mut m, input), (_, mut fresh, _)) in subjects.into_iter().zip(references) {
@@ -311,6 +338,7 @@ fn transition_name(before: &Machine<String, Fused>, input: &Input<String>) -> &'
             "lost after being established"
         }
         Input::ClientDisconnected { .. } => "lost while preparing",
+        Input::ProbeFailed { .. } => "probe failed",
         Input::FailedFatally { .. } if closes => "failed fatally while preparing",
         Input::FailedFatally { .. } => "failed fatally while attempting",
         Input::Panicked { .. } if closes => "panicked while preparing",
@@ -318,6 +346,7 @@ fn transition_name(before: &Machine<String, Fused>, input: &Input<String>) -> &'
         Input::TimerFired { .. } => match timer.map(|(_, kind)| kind) {
             Some(TimerKind::ConnectTimeout) => "connect timeout",
             Some(TimerKind::PrepareTimeout) => "prepare timeout",
+            Some(TimerKind::ProbeTimeout) => "probe timeout",
             other => panic!("{other:?} fired and asked the policy"),
         },
         other => panic!("{other:?} asked the policy"),

@@ -171,6 +171,8 @@ fn call_method(
         PrepareSucceeded { attempt } => step(m.prepare_succeeded(attempt)?),
         PrepareFailed { attempt, error } => step(m.prepare_failed(attempt, error)?),
         FailedFatally { attempt, error } => step(m.failed_fatally(attempt, error)?),
+        ProbeSucceeded { attempt } => step(m.probe_succeeded(attempt)?),
+        ProbeFailed { attempt } => step(m.probe_failed(attempt)?),
         ClientDisconnected { attempt } => step(m.client_disconnected(attempt)?),
         Panicked { attempt, panic } => step(m.panicked(attempt, panic)?),
         TimerFired { timer } => step(m.timer_fired(timer)?),

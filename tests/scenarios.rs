@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use redial::{
     Action, AttemptId, Config, Failure, Input, InputError, InputKind, Machine, Panic, PanicSite,
-    Rejection, RetryPolicy, State, StopId, TimerId, TimerKind, WaiterId,
+    ProbeConfig, Rejection, RetryPolicy, State, StopId, TimerId, TimerKind, WaiterId,
 };
 
 type E = &'static str;
@@ -1926,4 +1926,271 @@ fn failed_fatally_for_a_cancelled_closing_or_old_attempt() {
     );
     assert_eq!(m.state(), State::Disconnecting);
     assert_eq!(m.counters().failures, 0);
+}
+
+// ----- liveness probes (`Config::probe`), one table per row of its rule ----------------
+
+fn probe(attempt: AttemptId) -> Action<E> {
+    Action::Probe { attempt }
+}
+fn probe_ok(attempt: AttemptId) -> Input<E> {
+    Input::ProbeSucceeded { attempt }
+}
+fn probe_failed(attempt: AttemptId) -> Input<E> {
+    Input::ProbeFailed { attempt }
+}
+fn interval(timer: TimerId) -> Action<E> {
+    self::timer(timer, TimerKind::ProbeInterval, secs(10))
+}
+fn probe_timeout(timer: TimerId) -> Action<E> {
+    self::timer(timer, TimerKind::ProbeTimeout, secs(2))
+}
+fn probing_config() -> Config {
+    Config::new().with_probe(Some(ProbeConfig::new(secs(10), secs(2))))
+}
+
+/// Becoming connected arms the probe interval (before the waiters are notified);
+/// the interval firing asks for a probe and arms the probe timeout; a success
+/// disarms it and arms the next interval.
+#[test]
+fn connected_with_probes_probes_every_interval() {
+    let m = run(
+        with(probing_config()),
+        &[
+            (start(), vec![connect(a(0))]),
+            (when_connected(), vec![]),
+            (made(a(0)), vec![interval(t(0)), notify(a(0), &[w(0)])]),
+            (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
+            (probe_ok(a(0)), vec![cancel_timer(t(1)), interval(t(2))]),
+            (fired(t(2)), vec![probe(a(0)), probe_timeout(t(3))]),
+        ],
+    );
+    assert_eq!(m.state(), State::Connected);
+    assert_eq!(m.armed_timer(), Some((t(3), TimerKind::ProbeTimeout)));
+}
+
+/// A failed probe: the connection is dead. The policy is asked, the connection
+/// closed (outstanding until reported closed), a loss counted, and the retry
+/// scheduled.
+#[test]
+fn a_failed_probe_closes_the_connection_and_retries_as_a_loss() {
+    let m = run(
+        with(probing_config()),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![interval(t(0))]),
+            (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
+            (
+                probe_failed(a(0)),
+                vec![
+                    cancel_timer(t(1)),
+                    disconnect(a(0)),
+                    retry_in(t(2), secs(1)),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(m.state(), State::Waiting);
+    assert_eq!(m.outstanding().collect::<Vec<_>>(), [a(0)]);
+    let c = m.counters();
+    assert_eq!(
+        (c.losses, c.flaps, c.failures, m.failed_attempts()),
+        (1, 0, 0, 1)
+    );
+    let m = run(m, &[(lost(a(0)), vec![])]);
+    assert_eq!(m.outstanding().count(), 0);
+}
+
+/// The probe timeout: the same as a failed probe (its timer has fired).
+#[test]
+fn the_probe_timeout_closes_the_connection_and_retries_as_a_loss() {
+    let m = run(
+        with(probing_config()),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![interval(t(0))]),
+            (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
+            (fired(t(1)), vec![disconnect(a(0)), retry_in(t(2), secs(1))]),
+            // The late answer is stale: the connection is closing.
+            (probe_ok(a(0)), vec![]),
+        ],
+    );
+    assert_eq!((m.state(), m.counters().losses), (State::Waiting, 1));
+}
+
+/// A dead connection can make the policy give up, as any loss can.
+#[test]
+fn a_dead_connection_can_make_the_policy_give_up() {
+    let m = run(
+        with_policy((linear as Linear).give_up_after(1), probing_config()),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![interval(t(0))]),
+            (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
+            (
+                probe_failed(a(0)),
+                vec![
+                    cancel_timer(t(1)),
+                    disconnect(a(0)),
+                    Action::GaveUp {
+                        failed_attempts: 1,
+                        fatal: false,
+                    },
+                ],
+            ),
+            (stop(), vec![]),
+            (lost(a(0)), vec![finish(&[s(0)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+}
+
+/// A loss reported while a probe is outstanding: the probe timeout is cancelled,
+/// and it is an ordinary loss. A stop while probing closes the connection.
+#[test]
+fn lost_or_stopped_while_probing() {
+    let m = run(
+        with(probing_config()),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![interval(t(0))]),
+            (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
+            (
+                lost(a(0)),
+                vec![cancel_timer(t(1)), retry_in(t(2), secs(1))],
+            ),
+            (fired(t(2)), vec![connect(a(1))]),
+            (made(a(1)), vec![interval(t(3))]),
+            (fired(t(3)), vec![probe(a(1)), probe_timeout(t(4))]),
+            (stop(), vec![disconnect(a(1)), cancel_timer(t(4))]),
+            (probe_failed(a(1)), vec![]),
+            (lost(a(1)), vec![finish(&[s(0)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+    assert_eq!(m.counters().losses, 1);
+}
+
+/// With a healthy delay the connection becomes healthy when the completed probe
+/// intervals add up to it: 25 s at 10 s per interval is the third interval. A
+/// loss before that is a flap and the count goes on; after it, the count was
+/// reset.
+#[test]
+fn with_probes_health_is_counted_in_probe_intervals() {
+    let config = probing_config().with_reset_backoff_after(Some(secs(25)));
+    let mut m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (
+                failed(a(0), "refused"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                ],
+            ),
+            (fired(t(0)), vec![connect(a(1))]),
+            (made(a(1)), vec![interval(t(1))]),
+            (fired(t(1)), vec![probe(a(1)), probe_timeout(t(2))]),
+            (probe_ok(a(1)), vec![cancel_timer(t(2)), interval(t(3))]),
+            (fired(t(3)), vec![probe(a(1)), probe_timeout(t(4))]),
+            (probe_ok(a(1)), vec![cancel_timer(t(4)), interval(t(5))]),
+        ],
+    );
+    // 20 s: not yet healthy.
+    assert_eq!(m.failed_attempts(), 1);
+    let flapped = run(
+        m.clone(),
+        &[(
+            lost(a(1)),
+            vec![cancel_timer(t(5)), retry_in(t(6), secs(2))],
+        )],
+    );
+    assert_eq!(
+        (flapped.counters().flaps, flapped.failed_attempts()),
+        (1, 2)
+    );
+    // 30 s: healthy, before the probe is asked.
+    m = run(m, &[(fired(t(5)), vec![probe(a(1)), probe_timeout(t(6))])]);
+    assert_eq!(m.failed_attempts(), 0);
+    let m = run(
+        m,
+        &[(
+            probe_failed(a(1)),
+            vec![
+                cancel_timer(t(6)),
+                disconnect(a(1)),
+                retry_in(t(7), secs(1)),
+            ],
+        )],
+    );
+    assert_eq!((m.counters().losses, m.counters().flaps), (1, 0));
+}
+
+/// Probe reports: about the current connection with no probe outstanding (or not
+/// yet established) they are bad input; about a closing or old one, stale.
+#[test]
+fn probe_reports_without_a_probe_outstanding_are_rejected() {
+    let mut m = run(
+        with(probing_config().with_prepare(true)),
+        &[(start(), vec![connect(a(0))])],
+    );
+    for input in [probe_ok(a(0)), probe_failed(a(0))] {
+        let err = m.handle(input.clone()).unwrap_err();
+        assert_eq!(err.reason, Rejection::NotProbing(a(0)), "{input:?}");
+    }
+    m = run(
+        m,
+        &[
+            (made(a(0)), vec![prepare(a(0))]),
+            (prepared(a(0)), vec![interval(t(0))]),
+        ],
+    );
+    let before = m.clone();
+    for input in [probe_ok(a(0)), probe_failed(a(0))] {
+        let err = m.handle(input.clone()).unwrap_err();
+        assert_eq!(
+            (err.state, err.reason),
+            (State::Connected, Rejection::NotProbing(a(0)))
+        );
+        assert_eq!(err.input, input.kind());
+        assert_eq!(m, before);
+    }
+    assert_eq!(
+        m.probe_succeeded(a(0)).unwrap_err().to_string(),
+        "probe_succeeded rejected in state Connected: attempt#0 has no probe outstanding"
+    );
+}
+
+/// `reconnect_now` while connected with probes: nothing but the reset; the probe
+/// timer stays.
+#[test]
+fn reconnect_now_leaves_the_probes_alone() {
+    let m = run(
+        with(probing_config()),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![interval(t(0))]),
+            (reconnect_now(true), vec![]),
+            (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
+            (reconnect_now(false), vec![]),
+            (probe_ok(a(0)), vec![cancel_timer(t(1)), interval(t(2))]),
+        ],
+    );
+    assert_eq!(m.state(), State::Connected);
+}
+
+/// Probe settings of zero are rejected.
+#[test]
+fn probe_config_that_makes_no_sense_is_rejected() {
+    for (probe, which) in [
+        (ProbeConfig::new(Duration::ZERO, secs(1)), "probe interval"),
+        (ProbeConfig::new(secs(1), Duration::ZERO), "probe timeout"),
+    ] {
+        let config = Config::new().with_probe(Some(probe));
+        assert_eq!(
+            Machine::<E, Linear>::with_config(linear as Linear, config).unwrap_err(),
+            redial::ConfigError::ZeroTimeout { which }
+        );
+    }
 }

@@ -10,7 +10,7 @@ use core::time::Duration;
 use arbitrary::{Result, Unstructured};
 use redial::policy::{Backoff, Jitter, RetryPolicy};
 use redial::testing::{minimize, Op, ReportKind, SimPolicy};
-use redial::{Config, PolicyError};
+use redial::{Config, PolicyError, ProbeConfig};
 
 use crate::model::run_with_model;
 
@@ -31,6 +31,14 @@ pub fn decode_machine(data: &[u8]) -> Result<(Config, SimPolicy, Vec<Op>)> {
     let config = if flags & 32 != 0 {
         let n = u32::from(u.int_in_range(2u8..=3)?);
         config.with_give_up_after_fatal(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+    } else {
+        config
+    };
+    // Flag 64: liveness probes, every 1 to 10 s, 1 to 5 s to answer.
+    let config = if flags & 64 != 0 {
+        let interval = Duration::from_secs(u64::from(u.int_in_range(1u8..=10)?));
+        let timeout = Duration::from_secs(u64::from(u.int_in_range(1u8..=5)?));
+        config.with_probe(Some(ProbeConfig::new(interval, timeout)))
     } else {
         config
     };

@@ -148,6 +148,10 @@ const FAILED: &[InputKind] = &[
     TimerFired,
 ];
 
+/// The inputs that end an established connection: its loss, a failed probe, the
+/// probe timeout.
+const LOST: &[InputKind] = &[ClientDisconnected, ProbeFailed, TimerFired];
+
 /// Every transition between two different states. `tests/state_diagram.rs`
 /// checks this list against the machine.
 pub const EDGES: &[Edge] = &[
@@ -238,7 +242,7 @@ pub const EDGES: &[Edge] = &[
     Edge {
         from: Connected,
         to: Waiting,
-        inputs: &[ClientDisconnected],
+        inputs: LOST,
         when: "the policy retries",
         route: Route::Bend(0.0),
         label_at: 0.5,
@@ -246,7 +250,7 @@ pub const EDGES: &[Edge] = &[
     Edge {
         from: Connected,
         to: Stopped,
-        inputs: &[ClientDisconnected],
+        inputs: LOST,
         when: "the policy gives up",
         route: Route::Through(&[
             (1110.0, 400.0),

@@ -72,6 +72,10 @@ pub enum Meaning {
     /// The prepare step rejected the current connection with an error retrying
     /// will not fix (`failed_fatally` while preparing): close it, as D2.
     FatalPrepare,
+    /// A probe of the current, established connection answered.
+    ProbeOk,
+    /// A probe of the current, established connection failed: it is dead.
+    ProbeDead,
     /// The current connection passed its prepare step.
     Prepared,
     /// The prepare step rejected the current connection (D2: close it).
@@ -95,13 +99,14 @@ const ALREADY_CONNECTED: Meaning = Reject(Rejection::AlreadyConnected);
 const NOT_CANCELLED: Meaning = Reject(Rejection::NotCancelled);
 const NOT_MADE: Meaning = Reject(Rejection::NotMade);
 const NOT_PREPARING: Meaning = Reject(Rejection::NotPreparing);
+const NOT_PROBING: Meaning = Reject(Rejection::NotProbing);
 const ESTABLISHED: Meaning = Reject(Rejection::Established);
 
 /// Reports about attempts and connections. Columns: the named attempt is current
 /// and Attempting / Preparing / Connected, or it is Cancelled / Closing / Old.
 /// (An Unknown id is always rejected.)
 #[rustfmt::skip]
-const REPORTS: [(&str, [Meaning; 6]); 8] = [
+const REPORTS: [(&str, [Meaning; 6]); 10] = [
     //                      Attempting      Preparing           Connected          Cancelled  Closing  Old
     ("connection_made",     [Made,          ALREADY_MADE,       ALREADY_MADE,      Orphan,    Stale,   Orphan]),
     ("connection_failed",   [ConnectFailed, ALREADY_CONNECTED,  ALREADY_CONNECTED, Gone,      Stale,   Stale]),
@@ -111,6 +116,9 @@ const REPORTS: [(&str, [Meaning; 6]); 8] = [
     ("client_disconnected", [NOT_MADE,      LostWhilePreparing, Lost,              Stale,     Gone,    Stale]),
     ("panicked",            [PanickedAttempting, PanickedPreparing, ESTABLISHED,   Gone,      Stale,   Stale]),
     ("failed_fatally",      [FatalConnect,  FatalPrepare,       ALREADY_CONNECTED, Gone,      Stale,   Stale]),
+    // Connected: only while a probe is outstanding, else NotProbing (see `handle`).
+    ("probe_succeeded",     [NOT_PROBING,   NOT_PROBING,        ProbeOk,           Stale,     Stale,   Stale]),
+    ("probe_failed",        [NOT_PROBING,   NOT_PROBING,        ProbeDead,         Stale,     Stale,   Stale]),
 ];
 
 fn column(relation: Relation) -> usize {
@@ -179,6 +187,13 @@ pub struct Model {
     pub failed_attempts: u32,
     /// Consecutive failures that were fatal.
     pub fatal_in_a_row: u32,
+    /// A probe was asked of the connection and is not answered yet.
+    pub probing: bool,
+    /// Probe intervals completed since the connection was made.
+    pub intervals_done: u32,
+    /// The connection has stayed up long enough (with probes: counted in
+    /// intervals) for the failure count to be reset.
+    pub healthy: bool,
     /// The policy gave up and the service was not started since.
     pub stopped_by_give_up: bool,
     /// Running totals.
@@ -223,6 +238,9 @@ impl Model {
             stops: Vec::new(),
             failed_attempts: 0,
             fatal_in_a_row: 0,
+            probing: false,
+            intervals_done: 0,
+            healthy: false,
             stopped_by_give_up: false,
             counters: Counters::default(),
             next_attempt: 0,
@@ -305,6 +323,8 @@ impl Model {
                     Input::FailedFatally { attempt, error } => {
                         (7, attempt, Detail::Error(error.clone()))
                     }
+                    Input::ProbeSucceeded { attempt } => (8, attempt, Detail::None),
+                    Input::ProbeFailed { attempt } => (9, attempt, Detail::None),
                     _ => unreachable!(),
                 };
                 debug_assert_eq!(REPORTS[row].0, input.kind().name());
@@ -314,6 +334,9 @@ impl Model {
                 }
                 match REPORTS[row].1[column(relation)] {
                     Reject(reason) => return Prediction::Rejected(reason(*attempt)),
+                    ProbeOk | ProbeDead if !self.probing => {
+                        return Prediction::Rejected(Rejection::NotProbing(*attempt))
+                    }
                     Stale => return stale(),
                     meaning => Event::Report(meaning, attempt.raw(), detail),
                 }
@@ -376,6 +399,7 @@ impl Model {
             }
             (Connected, Event::Stop) => {
                 self.new_stop(out);
+                self.probing = false; // an outstanding probe's answer is stale now
                 let (a, _) = self.current.take().expect("Connected has a connection");
                 self.close(a, out);
                 self.cancel_timer(out);
@@ -555,9 +579,15 @@ impl Model {
                 // contract, Beyond Twisted: a connection lost before it stayed up `reset_backoff_after`
                 // (its healthy timer still armed) flapped. Without that opt-in no
                 // healthy timer is ever armed, so there are no flaps.
-                if let Some((_, TimerKind::Healthy)) = self.timer {
+                let flapped = match self.config.probe {
+                    // With probes, health is counted in probe intervals.
+                    Some(_) => !self.healthy,
+                    None => matches!(self.timer, Some((_, TimerKind::Healthy))),
+                };
+                if flapped {
                     self.counters.flaps += 1;
                 }
+                self.probing = false;
                 self.cancel_timer(out); // the healthy timer
                 self.current = None;
                 self.counters.losses += 1;
@@ -571,9 +601,45 @@ impl Model {
                     None => self.give_up(false, out),
                 }
             }
+            // Connected, probing (contract: Beyond Twisted, Liveness probes)
+            (Connected, Event::Timer(TimerKind::ProbeInterval)) => {
+                self.timer = None;
+                let probe = self.config.probe.expect("probe timers only with probes");
+                self.intervals_done = self.intervals_done.saturating_add(1);
+                if let Some(d) = self.config.reset_backoff_after {
+                    // Healthy once the completed intervals add up to the delay.
+                    if !self.healthy && probe.interval.saturating_mul(self.intervals_done) >= d {
+                        self.healthy = true;
+                        self.failed_attempts = 0;
+                    }
+                }
+                let (a, _) = self.current.expect("Connected has a connection");
+                out.push(Action::Probe {
+                    attempt: AttemptId::from_raw(a),
+                });
+                self.probing = true;
+                self.schedule(TimerKind::ProbeTimeout, probe.timeout, out);
+            }
+            (Connected, Event::Report(ProbeOk, _, _)) => {
+                let probe = self.config.probe.expect("probes only with probes");
+                self.cancel_timer(out); // the probe timeout
+                self.probing = false;
+                self.schedule(TimerKind::ProbeInterval, probe.interval, out);
+            }
+            (Connected, Event::Report(ProbeDead, a, _)) => {
+                self.cancel_timer(out); // the probe timeout
+                self.connection_dead(a, out);
+            }
+            (Connected, Event::Timer(TimerKind::ProbeTimeout)) => {
+                self.timer = None;
+                let (a, _) = self.current.expect("Connected has a connection");
+                self.connection_dead(a, out);
+            }
+
             // Connected: the connection stayed up long enough (contract: Beyond Twisted)
             (Connected, Event::Timer(TimerKind::Healthy)) => {
                 self.timer = None;
+                self.healthy = true;
                 self.failed_attempts = 0;
             }
 
@@ -614,10 +680,18 @@ impl Model {
         self.counters.connections += 1;
         // A connection ends any run of fatal failures.
         self.fatal_in_a_row = 0;
-        match self.config.reset_backoff_after {
+        self.probing = false;
+        self.intervals_done = 0;
+        self.healthy = self.config.reset_backoff_after.is_none();
+        if self.healthy {
+            self.failed_attempts = 0;
+        }
+        match (self.config.probe, self.config.reset_backoff_after) {
+            // contract, Liveness probes: the one timer is the probe interval
+            (Some(probe), _) => self.schedule(TimerKind::ProbeInterval, probe.interval, out),
             // contract, Beyond Twisted: reset only once the connection stayed up this long
-            Some(d) => self.schedule(TimerKind::Healthy, d, out),
-            None => self.failed_attempts = 0,
+            (None, Some(d)) => self.schedule(TimerKind::Healthy, d, out),
+            (None, None) => {}
         }
         if !self.waiters.is_empty() {
             let waiters = self.waiters.drain(..).map(|w| WaiterId::from_raw(w.id));
@@ -693,6 +767,26 @@ impl Model {
         }
         if retry.is_none() {
             self.give_up(fatal_give_up, out);
+        }
+    }
+
+    /// The established connection `a` is dead (a probe failed or timed out; its
+    /// timer is done): close it, and count a loss as `client_disconnected` would.
+    fn connection_dead(&mut self, a: u64, out: &mut Out) {
+        self.probing = false;
+        self.current = None;
+        self.close(a, out);
+        self.counters.losses += 1;
+        if !self.healthy {
+            self.counters.flaps += 1;
+        }
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        match self.delay(self.failed_attempts) {
+            Some(d) => {
+                self.state = State::Waiting;
+                self.schedule(TimerKind::Retry, d, out);
+            }
+            None => self.give_up(false, out),
         }
     }
 

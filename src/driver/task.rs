@@ -336,6 +336,9 @@ where
                         .push_back(Input::ClientDisconnected { attempt });
                 }
             }
+            Action::Probe { .. } => {
+                // probes are not configured by the service yet
+            }
             Action::ScheduleTimer {
                 timer,
                 kind: _kind,

@@ -42,7 +42,11 @@ use crate::state::State;
 ///    exceeds `losses` and stays 0 without `reset_backoff_after`;
 /// 9. the machine gives up on fatal failures (`GaveUp { fatal: true }`) only on a
 ///    `failed_fatally` that brings the streak of fatal failures to
-///    `Config::give_up_after_fatal`.
+///    `Config::give_up_after_fatal`;
+/// 10. probes: `Probe` is asked only for the connection while `Connected`, and
+///     only with [`Config::probe`](crate::Config::probe); the probe timers are
+///     armed only while `Connected`, and while `Connected` with probes one of
+///     them always is (the one machine timer), never the healthy timer.
 ///
 /// That bad input changes nothing is checked by comparing the machine with a clone
 /// taken before the input; see [`check_unchanged`](Invariants::check_unchanged).
@@ -251,6 +255,12 @@ impl Invariants {
             Action::Prepare { attempt } => ensure(self.current == Some(*attempt), || {
                 format!("prepare {attempt}, which is not current")
             })?,
+            Action::Probe { attempt } => ensure(
+                machine.config().probe.is_some()
+                    && machine.state() == State::Connected
+                    && machine.connection() == Some(*attempt),
+                || format!("invariant 10: probe {attempt}, which is not the connection"),
+            )?,
             Action::ScheduleTimer { timer, .. } => {
                 ensure(self.armed.is_empty(), || {
                     format!(
@@ -329,6 +339,18 @@ impl Invariants {
             (state == State::Waiting) == matches!(armed, Some((_, TimerKind::Retry))),
             || format!("invariant 4: {state} with timer {armed:?}"),
         )?;
+        let probe_timer = matches!(
+            armed,
+            Some((_, TimerKind::ProbeInterval | TimerKind::ProbeTimeout))
+        );
+        ensure(!probe_timer || state == State::Connected, || {
+            format!("invariant 10: {state} with timer {armed:?}")
+        })?;
+        if machine.config().probe.is_some() && state == State::Connected {
+            ensure(probe_timer, || {
+                format!("invariant 10: connected with probes, but the timer is {armed:?}")
+            })?;
+        }
         let pending: Vec<WaiterId> = machine.pending_waiters().collect();
         ensure(pending == self.pending, || {
             format!(

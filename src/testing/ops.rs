@@ -94,6 +94,10 @@ pub enum ReportKind {
     FailedFatally,
     /// `client_disconnected`.
     ClientDisconnected,
+    /// `probe_succeeded`.
+    ProbeSucceeded,
+    /// `probe_failed`.
+    ProbeFailed,
     /// `panicked` (the connector panicked).
     Panicked,
     /// `timer_fired`.
@@ -104,7 +108,7 @@ pub enum ReportKind {
 
 impl ReportKind {
     /// Every kind, for generators.
-    pub const ALL: [ReportKind; 10] = [
+    pub const ALL: [ReportKind; 12] = [
         ReportKind::ConnectionMade,
         ReportKind::ConnectionFailed,
         ReportKind::ConnectCancelled,
@@ -112,6 +116,8 @@ impl ReportKind {
         ReportKind::PrepareFailed,
         ReportKind::FailedFatally,
         ReportKind::ClientDisconnected,
+        ReportKind::ProbeSucceeded,
+        ReportKind::ProbeFailed,
         ReportKind::Panicked,
         ReportKind::TimerFired,
         ReportKind::CancelWaiter,
@@ -135,6 +141,8 @@ struct Open {
     attempt: AttemptId,
     preparing: bool,
     close_asked: bool,
+    /// A probe was asked (`Probe`) and not yet answered.
+    probing: bool,
 }
 
 /// What a faithful driver knows, built only from the machine's actions and the
@@ -238,7 +246,16 @@ impl World {
                             attempt,
                             preparing,
                             close_asked,
+                            probing,
                         } = self.open[i];
+                        if probing && !close_asked {
+                            // Lost, or the probe answered or failed.
+                            return Some(match choice % 3 {
+                                0 => Input::ClientDisconnected { attempt },
+                                1 => Input::ProbeSucceeded { attempt },
+                                _ => Input::ProbeFailed { attempt },
+                            });
+                        }
                         let options = if preparing && !close_asked { 3 } else { 1 };
                         if panics && preparing {
                             // The prepare step, or the connection's driver while it
@@ -312,6 +329,8 @@ impl World {
                 error: self.next_error(),
             },
             ReportKind::ClientDisconnected => Input::ClientDisconnected { attempt },
+            ReportKind::ProbeSucceeded => Input::ProbeSucceeded { attempt },
+            ReportKind::ProbeFailed => Input::ProbeFailed { attempt },
             ReportKind::Panicked => self.panicked(attempt, PanicSite::Connector),
             ReportKind::TimerFired => Input::TimerFired {
                 timer: TimerId::from_raw(raw),
@@ -341,6 +360,7 @@ impl World {
                         attempt: *attempt,
                         preparing: false,
                         close_asked: false,
+                        probing: false,
                     });
                 }
             }
@@ -358,6 +378,11 @@ impl World {
             Input::PrepareSucceeded { attempt } | Input::PrepareFailed { attempt, .. } => {
                 for o in self.open.iter_mut().filter(|o| o.attempt == *attempt) {
                     o.preparing = false;
+                }
+            }
+            Input::ProbeSucceeded { attempt } | Input::ProbeFailed { attempt } => {
+                for o in self.open.iter_mut().filter(|o| o.attempt == *attempt) {
+                    o.probing = false;
                 }
             }
             Input::ClientDisconnected { attempt } => self.open.retain(|o| o.attempt != *attempt),
@@ -406,7 +431,13 @@ impl World {
                         attempt: *attempt,
                         preparing: false,
                         close_asked: true,
+                        probing: false,
                     }),
+                }
+            }
+            Action::Probe { attempt } => {
+                for o in self.open.iter_mut().filter(|o| o.attempt == *attempt) {
+                    o.probing = true;
                 }
             }
             Action::ScheduleTimer { timer, .. } => {

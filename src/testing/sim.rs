@@ -90,6 +90,23 @@ pub enum PrepareScript<E> {
     Hang,
 }
 
+/// What the simulated connection does with one probe (scripted, in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeScript {
+    /// The peer answers after `after`.
+    Succeed {
+        /// How long it takes.
+        after: Duration,
+    },
+    /// The probe fails after `after` (reported with `probe_failed`).
+    Fail {
+        /// How long it takes.
+        after: Duration,
+    },
+    /// No answer ever comes (the peer vanished): the probe timeout decides.
+    Hang,
+}
+
 /// How a waiter was answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer<E> {
@@ -157,6 +174,7 @@ pub struct Sim<E, P> {
     now: Duration,
     connects: VecDeque<ConnectScript<E>>,
     prepares: VecDeque<PrepareScript<E>>,
+    probes: VecDeque<ProbeScript>,
     /// Reports due, keyed by (time, sequence number).
     queue: BTreeMap<(Duration, u64), Input<E>>,
     seq: u64,
@@ -181,6 +199,7 @@ where
             now: Duration::ZERO,
             connects: VecDeque::new(),
             prepares: VecDeque::new(),
+            probes: VecDeque::new(),
             queue: BTreeMap::new(),
             seq: 0,
             lose_after: BTreeMap::new(),
@@ -201,6 +220,12 @@ where
     /// Appends outcomes for the next prepare steps, in order.
     pub fn script_prepares(&mut self, outcomes: impl IntoIterator<Item = PrepareScript<E>>) {
         self.prepares.extend(outcomes);
+    }
+
+    /// Appends outcomes for the next probes ([`Config::probe`](crate::Config::probe)),
+    /// in order. When the script runs out, probes succeed at once.
+    pub fn script_probes(&mut self, outcomes: impl IntoIterator<Item = ProbeScript>) {
+        self.probes.extend(outcomes);
     }
 
     /// Calls `start`.
@@ -301,6 +326,8 @@ where
                 | Input::PrepareSucceeded { attempt: a }
                 | Input::PrepareFailed { attempt: a, .. }
                 | Input::FailedFatally { attempt: a, .. }
+                | Input::ProbeSucceeded { attempt: a }
+                | Input::ProbeFailed { attempt: a }
                 | Input::Panicked { attempt: a, .. }
                 | Input::ClientDisconnected { attempt: a } if *a == attempt)
         });
@@ -366,6 +393,21 @@ where
                     Duration::ZERO,
                     Input::ClientDisconnected { attempt: *attempt },
                 );
+            }
+            Action::Probe { attempt } => {
+                let attempt = *attempt;
+                let script = self.probes.pop_front().unwrap_or(ProbeScript::Succeed {
+                    after: Duration::ZERO,
+                });
+                match script {
+                    ProbeScript::Succeed { after } => {
+                        self.schedule(after, Input::ProbeSucceeded { attempt });
+                    }
+                    ProbeScript::Fail { after } => {
+                        self.schedule(after, Input::ProbeFailed { attempt });
+                    }
+                    ProbeScript::Hang => {}
+                }
             }
             Action::ScheduleTimer { timer, delay, .. } => {
                 self.schedule(*delay, Input::TimerFired { timer: *timer });

@@ -18,7 +18,7 @@ use proptest::sample::select;
 use super::ops::{Op, ReportKind};
 use super::sim::{ConnectScript, PrepareScript};
 use super::trace::SimPolicy;
-use crate::machine::Config;
+use crate::machine::{Config, ProbeConfig};
 
 /// A waiter's failure threshold: mostly none, else 1 to 4.
 pub fn fail_after() -> impl Strategy<Value = Option<NonZeroU32>> {
@@ -71,18 +71,26 @@ pub fn ops(len: impl Into<proptest::collection::SizeRange>) -> impl Strategy<Val
 }
 
 /// A valid [`Config`]: each opt-in on or off (timeouts of 1 to 10 s), giving up
-/// after 1 to 3 fatal failures (half the time 1, the default).
+/// after 1 to 3 fatal failures (half the time 1, the default), probes a third of
+/// the time (every 1 to 10 s, 1 to 5 s to answer).
 pub fn config() -> impl Strategy<Value = Config> {
     let timeout = || proptest::option::of((1u64..=10).prop_map(Duration::from_secs));
     let fatal = prop_oneof![Just(1u32), 2u32..=3].prop_map(NonZeroU32::new);
-    (any::<bool>(), timeout(), timeout(), timeout(), fatal).prop_map(
-        |(prepare, connect_timeout, prepare_timeout, reset_backoff_after, fatal)| {
+    let probe = proptest::option::weighted(
+        0.33,
+        (1u64..=10, 1u64..=5).prop_map(|(interval, timeout)| {
+            ProbeConfig::new(Duration::from_secs(interval), Duration::from_secs(timeout))
+        }),
+    );
+    (any::<bool>(), timeout(), timeout(), timeout(), fatal, probe).prop_map(
+        |(prepare, connect_timeout, prepare_timeout, reset_backoff_after, fatal, probe)| {
             Config::new()
                 .with_prepare(prepare)
                 .with_connect_timeout(connect_timeout)
                 .with_prepare_timeout(prepare_timeout.filter(|_| prepare))
                 .with_reset_backoff_after(reset_backoff_after)
                 .with_give_up_after_fatal(fatal.unwrap_or(NonZeroU32::MIN))
+                .with_probe(probe)
         },
     )
 }

@@ -68,6 +68,8 @@ impl<E: fmt::Display> fmt::Display for DisplayInput<'_, E> {
             Input::ConnectionMade { attempt }
             | Input::ConnectCancelled { attempt }
             | Input::PrepareSucceeded { attempt }
+            | Input::ProbeSucceeded { attempt }
+            | Input::ProbeFailed { attempt }
             | Input::ClientDisconnected { attempt } => write!(f, "{name} {attempt}"),
             Input::ConnectionFailed { attempt, error }
             | Input::PrepareFailed { attempt, error }
@@ -107,6 +109,7 @@ impl<E: fmt::Display> fmt::Display for DisplayAction<'_, E> {
             Action::CancelConnect { attempt } => write!(f, "cancel_connect {attempt}"),
             Action::Prepare { attempt } => write!(f, "prepare {attempt}"),
             Action::Disconnect { attempt } => write!(f, "disconnect {attempt}"),
+            Action::Probe { attempt } => write!(f, "probe {attempt}"),
             Action::ScheduleTimer { timer, kind, delay } => write!(
                 f,
                 "schedule {timer} {} {}",
@@ -182,6 +185,7 @@ impl fmt::Display for DisplayRejection {
             Rejection::NotPreparing(a) => write!(f, "not_preparing {a}"),
             Rejection::NotCancelled(a) => write!(f, "not_cancelled {a}"),
             Rejection::Established(a) => write!(f, "established {a}"),
+            Rejection::NotProbing(a) => write!(f, "not_probing {a}"),
             // `Rejection` is non-exhaustive; a future reason prints as its message.
             #[allow(unreachable_patterns)]
             other => write!(f, "other {other}"),
@@ -195,6 +199,8 @@ fn timer_kind_name(kind: TimerKind) -> &'static str {
         TimerKind::ConnectTimeout => "connect_timeout",
         TimerKind::PrepareTimeout => "prepare_timeout",
         TimerKind::Healthy => "healthy",
+        TimerKind::ProbeInterval => "probe_interval",
+        TimerKind::ProbeTimeout => "probe_timeout",
     }
 }
 
@@ -258,6 +264,14 @@ impl fmt::Display for Trace {
                 if let Some(d) = value {
                     write!(f, " {name}={}", DisplayDuration(d))?;
                 }
+            }
+            if let Some(probe) = self.config.probe {
+                write!(
+                    f,
+                    " probe={}/{}",
+                    DisplayDuration(probe.interval),
+                    DisplayDuration(probe.timeout)
+                )?;
             }
             writeln!(f)?;
         }

@@ -235,6 +235,8 @@ pub fn input_to_string<E: fmt::Display>(input: &Input<E>) -> Input<String> {
             attempt: *attempt,
             error: error.to_string(),
         },
+        Input::ProbeSucceeded { attempt } => Input::ProbeSucceeded { attempt: *attempt },
+        Input::ProbeFailed { attempt } => Input::ProbeFailed { attempt: *attempt },
         Input::ClientDisconnected { attempt } => Input::ClientDisconnected { attempt: *attempt },
         Input::Panicked { attempt, panic } => Input::Panicked {
             attempt: *attempt,
@@ -251,6 +253,7 @@ pub fn action_to_string<E: fmt::Display>(action: &Action<E>) -> Action<String> {
         Action::CancelConnect { attempt } => Action::CancelConnect { attempt: *attempt },
         Action::Prepare { attempt } => Action::Prepare { attempt: *attempt },
         Action::Disconnect { attempt } => Action::Disconnect { attempt: *attempt },
+        Action::Probe { attempt } => Action::Probe { attempt: *attempt },
         Action::ScheduleTimer { timer, kind, delay } => Action::ScheduleTimer {
             timer: *timer,
             kind: *kind,
