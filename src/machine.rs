@@ -376,7 +376,8 @@ pub struct Machine<E, P = Backoff> {
     fatal_streak: u32,
     /// With probes and a healthy delay: how much longer, in completed probe
     /// intervals, the current connection must stay up to be healthy (`None`:
-    /// healthy). Always `None` without probes.
+    /// healthy). Set on becoming Connected, read only while Connected; always
+    /// `None` without probes.
     unhealthy_for: Option<Duration>,
     /// The retry policy gave up, and nothing started the service since: the next
     /// start begins a fresh schedule (`failed_attempts` 0).
@@ -1142,7 +1143,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             (Connected, Event::Lost) => {
                 let next = self.ask_policy();
                 if matches!(self.timer, Some((_, TimerKind::Healthy)))
-                    || self.unhealthy_for.take().is_some()
+                    || self.unhealthy_for.is_some()
                 {
                     // Lost before it stayed up long enough to count as healthy.
                     self.counters.flaps += 1;
