@@ -411,9 +411,21 @@ impl Driver {
                 );
                 self.app.finished.extend(stops);
             }
-            Action::GaveUp { failed_attempts } => {
-                // Never here: this policy never gives up.
-                log!("client", "-> GaveUp after {failed_attempts} failures");
+            Action::GaveUp {
+                failed_attempts,
+                fatal,
+            } => {
+                // Never here: this policy never gives up, and no failure is fatal.
+                log!(
+                    "client",
+                    "-> GaveUp after {failed_attempts} failures (fatal: {fatal})"
+                );
+            }
+            Action::Probe { attempt } => {
+                // Never here: this loop does not configure liveness probes
+                // (`Config::probe`). A loop that does would send its probe on the
+                // connection and report `probe_succeeded`/`probe_failed`.
+                log!("client", "-> Probe {attempt} (not configured)");
             }
         }
     }
@@ -667,10 +679,13 @@ fn describe(input: &Input<io::Error>) -> String {
         Input::ConnectionMade { attempt }
         | Input::ConnectCancelled { attempt }
         | Input::PrepareSucceeded { attempt }
+        | Input::ProbeSucceeded { attempt }
+        | Input::ProbeFailed { attempt }
         | Input::ClientDisconnected { attempt } => format!("{kind} {attempt}"),
-        Input::ConnectionFailed { attempt, error } | Input::PrepareFailed { attempt, error } => {
-            format!("{kind} {attempt}: {error}")
-        }
+        Input::ConnectionFailed { attempt, error }
+        | Input::PrepareFailed { attempt, error }
+        | Input::FailedFatally { attempt, error } => format!("{kind} {attempt}: {error}"),
+        Input::ReconnectNow { reset_backoff } => format!("{kind} reset_backoff={reset_backoff}"),
         Input::Panicked { attempt, panic } => format!("{kind} {attempt}: {panic}"),
         Input::TimerFired { timer } => format!("{kind} {timer}"),
         Input::CancelWaiter { waiter } => format!("{kind} {waiter}"),

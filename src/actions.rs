@@ -37,6 +37,13 @@ pub enum TimerKind {
     /// The opt-in healthy timer: when it fires, the connection has stayed up long
     /// enough for the failure counter to be reset.
     Healthy,
+    /// The opt-in probe interval ([`Config::probe`](crate::Config::probe)): when
+    /// it fires, the machine asks for a probe of the connection
+    /// ([`Action::Probe`]).
+    ProbeInterval,
+    /// The opt-in probe timeout: when it fires before the probe is answered, the
+    /// connection is dead (closed, and counted as lost).
+    ProbeTimeout,
 }
 
 /// Where user code panicked; see [`Panic`].
@@ -210,6 +217,14 @@ pub enum Action<E> {
         /// The connection to close.
         attempt: AttemptId,
     },
+    /// Probe this established connection (a ping, a no-op request): is the peer
+    /// still there? Report `probe_succeeded(attempt)` or `probe_failed(attempt)`.
+    /// The machine arms a probe timeout with it: if neither comes first, the
+    /// connection is dead. Only with [`Config::probe`](crate::Config::probe).
+    Probe {
+        /// The connection to probe.
+        attempt: AttemptId,
+    },
     /// Arm a timer. Report `timer_fired(timer)` when it expires, unless it is cancelled first.
     ScheduleTimer {
         /// The new timer.
@@ -276,10 +291,17 @@ pub enum Action<E> {
         /// The stop requests, in call order.
         stops: StopList,
     },
-    /// The retry policy gave up: the machine is now `Stopped` until started again.
+    /// The machine gave up: the retry policy did, or
+    /// [`Config::give_up_after_fatal`](crate::Config::give_up_after_fatal)
+    /// consecutive failures were fatal
+    /// ([`failed_fatally`](crate::Machine::failed_fatally)). It is now `Stopped`
+    /// until started again.
     GaveUp {
         /// Consecutive failures when it gave up.
         failed_attempts: u32,
+        /// `true`: it gave up on fatal failures, without asking the policy;
+        /// `false`: the retry policy gave up.
+        fatal: bool,
     },
 }
 

@@ -49,7 +49,8 @@ pub enum Rejection {
     /// current attempt, which has not been reported made yet.
     #[error("{0} has not been reported made")]
     NotMade(AttemptId),
-    /// `connection_failed` for the current attempt, which already produced a connection.
+    /// `connection_failed` (or `failed_fatally`) for the current attempt, which
+    /// already produced a connection (for `failed_fatally`: an established one).
     #[error("{0} already produced a connection")]
     AlreadyConnected(AttemptId),
     /// `prepare_succeeded` / `prepare_failed` for the current connection, which is not
@@ -63,6 +64,11 @@ pub enum Rejection {
     /// `connect_cancelled` for the current attempt, which the machine never asked to cancel.
     #[error("{0} was never asked to be cancelled")]
     NotCancelled(AttemptId),
+    /// `probe_succeeded` / `probe_failed` for the current attempt or connection,
+    /// for which no probe is outstanding (none was asked, or its answer or timeout
+    /// came already, or it is not established).
+    #[error("{0} has no probe outstanding")]
+    NotProbing(AttemptId),
 }
 
 /// A [`Config`](crate::Config) the machine refuses to run with.
@@ -72,7 +78,8 @@ pub enum ConfigError {
     /// A timeout of zero would expire before any I/O could happen.
     #[error("the {which} must be longer than zero")]
     ZeroTimeout {
-        /// `"connect timeout"`, `"prepare timeout"` or `"healthy-after delay"`.
+        /// `"connect timeout"`, `"prepare timeout"`, `"healthy-after delay"`,
+        /// `"probe interval"` or `"probe timeout"`.
         which: &'static str,
     },
     /// A prepare timeout was set but no prepare step is configured.

@@ -12,8 +12,8 @@ use crate::ids::{AttemptId, TimerId, WaiterId};
 
 /// One input to the [`Machine`](crate::Machine).
 ///
-/// Reports (everything but the first four) name the attempt, connection or timer
-/// they are about, so the machine can tell a current report from a stale one
+/// Reports (everything but the first five, the commands) name the attempt,
+/// connection or timer they are about, so the machine can tell a current report from a stale one
 /// ([D1](crate::contract#d1-identity)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input<E> {
@@ -33,6 +33,14 @@ pub enum Input<E> {
     CancelWaiter {
         /// The waiter.
         waiter: WaiterId,
+    },
+    /// Connect now instead of waiting out the retry delay (a network change, an
+    /// operator's command). Only `Waiting` connects; see
+    /// [`Machine::reconnect_now`](crate::Machine::reconnect_now) for every state.
+    ReconnectNow {
+        /// Also reset the count of consecutive failures to 0 (in `Waiting`,
+        /// `Connecting` and `Connected`), so the backoff starts over.
+        reset_backoff: bool,
     },
     /// The attempt produced a connection.
     ConnectionMade {
@@ -65,6 +73,22 @@ pub enum Input<E> {
         /// Why; moved into the `AttemptFailed` action that reports it.
         error: E,
     },
+    /// The current attempt, or the prepare step of its connection, failed with an
+    /// error that retrying will not fix (a wrong password, a name that does not
+    /// resolve, a certificate the client rejects): the driver classifies, the
+    /// machine acts. Like `ConnectionFailed` ([`Failure::Connect`](crate::Failure::Connect))
+    /// for an attempt in flight, like `PrepareFailed`
+    /// ([`Failure::Prepare`](crate::Failure::Prepare), the connection is closed)
+    /// for a connection being prepared; once
+    /// [`Config::give_up_after_fatal`](crate::Config::give_up_after_fatal)
+    /// consecutive failures were fatal, the machine gives up without asking the
+    /// retry policy. See [`Machine::failed_fatally`](crate::Machine::failed_fatally).
+    FailedFatally {
+        /// The attempt (or the connection being prepared, named by its attempt).
+        attempt: AttemptId,
+        /// Why; moved into the `AttemptFailed` action that reports it.
+        error: E,
+    },
     /// User code run for the current attempt (its connector) or connection (its
     /// prepare step or driver, while it is being prepared) panicked, and what it ran
     /// is gone. A failed attempt ([`Failure::Panicked`](crate::Failure::Panicked));
@@ -76,6 +100,18 @@ pub enum Input<E> {
         attempt: AttemptId,
         /// What panicked, and its message.
         panic: Panic,
+    },
+    /// The probe the machine asked for ([`Action::Probe`](crate::Action::Probe))
+    /// got its answer: the connection is alive.
+    ProbeSucceeded {
+        /// The connection (named by its attempt).
+        attempt: AttemptId,
+    },
+    /// The probe the machine asked for failed: the connection is dead. The
+    /// machine closes it (`Disconnect`) and counts a loss.
+    ProbeFailed {
+        /// The connection (named by its attempt).
+        attempt: AttemptId,
     },
     /// The connection is closed: lost, or closed because the machine asked (`Disconnect`).
     ClientDisconnected {
@@ -97,12 +133,16 @@ impl<E> Input<E> {
             Input::Stop => InputKind::Stop,
             Input::WhenConnected { .. } => InputKind::WhenConnected,
             Input::CancelWaiter { .. } => InputKind::CancelWaiter,
+            Input::ReconnectNow { .. } => InputKind::ReconnectNow,
             Input::ConnectionMade { .. } => InputKind::ConnectionMade,
             Input::ConnectionFailed { .. } => InputKind::ConnectionFailed,
             Input::ConnectCancelled { .. } => InputKind::ConnectCancelled,
             Input::PrepareSucceeded { .. } => InputKind::PrepareSucceeded,
             Input::PrepareFailed { .. } => InputKind::PrepareFailed,
+            Input::FailedFatally { .. } => InputKind::FailedFatally,
             Input::Panicked { .. } => InputKind::Panicked,
+            Input::ProbeSucceeded { .. } => InputKind::ProbeSucceeded,
+            Input::ProbeFailed { .. } => InputKind::ProbeFailed,
             Input::ClientDisconnected { .. } => InputKind::ClientDisconnected,
             Input::TimerFired { .. } => InputKind::TimerFired,
         }
@@ -121,6 +161,8 @@ pub enum InputKind {
     WhenConnected,
     /// [`Input::CancelWaiter`].
     CancelWaiter,
+    /// [`Input::ReconnectNow`].
+    ReconnectNow,
     /// [`Input::ConnectionMade`].
     ConnectionMade,
     /// [`Input::ConnectionFailed`].
@@ -131,8 +173,14 @@ pub enum InputKind {
     PrepareSucceeded,
     /// [`Input::PrepareFailed`].
     PrepareFailed,
+    /// [`Input::FailedFatally`].
+    FailedFatally,
     /// [`Input::Panicked`].
     Panicked,
+    /// [`Input::ProbeSucceeded`].
+    ProbeSucceeded,
+    /// [`Input::ProbeFailed`].
+    ProbeFailed,
     /// [`Input::ClientDisconnected`].
     ClientDisconnected,
     /// [`Input::TimerFired`].
@@ -147,12 +195,16 @@ impl InputKind {
             InputKind::Stop => "stop",
             InputKind::WhenConnected => "when_connected",
             InputKind::CancelWaiter => "cancel_waiter",
+            InputKind::ReconnectNow => "reconnect_now",
             InputKind::ConnectionMade => "connection_made",
             InputKind::ConnectionFailed => "connection_failed",
             InputKind::ConnectCancelled => "connect_cancelled",
             InputKind::PrepareSucceeded => "prepare_succeeded",
             InputKind::PrepareFailed => "prepare_failed",
+            InputKind::FailedFatally => "failed_fatally",
             InputKind::Panicked => "panicked",
+            InputKind::ProbeSucceeded => "probe_succeeded",
+            InputKind::ProbeFailed => "probe_failed",
             InputKind::ClientDisconnected => "client_disconnected",
             InputKind::TimerFired => "timer_fired",
         }

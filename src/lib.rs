@@ -96,8 +96,8 @@
 //!
 //! Every input is a method ([`Machine::start`], [`Machine::connection_made`], …) and
 //! also a variant of [`Input`], fed with [`Machine::handle`]: what property tests,
-//! fuzzers and trace recorders generate. `start`, `stop` and `when_connected` are
-//! accepted in every state; every report names the attempt, connection (the attempt
+//! fuzzers and trace recorders generate. `start`, `stop`, `when_connected` and
+//! [`reconnect_now`](Machine::reconnect_now) are accepted in every state; every report names the attempt, connection (the attempt
 //! that made it) or timer it is about.
 //!
 //! On a hot path, [`Machine::handle_into`] appends the actions to a buffer the
@@ -246,7 +246,7 @@ pub use budget::{Budget, Budgeted};
 pub use error::{ConfigError, InputError, PolicyError, Rejection};
 pub use ids::{AttemptId, StopId, TimerId, WaiterId};
 pub use input::{Input, InputKind};
-pub use machine::{Config, Counters, Issued, Machine, Step};
+pub use machine::{Config, Counters, Issued, Machine, ProbeConfig, Step};
 pub use policy::{from_fn, Backoff, FromFn, GiveUpAfter, Jitter, RetryPolicy, SplitMix64};
 pub use state::State;
 

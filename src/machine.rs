@@ -66,6 +66,65 @@ pub struct Config {
     /// instead of as soon as it is connected, so a peer that accepts and drops at
     /// once cannot cause a tight loop.
     pub reset_backoff_after: Option<Duration>,
+    /// Give up, without asking the retry policy, once this many consecutive failed
+    /// attempts were fatal ([`Machine::failed_fatally`]: an error retrying will not
+    /// fix). 1, the default: at the first fatal failure. Below it a fatal failure
+    /// is an ordinary failed attempt (the policy is asked, the machine retries).
+    pub give_up_after_fatal: NonZeroU32,
+    /// Probe the established connection every `interval`, and count it dead if a
+    /// probe is not answered within `timeout` ([`Action::Probe`]): a connection can
+    /// look up for minutes after the peer vanished. With
+    /// [`reset_backoff_after`](Config::reset_backoff_after) too, the connection
+    /// becomes healthy once the probe intervals completed since it connected add
+    /// up to that delay (see [`ProbeConfig`]).
+    pub probe: Option<ProbeConfig>,
+}
+
+/// Liveness probes of the established connection ([`Config::probe`]).
+///
+/// While `Connected`, the one machine timer is the probe interval, then the probe
+/// timeout: every `interval` the machine asks the driver to probe the connection
+/// ([`Action::Probe`]) and arms the probe timeout; a success
+/// ([`Machine::probe_succeeded`]) disarms it and arms the next interval; a failure
+/// ([`Machine::probe_failed`]) or the timeout means the connection is dead: it is
+/// closed (`Disconnect`) and counted as lost, and the machine retries or gives up
+/// as for any loss.
+///
+/// With [`Config::reset_backoff_after`] = `d` as well, no healthy timer is armed:
+/// the connection becomes healthy (the failure count is reset to 0, and its loss is
+/// no longer a flap) when the probe interval fires for the `k`-th time since it
+/// connected, where `k` is the smallest number with `k · interval ≥ d`, just
+/// before that probe is asked. That is `⌈d / interval⌉` intervals, plus the time
+/// the probes in between took to answer: later than `d` when `interval` does not
+/// divide it (`d` = 25 s, `interval` = 10 s: at the third interval, 30 s and
+/// two probe round trips after connecting).
+///
+/// ```
+/// use core::time::Duration;
+/// use redial::{Config, ProbeConfig};
+///
+/// let probe = ProbeConfig::new(Duration::from_secs(30), Duration::from_secs(5));
+/// let config = Config::new().with_probe(Some(probe));
+/// assert!(config.validate().is_ok());
+/// let zero = ProbeConfig::new(Duration::ZERO, Duration::from_secs(5));
+/// assert!(Config::new().with_probe(Some(zero)).validate().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProbeConfig {
+    /// How long the connection stays unprobed: from connecting, and from each
+    /// answered probe, to the next probe. Longer than zero.
+    pub interval: Duration,
+    /// How long a probe may take before the connection counts as dead. Longer
+    /// than zero.
+    pub timeout: Duration,
+}
+
+impl ProbeConfig {
+    /// Probe every `interval`, giving each probe `timeout` to answer.
+    pub const fn new(interval: Duration, timeout: Duration) -> ProbeConfig {
+        ProbeConfig { interval, timeout }
+    }
 }
 
 impl Default for Config {
@@ -83,6 +142,8 @@ impl Config {
             connect_timeout: None,
             prepare_timeout: None,
             reset_backoff_after: None,
+            give_up_after_fatal: NonZeroU32::MIN,
+            probe: None,
         }
     }
 
@@ -121,6 +182,22 @@ impl Config {
         }
     }
 
+    /// Sets [`give_up_after_fatal`](Config::give_up_after_fatal): give up once this
+    /// many consecutive failures were fatal (1, the default: at the first).
+    #[must_use]
+    pub const fn with_give_up_after_fatal(self, n: NonZeroU32) -> Config {
+        Config {
+            give_up_after_fatal: n,
+            ..self
+        }
+    }
+
+    /// Sets [`probe`](Config::probe) (`None`: no liveness probes, as Twisted).
+    #[must_use]
+    pub const fn with_probe(self, probe: Option<ProbeConfig>) -> Config {
+        Config { probe, ..self }
+    }
+
     /// Checks the configuration; [`Machine::with_config`] calls this.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let zero = |d: Option<Duration>| d == Some(Duration::ZERO);
@@ -138,6 +215,18 @@ impl Config {
             return Err(ConfigError::ZeroTimeout {
                 which: "healthy-after delay",
             });
+        }
+        if let Some(probe) = self.probe {
+            if probe.interval.is_zero() {
+                return Err(ConfigError::ZeroTimeout {
+                    which: "probe interval",
+                });
+            }
+            if probe.timeout.is_zero() {
+                return Err(ConfigError::ZeroTimeout {
+                    which: "probe timeout",
+                });
+            }
         }
         if self.prepare_timeout.is_some() && !self.prepare {
             return Err(ConfigError::PrepareTimeoutWithoutPrepare);
@@ -229,18 +318,25 @@ enum Event<E> {
     /// The pending waiter at this index of the queue withdrawn (found by classify;
     /// nothing changes before the transition).
     CancelWaiter(usize),
+    /// Connect now instead of waiting; `true`: reset the failure count too.
+    ReconnectNow(bool),
     /// The current attempt produced its connection.
     Made(AttemptId),
     /// The current attempt, or its prepare step, failed; `close`: its connection is
-    /// still open and must be closed (D2).
+    /// still open and must be closed (D2); `fatal`: retrying will not fix it.
     AttemptFailed {
         failure: Failure<E>,
         close: bool,
+        fatal: bool,
     },
     /// The current connection passed its prepare step.
     Prepared(AttemptId),
     /// The current, established connection was lost.
     Lost,
+    /// The outstanding probe of the current connection was answered.
+    ProbeSucceeded,
+    /// The outstanding probe of the current connection failed: it is dead.
+    ProbeFailed,
     /// The armed timer fired.
     Timer(TimerKind),
     /// Something the machine was waiting to see gone (a cancelled attempt, a
@@ -276,6 +372,13 @@ pub struct Machine<E, P = Backoff> {
     /// Pending stop requests in call order.
     stops: StopList,
     failed_attempts: u32,
+    /// Consecutive failed attempts that were fatal (`failed_fatally`).
+    fatal_streak: u32,
+    /// With probes and a healthy delay: how much longer, in completed probe
+    /// intervals, the current connection must stay up to be healthy (`None`:
+    /// healthy). Set on becoming Connected, read only while Connected; always
+    /// `None` without probes.
+    unhealthy_for: Option<Duration>,
     /// The retry policy gave up, and nothing started the service since: the next
     /// start begins a fresh schedule (`failed_attempts` 0).
     gave_up: bool,
@@ -316,6 +419,8 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             waiters: Waiters::default(),
             stops: SmallVec::new(),
             failed_attempts: 0,
+            fatal_streak: 0,
+            unhealthy_for: None,
             gave_up: false,
             failure_events: 0,
             counters: Counters::default(),
@@ -431,7 +536,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// let (timer, _) = m.armed_timer().unwrap();
     /// let a = connect(&m.timer_fired(timer).unwrap());
     /// let actions = m.connection_failed(a, "refused").unwrap(); // 2: give up
-    /// assert!(matches!(actions.last(), Some(Action::GaveUp { failed_attempts: 2 })));
+    /// assert!(matches!(actions.last(), Some(Action::GaveUp { failed_attempts: 2, .. })));
     /// assert_eq!(m.failed_attempts(), 2);
     /// // A fresh schedule: the next failure asks the policy for 1 again.
     /// let a = connect(&m.start());
@@ -468,6 +573,47 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         let waiter = self.issue_waiter();
         self.transition(Event::WhenConnected(waiter, fail_after_failures), &mut out);
         (waiter, out)
+    }
+
+    /// Connects now instead of waiting out the retry delay: for a network change
+    /// (an interface came up, the address changed) or an operator's command, so
+    /// that an attempt that failed fast does not wait out a long backoff. Never an
+    /// error, and issues no id. With `reset_backoff`, the count of consecutive
+    /// failures ([`Machine::failed_attempts`]) is also reset to 0, so the backoff
+    /// starts over (the next failure asks the policy for 1).
+    ///
+    /// What it does in each state:
+    ///
+    /// * **Waiting**: cancels the retry timer, resets the count if asked, and
+    ///   connects at once (`CancelTimer`, `Connect`, and the connect timeout's
+    ///   `ScheduleTimer` if configured): the machine is `Connecting`;
+    /// * **Connecting** (an attempt or its prepare step is running): nothing but
+    ///   the reset, if asked; the attempt in flight goes on;
+    /// * **Connected**: nothing but the reset, if asked. An armed healthy timer
+    ///   ([`Config::reset_backoff_after`]) stays armed: the reset changes the
+    ///   count, not the connection's health, so a loss before that timer fires is
+    ///   still a flap (and counts from the reset value);
+    /// * **Init**, **Stopped**, **Disconnecting**, **Restarting**: nothing at all,
+    ///   not even the reset: it never starts a service ([`Machine::start`] does)
+    ///   and never cuts a stop short.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use redial::{Action, Machine};
+    ///
+    /// let policy = |n: u32| Duration::from_secs(60 * u64::from(n));
+    /// let mut m: Machine<&str, _> = Machine::new(policy);
+    /// let _ = m.start();
+    /// m.connection_failed(m.current_attempt().unwrap(), "unreachable").unwrap();
+    /// // The network came back: no need to wait a minute.
+    /// let actions = m.reconnect_now(true);
+    /// assert!(matches!(actions[..], [Action::CancelTimer { .. }, Action::Connect { .. }]));
+    /// assert_eq!(m.failed_attempts(), 0);
+    /// ```
+    pub fn reconnect_now(&mut self, reset_backoff: bool) -> Actions<E> {
+        let mut out = Actions::new();
+        self.transition(Event::ReconnectNow(reset_backoff), &mut out);
+        out
     }
 
     /// Withdraws a waiter: it is forgotten and never answered. Withdrawing one already
@@ -511,6 +657,55 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         self.report(Input::PrepareFailed { attempt, error })
     }
 
+    /// The current attempt, or the prepare step of the connection being prepared,
+    /// failed with `error`, and retrying will not fix it (a wrong password, a name
+    /// that does not resolve, a certificate the client rejects). The driver decides
+    /// which errors are fatal; the machine acts:
+    ///
+    /// * for an attempt in flight it is a failed attempt, as
+    ///   [`connection_failed`](Machine::connection_failed)
+    ///   ([`Failure::Connect`]); for a connection being prepared, as
+    ///   [`prepare_failed`](Machine::prepare_failed) ([`Failure::Prepare`], and the
+    ///   connection is closed);
+    /// * consecutive fatal failures are counted ([`Machine::fatal_streak`]); any
+    ///   other failed attempt, a connection, and the first start after giving up
+    ///   reset the count. Once it reaches [`Config::give_up_after_fatal`] (1 by
+    ///   default: at once) the machine gives up **without asking the retry
+    ///   policy**: `AttemptFailed`, `DeliverFailure` to every pending waiter, then
+    ///   `GaveUp { fatal: true }`, and it is `Stopped`. Below it, it is an ordinary
+    ///   failed attempt: the policy is asked, and retries (or gives up, `fatal:
+    ///   false`);
+    /// * for an attempt the machine asked to cancel it means that attempt is gone;
+    ///   for a connection it asked to close, or one it no longer tracks, it is
+    ///   stale; for an established connection it is bad input
+    ///   ([`Rejection::AlreadyConnected`]: report its loss with
+    ///   `client_disconnected`).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use redial::{Action, Failure, Machine, State};
+    ///
+    /// let mut m: Machine<&str, _> = Machine::new(|n: u32| Duration::from_secs(n.into()));
+    /// let _ = m.start();
+    /// let attempt = m.current_attempt().unwrap();
+    /// let actions = m.failed_fatally(attempt, "bad password").unwrap();
+    /// assert_eq!(
+    ///     actions[..],
+    ///     [
+    ///         Action::AttemptFailed { attempt, failure: Failure::Connect("bad password") },
+    ///         Action::GaveUp { failed_attempts: 1, fatal: true },
+    ///     ]
+    /// );
+    /// assert_eq!(m.state(), State::Stopped);
+    /// ```
+    pub fn failed_fatally(
+        &mut self,
+        attempt: AttemptId,
+        error: E,
+    ) -> Result<Actions<E>, InputError> {
+        self.report(Input::FailedFatally { attempt, error })
+    }
+
     /// User code run for the current attempt or the connection being prepared
     /// panicked, and what it ran is gone: a failed attempt ([`Failure::Panicked`]); a
     /// connection being prepared is closed (`Disconnect`). See [`Input::Panicked`].
@@ -520,6 +715,24 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         panic: crate::actions::Panic,
     ) -> Result<Actions<E>, InputError> {
         self.report(Input::Panicked { attempt, panic })
+    }
+
+    /// The outstanding probe of the connection ([`Action::Probe`]) was answered:
+    /// the machine disarms the probe timeout and arms the next interval. A probe
+    /// report about a connection the machine is closing, or an old one, is stale;
+    /// about the current connection with no probe outstanding (or not yet
+    /// established) it is bad input ([`Rejection::NotProbing`]).
+    pub fn probe_succeeded(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
+        self.report(Input::ProbeSucceeded { attempt })
+    }
+
+    /// The outstanding probe of the connection failed: it is dead. The retry policy
+    /// is asked first, then the connection is closed (`Disconnect`: it is
+    /// outstanding until reported closed), counted as lost (and as a flap if it
+    /// was not yet healthy), and the machine retries or gives up as for any loss.
+    /// Stale and bad forms as for [`Machine::probe_succeeded`].
+    pub fn probe_failed(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
+        self.report(Input::ProbeFailed { attempt })
     }
 
     /// The connection is closed (lost, or closed because the machine asked).
@@ -550,6 +763,12 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// Consecutive failures so far (what the retry policy was last asked about).
     pub fn failed_attempts(&self) -> u32 {
         self.failed_attempts
+    }
+
+    /// Consecutive failed attempts that were fatal ([`Machine::failed_fatally`]);
+    /// the machine gives up when this reaches [`Config::give_up_after_fatal`].
+    pub fn fatal_streak(&self) -> u32 {
+        self.fatal_streak
     }
 
     /// Running totals.
@@ -634,6 +853,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     None => Event::Stale,
                 }
             }
+            Input::ReconnectNow { reset_backoff } => Event::ReconnectNow(reset_backoff),
             Input::TimerFired { timer } => {
                 if !self.timer_ids.issued(timer.raw()) {
                     return Err(Rejection::UnknownTimer(timer));
@@ -653,6 +873,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Whose::Current(Attempting) => Event::AttemptFailed {
                     failure: Failure::Connect(error),
                     close: false,
+                    fatal: false,
                 },
                 Whose::Current(_) => return Err(Rejection::AlreadyConnected(attempt)),
                 Whose::Cancelled => Event::Gone(attempt),
@@ -673,29 +894,58 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Whose::Current(Preparing) => Event::AttemptFailed {
                     failure: Failure::Prepare(error),
                     close: true,
+                    fatal: false,
                 },
                 Whose::Current(Attempting) => return Err(Rejection::NotMade(attempt)),
                 Whose::Current(Connected) => return Err(Rejection::NotPreparing(attempt)),
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
+            Input::FailedFatally { attempt, error } => match self.whose(attempt)? {
+                Whose::Current(Attempting) => Event::AttemptFailed {
+                    failure: Failure::Connect(error),
+                    close: false,
+                    fatal: true,
+                },
+                Whose::Current(Preparing) => Event::AttemptFailed {
+                    failure: Failure::Prepare(error),
+                    close: true,
+                    fatal: true,
+                },
+                Whose::Current(Connected) => return Err(Rejection::AlreadyConnected(attempt)),
+                Whose::Cancelled => Event::Gone(attempt),
+                Whose::Closing | Whose::Old => Event::Stale,
+            },
             Input::Panicked { attempt, panic } => match self.whose(attempt)? {
                 Whose::Current(Attempting) => Event::AttemptFailed {
                     failure: Failure::Panicked(panic),
                     close: false,
+                    fatal: false,
                 },
                 Whose::Current(Preparing) => Event::AttemptFailed {
                     failure: Failure::Panicked(panic),
                     close: true,
+                    fatal: false,
                 },
                 Whose::Current(Connected) => return Err(Rejection::Established(attempt)),
                 Whose::Cancelled => Event::Gone(attempt),
                 Whose::Closing | Whose::Old => Event::Stale,
+            },
+            Input::ProbeSucceeded { attempt } => match self.whose(attempt)? {
+                Whose::Current(Connected) if self.probing() => Event::ProbeSucceeded,
+                Whose::Current(_) => return Err(Rejection::NotProbing(attempt)),
+                Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
+            },
+            Input::ProbeFailed { attempt } => match self.whose(attempt)? {
+                Whose::Current(Connected) if self.probing() => Event::ProbeFailed,
+                Whose::Current(_) => return Err(Rejection::NotProbing(attempt)),
+                Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::ClientDisconnected { attempt } => match self.whose(attempt)? {
                 Whose::Current(Attempting) => return Err(Rejection::NotMade(attempt)),
                 Whose::Current(Preparing) => Event::AttemptFailed {
                     failure: Failure::LostWhilePreparing,
                     close: false,
+                    fatal: false,
                 },
                 Whose::Current(Connected) => Event::Lost,
                 Whose::Closing => Event::Gone(attempt),
@@ -777,6 +1027,23 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 self.state = Disconnecting;
             }
 
+            // reconnect_now: only Waiting connects; a running attempt or connection
+            // keeps going; it never starts a service or cuts a stop short.
+            (Waiting, Event::ReconnectNow(reset_backoff)) => {
+                self.disarm(out);
+                if reset_backoff {
+                    self.failed_attempts = 0;
+                }
+                self.state = Connecting;
+                self.connect(out);
+            }
+            (Connecting | Connected, Event::ReconnectNow(reset_backoff)) => {
+                if reset_backoff {
+                    self.failed_attempts = 0;
+                }
+            }
+            (Init | Disconnecting | Restarting | Stopped, Event::ReconnectNow(_)) => {}
+
             // when_connected
             (Connected, Event::WhenConnected(waiter, _)) => {
                 if let Some(attempt) = self.connection() {
@@ -818,11 +1085,31 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             }
             // A failure or a loss asks the retry policy first, before anything
             // changes: a policy that panics leaves the machine as it was.
-            (Connecting, Event::AttemptFailed { failure, close }) => {
+            (
+                Connecting,
+                Event::AttemptFailed {
+                    failure,
+                    close,
+                    fatal,
+                },
+            ) => {
                 let Some(current) = self.current else {
                     return; // classify yields this only about the current attempt
                 };
-                let next = self.ask_policy();
+                // Fatal failures in a row: at the threshold, give up without
+                // asking the policy.
+                let streak = if fatal {
+                    self.fatal_streak.saturating_add(1)
+                } else {
+                    0
+                };
+                let give_up_fatally = fatal && streak >= self.config.give_up_after_fatal.get();
+                let next = if give_up_fatally {
+                    None
+                } else {
+                    self.ask_policy()
+                };
+                self.fatal_streak = streak;
                 self.disarm(out);
                 if close {
                     // D2: a connection rejected by prepare is closed.
@@ -831,7 +1118,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                         attempt: current.attempt,
                     });
                 }
-                self.failed(current.attempt, failure, next, out);
+                self.failed(current.attempt, failure, next, give_up_fatally, out);
             }
             (
                 Connecting,
@@ -841,6 +1128,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     return; // these timers are armed only for a current attempt
                 };
                 let next = self.ask_policy();
+                self.fatal_streak = 0;
                 self.timer = None;
                 self.abandon_current(out);
                 let failure = if kind == TimerKind::ConnectTimeout {
@@ -848,13 +1136,15 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 } else {
                     Failure::PrepareTimeout
                 };
-                self.failed(current.attempt, failure, next, out);
+                self.failed(current.attempt, failure, next, false, out);
             }
 
             // Connected
             (Connected, Event::Lost) => {
                 let next = self.ask_policy();
-                if matches!(self.timer, Some((_, TimerKind::Healthy))) {
+                if matches!(self.timer, Some((_, TimerKind::Healthy)))
+                    || self.unhealthy_for.is_some()
+                {
                     // Lost before it stayed up long enough to count as healthy.
                     self.counters.flaps += 1;
                 }
@@ -863,11 +1153,47 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 self.counters.losses += 1;
                 self.failed_attempts = self.failed_attempts.saturating_add(1);
                 self.retry_or_stop(next, out);
-                self.gave_up(next, out);
+                self.gave_up(next, false, out);
             }
             (Connected, Event::Timer(TimerKind::Healthy)) => {
                 self.timer = None;
                 self.failed_attempts = 0;
+            }
+            // Connected, probing (one timer: the interval, then the probe timeout)
+            (Connected, Event::Timer(TimerKind::ProbeInterval)) => {
+                self.timer = None;
+                if let (Some(probe), Some(attempt)) = (self.config.probe, self.connection()) {
+                    // One more interval completed: healthy once they add up to
+                    // the healthy delay.
+                    if let Some(left) = self.unhealthy_for {
+                        let left = left.saturating_sub(probe.interval);
+                        if left.is_zero() {
+                            self.unhealthy_for = None;
+                            self.failed_attempts = 0;
+                        } else {
+                            self.unhealthy_for = Some(left);
+                        }
+                    }
+                    out.push(Action::Probe { attempt });
+                    self.arm(TimerKind::ProbeTimeout, probe.timeout, out);
+                }
+            }
+            (Connected, Event::ProbeSucceeded) => {
+                self.disarm(out);
+                if let Some(probe) = self.config.probe {
+                    self.arm(TimerKind::ProbeInterval, probe.interval, out);
+                }
+            }
+            // The connection is dead: ask the policy first, then close it.
+            (Connected, Event::ProbeFailed) => {
+                let next = self.ask_policy();
+                self.disarm(out);
+                self.dead(next, out);
+            }
+            (Connected, Event::Timer(TimerKind::ProbeTimeout)) => {
+                let next = self.ask_policy();
+                self.timer = None;
+                self.dead(next, out);
             }
 
             // Waiting
@@ -904,7 +1230,10 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Init | Waiting | Connected | Disconnecting | Restarting | Stopped,
                 Event::Made(_) | Event::Prepared(_) | Event::AttemptFailed { .. },
             )
-            | (Init | Connecting | Waiting | Disconnecting | Restarting | Stopped, Event::Lost)
+            | (
+                Init | Connecting | Waiting | Disconnecting | Restarting | Stopped,
+                Event::Lost | Event::ProbeSucceeded | Event::ProbeFailed,
+            )
             | (_, Event::Timer(_)) => {}
         }
     }
@@ -928,9 +1257,19 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         self.state = State::Connected;
         self.set_phase(Phase::Connected);
         self.counters.connections += 1;
-        match self.config.reset_backoff_after {
-            Some(delay) => self.arm(TimerKind::Healthy, delay, out),
-            None => self.failed_attempts = 0,
+        self.fatal_streak = 0;
+        if let Some(probe) = self.config.probe {
+            // The one timer is the probe's; health is counted in its intervals.
+            self.unhealthy_for = self.config.reset_backoff_after;
+            if self.unhealthy_for.is_none() {
+                self.failed_attempts = 0;
+            }
+            self.arm(TimerKind::ProbeInterval, probe.interval, out);
+        } else {
+            match self.config.reset_backoff_after {
+                Some(delay) => self.arm(TimerKind::Healthy, delay, out),
+                None => self.failed_attempts = 0,
+            }
         }
         if !self.waiters.is_empty() {
             let waiters = self.waiters.take_all();
@@ -946,13 +1285,15 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 
     /// The current attempt failed (its cleanup is done): count it, retry after
-    /// `next` or give up (`None`), and report the failure (`AttemptFailed`), then
-    /// to the waiters it fails (`DeliverFailure`), then the give-up (`GaveUp`).
+    /// `next` or give up (`None`; `fatal`: on fatal failures), and report the
+    /// failure (`AttemptFailed`), then to the waiters it fails (`DeliverFailure`),
+    /// then the give-up (`GaveUp`).
     fn failed(
         &mut self,
         attempt: AttemptId,
         failure: Failure<E>,
         next: Option<Duration>,
+        fatal: bool,
         out: &mut Actions<E>,
     ) {
         self.current = None;
@@ -969,7 +1310,29 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         if !waiters.is_empty() {
             out.push(Action::DeliverFailure { waiters });
         }
-        self.gave_up(next, out);
+        self.gave_up(next, fatal, out);
+    }
+
+    /// The current connection is dead (a probe failed or timed out; its timer is
+    /// already disarmed): close it, count the loss (a flap if not yet healthy),
+    /// and retry after `next` or give up.
+    fn dead(&mut self, next: Option<Duration>, out: &mut Actions<E>) {
+        if let Some(Current { attempt, .. }) = self.current.take() {
+            self.closing.push(attempt);
+            out.push(Action::Disconnect { attempt });
+        }
+        if self.unhealthy_for.take().is_some() {
+            self.counters.flaps += 1;
+        }
+        self.counters.losses += 1;
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        self.retry_or_stop(next, out);
+        self.gave_up(next, false, out);
+    }
+
+    /// Whether a probe of the current connection is outstanding (its timeout armed).
+    fn probing(&self) -> bool {
+        matches!(self.timer, Some((_, TimerKind::ProbeTimeout)))
     }
 
     /// Waiting with the retry timer armed after `next`, or `Stopped` (`None`).
@@ -983,12 +1346,14 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         }
     }
 
-    /// `GaveUp`, if the policy did (`next` is `None`).
-    fn gave_up(&mut self, next: Option<Duration>, out: &mut Actions<E>) {
+    /// `GaveUp`, if the machine gave up (`next` is `None`): on fatal failures
+    /// (`fatal`) or because the policy did.
+    fn gave_up(&mut self, next: Option<Duration>, fatal: bool, out: &mut Actions<E>) {
         if next.is_none() {
             self.gave_up = true;
             out.push(Action::GaveUp {
                 failed_attempts: self.failed_attempts,
+                fatal,
             });
         }
     }
@@ -999,6 +1364,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         if self.gave_up {
             self.gave_up = false;
             self.failed_attempts = 0;
+            self.fatal_streak = 0;
         }
     }
 

@@ -81,6 +81,7 @@ fn assert_rejected(name: &str, m: &M, input: Input<E>, reason: Rejection) {
     let mut after = m.clone();
     let sentinel: Action<E> = Action::GaveUp {
         failed_attempts: 77,
+        fatal: false,
     };
     let mut out: Actions<E> = [sentinel.clone()].into_iter().collect();
     let again = after
@@ -324,7 +325,10 @@ fn bad_input_after_giving_up_keeps_the_counters_and_the_fresh_start() {
     let actions = m.connection_failed(a(1), "refused").unwrap();
     assert!(matches!(
         actions.last(),
-        Some(Action::GaveUp { failed_attempts: 2 })
+        Some(Action::GaveUp {
+            failed_attempts: 2,
+            fatal: false
+        })
     ));
     let counters = m.counters();
     assert_eq!(
@@ -358,4 +362,93 @@ fn bad_input_after_giving_up_keeps_the_counters_and_the_fresh_start() {
     let _ = m.start();
     assert_eq!(m.failed_attempts(), 0, "the start after a give-up is fresh");
     assert_eq!(m.counters().flaps, 1);
+}
+
+/// `reconnect_now` is a command: never rejected, whatever the state. Where it does
+/// nothing (every state but Waiting without a reset; Init, Disconnecting,
+/// Restarting and Stopped even with one) it changes nothing at all.
+#[test]
+fn reconnect_now_is_never_rejected_and_changes_nothing_where_it_does_nothing() {
+    for (name, m) in machines() {
+        for reset_backoff in [false, true] {
+            let mut after = m.clone();
+            let step = after
+                .handle(Input::ReconnectNow { reset_backoff })
+                .unwrap_or_else(|e| panic!("{name}: rejected: {e}"));
+            assert_eq!((step.waiter, step.stop), (None, None), "{name}");
+            let acts = match m.state() {
+                State::Waiting => true,
+                State::Connecting | State::Connected => false,
+                _ => false,
+            };
+            let resets = reset_backoff
+                && matches!(
+                    m.state(),
+                    State::Waiting | State::Connecting | State::Connected
+                )
+                && m.failed_attempts() != 0;
+            if acts {
+                assert_eq!(after.state(), State::Connecting, "{name}");
+            } else {
+                assert!(step.actions.is_empty(), "{name}: {:?}", step.actions);
+                if !resets {
+                    assert_eq!(after, m, "{name}: reconnect_now changed the machine");
+                }
+            }
+        }
+    }
+}
+
+/// `failed_fatally` for the established connection is rejected as
+/// `connection_failed` is (`AlreadyConnected`: its loss is reported with
+/// `client_disconnected`); an id never issued is unknown, in every state. Neither
+/// changes anything.
+#[test]
+fn failed_fatally_for_an_established_connection_or_an_unknown_attempt_is_rejected() {
+    let machines = machines();
+    let (name, m) = machines.iter().find(|(n, _)| *n == "connected").unwrap();
+    assert_rejected(
+        name,
+        m,
+        Input::FailedFatally {
+            attempt: a(0),
+            error: "bad password",
+        },
+        Rejection::AlreadyConnected(a(0)),
+    );
+    for (name, m) in &machines {
+        assert_rejected(
+            name,
+            m,
+            Input::FailedFatally {
+                attempt: a(NEVER),
+                error: "bad password",
+            },
+            Rejection::UnknownAttempt(a(NEVER)),
+        );
+    }
+}
+
+/// Probe reports naming an attempt never issued are unknown in every state; about
+/// the current attempt or connection with no probe outstanding they are rejected
+/// with `NotProbing` (these machines have no probes configured). Neither changes
+/// anything.
+#[test]
+fn probe_reports_without_a_probe_are_rejected_in_every_state() {
+    for (name, m) in &machines() {
+        for input in [
+            Input::ProbeSucceeded { attempt: a(NEVER) },
+            Input::ProbeFailed { attempt: a(NEVER) },
+        ] {
+            assert_rejected(name, m, input, Rejection::UnknownAttempt(a(NEVER)));
+        }
+        if let Some(current) = m.current_attempt() {
+            for input in [
+                Input::ProbeSucceeded { attempt: current },
+                Input::ProbeFailed { attempt: current },
+            ] {
+                assert_rejected(name, m, input, Rejection::NotProbing(current));
+            }
+        }
+    }
 }

@@ -4,8 +4,9 @@
 //!
 //! Every transition that consults the policy is covered on its own (a failed
 //! attempt, a prepare step that fails, a connection lost while preparing, a panic
-//! while attempting and while preparing, the connect and prepare timeouts, the loss
-//! of an established connection), and a property test makes the policy panic at a
+//! while attempting and while preparing, a fatal failure below the threshold while
+//! attempting and while preparing, the connect and prepare timeouts, the loss of an
+//! established connection, a failed probe and the probe timeout), and a property test makes the policy panic at a
 //! random call in random runs, checking the same thing at that step and comparing
 //! every later step with the reference model.
 
@@ -89,6 +90,8 @@ fn config() -> Config {
         .with_connect_timeout(Some(Duration::from_secs(5)))
         .with_prepare_timeout(Some(Duration::from_secs(2)))
         .with_reset_backoff_after(Some(Duration::from_secs(30)))
+        // A first fatal failure asks the policy (the second would not).
+        .with_give_up_after_fatal(std::num::NonZeroU32::new(2).unwrap())
 }
 
 /// A machine with its current attempt in flight, with two waiters.
@@ -127,6 +130,26 @@ fn connected() -> M {
     m
 }
 
+/// Connected with liveness probes, a probe outstanding (its timeout armed).
+fn probing() -> M {
+    let policy = Bomb {
+        armed: Rc::new(Cell::new(false)),
+    };
+    let probe = redial::ProbeConfig::new(Duration::from_secs(10), Duration::from_secs(2));
+    let config = Config::new()
+        .with_reset_backoff_after(Some(Duration::from_secs(30)))
+        .with_probe(Some(probe));
+    let mut m = Machine::with_config(policy, config).unwrap();
+    let _ = m.start();
+    let _ = m.connection_made(a(0)).unwrap();
+    let _ = m.timer_fired(m.armed_timer().unwrap().0).unwrap();
+    assert_eq!(
+        m.armed_timer().map(|(_, k)| k),
+        Some(TimerKind::ProbeTimeout)
+    );
+    m
+}
+
 fn timer_fired(m: &M) -> Input<String> {
     Input::TimerFired {
         timer: m.armed_timer().expect("a timer armed").0,
@@ -162,6 +185,22 @@ fn transitions() -> Vec<(&'static str, M, Input<String>)> {
             Input::ClientDisconnected { attempt: a(0) },
         ),
         (
+            "failed fatally while attempting",
+            attempting.clone(),
+            Input::FailedFatally {
+                attempt: a(0),
+                error: "bad password".into(),
+            },
+        ),
+        (
+            "failed fatally while preparing",
+            preparing.clone(),
+            Input::FailedFatally {
+                attempt: a(0),
+                error: "bad password".into(),
+            },
+        ),
+        (
             "panicked while attempting",
             attempting.clone(),
             Input::Panicked {
@@ -192,6 +231,12 @@ fn transitions() -> Vec<(&'static str, M, Input<String>)> {
             connected,
             Input::ClientDisconnected { attempt: a(0) },
         ),
+        (
+            "probe failed",
+            probing(),
+            Input::ProbeFailed { attempt: a(0) },
+        ),
+        ("probe timeout", probing(), timer_fired(&probing())),
     ]
 }
 
@@ -199,7 +244,7 @@ fn transitions() -> Vec<(&'static str, M, Input<String>)> {
 fn a_panicking_policy_changes_nothing_in_every_transition_that_asks_it() {
     quiet_policy_panics();
     let subjects = transitions();
-    assert_eq!(subjects.len(), 8);
+    assert_eq!(subjects.len(), 12);
     // The same machines again, with switches of their own that stay off.
     let references = transitions();
     for ((name, mut m, input), (_, mut fresh, _)) in subjects.into_iter().zip(references) {
@@ -223,6 +268,7 @@ fn a_panicking_policy_changes_nothing_in_every_transition_that_asks_it() {
         // handle_into: the panic propagates; the machine and the buffer are untouched.
         let sentinel: Action<String> = Action::GaveUp {
             failed_attempts: 99,
+            fatal: false,
         };
         let mut out: Actions<String> = [sentinel.clone()].into_iter().collect();
         let caught = catch_unwind(AssertUnwindSafe(|| m.handle_into(input.clone(), &mut out)));
@@ -292,11 +338,15 @@ fn transition_name(before: &Machine<String, Fused>, input: &Input<String>) -> &'
             "lost after being established"
         }
         Input::ClientDisconnected { .. } => "lost while preparing",
+        Input::ProbeFailed { .. } => "probe failed",
+        Input::FailedFatally { .. } if closes => "failed fatally while preparing",
+        Input::FailedFatally { .. } => "failed fatally while attempting",
         Input::Panicked { .. } if closes => "panicked while preparing",
         Input::Panicked { .. } => "panicked while attempting",
         Input::TimerFired { .. } => match timer.map(|(_, kind)| kind) {
             Some(TimerKind::ConnectTimeout) => "connect timeout",
             Some(TimerKind::PrepareTimeout) => "prepare timeout",
+            Some(TimerKind::ProbeTimeout) => "probe timeout",
             other => panic!("{other:?} fired and asked the policy"),
         },
         other => panic!("{other:?} asked the policy"),
@@ -324,6 +374,7 @@ fn run_with_a_panic(
     let mut invariants = Invariants::new();
     let sentinel: Action<String> = Action::GaveUp {
         failed_attempts: 99,
+        fatal: false,
     };
     let mut panicked = None;
     for op in ops {
@@ -420,4 +471,33 @@ fn random_runs_make_the_policy_panic_in_every_transition_that_asks_it() {
     }
     let all: BTreeSet<&str> = transitions().into_iter().map(|(name, _, _)| name).collect();
     assert_eq!(seen, all);
+}
+
+/// A fatal failure that reaches `Config::give_up_after_fatal` gives up without
+/// asking the policy: a policy that would panic is never called.
+#[test]
+fn a_fatal_give_up_never_asks_the_policy() {
+    quiet_policy_panics();
+    for (name, mut m) in [("attempting", attempting()), ("preparing", preparing())] {
+        // The first fatal failure asks the policy (below the threshold of 2) ...
+        let _ = m
+            .failed_fatally(a(0), "bad password".into())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (retry, _) = m.armed_timer().unwrap();
+        let _ = m.timer_fired(retry).unwrap();
+        // ... the second gives up, with the policy armed to panic if asked.
+        m.policy().armed.set(true);
+        let actions = m.failed_fatally(a(1), "bad password".into()).unwrap();
+        assert!(
+            matches!(
+                actions.last(),
+                Some(Action::GaveUp {
+                    failed_attempts: 2,
+                    fatal: true
+                })
+            ),
+            "{name}: {actions:?}"
+        );
+        assert_eq!(m.state(), State::Stopped, "{name}");
+    }
 }

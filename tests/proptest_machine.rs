@@ -164,11 +164,15 @@ fn call_method(
             }
         }
         CancelWaiter { waiter } => step(m.cancel_waiter(waiter)?),
+        ReconnectNow { reset_backoff } => step(m.reconnect_now(reset_backoff)),
         ConnectionMade { attempt } => step(m.connection_made(attempt)?),
         ConnectionFailed { attempt, error } => step(m.connection_failed(attempt, error)?),
         ConnectCancelled { attempt } => step(m.connect_cancelled(attempt)?),
         PrepareSucceeded { attempt } => step(m.prepare_succeeded(attempt)?),
         PrepareFailed { attempt, error } => step(m.prepare_failed(attempt, error)?),
+        FailedFatally { attempt, error } => step(m.failed_fatally(attempt, error)?),
+        ProbeSucceeded { attempt } => step(m.probe_succeeded(attempt)?),
+        ProbeFailed { attempt } => step(m.probe_failed(attempt)?),
         ClientDisconnected { attempt } => step(m.client_disconnected(attempt)?),
         Panicked { attempt, panic } => step(m.panicked(attempt, panic)?),
         TimerFired { timer } => step(m.timer_fired(timer)?),

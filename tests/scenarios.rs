@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use redial::{
     Action, AttemptId, Config, Failure, Input, InputError, InputKind, Machine, Panic, PanicSite,
-    Rejection, RetryPolicy, State, StopId, TimerId, TimerKind, WaiterId,
+    ProbeConfig, Rejection, RetryPolicy, State, StopId, TimerId, TimerKind, WaiterId,
 };
 
 type E = &'static str;
@@ -71,6 +71,9 @@ fn when_connected_fail_after(n: u32) -> Input<E> {
 fn cancel_waiter(waiter: WaiterId) -> Input<E> {
     Input::CancelWaiter { waiter }
 }
+fn reconnect_now(reset_backoff: bool) -> Input<E> {
+    Input::ReconnectNow { reset_backoff }
+}
 fn made(attempt: AttemptId) -> Input<E> {
     Input::ConnectionMade { attempt }
 }
@@ -85,6 +88,9 @@ fn prepared(attempt: AttemptId) -> Input<E> {
 }
 fn prepare_failed(attempt: AttemptId, error: E) -> Input<E> {
     Input::PrepareFailed { attempt, error }
+}
+fn failed_fatally(attempt: AttemptId, error: E) -> Input<E> {
+    Input::FailedFatally { attempt, error }
 }
 fn lost(attempt: AttemptId) -> Input<E> {
     Input::ClientDisconnected { attempt }
@@ -912,7 +918,10 @@ fn give_up_fails_every_waiter_with_the_last_failure_and_stops() {
                 vec![
                     attempt_failed(a(1), Failure::Connect("e1")),
                     deliver(&[w(0), w(1)]),
-                    Action::GaveUp { failed_attempts: 2 },
+                    Action::GaveUp {
+                        failed_attempts: 2,
+                        fatal: false,
+                    },
                 ],
             ),
         ],
@@ -927,7 +936,10 @@ fn give_up_fails_every_waiter_with_the_last_failure_and_stops() {
 #[test]
 fn start_after_giving_up_begins_a_fresh_schedule() {
     let policy = (linear as Linear).give_up_after(2);
-    let gave_up = |n| Action::GaveUp { failed_attempts: n };
+    let gave_up = |n| Action::GaveUp {
+        failed_attempts: n,
+        fatal: false,
+    };
     let m = run(
         Machine::new(policy),
         &[
@@ -1009,7 +1021,10 @@ fn stop_and_start_carry_the_count_over_but_a_give_up_does_not() {
                 failed(a(3), "e3"),
                 vec![
                     attempt_failed(a(3), Failure::Connect("e3")),
-                    Action::GaveUp { failed_attempts: 3 },
+                    Action::GaveUp {
+                        failed_attempts: 3,
+                        fatal: false,
+                    },
                 ],
             ),
         ],
@@ -1032,7 +1047,10 @@ fn restarting_after_giving_up_begins_a_fresh_schedule() {
                 vec![
                     disconnect(a(0)),
                     attempt_failed(a(0), Failure::Prepare("no")),
-                    Action::GaveUp { failed_attempts: 1 },
+                    Action::GaveUp {
+                        failed_attempts: 1,
+                        fatal: false,
+                    },
                 ],
             ),
             (stop(), vec![]),  // Disconnecting: a(0) is still closing
@@ -1047,7 +1065,10 @@ fn restarting_after_giving_up_begins_a_fresh_schedule() {
             failed(a(1), "e1"),
             vec![
                 attempt_failed(a(1), Failure::Connect("e1")),
-                Action::GaveUp { failed_attempts: 1 },
+                Action::GaveUp {
+                    failed_attempts: 1,
+                    fatal: false,
+                },
             ],
         )],
     );
@@ -1061,7 +1082,13 @@ fn give_up_after_a_lost_connection_stops_the_machine() {
         &[
             (start(), vec![connect(a(0))]),
             (made(a(0)), vec![]),
-            (lost(a(0)), vec![Action::GaveUp { failed_attempts: 1 }]),
+            (
+                lost(a(0)),
+                vec![Action::GaveUp {
+                    failed_attempts: 1,
+                    fatal: false,
+                }],
+            ),
             (stop(), vec![finish(&[s(0)])]),
         ],
     );
@@ -1438,10 +1465,732 @@ fn panicked_can_be_the_failure_the_policy_gives_up_on() {
                 vec![
                     attempt_failed(a(0), Failure::Panicked(boom(PanicSite::Connector))),
                     deliver(&[w(0)]),
-                    Action::GaveUp { failed_attempts: 1 },
+                    Action::GaveUp {
+                        failed_attempts: 1,
+                        fatal: false,
+                    },
                 ],
             ),
         ],
     );
     assert_eq!(m.state(), State::Stopped);
+}
+
+// ----- reconnect now (`reconnect_now`), one table per row of its rule ------------------
+
+/// Waiting: the retry timer is cancelled and the attempt starts at once; the
+/// failure count carries on (the next failure asks the policy for 2).
+#[test]
+fn waiting_reconnect_now_cancels_the_retry_timer_and_connects_at_once() {
+    let m = run(
+        waiting(),
+        &[(
+            reconnect_now(false),
+            vec![cancel_timer(t(0)), connect(a(1))],
+        )],
+    );
+    assert_eq!(m.state(), State::Connecting);
+    assert_eq!(m.failed_attempts(), 1);
+    assert_eq!(m.counters().attempts, 2);
+    run(
+        m,
+        &[(
+            failed(a(1), "refused"),
+            vec![
+                retry_in(t(1), secs(2)),
+                attempt_failed(a(1), Failure::Connect("refused")),
+            ],
+        )],
+    );
+}
+
+/// Waiting, with `reset_backoff`: the count starts over, so the next failure asks
+/// the policy for 1; a configured connect timeout is armed with the attempt.
+#[test]
+fn waiting_reconnect_now_resetting_the_backoff_starts_the_schedule_over() {
+    let config = Config::new().with_connect_timeout(Some(secs(5)));
+    let m = run(
+        with(config),
+        &[
+            (
+                start(),
+                vec![
+                    connect(a(0)),
+                    timer(t(0), TimerKind::ConnectTimeout, secs(5)),
+                ],
+            ),
+            (
+                failed(a(0), "refused"),
+                vec![
+                    cancel_timer(t(0)),
+                    retry_in(t(1), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                ],
+            ),
+            (
+                fired(t(1)),
+                vec![
+                    connect(a(1)),
+                    timer(t(2), TimerKind::ConnectTimeout, secs(5)),
+                ],
+            ),
+            (
+                failed(a(1), "refused"),
+                vec![
+                    cancel_timer(t(2)),
+                    retry_in(t(3), secs(2)),
+                    attempt_failed(a(1), Failure::Connect("refused")),
+                ],
+            ),
+            (
+                reconnect_now(true),
+                vec![
+                    cancel_timer(t(3)),
+                    connect(a(2)),
+                    timer(t(4), TimerKind::ConnectTimeout, secs(5)),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(m.failed_attempts(), 0);
+    run(
+        m,
+        &[(
+            failed(a(2), "refused"),
+            vec![
+                cancel_timer(t(4)),
+                retry_in(t(5), secs(1)),
+                attempt_failed(a(2), Failure::Connect("refused")),
+            ],
+        )],
+    );
+}
+
+/// Waiting with something outstanding (a rejected connection still closing): it
+/// connects all the same, as the retry timer would.
+#[test]
+fn waiting_reconnect_now_connects_with_a_rejected_connection_still_closing() {
+    let m = run(
+        with(Config::new().with_prepare(true)),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![prepare(a(0))]),
+            (
+                prepare_failed(a(0), "auth"),
+                vec![
+                    disconnect(a(0)),
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Prepare("auth")),
+                ],
+            ),
+            (
+                reconnect_now(false),
+                vec![cancel_timer(t(0)), connect(a(1))],
+            ),
+        ],
+    );
+    assert_eq!(m.outstanding().collect::<Vec<_>>(), [a(0)]);
+    assert_eq!(m.state(), State::Connecting);
+}
+
+/// Connecting (attempting or preparing): the attempt goes on; only the count is
+/// reset, if asked.
+#[test]
+fn connecting_reconnect_now_only_resets_the_count() {
+    let mut m = run(
+        waiting(),
+        &[
+            (fired(t(0)), vec![connect(a(1))]),
+            (reconnect_now(false), vec![]),
+        ],
+    );
+    assert_eq!(m.failed_attempts(), 1);
+    m = run(m, &[(reconnect_now(true), vec![])]);
+    assert_eq!((m.state(), m.failed_attempts()), (State::Connecting, 0));
+    assert_eq!(m.current_attempt(), Some(a(1)));
+
+    // While preparing, too.
+    let m = run(
+        with(Config::new().with_prepare(true)),
+        &[
+            (start(), vec![connect(a(0))]),
+            (
+                failed(a(0), "refused"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                ],
+            ),
+            (fired(t(0)), vec![connect(a(1))]),
+            (made(a(1)), vec![prepare(a(1))]),
+            (reconnect_now(true), vec![]),
+            (prepared(a(1)), vec![]),
+        ],
+    );
+    assert_eq!((m.state(), m.failed_attempts()), (State::Connected, 0));
+}
+
+/// Connected: the connection stays; the count is reset if asked, and an armed
+/// healthy timer stays armed (a loss before it fires is still a flap).
+#[test]
+fn connected_reconnect_now_only_resets_the_count_and_keeps_the_healthy_timer() {
+    let m = run(connected(), &[(reconnect_now(false), vec![])]);
+    assert_eq!(m.state(), State::Connected);
+
+    let config = Config::new().with_reset_backoff_after(Some(secs(30)));
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (
+                failed(a(0), "refused"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                ],
+            ),
+            (fired(t(0)), vec![connect(a(1))]),
+            (made(a(1)), vec![timer(t(1), TimerKind::Healthy, secs(30))]),
+            (reconnect_now(true), vec![]),
+        ],
+    );
+    assert_eq!(m.failed_attempts(), 0);
+    assert_eq!(m.armed_timer(), Some((t(1), TimerKind::Healthy)));
+    let m = run(
+        m,
+        &[(
+            lost(a(1)),
+            vec![cancel_timer(t(1)), retry_in(t(2), secs(1))],
+        )],
+    );
+    assert_eq!((m.counters().losses, m.counters().flaps), (1, 1));
+}
+
+/// Init, Disconnecting, Restarting, Stopped: nothing at all, not even the reset.
+#[test]
+fn reconnect_now_never_starts_a_service_or_cuts_a_stop_short() {
+    // Init
+    let m = run(machine(), &[(reconnect_now(true), vec![])]);
+    assert_eq!(m.state(), State::Init);
+    // Stopped, with a count carried over from before the stop
+    let m = run(
+        waiting(),
+        &[
+            (stop(), vec![cancel_timer(t(0)), finish(&[s(0)])]),
+            (reconnect_now(true), vec![]),
+        ],
+    );
+    assert_eq!((m.state(), m.failed_attempts()), (State::Stopped, 1));
+    // Disconnecting, then Restarting
+    let m = run(
+        waiting(),
+        &[
+            (fired(t(0)), vec![connect(a(1))]),
+            (stop(), vec![cancel_connect(a(1))]),
+            (reconnect_now(true), vec![]),
+        ],
+    );
+    assert_eq!((m.state(), m.failed_attempts()), (State::Disconnecting, 1));
+    let m = run(m, &[(start(), vec![]), (reconnect_now(true), vec![])]);
+    assert_eq!((m.state(), m.failed_attempts()), (State::Restarting, 1));
+    run(
+        m,
+        &[(cancelled(a(1)), vec![connect(a(2)), finish(&[s(0)])])],
+    );
+}
+
+/// The method does what the input does.
+#[test]
+fn the_reconnect_now_method_is_the_input() {
+    let mut by_method = waiting();
+    let mut by_input = by_method.clone();
+    let actions = by_method.reconnect_now(true);
+    let step = by_input.handle(reconnect_now(true)).unwrap();
+    assert_eq!(actions, step.actions);
+    assert_eq!((step.waiter, step.stop), (None, None));
+    assert_eq!(by_method, by_input);
+}
+
+// ----- fatal failures (`failed_fatally`), one table per row of its rule ----------------
+
+fn gave_up(failed_attempts: u32, fatal: bool) -> Action<E> {
+    Action::GaveUp {
+        failed_attempts,
+        fatal,
+    }
+}
+
+/// A policy that must not be asked: giving up on fatal failures never asks it.
+fn never_asked(_: u32) -> Duration {
+    panic!("the policy was asked")
+}
+
+/// Attempting, at the threshold (1, the default): a failed attempt, and the
+/// machine gives up at once without asking the policy; every waiter gets the
+/// failure.
+#[test]
+fn a_fatal_failure_while_attempting_gives_up_at_once_without_asking_the_policy() {
+    let config = Config::new().with_connect_timeout(Some(secs(5)));
+    let m = run(
+        with_policy(never_asked as Linear, config),
+        &[
+            (when_connected(), vec![]),
+            (
+                start(),
+                vec![
+                    connect(a(0)),
+                    timer(t(0), TimerKind::ConnectTimeout, secs(5)),
+                ],
+            ),
+            (when_connected_fail_after(3), vec![]),
+            (
+                failed_fatally(a(0), "no such host"),
+                vec![
+                    cancel_timer(t(0)),
+                    attempt_failed(a(0), Failure::Connect("no such host")),
+                    deliver(&[w(0), w(1)]),
+                    gave_up(1, true),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+    assert_eq!((m.failed_attempts(), m.fatal_streak()), (1, 1));
+    assert_eq!(m.counters().failures, 1);
+}
+
+/// Preparing, at the threshold: the rejected connection is closed (D2), then as
+/// above; a stop meanwhile waits for it (D7).
+#[test]
+fn a_fatal_failure_while_preparing_closes_the_connection_and_gives_up() {
+    let config = Config::new().with_prepare(true);
+    let m = run(
+        with_policy(never_asked as Linear, config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![prepare(a(0))]),
+            (when_connected(), vec![]),
+            (
+                failed_fatally(a(0), "bad password"),
+                vec![
+                    disconnect(a(0)),
+                    attempt_failed(a(0), Failure::Prepare("bad password")),
+                    deliver(&[w(0)]),
+                    gave_up(1, true),
+                ],
+            ),
+            (stop(), vec![]),
+            (lost(a(0)), vec![finish(&[s(0)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+}
+
+/// Below the threshold a fatal failure is an ordinary failed attempt (the policy
+/// is asked, the machine retries); the threshold-th fatal failure in a row gives
+/// up. Any other failure ends the run of fatal ones, and so does a connection.
+#[test]
+fn fatal_failures_give_up_at_the_threshold_counted_in_a_row() {
+    let config = Config::new().with_give_up_after_fatal(NonZeroU32::new(2).unwrap());
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (
+                failed_fatally(a(0), "bad password"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("bad password")),
+                ],
+            ),
+            (fired(t(0)), vec![connect(a(1))]),
+            // Not fatal: the run is over.
+            (
+                failed(a(1), "refused"),
+                vec![
+                    retry_in(t(1), secs(2)),
+                    attempt_failed(a(1), Failure::Connect("refused")),
+                ],
+            ),
+            (fired(t(1)), vec![connect(a(2))]),
+            (
+                failed_fatally(a(2), "bad password"),
+                vec![
+                    retry_in(t(2), secs(3)),
+                    attempt_failed(a(2), Failure::Connect("bad password")),
+                ],
+            ),
+            (fired(t(2)), vec![connect(a(3))]),
+            // A connection ends the run too.
+            (made(a(3)), vec![]),
+            (lost(a(3)), vec![retry_in(t(3), secs(1))]),
+            (fired(t(3)), vec![connect(a(4))]),
+            (
+                failed_fatally(a(4), "bad password"),
+                vec![
+                    retry_in(t(4), secs(2)),
+                    attempt_failed(a(4), Failure::Connect("bad password")),
+                ],
+            ),
+            (fired(t(4)), vec![connect(a(5))]),
+            (
+                failed_fatally(a(5), "bad password"),
+                vec![
+                    attempt_failed(a(5), Failure::Connect("bad password")),
+                    gave_up(3, true),
+                ],
+            ),
+        ],
+    );
+    assert_eq!((m.state(), m.fatal_streak()), (State::Stopped, 2));
+}
+
+/// Below the threshold the policy may still give up: then it is the policy's
+/// give-up (`fatal: false`).
+#[test]
+fn below_the_threshold_the_policy_may_give_up() {
+    let config = Config::new().with_give_up_after_fatal(NonZeroU32::new(3).unwrap());
+    let policy = (linear as Linear).give_up_after(1);
+    let m = run(
+        with_policy(policy, config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (
+                failed_fatally(a(0), "bad password"),
+                vec![
+                    attempt_failed(a(0), Failure::Connect("bad password")),
+                    gave_up(1, false),
+                ],
+            ),
+        ],
+    );
+    assert_eq!((m.state(), m.fatal_streak()), (State::Stopped, 1));
+}
+
+/// The first start after a give-up begins a fresh schedule: the failure count and
+/// the run of fatal failures start over.
+#[test]
+fn a_start_after_a_fatal_give_up_starts_the_run_over() {
+    let config = Config::new().with_give_up_after_fatal(NonZeroU32::new(2).unwrap());
+    let m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (
+                failed_fatally(a(0), "bad password"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("bad password")),
+                ],
+            ),
+            (fired(t(0)), vec![connect(a(1))]),
+            (
+                failed_fatally(a(1), "bad password"),
+                vec![
+                    attempt_failed(a(1), Failure::Connect("bad password")),
+                    gave_up(2, true),
+                ],
+            ),
+            (start(), vec![connect(a(2))]),
+        ],
+    );
+    assert_eq!((m.failed_attempts(), m.fatal_streak()), (0, 0));
+    run(
+        m,
+        &[(
+            failed_fatally(a(2), "bad password"),
+            vec![
+                retry_in(t(1), secs(1)),
+                attempt_failed(a(2), Failure::Connect("bad password")),
+            ],
+        )],
+    );
+}
+
+/// An attempt the machine asked to cancel failing fatally is gone (a stop waiting
+/// for it finishes); a connection it asked to close, or an old attempt: stale.
+#[test]
+fn failed_fatally_for_a_cancelled_closing_or_old_attempt() {
+    let m = run(
+        machine(),
+        &[
+            (start(), vec![connect(a(0))]),
+            (stop(), vec![cancel_connect(a(0))]),
+            (failed_fatally(a(0), "bad password"), vec![finish(&[s(0)])]),
+            (failed_fatally(a(0), "late"), vec![]),
+            (start(), vec![connect(a(1))]),
+            (made(a(1)), vec![]),
+            (stop(), vec![disconnect(a(1))]),
+            (failed_fatally(a(1), "late"), vec![]),
+        ],
+    );
+    assert_eq!(m.state(), State::Disconnecting);
+    assert_eq!(m.counters().failures, 0);
+}
+
+// ----- liveness probes (`Config::probe`), one table per row of its rule ----------------
+
+fn probe(attempt: AttemptId) -> Action<E> {
+    Action::Probe { attempt }
+}
+fn probe_ok(attempt: AttemptId) -> Input<E> {
+    Input::ProbeSucceeded { attempt }
+}
+fn probe_failed(attempt: AttemptId) -> Input<E> {
+    Input::ProbeFailed { attempt }
+}
+fn interval(timer: TimerId) -> Action<E> {
+    self::timer(timer, TimerKind::ProbeInterval, secs(10))
+}
+fn probe_timeout(timer: TimerId) -> Action<E> {
+    self::timer(timer, TimerKind::ProbeTimeout, secs(2))
+}
+fn probing_config() -> Config {
+    Config::new().with_probe(Some(ProbeConfig::new(secs(10), secs(2))))
+}
+
+/// Becoming connected arms the probe interval (before the waiters are notified);
+/// the interval firing asks for a probe and arms the probe timeout; a success
+/// disarms it and arms the next interval.
+#[test]
+fn connected_with_probes_probes_every_interval() {
+    let m = run(
+        with(probing_config()),
+        &[
+            (start(), vec![connect(a(0))]),
+            (when_connected(), vec![]),
+            (made(a(0)), vec![interval(t(0)), notify(a(0), &[w(0)])]),
+            (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
+            (probe_ok(a(0)), vec![cancel_timer(t(1)), interval(t(2))]),
+            (fired(t(2)), vec![probe(a(0)), probe_timeout(t(3))]),
+        ],
+    );
+    assert_eq!(m.state(), State::Connected);
+    assert_eq!(m.armed_timer(), Some((t(3), TimerKind::ProbeTimeout)));
+}
+
+/// A failed probe: the connection is dead. The policy is asked, the connection
+/// closed (outstanding until reported closed), a loss counted, and the retry
+/// scheduled.
+#[test]
+fn a_failed_probe_closes_the_connection_and_retries_as_a_loss() {
+    let m = run(
+        with(probing_config()),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![interval(t(0))]),
+            (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
+            (
+                probe_failed(a(0)),
+                vec![
+                    cancel_timer(t(1)),
+                    disconnect(a(0)),
+                    retry_in(t(2), secs(1)),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(m.state(), State::Waiting);
+    assert_eq!(m.outstanding().collect::<Vec<_>>(), [a(0)]);
+    let c = m.counters();
+    assert_eq!(
+        (c.losses, c.flaps, c.failures, m.failed_attempts()),
+        (1, 0, 0, 1)
+    );
+    let m = run(m, &[(lost(a(0)), vec![])]);
+    assert_eq!(m.outstanding().count(), 0);
+}
+
+/// The probe timeout: the same as a failed probe (its timer has fired).
+#[test]
+fn the_probe_timeout_closes_the_connection_and_retries_as_a_loss() {
+    let m = run(
+        with(probing_config()),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![interval(t(0))]),
+            (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
+            (fired(t(1)), vec![disconnect(a(0)), retry_in(t(2), secs(1))]),
+            // The late answer is stale: the connection is closing.
+            (probe_ok(a(0)), vec![]),
+        ],
+    );
+    assert_eq!((m.state(), m.counters().losses), (State::Waiting, 1));
+}
+
+/// A dead connection can make the policy give up, as any loss can.
+#[test]
+fn a_dead_connection_can_make_the_policy_give_up() {
+    let m = run(
+        with_policy((linear as Linear).give_up_after(1), probing_config()),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![interval(t(0))]),
+            (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
+            (
+                probe_failed(a(0)),
+                vec![
+                    cancel_timer(t(1)),
+                    disconnect(a(0)),
+                    Action::GaveUp {
+                        failed_attempts: 1,
+                        fatal: false,
+                    },
+                ],
+            ),
+            (stop(), vec![]),
+            (lost(a(0)), vec![finish(&[s(0)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+}
+
+/// A loss reported while a probe is outstanding: the probe timeout is cancelled,
+/// and it is an ordinary loss. A stop while probing closes the connection.
+#[test]
+fn lost_or_stopped_while_probing() {
+    let m = run(
+        with(probing_config()),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![interval(t(0))]),
+            (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
+            (
+                lost(a(0)),
+                vec![cancel_timer(t(1)), retry_in(t(2), secs(1))],
+            ),
+            (fired(t(2)), vec![connect(a(1))]),
+            (made(a(1)), vec![interval(t(3))]),
+            (fired(t(3)), vec![probe(a(1)), probe_timeout(t(4))]),
+            (stop(), vec![disconnect(a(1)), cancel_timer(t(4))]),
+            (probe_failed(a(1)), vec![]),
+            (lost(a(1)), vec![finish(&[s(0)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+    assert_eq!(m.counters().losses, 1);
+}
+
+/// With a healthy delay the connection becomes healthy when the completed probe
+/// intervals add up to it: 25 s at 10 s per interval is the third interval. A
+/// loss before that is a flap and the count goes on; after it, the count was
+/// reset.
+#[test]
+fn with_probes_health_is_counted_in_probe_intervals() {
+    let config = probing_config().with_reset_backoff_after(Some(secs(25)));
+    let mut m = run(
+        with(config),
+        &[
+            (start(), vec![connect(a(0))]),
+            (
+                failed(a(0), "refused"),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    attempt_failed(a(0), Failure::Connect("refused")),
+                ],
+            ),
+            (fired(t(0)), vec![connect(a(1))]),
+            (made(a(1)), vec![interval(t(1))]),
+            (fired(t(1)), vec![probe(a(1)), probe_timeout(t(2))]),
+            (probe_ok(a(1)), vec![cancel_timer(t(2)), interval(t(3))]),
+            (fired(t(3)), vec![probe(a(1)), probe_timeout(t(4))]),
+            (probe_ok(a(1)), vec![cancel_timer(t(4)), interval(t(5))]),
+        ],
+    );
+    // 20 s: not yet healthy.
+    assert_eq!(m.failed_attempts(), 1);
+    let flapped = run(
+        m.clone(),
+        &[(
+            lost(a(1)),
+            vec![cancel_timer(t(5)), retry_in(t(6), secs(2))],
+        )],
+    );
+    assert_eq!(
+        (flapped.counters().flaps, flapped.failed_attempts()),
+        (1, 2)
+    );
+    // 30 s: healthy, before the probe is asked.
+    m = run(m, &[(fired(t(5)), vec![probe(a(1)), probe_timeout(t(6))])]);
+    assert_eq!(m.failed_attempts(), 0);
+    let m = run(
+        m,
+        &[(
+            probe_failed(a(1)),
+            vec![
+                cancel_timer(t(6)),
+                disconnect(a(1)),
+                retry_in(t(7), secs(1)),
+            ],
+        )],
+    );
+    assert_eq!((m.counters().losses, m.counters().flaps), (1, 0));
+}
+
+/// Probe reports: about the current connection with no probe outstanding (or not
+/// yet established) they are bad input; about a closing or old one, stale.
+#[test]
+fn probe_reports_without_a_probe_outstanding_are_rejected() {
+    let mut m = run(
+        with(probing_config().with_prepare(true)),
+        &[(start(), vec![connect(a(0))])],
+    );
+    for input in [probe_ok(a(0)), probe_failed(a(0))] {
+        let err = m.handle(input.clone()).unwrap_err();
+        assert_eq!(err.reason, Rejection::NotProbing(a(0)), "{input:?}");
+    }
+    m = run(
+        m,
+        &[
+            (made(a(0)), vec![prepare(a(0))]),
+            (prepared(a(0)), vec![interval(t(0))]),
+        ],
+    );
+    let before = m.clone();
+    for input in [probe_ok(a(0)), probe_failed(a(0))] {
+        let err = m.handle(input.clone()).unwrap_err();
+        assert_eq!(
+            (err.state, err.reason),
+            (State::Connected, Rejection::NotProbing(a(0)))
+        );
+        assert_eq!(err.input, input.kind());
+        assert_eq!(m, before);
+    }
+    assert_eq!(
+        m.probe_succeeded(a(0)).unwrap_err().to_string(),
+        "probe_succeeded rejected in state Connected: attempt#0 has no probe outstanding"
+    );
+}
+
+/// `reconnect_now` while connected with probes: nothing but the reset; the probe
+/// timer stays.
+#[test]
+fn reconnect_now_leaves_the_probes_alone() {
+    let m = run(
+        with(probing_config()),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![interval(t(0))]),
+            (reconnect_now(true), vec![]),
+            (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
+            (reconnect_now(false), vec![]),
+            (probe_ok(a(0)), vec![cancel_timer(t(1)), interval(t(2))]),
+        ],
+    );
+    assert_eq!(m.state(), State::Connected);
+}
+
+/// Probe settings of zero are rejected.
+#[test]
+fn probe_config_that_makes_no_sense_is_rejected() {
+    for (probe, which) in [
+        (ProbeConfig::new(Duration::ZERO, secs(1)), "probe interval"),
+        (ProbeConfig::new(secs(1), Duration::ZERO), "probe timeout"),
+    ] {
+        let config = Config::new().with_probe(Some(probe));
+        assert_eq!(
+            Machine::<E, Linear>::with_config(linear as Linear, config).unwrap_err(),
+            redial::ConfigError::ZeroTimeout { which }
+        );
+    }
 }

@@ -1,9 +1,10 @@
 //! The state diagram cannot drift from the machine.
 //!
 //! 1. `the_diagram_has_every_transition_of_the_machine`: explores the real machine
-//!    breadth-first under 24 configurations (prepare step on and off, connect and
+//!    breadth-first under 48 configurations (prepare step on and off, connect and
 //!    prepare timeouts, the healthy timer, a policy that never gives up and two that
-//!    do), feeding it every input a faithful driver and a user could give (and stale
+//!    do, giving up at the first or the second fatal failure, probes on and off),
+//!    feeding it every input a faithful driver and a user could give (and stale
 //!    reports), collects every change of state with the input that caused it, and
 //!    compares that set with the diagram's edge list (`devkit/src/diagram.rs`):
 //!    no edge missing, none extra. A failure names the edge to add or remove.
@@ -21,8 +22,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use redial::{
-    Action, AttemptId, Config, Input, InputKind, Machine, Panic, PanicSite, RetryPolicy, TimerId,
-    TimerKind,
+    Action, AttemptId, Config, Input, InputKind, Machine, Panic, PanicSite, ProbeConfig,
+    RetryPolicy, TimerId, TimerKind,
 };
 use redial_devkit::diagram::{self, Edge, EDGES, STATES};
 
@@ -53,6 +54,7 @@ enum Thing {
         id: AttemptId,
         preparing: bool,
         close_asked: bool,
+        probing: bool,
     },
 }
 
@@ -81,8 +83,9 @@ struct World {
 struct Key {
     state: usize,
     failed_attempts: u32,
+    fatal_streak: u32,
     timer: Option<TimerKindKey>,
-    things: Vec<(u8, bool, bool, bool)>,
+    things: Vec<(u8, bool, bool, bool, bool)>,
     old_attempt: bool,
     old_timer: bool,
     waiters: usize,
@@ -95,6 +98,8 @@ enum TimerKindKey {
     ConnectTimeout,
     PrepareTimeout,
     Healthy,
+    ProbeInterval,
+    ProbeTimeout,
 }
 
 fn timer_key(kind: TimerKind) -> TimerKindKey {
@@ -103,6 +108,8 @@ fn timer_key(kind: TimerKind) -> TimerKindKey {
         TimerKind::ConnectTimeout => TimerKindKey::ConnectTimeout,
         TimerKind::PrepareTimeout => TimerKindKey::PrepareTimeout,
         TimerKind::Healthy => TimerKindKey::Healthy,
+        TimerKind::ProbeInterval => TimerKindKey::ProbeInterval,
+        TimerKind::ProbeTimeout => TimerKindKey::ProbeTimeout,
     }
 }
 
@@ -125,19 +132,21 @@ impl World {
             .iter()
             .map(|t| match *t {
                 Thing::Attempt { id, cancel_asked } => {
-                    (0, cancel_asked, false, current == Some(id))
+                    (0, cancel_asked, false, false, current == Some(id))
                 }
                 Thing::Connection {
                     id,
                     preparing,
                     close_asked,
-                } => (1, preparing, close_asked, current == Some(id)),
+                    probing,
+                } => (1, preparing, close_asked, probing, current == Some(id)),
             })
             .collect();
         things.sort_unstable();
         Key {
             state: diagram::index(m.state()),
             failed_attempts: m.failed_attempts().min(3),
+            fatal_streak: m.fatal_streak().min(2),
             timer: m.armed_timer().map(|(_, kind)| timer_key(kind)),
             things,
             old_attempt: self.old_attempt().is_some(),
@@ -180,6 +189,12 @@ impl World {
             Input::WhenConnected {
                 fail_after_failures: NonZeroU32::new(1),
             },
+            Input::ReconnectNow {
+                reset_backoff: false,
+            },
+            Input::ReconnectNow {
+                reset_backoff: true,
+            },
         ];
         if let Some(waiter) = self.machine.pending_waiters().next() {
             inputs.push(Input::CancelWaiter { waiter });
@@ -197,12 +212,25 @@ impl World {
                         attempt: id,
                         panic: panic(PanicSite::Connector),
                     });
+                    inputs.push(Input::FailedFatally {
+                        attempt: id,
+                        error: "bad password".into(),
+                    });
                     if cancel_asked {
                         inputs.push(Input::ConnectCancelled { attempt: id });
                     }
                 }
-                Thing::Connection { id, preparing, .. } => {
+                Thing::Connection {
+                    id,
+                    preparing,
+                    probing,
+                    ..
+                } => {
                     inputs.push(Input::ClientDisconnected { attempt: id });
+                    if probing {
+                        inputs.push(Input::ProbeSucceeded { attempt: id });
+                        inputs.push(Input::ProbeFailed { attempt: id });
+                    }
                     if preparing {
                         inputs.push(Input::PrepareSucceeded { attempt: id });
                         inputs.push(Input::PrepareFailed {
@@ -212,6 +240,10 @@ impl World {
                         inputs.push(Input::Panicked {
                             attempt: id,
                             panic: panic(PanicSite::Prepare),
+                        });
+                        inputs.push(Input::FailedFatally {
+                            attempt: id,
+                            error: "bad password".into(),
                         });
                     }
                 }
@@ -239,7 +271,13 @@ impl World {
                     attempt,
                     panic: panic(PanicSite::Connector),
                 },
+                Input::FailedFatally {
+                    attempt,
+                    error: "late".into(),
+                },
                 Input::ClientDisconnected { attempt },
+                Input::ProbeSucceeded { attempt },
+                Input::ProbeFailed { attempt },
             ]);
         }
         if let Some(timer) = self.old_timer() {
@@ -263,6 +301,7 @@ impl World {
                                 id,
                                 preparing: false,
                                 close_asked: false,
+                                probing: false,
                             };
                         }
                     }
@@ -271,13 +310,16 @@ impl World {
             Input::ConnectionFailed { attempt, .. } | Input::ConnectCancelled { attempt } => next
                 .things
                 .retain(|t| !matches!(*t, Thing::Attempt { id, .. } if id == attempt)),
-            Input::Panicked { attempt, .. } => {
+            Input::Panicked { attempt, .. } | Input::FailedFatally { attempt, .. } => {
                 next.things
                     .retain(|t| !matches!(*t, Thing::Attempt { id, .. } if id == attempt));
                 next.set_preparing(attempt, false);
             }
             Input::PrepareSucceeded { attempt } | Input::PrepareFailed { attempt, .. } => {
                 next.set_preparing(attempt, false);
+            }
+            Input::ProbeSucceeded { attempt } | Input::ProbeFailed { attempt } => {
+                next.set_probing(attempt, false);
             }
             Input::ClientDisconnected { attempt } => next
                 .things
@@ -287,7 +329,8 @@ impl World {
             Input::Start
             | Input::Stop
             | Input::WhenConnected { .. }
-            | Input::CancelWaiter { .. } => {}
+            | Input::CancelWaiter { .. }
+            | Input::ReconnectNow { .. } => {}
         }
         // What the machine asked for.
         for action in &step.actions {
@@ -306,6 +349,7 @@ impl World {
                     }
                 }
                 Action::Prepare { attempt } => next.set_preparing(attempt, true),
+                Action::Probe { attempt } => next.set_probing(attempt, true),
                 Action::Disconnect { attempt } => {
                     let open = next.things.iter_mut().find_map(|t| match t {
                         Thing::Connection {
@@ -320,6 +364,7 @@ impl World {
                             id: attempt,
                             preparing: false,
                             close_asked: true,
+                            probing: false,
                         }),
                     }
                 }
@@ -332,6 +377,16 @@ impl World {
             }
         }
         Some(next)
+    }
+
+    fn set_probing(&mut self, attempt: AttemptId, value: bool) {
+        for t in &mut self.things {
+            if let Thing::Connection { id, probing, .. } = t {
+                if *id == attempt {
+                    *probing = value;
+                }
+            }
+        }
     }
 
     fn set_preparing(&mut self, attempt: AttemptId, value: bool) {
@@ -351,15 +406,27 @@ const MAX_DEPTH: usize = 12;
 const MAX_THINGS: usize = 3;
 
 /// Every configuration explored: prepare step on and off, timeouts off and on,
-/// healthy timer off and on, a policy that never gives up, and policies that give
-/// up at the first and at the second consecutive failure.
+/// healthy timer off and on, probes off and on, a policy that never gives up, and policies that give
+/// up at the first and at the second consecutive failure; giving up at the first
+/// fatal failure (the default) or at the second.
 fn configurations() -> Vec<(Config, u32)> {
     let mut all = Vec::new();
     for prepare in [false, true] {
         for timeouts in [false, true] {
             for healthy in [false, true] {
-                for give_up_at in [u32::MAX, 1, 2] {
+                for (give_up_at, fatal, probe) in [
+                    (u32::MAX, 1, false),
+                    (1, 1, false),
+                    (2, 1, false),
+                    (u32::MAX, 2, false),
+                    (u32::MAX, 1, true),
+                    (1, 1, true),
+                ] {
                     let config = Config::new()
+                        .with_probe(probe.then(|| {
+                            ProbeConfig::new(Duration::from_secs(10), Duration::from_secs(5))
+                        }))
+                        .with_give_up_after_fatal(NonZeroU32::new(fatal).expect("not zero"))
                         .with_prepare(prepare)
                         .with_connect_timeout(timeouts.then_some(Duration::from_secs(5)))
                         .with_prepare_timeout(

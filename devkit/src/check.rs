@@ -10,7 +10,7 @@ use core::time::Duration;
 use arbitrary::{Result, Unstructured};
 use redial::policy::{Backoff, Jitter, RetryPolicy};
 use redial::testing::{minimize, Op, ReportKind, SimPolicy};
-use redial::{Config, PolicyError};
+use redial::{Config, PolicyError, ProbeConfig};
 
 use crate::model::run_with_model;
 
@@ -27,6 +27,21 @@ pub fn decode_machine(data: &[u8]) -> Result<(Config, SimPolicy, Vec<Op>)> {
         .with_connect_timeout(secs(&mut u, flags & 2 != 0)?)
         .with_prepare_timeout(secs(&mut u, prepare && flags & 4 != 0)?)
         .with_reset_backoff_after(secs(&mut u, flags & 8 != 0)?);
+    // Flag 32: give up after 2 or 3 fatal failures in a row (else 1, the default).
+    let config = if flags & 32 != 0 {
+        let n = u32::from(u.int_in_range(2u8..=3)?);
+        config.with_give_up_after_fatal(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+    } else {
+        config
+    };
+    // Flag 64: liveness probes, every 1 to 10 s, 1 to 5 s to answer.
+    let config = if flags & 64 != 0 {
+        let interval = Duration::from_secs(u64::from(u.int_in_range(1u8..=10)?));
+        let timeout = Duration::from_secs(u64::from(u.int_in_range(1u8..=5)?));
+        config.with_probe(Some(ProbeConfig::new(interval, timeout)))
+    } else {
+        config
+    };
     let policy = SimPolicy {
         step: Duration::from_millis(u64::from(u.int_in_range(0u16..=1000)?)),
         give_up_after: if flags & 16 != 0 {
@@ -44,7 +59,7 @@ pub fn decode_machine(data: &[u8]) -> Result<(Config, SimPolicy, Vec<Op>)> {
 
 fn decode_op(u: &mut Unstructured) -> Result<Op> {
     let tag: u8 = u.arbitrary()?;
-    Ok(match tag % 16 {
+    Ok(match tag % 20 {
         0 | 1 => Op::Start,
         2 => Op::Stop,
         3 | 4 => Op::WhenConnected {
@@ -61,9 +76,16 @@ fn decode_op(u: &mut Unstructured) -> Result<Op> {
             kind: *u.choose(&ReportKind::ALL)?,
             pick: u.arbitrary::<u8>()?.into(),
         },
-        _ => Op::Unknown {
+        15 => Op::Unknown {
             kind: *u.choose(&ReportKind::ALL)?,
             offset: u.int_in_range(0u16..=3)?,
+        },
+        16 | 17 => Op::ReconnectNow {
+            reset_backoff: tag % 20 == 17,
+        },
+        _ => Op::Happen {
+            pick: u.arbitrary::<u8>()?.into(),
+            choice: u.arbitrary()?,
         },
     })
 }

@@ -133,6 +133,7 @@ pub struct Edge {
 const GONE: &[InputKind] = &[
     ConnectCancelled,
     ConnectionFailed,
+    FailedFatally,
     Panicked,
     ClientDisconnected,
 ];
@@ -141,10 +142,15 @@ const GONE: &[InputKind] = &[
 const FAILED: &[InputKind] = &[
     ConnectionFailed,
     PrepareFailed,
+    FailedFatally,
     ClientDisconnected,
     Panicked,
     TimerFired,
 ];
+
+/// The inputs that end an established connection: its loss, a failed probe, the
+/// probe timeout.
+const LOST: &[InputKind] = &[ClientDisconnected, ProbeFailed, TimerFired];
 
 /// Every transition between two different states. `tests/state_diagram.rs`
 /// checks this list against the machine.
@@ -187,9 +193,9 @@ pub const EDGES: &[Edge] = &[
         from: Connecting,
         to: Stopped,
         inputs: FAILED,
-        when: "the policy gives up",
+        when: "it gives up",
         route: Route::Bend(50.0),
-        label_at: 0.5,
+        label_at: 0.58,
     },
     Edge {
         from: Connecting,
@@ -206,7 +212,15 @@ pub const EDGES: &[Edge] = &[
         inputs: &[TimerFired],
         when: "",
         route: Route::Bend(-40.0),
-        label_at: 0.62,
+        label_at: 0.45,
+    },
+    Edge {
+        from: Waiting,
+        to: Connecting,
+        inputs: &[ReconnectNow],
+        when: "",
+        route: Route::Bend(-100.0),
+        label_at: 0.6,
     },
     Edge {
         from: Waiting,
@@ -228,7 +242,7 @@ pub const EDGES: &[Edge] = &[
     Edge {
         from: Connected,
         to: Waiting,
-        inputs: &[ClientDisconnected],
+        inputs: LOST,
         when: "the policy retries",
         route: Route::Bend(0.0),
         label_at: 0.5,
@@ -236,7 +250,7 @@ pub const EDGES: &[Edge] = &[
     Edge {
         from: Connected,
         to: Stopped,
-        inputs: &[ClientDisconnected],
+        inputs: LOST,
         when: "the policy gives up",
         route: Route::Through(&[
             (1110.0, 400.0),
@@ -397,7 +411,9 @@ pub fn state_box(state: State) -> Rect {
 }
 
 fn is_command(edge: &Edge) -> bool {
-    edge.inputs.iter().all(|i| matches!(i, Start | Stop))
+    edge.inputs
+        .iter()
+        .all(|i| matches!(i, Start | Stop | ReconnectNow))
 }
 
 /// The label's lines: the inputs, packed `LABEL_WRAP` characters to a line, then
@@ -729,7 +745,7 @@ pub fn svg() -> String {
     // The legend.
     let legend_y = LEGEND_TOP + 20.0;
     let items: [(&str, &str); 2] = [
-        (COMMAND_COLOUR, "a command: start, stop"),
+        (COMMAND_COLOUR, "a command: start, stop, reconnect_now"),
         (REPORT_COLOUR, "a report from the driver"),
     ];
     let mut x = 30.0;
@@ -749,7 +765,7 @@ pub fn svg() -> String {
             n(legend_y + 4.0),
             escape(text)
         );
-        x += 230.0;
+        x += 300.0;
     }
     let _ = writeln!(
         out,

@@ -66,6 +66,16 @@ pub enum Meaning {
     Made,
     /// The current attempt failed (`connection_failed`).
     ConnectFailed,
+    /// The current attempt failed with an error retrying will not fix
+    /// (`failed_fatally` while attempting).
+    FatalConnect,
+    /// The prepare step rejected the current connection with an error retrying
+    /// will not fix (`failed_fatally` while preparing): close it, as D2.
+    FatalPrepare,
+    /// A probe of the current, established connection answered.
+    ProbeOk,
+    /// A probe of the current, established connection failed: it is dead.
+    ProbeDead,
     /// The current connection passed its prepare step.
     Prepared,
     /// The prepare step rejected the current connection (D2: close it).
@@ -89,13 +99,14 @@ const ALREADY_CONNECTED: Meaning = Reject(Rejection::AlreadyConnected);
 const NOT_CANCELLED: Meaning = Reject(Rejection::NotCancelled);
 const NOT_MADE: Meaning = Reject(Rejection::NotMade);
 const NOT_PREPARING: Meaning = Reject(Rejection::NotPreparing);
+const NOT_PROBING: Meaning = Reject(Rejection::NotProbing);
 const ESTABLISHED: Meaning = Reject(Rejection::Established);
 
 /// Reports about attempts and connections. Columns: the named attempt is current
 /// and Attempting / Preparing / Connected, or it is Cancelled / Closing / Old.
 /// (An Unknown id is always rejected.)
 #[rustfmt::skip]
-const REPORTS: [(&str, [Meaning; 6]); 7] = [
+const REPORTS: [(&str, [Meaning; 6]); 10] = [
     //                      Attempting      Preparing           Connected          Cancelled  Closing  Old
     ("connection_made",     [Made,          ALREADY_MADE,       ALREADY_MADE,      Orphan,    Stale,   Orphan]),
     ("connection_failed",   [ConnectFailed, ALREADY_CONNECTED,  ALREADY_CONNECTED, Gone,      Stale,   Stale]),
@@ -104,6 +115,10 @@ const REPORTS: [(&str, [Meaning; 6]); 7] = [
     ("prepare_failed",      [NOT_MADE,      PrepareFailed,      NOT_PREPARING,     Stale,     Stale,   Stale]),
     ("client_disconnected", [NOT_MADE,      LostWhilePreparing, Lost,              Stale,     Gone,    Stale]),
     ("panicked",            [PanickedAttempting, PanickedPreparing, ESTABLISHED,   Gone,      Stale,   Stale]),
+    ("failed_fatally",      [FatalConnect,  FatalPrepare,       ALREADY_CONNECTED, Gone,      Stale,   Stale]),
+    // Connected: only while a probe is outstanding, else NotProbing (see `handle`).
+    ("probe_succeeded",     [NOT_PROBING,   NOT_PROBING,        ProbeOk,           Stale,     Stale,   Stale]),
+    ("probe_failed",        [NOT_PROBING,   NOT_PROBING,        ProbeDead,         Stale,     Stale,   Stale]),
 ];
 
 fn column(relation: Relation) -> usize {
@@ -170,6 +185,15 @@ pub struct Model {
     pub stops: Vec<u64>,
     /// Consecutive failures.
     pub failed_attempts: u32,
+    /// Consecutive failures that were fatal.
+    pub fatal_in_a_row: u32,
+    /// A probe was asked of the connection and is not answered yet.
+    pub probing: bool,
+    /// Probe intervals completed since the connection was made.
+    pub intervals_done: u32,
+    /// The connection has stayed up long enough (with probes: counted in
+    /// intervals) for the failure count to be reset.
+    pub healthy: bool,
     /// The policy gave up and the service was not started since.
     pub stopped_by_give_up: bool,
     /// Running totals.
@@ -193,6 +217,8 @@ enum Event {
     Stop,
     WhenConnected(Option<NonZeroU32>),
     Withdraw(u64),
+    /// `reconnect_now`, resetting the failure count if `true`.
+    ReconnectNow(bool),
     Report(Meaning, u64, Detail),
     Timer(TimerKind),
 }
@@ -211,6 +237,10 @@ impl Model {
             waiters: Vec::new(),
             stops: Vec::new(),
             failed_attempts: 0,
+            fatal_in_a_row: 0,
+            probing: false,
+            intervals_done: 0,
+            healthy: false,
             stopped_by_give_up: false,
             counters: Counters::default(),
             next_attempt: 0,
@@ -253,6 +283,7 @@ impl Model {
             Input::WhenConnected {
                 fail_after_failures,
             } => Event::WhenConnected(*fail_after_failures),
+            Input::ReconnectNow { reset_backoff } => Event::ReconnectNow(*reset_backoff),
             Input::CancelWaiter { waiter } => {
                 let w = waiter.raw();
                 if w >= self.next_waiter {
@@ -289,6 +320,11 @@ impl Model {
                     Input::Panicked { attempt, panic } => {
                         (6, attempt, Detail::Panic(panic.clone()))
                     }
+                    Input::FailedFatally { attempt, error } => {
+                        (7, attempt, Detail::Error(error.clone()))
+                    }
+                    Input::ProbeSucceeded { attempt } => (8, attempt, Detail::None),
+                    Input::ProbeFailed { attempt } => (9, attempt, Detail::None),
                     _ => unreachable!(),
                 };
                 debug_assert_eq!(REPORTS[row].0, input.kind().name());
@@ -298,6 +334,9 @@ impl Model {
                 }
                 match REPORTS[row].1[column(relation)] {
                     Reject(reason) => return Prediction::Rejected(reason(*attempt)),
+                    ProbeOk | ProbeDead if !self.probing => {
+                        return Prediction::Rejected(Rejection::NotProbing(*attempt))
+                    }
                     Stale => return stale(),
                     meaning => Event::Report(meaning, attempt.raw(), detail),
                 }
@@ -360,6 +399,7 @@ impl Model {
             }
             (Connected, Event::Stop) => {
                 self.new_stop(out);
+                self.probing = false; // an outstanding probe's answer is stale now
                 let (a, _) = self.current.take().expect("Connected has a connection");
                 self.close(a, out);
                 self.cancel_timer(out);
@@ -406,6 +446,26 @@ impl Model {
                     seen: 0,
                 });
             }
+
+            // reconnect_now (contract: Beyond Twisted, Reconnecting now)
+            (Waiting, Event::ReconnectNow(reset)) => {
+                // The retry timer goes, the attempt starts now.
+                self.cancel_timer(out);
+                if reset {
+                    self.failed_attempts = 0;
+                }
+                self.go_connect(out);
+            }
+            // An attempt, a prepare step or a connection is running: it goes on.
+            // Decision: in Connected the healthy timer stays armed (the reset
+            // changes the count, not the connection's health).
+            (Connecting | Connected, Event::ReconnectNow(reset)) => {
+                if reset {
+                    self.failed_attempts = 0;
+                }
+            }
+            // Never starts a service, never cuts a stop short; not even the reset.
+            (Init | Disconnecting | Restarting | Stopped, Event::ReconnectNow(_)) => {}
 
             // withdraw a waiter (contract: Beyond Twisted): forgotten, never answered
             (_, Event::Withdraw(w)) => self.waiters.retain(|x| x.id != w),
@@ -468,6 +528,19 @@ impl Model {
                 self.close(a, out); // D2
                 self.attempt_failed(a, Failure::Prepare(e), out);
             }
+            // Connecting: failed fatally (contract: Beyond Twisted, Fatal failures):
+            // as connection_failed / prepare_failed, but counted in a row.
+            (Connecting, Event::Report(FatalConnect, a, Detail::Error(e))) => {
+                self.cancel_timer(out);
+                self.current = None;
+                self.fatal_attempt_failed(a, Failure::Connect(e), out);
+            }
+            (Connecting, Event::Report(FatalPrepare, a, Detail::Error(e))) => {
+                self.cancel_timer(out);
+                self.current = None;
+                self.close(a, out);
+                self.fatal_attempt_failed(a, Failure::Prepare(e), out);
+            }
             (Connecting, Event::Report(LostWhilePreparing, a, _)) => {
                 self.cancel_timer(out);
                 self.current = None;
@@ -506,9 +579,15 @@ impl Model {
                 // contract, Beyond Twisted: a connection lost before it stayed up `reset_backoff_after`
                 // (its healthy timer still armed) flapped. Without that opt-in no
                 // healthy timer is ever armed, so there are no flaps.
-                if let Some((_, TimerKind::Healthy)) = self.timer {
+                let flapped = match self.config.probe {
+                    // With probes, health is counted in probe intervals.
+                    Some(_) => !self.healthy,
+                    None => matches!(self.timer, Some((_, TimerKind::Healthy))),
+                };
+                if flapped {
                     self.counters.flaps += 1;
                 }
+                self.probing = false;
                 self.cancel_timer(out); // the healthy timer
                 self.current = None;
                 self.counters.losses += 1;
@@ -519,12 +598,48 @@ impl Model {
                         self.schedule(TimerKind::Retry, d, out);
                     }
                     // A loss is no failed attempt: nothing to report or deliver.
-                    None => self.give_up(out),
+                    None => self.give_up(false, out),
                 }
             }
+            // Connected, probing (contract: Beyond Twisted, Liveness probes)
+            (Connected, Event::Timer(TimerKind::ProbeInterval)) => {
+                self.timer = None;
+                let probe = self.config.probe.expect("probe timers only with probes");
+                self.intervals_done = self.intervals_done.saturating_add(1);
+                if let Some(d) = self.config.reset_backoff_after {
+                    // Healthy once the completed intervals add up to the delay.
+                    if !self.healthy && probe.interval.saturating_mul(self.intervals_done) >= d {
+                        self.healthy = true;
+                        self.failed_attempts = 0;
+                    }
+                }
+                let (a, _) = self.current.expect("Connected has a connection");
+                out.push(Action::Probe {
+                    attempt: AttemptId::from_raw(a),
+                });
+                self.probing = true;
+                self.schedule(TimerKind::ProbeTimeout, probe.timeout, out);
+            }
+            (Connected, Event::Report(ProbeOk, _, _)) => {
+                let probe = self.config.probe.expect("probes only with probes");
+                self.cancel_timer(out); // the probe timeout
+                self.probing = false;
+                self.schedule(TimerKind::ProbeInterval, probe.interval, out);
+            }
+            (Connected, Event::Report(ProbeDead, a, _)) => {
+                self.cancel_timer(out); // the probe timeout
+                self.connection_dead(a, out);
+            }
+            (Connected, Event::Timer(TimerKind::ProbeTimeout)) => {
+                self.timer = None;
+                let (a, _) = self.current.expect("Connected has a connection");
+                self.connection_dead(a, out);
+            }
+
             // Connected: the connection stayed up long enough (contract: Beyond Twisted)
             (Connected, Event::Timer(TimerKind::Healthy)) => {
                 self.timer = None;
+                self.healthy = true;
                 self.failed_attempts = 0;
             }
 
@@ -563,10 +678,20 @@ impl Model {
         self.state = State::Connected;
         self.current = Some((a, Phase::Connected));
         self.counters.connections += 1;
-        match self.config.reset_backoff_after {
+        // A connection ends any run of fatal failures.
+        self.fatal_in_a_row = 0;
+        self.probing = false;
+        self.intervals_done = 0;
+        self.healthy = self.config.reset_backoff_after.is_none();
+        if self.healthy {
+            self.failed_attempts = 0;
+        }
+        match (self.config.probe, self.config.reset_backoff_after) {
+            // contract, Liveness probes: the one timer is the probe interval
+            (Some(probe), _) => self.schedule(TimerKind::ProbeInterval, probe.interval, out),
             // contract, Beyond Twisted: reset only once the connection stayed up this long
-            Some(d) => self.schedule(TimerKind::Healthy, d, out),
-            None => self.failed_attempts = 0,
+            (None, Some(d)) => self.schedule(TimerKind::Healthy, d, out),
+            (None, None) => {}
         }
         if !self.waiters.is_empty() {
             let waiters = self.waiters.drain(..).map(|w| WaiterId::from_raw(w.id));
@@ -586,12 +711,38 @@ impl Model {
     ///    failure: it is the one just reported);
     /// 4. on giving up, `GaveUp`.
     fn attempt_failed(&mut self, a: u64, failure: Failure<String>, out: &mut Out) {
+        // Not fatal: the run of fatal failures is over.
+        self.fatal_in_a_row = 0;
+        let retry = self.delay(self.failed_attempts.saturating_add(1));
+        self.count_failure(a, failure, retry, false, out);
+    }
+
+    /// A fatal failure: the give_up_after_fatal-th in a row gives up at once (the
+    /// policy is not consulted); before that, an ordinary failed attempt.
+    fn fatal_attempt_failed(&mut self, a: u64, failure: Failure<String>, out: &mut Out) {
+        self.fatal_in_a_row = self.fatal_in_a_row.saturating_add(1);
+        let fatal_give_up = self.fatal_in_a_row >= self.config.give_up_after_fatal.get();
+        let retry = if fatal_give_up {
+            None
+        } else {
+            self.delay(self.failed_attempts.saturating_add(1))
+        };
+        self.count_failure(a, failure, retry, fatal_give_up, out);
+    }
+
+    fn count_failure(
+        &mut self,
+        a: u64,
+        failure: Failure<String>,
+        retry: Option<Duration>,
+        fatal_give_up: bool,
+        out: &mut Out,
+    ) {
         self.failed_attempts = self.failed_attempts.saturating_add(1);
         self.counters.failures += 1;
         for w in &mut self.waiters {
             w.seen = w.seen.saturating_add(1);
         }
-        let retry = self.delay(self.failed_attempts);
         match retry {
             Some(d) => {
                 self.state = State::Waiting;
@@ -615,21 +766,43 @@ impl Model {
             });
         }
         if retry.is_none() {
-            self.give_up(out);
+            self.give_up(fatal_give_up, out);
         }
     }
 
-    fn give_up(&mut self, out: &mut Out) {
+    /// The established connection `a` is dead (a probe failed or timed out; its
+    /// timer is done): close it, and count a loss as `client_disconnected` would.
+    fn connection_dead(&mut self, a: u64, out: &mut Out) {
+        self.probing = false;
+        self.current = None;
+        self.close(a, out);
+        self.counters.losses += 1;
+        if !self.healthy {
+            self.counters.flaps += 1;
+        }
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        match self.delay(self.failed_attempts) {
+            Some(d) => {
+                self.state = State::Waiting;
+                self.schedule(TimerKind::Retry, d, out);
+            }
+            None => self.give_up(false, out),
+        }
+    }
+
+    fn give_up(&mut self, fatal: bool, out: &mut Out) {
         self.state = State::Stopped;
         self.stopped_by_give_up = true;
         out.push(Action::GaveUp {
             failed_attempts: self.failed_attempts,
+            fatal,
         });
     }
 
     fn restart_schedule_if_given_up(&mut self) {
         if std::mem::take(&mut self.stopped_by_give_up) {
             self.failed_attempts = 0;
+            self.fatal_in_a_row = 0;
         }
     }
 
@@ -785,6 +958,13 @@ pub fn compare<P: RetryPolicy>(
             "model is in {}, machine in {}",
             model.state,
             machine.state()
+        ));
+    }
+    if machine.fatal_streak() != model.fatal_in_a_row {
+        return Err(format!(
+            "model counts {} fatal failures in a row, machine {}",
+            model.fatal_in_a_row,
+            machine.fatal_streak()
         ));
     }
     if machine.failed_attempts() != model.failed_attempts {

@@ -332,6 +332,9 @@ where
                         .push_back(Input::ClientDisconnected { attempt });
                 }
             }
+            Action::Probe { .. } => {
+                // probes are not configured by the service yet
+            }
             Action::ScheduleTimer {
                 timer,
                 kind: _kind,
@@ -403,7 +406,9 @@ where
                         let _ = tx.send(());
                     });
             }
-            Action::GaveUp { failed_attempts } => {
+            Action::GaveUp {
+                failed_attempts, ..
+            } => {
                 let last = self.failure.take();
                 self.tell(Event::GaveUp {
                     failed_attempts,

@@ -39,7 +39,14 @@ use crate::state::State;
 ///    `DeliverFailure` comes right after an `AttemptFailed`;
 /// 8. no input yields more than [`INLINE_ACTIONS`](crate::actions::INLINE_ACTIONS)
 ///    actions (so action lists never allocate), and `Counters::flaps` never
-///    exceeds `losses` and stays 0 without `reset_backoff_after`.
+///    exceeds `losses` and stays 0 without `reset_backoff_after`;
+/// 9. the machine gives up on fatal failures (`GaveUp { fatal: true }`) only on a
+///    `failed_fatally` that brings the streak of fatal failures to
+///    `Config::give_up_after_fatal`;
+/// 10. probes: `Probe` is asked only for the connection while `Connected`, and
+///     only with [`Config::probe`](crate::Config::probe); the probe timers are
+///     armed only while `Connected`, and while `Connected` with probes one of
+///     them always is (the one machine timer), never the healthy timer.
 ///
 /// That bad input changes nothing is checked by comparing the machine with a clone
 /// taken before the input; see [`check_unchanged`](Invariants::check_unchanged).
@@ -107,6 +114,7 @@ impl Invariants {
         // What the accepted input itself says.
         match input {
             Input::ConnectionFailed { attempt, .. }
+            | Input::FailedFatally { attempt, .. }
             | Input::ClientDisconnected { attempt }
             | Input::Panicked { attempt, .. }
                 if self.current == Some(*attempt) =>
@@ -159,6 +167,16 @@ impl Invariants {
                 Action::DeliverFailure { .. } => ensure(
                     matches!(previous, Some(Action::AttemptFailed { .. })),
                     || String::from("invariant 7: deliver_failure not right after attempt_failed"),
+                )?,
+                Action::GaveUp { fatal: true, .. } => ensure(
+                    matches!(input, Input::FailedFatally { .. })
+                        && machine.fatal_streak() >= machine.config().give_up_after_fatal.get(),
+                    || {
+                        format!(
+                            "invariant 9: gave up on fatal failures after {input:?} with a streak of {}",
+                            machine.fatal_streak()
+                        )
+                    },
                 )?,
                 _ => {}
             }
@@ -237,6 +255,12 @@ impl Invariants {
             Action::Prepare { attempt } => ensure(self.current == Some(*attempt), || {
                 format!("prepare {attempt}, which is not current")
             })?,
+            Action::Probe { attempt } => ensure(
+                machine.config().probe.is_some()
+                    && machine.state() == State::Connected
+                    && machine.connection() == Some(*attempt),
+                || format!("invariant 10: probe {attempt}, which is not the connection"),
+            )?,
             Action::ScheduleTimer { timer, .. } => {
                 ensure(self.armed.is_empty(), || {
                     format!(
@@ -315,6 +339,18 @@ impl Invariants {
             (state == State::Waiting) == matches!(armed, Some((_, TimerKind::Retry))),
             || format!("invariant 4: {state} with timer {armed:?}"),
         )?;
+        let probe_timer = matches!(
+            armed,
+            Some((_, TimerKind::ProbeInterval | TimerKind::ProbeTimeout))
+        );
+        ensure(!probe_timer || state == State::Connected, || {
+            format!("invariant 10: {state} with timer {armed:?}")
+        })?;
+        if machine.config().probe.is_some() && state == State::Connected {
+            ensure(probe_timer, || {
+                format!("invariant 10: connected with probes, but the timer is {armed:?}")
+            })?;
+        }
         let pending: Vec<WaiterId> = machine.pending_waiters().collect();
         ensure(pending == self.pending, || {
             format!(

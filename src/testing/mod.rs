@@ -205,7 +205,7 @@ pub use net::{
 };
 pub use ops::{Op, ReportKind, World};
 pub use runtime::{poll_once, Livelock, ManualRuntime, ManualSleep};
-pub use sim::{Answer, ConnectScript, PrepareScript, Record, Sim};
+pub use sim::{Answer, ConnectScript, PrepareScript, ProbeScript, Record, Sim};
 pub use trace::{Issued, Outcome, SimPolicy, Trace, TraceStep};
 
 use crate::error::InputError;

@@ -19,7 +19,8 @@ use crate::machine::Step;
 
 /// One abstract operation of a driver or a user.
 ///
-/// * `Start`, `Stop`, `WhenConnected`, `Withdraw` are calls a user makes;
+/// * `Start`, `Stop`, `WhenConnected`, `Withdraw`, `ReconnectNow` are calls a user
+///   makes;
 /// * `Happen` is a **valid** report: something that can really happen to a thing
 ///   the machine asked for and is still in the world (an attempt in flight, an
 ///   open connection, a running prepare step, an armed timer);
@@ -43,10 +44,17 @@ pub enum Op {
         /// Which one.
         pick: u16,
     },
+    /// `reconnect_now`.
+    ReconnectNow {
+        /// Also reset the failure count.
+        reset_backoff: bool,
+    },
     /// Something that can really happen to one thing in the world (picked modulo
     /// their number); `choice` picks among what can happen to it. One `choice` in
     /// eight is a panic where user code runs for it (an attempt's connector, a
-    /// connection's prepare step or its driver while it is being prepared).
+    /// connection's prepare step or its driver while it is being prepared), and
+    /// another one in eight a fatal failure where one can happen (`failed_fatally`
+    /// for an attempt in flight or a connection being prepared).
     Happen {
         /// Which thing.
         pick: u16,
@@ -82,8 +90,14 @@ pub enum ReportKind {
     PrepareSucceeded,
     /// `prepare_failed`.
     PrepareFailed,
+    /// `failed_fatally`.
+    FailedFatally,
     /// `client_disconnected`.
     ClientDisconnected,
+    /// `probe_succeeded`.
+    ProbeSucceeded,
+    /// `probe_failed`.
+    ProbeFailed,
     /// `panicked` (the connector panicked).
     Panicked,
     /// `timer_fired`.
@@ -94,13 +108,16 @@ pub enum ReportKind {
 
 impl ReportKind {
     /// Every kind, for generators.
-    pub const ALL: [ReportKind; 9] = [
+    pub const ALL: [ReportKind; 12] = [
         ReportKind::ConnectionMade,
         ReportKind::ConnectionFailed,
         ReportKind::ConnectCancelled,
         ReportKind::PrepareSucceeded,
         ReportKind::PrepareFailed,
+        ReportKind::FailedFatally,
         ReportKind::ClientDisconnected,
+        ReportKind::ProbeSucceeded,
+        ReportKind::ProbeFailed,
         ReportKind::Panicked,
         ReportKind::TimerFired,
         ReportKind::CancelWaiter,
@@ -109,6 +126,9 @@ impl ReportKind {
 
 /// `Op::Happen`'s `choice` from which user code panics (one in eight).
 const PANIC_CHOICES: u8 = 224;
+/// `Op::Happen`'s `choice` from which, below [`PANIC_CHOICES`], a failure is fatal
+/// (`failed_fatally`; one in eight).
+const FATAL_CHOICES: u8 = 192;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct InFlight {
@@ -121,6 +141,8 @@ struct Open {
     attempt: AttemptId,
     preparing: bool,
     close_asked: bool,
+    /// A probe was asked (`Probe`) and not yet answered.
+    probing: bool,
 }
 
 /// What a faithful driver knows, built only from the machine's actions and the
@@ -173,6 +195,7 @@ impl World {
             } => Input::WhenConnected {
                 fail_after_failures,
             },
+            Op::ReconnectNow { reset_backoff } => Input::ReconnectNow { reset_backoff },
             Op::Withdraw { pick } => {
                 if self.waiters.is_empty() {
                     return None;
@@ -189,6 +212,8 @@ impl World {
                 let mut i = usize::from(pick) % things;
                 // `choice` 224..=255: user code run for the thing panics, if any runs.
                 let panics = choice >= PANIC_CHOICES;
+                // `choice` 192..=223: it fails fatally, if it can fail.
+                let fatal = (FATAL_CHOICES..PANIC_CHOICES).contains(&choice);
                 if i < self.in_flight.len() {
                     let InFlight {
                         attempt,
@@ -199,6 +224,12 @@ impl World {
                         // The connector (its closure or future) panicked: the
                         // attempt is gone, cancelled or not.
                         return Some(self.panicked(attempt, PanicSite::Connector));
+                    }
+                    if fatal {
+                        return Some(Input::FailedFatally {
+                            attempt,
+                            error: self.next_error(),
+                        });
                     }
                     match choice % options {
                         0 => Input::ConnectionMade { attempt },
@@ -215,7 +246,16 @@ impl World {
                             attempt,
                             preparing,
                             close_asked,
+                            probing,
                         } = self.open[i];
+                        if probing && !close_asked {
+                            // Lost, or the probe answered or failed.
+                            return Some(match choice % 3 {
+                                0 => Input::ClientDisconnected { attempt },
+                                1 => Input::ProbeSucceeded { attempt },
+                                _ => Input::ProbeFailed { attempt },
+                            });
+                        }
                         let options = if preparing && !close_asked { 3 } else { 1 };
                         if panics && preparing {
                             // The prepare step, or the connection's driver while it
@@ -226,6 +266,12 @@ impl World {
                                 PanicSite::Connection
                             };
                             return Some(self.panicked(attempt, site));
+                        }
+                        if fatal && preparing && !close_asked {
+                            return Some(Input::FailedFatally {
+                                attempt,
+                                error: self.next_error(),
+                            });
                         }
                         match choice % options {
                             0 => Input::ClientDisconnected { attempt },
@@ -278,7 +324,13 @@ impl World {
                 attempt,
                 error: self.next_error(),
             },
+            ReportKind::FailedFatally => Input::FailedFatally {
+                attempt,
+                error: self.next_error(),
+            },
             ReportKind::ClientDisconnected => Input::ClientDisconnected { attempt },
+            ReportKind::ProbeSucceeded => Input::ProbeSucceeded { attempt },
+            ReportKind::ProbeFailed => Input::ProbeFailed { attempt },
             ReportKind::Panicked => self.panicked(attempt, PanicSite::Connector),
             ReportKind::TimerFired => Input::TimerFired {
                 timer: TimerId::from_raw(raw),
@@ -308,14 +360,16 @@ impl World {
                         attempt: *attempt,
                         preparing: false,
                         close_asked: false,
+                        probing: false,
                     });
                 }
             }
             Input::ConnectionFailed { attempt, .. } | Input::ConnectCancelled { attempt } => {
                 self.in_flight.retain(|f| f.attempt != *attempt);
             }
-            Input::Panicked { attempt, .. } => {
-                // An attempt's connector, or a connection's prepare step, panicked.
+            Input::Panicked { attempt, .. } | Input::FailedFatally { attempt, .. } => {
+                // An attempt's connector, or a connection's prepare step, panicked
+                // or failed fatally.
                 self.in_flight.retain(|f| f.attempt != *attempt);
                 for o in self.open.iter_mut().filter(|o| o.attempt == *attempt) {
                     o.preparing = false;
@@ -326,10 +380,18 @@ impl World {
                     o.preparing = false;
                 }
             }
+            Input::ProbeSucceeded { attempt } | Input::ProbeFailed { attempt } => {
+                for o in self.open.iter_mut().filter(|o| o.attempt == *attempt) {
+                    o.probing = false;
+                }
+            }
             Input::ClientDisconnected { attempt } => self.open.retain(|o| o.attempt != *attempt),
             Input::TimerFired { timer } => self.timers.retain(|t| t != timer),
             Input::CancelWaiter { waiter } => self.waiters.retain(|w| w != waiter),
-            Input::Start | Input::Stop | Input::WhenConnected { .. } => {}
+            Input::Start
+            | Input::Stop
+            | Input::WhenConnected { .. }
+            | Input::ReconnectNow { .. } => {}
         }
         if let Some(waiter) = step.waiter {
             self.waiters.push(waiter);
@@ -369,7 +431,13 @@ impl World {
                         attempt: *attempt,
                         preparing: false,
                         close_asked: true,
+                        probing: false,
                     }),
+                }
+            }
+            Action::Probe { attempt } => {
+                for o in self.open.iter_mut().filter(|o| o.attempt == *attempt) {
+                    o.probing = true;
                 }
             }
             Action::ScheduleTimer { timer, .. } => {

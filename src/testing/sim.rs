@@ -35,6 +35,14 @@ pub enum ConnectScript<E> {
         /// The error.
         error: E,
     },
+    /// The attempt fails with `error` after `after`, and retrying will not fix it
+    /// (reported with `failed_fatally`).
+    FailFatally {
+        /// How long the attempt takes.
+        after: Duration,
+        /// The error.
+        error: E,
+    },
     /// The connector panics after `after` (reported with `panicked`).
     Panic {
         /// How long until it panics.
@@ -61,6 +69,15 @@ pub enum PrepareScript<E> {
         /// The error.
         error: E,
     },
+    /// It rejects the connection with `error` after `after`, and retrying will
+    /// not fix it (reported with `failed_fatally`); the machine then closes the
+    /// connection.
+    FailFatally {
+        /// How long it takes.
+        after: Duration,
+        /// The error.
+        error: E,
+    },
     /// It panics after `after` (reported with `panicked`); the machine then
     /// closes the connection.
     Panic {
@@ -70,6 +87,23 @@ pub enum PrepareScript<E> {
         message: String,
     },
     /// It never finishes (until the machine closes the connection).
+    Hang,
+}
+
+/// What the simulated connection does with one probe (scripted, in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeScript {
+    /// The peer answers after `after`.
+    Succeed {
+        /// How long it takes.
+        after: Duration,
+    },
+    /// The probe fails after `after` (reported with `probe_failed`).
+    Fail {
+        /// How long it takes.
+        after: Duration,
+    },
+    /// No answer ever comes (the peer vanished): the probe timeout decides.
     Hang,
 }
 
@@ -140,6 +174,7 @@ pub struct Sim<E, P> {
     now: Duration,
     connects: VecDeque<ConnectScript<E>>,
     prepares: VecDeque<PrepareScript<E>>,
+    probes: VecDeque<ProbeScript>,
     /// Reports due, keyed by (time, sequence number).
     queue: BTreeMap<(Duration, u64), Input<E>>,
     seq: u64,
@@ -164,6 +199,7 @@ where
             now: Duration::ZERO,
             connects: VecDeque::new(),
             prepares: VecDeque::new(),
+            probes: VecDeque::new(),
             queue: BTreeMap::new(),
             seq: 0,
             lose_after: BTreeMap::new(),
@@ -186,6 +222,12 @@ where
         self.prepares.extend(outcomes);
     }
 
+    /// Appends outcomes for the next probes ([`Config::probe`](crate::Config::probe)),
+    /// in order. When the script runs out, probes succeed at once.
+    pub fn script_probes(&mut self, outcomes: impl IntoIterator<Item = ProbeScript>) {
+        self.probes.extend(outcomes);
+    }
+
     /// Calls `start`.
     pub fn start(&mut self) {
         self.feed_step(Input::Start);
@@ -205,6 +247,11 @@ where
         })
         .waiter
         .unwrap_or_else(|| panic!("when_connected issued no id"))
+    }
+
+    /// Calls `reconnect_now`.
+    pub fn reconnect_now(&mut self, reset_backoff: bool) {
+        self.feed_step(Input::ReconnectNow { reset_backoff });
     }
 
     /// Withdraws a waiter (`cancel_waiter`).
@@ -278,6 +325,9 @@ where
                 | Input::ConnectionFailed { attempt: a, .. }
                 | Input::PrepareSucceeded { attempt: a }
                 | Input::PrepareFailed { attempt: a, .. }
+                | Input::FailedFatally { attempt: a, .. }
+                | Input::ProbeSucceeded { attempt: a }
+                | Input::ProbeFailed { attempt: a }
                 | Input::Panicked { attempt: a, .. }
                 | Input::ClientDisconnected { attempt: a } if *a == attempt)
         });
@@ -297,6 +347,9 @@ where
                     }
                     ConnectScript::Fail { after, error } => {
                         self.schedule(after, Input::ConnectionFailed { attempt, error });
+                    }
+                    ConnectScript::FailFatally { after, error } => {
+                        self.schedule(after, Input::FailedFatally { attempt, error });
                     }
                     ConnectScript::Panic { after, message } => {
                         let panic = Panic::new(PanicSite::Connector, message);
@@ -324,6 +377,9 @@ where
                     PrepareScript::Fail { after, error } => {
                         self.schedule(after, Input::PrepareFailed { attempt, error });
                     }
+                    PrepareScript::FailFatally { after, error } => {
+                        self.schedule(after, Input::FailedFatally { attempt, error });
+                    }
                     PrepareScript::Panic { after, message } => {
                         let panic = Panic::new(PanicSite::Prepare, message);
                         self.schedule(after, Input::Panicked { attempt, panic });
@@ -337,6 +393,21 @@ where
                     Duration::ZERO,
                     Input::ClientDisconnected { attempt: *attempt },
                 );
+            }
+            Action::Probe { attempt } => {
+                let attempt = *attempt;
+                let script = self.probes.pop_front().unwrap_or(ProbeScript::Succeed {
+                    after: Duration::ZERO,
+                });
+                match script {
+                    ProbeScript::Succeed { after } => {
+                        self.schedule(after, Input::ProbeSucceeded { attempt });
+                    }
+                    ProbeScript::Fail { after } => {
+                        self.schedule(after, Input::ProbeFailed { attempt });
+                    }
+                    ProbeScript::Hang => {}
+                }
             }
             Action::ScheduleTimer { timer, delay, .. } => {
                 self.schedule(*delay, Input::TimerFired { timer: *timer });

@@ -18,7 +18,7 @@ use proptest::sample::select;
 use super::ops::{Op, ReportKind};
 use super::sim::{ConnectScript, PrepareScript};
 use super::trace::SimPolicy;
-use crate::machine::Config;
+use crate::machine::{Config, ProbeConfig};
 
 /// A waiter's failure threshold: mostly none, else 1 to 4.
 pub fn fail_after() -> impl Strategy<Value = Option<NonZeroU32>> {
@@ -28,13 +28,15 @@ pub fn fail_after() -> impl Strategy<Value = Option<NonZeroU32>> {
     ]
 }
 
-/// A user's call: `start`, `stop`, `when_connected` or withdrawing a pending waiter.
+/// A user's call: `start`, `stop`, `when_connected`, withdrawing a pending waiter
+/// or `reconnect_now`.
 pub fn call_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => Just(Op::Start),
         2 => Just(Op::Stop),
         3 => fail_after().prop_map(|fail_after_failures| Op::WhenConnected { fail_after_failures }),
         1 => any::<u16>().prop_map(|pick| Op::Withdraw { pick }),
+        1 => any::<bool>().prop_map(|reset_backoff| Op::ReconnectNow { reset_backoff }),
     ]
 }
 
@@ -68,16 +70,27 @@ pub fn ops(len: impl Into<proptest::collection::SizeRange>) -> impl Strategy<Val
     proptest::collection::vec(op(), len)
 }
 
-/// A valid [`Config`]: each opt-in on or off (timeouts of 1 to 10 s).
+/// A valid [`Config`]: each opt-in on or off (timeouts of 1 to 10 s), giving up
+/// after 1 to 3 fatal failures (half the time 1, the default), probes a third of
+/// the time (every 1 to 10 s, 1 to 5 s to answer).
 pub fn config() -> impl Strategy<Value = Config> {
     let timeout = || proptest::option::of((1u64..=10).prop_map(Duration::from_secs));
-    (any::<bool>(), timeout(), timeout(), timeout()).prop_map(
-        |(prepare, connect_timeout, prepare_timeout, reset_backoff_after)| {
+    let fatal = prop_oneof![Just(1u32), 2u32..=3].prop_map(NonZeroU32::new);
+    let probe = proptest::option::weighted(
+        0.33,
+        (1u64..=10, 1u64..=5).prop_map(|(interval, timeout)| {
+            ProbeConfig::new(Duration::from_secs(interval), Duration::from_secs(timeout))
+        }),
+    );
+    (any::<bool>(), timeout(), timeout(), timeout(), fatal, probe).prop_map(
+        |(prepare, connect_timeout, prepare_timeout, reset_backoff_after, fatal, probe)| {
             Config::new()
                 .with_prepare(prepare)
                 .with_connect_timeout(connect_timeout)
                 .with_prepare_timeout(prepare_timeout.filter(|_| prepare))
                 .with_reset_backoff_after(reset_backoff_after)
+                .with_give_up_after_fatal(fatal.unwrap_or(NonZeroU32::MIN))
+                .with_probe(probe)
         },
     )
 }
@@ -97,7 +110,7 @@ pub fn sim_policy() -> impl Strategy<Value = SimPolicy> {
 
 /// A scripted outcome for one attempt of a [`Sim`](super::Sim): connect after up to
 /// 1 s (then maybe be lost after up to 5 s), fail after up to 1 s with an error
-/// `"e0"`…`"e9"`, panic after up to 1 s (rarely), or hang.
+/// `"e0"`…`"e9"` (rarely fatally), panic after up to 1 s (rarely), or hang.
 pub fn connect_script() -> impl Strategy<Value = ConnectScript<String>> {
     let ms = |below: u64| (0..below).prop_map(Duration::from_millis);
     prop_oneof![
@@ -106,19 +119,23 @@ pub fn connect_script() -> impl Strategy<Value = ConnectScript<String>> {
         3 => (ms(1000), 0u8..10)
             .prop_map(|(after, e)| ConnectScript::Fail { after, error: format!("e{e}") }),
         1 => (ms(1000), 0u8..10)
+            .prop_map(|(after, e)| ConnectScript::FailFatally { after, error: format!("f{e}") }),
+        1 => (ms(1000), 0u8..10)
             .prop_map(|(after, p)| ConnectScript::Panic { after, message: format!("p{p}") }),
         1 => Just(ConnectScript::Hang),
     ]
 }
 
 /// A scripted outcome for one prepare step of a [`Sim`](super::Sim): succeed or
-/// fail after up to 1 s, panic after up to 1 s (rarely), or hang.
+/// fail after up to 1 s (rarely fatally), panic after up to 1 s (rarely), or hang.
 pub fn prepare_script() -> impl Strategy<Value = PrepareScript<String>> {
     let ms = |below: u64| (0..below).prop_map(Duration::from_millis);
     prop_oneof![
         3 => ms(1000).prop_map(|after| PrepareScript::Succeed { after }),
         2 => (ms(1000), 0u8..10)
             .prop_map(|(after, e)| PrepareScript::Fail { after, error: format!("e{e}") }),
+        1 => (ms(1000), 0u8..10)
+            .prop_map(|(after, e)| PrepareScript::FailFatally { after, error: format!("f{e}") }),
         1 => (ms(1000), 0u8..10)
             .prop_map(|(after, p)| PrepareScript::Panic { after, message: format!("p{p}") }),
         1 => Just(PrepareScript::Hang),

@@ -42,8 +42,14 @@
 //!   `deliver_failure waiter#0 waiter#1` that may follow it fails those waiters
 //!   with that failure.
 //! * The header sets the [`Config`](crate::Config) (`config` followed by `prepare`,
-//!   `connect_timeout=D`, `prepare_timeout=D`, `reset_backoff_after=D`) and the
-//!   [`SimPolicy`] (`policy linear STEP [give_up_after=N]`).
+//!   `give_up_after_fatal=N`, `connect_timeout=D`, `prepare_timeout=D`,
+//!   `reset_backoff_after=D`, `probe=INTERVAL/TIMEOUT`) and the [`SimPolicy`]
+//!   (`policy linear STEP [give_up_after=N]`).
+//! * `reconnect_now` takes an optional `reset_backoff`; `failed_fatally attempt#N
+//!   "…"` reports a fatal failure, and a give-up on fatal failures reads
+//!   `gave_up N fatal`; probes read `probe attempt#N`, `probe_succeeded attempt#N`,
+//!   `probe_failed attempt#N`, with the timer kinds `probe_interval` and
+//!   `probe_timeout`.
 //!
 //! [`Trace`] parses (`str::parse`) and prints (`Display`) this format, and
 //! [`Trace::replay`] runs it against a fresh [`Machine`](crate::Machine) and reports the first

@@ -143,6 +143,16 @@ fn parse_config(words: &[&str]) -> Result<Config, ParseError> {
             "connect_timeout" => config.connect_timeout = Some(parse_duration(value)?),
             "prepare_timeout" => config.prepare_timeout = Some(parse_duration(value)?),
             "reset_backoff_after" => config.reset_backoff_after = Some(parse_duration(value)?),
+            "give_up_after_fatal" => config.give_up_after_fatal = parse_number(value)?,
+            "probe" => {
+                let Some((interval, timeout)) = value.split_once('/') else {
+                    return err(format!("expected probe=INTERVAL/TIMEOUT, got {value:?}"));
+                };
+                config.probe = Some(crate::machine::ProbeConfig::new(
+                    parse_duration(interval)?,
+                    parse_duration(timeout)?,
+                ));
+            }
             other => return err(format!("unknown config option {other:?}")),
         }
     }
@@ -259,6 +269,12 @@ pub fn parse_input(line: &str) -> Result<Input<String>, ParseError> {
             },
             None => return err(format!("expected fail_after=N, got {n:?}")),
         },
+        ["reconnect_now"] => Input::ReconnectNow {
+            reset_backoff: false,
+        },
+        ["reconnect_now", "reset_backoff"] => Input::ReconnectNow {
+            reset_backoff: true,
+        },
         ["cancel_waiter", w] => Input::CancelWaiter {
             waiter: WaiterId::from_raw(parse_id(w, "waiter")?),
         },
@@ -282,6 +298,16 @@ pub fn parse_input(line: &str) -> Result<Input<String>, ParseError> {
         ["prepare_failed", a, e] => Input::PrepareFailed {
             attempt: attempt(a)?,
             error: unquote(e)?,
+        },
+        ["failed_fatally", a, e] => Input::FailedFatally {
+            attempt: attempt(a)?,
+            error: unquote(e)?,
+        },
+        ["probe_succeeded", a] => Input::ProbeSucceeded {
+            attempt: attempt(a)?,
+        },
+        ["probe_failed", a] => Input::ProbeFailed {
+            attempt: attempt(a)?,
         },
         ["client_disconnected", a] => Input::ClientDisconnected {
             attempt: attempt(a)?,
@@ -321,6 +347,9 @@ pub fn parse_action(line: &str) -> Result<Action<String>, ParseError> {
         ["disconnect", a] => Action::Disconnect {
             attempt: attempt(a)?,
         },
+        ["probe", a] => Action::Probe {
+            attempt: attempt(a)?,
+        },
         ["schedule", t, kind, d] => Action::ScheduleTimer {
             timer: TimerId::from_raw(parse_id(t, "timer")?),
             kind: match *kind {
@@ -328,6 +357,8 @@ pub fn parse_action(line: &str) -> Result<Action<String>, ParseError> {
                 "connect_timeout" => TimerKind::ConnectTimeout,
                 "prepare_timeout" => TimerKind::PrepareTimeout,
                 "healthy" => TimerKind::Healthy,
+                "probe_interval" => TimerKind::ProbeInterval,
+                "probe_timeout" => TimerKind::ProbeTimeout,
                 other => return err(format!("unknown timer kind {other:?}")),
             },
             delay: parse_duration(d)?,
@@ -364,6 +395,11 @@ pub fn parse_action(line: &str) -> Result<Action<String>, ParseError> {
         },
         ["gave_up", n] => Action::GaveUp {
             failed_attempts: parse_number(n)?,
+            fatal: false,
+        },
+        ["gave_up", n, "fatal"] => Action::GaveUp {
+            failed_attempts: parse_number(n)?,
+            fatal: true,
         },
         _ => return err(format!("not an action: {line:?}")),
     })
@@ -438,6 +474,7 @@ pub fn parse_rejection(s: &str) -> Result<Rejection, ParseError> {
         ["not_preparing", a] => Rejection::NotPreparing(attempt(a)?),
         ["not_cancelled", a] => Rejection::NotCancelled(attempt(a)?),
         ["established", a] => Rejection::Established(attempt(a)?),
+        ["not_probing", a] => Rejection::NotProbing(attempt(a)?),
         _ => return err(format!("unknown rejection {s:?}")),
     })
 }

@@ -59,12 +59,21 @@ impl<E: fmt::Display> fmt::Display for DisplayInput<'_, E> {
                 fail_after_failures: Some(n),
             } => write!(f, "{name} fail_after={n}"),
             Input::CancelWaiter { waiter } => write!(f, "{name} {waiter}"),
+            Input::ReconnectNow {
+                reset_backoff: false,
+            } => f.write_str(name),
+            Input::ReconnectNow {
+                reset_backoff: true,
+            } => write!(f, "{name} reset_backoff"),
             Input::ConnectionMade { attempt }
             | Input::ConnectCancelled { attempt }
             | Input::PrepareSucceeded { attempt }
+            | Input::ProbeSucceeded { attempt }
+            | Input::ProbeFailed { attempt }
             | Input::ClientDisconnected { attempt } => write!(f, "{name} {attempt}"),
             Input::ConnectionFailed { attempt, error }
-            | Input::PrepareFailed { attempt, error } => {
+            | Input::PrepareFailed { attempt, error }
+            | Input::FailedFatally { attempt, error } => {
                 write!(f, "{name} {attempt} ")?;
                 write_quoted(f, error)
             }
@@ -100,6 +109,7 @@ impl<E: fmt::Display> fmt::Display for DisplayAction<'_, E> {
             Action::CancelConnect { attempt } => write!(f, "cancel_connect {attempt}"),
             Action::Prepare { attempt } => write!(f, "prepare {attempt}"),
             Action::Disconnect { attempt } => write!(f, "disconnect {attempt}"),
+            Action::Probe { attempt } => write!(f, "probe {attempt}"),
             Action::ScheduleTimer { timer, kind, delay } => write!(
                 f,
                 "schedule {timer} {} {}",
@@ -146,7 +156,14 @@ impl<E: fmt::Display> fmt::Display for DisplayAction<'_, E> {
                 f.write_str("finish_stopping")?;
                 stops.iter().try_for_each(|s| write!(f, " {s}"))
             }
-            Action::GaveUp { failed_attempts } => write!(f, "gave_up {failed_attempts}"),
+            Action::GaveUp {
+                failed_attempts,
+                fatal: false,
+            } => write!(f, "gave_up {failed_attempts}"),
+            Action::GaveUp {
+                failed_attempts,
+                fatal: true,
+            } => write!(f, "gave_up {failed_attempts} fatal"),
         }
     }
 }
@@ -168,6 +185,7 @@ impl fmt::Display for DisplayRejection {
             Rejection::NotPreparing(a) => write!(f, "not_preparing {a}"),
             Rejection::NotCancelled(a) => write!(f, "not_cancelled {a}"),
             Rejection::Established(a) => write!(f, "established {a}"),
+            Rejection::NotProbing(a) => write!(f, "not_probing {a}"),
             // `Rejection` is non-exhaustive; a future reason prints as its message.
             #[allow(unreachable_patterns)]
             other => write!(f, "other {other}"),
@@ -181,6 +199,8 @@ fn timer_kind_name(kind: TimerKind) -> &'static str {
         TimerKind::ConnectTimeout => "connect_timeout",
         TimerKind::PrepareTimeout => "prepare_timeout",
         TimerKind::Healthy => "healthy",
+        TimerKind::ProbeInterval => "probe_interval",
+        TimerKind::ProbeTimeout => "probe_timeout",
     }
 }
 
@@ -228,6 +248,13 @@ impl fmt::Display for Trace {
             if self.config.prepare {
                 f.write_str(" prepare")?;
             }
+            if self.config.give_up_after_fatal.get() != 1 {
+                write!(
+                    f,
+                    " give_up_after_fatal={}",
+                    self.config.give_up_after_fatal
+                )?;
+            }
             let timeouts = [
                 ("connect_timeout", self.config.connect_timeout),
                 ("prepare_timeout", self.config.prepare_timeout),
@@ -237,6 +264,14 @@ impl fmt::Display for Trace {
                 if let Some(d) = value {
                     write!(f, " {name}={}", DisplayDuration(d))?;
                 }
+            }
+            if let Some(probe) = self.config.probe {
+                write!(
+                    f,
+                    " probe={}/{}",
+                    DisplayDuration(probe.interval),
+                    DisplayDuration(probe.timeout)
+                )?;
             }
             writeln!(f)?;
         }

@@ -217,6 +217,9 @@ pub fn input_to_string<E: fmt::Display>(input: &Input<E>) -> Input<String> {
             fail_after_failures: *fail_after_failures,
         },
         Input::CancelWaiter { waiter } => Input::CancelWaiter { waiter: *waiter },
+        Input::ReconnectNow { reset_backoff } => Input::ReconnectNow {
+            reset_backoff: *reset_backoff,
+        },
         Input::ConnectionMade { attempt } => Input::ConnectionMade { attempt: *attempt },
         Input::ConnectionFailed { attempt, error } => Input::ConnectionFailed {
             attempt: *attempt,
@@ -228,6 +231,12 @@ pub fn input_to_string<E: fmt::Display>(input: &Input<E>) -> Input<String> {
             attempt: *attempt,
             error: error.to_string(),
         },
+        Input::FailedFatally { attempt, error } => Input::FailedFatally {
+            attempt: *attempt,
+            error: error.to_string(),
+        },
+        Input::ProbeSucceeded { attempt } => Input::ProbeSucceeded { attempt: *attempt },
+        Input::ProbeFailed { attempt } => Input::ProbeFailed { attempt: *attempt },
         Input::ClientDisconnected { attempt } => Input::ClientDisconnected { attempt: *attempt },
         Input::Panicked { attempt, panic } => Input::Panicked {
             attempt: *attempt,
@@ -244,6 +253,7 @@ pub fn action_to_string<E: fmt::Display>(action: &Action<E>) -> Action<String> {
         Action::CancelConnect { attempt } => Action::CancelConnect { attempt: *attempt },
         Action::Prepare { attempt } => Action::Prepare { attempt: *attempt },
         Action::Disconnect { attempt } => Action::Disconnect { attempt: *attempt },
+        Action::Probe { attempt } => Action::Probe { attempt: *attempt },
         Action::ScheduleTimer { timer, kind, delay } => Action::ScheduleTimer {
             timer: *timer,
             kind: *kind,
@@ -274,8 +284,12 @@ pub fn action_to_string<E: fmt::Display>(action: &Action<E>) -> Action<String> {
         Action::FinishStopping { stops } => Action::FinishStopping {
             stops: stops.clone(),
         },
-        Action::GaveUp { failed_attempts } => Action::GaveUp {
+        Action::GaveUp {
+            failed_attempts,
+            fatal,
+        } => Action::GaveUp {
             failed_attempts: *failed_attempts,
+            fatal: *fatal,
         },
     }
 }
