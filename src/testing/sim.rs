@@ -564,7 +564,7 @@ where
         let before = self.records.len();
         self.comments.extend(text.lines().map(|line| Comment {
             before,
-            text: line.into(),
+            text: line.trim_end().into(),
         }));
     }
 

@@ -151,9 +151,7 @@ pub fn world_op() -> impl Strategy<Value = Op> {
 /// ([`world_op`], weight 4), some `start` and `stop` ([`lifecycle_op`], 1), and
 /// the application's own operations from `app` (3). The kit registers and
 /// withdraws no waiters: that is the application's business.
-pub fn app_op<U: fmt::Debug + Clone>(
-    app: impl Strategy<Value = U> + 'static,
-) -> impl Strategy<Value = AppOp<U>> {
+pub fn app_op<U: fmt::Debug>(app: impl Strategy<Value = U>) -> impl Strategy<Value = AppOp<U>> {
     prop_oneof![
         4 => world_op().prop_map(AppOp::Kit),
         1 => lifecycle_op().prop_map(AppOp::Kit),
@@ -162,8 +160,8 @@ pub fn app_op<U: fmt::Debug + Clone>(
 }
 
 /// A sequence of [`app_op`]s with a length in `len`.
-pub fn app_ops<U: fmt::Debug + Clone>(
-    app: impl Strategy<Value = U> + 'static,
+pub fn app_ops<U: fmt::Debug>(
+    app: impl Strategy<Value = U>,
     len: impl Into<proptest::collection::SizeRange>,
 ) -> impl Strategy<Value = Vec<AppOp<U>>> {
     proptest::collection::vec(app_op(app), len)

@@ -216,12 +216,13 @@ impl Trace {
         }
     }
 
-    /// Appends a comment after the last step (one [`Comment`] per line of `text`).
+    /// Appends a comment after the last step (one [`Comment`] per line of `text`,
+    /// without trailing spaces, as it reads back).
     pub fn comment(&mut self, text: &str) {
         let before = self.steps.len();
         self.comments.extend(text.lines().map(|line| Comment {
             before,
-            text: line.to_string(),
+            text: line.trim_end().to_string(),
         }));
     }
 
