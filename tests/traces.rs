@@ -8,12 +8,13 @@
 
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
 
 use proptest::prelude::*;
 use redial::testing::trace::{
     parse_action, parse_input, parse_rejection, DisplayAction, DisplayInput, DisplayRejection,
 };
-use redial::testing::{run_ops, strategy, Trace};
+use redial::testing::{run_ops, strategy, SimPolicy, Trace};
 use redial::{Action, AttemptId, Failure, Input, Machine, Panic, PanicSite, Rejection, WaiterId};
 
 #[test]
@@ -258,5 +259,212 @@ proptest! {
         let parsed: Trace = text.parse().map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
         prop_assert_eq!(&parsed, &trace, "{}", text);
         prop_assert!(parsed.replay().is_ok(), "{}", text);
+    }
+}
+
+// ----- comments, times and the recorded policy -------------------------------------
+
+/// A trace with comments (above the header, between steps, indented, at the end),
+/// times and `policy recorded` reads back, prints in its canonical form (comments
+/// before the first input after the header, `# ` before each), and that form
+/// reads back as the same trace and prints again the same.
+#[test]
+fn comments_and_times_read_back_as_they_print() {
+    let text = "\
+# a prologue
+#
+#tight
+config connect_timeout=5s
+policy recorded
+start
+  connect attempt#0
+  schedule timer#0 connect_timeout 5s
+# the connector fails after 10 ms
+@10ms connection_failed attempt#0 \"refused\"
+  cancel_timer timer#0
+  # an indented comment
+  schedule timer#1 retry 1500ms
+  attempt_failed attempt#0 connect(\"refused\")
+@1510ms timer_fired timer#1
+  connect attempt#1
+  schedule timer#2 connect_timeout 5s
+when_connected
+  = waiter#0
+@1520ms connection_made attempt#1
+  cancel_timer timer#2
+  notify attempt#1 waiter#0
+# the end
+";
+    let trace: Trace = text.parse().unwrap();
+    assert!(trace.policy_recorded);
+    assert_eq!(trace.steps.len(), 5);
+    assert_eq!(trace.time_of(0), None);
+    assert_eq!(trace.time_of(1), Some(Duration::from_millis(10)));
+    assert_eq!(trace.time_of(3), Some(Duration::from_millis(1510)));
+    assert_eq!(trace.time_of(4), Some(Duration::from_millis(1520)));
+    let texts: Vec<(usize, &str)> = trace
+        .comments
+        .iter()
+        .map(|c| (c.before, c.text.as_str()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (0, "a prologue"),
+            (0, ""),
+            (0, "tight"),
+            (1, "the connector fails after 10 ms"),
+            (2, "an indented comment"),
+            (5, "the end"),
+        ]
+    );
+    let printed = trace.to_string();
+    let expected = "\
+config connect_timeout=5s
+policy recorded
+# a prologue
+#
+# tight
+start
+  connect attempt#0
+  schedule timer#0 connect_timeout 5s
+# the connector fails after 10 ms
+@10ms connection_failed attempt#0 \"refused\"
+  cancel_timer timer#0
+  schedule timer#1 retry 1500ms
+  attempt_failed attempt#0 connect(\"refused\")
+# an indented comment
+@1510ms timer_fired timer#1
+  connect attempt#1
+  schedule timer#2 connect_timeout 5s
+when_connected
+  = waiter#0
+@1520ms connection_made attempt#1
+  cancel_timer timer#2
+  notify attempt#1 waiter#0
+# the end
+";
+    assert_eq!(printed, expected);
+    let again: Trace = printed.parse().unwrap();
+    assert_eq!(again, trace);
+    assert_eq!(again.to_string(), printed);
+    // 1.5 s is not what `policy linear 1ms` would say: the recorded answer replays.
+    trace.replay().unwrap();
+    let linear: Trace = printed
+        .replace("policy recorded", "policy linear 1ms")
+        .parse()
+        .unwrap();
+    assert!(linear.replay().unwrap_err().contains("step 2 differs"));
+}
+
+#[test]
+fn times_must_not_go_back_and_must_precede_an_input() {
+    for (text, line) in [
+        ("@5ms start\n@4ms stop\n", 2),
+        ("start\n@1s\n", 2),
+        ("@1s policy linear 1ms\n", 1),
+        ("@soon start\n", 1),
+        ("start\n  @1s connect attempt#0\n", 2),
+    ] {
+        let e = text.parse::<Trace>().unwrap_err();
+        assert_eq!(e.line, line, "{text:?}: {e}");
+    }
+    // The same time twice, and a time after untimed steps, are fine.
+    let trace: Trace = "start\n@0s stop\n@0s start\n".parse().unwrap();
+    assert_eq!(trace.time_of(0), None);
+    assert_eq!(trace.time_of(2), Some(Duration::ZERO));
+}
+
+/// With times, a replay checks that no timer fired before it was due.
+#[test]
+fn a_timer_that_fires_early_does_not_replay() {
+    let text = "\
+policy linear 1s
+@0s start
+  connect attempt#0
+@10ms connection_failed attempt#0 \"refused\"
+  schedule timer#0 retry 1s
+  attempt_failed attempt#0 connect(\"refused\")
+@WHEN timer_fired timer#0
+  connect attempt#1
+";
+    let on_time: Trace = text.replace("WHEN", "1010ms").parse().unwrap();
+    on_time.replay().unwrap();
+    let late: Trace = text.replace("WHEN", "2s").parse().unwrap();
+    late.replay().unwrap();
+    let early: Trace = text.replace("WHEN", "1009ms").parse().unwrap();
+    let report = early.replay().unwrap_err();
+    assert!(report.contains("step 3: timer#0 fired at"), "{report}");
+}
+
+/// Every scenario file prints in a form that reads back as the same trace
+/// (comments included) and prints again the same.
+#[test]
+fn every_trace_file_prints_back() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/traces");
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "trace") {
+            continue;
+        }
+        let trace: Trace = fs::read_to_string(&path).unwrap().parse().unwrap();
+        assert!(!trace.comments.is_empty(), "{path:?} has comments");
+        let printed = trace.to_string();
+        let again: Trace = printed.parse().unwrap();
+        assert_eq!(again, trace, "{path:?}");
+        assert_eq!(again.to_string(), printed, "{path:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// A run's trace with comments and times added anywhere (times never going
+    /// back) prints, reads back as the same trace, prints again the same, and
+    /// replays (unless the times added make a timer fire early, which the replay
+    /// reports).
+    #[test]
+    fn traces_with_comments_and_times_read_back_and_replay(
+        config in strategy::config(),
+        policy in strategy::sim_policy(),
+        ops in strategy::ops(0..60),
+        comments in proptest::collection::vec((any::<prop::sample::Index>(), "[ -~]{0,20}"), 0..6),
+        times in proptest::collection::vec((any::<prop::sample::Index>(), 0u64..5000), 0..6),
+        recorded in any::<bool>(),
+    ) {
+        let mut machine = Machine::with_config(policy, config).unwrap();
+        let mut trace = run_ops(&mut machine, &ops, |_, _, _| Ok(()))
+            .map_err(|v| TestCaseError::fail(v.to_string()))?;
+        // A recorded trace names no policy: it reads back with the default one.
+        trace.policy = if recorded { SimPolicy::default() } else { policy };
+        trace.policy_recorded = recorded;
+        let steps = trace.steps.len();
+        for (at, text) in comments {
+            trace.comments.push(redial::testing::trace::Comment {
+                before: at.index(steps + 1),
+                text: text.trim_end().to_string(),
+            });
+        }
+        trace.comments.sort_by_key(|c| c.before);
+        if steps > 0 {
+            let mut marks: Vec<(usize, u64)> =
+                times.iter().map(|(i, ms)| (i.index(steps), *ms)).collect();
+            marks.sort_unstable();
+            marks.dedup_by_key(|(i, _)| *i);
+            let mut now = Duration::ZERO;
+            for (i, ms) in marks {
+                now += Duration::from_millis(ms);
+                trace.times.insert(i, now);
+            }
+        }
+        let text = trace.to_string();
+        let parsed: Trace = text.parse().map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+        prop_assert_eq!(&parsed, &trace, "{}", text);
+        prop_assert_eq!(&parsed.to_string(), &text);
+        if let Err(report) = parsed.replay() {
+            prop_assert!(report.contains("before it was due"), "{}\n{}", text, report);
+            trace.times.clear();
+            prop_assert!(trace.replay().is_ok(), "{}", trace);
+        }
     }
 }

@@ -10,7 +10,7 @@
 //!   driver and user can do), **stale** ones (late results of cancelled attempts,
 //!   losses of old connections, cancelled timers, already answered waiters) and
 //!   **invalid** ones (ids never issued);
-//! * [`World`]: turns those operations into concrete [`Input`]s naming real ids, by
+//! * [`World`]: turns those operations into concrete [`Input`](crate::Input)s naming real ids, by
 //!   following the actions the machine returns as a faithful driver would;
 //! * [`Invariants`]: the [invariants](crate::contract#invariants) of the behaviour
 //!   contract, checked after every input from what the machine said and what it
@@ -18,11 +18,21 @@
 //! * [`run_ops`]: all of the above in one call, returning a readable [`Trace`] —
 //!   or, on failure, a [`Violation`] whose `Display` is the trace up to the
 //!   failing input, which proptest prints after shrinking;
+//! * [`App`]: an application that owns (or wraps) its machine, run by the kit: it
+//!   feeds every input to its machine itself and sees what comes back, queues the
+//!   inputs it wants fed, and has a check of its own;
+//! * [`run_app`]: [`run_ops`] for an application, with its own operations beside
+//!   the kit's ([`AppOp`]; [`strategy::app_ops`] leaves the waiters to the
+//!   application: `start`, `stop` and what happens in the world only);
+//! * [`Connections`]: where each attempt and connection stands (in flight, open,
+//!   being closed, closed, lost), for the application's check;
 //! * [`Sim`]: a deterministic simulated driver (virtual clock, scripted connector
 //!   and prepare outcomes, recorded actions and answers) to put your own
-//!   integration or protocol under;
+//!   integration, protocol or [`App`] under, one report at a time if you like
+//!   ([`Sim::step`]);
 //! * [`trace`]: the text format of traces (one input per line, its actions after
-//!   it), with a printer, a parser and [`Trace::replay`];
+//!   it, the time it happened at and comments where known), with a printer, a
+//!   parser and [`Trace::replay`];
 //! * [`ManualRuntime`] and [`Net`]: a deterministic harness for the async driver
 //!   itself — a [`Runtime`](crate::driver::Runtime) with its own single-threaded
 //!   executor and a virtual clock that moves only when the test says so, and
@@ -88,6 +98,82 @@
 //!
 //! # fn main() {
 //! any_run_keeps_the_invariants();
+//! # }
+//! ```
+//!
+//! # Example: an application that owns its machine
+//!
+//! An application built on the machine owns it: here, one that asks for the
+//! connection when told to and says hello on every connection it is handed. It
+//! implements [`App`], so the kit can run it: [`run_app`] plays the network from
+//! generated operations and feeds every input through [`App::handle`]; the
+//! application's own operation (`Ask`) runs beside the kit's `start`, `stop` and
+//! world events. Its check says it only ever spoke on an open connection (the
+//! kit's [`Connections`] know which are). `tests/app_queue.rs` in the repository
+//! is a complete example: a request queue, under [`run_app`] and under [`Sim`],
+//! with a planted bug and the short trace proptest shrinks it to.
+//!
+//! ```
+//! use proptest::prelude::*;
+//! use redial::testing::{run_app, strategy, App, Connections, SimPolicy};
+//! use redial::{Action, AttemptId, Config, Input, InputError, Machine, Step};
+//!
+//! struct Greeter {
+//!     machine: Machine<String, SimPolicy>,
+//!     asked: bool,
+//!     commands: Vec<Input<String>>,
+//!     hellos: Vec<AttemptId>, // where it said hello, since the last check
+//! }
+//!
+//! impl App<String> for Greeter {
+//!     type Policy = SimPolicy;
+//!     fn machine(&self) -> &Machine<String, SimPolicy> {
+//!         &self.machine
+//!     }
+//!     fn handle(&mut self, input: Input<String>) -> Result<Step<String>, InputError> {
+//!         let step = self.machine.handle(input)?;
+//!         for action in &step.actions {
+//!             match action {
+//!                 Action::NotifyWaiters { attempt, .. } => self.hellos.push(*attempt),
+//!                 Action::CancelWaiters { .. } | Action::DeliverFailure { .. } => {}
+//!                 _ => continue,
+//!             }
+//!             self.asked = false; // our one waiter was answered
+//!         }
+//!         Ok(step)
+//!     }
+//!     fn command(&mut self) -> Option<Input<String>> {
+//!         self.commands.pop()
+//!     }
+//!     fn check(&mut self, connections: &Connections) -> Result<(), String> {
+//!         match self.hellos.drain(..).find(|a| !connections.is_open(*a)) {
+//!             Some(attempt) => Err(format!("hello on {attempt}, which is not open")),
+//!             None => Ok(()),
+//!         }
+//!     }
+//! }
+//!
+//! #[derive(Debug, Clone)]
+//! struct Ask;
+//!
+//! proptest! {
+//!     #![proptest_config(ProptestConfig::with_cases(64))]
+//!     fn greets_only_open_connections(ops in strategy::app_ops(Just(Ask), 0..60)) {
+//!         let config = Config::new().with_prepare(true);
+//!         let machine = Machine::with_config(SimPolicy::default(), config).unwrap();
+//!         let mut app = Greeter { machine, asked: false, commands: vec![], hellos: vec![] };
+//!         run_app(&mut app, &ops, |app, Ask| {
+//!             if !app.asked {
+//!                 app.asked = true;
+//!                 app.commands.push(Input::WhenConnected { fail_after_failures: None });
+//!             }
+//!         })
+//!         .map_err(|violation| TestCaseError::fail(violation.to_string()))?;
+//!     }
+//! }
+//!
+//! # fn main() {
+//! greets_only_open_connections();
 //! # }
 //! ```
 //!
@@ -186,10 +272,8 @@
 //! no future stays pending once virtual time has run out.
 #![cfg_attr(docsrs, doc(cfg(feature = "proptest")))]
 
-use core::fmt;
-use std::boxed::Box;
-use std::string::String;
-
+mod app;
+mod connections;
 mod invariants;
 mod net;
 mod ops;
@@ -198,6 +282,8 @@ mod sim;
 pub mod strategy;
 pub mod trace;
 
+pub use app::{run_app, run_ops, App, AppOp, Violation};
+pub use connections::{ConnState, Connections};
 pub use invariants::Invariants;
 pub use net::{
     AttemptStatus, ConnStatus, ConnectOutcome, Net, NetAttempt, NetDriver, NetError, NetHandle,
@@ -206,83 +292,7 @@ pub use net::{
 pub use ops::{Op, ReportKind, World};
 pub use runtime::{poll_once, Livelock, ManualRuntime, ManualSleep};
 pub use sim::{Answer, ConnectScript, PrepareScript, ProbeScript, Record, Sim};
-pub use trace::{Issued, Outcome, SimPolicy, Trace, TraceStep};
-
-use crate::error::InputError;
-use crate::input::Input;
-use crate::machine::{Machine, Step};
-use crate::policy::RetryPolicy;
-
-/// A failed run: the trace up to and including the failing input, and what failed.
-///
-/// `Display` prints the trace, then `# violated: …`: paste it into a
-/// `tests/traces/*.trace` file (or a bug report) as it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
-    /// The run up to and including the failing input.
-    pub trace: Trace,
-    /// What failed.
-    pub message: String,
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\n{}# violated: {}", self.trace, self.message)
-    }
-}
-
-impl std::error::Error for Violation {}
-
-/// Runs `ops` against `machine`: resolves each op with a [`World`], feeds the
-/// input, checks the [`Invariants`] (and, for a rejected input, that the machine
-/// is unchanged), then calls `check` with the input, its result and the machine.
-///
-/// Returns the trace of the run, or the first [`Violation`] (boxed: an invariant, or an
-/// error returned by `check`). Ops that point at nothing are skipped. The trace's
-/// policy line is `policy linear 1ms` unless you set [`Trace::policy`].
-///
-/// # Errors
-///
-/// The first violated invariant or failed `check`, with the trace up to it.
-pub fn run_ops<P, F>(
-    machine: &mut Machine<String, P>,
-    ops: &[Op],
-    mut check: F,
-) -> Result<Trace, Box<Violation>>
-where
-    P: RetryPolicy + Clone + PartialEq,
-    F: FnMut(
-        &Input<String>,
-        &Result<Step<String>, InputError>,
-        &Machine<String, P>,
-    ) -> Result<(), String>,
-{
-    let mut world = World::new();
-    let mut invariants = Invariants::new();
-    let mut trace = Trace::new(*machine.config(), SimPolicy::default());
-    for op in ops {
-        let Some(input) = world.resolve(op) else {
-            continue;
-        };
-        let before = machine.clone();
-        let result = machine.handle(input.clone());
-        trace
-            .steps
-            .push(TraceStep::record(&input, &result, machine.state()));
-        let verdict = invariants
-            .check(&input, &result, machine)
-            .and_then(|()| match &result {
-                Err(_) => Invariants::check_unchanged(&before, machine),
-                Ok(_) => Ok(()),
-            })
-            .and_then(|()| check(&input, &result, machine));
-        if let Err(message) = verdict {
-            return Err(Box::new(Violation { trace, message }));
-        }
-        world.observe(&input, &result);
-    }
-    Ok(trace)
-}
+pub use trace::{Comment, Issued, Outcome, SimPolicy, Trace, TraceStep};
 
 /// Shrinks a failing sequence further than proptest's element-by-element
 /// shrinking can: removes ever smaller chunks (halves, quarters, … single items)

@@ -1,6 +1,7 @@
 //! A deterministic simulated driver: virtual clock, scripted connector, recorded actions.
 
 use core::fmt;
+use core::marker::PhantomData;
 use core::num::NonZeroU32;
 use core::time::Duration;
 use std::collections::{BTreeMap, VecDeque};
@@ -8,8 +9,10 @@ use std::format;
 use std::string::String;
 use std::vec::Vec;
 
+use super::app::App;
+use super::connections::{ConnState, Connections};
 use super::invariants::Invariants;
-use super::trace::{Trace, TraceStep};
+use super::trace::{Comment, Trace, TraceStep};
 use crate::actions::{Action, Actions, Failure, Panic, PanicSite};
 use crate::error::InputError;
 use crate::ids::{AttemptId, StopId, WaiterId};
@@ -130,8 +133,9 @@ pub struct Record<E> {
     pub result: Result<Step<E>, InputError>,
 }
 
-/// A deterministic driver for a [`Machine`]: a virtual clock, a scripted connector
-/// and prepare step, and a record of every input and action.
+/// A deterministic driver for a [`Machine`], or for an [`App`] that owns one: a
+/// virtual clock, a scripted connector and prepare step, and a record of every
+/// input and action.
 ///
 /// The simulator performs each action as a real driver would — it starts scripted
 /// attempts, runs scripted prepare steps, arms timers on its virtual clock, reports
@@ -149,6 +153,25 @@ pub struct Record<E> {
 ///
 /// When the connect script runs out, attempts [`Hang`](ConnectScript::Hang);
 /// when the prepare script runs out, prepare steps succeed at once.
+///
+/// # An application under the simulator
+///
+/// [`Sim::new`] takes any [`App`]: a plain [`Machine`], or an application that
+/// owns its machine (or `&mut` one, to keep owning it). Every input, the
+/// simulator's reports and the calls below alike, goes through
+/// [`App::handle`], so the application sees each one and what its machine made
+/// of it; the inputs it queues ([`App::command`]) are fed after each input;
+/// [`App::check`] runs after each input with the [`Connections`] as they stand,
+/// and a failed check panics with the trace, as a violated invariant does. The
+/// application's own operations run with [`app_op`](Sim::app_op); [`step`](Sim::step)
+/// feeds one report at a time. See `tests/app_queue.rs` in the repository for a
+/// complete example.
+///
+/// [`trace`](Sim::trace) returns the run in the trace format with the virtual time
+/// of each input (`@1500ms …`) and the comments added with
+/// [`comment`](Sim::comment); it replays exactly ([`Trace::replay`]): its policy
+/// line is the machine's [`SimPolicy`](super::SimPolicy), or `policy recorded`
+/// for any other policy.
 ///
 /// ```
 /// use core::time::Duration;
@@ -169,8 +192,8 @@ pub struct Record<E> {
 /// assert_eq!(sim.answered_at(waiter), Some(Duration::from_millis(1020)));
 /// ```
 #[derive(Debug)]
-pub struct Sim<E, P> {
-    machine: Machine<E, P>,
+pub struct Sim<E, P, A = Machine<E, P>> {
+    app: A,
     now: Duration,
     connects: VecDeque<ConnectScript<E>>,
     prepares: VecDeque<PrepareScript<E>>,
@@ -185,17 +208,22 @@ pub struct Sim<E, P> {
     gave_up: usize,
     records: Vec<Record<E>>,
     invariants: Invariants,
+    connections: Connections,
+    comments: Vec<Comment>,
+    _policy: PhantomData<fn() -> P>,
 }
 
-impl<E, P> Sim<E, P>
+impl<E, P, A> Sim<E, P, A>
 where
     E: Clone + fmt::Debug + fmt::Display,
-    P: RetryPolicy,
+    P: RetryPolicy + 'static,
+    A: App<E, Policy = P>,
 {
-    /// A simulator driving `machine` (usually fresh, in `Init`), at virtual time zero.
-    pub fn new(machine: Machine<E, P>) -> Self {
+    /// A simulator driving `app`, a [`Machine`] or an application that owns one
+    /// (usually fresh, in `Init`), at virtual time zero.
+    pub fn new(app: A) -> Self {
         Sim {
-            machine,
+            app,
             now: Duration::ZERO,
             connects: VecDeque::new(),
             prepares: VecDeque::new(),
@@ -209,6 +237,9 @@ where
             gave_up: 0,
             records: Vec::new(),
             invariants: Invariants::new(),
+            connections: Connections::new(),
+            comments: Vec::new(),
+            _policy: PhantomData,
         }
     }
 
@@ -264,7 +295,8 @@ where
     }
 
     fn feed_step(&mut self, input: Input<E>) -> Step<E> {
-        let result = self.machine.handle(input.clone());
+        self.commands();
+        let result = self.app.handle(input.clone());
         self.after(input, result)
             .unwrap_or_else(|e| panic!("rejected: {e}"))
     }
@@ -276,7 +308,8 @@ where
     ///
     /// The machine rejected the input (nothing changed).
     pub fn feed(&mut self, input: Input<E>) -> Result<Actions<E>, InputError> {
-        let result = self.machine.handle(input.clone());
+        self.commands();
+        let result = self.app.handle(input.clone());
         self.after(input, result).map(|step| step.actions)
     }
 
@@ -285,11 +318,13 @@ where
         input: Input<E>,
         result: Result<Step<E>, InputError>,
     ) -> Result<Step<E>, InputError> {
-        if let Err(violation) = self.invariants.check(&input, &result, &self.machine) {
+        if let Err(violation) = self.invariants.check(&input, &result, self.app.machine()) {
             let mut trace = self.trace();
-            trace
-                .steps
-                .push(TraceStep::record(&input, &result, self.machine.state()));
+            trace.steps.push(TraceStep::record(
+                &input,
+                &result,
+                self.app.machine().state(),
+            ));
             panic!("{trace}# invariant violated: {violation}");
         }
         self.records.push(Record {
@@ -297,18 +332,47 @@ where
             input: input.clone(),
             result: result.clone(),
         });
+        self.notes();
+        self.connections.observe(&input, &result);
+        if let Err(failed) = self.app.check(&self.connections) {
+            panic!("{}# the application's check failed: {failed}", self.trace());
+        }
         if let (Input::ConnectionMade { attempt }, Ok(_)) = (&input, &result) {
-            if self.machine.current_attempt() == Some(*attempt) {
+            if self.app.machine().current_attempt() == Some(*attempt) {
                 if let Some(after) = self.lose_after.remove(attempt) {
                     self.schedule(after, Input::ClientDisconnected { attempt: *attempt });
                 }
             }
         }
-        let step = result?;
+        let step = match result {
+            Ok(step) => step,
+            Err(e) => {
+                self.commands();
+                return Err(e);
+            }
+        };
         for action in step.actions.iter() {
             self.perform(action);
         }
+        self.commands();
         Ok(step)
+    }
+
+    /// Moves the application's notes ([`App::note`]) into the trace's comments.
+    fn notes(&mut self) {
+        while let Some(note) = self.app.note() {
+            self.comment(&note);
+        }
+    }
+
+    /// Feeds the inputs the application queued ([`App::command`]), in order.
+    fn commands(&mut self) {
+        while let Some(input) = self.app.command() {
+            let result = self.app.handle(input.clone());
+            // A rejection is the application's to see (its `handle` got it) and
+            // to check; the trace shows it.
+            let _ = self.after(input, result);
+        }
     }
 
     fn schedule(&mut self, after: Duration, input: Input<E>) {
@@ -460,6 +524,7 @@ where
     /// If an invariant is violated, or the machine rejects one of the simulator's
     /// own reports (a bug in the machine), with the trace so far.
     pub fn advance(&mut self, by: Duration) -> usize {
+        self.commands();
         let deadline = self.now.saturating_add(by);
         let mut fed = 0;
         while let Some(entry) = self.queue.first_entry() {
@@ -496,9 +561,82 @@ where
         self.now
     }
 
-    /// The machine under simulation.
+    /// The machine under simulation (the application's).
     pub fn machine(&self) -> &Machine<E, P> {
-        &self.machine
+        self.app.machine()
+    }
+
+    /// The application under simulation (the machine itself, for [`Sim::new`] of a
+    /// [`Machine`]).
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+
+    /// The application under simulation, to call it directly. The inputs it
+    /// queues are fed before the next input the simulator feeds; prefer
+    /// [`app_op`](Sim::app_op), which feeds them at once and checks.
+    pub fn app_mut(&mut self) -> &mut A {
+        &mut self.app
+    }
+
+    /// Runs one of the application's own operations now (a request, a call the
+    /// test makes), then [`App::check`]s it and feeds the inputs it queued.
+    ///
+    /// # Panics
+    ///
+    /// If the application's check fails, or an invariant is violated, with the
+    /// trace so far.
+    pub fn app_op<R>(&mut self, op: impl FnOnce(&mut A) -> R) -> R {
+        let out = op(&mut self.app);
+        self.notes();
+        if let Err(failed) = self.app.check(&self.connections) {
+            panic!("{}# the application's check failed: {failed}", self.trace());
+        }
+        self.commands();
+        out
+    }
+
+    /// Feeds the next queued report, whenever it is due: the clock jumps to its
+    /// time (if later than now). Returns its record (the inputs the application
+    /// queued in answer follow it in [`records`](Sim::records)), or `None` when
+    /// nothing is queued.
+    ///
+    /// # Panics
+    ///
+    /// As [`advance`](Sim::advance).
+    pub fn step(&mut self) -> Option<&Record<E>> {
+        self.commands();
+        let ((at, _), input) = self.queue.pop_first()?;
+        self.now = self.now.max(at);
+        let index = self.records.len();
+        if let Err(e) = self.feed(input) {
+            panic!(
+                "{}# the machine rejected the simulator's own report: {e}",
+                self.trace()
+            );
+        }
+        self.records.get(index)
+    }
+
+    /// Where this attempt, or the connection it made, stands; `None` if the
+    /// machine never asked for it.
+    pub fn connection(&self, attempt: AttemptId) -> Option<ConnState> {
+        self.connections.get(attempt)
+    }
+
+    /// Every attempt and connection, and where it stands.
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// Adds a comment to the trace, after the inputs fed so far (one per line of
+    /// `text`).
+    pub fn comment(&mut self, text: &str) {
+        let before = self.records.len();
+        self.comments.extend(text.lines().map(|line| Comment {
+            before,
+            text: line.trim_end().into(),
+        }));
     }
 
     /// How this waiter was answered, if it was.
@@ -541,16 +679,20 @@ where
         })
     }
 
-    /// The run so far in the [trace format](super::trace) (the header shows the
-    /// machine's config; the policy line is a placeholder unless the policy is a
-    /// [`SimPolicy`](super::SimPolicy)).
+    /// The run so far in the [trace format](super::trace): the header shows the
+    /// machine's config and its policy ([`Trace::for_machine`]: the
+    /// [`SimPolicy`](super::SimPolicy), or `policy recorded`), each input its
+    /// virtual time (`@1500ms`, printed when it changes), with the comments added
+    /// with [`comment`](Sim::comment). It [replays](Trace::replay) exactly.
     pub fn trace(&self) -> Trace {
-        let mut trace = Trace::new(*self.machine.config(), Default::default());
+        let mut trace = Trace::for_machine(self.app.machine());
         for record in &self.records {
-            let mut step = TraceStep::record(&record.input, &record.result, self.machine.state());
+            let mut step =
+                TraceStep::record(&record.input, &record.result, self.app.machine().state());
             step.state = None;
-            trace.steps.push(step);
+            trace.push_at(step, record.at);
         }
+        trace.comments.clone_from(&self.comments);
         trace
     }
 
@@ -559,9 +701,9 @@ where
         format!(
             "at {:?}: {} with {} pending waiter(s), {} pending stop(s)",
             self.now,
-            self.machine.state(),
-            self.machine.pending_waiters().len(),
-            self.machine.pending_stops().len()
+            self.app.machine().state(),
+            self.app.machine().pending_waiters().len(),
+            self.app.machine().pending_stops().len()
         )
     }
 }

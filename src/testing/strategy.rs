@@ -5,7 +5,13 @@
 //! [`valid_op`] makes only what a correct driver and user could do; [`stale_op`]
 //! makes late and repeated reports naming ids issued earlier; [`invalid_op`] makes
 //! reports naming ids never issued; [`op`] mixes all three, mostly valid.
+//!
+//! For an application that owns its waiters, [`lifecycle_op`] makes only `start`
+//! and `stop`, [`world_op`] only what happens in the world, and [`app_ops`] mixes
+//! them with the application's own operations ([`AppOp`], for
+//! [`run_app`](super::run_app)).
 
+use core::fmt;
 use core::num::NonZeroU32;
 use core::time::Duration;
 use std::format;
@@ -15,6 +21,7 @@ use std::vec::Vec;
 use proptest::prelude::*;
 use proptest::sample::select;
 
+use super::app::AppOp;
 use super::ops::{Op, ReportKind};
 use super::sim::{ConnectScript, PrepareScript};
 use super::trace::SimPolicy;
@@ -140,4 +147,39 @@ pub fn prepare_script() -> impl Strategy<Value = PrepareScript<String>> {
             .prop_map(|(after, p)| PrepareScript::Panic { after, message: format!("p{p}") }),
         1 => Just(PrepareScript::Hang),
     ]
+}
+
+// ----- for applications: ops that leave the waiters to the application ------------
+
+/// `start` or `stop` only: the user's calls that do not touch waiters, for an
+/// application that registers and withdraws its own.
+pub fn lifecycle_op() -> impl Strategy<Value = Op> {
+    prop_oneof![3 => Just(Op::Start), 2 => Just(Op::Stop)]
+}
+
+/// What happens in the world only: something real happening to an attempt in
+/// flight, an open connection, a prepare step or an armed timer ([`happen_op`]).
+/// No user calls, no stale or invalid reports.
+pub fn world_op() -> impl Strategy<Value = Op> {
+    happen_op()
+}
+
+/// An [`AppOp`] for an application's property test: mostly the world
+/// ([`world_op`], weight 4), some `start` and `stop` ([`lifecycle_op`], 1), and
+/// the application's own operations from `app` (3). The kit registers and
+/// withdraws no waiters: that is the application's business.
+pub fn app_op<U: fmt::Debug>(app: impl Strategy<Value = U>) -> impl Strategy<Value = AppOp<U>> {
+    prop_oneof![
+        4 => world_op().prop_map(AppOp::Kit),
+        1 => lifecycle_op().prop_map(AppOp::Kit),
+        3 => app.prop_map(AppOp::App),
+    ]
+}
+
+/// A sequence of [`app_op`]s with a length in `len`.
+pub fn app_ops<U: fmt::Debug>(
+    app: impl Strategy<Value = U>,
+    len: impl Into<proptest::collection::SizeRange>,
+) -> impl Strategy<Value = Vec<AppOp<U>>> {
+    proptest::collection::vec(app_op(app), len)
 }

@@ -14,7 +14,8 @@
 //!   => Connecting
 //! when_connected fail_after=1
 //!   = waiter#0
-//! connection_failed attempt#0 "refused"
+//! # the attempt fails after 20 ms
+//! @20ms connection_failed attempt#0 "refused"
 //!   cancel_timer timer#0
 //!   schedule timer#1 retry 1ms
 //!   attempt_failed attempt#0 connect("refused")
@@ -44,12 +45,29 @@
 //! * The header sets the [`Config`](crate::Config) (`config` followed by `prepare`,
 //!   `give_up_after_fatal=N`, `connect_timeout=D`, `prepare_timeout=D`,
 //!   `reset_backoff_after=D`, `probe=INTERVAL/TIMEOUT`) and the [`SimPolicy`]
-//!   (`policy linear STEP [give_up_after=N]`).
+//!   (`policy linear STEP [give_up_after=N]`), or `policy recorded`
+//!   for a run under a policy a trace cannot name (a jittered
+//!   [`Backoff`](crate::Backoff), a closure): the replay then answers the
+//!   machine's questions with the trace's own `schedule … retry D` and `gave_up`
+//!   lines, in order ([`Trace::policy_recorded`]).
 //! * `reconnect_now` takes an optional `reset_backoff`; `failed_fatally attempt#N
 //!   "…"` reports a fatal failure, and a give-up on fatal failures reads
 //!   `gave_up N fatal`; probes read `probe attempt#N`, `probe_succeeded attempt#N`,
 //!   `probe_failed attempt#N`, with the timer kinds `probe_interval` and
 //!   `probe_timeout`.
+//! * An input line may start with the time it happened at, `@1500ms
+//!   timer_fired timer#1` (optional; a [`Sim`](super::Sim)'s traces have them,
+//!   printed where the time changes). A line without one happened at the time of
+//!   the line before. Times never go back, and a replay checks that no timer
+//!   fired before it was due ([`Trace::times`]).
+//! * Comments (`# …`) are kept ([`Trace::comments`]) and printed back where they
+//!   stood: between inputs (a comment among an input's outcome lines is printed
+//!   after them), those before the first input right after the header. An
+//!   application's notes and the operations of its own appear as comments
+//!   (`# app: Submit`).
+//!
+//! Printing a parsed trace gives its canonical text: printing, parsing and
+//! printing again gives the same text, and parsing it gives the same [`Trace`].
 //!
 //! [`Trace`] parses (`str::parse`) and prints (`Display`) this format, and
 //! [`Trace::replay`] runs it against a fresh [`Machine`](crate::Machine) and reports the first
@@ -61,4 +79,6 @@ mod types;
 
 pub use parse::{parse_action, parse_duration, parse_input, parse_rejection, ParseError};
 pub use print::{DisplayAction, DisplayDuration, DisplayInput, DisplayRejection};
-pub use types::{action_to_string, input_to_string, Issued, Outcome, SimPolicy, Trace, TraceStep};
+pub use types::{
+    action_to_string, input_to_string, Comment, Issued, Outcome, SimPolicy, Trace, TraceStep,
+};

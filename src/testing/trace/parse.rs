@@ -9,7 +9,7 @@ use std::format;
 use std::string::String;
 use std::vec::Vec;
 
-use super::types::{Issued, Outcome, SimPolicy, Trace, TraceStep};
+use super::types::{Comment, Issued, Outcome, SimPolicy, Trace, TraceStep};
 use crate::actions::{Action, Failure, Panic, PanicSite, TimerKind};
 use crate::error::Rejection;
 use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
@@ -53,12 +53,44 @@ impl FromStr for Trace {
             };
             let line = raw.trim_end();
             let content = line.trim_start();
-            if content.is_empty() || content.starts_with('#') {
+            if content.is_empty() {
+                continue;
+            }
+            if let Some(text) = content.strip_prefix('#') {
+                trace.comments.push(Comment {
+                    before: trace.steps.len(),
+                    text: text.strip_prefix(' ').unwrap_or(text).to_owned(),
+                });
                 continue;
             }
             let indented = content.len() != line.len();
+            // `@1500ms connection_made attempt#0`: the input happened at 1500 ms.
+            let (at, content) = match content.strip_prefix('@') {
+                Some(timed) if !indented => {
+                    let (time, rest) = timed.split_once(' ').unwrap_or((timed, ""));
+                    let at = parse_duration(time).map_err(at_line)?;
+                    let last = trace.steps.len().checked_sub(1);
+                    if last.and_then(|i| trace.time_of(i)).is_some_and(|t| t > at) {
+                        return Err(at_line(ParseError {
+                            line: 0,
+                            message: format!("time goes back to {time}"),
+                        }));
+                    }
+                    (Some(at), rest.trim_start())
+                }
+                _ => (None, content),
+            };
             if !indented {
                 let words: Vec<&str> = content.split_whitespace().collect();
+                if at.is_some() && matches!(words.first(), None | Some(&"config" | &"policy")) {
+                    return Err(at_line(ParseError {
+                        line: 0,
+                        message: "a time (`@…`) must be followed by an input".into(),
+                    }));
+                }
+                if let Some(at) = at {
+                    trace.times.insert(trace.steps.len(), at);
+                }
                 match words[0] {
                     "config" | "policy" if !trace.steps.is_empty() => {
                         return Err(at_line(ParseError {
@@ -67,7 +99,13 @@ impl FromStr for Trace {
                         }))
                     }
                     "config" => trace.config = parse_config(&words[1..]).map_err(at_line)?,
-                    "policy" => trace.policy = parse_policy(&words[1..]).map_err(at_line)?,
+                    "policy" => match parse_policy(&words[1..]).map_err(at_line)? {
+                        Some(policy) => {
+                            trace.policy = policy;
+                            trace.policy_recorded = false;
+                        }
+                        None => trace.policy_recorded = true,
+                    },
                     _ => trace.steps.push(TraceStep {
                         input: parse_input(content).map_err(at_line)?,
                         outcome: Outcome::Accepted {
@@ -159,8 +197,10 @@ fn parse_config(words: &[&str]) -> Result<Config, ParseError> {
     Ok(config)
 }
 
-fn parse_policy(words: &[&str]) -> Result<SimPolicy, ParseError> {
+/// `Some(policy)`, or `None` for `policy recorded`.
+fn parse_policy(words: &[&str]) -> Result<Option<SimPolicy>, ParseError> {
     match words {
+        ["recorded"] => Ok(None),
         ["linear", step, rest @ ..] => {
             let mut policy = SimPolicy::linear(parse_duration(step)?);
             for word in rest {
@@ -169,9 +209,9 @@ fn parse_policy(words: &[&str]) -> Result<SimPolicy, ParseError> {
                     None => return err(format!("unknown policy option {word:?}")),
                 }
             }
-            Ok(policy)
+            Ok(Some(policy))
         }
-        _ => err("expected `policy linear STEP [give_up_after=N]`"),
+        _ => err("expected `policy linear STEP [give_up_after=N]` or `policy recorded`"),
     }
 }
 

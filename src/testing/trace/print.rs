@@ -5,7 +5,7 @@ use core::fmt::{self, Write as _};
 use core::time::Duration;
 use std::string::ToString;
 
-use super::types::{Issued, Outcome, SimPolicy, Trace, TraceStep};
+use super::types::{Comment, Issued, Outcome, SimPolicy, Trace, TraceStep};
 use crate::actions::{Action, Failure, TimerKind};
 use crate::error::Rejection;
 use crate::input::Input;
@@ -241,6 +241,23 @@ impl fmt::Display for TraceStep {
     }
 }
 
+/// Prints the comments that stand before step `i` (all the remaining ones when `i`
+/// is the number of steps).
+fn write_comments(f: &mut fmt::Formatter<'_>, trace: &Trace, i: usize) -> fmt::Result {
+    let last = i == trace.steps.len();
+    let here = |c: &&Comment| c.before == i || (last && c.before > i);
+    for comment in trace.comments.iter().filter(here) {
+        for line in comment.text.split('\n') {
+            if line.is_empty() {
+                writeln!(f, "#")?;
+            } else {
+                writeln!(f, "# {line}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl fmt::Display for Trace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.config != Config::default() {
@@ -275,7 +292,18 @@ impl fmt::Display for Trace {
             }
             writeln!(f)?;
         }
-        writeln!(f, "{}", self.policy)?;
-        self.steps.iter().try_for_each(|s| write!(f, "{s}"))
+        if self.policy_recorded {
+            writeln!(f, "policy recorded")?;
+        } else {
+            writeln!(f, "{}", self.policy)?;
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            write_comments(f, self, i)?;
+            if let Some(at) = self.times.get(&i) {
+                write!(f, "@{} ", DisplayDuration(*at))?;
+            }
+            write!(f, "{step}")?;
+        }
+        write_comments(f, self, self.steps.len())
     }
 }

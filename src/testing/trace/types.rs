@@ -1,14 +1,17 @@
 //! The trace's data: [`Trace`], [`TraceStep`], [`Outcome`], [`SimPolicy`], and the
 //! conversions of inputs and actions to their `String`-error form.
 
+use core::any::Any;
 use core::fmt;
 use core::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
 use std::format;
 use std::string::{String, ToString};
 use std::vec::Vec;
 
-use crate::actions::{Action, Failure};
+use crate::actions::{Action, Failure, TimerKind};
 use crate::error::Rejection;
+use crate::ids::TimerId;
 use crate::input::Input;
 use crate::machine::{Config, Machine, Step};
 use crate::policy::RetryPolicy;
@@ -126,9 +129,22 @@ impl TraceStep {
     }
 }
 
-/// A whole trace: a header (config and policy) and the steps.
+/// A comment in a [`Trace`] (`# text`), and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    /// How many steps come before it: `0` for the comments before the first input
+    /// (printed after the header, even if they stood above it), `n` for those after
+    /// the `n`-th step's outcome (printed right before the next input).
+    pub before: usize,
+    /// The text, without the `#` and the one space after it.
+    pub text: String,
+}
+
+/// A whole trace: a header (config and policy) and the steps, with the times they
+/// happened at (where known) and comments.
 ///
-/// `Display` prints the [format](super); `str::parse` reads it back.
+/// `Display` prints the [format](super); `str::parse` reads it back, so that
+/// printing, parsing and printing again gives the same text.
 ///
 /// ```
 /// use redial::testing::Trace;
@@ -157,6 +173,20 @@ pub struct Trace {
     pub policy: SimPolicy,
     /// The inputs and what they produced.
     pub steps: Vec<TraceStep>,
+    /// `policy recorded`: the run's retry policy is not a [`SimPolicy`] (a jittered
+    /// [`Backoff`](crate::Backoff), a closure), so [`replay`](Trace::replay)
+    /// answers the machine's questions with what the trace recorded: its
+    /// `schedule … retry D` and `gave_up` lines, in order. [`policy`](Trace::policy)
+    /// is then ignored (and a parsed `policy recorded` trace has the default).
+    pub policy_recorded: bool,
+    /// When steps happened, where known (a [`Sim`](super::super::Sim)'s virtual
+    /// time): `i → t` says that the `i`-th step (from 0) happened at `t`, and so did
+    /// the steps after it up to the next entry. Printed as an `@t` prefix on that
+    /// step's input line (`@1500ms timer_fired timer#1`). Times never go back.
+    pub times: BTreeMap<usize, Duration>,
+    /// Comments (`# …` lines), in order: notes of the application under test, or
+    /// of whoever wrote the trace. Replay ignores them.
+    pub comments: Vec<Comment>,
 }
 
 impl Trace {
@@ -166,7 +196,49 @@ impl Trace {
             config,
             policy,
             steps: Vec::new(),
+            policy_recorded: false,
+            times: BTreeMap::new(),
+            comments: Vec::new(),
         }
+    }
+
+    /// An empty trace for a fresh copy of `machine`: its configuration, and its
+    /// policy if it is a [`SimPolicy`], else [`policy recorded`](Trace::policy_recorded)
+    /// so that the trace still replays exactly.
+    pub fn for_machine<E, P: RetryPolicy + 'static>(machine: &Machine<E, P>) -> Trace {
+        let any: &dyn Any = machine.policy();
+        match any.downcast_ref::<SimPolicy>() {
+            Some(policy) => Trace::new(*machine.config(), *policy),
+            None => Trace {
+                policy_recorded: true,
+                ..Trace::new(*machine.config(), SimPolicy::default())
+            },
+        }
+    }
+
+    /// Appends a comment after the last step (one [`Comment`] per line of `text`,
+    /// without trailing spaces, as it reads back).
+    pub fn comment(&mut self, text: &str) {
+        let before = self.steps.len();
+        self.comments.extend(text.lines().map(|line| Comment {
+            before,
+            text: line.trim_end().to_string(),
+        }));
+    }
+
+    /// Appends a step that happened at `at`, recording the time if it differs
+    /// from the time of the step before (or if it is the first step).
+    pub fn push_at(&mut self, step: TraceStep, at: Duration) {
+        let i = self.steps.len();
+        if i == 0 || self.time_of(i - 1) != Some(at) {
+            self.times.insert(i, at);
+        }
+        self.steps.push(step);
+    }
+
+    /// When the `i`-th step (from 0) happened, if the trace says.
+    pub fn time_of(&self, i: usize) -> Option<Duration> {
+        self.times.range(..=i).next_back().map(|(_, t)| *t)
     }
 
     /// A fresh machine as this trace's header describes.
@@ -185,9 +257,79 @@ impl Trace {
     ///
     /// A human-readable report of the first difference: the trace up to that step,
     /// then what was expected and what the machine did.
+    ///
+    /// A [`policy recorded`](Trace::policy_recorded) trace is replayed with a
+    /// policy that gives the recorded answers in order. Where the trace has
+    /// [times](Trace::times), they must not go back, and no timer may fire before it
+    /// is due (the time it was scheduled plus its delay).
     pub fn replay(&self) -> Result<(), String> {
-        let mut machine = self.machine().map_err(|e| format!("bad config: {e}"))?;
-        let mut seen = Trace::new(self.config, self.policy);
+        self.check_times()?;
+        let machine = self.machine().map_err(|e| format!("bad config: {e}"))?;
+        if self.policy_recorded {
+            let answers = RecordedAnswers(self.recorded_answers().collect());
+            let machine = Machine::with_config(answers, *machine.config())
+                .map_err(|e| format!("bad config: {e}"))?;
+            return self.replay_on(machine);
+        }
+        self.replay_on(machine)
+    }
+
+    /// Times do not go back, and no timer fires before it is due.
+    fn check_times(&self) -> Result<(), String> {
+        let mut due: BTreeMap<TimerId, Duration> = BTreeMap::new();
+        let mut last = Duration::ZERO;
+        for (i, step) in self.steps.iter().enumerate() {
+            let Some(now) = self.time_of(i) else {
+                continue;
+            };
+            if now < last {
+                return Err(format!("step {}: the time goes back", i + 1));
+            }
+            last = now;
+            let Outcome::Accepted { actions, .. } = &step.outcome else {
+                continue;
+            };
+            if let Input::TimerFired { timer } = step.input {
+                if let Some(at) = due.get(&timer).filter(|at| now < **at) {
+                    return Err(format!(
+                        "step {}: {timer} fired at {now:?}, before it was due at {at:?}",
+                        i + 1,
+                    ));
+                }
+            }
+            for action in actions {
+                if let Action::ScheduleTimer { timer, delay, .. } = action {
+                    due.insert(*timer, now.saturating_add(*delay));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the retry policy answered during the recorded run, in order: the delay
+    /// of each `schedule … retry D`, `None` for each `gave_up`.
+    fn recorded_answers(&self) -> impl Iterator<Item = Option<Duration>> + '_ {
+        self.steps
+            .iter()
+            .filter_map(|step| match &step.outcome {
+                Outcome::Accepted { actions, .. } => Some(actions),
+                Outcome::Rejected(_) => None,
+            })
+            .flatten()
+            .filter_map(|action| match action {
+                Action::ScheduleTimer {
+                    kind: TimerKind::Retry,
+                    delay,
+                    ..
+                } => Some(Some(*delay)),
+                // A give-up on fatal failures is the machine's own call: the
+                // policy was not asked.
+                Action::GaveUp { fatal: false, .. } => Some(None),
+                _ => None,
+            })
+    }
+
+    fn replay_on<P: RetryPolicy>(&self, mut machine: Machine<String, P>) -> Result<(), String> {
         for (i, expected) in self.steps.iter().enumerate() {
             let result = machine.handle(expected.input.clone());
             let mut actual = TraceStep::record(&expected.input, &result, machine.state());
@@ -195,14 +337,30 @@ impl Trace {
                 actual.state = None;
             }
             if actual != *expected {
+                // The trace up to this step, its comments and times included.
+                let mut seen = self.clone();
+                seen.steps.truncate(i);
+                seen.times.retain(|step, _| *step < i);
+                seen.comments.retain(|c| c.before <= i);
                 return Err(format!(
                     "{seen}# step {} differs\n# expected:\n{expected}# actual:\n{actual}",
                     i + 1
                 ));
             }
-            seen.steps.push(actual);
         }
         Ok(())
+    }
+}
+
+/// The retry policy of a `policy recorded` trace: the recorded answers, in order
+/// (then `None`: a machine that asks more than the run did gives up, and the
+/// replay reports where).
+#[derive(Debug)]
+struct RecordedAnswers(VecDeque<Option<Duration>>);
+
+impl RetryPolicy for RecordedAnswers {
+    fn next_delay(&mut self, _failed_attempts: u32) -> Option<Duration> {
+        self.0.pop_front().flatten()
     }
 }
 
