@@ -98,6 +98,7 @@ async fn the_primary_dies_the_secondary_takes_over_and_the_primary_comes_back() 
     let conn = service.when_connected().await.unwrap();
     echo_once(&conn).await.unwrap();
     assert_eq!((primary.accepted(), secondary.accepted()), (1, 0));
+    drop(conn);
 
     // The primary dies: one retry finds it gone, the next goes to the secondary.
     let failures_before = service.counters().failures;
@@ -114,14 +115,16 @@ async fn the_primary_dies_the_secondary_takes_over_and_the_primary_comes_back() 
             break killed.elapsed();
         }
     };
+    // An echo proves the server has accepted the connection (the client can be
+    // connected while it still waits in the listener's backlog).
+    let conn = service.when_connected().await.unwrap();
+    echo_once(&conn).await.unwrap();
     assert_eq!(secondary.accepted(), 1, "on the secondary");
     assert_eq!(
         service.counters().failures - failures_before,
         1,
         "one failed retry (the primary, refused) before the secondary"
     );
-    let conn = service.when_connected().await.unwrap();
-    echo_once(&conn).await.unwrap();
     println!(
         "failover: on the secondary {} ms after the primary was killed (retry delay {} ms, one refused retry)",
         to_secondary.as_millis(),
@@ -144,9 +147,9 @@ async fn the_primary_dies_the_secondary_takes_over_and_the_primary_comes_back() 
             break lost.elapsed();
         }
     };
-    assert_eq!(primary.accepted(), 1, "back on the primary");
     let conn = service.when_connected().await.unwrap();
     echo_once(&conn).await.unwrap();
+    assert_eq!(primary.accepted(), 1, "back on the primary");
     println!(
         "failback: on the primary {} ms after the secondary was lost",
         back.as_millis()
