@@ -58,6 +58,8 @@ pub enum PanicSite {
     Connection,
     /// A connection's handle: its `Clone`, when the driver hands a copy to a waiter.
     Handle,
+    /// A liveness probe: the closure, or the future it returns.
+    Probe,
 }
 
 /// User code panicked while a driver ran it on behalf of an attempt or a connection.
@@ -115,6 +117,7 @@ impl fmt::Display for Panic {
             PanicSite::Prepare => "the prepare step",
             PanicSite::Connection => "the connection's driver",
             PanicSite::Handle => "the connection's handle",
+            PanicSite::Probe => "the liveness probe",
         };
         write!(f, "{what} panicked: {}", self.0.message)
     }

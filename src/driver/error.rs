@@ -26,13 +26,16 @@ pub enum Error<E> {
     /// The waiter's `fail_after_failures` limit was reached; this is the failure that
     /// reached it. The service keeps retrying.
     Failed(Arc<Failure<E>>),
-    /// The retry policy gave up; this is the last failure. The service is stopped
-    /// until started again.
+    /// The service gave up: the retry policy did, or (`fatal`) failures that
+    /// retrying will not fix did (see [`Builder::fatal_if`](super::Builder::fatal_if));
+    /// this is the last failure. The service is stopped until started again.
     GaveUp {
-        /// Consecutive failures when the policy gave up.
+        /// Consecutive failures when it gave up.
         failed_attempts: u32,
         /// The last failure.
         last: Arc<Failure<E>>,
+        /// It gave up on fatal failures, without asking the retry policy.
+        fatal: bool,
     },
     /// The service's task has ended for good (see [`Ended`]): nothing is open and
     /// nothing will be. Every later request fails the same way at once.
@@ -53,10 +56,23 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             Error::GaveUp {
                 failed_attempts,
                 last,
+                fatal: false,
             } => {
                 write!(
                     f,
                     "the retry policy gave up after {failed_attempts} failed attempts"
+                )?;
+                last
+            }
+            Error::GaveUp {
+                failed_attempts,
+                last,
+                fatal: true,
+            } => {
+                write!(
+                    f,
+                    "gave up on a failure that retrying will not fix \
+                     ({failed_attempts} failed attempts)"
                 )?;
                 last
             }
@@ -85,9 +101,11 @@ impl<E> Clone for Error<E> {
             Error::GaveUp {
                 failed_attempts,
                 last,
+                fatal,
             } => Error::GaveUp {
                 failed_attempts: *failed_attempts,
                 last: Arc::clone(last),
+                fatal: *fatal,
             },
             Error::Ended(ended) => Error::Ended(ended.clone()),
         }

@@ -37,6 +37,10 @@ pub enum Loss {
     Panicked(Panic),
     /// [`ClientService::disconnect`](super::ClientService::disconnect) closed it.
     Disconnected,
+    /// A liveness probe failed with this error (its `Display`, whole chain).
+    ProbeFailed(Arc<str>),
+    /// A liveness probe did not answer in time.
+    ProbeTimedOut,
 }
 
 impl fmt::Debug for Loss {
@@ -46,6 +50,8 @@ impl fmt::Debug for Loss {
             Loss::Error(error) => f.debug_tuple("Error").field(error).finish(),
             Loss::Panicked(panic) => f.debug_tuple("Panicked").field(panic).finish(),
             Loss::Disconnected => f.write_str("Disconnected"),
+            Loss::ProbeFailed(error) => f.debug_tuple("ProbeFailed").field(error).finish(),
+            Loss::ProbeTimedOut => f.write_str("ProbeTimedOut"),
         }
     }
 }
@@ -63,6 +69,8 @@ impl fmt::Display for Loss {
             }
             Loss::Panicked(panic) => fmt::Display::fmt(panic, f),
             Loss::Disconnected => f.write_str("the connection was closed by `disconnect`"),
+            Loss::ProbeFailed(error) => write!(f, "the liveness probe failed: {error}"),
+            Loss::ProbeTimedOut => f.write_str("the liveness probe timed out"),
         }
     }
 }
@@ -71,7 +79,11 @@ impl std::error::Error for Loss {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Loss::Error(error) => Some(&**error),
-            Loss::Closed | Loss::Panicked(_) | Loss::Disconnected => None,
+            Loss::Closed
+            | Loss::Panicked(_)
+            | Loss::Disconnected
+            | Loss::ProbeFailed(_)
+            | Loss::ProbeTimedOut => None,
         }
     }
 }
@@ -145,12 +157,16 @@ pub enum Event<E> {
         /// Why.
         reason: Loss,
     },
-    /// The retry policy gave up: the service is stopped until started again.
+    /// The service gave up: the retry policy did, or (`fatal`) failures that
+    /// retrying will not fix did ([`Builder::fatal_if`](super::Builder::fatal_if)).
+    /// The service is stopped until started again.
     GaveUp {
         /// Consecutive failures when it gave up.
         failed_attempts: u32,
         /// The last failure (none if it gave up after losing a connection).
         last: Option<Arc<Failure<E>>>,
+        /// It gave up on fatal failures, without asking the retry policy.
+        fatal: bool,
     },
     /// A stop finished: nothing is left open.
     Stopped,
@@ -197,9 +213,11 @@ impl<E> Clone for Event<E> {
             Event::GaveUp {
                 failed_attempts,
                 last,
+                fatal,
             } => Event::GaveUp {
                 failed_attempts: *failed_attempts,
                 last: last.clone(),
+                fatal: *fatal,
             },
             Event::Stopped => Event::Stopped,
             Event::Ended(ended) => Event::Ended(ended.clone()),
@@ -249,10 +267,12 @@ impl<E: fmt::Debug> fmt::Debug for Event<E> {
             Event::GaveUp {
                 failed_attempts,
                 last,
+                fatal,
             } => f
                 .debug_struct("GaveUp")
                 .field("failed_attempts", failed_attempts)
                 .field("last", last)
+                .field("fatal", fatal)
                 .finish(),
             Event::Stopped => f.write_str("Stopped"),
             Event::Ended(ended) => f.debug_tuple("Ended").field(ended).finish(),

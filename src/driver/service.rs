@@ -24,7 +24,9 @@ use super::error::{BuildError, Ended, Error};
 use super::events::{DriverOutput, Events, Loss};
 use super::runtime::Runtime;
 use super::shared::{Answer, Command, Shared};
-use super::task::{BoxFuture, ConnectFn, DynPolicy, PrepareFn, Task, TaskFuture};
+use super::task::{
+    BoxFuture, ConnectFn, DynPolicy, FatalFn, Hooks, PrepareFn, ProbeFn, Task, TaskFuture,
+};
 use super::watch::{StateWatch, Watch};
 use crate::actions::Failure;
 use crate::ids::AttemptId;
@@ -38,6 +40,8 @@ pub struct Builder<R, H, E> {
     runtime: R,
     connect: ConnectFn<H, E>,
     prepare: Option<PrepareFn<H, E>>,
+    probe: Option<ProbeFn<H, E>>,
+    fatal_if: Option<FatalFn<E>>,
     policy: Option<DynPolicy>,
     config: Config,
     name: Option<String>,
@@ -181,6 +185,85 @@ where
         self
     }
 
+    /// Checks that the connection is alive every `interval` while it is up, with
+    /// `probe` (a `PING`, a `SELECT 1`, a WebSocket ping: any request that the peer
+    /// answers only if it is really there), giving each probe `timeout` to answer.
+    /// A probe that fails, panics or does not answer in time closes the connection:
+    /// a loss ([`Loss::ProbeFailed`], [`Loss::ProbeTimedOut`]), and the service
+    /// reconnects. This finds the connections that look up but are not: a peer that
+    /// vanished without a reset (a pulled cable, a frozen process, a NAT mapping
+    /// dropped), which would otherwise stay "connected" until the operating system
+    /// gives up on it, often many minutes later. A connection is declared dead at
+    /// most `interval + timeout` after it stopped answering.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// let service = redial::tokio::builder(|| async {
+    ///     let tcp = tokio::net::TcpStream::connect("127.0.0.1:6379").await?;
+    ///     Ok::<_, std::io::Error>(redial::tokio::stream(tcp))
+    /// })
+    /// .probe(Duration::from_secs(10), Duration::from_secs(2), |conn| async move {
+    ///     let mut io = conn.lock().await?;
+    ///     io.write_all(b"PING\r\n").await?;
+    ///     let mut pong = [0u8; 7];
+    ///     io.read_exact(&mut pong).await?; // "+PONG\r\n"
+    ///     Ok(())
+    /// })
+    /// .start()?;
+    /// # drop(service); Ok(()) }
+    /// ```
+    pub fn probe<P, Fut>(mut self, interval: Duration, timeout: Duration, mut probe: P) -> Self
+    where
+        P: FnMut(H) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        self.probe = Some(Box::new(move |handle| -> BoxFuture<Result<(), E>> {
+            Box::pin(probe(handle))
+        }));
+        self.config.probe = Some(crate::machine::ProbeConfig::new(interval, timeout));
+        self
+    }
+
+    /// Says which failures retrying will not fix (a wrong password, a name that
+    /// does not resolve, a certificate the client rejects): for a connect or
+    /// prepare error for which `fatal` returns `true`, the service gives up at once
+    /// (or after [`give_up_after_fatal`](Builder::give_up_after_fatal) such
+    /// failures in a row) instead of burning its whole backoff schedule while
+    /// callers wait: every waiter gets that failure
+    /// ([`Error::GaveUp`] with `fatal: true`), the service is stopped until
+    /// started again, and [`Event::GaveUp`](super::Event::GaveUp) says why.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::io;
+    /// let service = redial::tokio::builder(|| async {
+    ///     let tcp = tokio::net::TcpStream::connect("db.example:5432").await?;
+    ///     Ok::<_, io::Error>(redial::tokio::stream(tcp))
+    /// })
+    /// // A name that does not resolve will not resolve on the next try either.
+    /// .fatal_if(|e: &io::Error| e.kind() == io::ErrorKind::NotFound)
+    /// .start()?;
+    /// # drop(service); Ok(()) }
+    /// ```
+    pub fn fatal_if<F>(mut self, fatal: F) -> Self
+    where
+        F: FnMut(&E) -> bool + Send + 'static,
+    {
+        self.fatal_if = Some(Box::new(fatal));
+        self
+    }
+
+    /// With [`fatal_if`](Builder::fatal_if): give up only after `n` fatal failures
+    /// in a row (default 1: at once). A failure that is not fatal, or a
+    /// connection, starts the count again.
+    pub fn give_up_after_fatal(mut self, n: NonZeroU32) -> Self {
+        self.config.give_up_after_fatal = n;
+        self
+    }
+
     /// Cancels an attempt that takes longer than `timeout` (a failed attempt,
     /// [`Failure::ConnectTimeout`](crate::Failure::ConnectTimeout)).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -227,7 +310,11 @@ where
             Arc::clone(&shared),
             machine,
             self.connect,
-            self.prepare,
+            Hooks {
+                prepare: self.prepare,
+                probe: self.probe,
+                fatal_if: self.fatal_if,
+            },
         );
         self.runtime.spawn(TaskFuture(task))?;
         Ok(ClientService {
@@ -351,6 +438,8 @@ where
                 })
             }),
             prepare: None,
+            probe: None,
+            fatal_if: None,
             policy: None,
             config: Config::new().with_reset_backoff_after(Some(DEFAULT_RESET_BACKOFF_AFTER)),
             name: None,
@@ -378,6 +467,29 @@ impl<H, E> ClientService<H, E> {
             // The task has ended: nothing is open.
             Err(_) => Stopping { rx: None },
         }
+    }
+
+    /// Connect now instead of waiting out the retry delay: for a network-change
+    /// event or an operator's command, so that a long backoff is not waited out
+    /// when there is reason to believe the peer is back. With `reset_backoff`, the
+    /// count of consecutive failures starts again too, so the next delays are the
+    /// policy's first ones.
+    ///
+    /// What it does depends on what the service is doing when it takes the
+    /// request:
+    ///
+    /// * waiting for a retry: the retry timer is cancelled and an attempt starts
+    ///   at once;
+    /// * connecting (an attempt or a prepare step in flight), or connected: only
+    ///   the reset, if asked; the attempt or connection is left alone (to replace a
+    ///   live connection, use [`disconnect`](ClientService::disconnect));
+    /// * not started, stopping or stopped: nothing (it never starts a service:
+    ///   [`start`](ClientService::start) does).
+    pub fn reconnect_now(&self, reset_backoff: bool) {
+        let _ = self
+            .shared
+            .shared
+            .send(Command::ReconnectNow { reset_backoff });
     }
 
     /// Waits for the connection: resolves with a clone of its handle once it is up

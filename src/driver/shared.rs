@@ -45,6 +45,8 @@ pub(crate) enum Command<H, E> {
     Withdraw { ticket: u64 },
     /// `ClientService::disconnect`.
     Disconnect(AttemptId),
+    /// `ClientService::reconnect_now`.
+    ReconnectNow { reset_backoff: bool },
     /// The last `ClientService` handle was dropped: stop, then end the task.
     Shutdown,
 }

@@ -57,6 +57,17 @@ pub(crate) type Attempt<H, E> = BoxFuture<Made<H, E>>;
 pub(crate) type ConnectFn<H, E> = Box<dyn FnMut(ConnectContext) -> Attempt<H, E> + Send>;
 /// The prepare hook, its concrete types erased.
 pub(crate) type PrepareFn<H, E> = Box<dyn FnMut(H) -> BoxFuture<Result<(), E>> + Send>;
+/// The liveness probe, its concrete types erased (the same shape as a prepare hook).
+pub(crate) type ProbeFn<H, E> = PrepareFn<H, E>;
+/// Says whether a failure is one retrying will not fix.
+pub(crate) type FatalFn<E> = Box<dyn FnMut(&E) -> bool + Send>;
+
+/// The hooks a service may have beyond its connector.
+pub(crate) struct Hooks<H, E> {
+    pub(crate) prepare: Option<PrepareFn<H, E>>,
+    pub(crate) probe: Option<ProbeFn<H, E>>,
+    pub(crate) fatal_if: Option<FatalFn<E>>,
+}
 
 /// A user future, polled inside `catch_unwind`.
 type Contained<T> = CatchUnwind<AssertUnwindSafe<BoxFuture<T>>>;
@@ -83,6 +94,8 @@ struct Conn<H, E> {
     driver: Option<Contained<Loss>>,
     /// While the prepare step runs.
     prepare: Option<Contained<Result<(), E>>>,
+    /// While a liveness probe runs.
+    probe: Option<Contained<Result<(), E>>>,
 }
 
 /// An answer channel to register once the machine has issued its id (before the
@@ -101,7 +114,9 @@ pub(crate) struct Task<R: Runtime, H, E> {
     /// Commands taken from the mailbox, not yet performed.
     commands: VecDeque<Command<H, E>>,
     connect: ConnectFn<H, E>,
-    prepare: Option<PrepareFn<H, E>>,
+    hooks: Hooks<H, E>,
+    /// The probe timeout the machine armed, while a probe is out.
+    probe_timer: Option<TimerId>,
     attempt: Option<(AttemptId, Contained<Made<H, E>>)>,
     conn: Option<Conn<H, E>>,
     timer: Option<(TimerId, Pin<Box<R::Sleep>>)>,
@@ -135,7 +150,7 @@ where
         shared: Arc<Shared<H, E>>,
         machine: Machine<E, DynPolicy>,
         connect: ConnectFn<H, E>,
-        prepare: Option<PrepareFn<H, E>>,
+        hooks: Hooks<H, E>,
     ) -> Self {
         #[cfg(feature = "tracing")]
         let span = tracing::info_span!(
@@ -150,7 +165,8 @@ where
             reports: VecDeque::new(),
             commands: VecDeque::new(),
             connect,
-            prepare,
+            hooks,
+            probe_timer: None,
             attempt: None,
             conn: None,
             timer: None,
@@ -308,7 +324,7 @@ where
                 }
             }
             Action::Prepare { attempt } => {
-                let (Some(conn), Some(prepare)) = (&mut self.conn, &mut self.prepare) else {
+                let (Some(conn), Some(prepare)) = (&mut self.conn, &mut self.hooks.prepare) else {
                     return;
                 };
                 if conn.attempt != attempt {
@@ -332,14 +348,35 @@ where
                         .push_back(Input::ClientDisconnected { attempt });
                 }
             }
-            Action::Probe { .. } => {
-                // probes are not configured by the service yet
+            Action::Probe { attempt } => {
+                let Some(conn) = self.conn.as_mut().filter(|c| c.attempt == attempt) else {
+                    return; // gone already: its loss report is queued or fed
+                };
+                let Some(probe) = &mut self.hooks.probe else {
+                    // The service sets `Config::probe` only with a probe hook.
+                    self.reports.push_back(Input::ProbeSucceeded { attempt });
+                    return;
+                };
+                let handle = &conn.handle;
+                match catch_unwind(AssertUnwindSafe(|| probe(handle.clone()))) {
+                    Ok(future) => conn.probe = Some(AssertUnwindSafe(future).catch_unwind()),
+                    Err(payload) => {
+                        let panic = Panic::new(PanicSite::Probe, panic_message(&*payload));
+                        event!(error, attempt = %attempt, %panic, "probe panicked");
+                        self.loss = Some((attempt, Loss::Panicked(panic)));
+                        self.reports.push_back(Input::ProbeFailed { attempt });
+                    }
+                }
             }
             Action::ScheduleTimer {
                 timer,
                 kind: _kind,
                 delay,
             } => {
+                if _kind == crate::actions::TimerKind::ProbeTimeout {
+                    // Its firing means the probe did not answer: that is the reason.
+                    self.probe_timer = Some(timer);
+                }
                 if _kind == crate::actions::TimerKind::Retry {
                     // Told once the rest of this input's actions are done, so that
                     // the failure that led to it is told first.
@@ -351,6 +388,7 @@ where
                     // No trip through the runtime's timer (Tokio's rounds up to 1 ms):
                     // it fires once what is queued before it has been fed.
                     self.timer = None;
+                    self.note_probe_timeout(timer);
                     self.reports.push_back(Input::TimerFired { timer });
                 } else {
                     self.timer = Some((timer, Box::pin(self.runtime.sleep(delay))));
@@ -384,6 +422,7 @@ where
                     Error::GaveUp {
                         failed_attempts: self.machine.failed_attempts(),
                         last,
+                        fatal: self.gave_up_on_fatal(),
                     }
                 } else {
                     Error::Failed(last)
@@ -407,14 +446,47 @@ where
                     });
             }
             Action::GaveUp {
-                failed_attempts, ..
+                failed_attempts,
+                fatal,
             } => {
                 let last = self.failure.take();
                 self.tell(Event::GaveUp {
                     failed_attempts,
                     last,
+                    fatal,
                 });
             }
+        }
+    }
+
+    /// Whether the machine, now Stopped, gave up on fatal failures (its streak of
+    /// them reached the threshold) rather than on the policy's word.
+    fn gave_up_on_fatal(&self) -> bool {
+        self.machine.fatal_streak() >= self.machine.config().give_up_after_fatal.get()
+    }
+
+    /// A failed connect or prepare step: fatal if the user's classifier says so
+    /// (run inside `catch_unwind`: a classifier that panics says "not fatal").
+    fn failure_report(&mut self, attempt: AttemptId, error: E, prepare: bool) -> Input<E> {
+        let fatal = match &mut self.hooks.fatal_if {
+            Some(fatal_if) => match catch_unwind(AssertUnwindSafe(|| fatal_if(&error))) {
+                Ok(fatal) => fatal,
+                Err(_payload) => {
+                    event!(
+                        error,
+                        attempt = %attempt,
+                        panic = %panic_message(&*_payload),
+                        "the fatal_if classifier panicked: the failure counts as not fatal"
+                    );
+                    false
+                }
+            },
+            None => false,
+        };
+        match (fatal, prepare) {
+            (true, _) => Input::FailedFatally { attempt, error },
+            (false, false) => Input::ConnectionFailed { attempt, error },
+            (false, true) => Input::PrepareFailed { attempt, error },
         }
     }
 
@@ -482,6 +554,9 @@ where
                 self.loss = Some((attempt, Loss::Disconnected));
                 self.feed(Input::ClientDisconnected { attempt }, None)
             }
+            Command::ReconnectNow { reset_backoff } => {
+                self.feed(Input::ReconnectNow { reset_backoff }, None)
+            }
             Command::Shutdown => {
                 self.shutdown = true;
                 self.feed(Input::Stop, None)
@@ -521,12 +596,13 @@ where
                             handle,
                             driver: Some(AssertUnwindSafe(driver).catch_unwind()),
                             prepare: None,
+                            probe: None,
                         });
                         Input::ConnectionMade { attempt }
                     }
                     Ok(Err(error)) => {
                         event!(debug, attempt = %attempt, "connection attempt failed");
-                        Input::ConnectionFailed { attempt, error }
+                        self.failure_report(attempt, error, false)
                     }
                     Err(payload) => {
                         let panic = Panic::new(PanicSite::Connector, panic_message(&*payload));
@@ -547,12 +623,33 @@ where
                         Ok(Ok(())) => Input::PrepareSucceeded { attempt },
                         Ok(Err(error)) => {
                             event!(debug, attempt = %attempt, "prepare failed");
-                            Input::PrepareFailed { attempt, error }
+                            self.failure_report(attempt, error, true)
                         }
                         Err(payload) => {
                             let panic = Panic::new(PanicSite::Prepare, panic_message(&*payload));
                             event!(error, attempt = %attempt, %panic, "prepare panicked");
                             Input::Panicked { attempt, panic }
+                        }
+                    };
+                    self.reports.push_back(report);
+                    return true;
+                }
+            }
+            if let Some(probe) = &mut conn.probe {
+                if let Poll::Ready(result) = Pin::new(probe).poll(cx) {
+                    conn.probe = None;
+                    let report = match result {
+                        Ok(Ok(())) => Input::ProbeSucceeded { attempt },
+                        Ok(Err(error)) => {
+                            let reason: Arc<str> = std::format!("{error:#}").into();
+                            self.loss = Some((attempt, Loss::ProbeFailed(reason)));
+                            Input::ProbeFailed { attempt }
+                        }
+                        Err(payload) => {
+                            let panic = Panic::new(PanicSite::Probe, panic_message(&*payload));
+                            event!(error, attempt = %attempt, %panic, "probe panicked");
+                            self.loss = Some((attempt, Loss::Panicked(panic)));
+                            Input::ProbeFailed { attempt }
                         }
                     };
                     self.reports.push_back(report);
@@ -593,11 +690,21 @@ where
             if sleep.as_mut().poll(cx).is_ready() {
                 let timer = *timer;
                 self.timer = None;
+                self.note_probe_timeout(timer);
                 self.reports.push_back(Input::TimerFired { timer });
                 return true;
             }
         }
         false
+    }
+
+    /// If `timer` is the probe timeout, the loss it causes is the probe's silence.
+    fn note_probe_timeout(&mut self, timer: TimerId) {
+        if self.probe_timer.take() == Some(timer) {
+            if let Some(conn) = &self.conn {
+                self.loss = Some((conn.attempt, Loss::ProbeTimedOut));
+            }
+        }
     }
 
     /// Nothing to do until something happens: give back the queues' storage, so
@@ -663,11 +770,16 @@ where
             Event::GaveUp {
                 failed_attempts,
                 last,
+                fatal,
             } => {
                 let error = last
                     .as_deref()
                     .map(|f| std::string::ToString::to_string(&super::log::Chain(f)));
-                tracing::error!(target: "redial", failed_attempts, error, "the retry policy gave up")
+                if *fatal {
+                    tracing::error!(target: "redial", failed_attempts, error, "gave up: a failure retrying will not fix")
+                } else {
+                    tracing::error!(target: "redial", failed_attempts, error, "the retry policy gave up")
+                }
             }
             Event::Stopped => tracing::info!(target: "redial", "stopped"),
             Event::Ended(_) | Event::Missed { .. } => {}

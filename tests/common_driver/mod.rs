@@ -584,7 +584,9 @@ pub async fn gives_up<T: TestRt>() {
         Error::GaveUp {
             failed_attempts,
             last,
+            fatal,
         } => {
+            assert!(!fatal, "the policy gave up");
             assert_eq!(failed_attempts, 3);
             assert!(matches!(*last, Failure::Connect(_)));
         }

@@ -452,6 +452,7 @@ fn parse_panic_site(word: &str) -> Result<PanicSite, ParseError> {
         "prepare" => PanicSite::Prepare,
         "connection" => PanicSite::Connection,
         "handle" => PanicSite::Handle,
+        "probe" => PanicSite::Probe,
         other => return err(format!("unknown panic site {other:?}")),
     })
 }

@@ -93,6 +93,7 @@ fn panic_site_name(site: crate::PanicSite) -> &'static str {
         crate::PanicSite::Prepare => "prepare",
         crate::PanicSite::Connection => "connection",
         crate::PanicSite::Handle => "handle",
+        crate::PanicSite::Probe => "probe",
     }
 }
 
