@@ -13,7 +13,6 @@ use redial::driver::{ClientService, Error, Event, Loss};
 use redial::testing::{poll_once, ConnectOutcome, ManualRuntime, Net, NetError, NetHandle};
 use redial::{Backoff, Failure, Jitter, State};
 
-type Service = ClientService<NetHandle, NetError>;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
