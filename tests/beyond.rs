@@ -13,7 +13,6 @@ use redial::driver::{ClientService, Error, Event, Loss};
 use redial::testing::{poll_once, ConnectOutcome, ManualRuntime, Net, NetError, NetHandle};
 use redial::{Backoff, Failure, Jitter, State};
 
-
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
@@ -130,7 +129,7 @@ fn a_fatal_failure_gives_up_at_once_and_says_why() {
     };
     assert_eq!(
         format!("{failed:#}"),
-        "gave up on a failure that retrying will not fix (1 failed attempts): connection attempt failed: wrong password"
+        "gave up on a failure that retrying will not fix (1 failed attempt): connection attempt failed: wrong password"
     );
     // A start begins again (the operator fixed the password).
     service.start();

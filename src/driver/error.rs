@@ -60,7 +60,8 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             } => {
                 write!(
                     f,
-                    "the retry policy gave up after {failed_attempts} failed attempts"
+                    "the retry policy gave up after {failed_attempts} failed attempt{}",
+                    plural(*failed_attempts)
                 )?;
                 last
             }
@@ -72,7 +73,8 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 write!(
                     f,
                     "gave up on a failure that retrying will not fix \
-                     ({failed_attempts} failed attempts)"
+                     ({failed_attempts} failed attempt{})",
+                    plural(*failed_attempts)
                 )?;
                 last
             }
@@ -185,6 +187,14 @@ pub enum BuildError {
     /// outside a Tokio runtime).
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 /// The message of a caught panic: its payload when that is a string.

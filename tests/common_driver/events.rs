@@ -142,3 +142,28 @@ pub async fn a_slow_subscriber_is_told_what_it_missed<T: TestRt>() {
     // A subscription made after the end ends at once.
     let _ = Ended::Dropped;
 }
+
+/// `reconnect_now`: a service waiting out a long backoff connects at once when
+/// told the peer is back.
+pub async fn reconnect_now_skips_a_long_backoff<T: TestRt>() {
+    let addr = free_addr::<T>();
+    let svc: ClientService<Conn<T>, io::Error> =
+        ClientService::builder(T::runtime(), move || T::connect(addr))
+            .policy(|_| Duration::from_secs(3600))
+            .start()
+            .unwrap();
+    until::<T>("waiting an hour", || svc.state() == State::Waiting).await;
+    let server = Server::start::<T>(addr, 0);
+    svc.reconnect_now(true);
+    let conn = within::<T, _>(
+        Duration::from_secs(5),
+        "connected at once",
+        svc.when_connected(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(T::request(conn, b"now").await.unwrap(), b"now");
+    assert_eq!(svc.counters().attempts, 2);
+    stop_within::<T, _>(&svc).await;
+    server.stop().await;
+}

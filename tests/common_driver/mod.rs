@@ -1237,7 +1237,8 @@ macro_rules! driver_suite {
             driver_panics_are_contained, handle_clone_panic_fails_waiters_and_reconnects,
             policy_panic_ends_the_service, callbacks_into_the_service_do_not_deadlock);
         $crate::driver_suite!(@events $rt, false;
-            events_tell_the_whole_story, a_slow_subscriber_is_told_what_it_missed);
+            events_tell_the_whole_story, a_slow_subscriber_is_told_what_it_missed,
+            reconnect_now_skips_a_long_backoff);
         $crate::driver_suite!(@tests $rt, true; reconnect_cycles_leave_nothing_behind);
     };
     (@events $rt:ty, $exclusive:expr; $($name:ident),* $(,)?) => {

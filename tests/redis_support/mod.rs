@@ -114,6 +114,29 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): its sockets stay open and its kernel still
+    /// completes handshakes, but it answers nothing, like a hung process or a peer
+    /// behind a network partition.
+    pub fn freeze(&mut self) {
+        self.signal("STOP");
+    }
+
+    /// Resumes a frozen server (SIGCONT).
+    pub fn thaw(&mut self) {
+        self.signal("CONT");
+    }
+
+    /// Sends a signal with the shell's `kill` (no `unsafe` here).
+    fn signal(&mut self, signal: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{signal} {}", child.id()))
+            .status()
+            .expect("run sh");
+        assert!(status.success(), "kill -{signal} {}: {status}", child.id());
+    }
+
     /// Starts the server again on the same port, retrying for a while if the port is
     /// still busy. Panics if it cannot.
     pub fn restart(&mut self) {
