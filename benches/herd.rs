@@ -132,7 +132,7 @@ use redial::policy::{Backoff, Jitter, RetryPolicy};
 use stubborn_io::strategies::ExpBackoffStrategy;
 use stubborn_io::tokio::{StubbornIo, UnderlyingIo};
 use stubborn_io::ReconnectOptions;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 // ----- a counting allocator: live heap bytes and their peak ------------------------
@@ -356,6 +356,26 @@ fn herds() -> Vec<Herd> {
             twin: None,
         },
         Herd {
+            name: "redial-probe",
+            label: "redial, Twisted's backoff + liveness probe 1 s/1 s",
+            kind: Kind::Redial(|b, seed| {
+                b.policy(Backoff::twisted(seed)).probe(
+                    Duration::from_secs(1),
+                    Duration::from_secs(1),
+                    |conn: redial::driver::SharedStream<Probe>| async move {
+                        // A one-byte ping the server echoes.
+                        let mut io = conn.lock().await?;
+                        io.write_all(b"?").await?;
+                        let mut pong = [0u8; 1];
+                        io.read_exact(&mut pong).await?;
+                        Ok(())
+                    },
+                )
+            }),
+            slow: true,
+            twin: None,
+        },
+        Herd {
             name: "stubborn-twisted",
             label: "stubborn-io, Twisted's delays",
             kind: Kind::Stubborn(|seed| stubborn_with(Backoff::twisted(seed))),
@@ -564,8 +584,14 @@ fn server_role() {
             let at = mono_ns();
             accepts.lock().unwrap().push((at, peer.port()));
             tokio::spawn(async move {
+                // Echoes what it is sent (a liveness probe's ping); clients that do
+                // not probe send nothing.
                 let mut buf = [0u8; 64];
-                while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+                while let Ok(n @ 1..) = conn.read(&mut buf).await {
+                    if conn.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
             });
             if rate > 0 {
                 let now = tokio::time::Instant::now();
