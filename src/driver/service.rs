@@ -485,6 +485,19 @@ impl<H, E> ClientService<H, E> {
     ///   live connection, use [`disconnect`](ClientService::disconnect));
     /// * not started, stopping or stopped: nothing (it never starts a service:
     ///   [`start`](ClientService::start) does).
+    ///
+    /// ```no_run
+    /// # async fn run(service: redial::driver::ClientService<u8, std::io::Error>,
+    /// #     network_changes: impl futures_util::Stream<Item = ()>) {
+    /// use futures_util::StreamExt;
+    /// // The host's network came back (a new Wi-Fi, a VPN up): try now, from the
+    /// // first delay, instead of waiting out a backoff that grew during the outage.
+    /// let mut network_changes = std::pin::pin!(network_changes);
+    /// while network_changes.next().await.is_some() {
+    ///     service.reconnect_now(true);
+    /// }
+    /// # }
+    /// ```
     pub fn reconnect_now(&self, reset_backoff: bool) {
         let _ = self
             .shared
