@@ -38,7 +38,7 @@ TITLES = {
     "slow": "Server killed, back after the downtime accepting at most {rate}/s (backlog {backlog})",
 }
 
-W, PANEL_H = 900, 330
+W, PANEL_H = 900, 380
 LEFT, RIGHT, TOP, BOTTOM = 70, 250, 40, 45
 
 
@@ -180,7 +180,9 @@ def panel(svg, y0, scenario, configs, labels, results, used):
                 for i, p in enumerate(pts)
                 if i == 0 or i == len(pts) - 1 or p[1] != pts[i - 1][1] or p[1] != pts[i + 1][1]
             ]
-            path = " ".join(f"{x(t):.1f},{y(v):.1f}" for (t, v) in pts)
+            # A client that reconnects (a liveness probe's) is accepted more than
+            # once: the accepted line is capped at N, where every client has been.
+            path = " ".join(f"{x(t):.1f},{y(min(v, n)):.1f}" for (t, v) in pts)
             if kind == "connected":
                 svg.append(
                     f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.8"{dash}>'

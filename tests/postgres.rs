@@ -29,7 +29,7 @@ use redial::driver::ClientService;
 use redial::policy::Backoff;
 use tokio_postgres::{Client, NoTls};
 
-use postgres_support::real_servers::{median_and_max, open_fds};
+use postgres_support::real_servers::{eventually, median_and_max, open_fds, run};
 use postgres_support::PgServer;
 
 /// The service: its handle is the tokio-postgres client (in an `Arc`: the client is
@@ -129,26 +129,6 @@ impl Drop for Admin {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// Polls `cond` until it holds; panics after `limit`.
-async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Runs a test body on its own multi-threaded Tokio runtime (2 workers), gone when
-/// this returns (so that file descriptors can be counted around it).
-fn run<F: Future<Output = ()>>(body: F) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(body);
 }
 
 /// Counts of the background queries.

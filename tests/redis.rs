@@ -29,7 +29,7 @@ use redial::{Failure, State};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, RedisResult};
 
-use redis_support::{open_fds, RedisServer, PASSWORD};
+use redis_support::{eventually, open_fds, run, RedisServer, PASSWORD};
 
 type Redis = ClientService<MultiplexedConnection, RedisError>;
 
@@ -129,26 +129,6 @@ async fn incr(redis: &Redis, key: &str) -> Result<i64, String> {
         .query_async(&mut conn)
         .await
         .map_err(|e| e.to_string())
-}
-
-/// Polls `cond` until it holds; panics after `timeout`.
-async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Runs a test body on its own multi-threaded Tokio runtime (2 workers), which is
-/// gone when this returns (so that file descriptors can be counted around it).
-fn run<F: Future<Output = ()>>(body: F) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(body);
 }
 
 /// Runs a test body with an overall time limit.

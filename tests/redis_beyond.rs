@@ -19,7 +19,7 @@ use redial::{Failure, Jitter, State};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, RedisResult};
 
-use redis_support::{RedisServer, PASSWORD};
+use redis_support::{run, RedisServer, PASSWORD};
 
 type Redis = ClientService<MultiplexedConnection, RedisError>;
 
@@ -31,15 +31,6 @@ static INFO: LazyLock<RedisConnectionInfo> =
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn run<F: Future<Output = ()>>(body: F) {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(body);
 }
 
 async fn connect(

@@ -14,7 +14,6 @@
 mod real_servers;
 
 use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +27,7 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use real_servers::{median_and_max, open_fds};
+use real_servers::{eventually, median_and_max, open_fds, run};
 
 /// The connection's handle: send `Message`s, receive `Message`s.
 type Ws = Messages<Message, Message, WsError>;
@@ -240,24 +239,6 @@ const RESTARTS: u32 = 50;
 const WORKERS: usize = 4;
 /// The bound on one echo: past it, it counts as hung.
 const HANG: Duration = Duration::from_secs(20);
-
-/// Polls `cond` until it holds; panics after `limit`.
-async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-fn run<F: Future<Output = ()>>(body: F) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(body);
-}
 
 #[test]
 fn fifty_restarts_every_echo_answered_none_hangs() {

@@ -254,3 +254,26 @@ pub fn median_and_max(
     let max = sorted.last().copied().unwrap_or_default();
     (median, max)
 }
+
+/// Runs a test body on its own multi-threaded Tokio runtime (2 workers), gone when
+/// this returns (so that file descriptors can be counted around it).
+pub fn run<F: std::future::Future<Output = ()>>(body: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(body);
+}
+
+/// Polls `cond` until it holds; panics after `limit`.
+pub async fn eventually(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}

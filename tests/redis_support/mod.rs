@@ -14,7 +14,7 @@
 mod real_servers;
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -362,37 +362,15 @@ fn parse_client(line: &str) -> ClientInfo {
     }
 }
 
-/// Open file descriptors of this process.
-pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
+use real_servers::free_port;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use real_servers::{eventually, open_fds, run};
 
-/// A free TCP port on 127.0.0.1 below the kernel's ephemeral range.
-fn free_port() -> u16 {
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (from, to) = if low > 12000 {
-        (10000u32, u32::from(low))
-    } else {
-        (u32::from(low) / 2, u32::from(low))
-    };
-    let mut seed = seed();
-    for _ in 0..1000 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let port = (from + ((seed >> 33) as u32) % (to - from)) as u16;
-        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {from}..{to}");
+fn unique_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("redial-redis-{:x}", seed()));
+    std::fs::create_dir_all(&dir).expect("temp dir for redis-server");
+    dir
 }
-
 fn seed() -> u64 {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now()
@@ -402,10 +380,4 @@ fn seed() -> u64 {
     nanos
         ^ (u64::from(std::process::id()) << 32)
         ^ u64::from(COUNTER.fetch_add(1, Ordering::Relaxed)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-fn unique_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("redial-redis-{:x}", seed()));
-    std::fs::create_dir_all(&dir).expect("temp dir for redis-server");
-    dir
 }
