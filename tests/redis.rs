@@ -483,7 +483,20 @@ fn two_hundred_restarts_every_command_answered_none_hangs_no_fd_leak() {
                         let losses = redis.counters().losses;
                         let t0 = Instant::now();
                         tally.issued.fetch_add(1, Ordering::SeqCst);
-                        let result = tokio::time::timeout(Duration::from_secs(20), incr(&redis, &key)).await;
+                        // Where a hung command stood: waiting for the connection, or
+                        // sent on one (which, and whether the service still had it).
+                        let mut stage: Option<redial::AttemptId> = None;
+                        let result = tokio::time::timeout(Duration::from_secs(20), async {
+                            let (attempt, mut conn) =
+                                redis.when_connected().with_id().await.map_err(|e| e.to_string())?;
+                            stage = Some(attempt);
+                            redis::cmd("INCR")
+                                .arg(&key)
+                                .query_async::<i64>(&mut conn)
+                                .await
+                                .map_err(|e| e.to_string())
+                        })
+                        .await;
                         let clean = phase.is_multiple_of(2) && PHASE.load(Ordering::SeqCst) == phase;
                         match result {
                             Ok(Ok(_)) => {
@@ -510,6 +523,16 @@ fn two_hundred_restarts_every_command_answered_none_hangs_no_fd_leak() {
                             }
                             Err(_) => {
                                 tally.hung.fetch_add(1, Ordering::SeqCst);
+                                eprintln!(
+                                    "a command hung {}; the service: {:?}, {} waiters pending, counters {:?}",
+                                    match stage {
+                                        None => "waiting for the connection".to_owned(),
+                                        Some(attempt) => format!("sent on {attempt}"),
+                                    },
+                                    redis.state(),
+                                    redis.pending_waiters(),
+                                    redis.counters()
+                                );
                             }
                         }
                         if clean {
