@@ -635,3 +635,110 @@ async fn under_a_service_a_lost_transport_is_reconnected_and_stop_fails_pending_
     assert!(matches!(r, Err(Disconnected::Closed)), "{r:?}");
     assert!(conn.is_closed());
 }
+
+/// Sends and receives racing the loss of their connection, thousands of times on
+/// a multi-threaded runtime: each resolves (sent, or the reason the connection is
+/// gone) and none waits for ever. (A handle built on a Tokio `mpsc::Sender` does
+/// not pass this: a send that reserved its slot just before the driver was dropped
+/// stays in the channel, unanswered, while any clone of the handle lives;
+/// tokio-rs/tokio#7714. `tests/redis.rs` meets it with the redis crate.)
+#[test]
+fn under_churn_every_send_and_recv_racing_a_loss_resolves() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::time::Instant;
+
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            // The peer end of the current connection: dropping it ends the
+            // transport's stream, which ends the driver (a loss).
+            let current: Arc<Mutex<Option<Peer>>> = Arc::default();
+            let slot = Arc::clone(&current);
+            let service = redial::tokio::builder(move || {
+                let slot = Arc::clone(&slot);
+                async move {
+                    let (handle, driver, peer, _wire) = transport(None);
+                    *slot.lock().unwrap() = Some(peer);
+                    Ok::<_, TestError>((handle, driver))
+                }
+            })
+            .policy(|_| Duration::ZERO)
+            .reset_backoff_after(None)
+            .start()
+            .unwrap();
+
+            let until = Instant::now() + Duration::from_secs(3);
+            let (sent, send_failed, recv_failed) = (
+                Arc::new(AtomicU64::new(0)),
+                Arc::new(AtomicU64::new(0)),
+                Arc::new(AtomicU64::new(0)),
+            );
+            let workers: Vec<_> = (0..16)
+                .map(|w| {
+                    let service = service.clone();
+                    let (sent, send_failed, recv_failed) = (
+                        Arc::clone(&sent),
+                        Arc::clone(&send_failed),
+                        Arc::clone(&recv_failed),
+                    );
+                    tokio::spawn(async move {
+                        while Instant::now() < until {
+                            let conn = timeout(LIMIT, service.when_connected())
+                                .await
+                                .expect("when_connected hung")
+                                .unwrap();
+                            let r = timeout(LIMIT, conn.send(format!("from {w}")))
+                                .await
+                                .expect("a send racing a loss hung");
+                            if r.is_ok() {
+                                sent.fetch_add(1, Relaxed);
+                            } else {
+                                send_failed.fetch_add(1, Relaxed);
+                            }
+                            // Nothing comes in: this recv ends with the loss.
+                            let r = timeout(LIMIT, conn.recv())
+                                .await
+                                .expect("a recv racing a loss hung");
+                            assert!(r.is_err(), "{r:?}");
+                            recv_failed.fetch_add(1, Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            let killer = tokio::spawn(async move {
+                let mut i = 0u32;
+                while Instant::now() < until + Duration::from_millis(50) {
+                    i = i.wrapping_add(1);
+                    if i.is_multiple_of(3) {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_micros(200)).await;
+                    }
+                    drop(current.lock().unwrap().take());
+                }
+            });
+            for w in workers {
+                timeout(Duration::from_secs(30), w)
+                    .await
+                    .expect("a worker hung")
+                    .unwrap();
+            }
+            killer.await.unwrap();
+            let losses = service.counters().losses;
+            println!(
+                "{losses} losses: {} sends flushed, {} failed with the loss; {} recvs ended by it",
+                sent.load(Relaxed),
+                send_failed.load(Relaxed),
+                recv_failed.load(Relaxed)
+            );
+            assert!(
+                losses > 1_000,
+                "too little churn to mean anything: {losses} losses"
+            );
+            assert!(send_failed.load(Relaxed) > 0, "no send ever raced a loss");
+            timeout(LIMIT, service.stop()).await.expect("stop hung");
+        });
+}
