@@ -173,6 +173,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         counters.connections, EXPECTED_CONNECTIONS,
         "connections made"
     );
+    // What the loop was told agrees with what the machine counted.
+    assert_eq!(app.connections, counters.connections, "Connected facts");
+    assert_eq!(app.losses, counters.losses, "Lost facts");
     assert!(driver.conns.is_empty(), "no socket left open");
     assert_eq!(machine.outstanding().count(), 0, "nothing outstanding");
     assert!(driver.timer.is_none() && machine.armed_timer().is_none());
@@ -247,6 +250,10 @@ struct App {
     failed: usize,
     cancelled: usize,
     lost: usize,
+    /// Connections and losses, as the machine told them (its `Connected` and
+    /// `Lost` facts).
+    connections: u64,
+    losses: u64,
     last_echo: Option<Instant>,
     reloaded: bool,
     final_stop: Option<StopId>,
@@ -390,12 +397,55 @@ impl Driver {
                     self.send_request(attempt, waiter);
                 }
             }
-            Action::AttemptFailed { attempt, failure } => {
-                log!("client", "-> AttemptFailed {attempt}: {failure:#}");
+            // Facts: what happened, told by the machine. A loop logs, counts or
+            // publishes them; it never works them out from the machine's state.
+            Action::AttemptFailed {
+                attempt,
+                failure,
+                consecutive_failures,
+            } => {
+                log!(
+                    "client",
+                    "-> AttemptFailed {attempt}: {failure:#} ({consecutive_failures} in a row)"
+                );
                 self.last_failure = format!("{failure:#}");
             }
-            Action::DeliverFailure { waiters } => {
-                log!("client", "-> DeliverFailure {}", list(&waiters));
+            Action::Connected {
+                attempt,
+                generation,
+            } => {
+                log!(
+                    "client",
+                    "-> Connected {attempt} (connection #{generation})"
+                );
+                self.app.connections = generation;
+            }
+            Action::Lost {
+                attempt,
+                kind,
+                flap,
+            } => {
+                // The machine knows how (`kind`); why the socket went away is this
+                // loop's own knowledge (it logged it when it reported the loss).
+                log!("client", "-> Lost {attempt}: {kind:?}, flap: {flap}");
+                self.app.losses += 1;
+            }
+            Action::RetryScheduled {
+                delay,
+                consecutive_failures,
+            } => {
+                log!(
+                    "client",
+                    "-> RetryScheduled in {delay:.0?} after {consecutive_failures} failures"
+                );
+            }
+            Action::DeliverFailure { waiters, gave_up } => {
+                // `gave_up` says whether this is the last word (the machine stops).
+                log!(
+                    "client",
+                    "-> DeliverFailure {} (gave up: {gave_up:?})",
+                    list(&waiters)
+                );
                 log!("app", "{} failed: {}", list(&waiters), self.last_failure);
                 self.app.failed += waiters.len();
             }

@@ -192,7 +192,53 @@ impl<E: core::error::Error + 'static> core::error::Error for Failure<E> {
     }
 }
 
-/// One thing the driver must do.
+/// How an established connection was lost, as far as the machine knows: carried by
+/// [`Action::Lost`]. What only the driver knows (the error or the panic behind a
+/// closed connection) stays with the driver: it rides on the input that reported
+/// the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LossKind {
+    /// The driver reported the connection closed
+    /// ([`Machine::client_disconnected`](crate::Machine::client_disconnected)).
+    Closed,
+    /// The liveness probe failed
+    /// ([`Machine::probe_failed`](crate::Machine::probe_failed)); the machine
+    /// closes the connection.
+    ProbeFailed,
+    /// The liveness probe did not answer within its timeout; the machine closes
+    /// the connection.
+    ProbeTimedOut,
+}
+
+/// How the machine gave up: carried by [`Action::DeliverFailure`] when the
+/// failure it delivers is the last one, and mirrored by [`Action::GaveUp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GiveUp {
+    /// Consecutive failures when it gave up.
+    pub failed_attempts: u32,
+    /// `true`: on fatal failures, without asking the retry policy; `false`: the
+    /// retry policy gave up.
+    pub fatal: bool,
+}
+
+/// One thing the driver must do, or one thing that happened.
+///
+/// Two kinds share this one list, so that their order is the order things
+/// happened in:
+///
+/// * **commands**, the effects the driver performs: [`Connect`](Action::Connect),
+///   [`CancelConnect`](Action::CancelConnect), [`Prepare`](Action::Prepare),
+///   [`Disconnect`](Action::Disconnect), [`Probe`](Action::Probe),
+///   [`ScheduleTimer`](Action::ScheduleTimer), [`CancelTimer`](Action::CancelTimer),
+///   and the answers to waiters and stops ([`NotifyWaiters`](Action::NotifyWaiters),
+///   [`DeliverFailure`](Action::DeliverFailure), [`CancelWaiters`](Action::CancelWaiters),
+///   [`FinishStopping`](Action::FinishStopping));
+/// * **facts**, what happened, for the driver to log, count or publish and never
+///   to infer from the machine's state or counters:
+///   [`AttemptFailed`](Action::AttemptFailed), [`Connected`](Action::Connected),
+///   [`Lost`](Action::Lost), [`RetryScheduled`](Action::RetryScheduled) and
+///   [`GaveUp`](Action::GaveUp). A driver that only performs may skip them;
+///   [`Action::is_fact`] tells them apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action<E> {
     /// Start a new attempt to open the connection. Report its outcome with
@@ -249,7 +295,7 @@ pub enum Action<E> {
         /// The waiters, in registration order.
         waiters: WaiterList,
     },
-    /// This attempt failed, and the failure counts (toward the retry policy and the
+    /// Fact: this attempt failed, and the failure counts (toward the retry policy and the
     /// waiters' thresholds): the connect attempt failed or timed out, its prepare
     /// step failed or timed out, its connection was lost while being prepared, or
     /// user code run for it panicked.
@@ -259,8 +305,8 @@ pub enum Action<E> {
     /// it. It comes after the input's cleanup (`CancelTimer`, `CancelConnect` or
     /// `Disconnect` of a rejected connection) and after the retry's
     /// `ScheduleTimer`; a [`DeliverFailure`](Action::DeliverFailure) for the waiters
-    /// it fails may follow, then, if the policy gave up,
-    /// [`GaveUp`](Action::GaveUp). A report that is not counted (a cancelled
+    /// it fails may follow, then [`RetryScheduled`](Action::RetryScheduled) or, if
+    /// the machine gave up, [`GaveUp`](Action::GaveUp). A report that is not counted (a cancelled
     /// attempt reporting its failure late, the loss of an established connection)
     /// emits none.
     ///
@@ -271,6 +317,9 @@ pub enum Action<E> {
         attempt: AttemptId,
         /// Why.
         failure: Failure<E>,
+        /// Consecutive failures, this one included (what the retry policy was
+        /// asked about; a loss before the connection was healthy counts too).
+        consecutive_failures: u32,
     },
     /// Fail these waiters with the failure of the
     /// [`AttemptFailed`](Action::AttemptFailed) just before this action in the same
@@ -282,6 +331,10 @@ pub enum Action<E> {
     DeliverFailure {
         /// The waiters, in registration order.
         waiters: WaiterList,
+        /// `Some` when the failure is delivered because the machine gave up (a
+        /// [`GaveUp`](Action::GaveUp) with the same figures follows); `None` when
+        /// the waiters' own `fail_after_failures` thresholds were reached.
+        gave_up: Option<GiveUp>,
     },
     /// Fail these waiters as cancelled (the service stopped); they are answered.
     CancelWaiters {
@@ -294,7 +347,7 @@ pub enum Action<E> {
         /// The stop requests, in call order.
         stops: StopList,
     },
-    /// The machine gave up: the retry policy did, or
+    /// Fact: the machine gave up: the retry policy did, or
     /// [`Config::give_up_after_fatal`](crate::Config::give_up_after_fatal)
     /// consecutive failures were fatal
     /// ([`failed_fatally`](crate::Machine::failed_fatally)). It is now `Stopped`
@@ -306,13 +359,75 @@ pub enum Action<E> {
         /// `false`: the retry policy gave up.
         fatal: bool,
     },
+    /// Fact: the machine is `Connected` with this connection (after its prepare
+    /// step, if configured). Comes after the timers the connection arms and
+    /// before the [`NotifyWaiters`](Action::NotifyWaiters) that hands it out.
+    Connected {
+        /// The connection (named by the attempt that made it).
+        attempt: AttemptId,
+        /// How many connections the machine has made, this one included (1 for
+        /// the first): tells one connection from the next.
+        generation: u64,
+    },
+    /// Fact: the established connection was lost. Comes after its cleanup (the
+    /// `CancelTimer` of its healthy or probe timer, the `Disconnect` of a
+    /// connection a probe found dead) and after the retry's `ScheduleTimer`; a
+    /// [`RetryScheduled`](Action::RetryScheduled) or a [`GaveUp`](Action::GaveUp)
+    /// follows. A connection closed because the machine asked (a stop) is not
+    /// lost.
+    Lost {
+        /// The connection (named by the attempt that made it).
+        attempt: AttemptId,
+        /// How, as far as the machine knows.
+        kind: LossKind,
+        /// It was lost before it became healthy
+        /// ([`Config::reset_backoff_after`](crate::Config::reset_backoff_after)):
+        /// it counts toward the backoff instead of resetting it.
+        flap: bool,
+    },
+    /// Fact: the next attempt starts when the retry timer armed by this input's
+    /// `ScheduleTimer` fires. The last action of a failed attempt or a loss that
+    /// the machine retries.
+    RetryScheduled {
+        /// How long from now (what the retry policy said).
+        delay: Duration,
+        /// Consecutive failures so far (what the retry policy was asked about).
+        consecutive_failures: u32,
+    },
+}
+
+impl<E> Action<E> {
+    /// Whether this action is a fact (something that happened: `AttemptFailed`,
+    /// `Connected`, `Lost`, `RetryScheduled`, `GaveUp`) rather than a command to
+    /// perform. See [`Action`].
+    pub fn is_fact(&self) -> bool {
+        match self {
+            Action::AttemptFailed { .. }
+            | Action::Connected { .. }
+            | Action::Lost { .. }
+            | Action::RetryScheduled { .. }
+            | Action::GaveUp { .. } => true,
+            Action::Connect { .. }
+            | Action::CancelConnect { .. }
+            | Action::Prepare { .. }
+            | Action::Disconnect { .. }
+            | Action::Probe { .. }
+            | Action::ScheduleTimer { .. }
+            | Action::CancelTimer { .. }
+            | Action::NotifyWaiters { .. }
+            | Action::DeliverFailure { .. }
+            | Action::CancelWaiters { .. }
+            | Action::FinishStopping { .. } => false,
+        }
+    }
 }
 
 /// Actions inline before an [`Actions`] list spills to the heap. No input makes
 /// the machine emit more than this many (a prepare step that fails: `CancelTimer`,
-/// `Disconnect`, `ScheduleTimer` or nothing, `AttemptFailed`, `DeliverFailure`,
-/// and `GaveUp` instead of the retry), so action lists never allocate.
-pub const INLINE_ACTIONS: usize = 5;
+/// `Disconnect`, `ScheduleTimer`, `AttemptFailed`, `DeliverFailure`, and
+/// `RetryScheduled`, or no `ScheduleTimer` and `GaveUp` instead), so action lists
+/// never allocate.
+pub const INLINE_ACTIONS: usize = 6;
 
 /// The ordered list of actions one input produces.
 ///

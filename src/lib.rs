@@ -64,11 +64,20 @@
 //!             println!("{attempt} is up; {} waiter(s) told", waiters.len());
 //!             continue;
 //!         }
-//!         // Every failed attempt, waited on or not. A `DeliverFailure { waiters }`
-//!         // right after it would fail those waiters with this failure (none here:
-//!         // our waiter has no failure threshold).
-//!         Action::AttemptFailed { attempt, failure } => {
-//!             println!("{attempt} failed: {failure:#}");
+//!         // Facts: what happened, told by the machine (never worked out from
+//!         // its state). Every failed attempt, waited on or not: a
+//!         // `DeliverFailure { waiters, .. }` right after it would fail those
+//!         // waiters with this failure (none here: our waiter has no threshold).
+//!         Action::AttemptFailed { attempt, failure, consecutive_failures } => {
+//!             println!("{attempt} failed: {failure:#} ({consecutive_failures} in a row)");
+//!             continue;
+//!         }
+//!         Action::RetryScheduled { delay, .. } => {
+//!             println!("retrying in {delay:?}");
+//!             continue;
+//!         }
+//!         Action::Connected { attempt, generation } => {
+//!             println!("{attempt} is connection #{generation}");
 //!             continue;
 //!         }
 //!         other => unreachable!("not in this script: {other:?}"),
@@ -240,7 +249,9 @@ pub mod recipes {
 pub mod tokio;
 mod waiters;
 
-pub use actions::{Action, Actions, Failure, Panic, PanicSite, StopList, TimerKind, WaiterList};
+pub use actions::{
+    Action, Actions, Failure, GiveUp, LossKind, Panic, PanicSite, StopList, TimerKind, WaiterList,
+};
 #[cfg(feature = "std")]
 pub use budget::{Budget, Budgeted};
 pub use error::{ConfigError, InputError, PolicyError, Rejection};

@@ -18,7 +18,7 @@ use core::time::Duration;
 
 use smallvec::SmallVec;
 
-use crate::actions::{Action, Actions, Failure, StopList, TimerKind, WaiterList};
+use crate::actions::{Action, Actions, Failure, GiveUp, LossKind, StopList, TimerKind, WaiterList};
 use crate::error::{ConfigError, InputError, Rejection};
 use crate::ids::{AttemptId, Counter, StopId, TimerId, WaiterId};
 use crate::input::Input;
@@ -692,7 +692,11 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// assert_eq!(
     ///     actions[..],
     ///     [
-    ///         Action::AttemptFailed { attempt, failure: Failure::Connect("bad password") },
+    ///         Action::AttemptFailed {
+    ///             attempt,
+    ///             failure: Failure::Connect("bad password"),
+    ///             consecutive_failures: 1,
+    ///         },
     ///         Action::GaveUp { failed_attempts: 1, fatal: true },
     ///     ]
     /// );
@@ -1139,21 +1143,10 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 self.failed(current.attempt, failure, next, false, out);
             }
 
-            // Connected
+            // Connected: a loss asks the retry policy first, before anything changes.
             (Connected, Event::Lost) => {
                 let next = self.ask_policy();
-                if matches!(self.timer, Some((_, TimerKind::Healthy)))
-                    || self.unhealthy_for.is_some()
-                {
-                    // Lost before it stayed up long enough to count as healthy.
-                    self.counters.flaps += 1;
-                }
-                self.disarm(out);
-                self.current = None;
-                self.counters.losses += 1;
-                self.failed_attempts = self.failed_attempts.saturating_add(1);
-                self.retry_or_stop(next, out);
-                self.gave_up(next, false, out);
+                self.lose(LossKind::Closed, next, out);
             }
             (Connected, Event::Timer(TimerKind::Healthy)) => {
                 self.timer = None;
@@ -1187,13 +1180,12 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             // The connection is dead: ask the policy first, then close it.
             (Connected, Event::ProbeFailed) => {
                 let next = self.ask_policy();
-                self.disarm(out);
-                self.dead(next, out);
+                self.lose(LossKind::ProbeFailed, next, out);
             }
             (Connected, Event::Timer(TimerKind::ProbeTimeout)) => {
                 let next = self.ask_policy();
                 self.timer = None;
-                self.dead(next, out);
+                self.lose(LossKind::ProbeTimedOut, next, out);
             }
 
             // Waiting
@@ -1271,6 +1263,10 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 None => self.failed_attempts = 0,
             }
         }
+        out.push(Action::Connected {
+            attempt,
+            generation: self.counters.connections,
+        });
         if !self.waiters.is_empty() {
             let waiters = self.waiters.take_all();
             out.push(Action::NotifyWaiters { attempt, waiters });
@@ -1285,9 +1281,9 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 
     /// The current attempt failed (its cleanup is done): count it, retry after
-    /// `next` or give up (`None`; `fatal`: on fatal failures), and report the
-    /// failure (`AttemptFailed`), then to the waiters it fails (`DeliverFailure`),
-    /// then the give-up (`GaveUp`).
+    /// `next` or give up (`None`; `fatal`: on fatal failures), and tell the
+    /// failure (`AttemptFailed`), then deliver it to the waiters it fails
+    /// (`DeliverFailure`), then tell the retry or the give-up.
     fn failed(
         &mut self,
         attempt: AttemptId,
@@ -1301,33 +1297,56 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         self.failure_events += 1;
         self.counters.failures += 1;
         self.retry_or_stop(next, out);
-        out.push(Action::AttemptFailed { attempt, failure });
-        let waiters: WaiterList = if next.is_none() {
+        out.push(Action::AttemptFailed {
+            attempt,
+            failure,
+            consecutive_failures: self.failed_attempts,
+        });
+        let gave_up = next.is_none().then_some(GiveUp {
+            failed_attempts: self.failed_attempts,
+            fatal,
+        });
+        let waiters: WaiterList = if gave_up.is_some() {
             self.waiters.take_all()
         } else {
             self.waiters.take_due(self.failure_events)
         };
         if !waiters.is_empty() {
-            out.push(Action::DeliverFailure { waiters });
+            out.push(Action::DeliverFailure { waiters, gave_up });
         }
-        self.gave_up(next, fatal, out);
+        self.tell_retry_or_give_up(next, fatal, out);
     }
 
-    /// The current connection is dead (a probe failed or timed out; its timer is
-    /// already disarmed): close it, count the loss (a flap if not yet healthy),
-    /// and retry after `next` or give up.
-    fn dead(&mut self, next: Option<Duration>, out: &mut Actions<E>) {
-        if let Some(Current { attempt, .. }) = self.current.take() {
+    /// The one loss path: the current, established connection is lost (`kind`
+    /// says how): disarm its timer (unless it is the probe timeout that just
+    /// fired), and close it if a probe found it dead. Count the loss (a flap if it was not yet healthy), retry after
+    /// `next` or give up, and tell the loss, then the retry or the give-up.
+    fn lose(&mut self, kind: LossKind, next: Option<Duration>, out: &mut Actions<E>) {
+        let Some(Current { attempt, .. }) = self.current.take() else {
+            return; // classify yields a loss only about the current connection
+        };
+        // Lost before it stayed up long enough to count as healthy: its healthy
+        // timer is still armed, or, with probes, its intervals had not added up
+        // to the healthy delay.
+        let flap = matches!(self.timer, Some((_, TimerKind::Healthy)))
+            | self.unhealthy_for.take().is_some();
+        self.disarm(out);
+        if kind != LossKind::Closed {
             self.closing.push(attempt);
             out.push(Action::Disconnect { attempt });
         }
-        if self.unhealthy_for.take().is_some() {
+        self.counters.losses += 1;
+        if flap {
             self.counters.flaps += 1;
         }
-        self.counters.losses += 1;
         self.failed_attempts = self.failed_attempts.saturating_add(1);
         self.retry_or_stop(next, out);
-        self.gave_up(next, false, out);
+        out.push(Action::Lost {
+            attempt,
+            kind,
+            flap,
+        });
+        self.tell_retry_or_give_up(next, false, out);
     }
 
     /// Whether a probe of the current connection is outstanding (its timeout armed).
@@ -1346,15 +1365,21 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         }
     }
 
-    /// `GaveUp`, if the machine gave up (`next` is `None`): on fatal failures
-    /// (`fatal`) or because the policy did.
-    fn gave_up(&mut self, next: Option<Duration>, fatal: bool, out: &mut Actions<E>) {
-        if next.is_none() {
-            self.gave_up = true;
-            out.push(Action::GaveUp {
-                failed_attempts: self.failed_attempts,
-                fatal,
-            });
+    /// The last fact of a failure or a loss: `RetryScheduled` after `next`, or
+    /// `GaveUp` (`next` is `None`; `fatal`: on fatal failures, else the policy).
+    fn tell_retry_or_give_up(&mut self, next: Option<Duration>, fatal: bool, out: &mut Actions<E>) {
+        match next {
+            Some(delay) => out.push(Action::RetryScheduled {
+                delay,
+                consecutive_failures: self.failed_attempts,
+            }),
+            None => {
+                self.gave_up = true;
+                out.push(Action::GaveUp {
+                    failed_attempts: self.failed_attempts,
+                    fatal,
+                });
+            }
         }
     }
 

@@ -285,7 +285,7 @@ fn an_app_owned_by_the_test_runs_under_the_simulator() {
         "{text}"
     );
     // The loss made the application ask again: its when_connected follows the loss.
-    assert!(text.contains("@105ms client_disconnected attempt#0\n  schedule timer#0 retry 100ms\nwhen_connected\n  = waiter#1\n"), "{text}");
+    assert!(text.contains("@105ms client_disconnected attempt#0\n  schedule timer#0 retry 100ms\n  lost attempt#0 closed\n  retry_scheduled 100ms failures=1\nwhen_connected\n  = waiter#1\n"), "{text}");
     trace.replay().unwrap();
 }
 
@@ -333,6 +333,7 @@ when_connected
   = waiter#0
   => Connecting
 connection_made attempt#0
+  connected attempt#0 generation=1
   notify attempt#0 waiter#0
   => Connected
 # handed attempt#0

@@ -10,8 +10,9 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use redial::{
-    Action, AttemptId, Config, Failure, Input, InputError, InputKind, Machine, Panic, PanicSite,
-    ProbeConfig, Rejection, RetryPolicy, State, StopId, TimerId, TimerKind, WaiterId,
+    Action, AttemptId, Config, Failure, GiveUp, Input, InputError, InputKind, LossKind, Machine,
+    Panic, PanicSite, ProbeConfig, Rejection, RetryPolicy, State, StopId, TimerId, TimerKind,
+    WaiterId,
 };
 
 type E = &'static str;
@@ -140,14 +141,55 @@ fn notify(attempt: AttemptId, waiters: &[WaiterId]) -> Action<E> {
         waiters: waiters.iter().copied().collect(),
     }
 }
-fn attempt_failed(attempt: AttemptId, failure: Failure<E>) -> Action<E> {
-    Action::AttemptFailed { attempt, failure }
+fn attempt_failed(attempt: AttemptId, failure: Failure<E>, consecutive_failures: u32) -> Action<E> {
+    Action::AttemptFailed {
+        attempt,
+        failure,
+        consecutive_failures,
+    }
 }
 fn deliver(waiters: &[WaiterId]) -> Action<E> {
     Action::DeliverFailure {
         waiters: waiters.iter().copied().collect(),
+        gave_up: None,
     }
 }
+fn deliver_gave_up(waiters: &[WaiterId], failed_attempts: u32, fatal: bool) -> Action<E> {
+    Action::DeliverFailure {
+        waiters: waiters.iter().copied().collect(),
+        gave_up: Some(GiveUp {
+            failed_attempts,
+            fatal,
+        }),
+    }
+}
+// Facts.
+fn told_connected(attempt: AttemptId, generation: u64) -> Action<E> {
+    Action::Connected {
+        attempt,
+        generation,
+    }
+}
+fn told_lost(attempt: AttemptId, kind: LossKind, flap: bool) -> Action<E> {
+    Action::Lost {
+        attempt,
+        kind,
+        flap,
+    }
+}
+fn retry_scheduled(delay: Duration, consecutive_failures: u32) -> Action<E> {
+    Action::RetryScheduled {
+        delay,
+        consecutive_failures,
+    }
+}
+fn gave_up(failed_attempts: u32, fatal: bool) -> Action<E> {
+    Action::GaveUp {
+        failed_attempts,
+        fatal,
+    }
+}
+
 fn cancel_waiters(waiters: &[WaiterId]) -> Action<E> {
     Action::CancelWaiters {
         waiters: waiters.iter().copied().collect(),
@@ -182,7 +224,10 @@ fn run<P: RetryPolicy + Clone + PartialEq + std::fmt::Debug>(
 fn connected() -> M {
     run(
         machine(),
-        &[(start(), vec![connect(a(0))]), (made(a(0)), vec![])],
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![told_connected(a(0), 1)]),
+        ],
     )
 }
 
@@ -196,7 +241,8 @@ fn waiting() -> M {
                 failed(a(0), "refused"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("refused")),
+                    attempt_failed(a(0), Failure::Connect("refused"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
         ],
@@ -238,7 +284,8 @@ fn when_connected_queues_in_every_state_but_connected_and_stopped() {
                 failed(a(0), "refused"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("refused")),
+                    attempt_failed(a(0), Failure::Connect("refused"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (when_connected(), vec![]), // Waiting
@@ -301,7 +348,10 @@ fn connecting_connection_made_notifies_every_waiter_in_order() {
             (when_connected(), vec![]),
             (start(), vec![connect(a(0))]),
             (when_connected_fail_after(3), vec![]),
-            (made(a(0)), vec![notify(a(0), &[w(0), w(1)])]),
+            (
+                made(a(0)),
+                vec![told_connected(a(0), 1), notify(a(0), &[w(0), w(1)])],
+            ),
         ],
     );
     assert_eq!(m.state(), State::Connected);
@@ -319,14 +369,15 @@ fn connecting_connection_made_resets_failed_attempts() {
                 failed(a(1), "refused"),
                 vec![
                     retry_in(t(1), secs(2)),
-                    attempt_failed(a(1), Failure::Connect("refused")),
+                    attempt_failed(a(1), Failure::Connect("refused"), 2),
+                    retry_scheduled(secs(2), 2),
                 ],
             ),
             (fired(t(1)), vec![connect(a(2))]),
         ],
     );
     assert_eq!(m.failed_attempts(), 2);
-    let m = run(m, &[(made(a(2)), vec![])]);
+    let m = run(m, &[(made(a(2)), vec![told_connected(a(2), 1)])]);
     assert_eq!(m.failed_attempts(), 0);
 }
 
@@ -340,7 +391,10 @@ fn connecting_with_prepare_prepares_before_anyone_is_told() {
             (when_connected(), vec![]),
             (made(a(0)), vec![prepare(a(0))]),
             (when_connected(), vec![]),
-            (prepared(a(0)), vec![notify(a(0), &[w(0), w(1)])]),
+            (
+                prepared(a(0)),
+                vec![told_connected(a(0), 1), notify(a(0), &[w(0), w(1)])],
+            ),
         ],
     );
     assert_eq!(m.state(), State::Connected);
@@ -359,8 +413,9 @@ fn connecting_failure_schedules_then_delivers_to_waiters_at_their_threshold() {
                 failed(a(0), "refused"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("refused")),
+                    attempt_failed(a(0), Failure::Connect("refused"), 1),
                     deliver(&[w(1)]),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
         ],
@@ -384,8 +439,9 @@ fn prepare_failure_closes_the_rejected_connection_and_retries_d2() {
                 vec![
                     disconnect(a(0)),
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Prepare("bad password")),
+                    attempt_failed(a(0), Failure::Prepare("bad password"), 1),
                     deliver(&[w(0)]),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (lost(a(0)), vec![]),
@@ -441,7 +497,17 @@ fn connected_when_connected_notifies_at_once_ignoring_the_threshold() {
 
 #[test]
 fn connected_loss_waits_before_retrying_never_instantly() {
-    let m = run(connected(), &[(lost(a(0)), vec![retry_in(t(0), secs(1))])]);
+    let m = run(
+        connected(),
+        &[(
+            lost(a(0)),
+            vec![
+                retry_in(t(0), secs(1)),
+                told_lost(a(0), LossKind::Closed, false),
+                retry_scheduled(secs(1), 1),
+            ],
+        )],
+    );
     assert_eq!(m.state(), State::Waiting);
     assert_eq!(m.failed_attempts(), 1);
     assert_eq!(m.counters().losses, 1);
@@ -484,7 +550,13 @@ fn disconnecting_start_restarts_once_the_connection_is_gone() {
     );
     assert_eq!(m.state(), State::Connecting);
     // Waiters are kept for the new connection.
-    let m = run(m, &[(made(a(1)), vec![notify(a(1), &[w(0)])])]);
+    let m = run(
+        m,
+        &[(
+            made(a(1)),
+            vec![told_connected(a(1), 2), notify(a(1), &[w(0)])],
+        )],
+    );
     assert_eq!(m.state(), State::Connected);
 }
 
@@ -519,7 +591,8 @@ fn stopped_start_connects_without_resetting_failed_attempts() {
             failed(a(1), "refused"),
             vec![
                 retry_in(t(1), secs(2)),
-                attempt_failed(a(1), Failure::Connect("refused")),
+                attempt_failed(a(1), Failure::Connect("refused"), 2),
+                retry_scheduled(secs(2), 2),
             ],
         )],
     );
@@ -576,7 +649,8 @@ fn thresholds_count_from_registration_including_the_attempt_in_flight() {
                 failed(a(0), "e0"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("e0")),
+                    attempt_failed(a(0), Failure::Connect("e0"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (when_connected_fail_after(1), vec![]), // registered while Waiting
@@ -585,9 +659,9 @@ fn thresholds_count_from_registration_including_the_attempt_in_flight() {
                 failed(a(1), "e1"),
                 vec![
                     retry_in(t(1), secs(2)),
-                    // both reach their limit on the same event: one failure, both waiters
-                    attempt_failed(a(1), Failure::Connect("e1")),
+                    attempt_failed(a(1), Failure::Connect("e1"), 2),
                     deliver(&[w(0), w(1)]),
+                    retry_scheduled(secs(2), 2),
                 ],
             ),
         ],
@@ -599,15 +673,23 @@ fn a_lost_established_connection_does_not_count_toward_thresholds() {
     let m = run(
         connected(),
         &[
-            (lost(a(0)), vec![retry_in(t(0), secs(1))]),
+            (
+                lost(a(0)),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    told_lost(a(0), LossKind::Closed, false),
+                    retry_scheduled(secs(1), 1),
+                ],
+            ),
             (when_connected_fail_after(1), vec![]),
             (fired(t(0)), vec![connect(a(1))]),
             (
                 failed(a(1), "refused"),
                 vec![
                     retry_in(t(1), secs(2)),
-                    attempt_failed(a(1), Failure::Connect("refused")),
+                    attempt_failed(a(1), Failure::Connect("refused"), 2),
                     deliver(&[w(0)]),
+                    retry_scheduled(secs(2), 2),
                 ],
             ),
         ],
@@ -636,7 +718,8 @@ fn d1_a_late_connection_of_a_cancelled_attempt_is_closed_as_an_orphan() {
                 vec![
                     cancel_connect(a(0)),
                     retry_in(t(1), secs(1)),
-                    attempt_failed(a(0), Failure::ConnectTimeout),
+                    attempt_failed(a(0), Failure::ConnectTimeout, 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (made(a(0)), vec![disconnect(a(0))]), // the orphan is closed
@@ -647,7 +730,10 @@ fn d1_a_late_connection_of_a_cancelled_attempt_is_closed_as_an_orphan() {
                     timer(t(2), TimerKind::ConnectTimeout, secs(5)),
                 ],
             ),
-            (made(a(1)), vec![cancel_timer(t(2))]),
+            (
+                made(a(1)),
+                vec![cancel_timer(t(2)), told_connected(a(1), 1)],
+            ),
             // The orphan's loss does not knock out the current connection.
             (lost(a(0)), vec![]),
         ],
@@ -661,9 +747,16 @@ fn d1_the_loss_of_an_old_connection_is_stale() {
     let m = run(
         connected(),
         &[
-            (lost(a(0)), vec![retry_in(t(0), secs(1))]),
+            (
+                lost(a(0)),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    told_lost(a(0), LossKind::Closed, false),
+                    retry_scheduled(secs(1), 1),
+                ],
+            ),
             (fired(t(0)), vec![connect(a(1))]),
-            (made(a(1)), vec![]),
+            (made(a(1)), vec![told_connected(a(1), 2)]),
             (lost(a(0)), vec![]), // reported twice: stale
             (failed(a(0), "late"), vec![]),
         ],
@@ -697,8 +790,9 @@ fn d3_a_connection_lost_while_preparing_is_a_failed_attempt() {
                 lost(a(0)),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::LostWhilePreparing),
+                    attempt_failed(a(0), Failure::LostWhilePreparing, 1),
                     deliver(&[w(0)]),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (prepared(a(0)), vec![]), // the prepare result of the lost connection is stale
@@ -766,7 +860,8 @@ fn d7_stop_waits_for_a_rejected_connection_still_closing() {
                 vec![
                     disconnect(a(0)),
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Prepare("no")),
+                    attempt_failed(a(0), Failure::Prepare("no"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (stop(), vec![cancel_timer(t(0))]),
@@ -784,7 +879,14 @@ fn d7_stop_waits_for_an_orphan_connection_still_closing() {
     run(
         connected(),
         &[
-            (lost(a(0)), vec![retry_in(t(0), secs(1))]),
+            (
+                lost(a(0)),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    told_lost(a(0), LossKind::Closed, false),
+                    retry_scheduled(secs(1), 1),
+                ],
+            ),
             (made(a(0)), vec![disconnect(a(0))]), // a forged/duplicate report: orphan
             (stop(), vec![cancel_timer(t(0))]),
             (lost(a(0)), vec![finish(&[s(0)])]),
@@ -826,8 +928,9 @@ fn connect_timeout_cancels_the_attempt_and_counts_as_a_failure() {
                 vec![
                     cancel_connect(a(0)),
                     retry_in(t(1), secs(1)),
-                    attempt_failed(a(0), Failure::ConnectTimeout),
+                    attempt_failed(a(0), Failure::ConnectTimeout, 1),
                     deliver(&[w(0)]),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (cancelled(a(0)), vec![]),
@@ -855,7 +958,8 @@ fn connect_timeout_is_cancelled_when_the_attempt_finishes() {
                 vec![
                     cancel_timer(t(0)),
                     retry_in(t(1), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("refused")),
+                    attempt_failed(a(0), Failure::Connect("refused"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (fired(t(0)), vec![]), // lost the race: stale
@@ -885,8 +989,9 @@ fn prepare_timeout_closes_the_connection_and_counts_as_a_failure() {
                 vec![
                     disconnect(a(0)),
                     retry_in(t(1), secs(1)),
-                    attempt_failed(a(0), Failure::PrepareTimeout),
+                    attempt_failed(a(0), Failure::PrepareTimeout, 1),
                     deliver(&[w(0)]),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (prepared(a(0)), vec![]), // too late: stale
@@ -909,19 +1014,17 @@ fn give_up_fails_every_waiter_with_the_last_failure_and_stops() {
                 failed(a(0), "e0"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("e0")),
+                    attempt_failed(a(0), Failure::Connect("e0"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (fired(t(0)), vec![connect(a(1))]),
             (
                 failed(a(1), "e1"),
                 vec![
-                    attempt_failed(a(1), Failure::Connect("e1")),
-                    deliver(&[w(0), w(1)]),
-                    Action::GaveUp {
-                        failed_attempts: 2,
-                        fatal: false,
-                    },
+                    attempt_failed(a(1), Failure::Connect("e1"), 2),
+                    deliver_gave_up(&[w(0), w(1)], 2, false),
+                    gave_up(2, false),
                 ],
             ),
         ],
@@ -936,10 +1039,6 @@ fn give_up_fails_every_waiter_with_the_last_failure_and_stops() {
 #[test]
 fn start_after_giving_up_begins_a_fresh_schedule() {
     let policy = (linear as Linear).give_up_after(2);
-    let gave_up = |n| Action::GaveUp {
-        failed_attempts: n,
-        fatal: false,
-    };
     let m = run(
         Machine::new(policy),
         &[
@@ -948,13 +1047,17 @@ fn start_after_giving_up_begins_a_fresh_schedule() {
                 failed(a(0), "e0"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("e0")),
+                    attempt_failed(a(0), Failure::Connect("e0"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (fired(t(0)), vec![connect(a(1))]),
             (
                 failed(a(1), "e1"),
-                vec![attempt_failed(a(1), Failure::Connect("e1")), gave_up(2)],
+                vec![
+                    attempt_failed(a(1), Failure::Connect("e1"), 2),
+                    gave_up(2, false),
+                ],
             ),
             // A fresh schedule: 1 s after the first failure, give up at the second.
             (start(), vec![connect(a(2))]),
@@ -962,13 +1065,17 @@ fn start_after_giving_up_begins_a_fresh_schedule() {
                 failed(a(2), "e2"),
                 vec![
                     retry_in(t(1), secs(1)),
-                    attempt_failed(a(2), Failure::Connect("e2")),
+                    attempt_failed(a(2), Failure::Connect("e2"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (fired(t(1)), vec![connect(a(3))]),
             (
                 failed(a(3), "e3"),
-                vec![attempt_failed(a(3), Failure::Connect("e3")), gave_up(2)],
+                vec![
+                    attempt_failed(a(3), Failure::Connect("e3"), 2),
+                    gave_up(2, false),
+                ],
             ),
             // A stop in between changes nothing: the start after a give-up is fresh.
             (stop(), vec![finish(&[s(0)])]),
@@ -977,7 +1084,8 @@ fn start_after_giving_up_begins_a_fresh_schedule() {
                 failed(a(4), "e4"),
                 vec![
                     retry_in(t(2), secs(1)),
-                    attempt_failed(a(4), Failure::Connect("e4")),
+                    attempt_failed(a(4), Failure::Connect("e4"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
         ],
@@ -999,7 +1107,8 @@ fn stop_and_start_carry_the_count_over_but_a_give_up_does_not() {
                 failed(a(0), "e0"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("e0")),
+                    attempt_failed(a(0), Failure::Connect("e0"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (fired(t(0)), vec![connect(a(1))]),
@@ -1011,7 +1120,8 @@ fn stop_and_start_carry_the_count_over_but_a_give_up_does_not() {
                 failed(a(2), "e2"),
                 vec![
                     retry_in(t(1), secs(2)),
-                    attempt_failed(a(2), Failure::Connect("e2")),
+                    attempt_failed(a(2), Failure::Connect("e2"), 2),
+                    retry_scheduled(secs(2), 2),
                 ],
             ),
             (stop(), vec![cancel_timer(t(1)), finish(&[s(1)])]),
@@ -1020,11 +1130,8 @@ fn stop_and_start_carry_the_count_over_but_a_give_up_does_not() {
             (
                 failed(a(3), "e3"),
                 vec![
-                    attempt_failed(a(3), Failure::Connect("e3")),
-                    Action::GaveUp {
-                        failed_attempts: 3,
-                        fatal: false,
-                    },
+                    attempt_failed(a(3), Failure::Connect("e3"), 3),
+                    gave_up(3, false),
                 ],
             ),
         ],
@@ -1046,11 +1153,8 @@ fn restarting_after_giving_up_begins_a_fresh_schedule() {
                 prepare_failed(a(0), "no"),
                 vec![
                     disconnect(a(0)),
-                    attempt_failed(a(0), Failure::Prepare("no")),
-                    Action::GaveUp {
-                        failed_attempts: 1,
-                        fatal: false,
-                    },
+                    attempt_failed(a(0), Failure::Prepare("no"), 1),
+                    gave_up(1, false),
                 ],
             ),
             (stop(), vec![]),  // Disconnecting: a(0) is still closing
@@ -1064,11 +1168,8 @@ fn restarting_after_giving_up_begins_a_fresh_schedule() {
         &[(
             failed(a(1), "e1"),
             vec![
-                attempt_failed(a(1), Failure::Connect("e1")),
-                Action::GaveUp {
-                    failed_attempts: 1,
-                    fatal: false,
-                },
+                attempt_failed(a(1), Failure::Connect("e1"), 1),
+                gave_up(1, false),
             ],
         )],
     );
@@ -1081,13 +1182,10 @@ fn give_up_after_a_lost_connection_stops_the_machine() {
         Machine::new(policy),
         &[
             (start(), vec![connect(a(0))]),
-            (made(a(0)), vec![]),
+            (made(a(0)), vec![told_connected(a(0), 1)]),
             (
                 lost(a(0)),
-                vec![Action::GaveUp {
-                    failed_attempts: 1,
-                    fatal: false,
-                }],
+                vec![told_lost(a(0), LossKind::Closed, false), gave_up(1, false)],
             ),
             (stop(), vec![finish(&[s(0)])]),
         ],
@@ -1110,11 +1208,15 @@ fn a_withdrawn_waiter_is_forgotten_and_never_answered() {
                 failed(a(0), "e"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("e")),
+                    attempt_failed(a(0), Failure::Connect("e"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ), // w(1) would have failed
             (fired(t(0)), vec![connect(a(1))]),
-            (made(a(1)), vec![notify(a(1), &[w(0), w(2)])]),
+            (
+                made(a(1)),
+                vec![told_connected(a(1), 1), notify(a(1), &[w(0), w(2)])],
+            ),
             (cancel_waiter(w(0)), vec![]), // already answered: stale
         ],
     );
@@ -1132,20 +1234,45 @@ fn backoff_is_reset_only_after_the_connection_stayed_up() {
                 failed(a(0), "e"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("e")),
+                    attempt_failed(a(0), Failure::Connect("e"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (fired(t(0)), vec![connect(a(1))]),
-            (made(a(1)), vec![timer(t(1), TimerKind::Healthy, secs(30))]),
+            (
+                made(a(1)),
+                vec![
+                    timer(t(1), TimerKind::Healthy, secs(30)),
+                    told_connected(a(1), 1),
+                ],
+            ),
             // dropped at once: the counter kept growing, so the delay grows too
             (
                 lost(a(1)),
-                vec![cancel_timer(t(1)), retry_in(t(2), secs(2))],
+                vec![
+                    cancel_timer(t(1)),
+                    retry_in(t(2), secs(2)),
+                    told_lost(a(1), LossKind::Closed, true),
+                    retry_scheduled(secs(2), 2),
+                ],
             ),
             (fired(t(2)), vec![connect(a(2))]),
-            (made(a(2)), vec![timer(t(3), TimerKind::Healthy, secs(30))]),
+            (
+                made(a(2)),
+                vec![
+                    timer(t(3), TimerKind::Healthy, secs(30)),
+                    told_connected(a(2), 2),
+                ],
+            ),
             (fired(t(3)), vec![]), // healthy: reset
-            (lost(a(2)), vec![retry_in(t(4), secs(1))]),
+            (
+                lost(a(2)),
+                vec![
+                    retry_in(t(4), secs(1)),
+                    told_lost(a(2), LossKind::Closed, false),
+                    retry_scheduled(secs(1), 1),
+                ],
+            ),
         ],
     );
     assert_eq!(m.failed_attempts(), 1);
@@ -1162,13 +1289,21 @@ fn counters_and_state_are_readable() {
                 failed(a(0), "e"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("e")),
+                    attempt_failed(a(0), Failure::Connect("e"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (fired(t(0)), vec![connect(a(1))]),
             (made(a(1)), vec![prepare(a(1))]),
-            (prepared(a(1)), vec![]),
-            (lost(a(1)), vec![retry_in(t(1), secs(1))]),
+            (prepared(a(1)), vec![told_connected(a(1), 1)]),
+            (
+                lost(a(1)),
+                vec![
+                    retry_in(t(1), secs(1)),
+                    told_lost(a(1), LossKind::Closed, false),
+                    retry_scheduled(secs(1), 1),
+                ],
+            ),
         ],
     );
     let c = m.counters();
@@ -1186,29 +1321,69 @@ fn counters_and_state_are_readable() {
 #[test]
 fn a_connection_lost_before_it_was_healthy_is_a_flap() {
     let config = Config::new().with_reset_backoff_after(Some(secs(30)));
-    let healthy = |timer: TimerId| self::timer(timer, TimerKind::Healthy, secs(30));
     let m = run(
         with(config),
         &[
             (start(), vec![connect(a(0))]),
-            (made(a(0)), vec![healthy(t(0))]),
+            (
+                made(a(0)),
+                vec![
+                    timer(t(0), TimerKind::Healthy, secs(30)),
+                    told_connected(a(0), 1),
+                ],
+            ),
             // lost before 30 s: a flap, and it counts toward the backoff
             (
                 lost(a(0)),
-                vec![cancel_timer(t(0)), retry_in(t(1), secs(1))],
+                vec![
+                    cancel_timer(t(0)),
+                    retry_in(t(1), secs(1)),
+                    told_lost(a(0), LossKind::Closed, true),
+                    retry_scheduled(secs(1), 1),
+                ],
             ),
             (fired(t(1)), vec![connect(a(1))]),
-            (made(a(1)), vec![healthy(t(2))]),
+            (
+                made(a(1)),
+                vec![
+                    timer(t(2), TimerKind::Healthy, secs(30)),
+                    told_connected(a(1), 2),
+                ],
+            ),
             (
                 lost(a(1)),
-                vec![cancel_timer(t(2)), retry_in(t(3), secs(2))],
+                vec![
+                    cancel_timer(t(2)),
+                    retry_in(t(3), secs(2)),
+                    told_lost(a(1), LossKind::Closed, true),
+                    retry_scheduled(secs(2), 2),
+                ],
             ),
             (fired(t(3)), vec![connect(a(2))]),
-            (made(a(2)), vec![healthy(t(4))]),
+            (
+                made(a(2)),
+                vec![
+                    timer(t(4), TimerKind::Healthy, secs(30)),
+                    told_connected(a(2), 3),
+                ],
+            ),
             (fired(t(4)), vec![]), // healthy: the backoff is reset
-            (lost(a(2)), vec![retry_in(t(5), secs(1))]), // a loss, not a flap
+            (
+                lost(a(2)),
+                vec![
+                    retry_in(t(5), secs(1)),
+                    told_lost(a(2), LossKind::Closed, false),
+                    retry_scheduled(secs(1), 1),
+                ],
+            ), // a loss, not a flap
             (fired(t(5)), vec![connect(a(3))]),
-            (made(a(3)), vec![healthy(t(6))]),
+            (
+                made(a(3)),
+                vec![
+                    timer(t(6), TimerKind::Healthy, secs(30)),
+                    told_connected(a(3), 4),
+                ],
+            ),
             // closed by a stop, healthy or not: neither a loss nor a flap
             (stop(), vec![disconnect(a(3)), cancel_timer(t(6))]),
             (lost(a(3)), vec![finish(&[s(0)])]),
@@ -1226,10 +1401,24 @@ fn without_reset_backoff_after_there_are_no_flaps() {
     let m = run(
         connected(),
         &[
-            (lost(a(0)), vec![retry_in(t(0), secs(1))]),
+            (
+                lost(a(0)),
+                vec![
+                    retry_in(t(0), secs(1)),
+                    told_lost(a(0), LossKind::Closed, false),
+                    retry_scheduled(secs(1), 1),
+                ],
+            ),
             (fired(t(0)), vec![connect(a(1))]),
-            (made(a(1)), vec![]),
-            (lost(a(1)), vec![retry_in(t(1), secs(1))]),
+            (made(a(1)), vec![told_connected(a(1), 2)]),
+            (
+                lost(a(1)),
+                vec![
+                    retry_in(t(1), secs(1)),
+                    told_lost(a(1), LossKind::Closed, false),
+                    retry_scheduled(secs(1), 1),
+                ],
+            ),
         ],
     );
     let c = m.counters();
@@ -1302,8 +1491,9 @@ fn panicked_while_attempting_is_a_failed_attempt() {
                 vec![
                     cancel_timer(t(0)),
                     retry_in(t(1), secs(1)),
-                    attempt_failed(a(0), Failure::Panicked(boom(PanicSite::Connector))),
+                    attempt_failed(a(0), Failure::Panicked(boom(PanicSite::Connector)), 1),
                     deliver(&[w(0)]),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             // reported again: the attempt is old now, so it is stale
@@ -1350,8 +1540,9 @@ fn panicked_while_preparing_is_a_failed_attempt_and_closes_the_connection() {
                         cancel_timer(t(0)),
                         disconnect(a(0)),
                         retry_in(t(1), secs(1)),
-                        attempt_failed(a(0), Failure::Panicked(boom(site))),
+                        attempt_failed(a(0), Failure::Panicked(boom(site)), 1),
                         deliver(&[w(0)]),
+                        retry_scheduled(secs(1), 1),
                     ],
                 ),
             ],
@@ -1388,7 +1579,17 @@ fn panicked_for_an_established_connection_is_rejected() {
     );
     assert_eq!(m, before);
     // Its loss is reported the ordinary way.
-    run(m, &[(lost(a(0)), vec![retry_in(t(0), secs(1))])]);
+    run(
+        m,
+        &[(
+            lost(a(0)),
+            vec![
+                retry_in(t(0), secs(1)),
+                told_lost(a(0), LossKind::Closed, false),
+                retry_scheduled(secs(1), 1),
+            ],
+        )],
+    );
 }
 
 /// An attempt the machine asked to cancel panicked: it is gone, as with
@@ -1463,12 +1664,9 @@ fn panicked_can_be_the_failure_the_policy_gives_up_on() {
             (
                 panicked(a(0), PanicSite::Connector),
                 vec![
-                    attempt_failed(a(0), Failure::Panicked(boom(PanicSite::Connector))),
-                    deliver(&[w(0)]),
-                    Action::GaveUp {
-                        failed_attempts: 1,
-                        fatal: false,
-                    },
+                    attempt_failed(a(0), Failure::Panicked(boom(PanicSite::Connector)), 1),
+                    deliver_gave_up(&[w(0)], 1, false),
+                    gave_up(1, false),
                 ],
             ),
         ],
@@ -1498,7 +1696,8 @@ fn waiting_reconnect_now_cancels_the_retry_timer_and_connects_at_once() {
             failed(a(1), "refused"),
             vec![
                 retry_in(t(1), secs(2)),
-                attempt_failed(a(1), Failure::Connect("refused")),
+                attempt_failed(a(1), Failure::Connect("refused"), 2),
+                retry_scheduled(secs(2), 2),
             ],
         )],
     );
@@ -1524,7 +1723,8 @@ fn waiting_reconnect_now_resetting_the_backoff_starts_the_schedule_over() {
                 vec![
                     cancel_timer(t(0)),
                     retry_in(t(1), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("refused")),
+                    attempt_failed(a(0), Failure::Connect("refused"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (
@@ -1539,7 +1739,8 @@ fn waiting_reconnect_now_resetting_the_backoff_starts_the_schedule_over() {
                 vec![
                     cancel_timer(t(2)),
                     retry_in(t(3), secs(2)),
-                    attempt_failed(a(1), Failure::Connect("refused")),
+                    attempt_failed(a(1), Failure::Connect("refused"), 2),
+                    retry_scheduled(secs(2), 2),
                 ],
             ),
             (
@@ -1560,7 +1761,8 @@ fn waiting_reconnect_now_resetting_the_backoff_starts_the_schedule_over() {
             vec![
                 cancel_timer(t(4)),
                 retry_in(t(5), secs(1)),
-                attempt_failed(a(2), Failure::Connect("refused")),
+                attempt_failed(a(2), Failure::Connect("refused"), 1),
+                retry_scheduled(secs(1), 1),
             ],
         )],
     );
@@ -1580,7 +1782,8 @@ fn waiting_reconnect_now_connects_with_a_rejected_connection_still_closing() {
                 vec![
                     disconnect(a(0)),
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Prepare("auth")),
+                    attempt_failed(a(0), Failure::Prepare("auth"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (
@@ -1618,13 +1821,14 @@ fn connecting_reconnect_now_only_resets_the_count() {
                 failed(a(0), "refused"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("refused")),
+                    attempt_failed(a(0), Failure::Connect("refused"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (fired(t(0)), vec![connect(a(1))]),
             (made(a(1)), vec![prepare(a(1))]),
             (reconnect_now(true), vec![]),
-            (prepared(a(1)), vec![]),
+            (prepared(a(1)), vec![told_connected(a(1), 1)]),
         ],
     );
     assert_eq!((m.state(), m.failed_attempts()), (State::Connected, 0));
@@ -1646,11 +1850,18 @@ fn connected_reconnect_now_only_resets_the_count_and_keeps_the_healthy_timer() {
                 failed(a(0), "refused"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("refused")),
+                    attempt_failed(a(0), Failure::Connect("refused"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (fired(t(0)), vec![connect(a(1))]),
-            (made(a(1)), vec![timer(t(1), TimerKind::Healthy, secs(30))]),
+            (
+                made(a(1)),
+                vec![
+                    timer(t(1), TimerKind::Healthy, secs(30)),
+                    told_connected(a(1), 1),
+                ],
+            ),
             (reconnect_now(true), vec![]),
         ],
     );
@@ -1660,7 +1871,12 @@ fn connected_reconnect_now_only_resets_the_count_and_keeps_the_healthy_timer() {
         m,
         &[(
             lost(a(1)),
-            vec![cancel_timer(t(1)), retry_in(t(2), secs(1))],
+            vec![
+                cancel_timer(t(1)),
+                retry_in(t(2), secs(1)),
+                told_lost(a(1), LossKind::Closed, true),
+                retry_scheduled(secs(1), 1),
+            ],
         )],
     );
     assert_eq!((m.counters().losses, m.counters().flaps), (1, 1));
@@ -1713,13 +1929,6 @@ fn the_reconnect_now_method_is_the_input() {
 
 // ----- fatal failures (`failed_fatally`), one table per row of its rule ----------------
 
-fn gave_up(failed_attempts: u32, fatal: bool) -> Action<E> {
-    Action::GaveUp {
-        failed_attempts,
-        fatal,
-    }
-}
-
 /// A policy that must not be asked: giving up on fatal failures never asks it.
 fn never_asked(_: u32) -> Duration {
     panic!("the policy was asked")
@@ -1747,8 +1956,8 @@ fn a_fatal_failure_while_attempting_gives_up_at_once_without_asking_the_policy()
                 failed_fatally(a(0), "no such host"),
                 vec![
                     cancel_timer(t(0)),
-                    attempt_failed(a(0), Failure::Connect("no such host")),
-                    deliver(&[w(0), w(1)]),
+                    attempt_failed(a(0), Failure::Connect("no such host"), 1),
+                    deliver_gave_up(&[w(0), w(1)], 1, true),
                     gave_up(1, true),
                 ],
             ),
@@ -1774,8 +1983,8 @@ fn a_fatal_failure_while_preparing_closes_the_connection_and_gives_up() {
                 failed_fatally(a(0), "bad password"),
                 vec![
                     disconnect(a(0)),
-                    attempt_failed(a(0), Failure::Prepare("bad password")),
-                    deliver(&[w(0)]),
+                    attempt_failed(a(0), Failure::Prepare("bad password"), 1),
+                    deliver_gave_up(&[w(0)], 1, true),
                     gave_up(1, true),
                 ],
             ),
@@ -1800,7 +2009,8 @@ fn fatal_failures_give_up_at_the_threshold_counted_in_a_row() {
                 failed_fatally(a(0), "bad password"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("bad password")),
+                    attempt_failed(a(0), Failure::Connect("bad password"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (fired(t(0)), vec![connect(a(1))]),
@@ -1809,7 +2019,8 @@ fn fatal_failures_give_up_at_the_threshold_counted_in_a_row() {
                 failed(a(1), "refused"),
                 vec![
                     retry_in(t(1), secs(2)),
-                    attempt_failed(a(1), Failure::Connect("refused")),
+                    attempt_failed(a(1), Failure::Connect("refused"), 2),
+                    retry_scheduled(secs(2), 2),
                 ],
             ),
             (fired(t(1)), vec![connect(a(2))]),
@@ -1817,26 +2028,35 @@ fn fatal_failures_give_up_at_the_threshold_counted_in_a_row() {
                 failed_fatally(a(2), "bad password"),
                 vec![
                     retry_in(t(2), secs(3)),
-                    attempt_failed(a(2), Failure::Connect("bad password")),
+                    attempt_failed(a(2), Failure::Connect("bad password"), 3),
+                    retry_scheduled(secs(3), 3),
                 ],
             ),
             (fired(t(2)), vec![connect(a(3))]),
             // A connection ends the run too.
-            (made(a(3)), vec![]),
-            (lost(a(3)), vec![retry_in(t(3), secs(1))]),
+            (made(a(3)), vec![told_connected(a(3), 1)]),
+            (
+                lost(a(3)),
+                vec![
+                    retry_in(t(3), secs(1)),
+                    told_lost(a(3), LossKind::Closed, false),
+                    retry_scheduled(secs(1), 1),
+                ],
+            ),
             (fired(t(3)), vec![connect(a(4))]),
             (
                 failed_fatally(a(4), "bad password"),
                 vec![
                     retry_in(t(4), secs(2)),
-                    attempt_failed(a(4), Failure::Connect("bad password")),
+                    attempt_failed(a(4), Failure::Connect("bad password"), 2),
+                    retry_scheduled(secs(2), 2),
                 ],
             ),
             (fired(t(4)), vec![connect(a(5))]),
             (
                 failed_fatally(a(5), "bad password"),
                 vec![
-                    attempt_failed(a(5), Failure::Connect("bad password")),
+                    attempt_failed(a(5), Failure::Connect("bad password"), 3),
                     gave_up(3, true),
                 ],
             ),
@@ -1858,7 +2078,7 @@ fn below_the_threshold_the_policy_may_give_up() {
             (
                 failed_fatally(a(0), "bad password"),
                 vec![
-                    attempt_failed(a(0), Failure::Connect("bad password")),
+                    attempt_failed(a(0), Failure::Connect("bad password"), 1),
                     gave_up(1, false),
                 ],
             ),
@@ -1880,14 +2100,15 @@ fn a_start_after_a_fatal_give_up_starts_the_run_over() {
                 failed_fatally(a(0), "bad password"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("bad password")),
+                    attempt_failed(a(0), Failure::Connect("bad password"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (fired(t(0)), vec![connect(a(1))]),
             (
                 failed_fatally(a(1), "bad password"),
                 vec![
-                    attempt_failed(a(1), Failure::Connect("bad password")),
+                    attempt_failed(a(1), Failure::Connect("bad password"), 2),
                     gave_up(2, true),
                 ],
             ),
@@ -1901,7 +2122,8 @@ fn a_start_after_a_fatal_give_up_starts_the_run_over() {
             failed_fatally(a(2), "bad password"),
             vec![
                 retry_in(t(1), secs(1)),
-                attempt_failed(a(2), Failure::Connect("bad password")),
+                attempt_failed(a(2), Failure::Connect("bad password"), 1),
+                retry_scheduled(secs(1), 1),
             ],
         )],
     );
@@ -1919,7 +2141,7 @@ fn failed_fatally_for_a_cancelled_closing_or_old_attempt() {
             (failed_fatally(a(0), "bad password"), vec![finish(&[s(0)])]),
             (failed_fatally(a(0), "late"), vec![]),
             (start(), vec![connect(a(1))]),
-            (made(a(1)), vec![]),
+            (made(a(1)), vec![told_connected(a(1), 1)]),
             (stop(), vec![disconnect(a(1))]),
             (failed_fatally(a(1), "late"), vec![]),
         ],
@@ -1959,7 +2181,14 @@ fn connected_with_probes_probes_every_interval() {
         &[
             (start(), vec![connect(a(0))]),
             (when_connected(), vec![]),
-            (made(a(0)), vec![interval(t(0)), notify(a(0), &[w(0)])]),
+            (
+                made(a(0)),
+                vec![
+                    interval(t(0)),
+                    told_connected(a(0), 1),
+                    notify(a(0), &[w(0)]),
+                ],
+            ),
             (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
             (probe_ok(a(0)), vec![cancel_timer(t(1)), interval(t(2))]),
             (fired(t(2)), vec![probe(a(0)), probe_timeout(t(3))]),
@@ -1978,7 +2207,7 @@ fn a_failed_probe_closes_the_connection_and_retries_as_a_loss() {
         with(probing_config()),
         &[
             (start(), vec![connect(a(0))]),
-            (made(a(0)), vec![interval(t(0))]),
+            (made(a(0)), vec![interval(t(0)), told_connected(a(0), 1)]),
             (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
             (
                 probe_failed(a(0)),
@@ -1986,6 +2215,8 @@ fn a_failed_probe_closes_the_connection_and_retries_as_a_loss() {
                     cancel_timer(t(1)),
                     disconnect(a(0)),
                     retry_in(t(2), secs(1)),
+                    told_lost(a(0), LossKind::ProbeFailed, false),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
         ],
@@ -2008,9 +2239,17 @@ fn the_probe_timeout_closes_the_connection_and_retries_as_a_loss() {
         with(probing_config()),
         &[
             (start(), vec![connect(a(0))]),
-            (made(a(0)), vec![interval(t(0))]),
+            (made(a(0)), vec![interval(t(0)), told_connected(a(0), 1)]),
             (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
-            (fired(t(1)), vec![disconnect(a(0)), retry_in(t(2), secs(1))]),
+            (
+                fired(t(1)),
+                vec![
+                    disconnect(a(0)),
+                    retry_in(t(2), secs(1)),
+                    told_lost(a(0), LossKind::ProbeTimedOut, false),
+                    retry_scheduled(secs(1), 1),
+                ],
+            ),
             // The late answer is stale: the connection is closing.
             (probe_ok(a(0)), vec![]),
         ],
@@ -2025,17 +2264,15 @@ fn a_dead_connection_can_make_the_policy_give_up() {
         with_policy((linear as Linear).give_up_after(1), probing_config()),
         &[
             (start(), vec![connect(a(0))]),
-            (made(a(0)), vec![interval(t(0))]),
+            (made(a(0)), vec![interval(t(0)), told_connected(a(0), 1)]),
             (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
             (
                 probe_failed(a(0)),
                 vec![
                     cancel_timer(t(1)),
                     disconnect(a(0)),
-                    Action::GaveUp {
-                        failed_attempts: 1,
-                        fatal: false,
-                    },
+                    told_lost(a(0), LossKind::ProbeFailed, false),
+                    gave_up(1, false),
                 ],
             ),
             (stop(), vec![]),
@@ -2053,14 +2290,19 @@ fn lost_or_stopped_while_probing() {
         with(probing_config()),
         &[
             (start(), vec![connect(a(0))]),
-            (made(a(0)), vec![interval(t(0))]),
+            (made(a(0)), vec![interval(t(0)), told_connected(a(0), 1)]),
             (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
             (
                 lost(a(0)),
-                vec![cancel_timer(t(1)), retry_in(t(2), secs(1))],
+                vec![
+                    cancel_timer(t(1)),
+                    retry_in(t(2), secs(1)),
+                    told_lost(a(0), LossKind::Closed, false),
+                    retry_scheduled(secs(1), 1),
+                ],
             ),
             (fired(t(2)), vec![connect(a(1))]),
-            (made(a(1)), vec![interval(t(3))]),
+            (made(a(1)), vec![interval(t(3)), told_connected(a(1), 2)]),
             (fired(t(3)), vec![probe(a(1)), probe_timeout(t(4))]),
             (stop(), vec![disconnect(a(1)), cancel_timer(t(4))]),
             (probe_failed(a(1)), vec![]),
@@ -2086,11 +2328,12 @@ fn with_probes_health_is_counted_in_probe_intervals() {
                 failed(a(0), "refused"),
                 vec![
                     retry_in(t(0), secs(1)),
-                    attempt_failed(a(0), Failure::Connect("refused")),
+                    attempt_failed(a(0), Failure::Connect("refused"), 1),
+                    retry_scheduled(secs(1), 1),
                 ],
             ),
             (fired(t(0)), vec![connect(a(1))]),
-            (made(a(1)), vec![interval(t(1))]),
+            (made(a(1)), vec![interval(t(1)), told_connected(a(1), 1)]),
             (fired(t(1)), vec![probe(a(1)), probe_timeout(t(2))]),
             (probe_ok(a(1)), vec![cancel_timer(t(2)), interval(t(3))]),
             (fired(t(3)), vec![probe(a(1)), probe_timeout(t(4))]),
@@ -2103,7 +2346,12 @@ fn with_probes_health_is_counted_in_probe_intervals() {
         m.clone(),
         &[(
             lost(a(1)),
-            vec![cancel_timer(t(5)), retry_in(t(6), secs(2))],
+            vec![
+                cancel_timer(t(5)),
+                retry_in(t(6), secs(2)),
+                told_lost(a(1), LossKind::Closed, true),
+                retry_scheduled(secs(2), 2),
+            ],
         )],
     );
     assert_eq!(
@@ -2121,6 +2369,8 @@ fn with_probes_health_is_counted_in_probe_intervals() {
                 cancel_timer(t(6)),
                 disconnect(a(1)),
                 retry_in(t(7), secs(1)),
+                told_lost(a(1), LossKind::ProbeFailed, false),
+                retry_scheduled(secs(1), 1),
             ],
         )],
     );
@@ -2143,7 +2393,10 @@ fn probe_reports_without_a_probe_outstanding_are_rejected() {
         m,
         &[
             (made(a(0)), vec![prepare(a(0))]),
-            (prepared(a(0)), vec![interval(t(0))]),
+            (
+                prepared(a(0)),
+                vec![interval(t(0)), told_connected(a(0), 1)],
+            ),
         ],
     );
     let before = m.clone();
@@ -2170,7 +2423,7 @@ fn reconnect_now_leaves_the_probes_alone() {
         with(probing_config()),
         &[
             (start(), vec![connect(a(0))]),
-            (made(a(0)), vec![interval(t(0))]),
+            (made(a(0)), vec![interval(t(0)), told_connected(a(0), 1)]),
             (reconnect_now(true), vec![]),
             (fired(t(0)), vec![probe(a(0)), probe_timeout(t(1))]),
             (reconnect_now(false), vec![]),

@@ -15,7 +15,10 @@ use redial::testing::trace::{
     parse_action, parse_input, parse_rejection, DisplayAction, DisplayInput, DisplayRejection,
 };
 use redial::testing::{run_ops, strategy, SimPolicy, Trace};
-use redial::{Action, AttemptId, Failure, Input, Machine, Panic, PanicSite, Rejection, WaiterId};
+use redial::{
+    Action, AttemptId, Failure, GiveUp, Input, LossKind, Machine, Panic, PanicSite, Rejection,
+    WaiterId,
+};
 
 #[test]
 fn every_trace_file_replays() {
@@ -124,13 +127,14 @@ fn panicked_inputs_print_and_parse_back() {
 
 #[test]
 fn panicked_failures_print_and_parse_back() {
-    let line = "attempt_failed attempt#3 panicked(connector \"msg\")";
+    let line = "attempt_failed attempt#3 panicked(connector \"msg\") failures=2";
     let action = parse_action(line).unwrap();
     assert_eq!(
         action,
         Action::AttemptFailed {
             attempt: AttemptId::from_raw(3),
             failure: Failure::Panicked(Panic::new(PanicSite::Connector, "msg")),
+            consecutive_failures: 2,
         }
     );
     assert_eq!(DisplayAction(&action).to_string(), line);
@@ -139,6 +143,7 @@ fn panicked_failures_print_and_parse_back() {
             let action: Action<String> = Action::AttemptFailed {
                 attempt: AttemptId::from_raw(4),
                 failure: Failure::Panicked(Panic::new(site, message)),
+                consecutive_failures: 1,
             };
             let text = DisplayAction(&action).to_string();
             assert!(
@@ -170,26 +175,114 @@ fn every_failure_prints_and_parses_back() {
         let action: Action<String> = Action::AttemptFailed {
             attempt: AttemptId::from_raw(9),
             failure,
+            consecutive_failures: 7,
         };
-        let line = format!("attempt_failed attempt#9 {text}");
+        let line = format!("attempt_failed attempt#9 {text} failures=7");
         assert_eq!(DisplayAction(&action).to_string(), line);
         assert_eq!(parse_action(&line), Ok(action), "{line}");
     }
 }
 
 #[test]
-fn deliver_failure_names_only_waiters() {
+fn deliver_failure_names_only_waiters_and_the_give_up() {
+    let give_ups = [
+        (None, String::new()),
+        (
+            Some(GiveUp {
+                failed_attempts: 3,
+                fatal: false,
+            }),
+            String::from(" gave_up=3"),
+        ),
+        (
+            Some(GiveUp {
+                failed_attempts: 1,
+                fatal: true,
+            }),
+            String::from(" gave_up=1 fatal"),
+        ),
+    ];
     for ids in [&[][..], &[0][..], &[0, 1][..], &[2, 5, 7][..]] {
-        let action: Action<String> = Action::DeliverFailure {
-            waiters: ids.iter().copied().map(WaiterId::from_raw).collect(),
-        };
-        let line = DisplayAction(&action).to_string();
-        let expected: String = ids.iter().map(|n| format!(" waiter#{n}")).collect();
-        assert_eq!(line, format!("deliver_failure{expected}"));
-        assert_eq!(parse_action(&line), Ok(action), "{line}");
+        for (gave_up, suffix) in &give_ups {
+            let action: Action<String> = Action::DeliverFailure {
+                waiters: ids.iter().copied().map(WaiterId::from_raw).collect(),
+                gave_up: *gave_up,
+            };
+            let line = DisplayAction(&action).to_string();
+            let expected: String = ids.iter().map(|n| format!(" waiter#{n}")).collect();
+            assert_eq!(line, format!("deliver_failure{expected}{suffix}"));
+            assert_eq!(parse_action(&line), Ok(action), "{line}");
+        }
     }
+    assert!(parse_action("deliver_failure waiter#0 gave_up=2 fatal extra").is_err());
     // The old form, with the failure on the deliver_failure line, is not read.
     assert!(parse_action("deliver_failure connect(\"refused\") waiter#0").is_err());
+}
+
+#[test]
+fn facts_print_and_parse_back() {
+    let facts: [(Action<String>, &str); 6] = [
+        (
+            Action::Connected {
+                attempt: AttemptId::from_raw(2),
+                generation: 1,
+            },
+            "connected attempt#2 generation=1",
+        ),
+        (
+            Action::Lost {
+                attempt: AttemptId::from_raw(2),
+                kind: LossKind::Closed,
+                flap: false,
+            },
+            "lost attempt#2 closed",
+        ),
+        (
+            Action::Lost {
+                attempt: AttemptId::from_raw(3),
+                kind: LossKind::ProbeFailed,
+                flap: true,
+            },
+            "lost attempt#3 probe_failed flap",
+        ),
+        (
+            Action::Lost {
+                attempt: AttemptId::from_raw(4),
+                kind: LossKind::ProbeTimedOut,
+                flap: false,
+            },
+            "lost attempt#4 probe_timed_out",
+        ),
+        (
+            Action::RetryScheduled {
+                delay: Duration::from_millis(1500),
+                consecutive_failures: 2,
+            },
+            "retry_scheduled 1500ms failures=2",
+        ),
+        (
+            Action::GaveUp {
+                failed_attempts: 6,
+                fatal: true,
+            },
+            "gave_up 6 fatal",
+        ),
+    ];
+    for (action, line) in facts {
+        assert!(action.is_fact(), "{action:?}");
+        assert_eq!(DisplayAction(&action).to_string(), line);
+        assert_eq!(parse_action(line), Ok(action), "{line}");
+    }
+    for bad in [
+        "connected attempt#2",
+        "connected attempt#2 generation=x",
+        "lost attempt#2 vanished",
+        "lost attempt#2 closed sometimes",
+        "retry_scheduled 1s",
+        "retry_scheduled 1s fails=1",
+    ] {
+        assert!(parse_action(bad).is_err(), "{bad}");
+    }
 }
 
 #[test]
@@ -284,7 +377,8 @@ start
   cancel_timer timer#0
   # an indented comment
   schedule timer#1 retry 1500ms
-  attempt_failed attempt#0 connect(\"refused\")
+  attempt_failed attempt#0 connect(\"refused\") failures=1
+  retry_scheduled 1500ms failures=1
 @1510ms timer_fired timer#1
   connect attempt#1
   schedule timer#2 connect_timeout 5s
@@ -292,6 +386,7 @@ when_connected
   = waiter#0
 @1520ms connection_made attempt#1
   cancel_timer timer#2
+  connected attempt#1 generation=1
   notify attempt#1 waiter#0
 # the end
 ";
@@ -332,7 +427,8 @@ start
 @10ms connection_failed attempt#0 \"refused\"
   cancel_timer timer#0
   schedule timer#1 retry 1500ms
-  attempt_failed attempt#0 connect(\"refused\")
+  attempt_failed attempt#0 connect(\"refused\") failures=1
+  retry_scheduled 1500ms failures=1
 # an indented comment
 @1510ms timer_fired timer#1
   connect attempt#1
@@ -341,6 +437,7 @@ when_connected
   = waiter#0
 @1520ms connection_made attempt#1
   cancel_timer timer#2
+  connected attempt#1 generation=1
   notify attempt#1 waiter#0
 # the end
 ";
@@ -384,7 +481,8 @@ policy linear 1s
   connect attempt#0
 @10ms connection_failed attempt#0 \"refused\"
   schedule timer#0 retry 1s
-  attempt_failed attempt#0 connect(\"refused\")
+  attempt_failed attempt#0 connect(\"refused\") failures=1
+  retry_scheduled 1s failures=1
 @WHEN timer_fired timer#0
   connect attempt#1
 ";

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use redial::testing::{run_ops, Invariants, Op, SimPolicy, Trace, Violation};
 use redial::{
-    Action, AttemptId, Config, Counters, Failure, Input, InputError, Machine, Panic, Rejection,
-    RetryPolicy, State, Step, StopId, TimerId, TimerKind, WaiterId,
+    Action, AttemptId, Config, Counters, Failure, GiveUp, Input, InputError, LossKind, Machine,
+    Panic, Rejection, RetryPolicy, State, Step, StopId, TimerId, TimerKind, WaiterId,
 };
 
 /// How far along the current attempt is.
@@ -589,17 +589,21 @@ impl Model {
                 }
                 self.probing = false;
                 self.cancel_timer(out); // the healthy timer
-                self.current = None;
+                let (a, _) = self.current.take().expect("Connected has a connection");
                 self.counters.losses += 1;
                 self.failed_attempts = self.failed_attempts.saturating_add(1);
-                match self.delay(self.failed_attempts) {
-                    Some(d) => {
-                        self.state = Waiting;
-                        self.schedule(TimerKind::Retry, d, out);
-                    }
-                    // A loss is no failed attempt: nothing to report or deliver.
-                    None => self.give_up(false, out),
+                // A loss is no failed attempt: nothing to deliver.
+                let retry = self.delay(self.failed_attempts);
+                if let Some(d) = retry {
+                    self.state = Waiting;
+                    self.schedule(TimerKind::Retry, d, out);
                 }
+                out.push(Action::Lost {
+                    attempt: AttemptId::from_raw(a),
+                    kind: LossKind::Closed,
+                    flap: flapped,
+                });
+                self.retry_or_give_up(retry, false, out);
             }
             // Connected, probing (contract: Beyond Twisted, Liveness probes)
             (Connected, Event::Timer(TimerKind::ProbeInterval)) => {
@@ -628,12 +632,12 @@ impl Model {
             }
             (Connected, Event::Report(ProbeDead, a, _)) => {
                 self.cancel_timer(out); // the probe timeout
-                self.connection_dead(a, out);
+                self.connection_dead(a, LossKind::ProbeFailed, out);
             }
             (Connected, Event::Timer(TimerKind::ProbeTimeout)) => {
                 self.timer = None;
                 let (a, _) = self.current.expect("Connected has a connection");
-                self.connection_dead(a, out);
+                self.connection_dead(a, LossKind::ProbeTimedOut, out);
             }
 
             // Connected: the connection stayed up long enough (contract: Beyond Twisted)
@@ -693,6 +697,10 @@ impl Model {
             (None, Some(d)) => self.schedule(TimerKind::Healthy, d, out),
             (None, None) => {}
         }
+        out.push(Action::Connected {
+            attempt: AttemptId::from_raw(a),
+            generation: self.counters.connections,
+        });
         if !self.waiters.is_empty() {
             let waiters = self.waiters.drain(..).map(|w| WaiterId::from_raw(w.id));
             out.push(Action::NotifyWaiters {
@@ -709,7 +717,7 @@ impl Model {
     /// 3. the waiters it fails, if any: those whose threshold it reaches, or on
     ///    giving up every pending one (`DeliverFailure`, which carries no
     ///    failure: it is the one just reported);
-    /// 4. on giving up, `GaveUp`.
+    /// 4. `RetryScheduled`, or on giving up `GaveUp`.
     fn attempt_failed(&mut self, a: u64, failure: Failure<String>, out: &mut Out) {
         // Not fatal: the run of fatal failures is over.
         self.fatal_in_a_row = 0;
@@ -753,6 +761,7 @@ impl Model {
         out.push(Action::AttemptFailed {
             attempt: AttemptId::from_raw(a),
             failure,
+            consecutive_failures: self.failed_attempts,
         });
         let (due, kept): (Vec<ModelWaiter>, Vec<ModelWaiter>) =
             self.waiters.drain(..).partition(|w| {
@@ -763,16 +772,29 @@ impl Model {
         if !due.is_empty() {
             out.push(Action::DeliverFailure {
                 waiters: due.iter().map(|w| WaiterId::from_raw(w.id)).collect(),
+                gave_up: retry.is_none().then_some(GiveUp {
+                    failed_attempts: self.failed_attempts,
+                    fatal: fatal_give_up,
+                }),
             });
         }
-        if retry.is_none() {
-            self.give_up(fatal_give_up, out);
+        self.retry_or_give_up(retry, fatal_give_up, out);
+    }
+
+    /// The last fact of a failure or a loss: the retry, or the give-up.
+    fn retry_or_give_up(&mut self, retry: Option<Duration>, fatal: bool, out: &mut Out) {
+        match retry {
+            Some(delay) => out.push(Action::RetryScheduled {
+                delay,
+                consecutive_failures: self.failed_attempts,
+            }),
+            None => self.give_up(fatal, out),
         }
     }
 
     /// The established connection `a` is dead (a probe failed or timed out; its
     /// timer is done): close it, and count a loss as `client_disconnected` would.
-    fn connection_dead(&mut self, a: u64, out: &mut Out) {
+    fn connection_dead(&mut self, a: u64, kind: LossKind, out: &mut Out) {
         self.probing = false;
         self.current = None;
         self.close(a, out);
@@ -781,13 +803,17 @@ impl Model {
             self.counters.flaps += 1;
         }
         self.failed_attempts = self.failed_attempts.saturating_add(1);
-        match self.delay(self.failed_attempts) {
-            Some(d) => {
-                self.state = State::Waiting;
-                self.schedule(TimerKind::Retry, d, out);
-            }
-            None => self.give_up(false, out),
+        let retry = self.delay(self.failed_attempts);
+        if let Some(d) = retry {
+            self.state = State::Waiting;
+            self.schedule(TimerKind::Retry, d, out);
         }
+        out.push(Action::Lost {
+            attempt: AttemptId::from_raw(a),
+            kind,
+            flap: !self.healthy,
+        });
+        self.retry_or_give_up(retry, false, out);
     }
 
     fn give_up(&mut self, fatal: bool, out: &mut Out) {

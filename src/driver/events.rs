@@ -156,6 +156,11 @@ pub enum Event<E> {
         attempt: AttemptId,
         /// Why.
         reason: Loss,
+        /// It was lost before it became healthy
+        /// ([`Builder::reset_backoff_after`](super::Builder::reset_backoff_after)):
+        /// a flap, counted toward the backoff (in `consecutive_failures`) instead
+        /// of resetting it.
+        flap: bool,
     },
     /// The service gave up: the retry policy did, or (`fatal`) failures that
     /// retrying will not fix did ([`Builder::fatal_if`](super::Builder::fatal_if)).
@@ -206,9 +211,14 @@ impl<E> Clone for Event<E> {
                 attempt: *attempt,
                 generation: *generation,
             },
-            Event::Lost { attempt, reason } => Event::Lost {
+            Event::Lost {
+                attempt,
+                reason,
+                flap,
+            } => Event::Lost {
                 attempt: *attempt,
                 reason: reason.clone(),
+                flap: *flap,
             },
             Event::GaveUp {
                 failed_attempts,
@@ -259,10 +269,15 @@ impl<E: fmt::Debug> fmt::Debug for Event<E> {
                 .field("attempt", attempt)
                 .field("generation", generation)
                 .finish(),
-            Event::Lost { attempt, reason } => f
+            Event::Lost {
+                attempt,
+                reason,
+                flap,
+            } => f
                 .debug_struct("Lost")
                 .field("attempt", attempt)
                 .field("reason", reason)
+                .field("flap", flap)
                 .finish(),
             Event::GaveUp {
                 failed_attempts,

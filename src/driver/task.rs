@@ -41,7 +41,7 @@ use super::log::event;
 use super::pending::Pending;
 use super::runtime::Runtime;
 use super::shared::{Answer, Command, Shared, Status, StopTx, WaiterTx};
-use crate::actions::{Action, Actions, Failure, Panic, PanicSite};
+use crate::actions::{Action, Actions, Failure, LossKind, Panic, PanicSite};
 use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
 use crate::input::Input;
 use crate::machine::{Issued, Machine, State};
@@ -98,6 +98,36 @@ struct Conn<H, E> {
     probe: Option<Contained<Result<(), E>>>,
 }
 
+/// An outcome for the machine, with the detail only the driver knows about it.
+struct Report<E> {
+    input: Input<E>,
+    /// Why the connection was lost, for a report that may lose it (the machine
+    /// tells how in its `Lost` fact; this is what is behind it: the driver's
+    /// error, a panic, a `disconnect` call, the probe's error).
+    loss: Option<Loss>,
+}
+
+impl<E> Report<E> {
+    fn new(input: Input<E>) -> Self {
+        Report { input, loss: None }
+    }
+
+    fn lost(input: Input<E>, loss: Loss) -> Self {
+        Report {
+            input,
+            loss: Some(loss),
+        }
+    }
+}
+
+/// What one input's actions pass along to each other: the failure its
+/// `AttemptFailed` told (for the `DeliverFailure` and `GaveUp` after it) and the
+/// detail of a loss its report carried (for its `Lost`).
+struct Performing<E> {
+    failure: Option<Arc<Failure<E>>>,
+    loss: Option<Loss>,
+}
+
 /// An answer channel to register once the machine has issued its id (before the
 /// input's actions are performed, which may already answer it).
 enum Register<H, E> {
@@ -110,25 +140,16 @@ pub(crate) struct Task<R: Runtime, H, E> {
     shared: Arc<Shared<H, E>>,
     machine: Machine<E, DynPolicy>,
     /// Outcomes not yet fed to the machine, in the order they happened.
-    reports: VecDeque<Input<E>>,
+    reports: VecDeque<Report<E>>,
     /// Commands taken from the mailbox, not yet performed.
     commands: VecDeque<Command<H, E>>,
     connect: ConnectFn<H, E>,
     hooks: Hooks<H, E>,
-    /// The probe timeout the machine armed, while a probe is out.
-    probe_timer: Option<TimerId>,
     attempt: Option<(AttemptId, Contained<Made<H, E>>)>,
     conn: Option<Conn<H, E>>,
     timer: Option<(TimerId, Pin<Box<R::Sleep>>)>,
     waiters: Pending<WaiterTx<H, E>>,
     stops: Pending<StopTx>,
-    /// Why the connection the queued `ClientDisconnected` report is about was lost.
-    loss: Option<(AttemptId, Loss)>,
-    /// The retry the input being performed scheduled, told after its other events.
-    retry: Option<Duration>,
-    /// The failure of the input being performed (its `AttemptFailed` action), for
-    /// the `DeliverFailure` and `GaveUp` that follow it.
-    failure: Option<Arc<Failure<E>>>,
     /// A span per service (named by `Builder::name`) around everything the task does.
     #[cfg(feature = "tracing")]
     span: tracing::Span,
@@ -166,15 +187,11 @@ where
             commands: VecDeque::new(),
             connect,
             hooks,
-            probe_timer: None,
             attempt: None,
             conn: None,
             timer: None,
             waiters: Pending::new(),
             stops: Pending::new(),
-            loss: None,
-            retry: None,
-            failure: None,
             #[cfg(feature = "tracing")]
             span,
             shutdown: false,
@@ -186,21 +203,14 @@ where
     // ----- the one place inputs reach the machine ------------------------------------
 
     /// Feeds one input (and registers its answer channel, if it issues an id), then
-    /// performs its actions. Returns `false` if the service ended.
-    fn feed(&mut self, input: Input<E>, register: Option<Register<H, E>>) -> bool {
-        let about = match &input {
-            Input::ConnectionMade { attempt }
-            | Input::ConnectionFailed { attempt, .. }
-            | Input::ConnectCancelled { attempt }
-            | Input::PrepareSucceeded { attempt }
-            | Input::PrepareFailed { attempt, .. }
-            | Input::Panicked { attempt, .. }
-            | Input::ClientDisconnected { attempt } => Some(*attempt),
-            _ => self.machine.current_attempt(),
-        };
-        let before = (self.machine.state(), self.machine.connection());
-        let losses = self.machine.counters().losses;
-        self.failure = None;
+    /// performs its actions; `loss` is the detail of a loss the input may report.
+    /// Returns `false` if the service ended.
+    fn feed(
+        &mut self,
+        input: Input<E>,
+        loss: Option<Loss>,
+        register: Option<Register<H, E>>,
+    ) -> bool {
         // The machine writes the input's actions into a buffer on the stack
         // (`handle_into`: no allocation, and nothing kept in an idle service).
         let mut actions = Actions::new();
@@ -222,33 +232,12 @@ where
                 // Published before any answer goes out, so that whoever an answer
                 // wakes reads the state that answered it.
                 self.publish();
-                if self.machine.counters().losses > losses {
-                    let attempt = about.unwrap_or(AttemptId::from_raw(u64::MAX));
-                    let reason = match self.loss.take() {
-                        Some((lost, reason)) if lost == attempt => reason,
-                        _ => Loss::Closed,
-                    };
-                    self.tell(Event::Lost { attempt, reason });
-                }
-                let after = (self.machine.state(), self.machine.connection());
-                if let (State::Connected, Some(attempt)) = after {
-                    if after != before {
-                        let generation = self.machine.counters().connections;
-                        self.tell(Event::Connected {
-                            attempt,
-                            generation,
-                        });
-                    }
-                }
+                let mut performing = Performing {
+                    failure: None,
+                    loss,
+                };
                 for action in actions.drain() {
-                    self.perform(action);
-                }
-                if let Some(delay) = self.retry.take() {
-                    let failed_attempts = self.machine.failed_attempts();
-                    self.tell(Event::RetryScheduled {
-                        delay,
-                        failed_attempts,
-                    });
+                    self.perform(action, &mut performing);
                 }
                 true
             }
@@ -280,7 +269,7 @@ where
                 break;
             };
             *budget -= 1;
-            if !self.feed(report, None) {
+            if !self.feed(report.input, report.loss, None) {
                 return false;
             }
         }
@@ -292,7 +281,7 @@ where
     /// Performs one action. An outcome the machine must hear about is queued in
     /// `reports`. An action about something the task knows is gone needs nothing:
     /// its report has been fed or is queued already.
-    fn perform(&mut self, action: Action<E>) {
+    fn perform(&mut self, action: Action<E>, performing: &mut Performing<E>) {
         match action {
             Action::Connect { attempt } => {
                 self.tell(Event::AttemptStarted { attempt });
@@ -309,7 +298,7 @@ where
                     Err(payload) => {
                         let panic = Panic::new(PanicSite::Connector, panic_message(&*payload));
                         event!(error, attempt = %attempt, %panic, "connector panicked");
-                        self.reports.push_back(Input::Panicked { attempt, panic });
+                        self.report(Input::Panicked { attempt, panic });
                     }
                 }
             }
@@ -317,7 +306,7 @@ where
                 if let Some((held, future)) = self.attempt.take() {
                     if held == attempt {
                         contain_drop(future);
-                        self.reports.push_back(Input::ConnectCancelled { attempt });
+                        self.report(Input::ConnectCancelled { attempt });
                     } else {
                         self.attempt = Some((held, future));
                     }
@@ -337,15 +326,14 @@ where
                     Err(payload) => {
                         let panic = Panic::new(PanicSite::Prepare, panic_message(&*payload));
                         event!(error, attempt = %attempt, %panic, "prepare panicked");
-                        self.reports.push_back(Input::Panicked { attempt, panic });
+                        self.report(Input::Panicked { attempt, panic });
                     }
                 }
             }
             Action::Disconnect { attempt } => {
                 if self.conn.as_ref().is_some_and(|c| c.attempt == attempt) {
                     contain_drop(self.conn.take());
-                    self.reports
-                        .push_back(Input::ClientDisconnected { attempt });
+                    self.report(Input::ClientDisconnected { attempt });
                 }
             }
             Action::Probe { attempt } => {
@@ -354,7 +342,7 @@ where
                 };
                 let Some(probe) = &mut self.hooks.probe else {
                     // The service sets `Config::probe` only with a probe hook.
-                    self.reports.push_back(Input::ProbeSucceeded { attempt });
+                    self.report(Input::ProbeSucceeded { attempt });
                     return;
                 };
                 let handle = &conn.handle;
@@ -363,8 +351,10 @@ where
                     Err(payload) => {
                         let panic = Panic::new(PanicSite::Probe, panic_message(&*payload));
                         event!(error, attempt = %attempt, %panic, "probe panicked");
-                        self.loss = Some((attempt, Loss::Panicked(panic)));
-                        self.reports.push_back(Input::ProbeFailed { attempt });
+                        self.reports.push_back(Report::lost(
+                            Input::ProbeFailed { attempt },
+                            Loss::Panicked(panic),
+                        ));
                     }
                 }
             }
@@ -373,23 +363,12 @@ where
                 kind: _kind,
                 delay,
             } => {
-                if _kind == crate::actions::TimerKind::ProbeTimeout {
-                    // Its firing means the probe did not answer: that is the reason.
-                    self.probe_timer = Some(timer);
-                }
-                if _kind == crate::actions::TimerKind::Retry {
-                    // Told once the rest of this input's actions are done, so that
-                    // the failure that led to it is told first.
-                    self.retry = Some(delay);
-                } else {
-                    event!(trace, timer = %timer, kind = ?_kind, delay = ?delay, "timer armed");
-                }
+                event!(trace, timer = %timer, kind = ?_kind, delay = ?delay, "timer armed");
                 if delay.is_zero() {
                     // No trip through the runtime's timer (Tokio's rounds up to 1 ms):
                     // it fires once what is queued before it has been fed.
                     self.timer = None;
-                    self.note_probe_timeout(timer);
-                    self.reports.push_back(Input::TimerFired { timer });
+                    self.report(Input::TimerFired { timer });
                 } else {
                     self.timer = Some((timer, Box::pin(self.runtime.sleep(delay))));
                 }
@@ -400,32 +379,20 @@ where
                 }
             }
             Action::NotifyWaiters { attempt, waiters } => self.notify(attempt, &waiters),
-            Action::AttemptFailed { attempt, failure } => {
-                let failure = Arc::new(failure);
-                self.failure = Some(Arc::clone(&failure));
-                self.tell(Event::AttemptFailed {
-                    attempt,
-                    failure,
-                    consecutive_failures: self.machine.failed_attempts(),
-                });
-            }
-            Action::DeliverFailure { waiters } => {
+            Action::DeliverFailure { waiters, gave_up } => {
                 // The failure of the `AttemptFailed` just before, in this list.
-                let Some(last) = self.failure.clone() else {
+                let Some(last) = performing.failure.clone() else {
                     // Never without one; dropping the senders would still answer them.
                     self.waiters.take_ids(waiters.iter().map(|w| w.raw()), drop);
                     return;
                 };
-                // A failure delivered as the machine stops is the policy giving up
-                // (a `GaveUp` action follows); otherwise a threshold was reached.
-                let error = if self.machine.state() == State::Stopped {
-                    Error::GaveUp {
-                        failed_attempts: self.machine.failed_attempts(),
+                let error = match gave_up {
+                    Some(gave_up) => Error::GaveUp {
+                        failed_attempts: gave_up.failed_attempts,
                         last,
-                        fatal: self.gave_up_on_fatal(),
-                    }
-                } else {
-                    Error::Failed(last)
+                        fatal: gave_up.fatal,
+                    },
+                    None => Error::Failed(last),
                 };
                 self.waiters
                     .take_ids(waiters.iter().map(|w| w.raw()), |tx| {
@@ -445,11 +412,57 @@ where
                         let _ = tx.send(());
                     });
             }
+            // ----- facts: told, never inferred -----
+            Action::AttemptFailed {
+                attempt,
+                failure,
+                consecutive_failures,
+            } => {
+                let failure = Arc::new(failure);
+                performing.failure = Some(Arc::clone(&failure));
+                self.tell(Event::AttemptFailed {
+                    attempt,
+                    failure,
+                    consecutive_failures,
+                });
+            }
+            Action::Connected {
+                attempt,
+                generation,
+            } => self.tell(Event::Connected {
+                attempt,
+                generation,
+            }),
+            Action::Lost {
+                attempt,
+                kind,
+                flap,
+            } => {
+                let reason = match kind {
+                    LossKind::Closed => performing.loss.take().unwrap_or(Loss::Closed),
+                    LossKind::ProbeFailed => performing.loss.take().unwrap_or_else(|| {
+                        Loss::ProbeFailed("the probe reported a failure".into())
+                    }),
+                    LossKind::ProbeTimedOut => Loss::ProbeTimedOut,
+                };
+                self.tell(Event::Lost {
+                    attempt,
+                    reason,
+                    flap,
+                });
+            }
+            Action::RetryScheduled {
+                delay,
+                consecutive_failures,
+            } => self.tell(Event::RetryScheduled {
+                delay,
+                failed_attempts: consecutive_failures,
+            }),
             Action::GaveUp {
                 failed_attempts,
                 fatal,
             } => {
-                let last = self.failure.take();
+                let last = performing.failure.take();
                 self.tell(Event::GaveUp {
                     failed_attempts,
                     last,
@@ -459,10 +472,9 @@ where
         }
     }
 
-    /// Whether the machine, now Stopped, gave up on fatal failures (its streak of
-    /// them reached the threshold) rather than on the policy's word.
-    fn gave_up_on_fatal(&self) -> bool {
-        self.machine.fatal_streak() >= self.machine.config().give_up_after_fatal.get()
+    /// Queues an outcome for the machine.
+    fn report(&mut self, input: Input<E>) {
+        self.reports.push_back(Report::new(input));
     }
 
     /// A failed connect or prepare step: fatal if the user's classifier says so
@@ -517,9 +529,10 @@ where
             });
         if let Some((panic, _)) = broken {
             contain_drop(self.conn.take());
-            self.loss = Some((attempt, Loss::Panicked(panic)));
-            self.reports
-                .push_back(Input::ClientDisconnected { attempt });
+            self.reports.push_back(Report::lost(
+                Input::ClientDisconnected { attempt },
+                Loss::Panicked(panic),
+            ));
         }
     }
 
@@ -527,8 +540,8 @@ where
 
     fn command(&mut self, command: Command<H, E>) -> bool {
         match command {
-            Command::Start => self.feed(Input::Start, None),
-            Command::Stop(tx) => self.feed(Input::Stop, Some(Register::Stop(tx))),
+            Command::Start => self.feed(Input::Start, None, None),
+            Command::Stop(tx) => self.feed(Input::Stop, None, Some(Register::Stop(tx))),
             Command::WhenConnected {
                 ticket,
                 fail_after,
@@ -538,7 +551,7 @@ where
                 Some((waiter, tx)) => {
                     drop(tx);
                     let waiter = WaiterId::from_raw(waiter);
-                    self.feed(Input::CancelWaiter { waiter }, None)
+                    self.feed(Input::CancelWaiter { waiter }, None, None)
                 }
                 None => true, // answered already
             },
@@ -551,15 +564,15 @@ where
                     return true;
                 }
                 contain_drop(self.conn.take());
-                self.loss = Some((attempt, Loss::Disconnected));
-                self.feed(Input::ClientDisconnected { attempt }, None)
+                let input = Input::ClientDisconnected { attempt };
+                self.feed(input, Some(Loss::Disconnected), None)
             }
             Command::ReconnectNow { reset_backoff } => {
-                self.feed(Input::ReconnectNow { reset_backoff }, None)
+                self.feed(Input::ReconnectNow { reset_backoff }, None, None)
             }
             Command::Shutdown => {
                 self.shutdown = true;
-                self.feed(Input::Stop, None)
+                self.feed(Input::Stop, None, None)
             }
         }
     }
@@ -577,7 +590,7 @@ where
         let input = Input::WhenConnected {
             fail_after_failures,
         };
-        self.feed(input, Some(Register::Waiter { ticket, tx }))
+        self.feed(input, None, Some(Register::Waiter { ticket, tx }))
     }
 
     // ----- what the task holds -----------------------------------------------------------
@@ -610,7 +623,7 @@ where
                         Input::Panicked { attempt, panic }
                     }
                 };
-                self.reports.push_back(report);
+                self.report(report);
                 return true;
             }
         }
@@ -631,25 +644,24 @@ where
                             Input::Panicked { attempt, panic }
                         }
                     };
-                    self.reports.push_back(report);
+                    self.report(report);
                     return true;
                 }
             }
             if let Some(probe) = &mut conn.probe {
                 if let Poll::Ready(result) = Pin::new(probe).poll(cx) {
                     conn.probe = None;
+                    let failed = Input::ProbeFailed { attempt };
                     let report = match result {
-                        Ok(Ok(())) => Input::ProbeSucceeded { attempt },
+                        Ok(Ok(())) => Report::new(Input::ProbeSucceeded { attempt }),
                         Ok(Err(error)) => {
                             let reason: Arc<str> = std::format!("{error:#}").into();
-                            self.loss = Some((attempt, Loss::ProbeFailed(reason)));
-                            Input::ProbeFailed { attempt }
+                            Report::lost(failed, Loss::ProbeFailed(reason))
                         }
                         Err(payload) => {
                             let panic = Panic::new(PanicSite::Probe, panic_message(&*payload));
                             event!(error, attempt = %attempt, %panic, "probe panicked");
-                            self.loss = Some((attempt, Loss::Panicked(panic)));
-                            Input::ProbeFailed { attempt }
+                            Report::lost(failed, Loss::Panicked(panic))
                         }
                     };
                     self.reports.push_back(report);
@@ -667,19 +679,17 @@ where
                         conn.driver = None;
                         let panic = Panic::new(PanicSite::Connection, panic_message(&*payload));
                         event!(error, attempt = %attempt, %panic, "connection driver panicked");
-                        Input::Panicked { attempt, panic }
+                        Report::new(Input::Panicked { attempt, panic })
                     }
                     Err(payload) => {
                         contain_drop(self.conn.take());
                         let panic = Panic::new(PanicSite::Connection, panic_message(&*payload));
                         event!(error, attempt = %attempt, %panic, "connection driver panicked");
-                        self.loss = Some((attempt, Loss::Panicked(panic)));
-                        Input::ClientDisconnected { attempt }
+                        Report::lost(Input::ClientDisconnected { attempt }, Loss::Panicked(panic))
                     }
                     Ok(reason) => {
                         contain_drop(self.conn.take());
-                        self.loss = Some((attempt, reason));
-                        Input::ClientDisconnected { attempt }
+                        Report::lost(Input::ClientDisconnected { attempt }, reason)
                     }
                 };
                 self.reports.push_back(report);
@@ -690,21 +700,11 @@ where
             if sleep.as_mut().poll(cx).is_ready() {
                 let timer = *timer;
                 self.timer = None;
-                self.note_probe_timeout(timer);
-                self.reports.push_back(Input::TimerFired { timer });
+                self.report(Input::TimerFired { timer });
                 return true;
             }
         }
         false
-    }
-
-    /// If `timer` is the probe timeout, the loss it causes is the probe's silence.
-    fn note_probe_timeout(&mut self, timer: TimerId) {
-        if self.probe_timer.take() == Some(timer) {
-            if let Some(conn) = &self.conn {
-                self.loss = Some((conn.attempt, Loss::ProbeTimedOut));
-            }
-        }
     }
 
     /// Nothing to do until something happens: give back the queues' storage, so
@@ -763,9 +763,13 @@ where
                 attempt,
                 generation,
             } => tracing::info!(target: "redial", %attempt, generation, "connected"),
-            Event::Lost { attempt, reason } => {
+            Event::Lost {
+                attempt,
+                reason,
+                flap,
+            } => {
                 let reason = super::log::Chain(reason);
-                tracing::warn!(target: "redial", %attempt, %reason, "connection lost")
+                tracing::warn!(target: "redial", %attempt, %reason, flap, "connection lost")
             }
             Event::GaveUp {
                 failed_attempts,

@@ -46,7 +46,15 @@ use crate::state::State;
 /// 10. probes: `Probe` is asked only for the connection while `Connected`, and
 ///     only with [`Config::probe`](crate::Config::probe); the probe timers are
 ///     armed only while `Connected`, and while `Connected` with probes one of
-///     them always is (the one machine timer), never the healthy timer.
+///     them always is (the one machine timer), never the healthy timer;
+/// 11. facts are told, exactly and in step with the machine: one `Connected`
+///     per connection made (naming the connection, its generation the count of
+///     connections), one `Lost` per loss and one `flap` per flap (matching
+///     `Counters`), `AttemptFailed` and `RetryScheduled` carry the machine's
+///     consecutive failures, `RetryScheduled` ends an input that leaves the
+///     machine `Waiting` and `GaveUp` one that leaves it `Stopped`, and a
+///     `DeliverFailure` that says it gave up carries the figures of the `GaveUp`
+///     that ends its list.
 ///
 /// That bad input changes nothing is checked by comparing the machine with a clone
 /// taken before the input; see [`check_unchanged`](Invariants::check_unchanged).
@@ -64,6 +72,11 @@ pub struct Invariants {
     stops_pending: Vec<StopId>,
     /// `AttemptFailed` actions seen.
     failures: u64,
+    /// `Connected` facts seen.
+    connections: u64,
+    /// `Lost` facts seen, and those that were flaps.
+    losses: u64,
+    flaps: u64,
 }
 
 fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
@@ -164,10 +177,31 @@ impl Invariants {
                     })?;
                     self.failures += 1;
                 }
-                Action::DeliverFailure { .. } => ensure(
-                    matches!(previous, Some(Action::AttemptFailed { .. })),
-                    || String::from("invariant 7: deliver_failure not right after attempt_failed"),
-                )?,
+                Action::DeliverFailure { gave_up, .. } => {
+                    ensure(
+                        matches!(previous, Some(Action::AttemptFailed { .. })),
+                        || {
+                            String::from(
+                                "invariant 7: deliver_failure not right after attempt_failed",
+                            )
+                        },
+                    )?;
+                    if let Some(gave_up) = gave_up {
+                        let told = step.actions.last().and_then(|last| match last {
+                            Action::GaveUp {
+                                failed_attempts,
+                                fatal,
+                            } => Some((*failed_attempts, *fatal)),
+                            _ => None,
+                        });
+                        ensure(
+                            told == Some((gave_up.failed_attempts, gave_up.fatal)),
+                            || {
+                                format!("invariant 11: deliver_failure says {gave_up:?}, the list ends with {:?}", step.actions.last())
+                            },
+                        )?;
+                    }
+                }
                 Action::GaveUp { fatal: true, .. } => ensure(
                     matches!(input, Input::FailedFatally { .. })
                         && machine.fatal_streak() >= machine.config().give_up_after_fatal.get(),
@@ -178,11 +212,71 @@ impl Invariants {
                         )
                     },
                 )?,
+                Action::Connected {
+                    attempt,
+                    generation,
+                } => {
+                    self.connections += 1;
+                    ensure(
+                        machine.connection() == Some(*attempt)
+                            && *generation == self.connections
+                            && *generation == machine.counters().connections,
+                        || {
+                            format!("invariant 11: connected {attempt} generation={generation}, the machine has {:?} and {:?}", machine.connection(), machine.counters())
+                        },
+                    )?;
+                }
+                Action::Lost { attempt, flap, .. } => {
+                    self.losses += 1;
+                    self.flaps += u64::from(*flap);
+                    ensure(machine.current_attempt() != Some(*attempt), || {
+                        format!("invariant 11: {attempt} lost but still current")
+                    })?;
+                }
+                Action::RetryScheduled {
+                    consecutive_failures,
+                    ..
+                } => ensure(
+                    core::ptr::eq(action, &step.actions[step.actions.len() - 1])
+                        && machine.state() == State::Waiting
+                        && *consecutive_failures == machine.failed_attempts(),
+                    || {
+                        format!("invariant 11: {action:?} (not last, or the machine is {:?} with {} failures)", machine.state(), machine.failed_attempts())
+                    },
+                )?,
+                _ => {}
+            }
+            match action {
+                Action::AttemptFailed {
+                    consecutive_failures,
+                    ..
+                }
+                | Action::GaveUp {
+                    failed_attempts: consecutive_failures,
+                    ..
+                } => ensure(*consecutive_failures == machine.failed_attempts(), || {
+                    format!(
+                        "invariant 11: {action:?}, the machine counts {} failures",
+                        machine.failed_attempts()
+                    )
+                })?,
                 _ => {}
             }
             self.action(action, machine, &mut finished)?;
             previous = Some(action);
         }
+        let counters = machine.counters();
+        ensure(
+            counters.connections == self.connections
+                && counters.losses == self.losses
+                && counters.flaps == self.flaps,
+            || {
+                format!(
+                    "invariant 11: told {} connected, {} lost, {} flaps; the machine counts {counters:?}",
+                    self.connections, self.losses, self.flaps
+                )
+            },
+        )?;
         let counters = machine.counters();
         ensure(
             counters.flaps <= counters.losses
@@ -287,7 +381,7 @@ impl Invariants {
                 })?;
             }
             Action::AttemptFailed { .. } => {}
-            Action::DeliverFailure { waiters } => self.answer(waiters, "deliver_failure")?,
+            Action::DeliverFailure { waiters, .. } => self.answer(waiters, "deliver_failure")?,
             Action::CancelWaiters { waiters } => self.answer(waiters, "cancel_waiters")?,
             Action::FinishStopping { stops } => {
                 ensure(stops[..] == self.stops_pending[..], || {
@@ -302,6 +396,8 @@ impl Invariants {
             Action::GaveUp { .. } => ensure(machine.state() == State::Stopped, || {
                 String::from("gave up but not Stopped")
             })?,
+            // Checked with the whole list, above.
+            Action::Connected { .. } | Action::Lost { .. } | Action::RetryScheduled { .. } => {}
         }
         Ok(())
     }

@@ -452,7 +452,10 @@ impl World {
             }
             Action::AttemptFailed { .. }
             | Action::FinishStopping { .. }
-            | Action::GaveUp { .. } => {}
+            | Action::GaveUp { .. }
+            | Action::Connected { .. }
+            | Action::Lost { .. }
+            | Action::RetryScheduled { .. } => {}
         }
     }
 }

@@ -487,10 +487,12 @@ where
                         .insert(*w, (self.now, Answer::Notified(*attempt)));
                 }
             }
-            Action::AttemptFailed { attempt, failure } => {
+            Action::AttemptFailed {
+                attempt, failure, ..
+            } => {
                 self.failures.push((self.now, *attempt, failure.clone()));
             }
-            Action::DeliverFailure { waiters } => {
+            Action::DeliverFailure { waiters, .. } => {
                 // The failure of the `AttemptFailed` just before, in the same list.
                 let Some((_, _, failure)) = self.failures.last() else {
                     panic!(
@@ -513,6 +515,8 @@ where
                 self.finished.extend(stops.iter().map(|s| (self.now, *s)));
             }
             Action::GaveUp { .. } => self.gave_up += 1,
+            // Facts the simulation does not need: the machine's counters say it.
+            Action::Connected { .. } | Action::Lost { .. } | Action::RetryScheduled { .. } => {}
         }
     }
 

@@ -33,7 +33,9 @@ async fn drain<T: TestRt>(events: &mut redial::driver::Events<io::Error>) -> Vec
                 attempt,
                 generation,
             } => format!("connected {attempt} gen {generation}"),
-            Event::Lost { attempt, reason } => format!("lost {attempt}: {reason}"),
+            Event::Lost {
+                attempt, reason, ..
+            } => format!("lost {attempt}: {reason}"),
             Event::GaveUp {
                 failed_attempts, ..
             } => format!("gave up after {failed_attempts}"),

@@ -10,7 +10,7 @@ use std::string::String;
 use std::vec::Vec;
 
 use super::types::{Comment, Issued, Outcome, SimPolicy, Trace, TraceStep};
-use crate::actions::{Action, Failure, Panic, PanicSite, TimerKind};
+use crate::actions::{Action, Failure, GiveUp, LossKind, Panic, PanicSite, TimerKind};
 use crate::error::Rejection;
 use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
 use crate::input::Input;
@@ -411,18 +411,61 @@ pub fn parse_action(line: &str) -> Result<Action<String>, ParseError> {
             waiters: waiters(ws)?,
         },
         // `panicked(SITE "message")` is two words: the quoted message starts the second.
-        ["attempt_failed", a, failure, message] if failure.starts_with("panicked(") => {
+        ["attempt_failed", a, failure, message, n] if failure.starts_with("panicked(") => {
             Action::AttemptFailed {
                 attempt: attempt(a)?,
                 failure: parse_panicked_failure(failure, message)?,
+                consecutive_failures: parse_named_number(n, "failures")?,
             }
         }
-        ["attempt_failed", a, failure] => Action::AttemptFailed {
+        ["attempt_failed", a, failure, n] => Action::AttemptFailed {
             attempt: attempt(a)?,
             failure: parse_failure(failure)?,
+            consecutive_failures: parse_named_number(n, "failures")?,
         },
-        ["deliver_failure", ws @ ..] => Action::DeliverFailure {
-            waiters: waiters(ws)?,
+        ["deliver_failure", rest @ ..] => {
+            let split = rest
+                .iter()
+                .position(|w| w.starts_with("gave_up="))
+                .unwrap_or(rest.len());
+            let (ws, give_up) = rest.split_at(split);
+            Action::DeliverFailure {
+                waiters: waiters(ws)?,
+                gave_up: match give_up {
+                    [] => None,
+                    [n] => Some(GiveUp {
+                        failed_attempts: parse_named_number(n, "gave_up")?,
+                        fatal: false,
+                    }),
+                    [n, "fatal"] => Some(GiveUp {
+                        failed_attempts: parse_named_number(n, "gave_up")?,
+                        fatal: true,
+                    }),
+                    _ => return err(format!("not an action: {line:?}")),
+                },
+            }
+        }
+        ["connected", a, n] => Action::Connected {
+            attempt: attempt(a)?,
+            generation: parse_named_number(n, "generation")?,
+        },
+        ["lost", a, kind, flap @ ..] => Action::Lost {
+            attempt: attempt(a)?,
+            kind: match *kind {
+                "closed" => LossKind::Closed,
+                "probe_failed" => LossKind::ProbeFailed,
+                "probe_timed_out" => LossKind::ProbeTimedOut,
+                other => return err(format!("unknown loss kind {other:?}")),
+            },
+            flap: match flap {
+                [] => false,
+                ["flap"] => true,
+                _ => return err(format!("not an action: {line:?}")),
+            },
+        },
+        ["retry_scheduled", d, n] => Action::RetryScheduled {
+            delay: parse_duration(d)?,
+            consecutive_failures: parse_named_number(n, "failures")?,
         },
         ["cancel_waiters", ws @ ..] => Action::CancelWaiters {
             waiters: waiters(ws)?,
@@ -443,6 +486,17 @@ pub fn parse_action(line: &str) -> Result<Action<String>, ParseError> {
         },
         _ => return err(format!("not an action: {line:?}")),
     })
+}
+
+/// `NAME=N`, e.g. `failures=3`.
+fn parse_named_number<T: FromStr>(word: &str, name: &str) -> Result<T, ParseError> {
+    match word
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('='))
+    {
+        Some(n) => parse_number(n),
+        None => err(format!("expected {name}=N, got {word:?}")),
+    }
 }
 
 /// `connector`, `prepare` or `connection`: where user code panicked.

@@ -6,7 +6,7 @@ use core::time::Duration;
 use std::string::ToString;
 
 use super::types::{Comment, Issued, Outcome, SimPolicy, Trace, TraceStep};
-use crate::actions::{Action, Failure, TimerKind};
+use crate::actions::{Action, Failure, GiveUp, LossKind, TimerKind};
 use crate::error::Rejection;
 use crate::input::Input;
 use crate::machine::Config;
@@ -98,8 +98,8 @@ fn panic_site_name(site: crate::PanicSite) -> &'static str {
 }
 
 /// Prints an [`Action`] as a trace line (without the indentation), e.g.
-/// `schedule timer#1 retry 1500ms`, `attempt_failed attempt#3 connect("refused")` or
-/// `deliver_failure waiter#0 waiter#1`.
+/// `schedule timer#1 retry 1500ms`, `attempt_failed attempt#3 connect("refused")
+/// failures=2`, `deliver_failure waiter#0 waiter#1` or `lost attempt#4 closed flap`.
 #[derive(Debug, Clone, Copy)]
 pub struct DisplayAction<'a, E>(pub &'a Action<E>);
 
@@ -122,7 +122,11 @@ impl<E: fmt::Display> fmt::Display for DisplayAction<'_, E> {
                 write!(f, "notify {attempt}")?;
                 waiters.iter().try_for_each(|w| write!(f, " {w}"))
             }
-            Action::AttemptFailed { attempt, failure } => {
+            Action::AttemptFailed {
+                attempt,
+                failure,
+                consecutive_failures,
+            } => {
                 write!(f, "attempt_failed {attempt} ")?;
                 match failure {
                     Failure::Connect(e) => {
@@ -143,11 +147,23 @@ impl<E: fmt::Display> fmt::Display for DisplayAction<'_, E> {
                         write_quoted(f, &panic.message())?;
                         f.write_char(')')
                     }
-                }
+                }?;
+                write!(f, " failures={consecutive_failures}")
             }
-            Action::DeliverFailure { waiters } => {
+            Action::DeliverFailure { waiters, gave_up } => {
                 f.write_str("deliver_failure")?;
-                waiters.iter().try_for_each(|w| write!(f, " {w}"))
+                waiters.iter().try_for_each(|w| write!(f, " {w}"))?;
+                match gave_up {
+                    None => Ok(()),
+                    Some(GiveUp {
+                        failed_attempts,
+                        fatal: false,
+                    }) => write!(f, " gave_up={failed_attempts}"),
+                    Some(GiveUp {
+                        failed_attempts,
+                        fatal: true,
+                    }) => write!(f, " gave_up={failed_attempts} fatal"),
+                }
             }
             Action::CancelWaiters { waiters } => {
                 f.write_str("cancel_waiters")?;
@@ -165,6 +181,34 @@ impl<E: fmt::Display> fmt::Display for DisplayAction<'_, E> {
                 failed_attempts,
                 fatal: true,
             } => write!(f, "gave_up {failed_attempts} fatal"),
+            Action::Connected {
+                attempt,
+                generation,
+            } => write!(f, "connected {attempt} generation={generation}"),
+            Action::Lost {
+                attempt,
+                kind,
+                flap,
+            } => {
+                let kind = match kind {
+                    LossKind::Closed => "closed",
+                    LossKind::ProbeFailed => "probe_failed",
+                    LossKind::ProbeTimedOut => "probe_timed_out",
+                };
+                write!(f, "lost {attempt} {kind}")?;
+                if *flap {
+                    f.write_str(" flap")?;
+                }
+                Ok(())
+            }
+            Action::RetryScheduled {
+                delay,
+                consecutive_failures,
+            } => write!(
+                f,
+                "retry_scheduled {} failures={consecutive_failures}",
+                DisplayDuration(*delay)
+            ),
         }
     }
 }

@@ -156,7 +156,8 @@ pub struct Comment {
 ///   => Connecting
 /// connection_failed attempt#0 \"refused\"
 ///   schedule timer#0 retry 1ms
-///   attempt_failed attempt#0 connect(\"refused\")
+///   attempt_failed attempt#0 connect(\"refused\") failures=1
+///   retry_scheduled 1ms failures=1
 ///   => Waiting
 /// timer_fired timer#7
 ///   ! unknown_timer timer#7
@@ -422,8 +423,13 @@ pub fn action_to_string<E: fmt::Display>(action: &Action<E>) -> Action<String> {
             attempt: *attempt,
             waiters: waiters.clone(),
         },
-        Action::AttemptFailed { attempt, failure } => Action::AttemptFailed {
+        Action::AttemptFailed {
+            attempt,
+            failure,
+            consecutive_failures,
+        } => Action::AttemptFailed {
             attempt: *attempt,
+            consecutive_failures: *consecutive_failures,
             failure: match failure {
                 Failure::Connect(e) => Failure::Connect(e.to_string()),
                 Failure::Prepare(e) => Failure::Prepare(e.to_string()),
@@ -433,8 +439,9 @@ pub fn action_to_string<E: fmt::Display>(action: &Action<E>) -> Action<String> {
                 Failure::Panicked(panic) => Failure::Panicked(panic.clone()),
             },
         },
-        Action::DeliverFailure { waiters } => Action::DeliverFailure {
+        Action::DeliverFailure { waiters, gave_up } => Action::DeliverFailure {
             waiters: waiters.clone(),
+            gave_up: *gave_up,
         },
         Action::CancelWaiters { waiters } => Action::CancelWaiters {
             waiters: waiters.clone(),
@@ -448,6 +455,29 @@ pub fn action_to_string<E: fmt::Display>(action: &Action<E>) -> Action<String> {
         } => Action::GaveUp {
             failed_attempts: *failed_attempts,
             fatal: *fatal,
+        },
+        Action::Connected {
+            attempt,
+            generation,
+        } => Action::Connected {
+            attempt: *attempt,
+            generation: *generation,
+        },
+        Action::Lost {
+            attempt,
+            kind,
+            flap,
+        } => Action::Lost {
+            attempt: *attempt,
+            kind: *kind,
+            flap: *flap,
+        },
+        Action::RetryScheduled {
+            delay,
+            consecutive_failures,
+        } => Action::RetryScheduled {
+            delay: *delay,
+            consecutive_failures: *consecutive_failures,
         },
     }
 }
