@@ -449,7 +449,7 @@ impl Driver {
                 log!("app", "{} failed: {}", list(&waiters), self.last_failure);
                 self.app.failed += waiters.len();
             }
-            Action::CancelWaiters { waiters } => {
+            Action::CancelWaiters { waiters, .. } => {
                 log!("client", "-> CancelWaiters {}", list(&waiters));
                 self.app.cancelled += waiters.len();
             }

@@ -336,10 +336,15 @@ pub enum Action<E> {
         /// the waiters' own `fail_after_failures` thresholds were reached.
         gave_up: Option<GiveUp>,
     },
-    /// Fail these waiters as cancelled (the service stopped); they are answered.
+    /// Fail these waiters as cancelled: the service is stopped, or stopping; they
+    /// are answered.
     CancelWaiters {
         /// The waiters, in registration order.
         waiters: WaiterList,
+        /// `Some` while the machine is stopped because it gave up (and not started
+        /// since): the waiters learn why no connection is coming, with the figures
+        /// of that [`GaveUp`](Action::GaveUp). `None` after an ordinary stop.
+        gave_up: Option<GiveUp>,
     },
     /// These stop requests are done: nothing is left open
     /// ([D7](crate::contract#d7-a-finished-stop-means-nothing-is-left)).

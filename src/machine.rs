@@ -381,7 +381,7 @@ pub struct Machine<E, P = Backoff> {
     unhealthy_for: Option<Duration>,
     /// The retry policy gave up, and nothing started the service since: the next
     /// start begins a fresh schedule (`failed_attempts` 0).
-    gave_up: bool,
+    gave_up: Option<GiveUp>,
     /// Failures while connecting, ever: waiter thresholds count against it.
     failure_events: u64,
     counters: Counters,
@@ -421,7 +421,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             failed_attempts: 0,
             fatal_streak: 0,
             unhealthy_for: None,
-            gave_up: false,
+            gave_up: None,
             failure_events: 0,
             counters: Counters::default(),
             attempt_ids: Counter::default(),
@@ -1060,6 +1060,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             (Stopped, Event::WhenConnected(waiter, _)) => {
                 out.push(Action::CancelWaiters {
                     waiters: WaiterList::one(waiter),
+                    gave_up: self.gave_up,
                 });
             }
             (
@@ -1374,7 +1375,10 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 consecutive_failures: self.failed_attempts,
             }),
             None => {
-                self.gave_up = true;
+                self.gave_up = Some(GiveUp {
+                    failed_attempts: self.failed_attempts,
+                    fatal,
+                });
                 out.push(Action::GaveUp {
                     failed_attempts: self.failed_attempts,
                     fatal,
@@ -1386,8 +1390,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// A start after the policy gave up begins a fresh schedule; after an ordinary
     /// stop the count carries over (Twisted).
     fn fresh_schedule_after_giving_up(&mut self) {
-        if self.gave_up {
-            self.gave_up = false;
+        if self.gave_up.take().is_some() {
             self.failed_attempts = 0;
             self.fatal_streak = 0;
         }
@@ -1423,7 +1426,10 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     fn cancel_waiters(&mut self, out: &mut Actions<E>) {
         if !self.waiters.is_empty() {
             let waiters = self.waiters.take_all();
-            out.push(Action::CancelWaiters { waiters });
+            out.push(Action::CancelWaiters {
+                waiters,
+                gave_up: self.gave_up,
+            });
         }
     }
 

@@ -139,7 +139,7 @@ impl Driver {
                 Action::NotifyWaiters { waiters, .. } => self.notified += waiters.len(),
                 Action::AttemptFailed { .. } => self.attempts_failed += 1,
                 Action::DeliverFailure { waiters, .. } => self.failed += waiters.len(),
-                Action::CancelWaiters { waiters } => self.cancelled += waiters.len(),
+                Action::CancelWaiters { waiters, .. } => self.cancelled += waiters.len(),
                 Action::FinishStopping { stops } => self.stops_finished += stops.len(),
                 // Facts the machine tells; this driver only counts answers.
                 Action::Connected { .. } | Action::Lost { .. } | Action::RetryScheduled { .. } => {}

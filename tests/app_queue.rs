@@ -140,7 +140,7 @@ impl<P: RetryPolicy> App<String> for Queue<P> {
                 {
                     self.conn = None;
                 }
-                Action::DeliverFailure { waiters, .. } | Action::CancelWaiters { waiters }
+                Action::DeliverFailure { waiters, .. } | Action::CancelWaiters { waiters, .. }
                     if self.ours(waiters) =>
                 {
                     self.waiter = None;

@@ -106,8 +106,16 @@ fn a_fatal_failure_gives_up_at_once_and_says_why() {
         (net.attempts(), rt.now(), service.state()),
         (1, Duration::ZERO, State::Stopped)
     );
-    let error = rt.run(service.when_connected()).unwrap().unwrap_err();
-    assert!(matches!(error, Error::Stopped));
+    // A waiter that comes after the give-up learns why no connection is coming:
+    // the same give-up and its failure, not a bare "stopped".
+    match rt.run(service.when_connected()).unwrap() {
+        Err(Error::GaveUp {
+            failed_attempts: 1,
+            last,
+            fatal: true,
+        }) => assert!(matches!(&*last, Failure::Connect(e) if e.message() == "wrong password")),
+        other => panic!("expected the give-up again, got {other:?}"),
+    }
     let mut gave_up = None;
     while let Some(Some(event)) = rt.run_for(Duration::ZERO, events.next()) {
         if let Event::GaveUp {

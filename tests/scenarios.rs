@@ -193,6 +193,7 @@ fn gave_up(failed_attempts: u32, fatal: bool) -> Action<E> {
 fn cancel_waiters(waiters: &[WaiterId]) -> Action<E> {
     Action::CancelWaiters {
         waiters: waiters.iter().copied().collect(),
+        gave_up: None,
     }
 }
 fn finish(stops: &[StopId]) -> Action<E> {
@@ -1036,6 +1037,53 @@ fn give_up_fails_every_waiter_with_the_last_failure_and_stops() {
 /// Started again after the policy gave up, the machine begins a fresh schedule:
 /// the next failure asks the policy for 1, and it allows as many failures as the
 /// first time.
+/// A waiter that comes while the machine is stopped because it gave up learns it:
+/// `CancelWaiters` carries that give-up (fatal or not) until the next start; after
+/// an ordinary stop it carries none.
+#[test]
+fn waiters_after_a_give_up_learn_it_until_the_next_start() {
+    let policy = (linear as Linear).give_up_after(1);
+    let cancel_gave_up = |waiters: &[WaiterId], n, fatal| Action::CancelWaiters {
+        waiters: waiters.iter().copied().collect(),
+        gave_up: Some(GiveUp {
+            failed_attempts: n,
+            fatal,
+        }),
+    };
+    let m = run(
+        Machine::new(policy),
+        &[
+            (start(), vec![connect(a(0))]),
+            (
+                failed(a(0), "e0"),
+                vec![
+                    attempt_failed(a(0), Failure::Connect("e0"), 1),
+                    gave_up(1, false),
+                ],
+            ),
+            (when_connected(), vec![cancel_gave_up(&[w(0)], 1, false)]),
+            // A stop while stopped after the give-up changes nothing about it.
+            (stop(), vec![finish(&[s(0)])]),
+            (when_connected(), vec![cancel_gave_up(&[w(1)], 1, false)]),
+            (start(), vec![connect(a(1))]),
+            (
+                failed_fatally(a(1), "bad password"),
+                vec![
+                    attempt_failed(a(1), Failure::Connect("bad password"), 1),
+                    gave_up(1, true),
+                ],
+            ),
+            (when_connected(), vec![cancel_gave_up(&[w(2)], 1, true)]),
+            // Started again and stopped in an ordinary way: a plain cancel.
+            (start(), vec![connect(a(2))]),
+            (stop(), vec![cancel_connect(a(2))]),
+            (cancelled(a(2)), vec![finish(&[s(1)])]),
+            (when_connected(), vec![cancel_waiters(&[w(3)])]),
+        ],
+    );
+    assert_eq!(m.state(), State::Stopped);
+}
+
 #[test]
 fn start_after_giving_up_begins_a_fresh_schedule() {
     let policy = (linear as Linear).give_up_after(2);

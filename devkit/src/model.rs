@@ -195,7 +195,7 @@ pub struct Model {
     /// intervals) for the failure count to be reset.
     pub healthy: bool,
     /// The policy gave up and the service was not started since.
-    pub stopped_by_give_up: bool,
+    pub stopped_by_give_up: Option<GiveUp>,
     /// Running totals.
     pub counters: Counters,
     next_attempt: u64,
@@ -241,7 +241,7 @@ impl Model {
             probing: false,
             intervals_done: 0,
             healthy: false,
-            stopped_by_give_up: false,
+            stopped_by_give_up: None,
             counters: Counters::default(),
             next_attempt: 0,
             next_timer: 0,
@@ -434,8 +434,10 @@ impl Model {
             }
             (Stopped, Event::WhenConnected(_)) => {
                 let w = self.new_waiter_id(out);
+                // Stopped because it gave up: the waiter learns it.
                 out.push(Action::CancelWaiters {
                     waiters: [WaiterId::from_raw(w)].into_iter().collect(),
+                    gave_up: self.stopped_by_give_up,
                 });
             }
             (Init | Connecting | Waiting | Disconnecting | Restarting, Event::WhenConnected(n)) => {
@@ -818,7 +820,10 @@ impl Model {
 
     fn give_up(&mut self, fatal: bool, out: &mut Out) {
         self.state = State::Stopped;
-        self.stopped_by_give_up = true;
+        self.stopped_by_give_up = Some(GiveUp {
+            failed_attempts: self.failed_attempts,
+            fatal,
+        });
         out.push(Action::GaveUp {
             failed_attempts: self.failed_attempts,
             fatal,
@@ -826,7 +831,7 @@ impl Model {
     }
 
     fn restart_schedule_if_given_up(&mut self) {
-        if std::mem::take(&mut self.stopped_by_give_up) {
+        if self.stopped_by_give_up.take().is_some() {
             self.failed_attempts = 0;
             self.fatal_in_a_row = 0;
         }
@@ -871,6 +876,7 @@ impl Model {
             let waiters = self.waiters.drain(..).map(|w| WaiterId::from_raw(w.id));
             out.push(Action::CancelWaiters {
                 waiters: waiters.collect(),
+                gave_up: self.stopped_by_give_up,
             });
         }
     }

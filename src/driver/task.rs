@@ -150,6 +150,9 @@ pub(crate) struct Task<R: Runtime, H, E> {
     timer: Option<(TimerId, Pin<Box<R::Sleep>>)>,
     waiters: Pending<WaiterTx<H, E>>,
     stops: Pending<StopTx>,
+    /// The failure of the last `GaveUp` fact, for the waiters that come while
+    /// the machine stays stopped after it (`CancelWaiters { gave_up: Some(_) }`).
+    gave_up_on: Option<Arc<Failure<E>>>,
     /// A span per service (named by `Builder::name`) around everything the task does.
     #[cfg(feature = "tracing")]
     span: tracing::Span,
@@ -192,6 +195,7 @@ where
             timer: None,
             waiters: Pending::new(),
             stops: Pending::new(),
+            gave_up_on: None,
             #[cfg(feature = "tracing")]
             span,
             shutdown: false,
@@ -399,10 +403,20 @@ where
                         answer(tx, Err(error.clone()));
                     });
             }
-            Action::CancelWaiters { waiters } => {
+            Action::CancelWaiters { waiters, gave_up } => {
+                // Stopped because it gave up: the waiter learns why, with the
+                // failure it gave up on (none after a lost connection).
+                let error = match (gave_up, &self.gave_up_on) {
+                    (Some(gave_up), Some(last)) => Error::GaveUp {
+                        failed_attempts: gave_up.failed_attempts,
+                        last: Arc::clone(last),
+                        fatal: gave_up.fatal,
+                    },
+                    _ => Error::Stopped,
+                };
                 self.waiters
                     .take_ids(waiters.iter().map(|w| w.raw()), |tx| {
-                        answer(tx, Err(Error::Stopped));
+                        answer(tx, Err(error.clone()));
                     });
             }
             Action::FinishStopping { stops } => {
@@ -463,6 +477,7 @@ where
                 fatal,
             } => {
                 let last = performing.failure.take();
+                self.gave_up_on.clone_from(&last);
                 self.tell(Event::GaveUp {
                     failed_attempts,
                     last,

@@ -382,7 +382,7 @@ impl Invariants {
             }
             Action::AttemptFailed { .. } => {}
             Action::DeliverFailure { waiters, .. } => self.answer(waiters, "deliver_failure")?,
-            Action::CancelWaiters { waiters } => self.answer(waiters, "cancel_waiters")?,
+            Action::CancelWaiters { waiters, .. } => self.answer(waiters, "cancel_waiters")?,
             Action::FinishStopping { stops } => {
                 ensure(stops[..] == self.stops_pending[..], || {
                     format!(

@@ -80,7 +80,7 @@
 //!             .filter(|action| match action {
 //!                 Action::NotifyWaiters { waiters, .. }
 //!                 | Action::DeliverFailure { waiters, .. }
-//!                 | Action::CancelWaiters { waiters } => {
+//!                 | Action::CancelWaiters { waiters, .. } => {
 //!                     waiters.iter().any(|w| w.raw() == 0)
 //!                 }
 //!                 _ => false,

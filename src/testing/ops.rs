@@ -447,7 +447,7 @@ impl World {
             Action::CancelTimer { timer } => self.timers.retain(|t| t != timer),
             Action::NotifyWaiters { waiters, .. }
             | Action::DeliverFailure { waiters, .. }
-            | Action::CancelWaiters { waiters } => {
+            | Action::CancelWaiters { waiters, .. } => {
                 self.waiters.retain(|w| !waiters.contains(w));
             }
             Action::AttemptFailed { .. }

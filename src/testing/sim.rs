@@ -506,7 +506,7 @@ where
                         .insert(*w, (self.now, Answer::Failed(failure.clone())));
                 }
             }
-            Action::CancelWaiters { waiters } => {
+            Action::CancelWaiters { waiters, .. } => {
                 for w in waiters {
                     self.answers.insert(*w, (self.now, Answer::Cancelled));
                 }

@@ -424,25 +424,17 @@ pub fn parse_action(line: &str) -> Result<Action<String>, ParseError> {
             consecutive_failures: parse_named_number(n, "failures")?,
         },
         ["deliver_failure", rest @ ..] => {
-            let split = rest
-                .iter()
-                .position(|w| w.starts_with("gave_up="))
-                .unwrap_or(rest.len());
-            let (ws, give_up) = rest.split_at(split);
+            let (ws, gave_up) = waiters_and_gave_up(rest, line)?;
             Action::DeliverFailure {
                 waiters: waiters(ws)?,
-                gave_up: match give_up {
-                    [] => None,
-                    [n] => Some(GiveUp {
-                        failed_attempts: parse_named_number(n, "gave_up")?,
-                        fatal: false,
-                    }),
-                    [n, "fatal"] => Some(GiveUp {
-                        failed_attempts: parse_named_number(n, "gave_up")?,
-                        fatal: true,
-                    }),
-                    _ => return err(format!("not an action: {line:?}")),
-                },
+                gave_up,
+            }
+        }
+        ["cancel_waiters", rest @ ..] => {
+            let (ws, gave_up) = waiters_and_gave_up(rest, line)?;
+            Action::CancelWaiters {
+                waiters: waiters(ws)?,
+                gave_up,
             }
         }
         ["connected", a, n] => Action::Connected {
@@ -467,9 +459,6 @@ pub fn parse_action(line: &str) -> Result<Action<String>, ParseError> {
             delay: parse_duration(d)?,
             consecutive_failures: parse_named_number(n, "failures")?,
         },
-        ["cancel_waiters", ws @ ..] => Action::CancelWaiters {
-            waiters: waiters(ws)?,
-        },
         ["finish_stopping", ss @ ..] => Action::FinishStopping {
             stops: ss
                 .iter()
@@ -486,6 +475,31 @@ pub fn parse_action(line: &str) -> Result<Action<String>, ParseError> {
         },
         _ => return err(format!("not an action: {line:?}")),
     })
+}
+
+/// The waiters of an answer, and its `gave_up=N [fatal]`, if any.
+fn waiters_and_gave_up<'a>(
+    words: &'a [&'a str],
+    line: &str,
+) -> Result<(&'a [&'a str], Option<GiveUp>), ParseError> {
+    let split = words
+        .iter()
+        .position(|w| w.starts_with("gave_up="))
+        .unwrap_or(words.len());
+    let (waiters, gave_up) = words.split_at(split);
+    let gave_up = match gave_up {
+        [] => None,
+        [n] => Some(GiveUp {
+            failed_attempts: parse_named_number(n, "gave_up")?,
+            fatal: false,
+        }),
+        [n, "fatal"] => Some(GiveUp {
+            failed_attempts: parse_named_number(n, "gave_up")?,
+            fatal: true,
+        }),
+        _ => return err(format!("not an action: {line:?}")),
+    };
+    Ok((waiters, gave_up))
 }
 
 /// `NAME=N`, e.g. `failures=3`.

@@ -153,21 +153,12 @@ impl<E: fmt::Display> fmt::Display for DisplayAction<'_, E> {
             Action::DeliverFailure { waiters, gave_up } => {
                 f.write_str("deliver_failure")?;
                 waiters.iter().try_for_each(|w| write!(f, " {w}"))?;
-                match gave_up {
-                    None => Ok(()),
-                    Some(GiveUp {
-                        failed_attempts,
-                        fatal: false,
-                    }) => write!(f, " gave_up={failed_attempts}"),
-                    Some(GiveUp {
-                        failed_attempts,
-                        fatal: true,
-                    }) => write!(f, " gave_up={failed_attempts} fatal"),
-                }
+                write_gave_up(f, *gave_up)
             }
-            Action::CancelWaiters { waiters } => {
+            Action::CancelWaiters { waiters, gave_up } => {
                 f.write_str("cancel_waiters")?;
-                waiters.iter().try_for_each(|w| write!(f, " {w}"))
+                waiters.iter().try_for_each(|w| write!(f, " {w}"))?;
+                write_gave_up(f, *gave_up)
             }
             Action::FinishStopping { stops } => {
                 f.write_str("finish_stopping")?;
@@ -210,6 +201,21 @@ impl<E: fmt::Display> fmt::Display for DisplayAction<'_, E> {
                 DisplayDuration(*delay)
             ),
         }
+    }
+}
+
+/// ` gave_up=N` or ` gave_up=N fatal` after the waiters of an answer, if any.
+fn write_gave_up(f: &mut fmt::Formatter<'_>, gave_up: Option<GiveUp>) -> fmt::Result {
+    match gave_up {
+        None => Ok(()),
+        Some(GiveUp {
+            failed_attempts,
+            fatal: false,
+        }) => write!(f, " gave_up={failed_attempts}"),
+        Some(GiveUp {
+            failed_attempts,
+            fatal: true,
+        }) => write!(f, " gave_up={failed_attempts} fatal"),
     }
 }
 

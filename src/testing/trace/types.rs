@@ -443,8 +443,9 @@ pub fn action_to_string<E: fmt::Display>(action: &Action<E>) -> Action<String> {
             waiters: waiters.clone(),
             gave_up: *gave_up,
         },
-        Action::CancelWaiters { waiters } => Action::CancelWaiters {
+        Action::CancelWaiters { waiters, gave_up } => Action::CancelWaiters {
             waiters: waiters.clone(),
+            gave_up: *gave_up,
         },
         Action::FinishStopping { stops } => Action::FinishStopping {
             stops: stops.clone(),
