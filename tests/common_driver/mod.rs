@@ -593,9 +593,14 @@ pub async fn gives_up<T: TestRt>() {
         other => panic!("{other:?}"),
     }
     assert_eq!(svc.state(), State::Stopped);
+    // A later waiter learns the give-up too, until the service is started again.
     assert!(matches!(
         failure(svc.when_connected().await),
-        Error::Stopped
+        Error::GaveUp {
+            failed_attempts: 3,
+            fatal: false,
+            ..
+        }
     ));
 }
 
