@@ -1508,6 +1508,18 @@ impl World {
             ensure!(
                 match &answer {
                     Some(Err(Error::Stopped)) => !want_ended,
+                    // Stopped because it gave up: the waiter learns it (only with a
+                    // policy that gives up, once it has).
+                    Some(Err(Error::GaveUp {
+                        failed_attempts, ..
+                    })) => {
+                        !want_ended
+                            && self.give_ups.load(Ordering::SeqCst) > 0
+                            && self
+                                .setup
+                                .give_up_after
+                                .is_some_and(|max| *failed_attempts >= max.max(1))
+                    }
                     Some(Err(Error::Ended(e))) => self.ended.is_some_and(|why| why.accepts(e)),
                     _ => false,
                 },
