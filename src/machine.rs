@@ -295,17 +295,66 @@ pub enum Issued {
     Stop(StopId),
 }
 
+/// Where the machine is, with what each state owns: the one source of
+/// [`Machine::state`], of the current attempt or connection, and of the armed
+/// timer (there is at most one, and it belongs to the state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Attempting,
-    Preparing,
-    Connected,
+enum Now {
+    Init,
+    /// An attempt in flight, or the prepare step of its connection.
+    Connecting(Attempt),
+    /// Between attempts: the retry timer is armed.
+    Waiting {
+        retry: TimerId,
+    },
+    /// The connection is up (and prepared).
+    Connected(Connection),
+    /// Stop requested; waiting for what is still open to go away.
+    Disconnecting,
+    /// As `Disconnecting`, but `start` was called meanwhile.
+    Restarting,
+    Stopped,
 }
 
+/// The attempt of `Connecting`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Current {
+struct Attempt {
     attempt: AttemptId,
-    phase: Phase,
+    /// Its connection is made and its prepare step runs.
+    preparing: bool,
+    /// The connect timeout (attempting) or the prepare timeout (preparing), if
+    /// configured.
+    timeout: Option<TimerId>,
+}
+
+/// The connection of `Connected`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Connection {
+    attempt: AttemptId,
+    health: Health,
+    /// With [`Config::probe`]: where the probe cycle is (its timer is the
+    /// connection's one timer, and health is then counted in probe intervals).
+    probe: Option<Probe>,
+}
+
+/// Whether the connection has stayed up long enough to reset the failure count
+/// ([`Config::reset_backoff_after`]); a connection lost before is a flap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Healthy,
+    /// Healthy when this timer fires (no probes).
+    AtTimer(TimerId),
+    /// Healthy once completed probe intervals add up to this much more.
+    AfterIntervals(Duration),
+}
+
+/// The probe cycle of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// The interval timer is armed: a probe is due when it fires.
+    Idle(TimerId),
+    /// A probe is outstanding: its timeout is armed.
+    Outstanding(TimerId),
 }
 
 /// What an input means once its ids are resolved: the rows of the transition table.
@@ -321,7 +370,7 @@ enum Event<E> {
     /// Connect now instead of waiting; `true`: reset the failure count too.
     ReconnectNow(bool),
     /// The current attempt produced its connection.
-    Made(AttemptId),
+    Made,
     /// The current attempt, or its prepare step, failed; `close`: its connection is
     /// still open and must be closed (D2); `fatal`: retrying will not fix it.
     AttemptFailed {
@@ -330,15 +379,25 @@ enum Event<E> {
         fatal: bool,
     },
     /// The current connection passed its prepare step.
-    Prepared(AttemptId),
+    Prepared,
+    /// The current attempt's connect timeout fired.
+    ConnectTimedOut,
+    /// The current connection's prepare timeout fired.
+    PrepareTimedOut,
     /// The current, established connection was lost.
     Lost,
-    /// The outstanding probe of the current connection was answered.
+    /// The connection's healthy timer fired.
+    HealthyDue,
+    /// The connection's probe interval fired: a probe is due.
+    ProbeDue,
+    /// The outstanding probe of the connection was answered.
     ProbeSucceeded,
-    /// The outstanding probe of the current connection failed: it is dead.
+    /// The outstanding probe of the connection failed: it is dead.
     ProbeFailed,
-    /// The armed timer fired.
-    Timer(TimerKind),
+    /// The outstanding probe's timeout fired: the connection is dead.
+    ProbeTimedOut,
+    /// The retry timer fired.
+    RetryDue,
     /// Something the machine was waiting to see gone (a cancelled attempt, a
     /// closing connection) is gone.
     Gone(AttemptId),
@@ -355,17 +414,14 @@ enum Event<E> {
 /// the [`RetryPolicy`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machine<E, P = Backoff> {
-    state: State,
+    /// The state, with the attempt or connection it is about and its timer.
+    now: Now,
     config: Config,
     policy: P,
-    /// The attempt or connection the machine is about, if any (invariant 1).
-    current: Option<Current>,
     /// Attempts asked to cancel, not yet reported gone.
     cancelled: SmallVec<[AttemptId; 2]>,
     /// Connections asked to close, not yet reported closed.
     closing: SmallVec<[AttemptId; 2]>,
-    /// The one armed timer: retry (Waiting) or the current attempt's timeout/healthy timer.
-    timer: Option<(TimerId, TimerKind)>,
     /// Pending waiters in registration order; withdrawing any of them costs
     /// O(log n) amortised (see `src/waiters.rs`).
     waiters: Waiters,
@@ -374,13 +430,9 @@ pub struct Machine<E, P = Backoff> {
     failed_attempts: u32,
     /// Consecutive failed attempts that were fatal (`failed_fatally`).
     fatal_streak: u32,
-    /// With probes and a healthy delay: how much longer, in completed probe
-    /// intervals, the current connection must stay up to be healthy (`None`:
-    /// healthy). Set on becoming Connected, read only while Connected; always
-    /// `None` without probes.
-    unhealthy_for: Option<Duration>,
-    /// The retry policy gave up, and nothing started the service since: the next
-    /// start begins a fresh schedule (`failed_attempts` 0).
+    /// The machine gave up (how), and nothing started the service since: the next
+    /// start begins a fresh schedule (`failed_attempts` 0), and waiters that come
+    /// meanwhile learn it.
     gave_up: Option<GiveUp>,
     /// Failures while connecting, ever: waiter thresholds count against it.
     failure_events: u64,
@@ -409,18 +461,15 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// A machine in `Init` with this retry policy and the default [`Config`] (Twisted's behaviour).
     pub fn new(policy: P) -> Self {
         Machine {
-            state: State::Init,
+            now: Now::Init,
             config: Config::new(),
             policy,
-            current: None,
             cancelled: SmallVec::new(),
             closing: SmallVec::new(),
-            timer: None,
             waiters: Waiters::default(),
             stops: SmallVec::new(),
             failed_attempts: 0,
             fatal_streak: 0,
-            unhealthy_for: None,
             gave_up: None,
             failure_events: 0,
             counters: Counters::default(),
@@ -499,7 +548,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     ) -> Result<Option<Issued>, InputError> {
         let kind = input.kind();
         let (event, issued) = self.classify(input).map_err(|reason| InputError {
-            state: self.state,
+            state: self.state(),
             input: kind,
             reason,
         })?;
@@ -761,7 +810,15 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     /// The current state.
     pub fn state(&self) -> State {
-        self.state
+        match self.now {
+            Now::Init => State::Init,
+            Now::Connecting(_) => State::Connecting,
+            Now::Waiting { .. } => State::Waiting,
+            Now::Connected(_) => State::Connected,
+            Now::Disconnecting => State::Disconnecting,
+            Now::Restarting => State::Restarting,
+            Now::Stopped => State::Stopped,
+        }
     }
 
     /// Consecutive failures so far (what the retry policy was last asked about).
@@ -792,23 +849,54 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     /// The current attempt or connection, if any.
     pub fn current_attempt(&self) -> Option<AttemptId> {
-        self.current.map(|c| c.attempt)
+        match self.now {
+            Now::Connecting(current) => Some(current.attempt),
+            Now::Connected(connection) => Some(connection.attempt),
+            Now::Init
+            | Now::Waiting { .. }
+            | Now::Disconnecting
+            | Now::Restarting
+            | Now::Stopped => None,
+        }
     }
 
     /// The current connection, if the machine is `Connected`.
     pub fn connection(&self) -> Option<AttemptId> {
-        match self.current {
-            Some(Current {
-                attempt,
-                phase: Phase::Connected,
-            }) => Some(attempt),
+        match self.now {
+            Now::Connected(connection) => Some(connection.attempt),
             _ => None,
         }
     }
 
-    /// The armed timer, if any (at most one is armed at a time).
+    /// The armed timer, if any (at most one is armed at a time: the one the
+    /// state owns).
     pub fn armed_timer(&self) -> Option<(TimerId, TimerKind)> {
-        self.timer
+        match self.now {
+            Now::Connecting(Attempt {
+                timeout: Some(timer),
+                preparing,
+                ..
+            }) => Some((
+                timer,
+                if preparing {
+                    TimerKind::PrepareTimeout
+                } else {
+                    TimerKind::ConnectTimeout
+                },
+            )),
+            Now::Waiting { retry } => Some((retry, TimerKind::Retry)),
+            Now::Connected(connection) => match (connection.probe, connection.health) {
+                (Some(Probe::Idle(timer)), _) => Some((timer, TimerKind::ProbeInterval)),
+                (Some(Probe::Outstanding(timer)), _) => Some((timer, TimerKind::ProbeTimeout)),
+                (None, Health::AtTimer(timer)) => Some((timer, TimerKind::Healthy)),
+                (None, Health::Healthy | Health::AfterIntervals(_)) => None,
+            },
+            Now::Connecting(Attempt { timeout: None, .. })
+            | Now::Init
+            | Now::Disconnecting
+            | Now::Restarting
+            | Now::Stopped => None,
+        }
     }
 
     /// Pending waiters, in registration order.
@@ -834,7 +922,6 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// are always accepted and get their new id here, the one change this step makes;
     /// reports are only read, so a rejected report changes nothing.
     fn classify(&mut self, input: Input<E>) -> Result<(Event<E>, Option<Issued>), Rejection> {
-        use Phase::*;
         let event = match input {
             Input::Start => Event::Start,
             Input::Stop => {
@@ -862,96 +949,114 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 if !self.timer_ids.issued(timer.raw()) {
                     return Err(Rejection::UnknownTimer(timer));
                 }
-                match self.timer {
-                    Some((armed, kind)) if armed == timer => Event::Timer(kind),
+                // Only the state's own armed timer means anything; any other is stale.
+                match self.armed_timer() {
+                    Some((armed, kind)) if armed == timer => match kind {
+                        TimerKind::Retry => Event::RetryDue,
+                        TimerKind::ConnectTimeout => Event::ConnectTimedOut,
+                        TimerKind::PrepareTimeout => Event::PrepareTimedOut,
+                        TimerKind::Healthy => Event::HealthyDue,
+                        TimerKind::ProbeInterval => Event::ProbeDue,
+                        TimerKind::ProbeTimeout => Event::ProbeTimedOut,
+                    },
                     _ => Event::Stale,
                 }
             }
             Input::ConnectionMade { attempt } => match self.whose(attempt)? {
-                Whose::Current(Attempting) => Event::Made(attempt),
-                Whose::Current(_) => return Err(Rejection::AlreadyMade(attempt)),
+                Whose::Attempting => Event::Made,
+                Whose::Preparing | Whose::Connected { .. } => {
+                    return Err(Rejection::AlreadyMade(attempt))
+                }
                 Whose::Closing => Event::Stale,
                 Whose::Cancelled | Whose::Old => Event::Orphan(attempt),
             },
             Input::ConnectionFailed { attempt, error } => match self.whose(attempt)? {
-                Whose::Current(Attempting) => Event::AttemptFailed {
+                Whose::Attempting => Event::AttemptFailed {
                     failure: Failure::Connect(error),
                     close: false,
                     fatal: false,
                 },
-                Whose::Current(_) => return Err(Rejection::AlreadyConnected(attempt)),
+                Whose::Preparing | Whose::Connected { .. } => {
+                    return Err(Rejection::AlreadyConnected(attempt))
+                }
                 Whose::Cancelled => Event::Gone(attempt),
                 Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::ConnectCancelled { attempt } => match self.whose(attempt)? {
-                Whose::Current(_) => return Err(Rejection::NotCancelled(attempt)),
+                Whose::Attempting | Whose::Preparing | Whose::Connected { .. } => {
+                    return Err(Rejection::NotCancelled(attempt))
+                }
                 Whose::Cancelled => Event::Gone(attempt),
                 Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::PrepareSucceeded { attempt } => match self.whose(attempt)? {
-                Whose::Current(Preparing) => Event::Prepared(attempt),
-                Whose::Current(Attempting) => return Err(Rejection::NotMade(attempt)),
-                Whose::Current(Connected) => return Err(Rejection::NotPreparing(attempt)),
+                Whose::Preparing => Event::Prepared,
+                Whose::Attempting => return Err(Rejection::NotMade(attempt)),
+                Whose::Connected { .. } => return Err(Rejection::NotPreparing(attempt)),
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::PrepareFailed { attempt, error } => match self.whose(attempt)? {
-                Whose::Current(Preparing) => Event::AttemptFailed {
+                Whose::Preparing => Event::AttemptFailed {
                     failure: Failure::Prepare(error),
                     close: true,
                     fatal: false,
                 },
-                Whose::Current(Attempting) => return Err(Rejection::NotMade(attempt)),
-                Whose::Current(Connected) => return Err(Rejection::NotPreparing(attempt)),
+                Whose::Attempting => return Err(Rejection::NotMade(attempt)),
+                Whose::Connected { .. } => return Err(Rejection::NotPreparing(attempt)),
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::FailedFatally { attempt, error } => match self.whose(attempt)? {
-                Whose::Current(Attempting) => Event::AttemptFailed {
+                Whose::Attempting => Event::AttemptFailed {
                     failure: Failure::Connect(error),
                     close: false,
                     fatal: true,
                 },
-                Whose::Current(Preparing) => Event::AttemptFailed {
+                Whose::Preparing => Event::AttemptFailed {
                     failure: Failure::Prepare(error),
                     close: true,
                     fatal: true,
                 },
-                Whose::Current(Connected) => return Err(Rejection::AlreadyConnected(attempt)),
+                Whose::Connected { .. } => return Err(Rejection::AlreadyConnected(attempt)),
                 Whose::Cancelled => Event::Gone(attempt),
                 Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::Panicked { attempt, panic } => match self.whose(attempt)? {
-                Whose::Current(Attempting) => Event::AttemptFailed {
+                Whose::Attempting => Event::AttemptFailed {
                     failure: Failure::Panicked(panic),
                     close: false,
                     fatal: false,
                 },
-                Whose::Current(Preparing) => Event::AttemptFailed {
+                Whose::Preparing => Event::AttemptFailed {
                     failure: Failure::Panicked(panic),
                     close: true,
                     fatal: false,
                 },
-                Whose::Current(Connected) => return Err(Rejection::Established(attempt)),
+                Whose::Connected { .. } => return Err(Rejection::Established(attempt)),
                 Whose::Cancelled => Event::Gone(attempt),
                 Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::ProbeSucceeded { attempt } => match self.whose(attempt)? {
-                Whose::Current(Connected) if self.probing() => Event::ProbeSucceeded,
-                Whose::Current(_) => return Err(Rejection::NotProbing(attempt)),
+                Whose::Connected { probing: true } => Event::ProbeSucceeded,
+                Whose::Attempting | Whose::Preparing | Whose::Connected { probing: false } => {
+                    return Err(Rejection::NotProbing(attempt))
+                }
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::ProbeFailed { attempt } => match self.whose(attempt)? {
-                Whose::Current(Connected) if self.probing() => Event::ProbeFailed,
-                Whose::Current(_) => return Err(Rejection::NotProbing(attempt)),
+                Whose::Connected { probing: true } => Event::ProbeFailed,
+                Whose::Attempting | Whose::Preparing | Whose::Connected { probing: false } => {
+                    return Err(Rejection::NotProbing(attempt))
+                }
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::ClientDisconnected { attempt } => match self.whose(attempt)? {
-                Whose::Current(Attempting) => return Err(Rejection::NotMade(attempt)),
-                Whose::Current(Preparing) => Event::AttemptFailed {
+                Whose::Attempting => return Err(Rejection::NotMade(attempt)),
+                Whose::Preparing => Event::AttemptFailed {
                     failure: Failure::LostWhilePreparing,
                     close: false,
                     fatal: false,
                 },
-                Whose::Current(Connected) => Event::Lost,
+                Whose::Connected { .. } => Event::Lost,
                 Whose::Closing => Event::Gone(attempt),
                 Whose::Cancelled | Whose::Old => Event::Stale,
             },
@@ -963,8 +1068,12 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         if !self.attempt_ids.issued(attempt.raw()) {
             return Err(Rejection::UnknownAttempt(attempt));
         }
-        Ok(match self.current {
-            Some(c) if c.attempt == attempt => Whose::Current(c.phase),
+        Ok(match self.now {
+            Now::Connecting(a) if a.attempt == attempt && a.preparing => Whose::Preparing,
+            Now::Connecting(a) if a.attempt == attempt => Whose::Attempting,
+            Now::Connected(c) if c.attempt == attempt => Whose::Connected {
+                probing: matches!(c.probe, Some(Probe::Outstanding(_))),
+            },
             _ if self.cancelled.contains(&attempt) => Whose::Cancelled,
             _ if self.closing.contains(&attempt) => Whose::Closing,
             _ => Whose::Old,
@@ -973,9 +1082,12 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     // ----- step 2: the transition table (docs/contract.md, Transitions) -------------
 
+    /// One arm per `(state, event)` row: what happens in state S on input I is
+    /// found here, and only here. The state's own data (the attempt, the
+    /// connection, their timer) comes with it.
     fn transition(&mut self, event: Event<E>, out: &mut Actions<E>) {
-        use State::*;
-        match (self.state, event) {
+        use Now::*;
+        match (self.now, event) {
             // Identity bookkeeping, the same in every state (D1, D7).
             (_, Event::Stale) => {}
             (_, Event::Orphan(attempt)) => {
@@ -988,60 +1100,58 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             // start
             (Init | Stopped, Event::Start) => {
                 self.fresh_schedule_after_giving_up();
-                self.state = Connecting;
                 self.connect(out);
             }
             (Disconnecting, Event::Start) => {
                 self.fresh_schedule_after_giving_up();
-                self.state = Restarting;
+                self.now = Restarting;
             }
-            (Connecting | Waiting | Connected | Restarting, Event::Start) => {}
+            (Connecting(_) | Waiting { .. } | Connected(_) | Restarting, Event::Start) => {}
 
             // stop
             (Init | Stopped, Event::Stop(stop)) => {
                 self.stops.push(stop);
                 if self.nothing_outstanding() {
-                    self.state = Stopped;
+                    self.now = Stopped;
                     self.cancel_waiters(out);
                     self.finish_stops(out);
                 } else {
                     // Only after giving up with a rejected connection still closing (D7).
-                    self.state = Disconnecting;
+                    self.now = Disconnecting;
                 }
             }
-            (Connecting | Connected, Event::Stop(stop)) => {
+            (Connecting(_) | Connected(_), Event::Stop(stop)) => {
                 self.stops.push(stop);
                 self.abandon_current(out);
-                self.state = Disconnecting;
+                self.now = Disconnecting;
             }
-            (Waiting, Event::Stop(stop)) => {
+            (Waiting { retry }, Event::Stop(stop)) => {
                 self.stops.push(stop);
                 if self.nothing_outstanding() {
-                    self.state = Stopped;
+                    self.now = Stopped;
                     self.cancel_waiters(out);
-                    self.disarm(out);
+                    out.push(Action::CancelTimer { timer: retry });
                     self.finish_stops(out);
                 } else {
-                    self.disarm(out);
-                    self.state = Disconnecting;
+                    out.push(Action::CancelTimer { timer: retry });
+                    self.now = Disconnecting;
                 }
             }
             (Disconnecting | Restarting, Event::Stop(stop)) => {
                 self.stops.push(stop);
-                self.state = Disconnecting;
+                self.now = Disconnecting;
             }
 
             // reconnect_now: only Waiting connects; a running attempt or connection
             // keeps going; it never starts a service or cuts a stop short.
-            (Waiting, Event::ReconnectNow(reset_backoff)) => {
-                self.disarm(out);
+            (Waiting { retry }, Event::ReconnectNow(reset_backoff)) => {
+                out.push(Action::CancelTimer { timer: retry });
                 if reset_backoff {
                     self.failed_attempts = 0;
                 }
-                self.state = Connecting;
                 self.connect(out);
             }
-            (Connecting | Connected, Event::ReconnectNow(reset_backoff)) => {
+            (Connecting(_) | Connected(_), Event::ReconnectNow(reset_backoff)) => {
                 if reset_backoff {
                     self.failed_attempts = 0;
                 }
@@ -1049,13 +1159,11 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             (Init | Disconnecting | Restarting | Stopped, Event::ReconnectNow(_)) => {}
 
             // when_connected
-            (Connected, Event::WhenConnected(waiter, _)) => {
-                if let Some(attempt) = self.connection() {
-                    out.push(Action::NotifyWaiters {
-                        attempt,
-                        waiters: WaiterList::one(waiter),
-                    });
-                }
+            (Connected(connection), Event::WhenConnected(waiter, _)) => {
+                out.push(Action::NotifyWaiters {
+                    attempt: connection.attempt,
+                    waiters: WaiterList::one(waiter),
+                });
             }
             (Stopped, Event::WhenConnected(waiter, _)) => {
                 out.push(Action::CancelWaiters {
@@ -1064,43 +1172,47 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 });
             }
             (
-                Init | Connecting | Waiting | Disconnecting | Restarting,
+                Init | Connecting(_) | Waiting { .. } | Disconnecting | Restarting,
                 Event::WhenConnected(waiter, n),
             ) => {
                 let fail_at = n.map(|n| self.failure_events + u64::from(n.get()));
                 self.waiters.push(waiter, fail_at);
             }
 
-            // reports about the current attempt (classify only yields these while Connecting)
-            (Connecting, Event::Made(attempt)) => {
-                self.disarm(out);
+            // Connecting: the attempt and its prepare step
+            (Connecting(current), Event::Made) => {
+                self.disarm_timeout(current, out);
                 if self.config.prepare {
-                    self.set_phase(Phase::Preparing);
-                    out.push(Action::Prepare { attempt });
-                    if let Some(delay) = self.config.prepare_timeout {
-                        self.arm(TimerKind::PrepareTimeout, delay, out);
-                    }
+                    out.push(Action::Prepare {
+                        attempt: current.attempt,
+                    });
+                    let timeout = self
+                        .config
+                        .prepare_timeout
+                        .map(|delay| self.arm(TimerKind::PrepareTimeout, delay, out));
+                    self.now = Connecting(Attempt {
+                        attempt: current.attempt,
+                        preparing: true,
+                        timeout,
+                    });
                 } else {
-                    self.connected(attempt, out);
+                    self.connected(current.attempt, out);
                 }
             }
-            (Connecting, Event::Prepared(attempt)) => {
-                self.disarm(out);
-                self.connected(attempt, out);
+            (Connecting(current), Event::Prepared) => {
+                self.disarm_timeout(current, out);
+                self.connected(current.attempt, out);
             }
             // A failure or a loss asks the retry policy first, before anything
             // changes: a policy that panics leaves the machine as it was.
             (
-                Connecting,
+                Connecting(current),
                 Event::AttemptFailed {
                     failure,
                     close,
                     fatal,
                 },
             ) => {
-                let Some(current) = self.current else {
-                    return; // classify yields this only about the current attempt
-                };
                 // Fatal failures in a row: at the threshold, give up without
                 // asking the policy.
                 let streak = if fatal {
@@ -1115,7 +1227,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     self.ask_policy()
                 };
                 self.fatal_streak = streak;
-                self.disarm(out);
+                self.disarm_timeout(current, out);
                 if close {
                     // D2: a connection rejected by prepare is closed.
                     self.closing.push(current.attempt);
@@ -1125,145 +1237,179 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 }
                 self.failed(current.attempt, failure, next, give_up_fatally, out);
             }
-            (
-                Connecting,
-                Event::Timer(kind @ (TimerKind::ConnectTimeout | TimerKind::PrepareTimeout)),
-            ) => {
-                let Some(current) = self.current else {
-                    return; // these timers are armed only for a current attempt
-                };
+            (Connecting(current), Event::ConnectTimedOut) => {
                 let next = self.ask_policy();
                 self.fatal_streak = 0;
-                self.timer = None;
-                self.abandon_current(out);
-                let failure = if kind == TimerKind::ConnectTimeout {
-                    Failure::ConnectTimeout
-                } else {
-                    Failure::PrepareTimeout
-                };
-                self.failed(current.attempt, failure, next, false, out);
+                self.cancelled.push(current.attempt);
+                out.push(Action::CancelConnect {
+                    attempt: current.attempt,
+                });
+                self.failed(current.attempt, Failure::ConnectTimeout, next, false, out);
+            }
+            (Connecting(current), Event::PrepareTimedOut) => {
+                let next = self.ask_policy();
+                self.fatal_streak = 0;
+                self.closing.push(current.attempt);
+                out.push(Action::Disconnect {
+                    attempt: current.attempt,
+                });
+                self.failed(current.attempt, Failure::PrepareTimeout, next, false, out);
             }
 
             // Connected: a loss asks the retry policy first, before anything changes.
-            (Connected, Event::Lost) => {
+            (Connected(connection), Event::Lost) => {
                 let next = self.ask_policy();
-                self.lose(LossKind::Closed, next, out);
+                self.lose(connection, LossKind::Closed, next, out);
             }
-            (Connected, Event::Timer(TimerKind::Healthy)) => {
-                self.timer = None;
+            (Connected(connection), Event::HealthyDue) => {
                 self.failed_attempts = 0;
+                self.now = Connected(Connection {
+                    health: Health::Healthy,
+                    ..connection
+                });
             }
-            // Connected, probing (one timer: the interval, then the probe timeout)
-            (Connected, Event::Timer(TimerKind::ProbeInterval)) => {
-                self.timer = None;
-                if let (Some(probe), Some(attempt)) = (self.config.probe, self.connection()) {
-                    // One more interval completed: healthy once they add up to
-                    // the healthy delay.
-                    if let Some(left) = self.unhealthy_for {
-                        let left = left.saturating_sub(probe.interval);
-                        if left.is_zero() {
-                            self.unhealthy_for = None;
+            // Connected, probing: the one timer is the interval, then the probe timeout.
+            (Connected(connection), Event::ProbeDue) => {
+                let probe = self.probe_config();
+                // One more interval completed: healthy once they add up to the
+                // healthy delay.
+                let health = match connection.health {
+                    Health::AfterIntervals(left) => match left.saturating_sub(probe.interval) {
+                        left if left.is_zero() => {
                             self.failed_attempts = 0;
-                        } else {
-                            self.unhealthy_for = Some(left);
+                            Health::Healthy
                         }
-                    }
-                    out.push(Action::Probe { attempt });
-                    self.arm(TimerKind::ProbeTimeout, probe.timeout, out);
-                }
+                        left => Health::AfterIntervals(left),
+                    },
+                    health @ (Health::Healthy | Health::AtTimer(_)) => health,
+                };
+                out.push(Action::Probe {
+                    attempt: connection.attempt,
+                });
+                let timeout = self.arm(TimerKind::ProbeTimeout, probe.timeout, out);
+                self.now = Connected(Connection {
+                    health,
+                    probe: Some(Probe::Outstanding(timeout)),
+                    ..connection
+                });
             }
-            (Connected, Event::ProbeSucceeded) => {
-                self.disarm(out);
-                if let Some(probe) = self.config.probe {
-                    self.arm(TimerKind::ProbeInterval, probe.interval, out);
-                }
+            (Connected(connection), Event::ProbeSucceeded) => {
+                self.disarm_connection(connection, out);
+                let interval = self.probe_config().interval;
+                let idle = self.arm(TimerKind::ProbeInterval, interval, out);
+                self.now = Connected(Connection {
+                    probe: Some(Probe::Idle(idle)),
+                    ..connection
+                });
             }
             // The connection is dead: ask the policy first, then close it.
-            (Connected, Event::ProbeFailed) => {
+            (Connected(connection), Event::ProbeFailed) => {
                 let next = self.ask_policy();
-                self.lose(LossKind::ProbeFailed, next, out);
+                self.lose(connection, LossKind::ProbeFailed, next, out);
             }
-            (Connected, Event::Timer(TimerKind::ProbeTimeout)) => {
+            (Connected(connection), Event::ProbeTimedOut) => {
                 let next = self.ask_policy();
-                self.timer = None;
-                self.lose(LossKind::ProbeTimedOut, next, out);
+                // The probe timeout fired: nothing left to disarm.
+                let fired = Connection {
+                    probe: None,
+                    ..connection
+                };
+                self.lose(fired, LossKind::ProbeTimedOut, next, out);
             }
 
             // Waiting
-            (Waiting, Event::Timer(TimerKind::Retry)) => {
-                self.timer = None;
-                self.state = Connecting;
-                self.connect(out);
-            }
+            (Waiting { .. }, Event::RetryDue) => self.connect(out),
 
             // something the machine was waiting to see gone is gone
             (_, Event::Gone(attempt)) => {
                 self.cancelled.retain(|a| *a != attempt);
                 self.closing.retain(|a| *a != attempt);
-                if self.nothing_outstanding() && self.current.is_none() {
-                    match self.state {
+                if self.nothing_outstanding() {
+                    match self.now {
                         Disconnecting => {
-                            self.state = Stopped;
+                            self.now = Stopped;
                             self.cancel_waiters(out);
                             self.finish_stops(out);
                         }
                         Restarting => {
-                            self.state = Connecting;
                             self.connect(out);
                             self.finish_stops(out);
                         }
-                        _ => {}
+                        Init | Connecting(_) | Waiting { .. } | Connected(_) | Stopped => {}
                     }
                 }
             }
 
-            // classify() never yields these combinations: an event about the current
-            // attempt needs one, and a timer event needs that timer armed.
+            // classify() never yields these: an event about the current attempt or
+            // connection needs one, and a timer event needs that state's timer armed.
             (
-                Init | Waiting | Connected | Disconnecting | Restarting | Stopped,
-                Event::Made(_) | Event::Prepared(_) | Event::AttemptFailed { .. },
+                Init | Waiting { .. } | Connected(_) | Disconnecting | Restarting | Stopped,
+                Event::Made
+                | Event::Prepared
+                | Event::AttemptFailed { .. }
+                | Event::ConnectTimedOut
+                | Event::PrepareTimedOut,
             )
             | (
-                Init | Connecting | Waiting | Disconnecting | Restarting | Stopped,
-                Event::Lost | Event::ProbeSucceeded | Event::ProbeFailed,
+                Init | Connecting(_) | Waiting { .. } | Disconnecting | Restarting | Stopped,
+                Event::Lost
+                | Event::HealthyDue
+                | Event::ProbeDue
+                | Event::ProbeSucceeded
+                | Event::ProbeFailed
+                | Event::ProbeTimedOut,
             )
-            | (_, Event::Timer(_)) => {}
+            | (
+                Init | Connecting(_) | Connected(_) | Disconnecting | Restarting | Stopped,
+                Event::RetryDue,
+            ) => {}
         }
     }
 
     // ----- the pieces the table is made of -------------------------------------------
 
+    /// A new attempt: the machine is `Connecting`.
     fn connect(&mut self, out: &mut Actions<E>) {
         let attempt = AttemptId::from_raw(self.attempt_ids.next());
-        self.current = Some(Current {
-            attempt,
-            phase: Phase::Attempting,
-        });
         self.counters.attempts += 1;
         out.push(Action::Connect { attempt });
-        if let Some(delay) = self.config.connect_timeout {
-            self.arm(TimerKind::ConnectTimeout, delay, out);
-        }
+        let timeout = self
+            .config
+            .connect_timeout
+            .map(|delay| self.arm(TimerKind::ConnectTimeout, delay, out));
+        self.now = Now::Connecting(Attempt {
+            attempt,
+            preparing: false,
+            timeout,
+        });
     }
 
+    /// The connection is up (and prepared): `Connected`, with its health and probe
+    /// timers; told, and handed to every waiter.
     fn connected(&mut self, attempt: AttemptId, out: &mut Actions<E>) {
-        self.state = State::Connected;
-        self.set_phase(Phase::Connected);
         self.counters.connections += 1;
         self.fatal_streak = 0;
-        if let Some(probe) = self.config.probe {
+        let (health, probe) = match (self.config.probe, self.config.reset_backoff_after) {
             // The one timer is the probe's; health is counted in its intervals.
-            self.unhealthy_for = self.config.reset_backoff_after;
-            if self.unhealthy_for.is_none() {
-                self.failed_attempts = 0;
+            (Some(probe), healthy_after) => {
+                let idle = self.arm(TimerKind::ProbeInterval, probe.interval, out);
+                let health = healthy_after.map_or(Health::Healthy, Health::AfterIntervals);
+                (health, Some(Probe::Idle(idle)))
             }
-            self.arm(TimerKind::ProbeInterval, probe.interval, out);
-        } else {
-            match self.config.reset_backoff_after {
-                Some(delay) => self.arm(TimerKind::Healthy, delay, out),
-                None => self.failed_attempts = 0,
+            (None, Some(delay)) => {
+                let timer = self.arm(TimerKind::Healthy, delay, out);
+                (Health::AtTimer(timer), None)
             }
+            (None, None) => (Health::Healthy, None),
+        };
+        if health == Health::Healthy {
+            self.failed_attempts = 0;
         }
+        self.now = Now::Connected(Connection {
+            attempt,
+            health,
+            probe,
+        });
         out.push(Action::Connected {
             attempt,
             generation: self.counters.connections,
@@ -1293,7 +1439,6 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         fatal: bool,
         out: &mut Actions<E>,
     ) {
-        self.current = None;
         self.failed_attempts = self.failed_attempts.saturating_add(1);
         self.failure_events += 1;
         self.counters.failures += 1;
@@ -1318,20 +1463,21 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         self.tell_retry_or_give_up(next, fatal, out);
     }
 
-    /// The one loss path: the current, established connection is lost (`kind`
-    /// says how): disarm its timer (unless it is the probe timeout that just
-    /// fired), and close it if a probe found it dead. Count the loss (a flap if it was not yet healthy), retry after
-    /// `next` or give up, and tell the loss, then the retry or the give-up.
-    fn lose(&mut self, kind: LossKind, next: Option<Duration>, out: &mut Actions<E>) {
-        let Some(Current { attempt, .. }) = self.current.take() else {
-            return; // classify yields a loss only about the current connection
-        };
-        // Lost before it stayed up long enough to count as healthy: its healthy
-        // timer is still armed, or, with probes, its intervals had not added up
-        // to the healthy delay.
-        let flap = matches!(self.timer, Some((_, TimerKind::Healthy)))
-            | self.unhealthy_for.take().is_some();
-        self.disarm(out);
+    /// The one loss path: the established `connection` is lost (`kind` says how).
+    /// Disarm its timer, close it if a probe found it dead, count the loss (a
+    /// flap if it was not yet healthy), retry after `next` or give up, and tell
+    /// the loss, then the retry or the give-up.
+    fn lose(
+        &mut self,
+        connection: Connection,
+        kind: LossKind,
+        next: Option<Duration>,
+        out: &mut Actions<E>,
+    ) {
+        let attempt = connection.attempt;
+        // Lost before it stayed up long enough to count as healthy.
+        let flap = connection.health != Health::Healthy;
+        self.disarm_connection(connection, out);
         if kind != LossKind::Closed {
             self.closing.push(attempt);
             out.push(Action::Disconnect { attempt });
@@ -1350,20 +1496,14 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         self.tell_retry_or_give_up(next, false, out);
     }
 
-    /// Whether a probe of the current connection is outstanding (its timeout armed).
-    fn probing(&self) -> bool {
-        matches!(self.timer, Some((_, TimerKind::ProbeTimeout)))
-    }
-
-    /// Waiting with the retry timer armed after `next`, or `Stopped` (`None`).
+    /// `Waiting` with the retry timer armed after `next`, or `Stopped` (`None`).
     fn retry_or_stop(&mut self, next: Option<Duration>, out: &mut Actions<E>) {
-        match next {
-            Some(delay) => {
-                self.state = State::Waiting;
-                self.arm(TimerKind::Retry, delay, out);
-            }
-            None => self.state = State::Stopped,
-        }
+        self.now = match next {
+            Some(delay) => Now::Waiting {
+                retry: self.arm(TimerKind::Retry, delay, out),
+            },
+            None => Now::Stopped,
+        };
     }
 
     /// The last fact of a failure or a loss: `RetryScheduled` after `next`, or
@@ -1375,13 +1515,14 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 consecutive_failures: self.failed_attempts,
             }),
             None => {
-                self.gave_up = Some(GiveUp {
+                let gave_up = GiveUp {
                     failed_attempts: self.failed_attempts,
                     fatal,
-                });
+                };
+                self.gave_up = Some(gave_up);
                 out.push(Action::GaveUp {
-                    failed_attempts: self.failed_attempts,
-                    fatal,
+                    failed_attempts: gave_up.failed_attempts,
+                    fatal: gave_up.fatal,
                 });
             }
         }
@@ -1399,26 +1540,67 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// Lets go of the current attempt or connection: cancel or close it, and disarm
     /// its timer. It stays outstanding until reported gone.
     fn abandon_current(&mut self, out: &mut Actions<E>) {
-        if let Some(Current { attempt, phase }) = self.current.take() {
-            if phase == Phase::Attempting {
-                self.cancelled.push(attempt);
-                out.push(Action::CancelConnect { attempt });
-            } else {
-                self.closing.push(attempt);
-                out.push(Action::Disconnect { attempt });
+        match self.now {
+            Now::Connecting(current) if !current.preparing => {
+                self.cancelled.push(current.attempt);
+                out.push(Action::CancelConnect {
+                    attempt: current.attempt,
+                });
+                self.disarm_timeout(current, out);
             }
+            Now::Connecting(current) => {
+                self.closing.push(current.attempt);
+                out.push(Action::Disconnect {
+                    attempt: current.attempt,
+                });
+                self.disarm_timeout(current, out);
+            }
+            Now::Connected(connection) => {
+                self.closing.push(connection.attempt);
+                out.push(Action::Disconnect {
+                    attempt: connection.attempt,
+                });
+                self.disarm_connection(connection, out);
+            }
+            Now::Init
+            | Now::Waiting { .. }
+            | Now::Disconnecting
+            | Now::Restarting
+            | Now::Stopped => {}
         }
-        self.disarm(out);
     }
 
-    fn arm(&mut self, kind: TimerKind, delay: Duration, out: &mut Actions<E>) {
+    /// The probe configuration; only called while probing, which needs one.
+    fn probe_config(&self) -> ProbeConfig {
+        // A connection has a probe cycle only with `Config::probe` set, so this
+        // default is never used; it keeps the machine free of panics.
+        self.config
+            .probe
+            .unwrap_or(ProbeConfig::new(Duration::MAX, Duration::MAX))
+    }
+
+    fn arm(&mut self, kind: TimerKind, delay: Duration, out: &mut Actions<E>) -> TimerId {
         let timer = TimerId::from_raw(self.timer_ids.next());
-        self.timer = Some((timer, kind));
         out.push(Action::ScheduleTimer { timer, kind, delay });
+        timer
     }
 
-    fn disarm(&mut self, out: &mut Actions<E>) {
-        if let Some((timer, _)) = self.timer.take() {
+    /// Disarms the attempt's connect or prepare timeout, if armed.
+    fn disarm_timeout(&mut self, current: Attempt, out: &mut Actions<E>) {
+        if let Some(timer) = current.timeout {
+            out.push(Action::CancelTimer { timer });
+        }
+    }
+
+    /// Disarms the connection's timer (healthy, probe interval or probe timeout),
+    /// if armed.
+    fn disarm_connection(&mut self, connection: Connection, out: &mut Actions<E>) {
+        let timer = match (connection.probe, connection.health) {
+            (Some(Probe::Idle(timer) | Probe::Outstanding(timer)), _) => Some(timer),
+            (None, Health::AtTimer(timer)) => Some(timer),
+            (None, Health::Healthy | Health::AfterIntervals(_)) => None,
+        };
+        if let Some(timer) = timer {
             out.push(Action::CancelTimer { timer });
         }
     }
@@ -1441,12 +1623,6 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         }
     }
 
-    fn set_phase(&mut self, phase: Phase) {
-        if let Some(current) = &mut self.current {
-            current.phase = phase;
-        }
-    }
-
     fn nothing_outstanding(&self) -> bool {
         self.cancelled.is_empty() && self.closing.is_empty()
     }
@@ -1462,7 +1638,14 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
 /// Who an attempt id names, as seen by the machine now.
 enum Whose {
-    Current(Phase),
+    /// The attempt in flight.
+    Attempting,
+    /// The connection being prepared.
+    Preparing,
+    /// The established connection; `probing`: a probe of it is outstanding.
+    Connected {
+        probing: bool,
+    },
     Cancelled,
     Closing,
     /// Issued, but nothing the machine still tracks: stale.
