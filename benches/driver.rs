@@ -4,8 +4,8 @@
 //! performing it, the machine.
 //!
 //! ```text
-//! cargo bench --features proptest --bench driver              # full run
-//! cargo bench --features proptest --bench driver -- --quick   # smoke run
+//! cargo bench --features testing --bench driver              # full run
+//! cargo bench --features testing --bench driver -- --quick   # smoke run
 //! ```
 //!
 //! Groups (throughput is per waiter, N = 10,000 and 100,000):

@@ -1,7 +1,7 @@
 //! The async-std adapter: [`AsyncStd`] runs the [async driver](crate::driver) on async-std.
 //!
 //! **async-std is discontinued upstream**; its authors point to smol as its successor
-//! (see [`redial::smol`](crate::smol)). This adapter is kept for existing users.
+//! (see [`redial::smol`][mod-smol]). This adapter is kept for existing users.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> { async_std::task::block_on(async {
@@ -25,6 +25,13 @@
 //! service.stop().await;
 //! # Ok(()) }) }
 //! ```
+//!
+// smol's link: to the adapter when its feature is on, to docs.rs when it is off.
+#![cfg_attr(feature = "smol", doc = "[mod-smol]: crate::smol")]
+#![cfg_attr(
+    not(feature = "smol"),
+    doc = "[mod-smol]: https://docs.rs/redial/latest/redial/smol/index.html"
+)]
 
 use core::pin::Pin;
 use core::time::Duration;

