@@ -263,3 +263,45 @@ fn a_probe_out_when_the_connection_is_lost_is_stale() {
     assert_eq!(service.counters().losses, 1);
     assert_eq!(service.state(), State::Connected);
 }
+
+/// Every event a service tells, as it prints: one line, the cause included.
+#[test]
+fn events_print_as_one_line_with_their_cause() {
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    net.push_connects([fail("refused"), ConnectOutcome::Succeed]);
+    let service = slow_backoff(&rt, &net).build().unwrap();
+    let mut events = service.events();
+    service.start();
+    rt.advance(secs(10));
+    let (id, _conn) = rt.run(service.when_connected().with_id()).unwrap().unwrap();
+    assert!(service.disconnect(id));
+    rt.run(service.stop()).unwrap();
+    let mut lines = Vec::new();
+    while let Some(Some(event)) = rt.run_for(Duration::ZERO, events.next()) {
+        lines.push(event.to_string());
+    }
+    assert_eq!(
+        lines,
+        [
+            "attempt#0 started",
+            "attempt#0 failed (1 in a row): connection attempt failed: refused",
+            "retry in 10s after 1 consecutive failure",
+            "attempt#1 started",
+            "attempt#1 connected (connection #1)",
+            "attempt#1 lost: the connection was closed by `disconnect`",
+            "retry in 10s after 1 consecutive failure",
+            "stopped",
+        ]
+    );
+    let fatal: Event<NetError> = Event::GaveUp {
+        failed_attempts: 1,
+        last: Some(Arc::new(Failure::Connect(NetError::new("bad password")))),
+        fatal: true,
+    };
+    assert_eq!(
+        fatal.to_string(),
+        "gave up on a failure retrying will not fix after 1 consecutive failures: \
+         connection attempt failed: bad password"
+    );
+}

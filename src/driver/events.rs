@@ -303,6 +303,70 @@ pub(crate) struct Publisher<E> {
     _inactive: async_broadcast::InactiveReceiver<Event<E>>,
 }
 
+/// One line a person can read, e.g. `attempt#3 failed (2 in a row): connection
+/// attempt failed: connection refused` or `attempt#4 lost (a flap): the
+/// connection was closed by the peer`. Causes are printed whole (`{:#}`), so a
+/// log line says why without walking `source()`.
+impl<E: fmt::Display> fmt::Display for Event<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::AttemptStarted { attempt } => write!(f, "{attempt} started"),
+            Event::AttemptFailed {
+                attempt,
+                failure,
+                consecutive_failures,
+            } => write!(
+                f,
+                "{attempt} failed ({consecutive_failures} in a row): {failure:#}"
+            ),
+            Event::RetryScheduled {
+                delay,
+                failed_attempts,
+            } => write!(
+                f,
+                "retry in {delay:?} after {failed_attempts} consecutive failure{}",
+                if *failed_attempts == 1 { "" } else { "s" }
+            ),
+            Event::Connected {
+                attempt,
+                generation,
+            } => write!(f, "{attempt} connected (connection #{generation})"),
+            Event::Lost {
+                attempt,
+                reason,
+                flap,
+            } => {
+                write!(f, "{attempt} lost")?;
+                if *flap {
+                    f.write_str(" (a flap)")?;
+                }
+                write!(f, ": {reason:#}")
+            }
+            Event::GaveUp {
+                failed_attempts,
+                last,
+                fatal,
+            } => {
+                let who = if *fatal {
+                    "gave up on a failure retrying will not fix"
+                } else {
+                    "the retry policy gave up"
+                };
+                write!(f, "{who} after {failed_attempts} consecutive failures")?;
+                match last {
+                    Some(last) => write!(f, ": {last:#}"),
+                    None => Ok(()),
+                }
+            }
+            Event::Stopped => f.write_str("stopped"),
+            Event::Ended(ended) => write!(f, "the service ended: {ended}"),
+            Event::Missed { events } => {
+                write!(f, "{events} events missed (the subscriber fell behind)")
+            }
+        }
+    }
+}
+
 impl<E> Publisher<E> {
     pub(crate) fn new(capacity: usize) -> Publisher<E> {
         let (mut tx, rx) = async_broadcast::broadcast(capacity.max(1));
