@@ -23,7 +23,7 @@ use super::connection::{ConnectContext, Connection};
 use super::error::{BuildError, Ended, Error};
 use super::events::{DriverOutput, Events, Loss};
 use super::runtime::Runtime;
-use super::shared::{Answer, Command, Shared};
+use super::shared::{Answer, Command, Shared, SleepFn};
 use super::task::{
     BoxFuture, ConnectFn, DynPolicy, FatalFn, Hooks, PrepareFn, ProbeFn, Task, TaskFuture,
 };
@@ -304,7 +304,14 @@ where
             .policy
             .unwrap_or_else(|| DynPolicy(Box::new(Backoff::default())));
         let machine = Machine::with_config(policy, self.config)?;
-        let shared = Arc::new(Shared::new(self.name, self.events_capacity));
+        let runtime = self.runtime.clone();
+        let sleep: SleepFn = Box::new(move |delay| {
+            let sleep = runtime.sleep(delay);
+            Box::pin(async move {
+                sleep.await;
+            })
+        });
+        let shared = Arc::new(Shared::new(self.name, self.events_capacity, sleep));
         let task = Task::new(
             self.runtime.clone(),
             Arc::clone(&shared),
@@ -540,6 +547,7 @@ impl<H, E> ClientService<H, E> {
                 shared: Arc::clone(shared),
                 ticket: 0,
                 state: Waiting::Done(Some(Error::Ended(ended))),
+                deadline: None,
             };
         }
         let ticket = mailbox.next_ticket;
@@ -558,6 +566,7 @@ impl<H, E> ClientService<H, E> {
             shared: Arc::clone(shared),
             ticket,
             state: Waiting::Pending(rx),
+            deadline: None,
         }
     }
 
@@ -694,6 +703,15 @@ pub struct WhenConnected<H, E> {
     shared: Arc<Shared<H, E>>,
     ticket: u64,
     state: Waiting<H, E>,
+    /// The time limit, from [`within`](WhenConnected::within).
+    deadline: Option<Deadline>,
+}
+
+/// A waiter's time limit: the limit, and the runtime's sleep for it (none for a
+/// zero limit, which runs out at the first poll that finds no answer).
+struct Deadline {
+    after: Duration,
+    sleep: Option<BoxFuture<()>>,
 }
 
 impl<H, E> fmt::Debug for WhenConnected<H, E> {
@@ -701,6 +719,7 @@ impl<H, E> fmt::Debug for WhenConnected<H, E> {
         f.debug_struct("WhenConnected")
             .field("ticket", &self.ticket)
             .field("answered", &matches!(self.state, Waiting::Done(None)))
+            .field("within", &self.deadline.as_ref().map(|d| d.after))
             .finish()
     }
 }
@@ -720,14 +739,75 @@ impl<H, E> WhenConnected<H, E> {
         WhenConnectedWithId { inner: self }
     }
 
+    /// Gives up waiting after `limit`: if no connection has been handed to this
+    /// waiter by then, it resolves with [`Error::TimedOut`] (with the service's
+    /// last failure, if attempts were failing) and the waiter is withdrawn, as if
+    /// the future had been dropped: a connection made later is not handed to it,
+    /// and [`pending_waiters`](ClientService::pending_waiters) no longer counts it
+    /// once the service has taken the withdrawal. The service keeps retrying.
+    ///
+    /// The time counts from this call, on the service's runtime (its
+    /// [`Runtime::sleep`]: no runtime-specific timeout needed). An answer that
+    /// arrives first wins, and so does an answer already there when the time runs
+    /// out. A zero `limit` times out at the first poll unless the answer is there.
+    /// It combines with
+    /// [`when_connected_fail_after`](ClientService::when_connected_fail_after)
+    /// (whichever comes first) and with [`with_id`](WhenConnected::with_id);
+    /// calling it again replaces the limit.
+    ///
+    /// ```no_run
+    /// # async fn run(service: redial::driver::ClientService<u8, std::io::Error>) {
+    /// use std::time::Duration;
+    /// use redial::driver::Error;
+    ///
+    /// match service.when_connected().within(Duration::from_secs(2)).await {
+    ///     Ok(conn) => { /* use it */ }
+    ///     // e.g. "no connection within 2s: connection attempt failed: Connection refused (os error 111)"
+    ///     Err(e @ Error::TimedOut { .. }) => eprintln!("{e}"),
+    ///     Err(e) => eprintln!("{e}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn within(mut self, limit: Duration) -> Self {
+        if !matches!(self.state, Waiting::Pending(_)) {
+            // Answered already (the service had ended): nothing to time.
+            return self;
+        }
+        let sleep = (!limit.is_zero()).then(|| self.shared.sleep(limit));
+        self.deadline = Some(Deadline {
+            after: limit,
+            sleep,
+        });
+        self
+    }
+
     fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Answer<H, E>> {
         let answer = match &mut self.state {
             Waiting::Done(error) => match error.take() {
                 Some(error) => Err(error),
                 None => panic!("`WhenConnected` polled after it resolved"),
             },
-            Waiting::Pending(rx) => match Pin::new(rx).poll(cx) {
-                Poll::Pending => return Poll::Pending,
+            Waiting::Pending(rx) => match Pin::new(&mut *rx).poll(cx) {
+                Poll::Pending => {
+                    let Some(deadline) = self.deadline.as_mut() else {
+                        return Poll::Pending;
+                    };
+                    if let Some(sleep) = deadline.sleep.as_mut() {
+                        if sleep.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
+                    let after = deadline.after;
+                    self.deadline = None;
+                    match rx.try_recv() {
+                        // Answered meanwhile: the answer wins.
+                        Ok(Some(answer)) => answer,
+                        Ok(None) => self.time_out(after),
+                        Err(oneshot::Canceled) => Err(Error::Ended(
+                            self.shared.ended().unwrap_or(Ended::RuntimeGone),
+                        )),
+                    }
+                }
                 Poll::Ready(Ok(answer)) => answer,
                 // The task dropped the sender without answering: it has ended.
                 Poll::Ready(Err(oneshot::Canceled)) => Err(Error::Ended(
@@ -736,7 +816,25 @@ impl<H, E> WhenConnected<H, E> {
             },
         };
         self.state = Waiting::Done(None);
+        self.deadline = None;
         Poll::Ready(answer)
+    }
+
+    /// The time ran out unanswered: withdraw the waiter, and say why.
+    fn time_out(&mut self, after: Duration) -> Answer<H, E> {
+        let last = {
+            let mailbox = self.shared.lock();
+            if mailbox.status.failed_attempts > 0 {
+                mailbox.last_failure.clone()
+            } else {
+                None
+            }
+        };
+        // If the task has ended, it answers (or answered) everything itself.
+        let _ = self.shared.send(Command::Withdraw {
+            ticket: self.ticket,
+        });
+        Err(Error::TimedOut { after, last })
     }
 }
 

@@ -8,8 +8,12 @@
 //! retry policy, a handle's `Clone` or `Drop`) ever runs under it, so user code that
 //! calls back into the service cannot deadlock it.
 
+use core::future::Future;
 use core::num::NonZeroU32;
+use core::pin::Pin;
 use core::task::Waker;
+use core::time::Duration;
+use std::boxed::Box;
 use std::collections::VecDeque;
 use std::string::String;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -89,8 +93,15 @@ pub(crate) struct Mailbox<H, E> {
     pub(crate) last_loss: Option<Loss>,
 }
 
+/// Sleeps on the service's runtime: what a handle needs for a waiter's time limit
+/// ([`WhenConnected::within`](super::WhenConnected::within)), kept once per service.
+pub(crate) type SleepFn =
+    Box<dyn Fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 pub(crate) struct Shared<H, E> {
     mailbox: Mutex<Mailbox<H, E>>,
+    /// Sleeps on the service's runtime.
+    sleep: SleepFn,
     /// The service's name, for `tracing` and `Debug`.
     name: Option<String>,
     /// Made by the first `events()`: until then events cost nothing.
@@ -99,9 +110,14 @@ pub(crate) struct Shared<H, E> {
 }
 
 impl<H, E> Shared<H, E> {
-    pub(crate) fn new(name: Option<String>, events_capacity: usize) -> Shared<H, E> {
+    pub(crate) fn new(
+        name: Option<String>,
+        events_capacity: usize,
+        sleep: SleepFn,
+    ) -> Shared<H, E> {
         Shared {
             name,
+            sleep,
             events: OnceLock::new(),
             events_capacity,
             mailbox: Mutex::new(Mailbox {
@@ -139,6 +155,11 @@ impl<H, E> Shared<H, E> {
             task.wake();
         }
         Ok(())
+    }
+
+    /// A future that completes after `delay` (not zero), on the service's runtime.
+    pub(crate) fn sleep(&self, delay: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        (self.sleep)(delay)
     }
 
     /// The service's name, if it was given one.
