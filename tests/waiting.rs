@@ -382,3 +382,90 @@ fn a_real_service_error_prints_its_cause() {
         "the retry policy gave up after 3 failed attempts: connection attempt failed: reset by peer"
     );
 }
+
+// ----- 3. reconnect_now says whether it did anything ----------------------------
+
+#[test]
+fn reconnect_now_returns_whether_it_does_anything() {
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    net.push_connects([fail("refused"), ConnectOutcome::Hang]);
+    let service = builder(&rt, &net).build().unwrap();
+    rt.run_until_idle();
+
+    // New: ignored, never starts it.
+    assert!(!service.reconnect_now(true));
+    assert!(!service.reconnect_now(false));
+    rt.run_until_idle();
+    assert_eq!((service.state(), net.attempts()), (State::Init, 0));
+
+    // A start requested just before: connecting, so only a reset does something.
+    service.start();
+    assert!(!service.reconnect_now(false));
+    assert!(service.reconnect_now(true));
+    rt.run_until_idle();
+    // The first attempt failed: waiting 10 s for a retry.
+    assert_eq!((service.state(), net.attempts()), (State::Waiting, 1));
+
+    // Waiting: an attempt starts now.
+    assert!(service.reconnect_now(false));
+    rt.run_until_idle();
+    assert_eq!(
+        (service.state(), net.attempts(), rt.now()),
+        (State::Connecting, 2, Duration::ZERO)
+    );
+
+    // Connecting: only a reset.
+    assert!(!service.reconnect_now(false));
+    assert!(service.reconnect_now(true));
+    rt.run_until_idle();
+    assert_eq!((service.failed_attempts(), net.attempts()), (0, 2));
+    assert!(net.succeed(1));
+    rt.run_until_idle();
+
+    // Connected: only a reset; the connection is left alone.
+    assert_eq!(service.state(), State::Connected);
+    assert!(!service.reconnect_now(false));
+    assert!(service.reconnect_now(true));
+    rt.run_until_idle();
+    assert_eq!((service.state(), net.open()), (State::Connected, vec![1]));
+
+    // A stop requested just before, stopping, stopped: ignored.
+    let stopping = service.stop();
+    assert!(!service.reconnect_now(true));
+    rt.run(stopping).unwrap();
+    assert_eq!(service.state(), State::Stopped);
+    assert!(!service.reconnect_now(true));
+    assert!(!service.reconnect_now(false));
+    rt.run_until_idle();
+    assert_eq!((service.state(), net.attempts()), (State::Stopped, 2));
+
+    // Started again (a retry is waiting after a failure): it does something again.
+    net.push_connects([fail("refused")]);
+    service.start();
+    rt.run_until_idle();
+    assert_eq!(service.state(), State::Waiting);
+    assert!(service.reconnect_now(false));
+
+    // Ended: ignored.
+    rt.shutdown();
+    assert!(service.ended().is_some());
+    assert!(!service.reconnect_now(true));
+}
+
+#[test]
+fn reconnect_now_after_a_stop_request_is_ignored() {
+    // A retry is waiting as of the last step, but a stop was requested since: the
+    // handle counts it, and the retry is not hurried.
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    net.push_connects([fail("refused")]);
+    let service = builder(&rt, &net).start().unwrap();
+    rt.run_until_idle();
+    assert_eq!(service.state(), State::Waiting);
+    let stopping = service.stop();
+    assert!(!service.reconnect_now(false), "a stop was requested before");
+    rt.run(stopping).unwrap();
+    rt.run_until_idle();
+    assert_eq!((service.state(), net.attempts()), (State::Stopped, 1));
+}

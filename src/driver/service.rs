@@ -493,6 +493,21 @@ impl<H, E> ClientService<H, E> {
     /// * not started, stopping or stopped: nothing (it never starts a service:
     ///   [`start`](ClientService::start) does).
     ///
+    /// It returns whether the request does something, judged from the service as
+    /// of its last step and the start and stop requests made before this one
+    /// (the same view as [`state`](ClientService::state), plus those requests):
+    ///
+    /// | the service | returns |
+    /// |---|---|
+    /// | waiting for a retry ([`State::Waiting`]) | `true`: an attempt starts now |
+    /// | connecting or connected (or a `start()` of a new or stopped service was requested just before) | `reset_backoff`: only the reset is done |
+    /// | new ([`State::Init`]), stopping ([`State::Disconnecting`], [`State::Restarting`], or a `stop()` requested just before), stopped ([`State::Stopped`], also after giving up), or ended | `false`: nothing is requested |
+    ///
+    /// When it returns `false`, nothing was sent to the service. When it returns
+    /// `true`, the service checks again when it takes the request: if it has
+    /// changed meanwhile (an attempt just failed and a retry is scheduled, or it
+    /// gave up), it does what fits its state then, per the list above.
+    ///
     /// ```no_run
     /// # async fn run(service: redial::driver::ClientService<u8, std::io::Error>,
     /// #     network_changes: impl futures_util::Stream<Item = ()>) {
@@ -501,15 +516,49 @@ impl<H, E> ClientService<H, E> {
     /// // first delay, instead of waiting out a backoff that grew during the outage.
     /// let mut network_changes = std::pin::pin!(network_changes);
     /// while network_changes.next().await.is_some() {
-    ///     service.reconnect_now(true);
+    ///     if !service.reconnect_now(true) {
+    ///         println!("not reconnecting: the service is {}", service.state());
+    ///     }
     /// }
     /// # }
     /// ```
-    pub fn reconnect_now(&self, reset_backoff: bool) {
-        let _ = self
-            .shared
-            .shared
-            .send(Command::ReconnectNow { reset_backoff });
+    pub fn reconnect_now(&self, reset_backoff: bool) -> bool {
+        let shared = &self.shared.shared;
+        let mut mailbox = shared.lock();
+        if mailbox.ended.is_some() {
+            return false;
+        }
+        // The state the service will be in when it takes this request, as far as
+        // the handles can tell.
+        let mut state = mailbox.status.state;
+        for command in &mailbox.commands {
+            state = match (command, state) {
+                (Command::Start, State::Init | State::Stopped) => State::Connecting,
+                (Command::Start, State::Disconnecting) => State::Restarting,
+                (Command::Stop(_) | Command::Shutdown, State::Init | State::Stopped) => {
+                    State::Stopped
+                }
+                (Command::Stop(_) | Command::Shutdown, _) => State::Disconnecting,
+                (_, state) => state,
+            };
+        }
+        let effective = match state {
+            State::Waiting => true,
+            State::Connecting | State::Connected => reset_backoff,
+            State::Init | State::Disconnecting | State::Restarting | State::Stopped => false,
+        };
+        if !effective {
+            return false;
+        }
+        mailbox
+            .commands
+            .push_back(Command::ReconnectNow { reset_backoff });
+        let task = mailbox.task.clone();
+        drop(mailbox);
+        if let Some(task) = task {
+            task.wake();
+        }
+        true
     }
 
     /// Waits for the connection: resolves with a clone of its handle once it is up
