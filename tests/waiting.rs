@@ -469,3 +469,104 @@ fn reconnect_now_after_a_stop_request_is_ignored() {
     rt.run_until_idle();
     assert_eq!((service.state(), net.attempts()), (State::Stopped, 1));
 }
+
+// ----- 4. events from the very first attempt ------------------------------------
+
+#[test]
+fn start_then_events_sees_the_first_attempt() {
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    net.push_connects([fail("refused"), ConnectOutcome::Succeed]);
+    let service = started(&rt, &net);
+    // The task runs before anyone subscribes: the first attempt fails unseen...
+    rt.run_until_idle();
+    assert_eq!(net.attempts(), 1);
+    // ...but the first subscription gets what happened so far.
+    let mut events = service.events();
+    let first = rt.run(events.next()).unwrap().unwrap();
+    let Event::AttemptStarted { attempt } = first else {
+        panic!("the first event is {first:?}");
+    };
+    assert!(matches!(
+        rt.run(events.next()).unwrap(),
+        Some(Event::AttemptFailed { attempt: a, consecutive_failures: 1, .. }) if a == attempt
+    ));
+    assert!(matches!(
+        rt.run(events.next()).unwrap(),
+        Some(Event::RetryScheduled { delay, .. }) if delay == secs(10)
+    ));
+    // Then the live ones, in order.
+    assert!(matches!(
+        rt.run(events.next()).unwrap(),
+        Some(Event::AttemptStarted { attempt: a }) if a != attempt
+    ));
+    assert!(matches!(
+        rt.run(events.next()).unwrap(),
+        Some(Event::Connected { generation: 1, .. })
+    ));
+    assert_eq!(rt.now(), secs(10));
+
+    // A later subscription sees only what happens after it.
+    let mut late = service.events();
+    assert!(poll_once(&mut late.next()).is_pending());
+    let stopping = service.stop();
+    rt.run(stopping).unwrap();
+    assert!(matches!(rt.run(late.next()).unwrap(), Some(Event::Stopped)));
+}
+
+#[test]
+fn events_before_the_first_subscription_are_bounded() {
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    net.push_connects((0..10).map(|_| fail("refused")));
+    let service = builder(&rt, &net).events_capacity(4).start().unwrap();
+    // 10 failed attempts, 3 events each, nobody subscribed.
+    for _ in 0..9 {
+        rt.advance_to_next_timer();
+    }
+    rt.run_until_idle();
+    assert_eq!(net.attempts(), 10);
+    let mut events = service.events();
+    // The oldest were dropped and counted; the ring kept the newest 3 (and the
+    // notice).
+    match rt.run(events.next()).unwrap() {
+        Some(Event::Missed { events }) => assert_eq!(events, 30 - 3),
+        other => panic!("expected Missed, got {other:?}"),
+    }
+    let mut rest = Vec::new();
+    while let Poll::Ready(Some(event)) = poll_once(&mut events.next()) {
+        rest.push(event);
+    }
+    assert_eq!(rest.len(), 3, "{rest:?}");
+    assert!(matches!(rest[2], Event::RetryScheduled { .. }));
+    assert!(matches!(
+        rest[1],
+        Event::AttemptFailed {
+            consecutive_failures: 10,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn subscribing_after_the_end_gets_what_happened_then_the_end() {
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    net.push_connect(fail("refused"));
+    let service = started(&rt, &net);
+    rt.run_until_idle();
+    rt.shutdown();
+    assert_eq!(service.ended(), Some(Ended::RuntimeGone));
+    let events: Vec<_> = rt.run(service.events().collect::<Vec<_>>()).unwrap();
+    let names: Vec<_> = events
+        .iter()
+        .map(|e| match e {
+            Event::AttemptStarted { .. } => "started",
+            Event::AttemptFailed { .. } => "failed",
+            Event::RetryScheduled { .. } => "retry",
+            Event::Ended(_) => "ended",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(names, ["started", "failed", "retry", "ended"]);
+}

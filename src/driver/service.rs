@@ -81,7 +81,9 @@ where
 
     /// How many events a subscriber of [`ClientService::events`] may fall behind
     /// before it loses the oldest (and is told so with [`Event::Missed`](super::Event::Missed)). Default
-    /// 64. The ring is only made once someone subscribes.
+    /// 64. Until the service is first subscribed to, it keeps at most this many of
+    /// its events (the oldest dropped) for the first subscriber; the broadcast ring
+    /// is made by the first subscription.
     pub fn events_capacity(mut self, capacity: usize) -> Self {
         self.events_capacity = capacity.max(1);
         self
@@ -690,6 +692,15 @@ impl<H, E> ClientService<H, E> {
     /// that keeps up sees every event in order; one that falls behind is told how
     /// many it missed ([`Event::Missed`](super::Event::Missed)) and never slows the service down. See
     /// [`events`](super::Events).
+    ///
+    /// The order of `start()` and `events()` does not matter: the first
+    /// subscription also gets the events from before it (the service keeps them
+    /// until it is first subscribed to, at most
+    /// [`events_capacity`](Builder::events_capacity) of them, preceded by
+    /// [`Event::Missed`](super::Event::Missed) if it had to drop some), so
+    /// `builder.start()?` then `service.events()` sees the first
+    /// [`AttemptStarted`](super::Event::AttemptStarted). Later subscriptions see the
+    /// events after they subscribed.
     ///
     /// ```no_run
     /// # async fn run(service: redial::driver::ClientService<u8, std::io::Error>) {

@@ -16,12 +16,12 @@ use core::time::Duration;
 use std::boxed::Box;
 use std::collections::VecDeque;
 use std::string::String;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_channel::oneshot;
 
 use super::error::{Ended, Error};
-use super::events::{Events, Loss, Publisher};
+use super::events::{EventSink, Events, Loss};
 use super::watch::Watch;
 use crate::actions::Failure;
 use crate::ids::AttemptId;
@@ -104,9 +104,8 @@ pub(crate) struct Shared<H, E> {
     sleep: SleepFn,
     /// The service's name, for `tracing` and `Debug`.
     name: Option<String>,
-    /// Made by the first `events()`: until then events cost nothing.
-    events: OnceLock<Publisher<E>>,
-    events_capacity: usize,
+    /// The events: kept for the first subscriber, then broadcast.
+    events: EventSink<E>,
 }
 
 impl<H, E> Shared<H, E> {
@@ -118,8 +117,7 @@ impl<H, E> Shared<H, E> {
         Shared {
             name,
             sleep,
-            events: OnceLock::new(),
-            events_capacity,
+            events: EventSink::new(events_capacity),
             mailbox: Mutex::new(Mailbox {
                 commands: VecDeque::new(),
                 task: None,
@@ -167,23 +165,15 @@ impl<H, E> Shared<H, E> {
         self.name.as_deref()
     }
 
-    /// The event publisher, once someone subscribed.
-    pub(crate) fn events(&self) -> Option<&Publisher<E>> {
-        self.events.get()
+    /// Where the task sends its events (always there: before the first
+    /// subscription, it keeps them for it).
+    pub(crate) fn events(&self) -> Option<&EventSink<E>> {
+        Some(&self.events)
     }
 
-    /// A new subscription (the first one makes the publisher).
+    /// A new subscription (the first one gets the events kept so far).
     pub(crate) fn subscribe(&self) -> Events<E> {
-        let publisher = self
-            .events
-            .get_or_init(|| Publisher::new(self.events_capacity));
-        let events = publisher.subscribe();
-        if self.lock().ended.is_some() {
-            // The task has ended (and may have closed the channel before this
-            // publisher existed): nothing more will come.
-            publisher.close();
-        }
-        events
+        self.events.subscribe()
     }
 
     /// Why the task ended, if it has.
