@@ -570,3 +570,45 @@ fn subscribing_after_the_end_gets_what_happened_then_the_end() {
         .collect();
     assert_eq!(names, ["started", "failed", "retry", "ended"]);
 }
+
+// ----- 6. how a flap counts (as `counters()` and `failed_attempts()` document) ----
+
+#[test]
+fn a_flap_counts_in_flaps_losses_and_consecutive_failures_not_in_failures() {
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    net.push_connects([
+        ConnectOutcome::Succeed,
+        ConnectOutcome::Succeed,
+        ConnectOutcome::Succeed,
+    ]);
+    let service = builder(&rt, &net)
+        .reset_backoff_after(secs(5))
+        .start()
+        .unwrap();
+    rt.run_until_idle();
+    assert_eq!(service.state(), State::Connected);
+    // Lost at once: a flap.
+    assert!(net.lose(0));
+    rt.run_until_idle();
+    let c = service.counters();
+    assert_eq!((c.flaps, c.losses, c.failures), (1, 1, 0));
+    assert_eq!(service.failed_attempts(), 1);
+    // The retry's connection flaps too: the count goes on.
+    rt.advance(secs(10));
+    assert!(net.lose(1));
+    rt.run_until_idle();
+    let c = service.counters();
+    assert_eq!((c.flaps, c.losses, c.failures), (2, 2, 0));
+    assert_eq!(service.failed_attempts(), 2);
+    // One that stays up 5 s resets the count; its loss is a plain loss.
+    rt.advance(secs(20));
+    assert_eq!(service.state(), State::Connected);
+    rt.advance(secs(5));
+    assert_eq!(service.failed_attempts(), 0);
+    assert!(net.lose(2));
+    rt.run_until_idle();
+    let c = service.counters();
+    assert_eq!((c.flaps, c.losses, c.failures), (2, 3, 0));
+    assert_eq!(service.failed_attempts(), 1);
+}

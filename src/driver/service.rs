@@ -670,12 +670,37 @@ impl<H, E> ClientService<H, E> {
         self.shared.shared.ended()
     }
 
-    /// Running totals: attempts, failures, connections, losses.
+    /// Running totals since the service was built: attempts, failures,
+    /// connections, losses, flaps.
+    ///
+    /// How a flap counts: a connection lost before it stayed up
+    /// [`reset_backoff_after`](Builder::reset_backoff_after) (5 s by default) is a
+    /// flap. It counts in [`flaps`](Counters::flaps) and in
+    /// [`losses`](Counters::losses), and toward the consecutive failures that drive
+    /// the backoff ([`failed_attempts`](ClientService::failed_attempts), the
+    /// `consecutive_failures` and `failed_attempts` of the
+    /// [events](ClientService::events)), but **not** in
+    /// [`failures`](Counters::failures), which counts failed attempts only (connect
+    /// or prepare failed or timed out, lost while preparing, a panic). So after a
+    /// peer that accepts and drops every connection at once, `failures` can stay 0
+    /// while `failed_attempts()` grows: compare `failures + flaps` with it, not
+    /// `failures`. A connection that stays up long enough resets the consecutive
+    /// failures to 0; its loss later is a plain loss: it counts in `losses` (not
+    /// in `flaps`) and makes the consecutive failures 1, so the first retry waits
+    /// the policy's first delay.
     pub fn counters(&self) -> Counters {
         self.shared.shared.lock().status.counters
     }
 
-    /// Consecutive failures so far (what the retry policy was last asked about).
+    /// Consecutive failures so far (what the retry policy was last asked about):
+    /// failed attempts and lost connections since the count was last reset (a
+    /// connection that stayed up [`reset_backoff_after`](Builder::reset_backoff_after),
+    /// a restart after giving up, [`reconnect_now(true)`](ClientService::reconnect_now)).
+    /// A flap (a connection lost before it stayed up that long) adds to it without
+    /// the count having been reset in between. It is what the
+    /// events' `consecutive_failures` shows. Flaps count here but not in
+    /// [`counters().failures`](Counters::failures); see
+    /// [`counters`](ClientService::counters).
     pub fn failed_attempts(&self) -> u32 {
         self.shared.shared.lock().status.failed_attempts
     }
