@@ -152,8 +152,12 @@ const WORKERS: usize = 4;
 /// The bound on one query: past it, the query counts as hung.
 const HANG: Duration = Duration::from_secs(20);
 
+/// The tests count this process's open file descriptors: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 #[test]
 fn fifty_restarts_queries_flow_none_hangs_one_session_each_time_none_after_stop() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let fds_outside = open_fds();
     let started = Instant::now();
     run(async {
@@ -372,6 +376,7 @@ fn fifty_restarts_queries_flow_none_hangs_one_session_each_time_none_after_stop(
 /// failure, tokio-postgres's "db error", the server's own message).
 #[test]
 fn a_database_that_does_not_exist_is_named_in_the_printed_error() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     use redial::driver::Error;
     use redial::RetryPolicy as _;
 
