@@ -306,13 +306,7 @@ where
             .policy
             .unwrap_or_else(|| DynPolicy(Box::new(Backoff::default())));
         let machine = Machine::with_config(policy, self.config)?;
-        let runtime = self.runtime.clone();
-        let sleep: SleepFn = Box::new(move |delay| {
-            let sleep = runtime.sleep(delay);
-            Box::pin(async move {
-                sleep.await;
-            })
-        });
+        let sleep = sleep_fn(self.runtime.clone());
         let shared = Arc::new(Shared::new(self.name, self.events_capacity, sleep));
         let task = Task::new(
             self.runtime.clone(),
@@ -340,6 +334,29 @@ where
         service.start();
         Ok(service)
     }
+}
+
+/// How the handles sleep on the service's runtime, for a waiter's time limit
+/// ([`WhenConnected::within`]): made once, when the service is built, and called on
+/// whatever thread sets a limit.
+fn sleep_fn<R: Runtime>(runtime: R) -> SleepFn {
+    // Tokio's `sleep` works only inside the runtime (it panics on another thread):
+    // enter the runtime the service was built in (`build` runs inside it) first.
+    #[cfg(feature = "tokio")]
+    if (&runtime as &dyn core::any::Any).is::<crate::tokio::Tokio>() {
+        if let Ok(handle) = ::tokio::runtime::Handle::try_current() {
+            return Box::new(move |delay| {
+                let _inside = handle.enter();
+                Box::pin(::tokio::time::sleep(delay))
+            });
+        }
+    }
+    Box::new(move |delay| {
+        let sleep = runtime.sleep(delay);
+        Box::pin(async move {
+            sleep.await;
+        })
+    })
 }
 
 /// The shared state, and how many [`ClientService`] handles point at it.
