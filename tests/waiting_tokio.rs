@@ -37,7 +37,7 @@ type Service = ClientService<u32, std::io::Error>;
 
 fn hanging(rt: &tokio::runtime::Runtime) -> Service {
     let _inside = rt.enter();
-    redial::tokio::builder(|| pending::<Result<(u32, std::future::Pending<()>), std::io::Error>>())
+    redial::tokio::builder(pending::<Result<(u32, std::future::Pending<()>), std::io::Error>>)
         .start()
         .unwrap()
 }
