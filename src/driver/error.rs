@@ -21,14 +21,14 @@ use crate::error::ConfigError;
 /// # Printing
 ///
 /// * `{}` prints the **whole chain on one line**, root cause included, each part
-///   once, joined with `": "`:
-///   `gave up after 3 failed attempts: connection attempt failed: db error:
-///   FATAL: database "nope" does not exist`. This is the form for logs and
-///   messages: nothing else to do to see why. (A part whose text the part above
-///   it already ends with is not repeated, for error types whose message
-///   includes their source; line breaks inside a part become spaces.)
-/// * `{:#}` prints **this error's own message only**:
-///   `gave up after 3 failed attempts`. This is the form for reporters that walk
+///   once, joined with `": "`: `the retry policy gave up after 3 failed
+///   attempts: connection attempt failed: db error: FATAL: database "nope" does
+///   not exist`. This is the form for logs and messages: nothing else to do to
+///   see why. (A part whose text the part above it already ends with is not
+///   repeated, for error types whose message includes their source; line breaks
+///   inside a part become spaces.)
+/// * `{:#}` prints **this error's own message only**: `the retry policy gave up
+///   after 3 failed attempts`. This is the form for reporters that walk
 ///   [`source`](std::error::Error::source) themselves and print every level, so
 ///   that no part is printed twice: print the top with `{:#}`, the sources as
 ///   they come.
