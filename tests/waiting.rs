@@ -619,3 +619,48 @@ fn a_flap_counts_in_flaps_losses_and_consecutive_failures_not_in_failures() {
     assert_eq!((c.flaps, c.losses, c.failures), (2, 3, 0));
     assert_eq!(service.failed_attempts(), 1);
 }
+
+/// An error whose `Drop` panics (hostile user code).
+struct PanicsOnDrop;
+
+impl fmt::Display for PanicsOnDrop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("refused")
+    }
+}
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("PanicsOnDrop dropped");
+        }
+    }
+}
+
+#[test]
+fn events_kept_for_the_first_subscriber_may_hold_hostile_errors() {
+    let rt = ManualRuntime::new();
+    let service: ClientService<u32, PanicsOnDrop> = ClientService::builder(rt.clone(), || async {
+        Err::<(u32, std::future::Pending<()>), _>(PanicsOnDrop)
+    })
+    .policy(|_| secs(1))
+    // Room for one attempt's three events: the failure event is the last to hold
+    // an error when the next attempt's failure pushes it out.
+    .events_capacity(3)
+    .start()
+    .unwrap();
+    // Five failed attempts, nobody subscribed: the kept events (and the errors they
+    // hold) are dropped as newer ones come, and their panics are contained.
+    for _ in 0..4 {
+        rt.advance(secs(1));
+    }
+    rt.run_until_idle();
+    assert_eq!(service.counters().failures, 5);
+    assert_eq!(service.ended(), None);
+    assert_eq!(service.state(), State::Waiting);
+    let mut events = service.events();
+    assert!(matches!(
+        poll_once(&mut events.next()),
+        Poll::Ready(Some(Event::Missed { .. }))
+    ));
+}

@@ -382,7 +382,7 @@ impl<E> EventSink<E> {
         }
         if early.closed {
             drop(early);
-            drop(event);
+            contain_drop(event);
             return;
         }
         let dropped = if early.events.len() >= self.capacity {
@@ -394,8 +394,8 @@ impl<E> EventSink<E> {
         early.events.push_back(event);
         drop(early);
         // What the dropped event held (your error, in a failure) is dropped
-        // outside the lock.
-        drop(dropped);
+        // outside the lock, and a panic in its `Drop` is contained.
+        contain_drop(dropped);
     }
 
     /// No more events: subscribers see the end of the stream (after what is
@@ -447,9 +447,23 @@ impl<E> EventSink<E> {
         // The publisher is set only here, under the lock.
         let _ = self.publisher.set(publisher);
         drop(early);
-        drop(dropped);
+        contain_drop(dropped);
         drop(backlog); // empty: frees the ring
         events
+    }
+}
+
+/// Drops a value that may hold your error (an event's failure) and ignores a
+/// panic in its `Drop`, as the service does for every user value it drops.
+fn contain_drop<T>(value: T) {
+    if let Err(_payload) =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)))
+    {
+        super::log::event!(
+            error,
+            panic = %super::error::panic_message(&*_payload),
+            "a user value panicked when dropped"
+        );
     }
 }
 
