@@ -340,16 +340,20 @@ where
 /// ([`WhenConnected::within`]): made once, when the service is built, and called on
 /// whatever thread sets a limit.
 fn sleep_fn<R: Runtime>(runtime: R) -> SleepFn {
-    // Tokio's `sleep` works only inside the runtime (it panics on another thread):
-    // enter the runtime the service was built in (`build` runs inside it) first.
+    // Tokio's `sleep` works only inside a Tokio runtime (it panics on another
+    // thread): if the service is built inside one (as the Tokio adapter requires),
+    // enter it while making a sleep. (Harmless for other runtimes' sleeps.)
     #[cfg(feature = "tokio")]
-    if (&runtime as &dyn core::any::Any).is::<crate::tokio::Tokio>() {
-        if let Ok(handle) = ::tokio::runtime::Handle::try_current() {
-            return Box::new(move |delay| {
+    if let Ok(handle) = ::tokio::runtime::Handle::try_current() {
+        return Box::new(move |delay| {
+            let sleep = {
                 let _inside = handle.enter();
-                Box::pin(::tokio::time::sleep(delay))
-            });
-        }
+                runtime.sleep(delay)
+            };
+            Box::pin(async move {
+                sleep.await;
+            })
+        });
     }
     Box::new(move |delay| {
         let sleep = runtime.sleep(delay);
