@@ -89,7 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok(Err(e)) => {
                 failed += 1;
-                say!("request", "#{i:02} failed: {e:#}");
+                say!("request", "#{i:02} failed: {e}");
             }
             Err(_) => {
                 failed += 1;

@@ -30,13 +30,15 @@
 //! [`ClientService`]: redial::driver::ClientService
 //! [`ClientService::when_connected`]: redial::driver::ClientService::when_connected
 
+use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroU32;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redial::driver::{ClientService, Error};
-use redial::policy::Backoff;
+use redial::policy::{Backoff, Jitter};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 /// The service: its handle is the client (in an `Arc`: it is not `Clone`), its
@@ -58,8 +60,30 @@ fn service(config: String) -> Pg {
             .batch_execute("SET application_name = 'redial-example'")
             .await
     })
-    // 50 ms, 100 ms, 200 ms, ... up to 5 s between failed attempts.
-    .policy(Backoff::new(Duration::from_millis(50), 2.0, Duration::from_secs(5)).unwrap())
+    // A policy for a database. It comes back in seconds (a restart, a failover):
+    // retry soon (100 ms), doubling up to a cap of 10 s, so a blip costs a fraction
+    // of a second and a long outage a try every few seconds, not a minute (the
+    // default is Twisted's 1.5 s × 1.5 up to 60 s). Equal jitter (each delay between
+    // half and all of that) with a seed of this process's own keeps the app servers
+    // that lost the same database from all reconnecting at the same instant.
+    .policy(
+        Backoff::new(Duration::from_millis(100), 2.0, Duration::from_secs(10))
+            .expect("a valid backoff")
+            .with_jitter(Jitter::Equal)
+            .with_seed(RandomState::new().hash_one(std::process::id())),
+    )
+    // Retrying will not create a missing database or fix a password: give up at
+    // once, and say why, instead of retrying for ever while callers wait.
+    .fatal_if(|e: &tokio_postgres::Error| {
+        e.code().is_some_and(|code| {
+            [
+                SqlState::INVALID_CATALOG_NAME,
+                SqlState::INVALID_PASSWORD,
+                SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+            ]
+            .contains(code)
+        })
+    })
     .connect_timeout(Duration::from_secs(3))
     .prepare_timeout(Duration::from_secs(3))
     .start()
@@ -94,17 +118,24 @@ async fn main() -> ExitCode {
 
     let pg = service(config.clone());
 
-    // The first connection: give up after 4 failed attempts (about a second), with
-    // advice. The service itself would keep trying.
+    // The first connection: give up waiting after 4 failed attempts or 5 s,
+    // whichever comes first, with advice. The service itself would keep trying
+    // (unless the failure is fatal: then it has given up too). `{}` prints the
+    // whole story on one line, e.g. `the retry policy gave up ...` or `gave up on a
+    // failure that retrying will not fix (1 failed attempt): connection attempt
+    // failed: db error: FATAL: database "nope" does not exist`.
     match pg
         .when_connected_fail_after(NonZeroU32::new(4).unwrap())
+        .within(Duration::from_secs(5))
         .await
     {
         Ok(_) => println!("connected to PostgreSQL ({config})"),
         Err(e) => {
             eprintln!("no usable PostgreSQL server ({config}): {e}");
             eprintln!();
-            if let Some(redial::Failure::Prepare(_)) = e.failure() {
+            if let Error::GaveUp { fatal: true, .. } = e {
+                eprintln!("A server answered, but refused this database or user.");
+            } else if let Some(redial::Failure::Prepare(_)) = e.failure() {
                 eprintln!("A server answered, but the session setup failed on it.");
             } else {
                 eprintln!("Start one, or point this example at yours:");
@@ -139,8 +170,9 @@ async fn main() -> ExitCode {
     }
     let c = pg.counters();
     println!(
-        "{answered}/{queries} answered; attempts {}, failed {}, connections {}, losses {}",
-        c.attempts, c.failures, c.connections, c.losses
+        "{answered}/{queries} answered; attempts {}, failed {}, connections {}, losses {} \
+         (of which flaps, lost within 5 s of connecting: {})",
+        c.attempts, c.failures, c.connections, c.losses, c.flaps
     );
 
     // Closes the session; the server sees the client go.

@@ -160,7 +160,7 @@ async fn main() -> ExitCode {
     {
         Ok(_) => println!("connected to Redis at {addr} (db {db})"),
         Err(e) => {
-            eprintln!("no usable Redis server at {addr}: {e:#}");
+            eprintln!("no usable Redis server at {addr}: {e}");
             eprintln!();
             if let Some(redial::Failure::Prepare(_)) = e.failure() {
                 eprintln!("A server answered, but AUTH/SELECT/PING failed on it:");
@@ -192,7 +192,7 @@ async fn main() -> ExitCode {
                 }
             ),
             Err(e) => {
-                println!("#{i}: INCR failed: {e:#} (the next command waits for the new connection)")
+                println!("#{i}: INCR failed: {e} (the next command waits for the new connection)")
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -200,7 +200,7 @@ async fn main() -> ExitCode {
     let last: Option<i64> = match query(&redis, redis::cmd("GET").arg(key), true).await {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("GET failed: {e:#}");
+            eprintln!("GET failed: {e}");
             None
         }
     };

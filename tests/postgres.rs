@@ -152,8 +152,12 @@ const WORKERS: usize = 4;
 /// The bound on one query: past it, the query counts as hung.
 const HANG: Duration = Duration::from_secs(20);
 
+/// The tests count this process's open file descriptors: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 #[test]
 fn fifty_restarts_queries_flow_none_hangs_one_session_each_time_none_after_stop() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let fds_outside = open_fds();
     let started = Instant::now();
     run(async {
@@ -365,4 +369,67 @@ fn fifty_restarts_queries_flow_none_hangs_one_session_each_time_none_after_stop(
     let fds_end = open_fds();
     println!("postgres: fds outside the runtime: {fds_outside} before, {fds_end} after");
     assert_eq!(fds_end, fds_outside, "file descriptors leaked");
+}
+
+/// A database that does not exist: the error the waiter gets says so when printed
+/// with `{}`, on one line, through the whole chain (the service's message, the
+/// failure, tokio-postgres's "db error", the server's own message).
+#[test]
+fn a_database_that_does_not_exist_is_named_in_the_printed_error() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    use redial::driver::Error;
+    use redial::RetryPolicy as _;
+
+    run(async {
+        let server = PgServer::start();
+        let config = server.config().replace("dbname=postgres", "dbname=nope");
+        assert!(config.contains("dbname=nope"), "{config}");
+        let pg: Pg = redial::tokio::builder(move || connect(config.clone()))
+            .policy(
+                Backoff::new(Duration::from_millis(10), 2.0, Duration::from_millis(100))
+                    .unwrap()
+                    .give_up_after(3),
+            )
+            .connect_timeout(Duration::from_secs(5))
+            .start()
+            .expect("valid configuration");
+        let error = pg
+            .when_connected()
+            .within(Duration::from_secs(30))
+            .await
+            .expect_err("there is no such database");
+        println!("printed with {{}}: {error}");
+        println!("printed with {{:#}}: {error:#}");
+        let printed = error.to_string();
+        assert!(
+            printed.contains("database \"nope\" does not exist"),
+            "{printed}"
+        );
+        assert!(!printed.contains('\n'), "one line: {printed:?}");
+        assert!(
+            printed.starts_with("the retry policy gave up after 3 failed attempts: "),
+            "{printed}"
+        );
+        assert!(matches!(
+            error,
+            Error::GaveUp {
+                failed_attempts: 3,
+                ..
+            }
+        ));
+        // The chain is intact: the server's error is reachable with `source()`.
+        let mut source = std::error::Error::source(&error);
+        let mut db = None;
+        while let Some(e) = source {
+            if let Some(pg_error) = e.downcast_ref::<tokio_postgres::Error>() {
+                db = pg_error.as_db_error().map(|db| db.code().clone());
+            }
+            source = e.source();
+        }
+        assert_eq!(
+            db,
+            Some(tokio_postgres::error::SqlState::INVALID_CATALOG_NAME)
+        );
+        pg.stop().await;
+    });
 }

@@ -202,7 +202,7 @@ fn a_wrong_password_classified_as_fatal_gives_up_after_one_attempt() {
         let clients = admin.wait_clients(Duration::from_secs(2), |c| c.is_empty());
         assert!(clients.is_empty(), "{clients:?}");
         println!(
-            "wrong password, classified fatal: gave up after {} attempt in {:?}: {error:#}",
+            "wrong password, classified fatal: gave up after {} attempt in {:?}: {error}",
             counters.attempts,
             started.elapsed()
         );

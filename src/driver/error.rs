@@ -2,6 +2,7 @@
 //! built, why a service ended.
 
 use core::fmt;
+use core::time::Duration;
 use std::borrow::Cow;
 use std::string::String;
 use std::sync::Arc;
@@ -12,11 +13,35 @@ use crate::error::ConfigError;
 /// Why [`ClientService::when_connected`](super::ClientService::when_connected) did
 /// not produce a connection.
 ///
-/// `E` is your connector's (and prepare hook's) error type. `Display` says what
-/// happened; the failure behind it is the [`source`](std::error::Error::source),
-/// and your error is the failure's source, so the whole story is in the chain:
-/// `{:#}` prints it on one line, e.g. `this waiter's limit of failed attempts was
-/// reached: connection attempt failed: Connection refused (os error 111)`.
+/// `E` is your connector's (and prepare hook's) error type. The failure behind
+/// the error is its [`source`](std::error::Error::source), and your error is the
+/// failure's source, so the whole story is in the chain, intact for error
+/// reporters that walk it.
+///
+/// # Printing
+///
+/// * `{}` prints the **whole chain on one line**, root cause included, each part
+///   once, joined with `": "`: `the retry policy gave up after 3 failed
+///   attempts: connection attempt failed: db error: FATAL: database "nope" does
+///   not exist`. This is the form for logs and messages: nothing else to do to
+///   see why. (A part whose text the part above it already ends with is not
+///   repeated, for error types whose message includes their source; line breaks
+///   inside a part become spaces.)
+/// * `{:#}` prints **this error's own message only**: `the retry policy gave up
+///   after 3 failed attempts`. This is the form for reporters that walk
+///   [`source`](std::error::Error::source) themselves and print every level, so
+///   that no part is printed twice: print the top with `{:#}`, the sources as
+///   they come.
+///
+/// Handing the error as a whole to such a reporter (anyhow's `{:#}`, eyre) prints
+/// its chain twice, once in the top line and once from the walk: print it with
+/// `{}`, or keep the reporter to the levels below
+/// ([`failure`](Error::failure) and down).
+///
+/// `Display` needs `E: std::error::Error` (to walk your error's sources). For an
+/// `E` that is only `Display` (`anyhow::Error`, `Box<dyn Error + Send + Sync>`,
+/// `String`), print [`Error::display`], which goes as far as `Display` can: this
+/// error, its failure, then your error's `{:#}` (anyhow prints its chain there).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error<E> {
@@ -40,47 +65,164 @@ pub enum Error<E> {
     /// The service's task has ended for good (see [`Ended`]): nothing is open and
     /// nothing will be. Every later request fails the same way at once.
     Ended(Ended),
+    /// The waiter's time limit ([`WhenConnected::within`](super::WhenConnected::within))
+    /// ran out before a connection was handed to it. The waiter was withdrawn: a
+    /// connection made later is not handed to it. The service keeps retrying.
+    TimedOut {
+        /// The limit that ran out.
+        after: Duration,
+        /// The failure of the service's last failed attempt, if attempts had been
+        /// failing when the time ran out (the likely reason there was no
+        /// connection); `None` if the service had not failed since it last
+        /// connected (e.g. an attempt was still in flight, or it was stopped).
+        last: Option<Arc<Failure<E>>>,
+    },
 }
 
-impl<E: fmt::Display> fmt::Display for Error<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cause = match self {
+impl<E> Error<E> {
+    /// This error's own message, without its causes (what `{:#}` prints).
+    fn write_own(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Error::Stopped => {
-                return f.write_str("the service was stopped before a connection was handed out")
+                f.write_str("the service was stopped before a connection was handed out")
             }
-            Error::Ended(ended) => return write!(f, "the service has ended: {ended}"),
-            Error::Failed(failure) => {
-                f.write_str("this waiter's limit of failed attempts was reached")?;
-                failure
-            }
+            Error::Ended(ended) => write!(f, "the service has ended: {ended}"),
+            Error::Failed(_) => f.write_str("this waiter's limit of failed attempts was reached"),
             Error::GaveUp {
                 failed_attempts,
-                last,
                 fatal: false,
-            } => {
-                write!(
-                    f,
-                    "the retry policy gave up after {failed_attempts} failed attempt{}",
-                    plural(*failed_attempts)
-                )?;
-                last
-            }
+                ..
+            } => write!(
+                f,
+                "the retry policy gave up after {failed_attempts} failed attempt{}",
+                plural(*failed_attempts)
+            ),
             Error::GaveUp {
                 failed_attempts,
-                last,
                 fatal: true,
-            } => {
-                write!(
-                    f,
-                    "gave up on a failure that retrying will not fix \
-                     ({failed_attempts} failed attempt{})",
-                    plural(*failed_attempts)
-                )?;
-                last
+                ..
+            } => write!(
+                f,
+                "gave up on a failure that retrying will not fix \
+                 ({failed_attempts} failed attempt{})",
+                plural(*failed_attempts)
+            ),
+            Error::TimedOut { after, .. } => {
+                write!(f, "no connection within {after:?}")
             }
-        };
+        }
+    }
+
+    /// As `{}` for an `E` that is only `Display` (`anyhow::Error`,
+    /// `Box<dyn Error + Send + Sync>`, `String`): this error's message, its
+    /// failure's message, then your error printed with `{:#}`, on one line. (For
+    /// an `E` that is a `std::error::Error`, `{}` goes further: down your error's
+    /// own sources.)
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use redial::driver::Error;
+    /// use redial::Failure;
+    ///
+    /// let error = Error::<String>::Failed(Arc::new(Failure::Connect("refused".into())));
+    /// assert_eq!(
+    ///     error.display().to_string(),
+    ///     "this waiter's limit of failed attempts was reached: connection attempt failed: refused"
+    /// );
+    /// ```
+    pub fn display(&self) -> impl fmt::Display + '_
+    where
+        E: fmt::Display,
+    {
+        DisplayOnly(self)
+    }
+}
+
+/// [`Error::display`]'s output.
+struct DisplayOnly<'a, E>(&'a Error<E>);
+
+impl<E: fmt::Display> fmt::Display for DisplayOnly<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut line = OneLine::new(f);
+        line.part(format_args!("{}", Own(self.0)))?;
+        if let Some(failure) = self.0.failure() {
+            line.part(format_args!("{failure}"))?;
+            if let Failure::Connect(e) | Failure::Prepare(e) = failure {
+                line.part(format_args!("{e:#}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An error's own message (`{:#}`), as a `Display`.
+struct Own<'a, E>(&'a Error<E>);
+
+impl<E> fmt::Display for Own<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.write_own(f)
+    }
+}
+
+/// Writes parts joined with `": "` on one line: a part that the part before it
+/// already ends with is left out, line breaks become spaces.
+struct OneLine<'a, 'b> {
+    f: &'a mut fmt::Formatter<'b>,
+    last: String,
+    first: bool,
+}
+
+impl<'a, 'b> OneLine<'a, 'b> {
+    fn new(f: &'a mut fmt::Formatter<'b>) -> Self {
+        OneLine {
+            f,
+            last: String::new(),
+            first: true,
+        }
+    }
+
+    fn part(&mut self, part: fmt::Arguments<'_>) -> fmt::Result {
+        use std::fmt::Write as _;
+        let mut text = String::new();
+        let _ = text.write_fmt(part);
+        let text = text.trim();
+        if text.is_empty() || (!self.first && self.last.ends_with(text)) {
+            return Ok(());
+        }
+        if !self.first {
+            self.f.write_str(": ")?;
+        }
+        self.first = false;
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        if let Some(line) = lines.next() {
+            self.f.write_str(line)?;
+        }
+        for line in lines {
+            self.f.write_str(" ")?;
+            self.f.write_str(line)?;
+        }
+        self.last = String::from(text);
+        Ok(())
+    }
+}
+
+impl<E: std::error::Error + 'static> fmt::Display for Error<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if f.alternate() {
-            write!(f, ": {cause:#}")?;
+            return self.write_own(f);
+        }
+        let mut line = OneLine::new(f);
+        line.part(format_args!("{}", Own(self)))?;
+        let mut source = std::error::Error::source(self);
+        // A chain that loops (a buggy `source`) is cut off.
+        let mut depth = 0;
+        while let Some(error) = source {
+            if depth == 64 {
+                break;
+            }
+            depth += 1;
+            line.part(format_args!("{error}"))?;
+            source = error.source();
         }
         Ok(())
     }
@@ -90,7 +232,11 @@ impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Failed(failure) | Error::GaveUp { last: failure, .. } => Some(&**failure),
-            Error::Stopped | Error::Ended(_) => None,
+            Error::TimedOut {
+                last: Some(failure),
+                ..
+            } => Some(&**failure),
+            Error::Stopped | Error::Ended(_) | Error::TimedOut { last: None, .. } => None,
         }
     }
 }
@@ -110,17 +256,24 @@ impl<E> Clone for Error<E> {
                 fatal: *fatal,
             },
             Error::Ended(ended) => Error::Ended(ended.clone()),
+            Error::TimedOut { after, last } => Error::TimedOut {
+                after: *after,
+                last: last.clone(),
+            },
         }
     }
 }
 
 impl<E> Error<E> {
-    /// The failure behind this error, if any (none for [`Error::Stopped`] and
-    /// [`Error::Ended`]).
+    /// The failure behind this error, if any: none for [`Error::Stopped`] and
+    /// [`Error::Ended`], the last failure (if attempts were failing) for
+    /// [`Error::TimedOut`].
     pub fn failure(&self) -> Option<&Failure<E>> {
         match self {
-            Error::Stopped | Error::Ended(_) => None,
-            Error::Failed(f) | Error::GaveUp { last: f, .. } => Some(f),
+            Error::Stopped | Error::Ended(_) | Error::TimedOut { last: None, .. } => None,
+            Error::Failed(f)
+            | Error::GaveUp { last: f, .. }
+            | Error::TimedOut { last: Some(f), .. } => Some(f),
         }
     }
 }

@@ -8,13 +8,21 @@
 //! wait in a ring of fixed size ([`Builder::events_capacity`](super::Builder::events_capacity),
 //! 64 by default): a subscriber that falls further behind loses the oldest and
 //! is told how many with [`Event::Missed`]; it never blocks the service and never
-//! makes it hold more than the ring. While nobody subscribes, nothing is kept.
+//! makes it hold more than the ring.
+//!
+//! Subscribing does not depend on the order of `build()`, `start()` and
+//! `events()`: until the service is first subscribed to, it keeps its events in a
+//! ring of the same size, and the first subscription gets them (preceded by
+//! [`Event::Missed`] if the ring dropped some), so `start()` then `events()` sees
+//! the first `AttemptStarted`. From then on nothing is kept for later
+//! subscribers: they see the events after they subscribed.
 
 use core::fmt;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use core::time::Duration;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use futures_util::Stream;
 
@@ -398,6 +406,146 @@ impl<E> Publisher<E> {
     }
 }
 
+/// The service's side of its events: the events of a service that has never been
+/// subscribed to are kept in a ring (at most the events capacity; the oldest are
+/// dropped and counted), and handed to the first subscriber, so that subscribing
+/// right after `start()` misses nothing; from the first subscription on, events go
+/// through the broadcast [`Publisher`] only, and nothing more is kept for later
+/// subscribers.
+pub(crate) struct EventSink<E> {
+    /// Made by the first subscription.
+    publisher: OnceLock<Publisher<E>>,
+    /// The events before the first subscription. Also taken by a publish that
+    /// finds no publisher, so that the first subscriber's backlog and the live
+    /// events after it cannot be reordered.
+    early: Mutex<Early<E>>,
+    capacity: usize,
+}
+
+struct Early<E> {
+    events: VecDeque<Event<E>>,
+    /// Dropped from the front of a full ring.
+    missed: u64,
+    /// The service ended before anyone subscribed: no more events.
+    closed: bool,
+}
+
+impl<E> EventSink<E> {
+    pub(crate) fn new(capacity: usize) -> EventSink<E> {
+        EventSink {
+            publisher: OnceLock::new(),
+            early: Mutex::new(Early {
+                events: VecDeque::new(),
+                missed: 0,
+                closed: false,
+            }),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn early(&self) -> MutexGuard<'_, Early<E>> {
+        // Only plain data is changed under this lock (events are dropped outside it).
+        self.early.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends an event to every subscriber, or keeps it for the first one; never
+    /// waits for a subscriber.
+    pub(crate) fn publish(&self, event: Event<E>) {
+        if let Some(publisher) = self.publisher.get() {
+            return publisher.publish(event);
+        }
+        let mut early = self.early();
+        if let Some(publisher) = self.publisher.get() {
+            drop(early);
+            return publisher.publish(event);
+        }
+        if early.closed {
+            drop(early);
+            contain_drop(event);
+            return;
+        }
+        let dropped = if early.events.len() >= self.capacity {
+            early.missed += 1;
+            early.events.pop_front()
+        } else {
+            None
+        };
+        early.events.push_back(event);
+        drop(early);
+        // What the dropped event held (your error, in a failure) is dropped
+        // outside the lock, and a panic in its `Drop` is contained.
+        contain_drop(dropped);
+    }
+
+    /// No more events: subscribers see the end of the stream (after what is
+    /// queued for them).
+    pub(crate) fn close(&self) {
+        if let Some(publisher) = self.publisher.get() {
+            return publisher.close();
+        }
+        let mut early = self.early();
+        match self.publisher.get() {
+            Some(publisher) => publisher.close(),
+            None => early.closed = true,
+        }
+    }
+
+    /// A new subscription. The first one gets the events kept so far (preceded by
+    /// [`Event::Missed`] if the ring dropped some), then the live ones.
+    pub(crate) fn subscribe(&self) -> Events<E> {
+        if let Some(publisher) = self.publisher.get() {
+            return publisher.subscribe();
+        }
+        let mut early = self.early();
+        if let Some(publisher) = self.publisher.get() {
+            drop(early);
+            return publisher.subscribe();
+        }
+        // The first subscription. The publisher is made visible only once the
+        // backlog is in its channel, so a live event cannot overtake it (a publish
+        // meanwhile waits for the lock, then finds the publisher).
+        let publisher = Publisher::new(self.capacity);
+        let events = publisher.subscribe();
+        let mut backlog = core::mem::take(&mut early.events);
+        let mut missed = early.missed;
+        let mut dropped = None;
+        if missed > 0 && backlog.len() >= self.capacity {
+            // Room for the `Missed` notice.
+            dropped = backlog.pop_front();
+            missed += 1;
+        }
+        if missed > 0 {
+            publisher.publish(Event::Missed { events: missed });
+        }
+        for event in backlog.drain(..) {
+            publisher.publish(event);
+        }
+        if early.closed {
+            publisher.close();
+        }
+        // The publisher is set only here, under the lock.
+        let _ = self.publisher.set(publisher);
+        drop(early);
+        contain_drop(dropped);
+        drop(backlog); // empty: frees the ring
+        events
+    }
+}
+
+/// Drops a value that may hold your error (an event's failure) and ignores a
+/// panic in its `Drop`, as the service does for every user value it drops.
+fn contain_drop<T>(value: T) {
+    if let Err(_payload) =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)))
+    {
+        super::log::event!(
+            error,
+            panic = %super::error::panic_message(&*_payload),
+            "a user value panicked when dropped"
+        );
+    }
+}
+
 /// A subscription to a service's events: a [`Stream`] of [`Event`]s, from
 /// [`ClientService::events`](super::ClientService::events). It ends after
 /// [`Event::Ended`].
@@ -409,7 +557,12 @@ impl<E> Publisher<E> {
 /// ([`Builder::events_capacity`](super::Builder::events_capacity), 64 by default):
 /// a subscriber that falls further behind loses the oldest and is told how many
 /// with [`Event::Missed`]; it never blocks the service and never makes it hold
-/// more than the ring. While nobody subscribes, nothing is kept.
+/// more than the ring.
+///
+/// The first subscription also gets the events from before it (the service keeps
+/// them, at most a ring's worth, until it is first subscribed to), so it does not
+/// matter whether `events()` is called before or after `start()`. Later
+/// subscriptions see the events after they subscribed.
 #[must_use = "streams do nothing unless polled"]
 pub struct Events<E> {
     rx: async_broadcast::Receiver<Event<E>>,

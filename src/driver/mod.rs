@@ -133,6 +133,14 @@
 //! * [`ClientService::when_connected`] makes a waiter; the returned future answers
 //!   it. Dropping the future withdraws the waiter, at the same cost wherever it is
 //!   in the queue (timed-out requests during an outage withdraw oldest-first).
+//!   [`WhenConnected::within`] puts a time limit on it, on the service's runtime
+//!   (no runtime-specific timeout needed): when it runs out the waiter is
+//!   withdrawn and gets [`Error::TimedOut`], with the last failure if attempts
+//!   were failing.
+//! * An [`Error`] printed with `{}` says the whole story on one line, root cause
+//!   included (`the retry policy gave up after 3 failed attempts: connection
+//!   attempt failed: db error: FATAL: database "nope" does not exist`); `{:#}` is
+//!   its own message only, for reporters that walk `source()` (see [`Error`]).
 //! * A connection whose driver future never ends can still be dead (a half-open
 //!   connection: no reset ever arrives). Get its id with
 //!   [`WhenConnected::with_id`] and pass it to [`ClientService::disconnect`] when

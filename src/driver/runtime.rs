@@ -45,5 +45,11 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         F: Future<Output = ()> + Send + 'static;
 
     /// A future that completes after `delay`. The driver never asks for a zero delay.
+    ///
+    /// Besides the service's task, the handles call it for a waiter's time limit
+    /// ([`WhenConnected::within`](super::WhenConnected::within)), on whatever
+    /// thread sets the limit, and the future is polled there: it must work outside
+    /// the runtime's own threads. (Tokio's `sleep` does not; the driver enters the
+    /// Tokio runtime the service was built in for it.)
     fn sleep(&self, delay: Duration) -> Self::Sleep;
 }

@@ -23,7 +23,7 @@ use super::connection::{ConnectContext, Connection};
 use super::error::{BuildError, Ended, Error};
 use super::events::{DriverOutput, Events, Loss};
 use super::runtime::Runtime;
-use super::shared::{Answer, Command, Shared};
+use super::shared::{Answer, Command, Shared, SleepFn};
 use super::task::{
     BoxFuture, ConnectFn, DynPolicy, FatalFn, Hooks, PrepareFn, ProbeFn, Task, TaskFuture,
 };
@@ -81,7 +81,9 @@ where
 
     /// How many events a subscriber of [`ClientService::events`] may fall behind
     /// before it loses the oldest (and is told so with [`Event::Missed`](super::Event::Missed)). Default
-    /// 64. The ring is only made once someone subscribes.
+    /// 64. Until the service is first subscribed to, it keeps at most this many of
+    /// its events (the oldest dropped) for the first subscriber; the broadcast ring
+    /// is made by the first subscription.
     pub fn events_capacity(mut self, capacity: usize) -> Self {
         self.events_capacity = capacity.max(1);
         self
@@ -304,7 +306,8 @@ where
             .policy
             .unwrap_or_else(|| DynPolicy(Box::new(Backoff::default())));
         let machine = Machine::with_config(policy, self.config)?;
-        let shared = Arc::new(Shared::new(self.name, self.events_capacity));
+        let sleep = sleep_fn(self.runtime.clone());
+        let shared = Arc::new(Shared::new(self.name, self.events_capacity, sleep));
         let task = Task::new(
             self.runtime.clone(),
             Arc::clone(&shared),
@@ -331,6 +334,33 @@ where
         service.start();
         Ok(service)
     }
+}
+
+/// How the handles sleep on the service's runtime, for a waiter's time limit
+/// ([`WhenConnected::within`]): made once, when the service is built, and called on
+/// whatever thread sets a limit.
+fn sleep_fn<R: Runtime>(runtime: R) -> SleepFn {
+    // Tokio's `sleep` works only inside a Tokio runtime (it panics on another
+    // thread): if the service is built inside one (as the Tokio adapter requires),
+    // enter it while making a sleep. (Harmless for other runtimes' sleeps.)
+    #[cfg(feature = "tokio")]
+    if let Ok(handle) = ::tokio::runtime::Handle::try_current() {
+        return Box::new(move |delay| {
+            let sleep = {
+                let _inside = handle.enter();
+                runtime.sleep(delay)
+            };
+            Box::pin(async move {
+                sleep.await;
+            })
+        });
+    }
+    Box::new(move |delay| {
+        let sleep = runtime.sleep(delay);
+        Box::pin(async move {
+            sleep.await;
+        })
+    })
 }
 
 /// The shared state, and how many [`ClientService`] handles point at it.
@@ -486,6 +516,21 @@ impl<H, E> ClientService<H, E> {
     /// * not started, stopping or stopped: nothing (it never starts a service:
     ///   [`start`](ClientService::start) does).
     ///
+    /// It returns whether the request does something, judged from the service as
+    /// of its last step and the start and stop requests made before this one
+    /// (the same view as [`state`](ClientService::state), plus those requests):
+    ///
+    /// | the service | returns |
+    /// |---|---|
+    /// | waiting for a retry ([`State::Waiting`]) | `true`: an attempt starts now |
+    /// | connecting or connected (or a `start()` of a new or stopped service was requested just before) | `reset_backoff`: only the reset is done |
+    /// | new ([`State::Init`]), stopping ([`State::Disconnecting`], [`State::Restarting`], or a `stop()` requested just before), stopped ([`State::Stopped`], also after giving up), or ended | `false`: nothing is requested |
+    ///
+    /// When it returns `false`, nothing was sent to the service. When it returns
+    /// `true`, the service checks again when it takes the request: if it has
+    /// changed meanwhile (an attempt just failed and a retry is scheduled, or it
+    /// gave up), it does what fits its state then, per the list above.
+    ///
     /// ```no_run
     /// # async fn run(service: redial::driver::ClientService<u8, std::io::Error>,
     /// #     network_changes: impl futures_util::Stream<Item = ()>) {
@@ -494,15 +539,49 @@ impl<H, E> ClientService<H, E> {
     /// // first delay, instead of waiting out a backoff that grew during the outage.
     /// let mut network_changes = std::pin::pin!(network_changes);
     /// while network_changes.next().await.is_some() {
-    ///     service.reconnect_now(true);
+    ///     if !service.reconnect_now(true) {
+    ///         println!("not reconnecting: the service is {}", service.state());
+    ///     }
     /// }
     /// # }
     /// ```
-    pub fn reconnect_now(&self, reset_backoff: bool) {
-        let _ = self
-            .shared
-            .shared
-            .send(Command::ReconnectNow { reset_backoff });
+    pub fn reconnect_now(&self, reset_backoff: bool) -> bool {
+        let shared = &self.shared.shared;
+        let mut mailbox = shared.lock();
+        if mailbox.ended.is_some() {
+            return false;
+        }
+        // The state the service will be in when it takes this request, as far as
+        // the handles can tell.
+        let mut state = mailbox.status.state;
+        for command in &mailbox.commands {
+            state = match (command, state) {
+                (Command::Start, State::Init | State::Stopped) => State::Connecting,
+                (Command::Start, State::Disconnecting) => State::Restarting,
+                (Command::Stop(_) | Command::Shutdown, State::Init | State::Stopped) => {
+                    State::Stopped
+                }
+                (Command::Stop(_) | Command::Shutdown, _) => State::Disconnecting,
+                (_, state) => state,
+            };
+        }
+        let effective = match state {
+            State::Waiting => true,
+            State::Connecting | State::Connected => reset_backoff,
+            State::Init | State::Disconnecting | State::Restarting | State::Stopped => false,
+        };
+        if !effective {
+            return false;
+        }
+        mailbox
+            .commands
+            .push_back(Command::ReconnectNow { reset_backoff });
+        let task = mailbox.task.clone();
+        drop(mailbox);
+        if let Some(task) = task {
+            task.wake();
+        }
+        true
     }
 
     /// Waits for the connection: resolves with a clone of its handle once it is up
@@ -540,6 +619,7 @@ impl<H, E> ClientService<H, E> {
                 shared: Arc::clone(shared),
                 ticket: 0,
                 state: Waiting::Done(Some(Error::Ended(ended))),
+                deadline: None,
             };
         }
         let ticket = mailbox.next_ticket;
@@ -558,6 +638,7 @@ impl<H, E> ClientService<H, E> {
             shared: Arc::clone(shared),
             ticket,
             state: Waiting::Pending(rx),
+            deadline: None,
         }
     }
 
@@ -610,12 +691,37 @@ impl<H, E> ClientService<H, E> {
         self.shared.shared.ended()
     }
 
-    /// Running totals: attempts, failures, connections, losses.
+    /// Running totals since the service was built: attempts, failures,
+    /// connections, losses, flaps.
+    ///
+    /// How a flap counts: a connection lost before it stayed up
+    /// [`reset_backoff_after`](Builder::reset_backoff_after) (5 s by default) is a
+    /// flap. It counts in [`flaps`](Counters::flaps) and in
+    /// [`losses`](Counters::losses), and toward the consecutive failures that drive
+    /// the backoff ([`failed_attempts`](ClientService::failed_attempts), the
+    /// `consecutive_failures` and `failed_attempts` of the
+    /// [events](ClientService::events)), but **not** in
+    /// [`failures`](Counters::failures), which counts failed attempts only (connect
+    /// or prepare failed or timed out, lost while preparing, a panic). So after a
+    /// peer that accepts and drops every connection at once, `failures` can stay 0
+    /// while `failed_attempts()` grows: compare `failures + flaps` with it, not
+    /// `failures`. A connection that stays up long enough resets the consecutive
+    /// failures to 0; its loss later is a plain loss: it counts in `losses` (not
+    /// in `flaps`) and makes the consecutive failures 1, so the first retry waits
+    /// the policy's first delay.
     pub fn counters(&self) -> Counters {
         self.shared.shared.lock().status.counters
     }
 
-    /// Consecutive failures so far (what the retry policy was last asked about).
+    /// Consecutive failures so far (what the retry policy was last asked about):
+    /// failed attempts and lost connections since the count was last reset (a
+    /// connection that stayed up [`reset_backoff_after`](Builder::reset_backoff_after),
+    /// a restart after giving up, [`reconnect_now(true)`](ClientService::reconnect_now)).
+    /// A flap (a connection lost before it stayed up that long) adds to it without
+    /// the count having been reset in between. It is what the
+    /// events' `consecutive_failures` shows. Flaps count here but not in
+    /// [`counters().failures`](Counters::failures); see
+    /// [`counters`](ClientService::counters).
     pub fn failed_attempts(&self) -> u32 {
         self.shared.shared.lock().status.failed_attempts
     }
@@ -632,6 +738,15 @@ impl<H, E> ClientService<H, E> {
     /// that keeps up sees every event in order; one that falls behind is told how
     /// many it missed ([`Event::Missed`](super::Event::Missed)) and never slows the service down. See
     /// [`events`](super::Events).
+    ///
+    /// The order of `start()` and `events()` does not matter: the first
+    /// subscription also gets the events from before it (the service keeps them
+    /// until it is first subscribed to, at most
+    /// [`events_capacity`](Builder::events_capacity) of them, preceded by
+    /// [`Event::Missed`](super::Event::Missed) if it had to drop some), so
+    /// `builder.start()?` then `service.events()` sees the first
+    /// [`AttemptStarted`](super::Event::AttemptStarted). Later subscriptions see the
+    /// events after they subscribed.
     ///
     /// ```no_run
     /// # async fn run(service: redial::driver::ClientService<u8, std::io::Error>) {
@@ -694,6 +809,15 @@ pub struct WhenConnected<H, E> {
     shared: Arc<Shared<H, E>>,
     ticket: u64,
     state: Waiting<H, E>,
+    /// The time limit, from [`within`](WhenConnected::within).
+    deadline: Option<Deadline>,
+}
+
+/// A waiter's time limit: the limit, and the runtime's sleep for it (none for a
+/// zero limit, which runs out at the first poll that finds no answer).
+struct Deadline {
+    after: Duration,
+    sleep: Option<BoxFuture<()>>,
 }
 
 impl<H, E> fmt::Debug for WhenConnected<H, E> {
@@ -701,6 +825,7 @@ impl<H, E> fmt::Debug for WhenConnected<H, E> {
         f.debug_struct("WhenConnected")
             .field("ticket", &self.ticket)
             .field("answered", &matches!(self.state, Waiting::Done(None)))
+            .field("within", &self.deadline.as_ref().map(|d| d.after))
             .finish()
     }
 }
@@ -720,14 +845,75 @@ impl<H, E> WhenConnected<H, E> {
         WhenConnectedWithId { inner: self }
     }
 
+    /// Gives up waiting after `limit`: if no connection has been handed to this
+    /// waiter by then, it resolves with [`Error::TimedOut`] (with the service's
+    /// last failure, if attempts were failing) and the waiter is withdrawn, as if
+    /// the future had been dropped: a connection made later is not handed to it,
+    /// and [`pending_waiters`](ClientService::pending_waiters) no longer counts it
+    /// once the service has taken the withdrawal. The service keeps retrying.
+    ///
+    /// The time counts from this call, on the service's runtime (its
+    /// [`Runtime::sleep`]: no runtime-specific timeout needed). An answer that
+    /// arrives first wins, and so does an answer already there when the time runs
+    /// out. A zero `limit` times out at the first poll unless the answer is there.
+    /// It combines with
+    /// [`when_connected_fail_after`](ClientService::when_connected_fail_after)
+    /// (whichever comes first) and with [`with_id`](WhenConnected::with_id);
+    /// calling it again replaces the limit.
+    ///
+    /// ```no_run
+    /// # async fn run(service: redial::driver::ClientService<u8, std::io::Error>) {
+    /// use std::time::Duration;
+    /// use redial::driver::Error;
+    ///
+    /// match service.when_connected().within(Duration::from_secs(2)).await {
+    ///     Ok(conn) => { /* use it */ }
+    ///     // e.g. "no connection within 2s: connection attempt failed: Connection refused (os error 111)"
+    ///     Err(e @ Error::TimedOut { .. }) => eprintln!("{e}"),
+    ///     Err(e) => eprintln!("{e}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn within(mut self, limit: Duration) -> Self {
+        if !matches!(self.state, Waiting::Pending(_)) {
+            // Answered already (the service had ended): nothing to time.
+            return self;
+        }
+        let sleep = (!limit.is_zero()).then(|| self.shared.sleep(limit));
+        self.deadline = Some(Deadline {
+            after: limit,
+            sleep,
+        });
+        self
+    }
+
     fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Answer<H, E>> {
         let answer = match &mut self.state {
             Waiting::Done(error) => match error.take() {
                 Some(error) => Err(error),
                 None => panic!("`WhenConnected` polled after it resolved"),
             },
-            Waiting::Pending(rx) => match Pin::new(rx).poll(cx) {
-                Poll::Pending => return Poll::Pending,
+            Waiting::Pending(rx) => match Pin::new(&mut *rx).poll(cx) {
+                Poll::Pending => {
+                    let Some(deadline) = self.deadline.as_mut() else {
+                        return Poll::Pending;
+                    };
+                    if let Some(sleep) = deadline.sleep.as_mut() {
+                        if sleep.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
+                    let after = deadline.after;
+                    self.deadline = None;
+                    match rx.try_recv() {
+                        // Answered meanwhile: the answer wins.
+                        Ok(Some(answer)) => answer,
+                        Ok(None) => self.time_out(after),
+                        Err(oneshot::Canceled) => Err(Error::Ended(
+                            self.shared.ended().unwrap_or(Ended::RuntimeGone),
+                        )),
+                    }
+                }
                 Poll::Ready(Ok(answer)) => answer,
                 // The task dropped the sender without answering: it has ended.
                 Poll::Ready(Err(oneshot::Canceled)) => Err(Error::Ended(
@@ -736,7 +922,25 @@ impl<H, E> WhenConnected<H, E> {
             },
         };
         self.state = Waiting::Done(None);
+        self.deadline = None;
         Poll::Ready(answer)
+    }
+
+    /// The time ran out unanswered: withdraw the waiter, and say why.
+    fn time_out(&mut self, after: Duration) -> Answer<H, E> {
+        let last = {
+            let mailbox = self.shared.lock();
+            if mailbox.status.failed_attempts > 0 {
+                mailbox.last_failure.clone()
+            } else {
+                None
+            }
+        };
+        // If the task has ended, it answers (or answered) everything itself.
+        let _ = self.shared.send(Command::Withdraw {
+            ticket: self.ticket,
+        });
+        Err(Error::TimedOut { after, last })
     }
 }
 

@@ -8,16 +8,20 @@
 //! retry policy, a handle's `Clone` or `Drop`) ever runs under it, so user code that
 //! calls back into the service cannot deadlock it.
 
+use core::future::Future;
 use core::num::NonZeroU32;
+use core::pin::Pin;
 use core::task::Waker;
+use core::time::Duration;
+use std::boxed::Box;
 use std::collections::VecDeque;
 use std::string::String;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_channel::oneshot;
 
 use super::error::{Ended, Error};
-use super::events::{Events, Loss, Publisher};
+use super::events::{EventSink, Events, Loss};
 use super::watch::Watch;
 use crate::actions::Failure;
 use crate::ids::AttemptId;
@@ -89,21 +93,31 @@ pub(crate) struct Mailbox<H, E> {
     pub(crate) last_loss: Option<Loss>,
 }
 
+/// Sleeps on the service's runtime: what a handle needs for a waiter's time limit
+/// ([`WhenConnected::within`](super::WhenConnected::within)), kept once per service.
+pub(crate) type SleepFn =
+    Box<dyn Fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 pub(crate) struct Shared<H, E> {
     mailbox: Mutex<Mailbox<H, E>>,
+    /// Sleeps on the service's runtime.
+    sleep: SleepFn,
     /// The service's name, for `tracing` and `Debug`.
     name: Option<String>,
-    /// Made by the first `events()`: until then events cost nothing.
-    events: OnceLock<Publisher<E>>,
-    events_capacity: usize,
+    /// The events: kept for the first subscriber, then broadcast.
+    events: EventSink<E>,
 }
 
 impl<H, E> Shared<H, E> {
-    pub(crate) fn new(name: Option<String>, events_capacity: usize) -> Shared<H, E> {
+    pub(crate) fn new(
+        name: Option<String>,
+        events_capacity: usize,
+        sleep: SleepFn,
+    ) -> Shared<H, E> {
         Shared {
             name,
-            events: OnceLock::new(),
-            events_capacity,
+            sleep,
+            events: EventSink::new(events_capacity),
             mailbox: Mutex::new(Mailbox {
                 commands: VecDeque::new(),
                 task: None,
@@ -141,28 +155,25 @@ impl<H, E> Shared<H, E> {
         Ok(())
     }
 
+    /// A future that completes after `delay` (not zero), on the service's runtime.
+    pub(crate) fn sleep(&self, delay: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        (self.sleep)(delay)
+    }
+
     /// The service's name, if it was given one.
     pub(crate) fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
 
-    /// The event publisher, once someone subscribed.
-    pub(crate) fn events(&self) -> Option<&Publisher<E>> {
-        self.events.get()
+    /// Where the task sends its events (always there: before the first
+    /// subscription, it keeps them for it).
+    pub(crate) fn events(&self) -> Option<&EventSink<E>> {
+        Some(&self.events)
     }
 
-    /// A new subscription (the first one makes the publisher).
+    /// A new subscription (the first one gets the events kept so far).
     pub(crate) fn subscribe(&self) -> Events<E> {
-        let publisher = self
-            .events
-            .get_or_init(|| Publisher::new(self.events_capacity));
-        let events = publisher.subscribe();
-        if self.lock().ended.is_some() {
-            // The task has ended (and may have closed the channel before this
-            // publisher existed): nothing more will come.
-            publisher.close();
-        }
-        events
+        self.events.subscribe()
     }
 
     /// Why the task ended, if it has.

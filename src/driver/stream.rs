@@ -316,7 +316,36 @@ fn not_connected() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "the connection was closed")
 }
 
-/// Exclusive use of a [`SharedStream`]; implements the stream's I/O traits.
+/// Exclusive use of a [`SharedStream`]; reads and writes like the stream.
+///
+/// It implements the stream's I/O traits: futures-io's `AsyncRead` and
+/// `AsyncWrite` for a stream made with [`stream`], Tokio's for one made with
+/// [`redial::tokio::stream`](crate::tokio::stream). So everything built on those
+/// traits works on it, by value or by `&mut` (the traits are implemented for
+/// `&mut` of a reader): the `read_*`/`write_*` extension methods, and a
+/// `BufReader` for line-based protocols:
+///
+/// ```no_run
+/// # async fn run(conn: redial::driver::SharedStream<tokio::net::TcpStream>) -> std::io::Result<()> {
+/// use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+///
+/// let mut guard = conn.lock().await?;
+/// guard.write_all(b"PING\r\n").await?;
+/// let mut reply = String::new();
+/// BufReader::new(&mut guard).read_line(&mut reply).await?; // "+PONG\r\n"
+/// guard.write_all(b"QUIT\r\n").await?; // still ours
+/// # Ok(()) }
+/// ```
+///
+/// A `BufReader` may read more than it hands out: bytes left in its buffer when
+/// it is dropped are gone (keep the reader for the whole exchange, or read
+/// exactly what the protocol says).
+///
+/// It does not `Deref` to the stream: the service can close the connection (drop
+/// the stream) while a guard is out, so no reference to the stream itself is
+/// handed out beyond one call of [`with_stream`](StreamGuard::with_stream); and
+/// going around the guard would hide a loss from the driver. For the same reason
+/// there is no `AsyncBufRead` of its own: wrap it in a `BufReader`.
 ///
 /// Once the service closes the connection, every operation fails with
 /// [`io::ErrorKind::NotConnected`] (see
