@@ -2,11 +2,11 @@
 //! process, whatever each service's own backoff says (feature `std`).
 //!
 //! When one server restarts, every service of every process that talks to it
-//! reconnects at once. Jitter spreads the herd; a budget caps it: wrap each
-//! service's retry policy with the same [`Budget`] ([`Budget::limit`]) and the
-//! retries of all of them together never leave faster than the budget's rate
-//! (after an allowed burst), while each service still waits at least what its own
-//! policy says.
+//! reconnects at once. Jitter spreads the herd; a budget caps it. Give the same
+//! [`Budget`] to every service ([`Builder::budget`](crate::driver::Builder::budget)
+//! with the async driver) and the attempts of all of them together never leave
+//! faster than the budget's rate (after an allowed burst), while each service still
+//! waits at least what its own policy says.
 //!
 //! ```
 //! use std::time::Duration;
@@ -27,17 +27,77 @@
 //! assert!(*last >= Duration::from_secs(9), "{last:?}");
 //! ```
 //!
-//! How it works: a generic cell-rate algorithm (the virtual-scheduling form of a
-//! token bucket). Each retry the policies schedule reserves the earliest slot at
-//! or after the time its own policy asked for, slots being `1/rate` apart with up
-//! to `burst` of them at the same instant; the delay returned is the time until
-//! that slot. A slot reserved for a retry that never happens (the service was
-//! stopped meanwhile) is simply not used: the budget errs on the safe side.
+//! # The rule
 //!
-//! What it does not cover: a service's very first attempt after `start` and an
-//! attempt made at once after a stop and start do not go through the retry
-//! policy, so the budget does not delay them; bound those yourself if thousands
-//! of services start at the same moment.
+//! With `T = 1 / rate` (the [`interval`](Budget::interval)) and `b` the
+//! [`burst`](Budget::burst), the budget grants slots (instants at which an attempt
+//! may leave) such that the multiset of every slot it has granted and not taken
+//! back conforms to the generic cell-rate algorithm GCRA(`T`, `τ = (b − 1)·T`),
+//! the virtual-scheduling form of a token bucket of `b` tokens refilled at `rate`.
+//! Written without the algorithm: **in every closed interval of time of length
+//! `d`, at most `b + d / T` slots**, i.e. for the slots sorted `s₁ ≤ s₂ ≤ …`,
+//! `s_j − s_i ≥ (j − i)·T − τ` for every `i < j`. So `b` at the same instant after
+//! a quiet spell, then one every `T`; in any window `[x, x + 1 s)`, fewer than
+//! `rate + b`.
+//!
+//! Each reservation gets **the earliest slot at or after the time it asks for
+//! that keeps the rule**, whatever was reserved before it, in whatever order and
+//! with whatever delays: a slot wanted in 100 ms is not held back by one reserved
+//! for 60 s from now (only slots that would crowd its own neighbourhood can delay
+//! it). This is a property of the set of slots, not of the order of the calls.
+//!
+//! How: the budget keeps the slots still in the future in a sorted map (slot →
+//! how many), and folds the ones that have passed into one number, the algorithm's
+//! state at the present (its "theoretical arrival time"). A reservation wanted
+//! after every kept slot is the classic algorithm (`O(log n)`); one wanted before
+//! some of them scans the kept slots once (`O(n)`): for each gap between two kept
+//! slots, the state before it (forwards) and the latest state the slots after it
+//! can bear (backwards) bound where a new slot may go. **Memory: one map entry per
+//! outstanding reservation at most** (a reservation whose slot is still in the
+//! future; [`outstanding`](Budget::outstanding)), plus a few words.
+//!
+//! A slot reserved for an attempt that never happens (the service was stopped
+//! meanwhile) stays counted, unless the driver gives it back (below): the budget
+//! errs on the safe side.
+//!
+//! # What it covers
+//!
+//! With the async driver ([`Builder::budget`](crate::driver::Builder::budget)),
+//! **every attempt that leaves the process counts**: the first after
+//! [`start`](crate::driver::ClientService::start), every retry, one made by
+//! [`reconnect_now`](crate::driver::ClientService::reconnect_now), the first after
+//! a stop and a start. The builder wraps both the service's retry policy and its
+//! connector, sharing one slot per attempt:
+//!
+//! * a retry reserves its slot when the policy is asked: the delay the machine
+//!   arms (and [`Event::RetryScheduled`](crate::driver::Event::RetryScheduled)
+//!   reports) is the time until that slot, so it is the real wait. Its attempt
+//!   then finds its slot due and leaves at once: one slot, not two;
+//! * any other attempt (first, `reconnect_now`, after a restart) takes an
+//!   admission ([`Budget::admit`]) when it starts, and waits for it, on the
+//!   service's runtime, before the user's connector is called. `reconnect_now`
+//!   during a retry wait gives the retry's (later) slot back first. An attempt
+//!   cancelled while it waits (stopped, timed out) gives its slot back;
+//! * an attempt that starts much later than its retry's slot (more than one
+//!   interval and at least 100 ms: the service was stopped and started again)
+//!   does not use that old slot, it takes a fresh admission.
+//!
+//! Two things to know when an attempt waits for admission:
+//! [`Event::AttemptStarted`](crate::driver::Event::AttemptStarted) is told when
+//! the wait begins (the connector is called when it ends), and a
+//! [`connect_timeout`](crate::driver::Builder::connect_timeout) counts the wait:
+//! with a herd of `n` services starting together, the last waits about
+//! `(n − b) / rate`; a connect timeout shorter than that fails the late ones with
+//! [`Failure::ConnectTimeout`](crate::Failure::ConnectTimeout) (their slots are
+//! given back, and their retries are budgeted as any). Retries never wait in the
+//! connector, so their timeouts are untouched.
+//!
+//! Without the driver (a [`Machine`](crate::Machine) under your own loop),
+//! [`Budget::limit`] wraps the retry policy as before, which covers retries
+//! only: call [`Budget::admit`] yourself and wait what it says before an attempt
+//! the policy did not schedule (the first, one after a stop and a start). Do not
+//! combine `budget.limit(policy)` with `Builder::budget(budget)` on one service:
+//! its retries would count twice.
 //!
 //! Time comes from [`std::time::Instant`], or from any clock you give
 //! ([`Budget::with_clock`]), such as a test harness's virtual time.
@@ -45,8 +105,10 @@
 use core::fmt;
 use core::time::Duration;
 use std::boxed::Box;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
+use std::vec::Vec;
 
 use crate::error::PolicyError;
 use crate::policy::RetryPolicy;
@@ -59,27 +121,162 @@ pub struct Budget {
 }
 
 struct Shared {
-    /// Time between two slots: `1 / rate`.
-    interval: Duration,
+    /// Time between two slots: `1 / rate`, in nanoseconds.
+    interval: u64,
     /// How far ahead of the schedule a slot may be taken: `(burst - 1) × interval`.
-    tolerance: Duration,
-    /// The theoretical arrival time of the next slot, as time since the clock's
-    /// origin. Never read or written without the lock.
-    next: Mutex<Duration>,
+    tolerance: u64,
+    burst: u32,
+    schedule: Mutex<Schedule>,
     clock: Box<dyn Fn() -> Duration + Send + Sync>,
+}
+
+/// The slots granted so far. Times are nanoseconds since the clock's origin.
+#[derive(Debug, Default)]
+struct Schedule {
+    /// The latest clock reading seen (a clock read on several threads may be seen
+    /// going backwards by a hair; the schedule never does).
+    now: u64,
+    /// The algorithm's state (theoretical arrival time) after every slot before
+    /// `now`: those slots are folded into it and forgotten.
+    folded: u64,
+    /// The slots at or after `now`: slot → how many.
+    slots: BTreeMap<u64, u32>,
+    /// How many slots `slots` holds.
+    outstanding: usize,
+    /// The algorithm's state after every slot, folded and kept.
+    tat: u64,
+}
+
+/// The algorithm's state after a slot at `slot` (and `count - 1` more at the same
+/// instant) taken in state `tat`.
+fn step(tat: u64, slot: u64, count: u32, interval: u64) -> u64 {
+    tat.max(slot)
+        .saturating_add(interval.saturating_mul(u64::from(count)))
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Schedule {
+    /// Moves the present to `now`: the slots before it are folded.
+    fn advance(&mut self, now: u64, interval: u64) {
+        self.now = self.now.max(now);
+        while let Some(entry) = self.slots.first_entry() {
+            if *entry.key() >= self.now {
+                break;
+            }
+            let (slot, count) = entry.remove_entry();
+            self.folded = step(self.folded, slot, count, interval);
+            self.outstanding -= count as usize;
+        }
+    }
+
+    /// The state after every slot, computed again.
+    fn recompute(&mut self, interval: u64) {
+        self.tat = self.slots.iter().fold(self.folded, |tat, (&slot, &count)| {
+            step(tat, slot, count, interval)
+        });
+    }
+
+    /// Grants the earliest slot at or after `want` (itself at or after `now`) that
+    /// keeps the rule (see the module docs), and returns it.
+    fn reserve(&mut self, want: u64, interval: u64, tolerance: u64) -> u64 {
+        let want = want.max(self.now);
+        let after_all = self
+            .slots
+            .last_key_value()
+            .is_none_or(|(&last, _)| want >= last);
+        let slot = if after_all {
+            // The classic algorithm: conform to the state after every slot.
+            want.max(self.tat.saturating_sub(tolerance))
+        } else {
+            self.search(want, interval, tolerance)
+        };
+        *self.slots.entry(slot).or_insert(0) += 1;
+        self.outstanding += 1;
+        if after_all {
+            self.tat = step(self.tat, slot, 1, interval);
+        } else {
+            self.recompute(interval);
+        }
+        slot
+    }
+
+    /// [`reserve`](Schedule::reserve) for a wanted time before some kept slots.
+    ///
+    /// With the kept slots sorted `p[0] ≤ … ≤ p[n-1]`, a new slot `t` goes in a gap
+    /// `k` (after `p[k-1]`, before `p[k]`). Let `before[k]` be the algorithm's state
+    /// after the folded slots and `p[..k]`, and `need[k]` the latest state in which
+    /// `p[k..]` still conform (`need[n] = ∞`). `t` conforms there iff
+    /// `t ≥ before[k] − τ`, and the slots after it still do iff
+    /// `max(before[k], t) + T ≤ need[k]`. The first gap at or after `want` where
+    /// this leaves room gives the earliest slot; the last gap always has room.
+    fn search(&mut self, want: u64, interval: u64, tolerance: u64) -> u64 {
+        const INFINITY: i128 = i128::MAX / 4;
+        let (t, tau) = (i128::from(interval), i128::from(tolerance));
+        let points: Vec<i128> = self
+            .slots
+            .iter()
+            .flat_map(|(&slot, &count)| core::iter::repeat_n(i128::from(slot), count as usize))
+            .collect();
+        let n = points.len();
+        let mut before = Vec::with_capacity(n + 1);
+        before.push(i128::from(self.folded));
+        for (k, &p) in points.iter().enumerate() {
+            before.push(before[k].max(p) + t);
+        }
+        let mut need = std::vec![INFINITY; n + 1];
+        for k in (0..n).rev() {
+            need[k] = (points[k] + tau).min(need[k + 1] - t);
+        }
+        let want = i128::from(want);
+        let first = points.partition_point(|&p| p < want);
+        for k in first..=n {
+            if before[k] + t > need[k] {
+                continue; // the slots after this gap leave no room in it
+            }
+            let low = want
+                .max(before[k] - tau)
+                .max(if k > 0 { points[k - 1] } else { 0 });
+            let high = (need[k] - t).min(if k < n { points[k] } else { INFINITY });
+            if low <= high {
+                return u64::try_from(low).unwrap_or(u64::MAX);
+            }
+        }
+        // Unreachable: the last gap has `need = ∞`. Appending is always safe.
+        let last = points.last().copied().unwrap_or(0);
+        u64::try_from(want.max(before[n] - tau).max(last)).unwrap_or(u64::MAX)
+    }
+
+    /// Takes back a kept slot (one not yet passed); `false` if there is none at
+    /// `slot` (it has passed, or was never granted).
+    fn release(&mut self, slot: u64, interval: u64) -> bool {
+        let Some(count) = self.slots.get_mut(&slot) else {
+            return false;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.slots.remove(&slot);
+        }
+        self.outstanding -= 1;
+        self.recompute(interval);
+        true
+    }
 }
 
 impl fmt::Debug for Budget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Budget")
-            .field("interval", &self.shared.interval)
-            .field("tolerance", &self.shared.tolerance)
+            .field("interval", &self.interval())
+            .field("burst", &self.shared.burst)
+            .field("outstanding", &self.outstanding())
             .finish_non_exhaustive()
     }
 }
 
 impl Budget {
-    /// A budget of `per_second` retries a second (a finite number above zero),
+    /// A budget of `per_second` attempts a second (a finite number above zero),
     /// `burst` of which (at least 1) may leave at the same instant after a quiet
     /// spell, timed by the system's monotonic clock.
     pub fn new(per_second: f64, burst: u32) -> Result<Budget, PolicyError> {
@@ -94,30 +291,32 @@ impl Budget {
         burst: u32,
         clock: impl Fn() -> Duration + Send + Sync + 'static,
     ) -> Result<Budget, PolicyError> {
+        let invalid = PolicyError::InvalidSeconds {
+            which: "budget rate (retries per second)",
+            value: per_second,
+        };
         if !(per_second.is_finite() && per_second > 0.0) {
-            return Err(PolicyError::InvalidSeconds {
-                which: "budget rate (retries per second)",
-                value: per_second,
-            });
+            return Err(invalid);
         }
-        let interval = Duration::try_from_secs_f64(1.0 / per_second).map_err(|_| {
-            PolicyError::InvalidSeconds {
-                which: "budget rate (retries per second)",
-                value: per_second,
-            }
-        })?;
+        let interval = Duration::try_from_secs_f64(1.0 / per_second).map_err(|_| invalid)?;
+        let interval = nanos(interval);
         let burst = burst.max(1);
         Ok(Budget {
             shared: Arc::new(Shared {
                 interval,
-                tolerance: interval.saturating_mul(burst - 1),
-                next: Mutex::new(Duration::ZERO),
+                tolerance: interval.saturating_mul(u64::from(burst - 1)),
+                burst,
+                schedule: Mutex::new(Schedule::default()),
                 clock: Box::new(clock),
             }),
         })
     }
 
     /// Wraps `policy` so that its retries count against this budget.
+    ///
+    /// This covers retries only; with the async driver, prefer
+    /// [`Builder::budget`](crate::driver::Builder::budget), which counts every
+    /// attempt (see the [module docs](self)).
     pub fn limit<P: RetryPolicy>(&self, policy: P) -> Budgeted<P> {
         Budgeted {
             policy,
@@ -125,17 +324,64 @@ impl Budget {
         }
     }
 
-    /// Reserves the earliest slot at or after `wanted` from now; returns the time
-    /// from now until that slot.
+    /// Reserves the earliest slot at or after `wanted` from now that keeps the
+    /// budget's rule (see the [module docs](self)); returns the time from now
+    /// until that slot.
     pub fn reserve(&self, wanted: Duration) -> Duration {
+        self.reserve_slot(wanted, None).1
+    }
+
+    /// The wait before an attempt may leave now: reserves the earliest slot from
+    /// now on, as [`reserve`](Budget::reserve)`(Duration::ZERO)`. For an attempt
+    /// no [`limit`](Budget::limit)ed policy scheduled (a first attempt, one after
+    /// a stop and a start) when you drive a [`Machine`](crate::Machine) yourself;
+    /// the driver's [`Builder::budget`](crate::driver::Builder::budget) calls it
+    /// for you.
+    pub fn admit(&self) -> Duration {
+        self.reserve(Duration::ZERO)
+    }
+
+    /// Time between two slots: `1 / rate` (to the nanosecond).
+    pub fn interval(&self) -> Duration {
+        Duration::from_nanos(self.shared.interval)
+    }
+
+    /// How many slots may share one instant after a quiet spell (at least 1).
+    pub fn burst(&self) -> u32 {
+        self.shared.burst
+    }
+
+    /// How many reserved slots are still in the future: the entries the budget
+    /// keeps (its memory grows with this and nothing else).
+    pub fn outstanding(&self) -> usize {
+        let now = nanos((self.shared.clock)());
+        let mut schedule = self.lock();
+        schedule.advance(now, self.shared.interval);
+        schedule.outstanding
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Schedule> {
+        // Plain data, consistent between calls: a panic elsewhere (in a clock)
+        // cannot leave it half-changed.
+        self.shared
+            .schedule
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reserves a slot `wanted` from now, giving `previous` back first (if it is
+    /// still in the future); returns the slot and the time until it.
+    fn reserve_slot(&self, wanted: Duration, previous: Option<u64>) -> (u64, Duration) {
         let shared = &*self.shared;
-        let now = (shared.clock)();
-        let want = now.saturating_add(wanted);
-        // Plain data: a poisoned lock (a panicking clock elsewhere) is consistent.
-        let mut next = shared.next.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = want.max(next.saturating_sub(shared.tolerance));
-        *next = (*next).max(slot).saturating_add(shared.interval);
-        slot - now
+        let now = nanos((shared.clock)());
+        let mut schedule = self.lock();
+        schedule.advance(now, shared.interval);
+        if let Some(previous) = previous {
+            schedule.release(previous, shared.interval);
+        }
+        let want = schedule.now.saturating_add(nanos(wanted));
+        let slot = schedule.reserve(want, shared.interval, shared.tolerance);
+        (slot, Duration::from_nanos(slot.saturating_sub(now)))
     }
 }
 

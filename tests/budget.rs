@@ -187,3 +187,184 @@ fn services_sharing_a_budget_reconnect_no_faster_than_it() {
     rt.run_until_idle();
     assert_eq!(rt.tasks(), 0);
 }
+
+// ----- the rule, and the earliest slot: checked against a brute force ---------------
+
+/// The rule of the module docs, by its definition: for the slots sorted,
+/// `s[j] - s[i] >= (j - i)·T - τ` for every `i < j` (nanoseconds).
+fn keeps_the_rule(slots: &[u64], interval: u64, tolerance: u64) -> Result<(), String> {
+    let mut s = slots.to_vec();
+    s.sort_unstable();
+    for i in 0..s.len() {
+        for j in i + 1..s.len() {
+            let gap = i128::from(s[j] - s[i]) + i128::from(tolerance);
+            if gap < (j - i) as i128 * i128::from(interval) {
+                return Err(format!(
+                    "slots #{i} at {} ns and #{j} at {} ns are too close ({} between)",
+                    s[i],
+                    s[j],
+                    j - i
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The same rule checked the other way (the cell-rate algorithm run over the sorted
+/// slots from a fresh start): fast enough to try many candidates.
+fn conforms(slots: &[u64], extra: u64, interval: u64, tolerance: u64) -> bool {
+    let mut s = slots.to_vec();
+    s.push(extra);
+    s.sort_unstable();
+    let mut tat = 0u64;
+    for t in s {
+        if t + tolerance < tat {
+            return false;
+        }
+        tat = tat.max(t) + interval;
+    }
+    true
+}
+
+/// A budget, its clock, and what a test reserves on it.
+struct Probe {
+    now: Arc<AtomicU64>,
+    budget: Budget,
+    interval: u64,
+    tolerance: u64,
+    /// Every slot granted so far (nanoseconds since the clock's origin).
+    granted: Vec<u64>,
+}
+
+impl Probe {
+    fn new(rate: f64, burst: u32) -> Probe {
+        let (now, clock) = manual_clock();
+        let budget = Budget::with_clock(rate, burst, clock).unwrap();
+        let interval = budget.interval().as_nanos() as u64;
+        let tolerance = interval * u64::from(budget.burst() - 1);
+        Probe {
+            now,
+            budget,
+            interval,
+            tolerance,
+            granted: Vec::new(),
+        }
+    }
+
+    fn at(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    /// Reserves `wanted` from now and checks the grant against a brute force: it is
+    /// at or after the wanted time, it keeps the rule, and no earlier time at or
+    /// after the wanted one would (every time where an earlier slot could start —
+    /// the wanted time, a granted slot, `slot + c·T − τ` — is tried, and every
+    /// millisecond up to two seconds after the wanted time as well).
+    fn reserve(&mut self, wanted: Duration) -> Result<Duration, TestCaseError> {
+        let now = self.at();
+        let delay = self.budget.reserve(wanted);
+        prop_assert!(delay >= wanted, "{delay:?} < {wanted:?}");
+        let want = now + wanted.as_nanos() as u64;
+        let slot = now + delay.as_nanos() as u64;
+        let (t, tau) = (self.interval, self.tolerance);
+        prop_assert!(
+            conforms(&self.granted, slot, t, tau),
+            "the grant at {slot} breaks the rule"
+        );
+        let n = self.granted.len() as u64 + 2;
+        let mut candidates = vec![want];
+        for &p in &self.granted {
+            candidates.push(p);
+            for c in 0..=n {
+                candidates.push((p + c * t).saturating_sub(tau));
+                candidates.push(p + c * t);
+            }
+        }
+        candidates.extend((0..2_000u64).map(|m| want + m * 1_000_000));
+        for c in candidates {
+            if c >= want && c < slot {
+                prop_assert!(
+                    !conforms(&self.granted, c, t, tau),
+                    "wanted {want}, granted {slot}, but {c} keeps the rule"
+                );
+            }
+        }
+        self.granted.push(slot);
+        Ok(delay)
+    }
+}
+
+/// A wanted delay: mostly short, some long (a service deep in its backoff).
+fn wanted_delay() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        4 => (0u64..300).prop_map(Duration::from_millis),
+        2 => (300u64..3_000).prop_map(Duration::from_millis),
+        1 => (10u64..61).prop_map(Duration::from_secs),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(192))]
+    /// Random sequences of (time of the call, wanted delay), in any order and mix:
+    /// every grant is the earliest at or after its wanted time that keeps the rule,
+    /// and all grants together keep it.
+    #[test]
+    fn every_grant_is_the_earliest_that_keeps_the_rule(
+        interval_ms in 1u64..200,
+        burst in 1u32..6,
+        requests in proptest::collection::vec((0u64..400, wanted_delay()), 1..28),
+    ) {
+        let mut probe = Probe::new(1000.0 / interval_ms as f64, burst);
+        let mut t = 0u64;
+        for (advance_ms, wanted) in requests {
+            t += advance_ms * 1_000_000;
+            probe.now.store(t, Ordering::SeqCst);
+            probe.reserve(wanted)?;
+        }
+        if let Err(why) = keeps_the_rule(&probe.granted, probe.interval, probe.tolerance) {
+            return Err(TestCaseError::fail(why));
+        }
+        // Memory: the slots still ahead, one entry each at most.
+        let ahead = probe.granted.iter().filter(|&&s| s >= t).count();
+        prop_assert_eq!(probe.budget.outstanding(), ahead);
+    }
+
+    /// Many calls at the same instants, with rates that do not divide a second
+    /// evenly: the same checks.
+    #[test]
+    fn crowded_instants_and_odd_rates(
+        rate in 0.5f64..300.0,
+        burst in 1u32..8,
+        requests in proptest::collection::vec((0u64..3, 0u64..2_000), 1..28),
+    ) {
+        let mut probe = Probe::new(rate, burst);
+        let mut t = 0u64;
+        for (advance_ms, wanted_ms) in requests {
+            t += advance_ms * 1_000_000;
+            probe.now.store(t, Ordering::SeqCst);
+            probe.reserve(Duration::from_millis(wanted_ms))?;
+        }
+        if let Err(why) = keeps_the_rule(&probe.granted, probe.interval, probe.tolerance) {
+            return Err(TestCaseError::fail(why));
+        }
+    }
+}
+
+#[test]
+fn a_short_retry_is_not_held_behind_a_long_one_on_the_budget() {
+    let mut probe = Probe::new(10.0, 3);
+    // One service reserves its retry 60 s ahead; another then retries every 100 ms
+    // for ten seconds.
+    probe.reserve(Duration::from_secs(60)).unwrap();
+    let mut longest = Duration::ZERO;
+    for step in 0..100u64 {
+        probe.now.store(step * 100_000_000, Ordering::SeqCst);
+        longest = longest.max(probe.reserve(Duration::from_millis(100)).unwrap());
+    }
+    println!(
+        "figure 1 (budget 10/s, burst 3): the longest delay of a 100 ms retry after another \
+         reserved 60 s ahead: {longest:?} (before: 59.9 s)"
+    );
+    assert_eq!(longest, Duration::from_millis(100));
+}
