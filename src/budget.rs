@@ -53,8 +53,9 @@
 //! some of them scans the kept slots once (`O(n)`): for each gap between two kept
 //! slots, the state before it (forwards) and the latest state the slots after it
 //! can bear (backwards) bound where a new slot may go. **Memory: one map entry per
-//! outstanding reservation at most** (a reservation whose slot is still in the
-//! future; [`outstanding`](Budget::outstanding)), plus a few words.
+//! outstanding reservation at most** (a reservation whose slot has not passed;
+//! [`outstanding`](Budget::outstanding)), plus a few words; the scan allocates
+//! a few words per outstanding reservation for the call's duration.
 //!
 //! A slot reserved for an attempt that never happens (the service was stopped
 //! meanwhile) stays counted, unless the driver gives it back (below): the budget
@@ -89,15 +90,37 @@
 //! with a herd of `n` services starting together, the last waits about
 //! `(n − b) / rate`; a connect timeout shorter than that fails the late ones with
 //! [`Failure::ConnectTimeout`](crate::Failure::ConnectTimeout) (their slots are
-//! given back, and their retries are budgeted as any). Retries never wait in the
-//! connector, so their timeouts are untouched.
+//! given back before their retries are reserved, and those are budgeted as any).
+//! A retry's attempt does not wait in the connector (its wait was the retry
+//! delay), so its timeout is untouched.
 //!
 //! Without the driver (a [`Machine`](crate::Machine) under your own loop),
-//! [`Budget::limit`] wraps the retry policy as before, which covers retries
-//! only: call [`Budget::admit`] yourself and wait what it says before an attempt
-//! the policy did not schedule (the first, one after a stop and a start). Do not
-//! combine `budget.limit(policy)` with `Builder::budget(budget)` on one service:
-//! its retries would count twice.
+//! [`Budget::limit`] wraps the retry policy, which covers retries only: call
+//! [`Budget::admit`] yourself and wait what it says before an attempt the policy
+//! did not schedule (the first, one after a stop and a start).
+//!
+//! ```
+//! use std::time::Duration;
+//! use redial::{Backoff, Budget, Machine};
+//!
+//! let budget = Budget::new(20.0, 5).unwrap();
+//! let mut machine: Machine<std::io::Error, _> = Machine::new(budget.limit(Backoff::default()));
+//! // Before the first attempt (the machine's `Connect` after `start`): wait this.
+//! let wait: Duration = budget.admit();
+//! assert_eq!(wait, Duration::ZERO); // a quiet budget lets it through at once
+//! # let _ = machine.start();
+//! ```
+//!
+//! # What it does not cover
+//!
+//! * Other processes: a budget is shared by the services of one process (clone
+//!   it, or keep it in a `static`). Ten processes with a budget of 100/s each make
+//!   up to 1,000 attempts a second together.
+//! * `budget.limit(policy)` given to [`Builder::policy`](crate::driver::Builder::policy)
+//!   on its own counts retries only, as it always did. Do not combine it with
+//!   `Builder::budget(budget)` on one service: its retries would count twice.
+//! * What an attempt does after it leaves (a prepare step, a probe) is not
+//!   counted: one attempt, one slot.
 //!
 //! Time comes from [`std::time::Instant`], or from any clock you give
 //! ([`Budget::with_clock`]), such as a test harness's virtual time.
@@ -357,8 +380,8 @@ impl Budget {
         self.shared.burst
     }
 
-    /// How many reserved slots are still in the future: the entries the budget
-    /// keeps (its memory grows with this and nothing else).
+    /// How many reserved slots have not passed yet (at or after now): the
+    /// entries the budget keeps (its memory grows with this and nothing else).
     pub fn outstanding(&self) -> usize {
         let now = nanos((self.shared.clock)());
         let mut schedule = self.lock();
@@ -480,7 +503,7 @@ mod gate {
 
         /// Admits an attempt about to leave: the wait before it may, and the number
         /// of its slot to give back if it never leaves (`None`: no wait).
-        fn admit(&self) -> (Duration, Option<u64>) {
+        pub(super) fn admit(&self) -> (Duration, Option<u64>) {
             let shared = &*self.budget.shared;
             let mut slots = self.slots();
             let retry = slots.retry.take();
@@ -514,7 +537,7 @@ mod gate {
 
         /// The attempt numbered `number` leaves (`used`) or is dropped before it
         /// does: its slot is no longer waited for; if unused, it is given back.
-        fn done_waiting(&self, number: u64, used: bool) {
+        pub(super) fn done_waiting(&self, number: u64, used: bool) {
             let mut slots = self.slots();
             let Some((waiting, slot)) = slots.waiting else {
                 return;
@@ -610,5 +633,85 @@ mod gate {
             slots.retry = Some(slot);
             Some(Duration::from_nanos(slot.saturating_sub(now)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const MS: u64 = 1_000_000;
+
+    fn budget(rate: f64, burst: u32) -> (Arc<AtomicU64>, Budget) {
+        let now = Arc::new(AtomicU64::new(0));
+        let read = Arc::clone(&now);
+        let budget = Budget::with_clock(rate, burst, move || {
+            Duration::from_nanos(read.load(Ordering::SeqCst))
+        })
+        .unwrap();
+        (now, budget)
+    }
+
+    #[test]
+    fn a_slot_given_back_makes_room_for_an_earlier_one() {
+        // One a second, no burst: slots at 0, 1 s, 2 s.
+        let mut schedule = Schedule::default();
+        let (t, tau) = (1_000 * MS, 0);
+        for want in [0, 1_000 * MS, 2_000 * MS] {
+            assert_eq!(schedule.reserve(want, t, tau), want);
+        }
+        // 500 ms is too close to both neighbours; after 2 s is the first room.
+        let mut probe = Schedule {
+            slots: schedule.slots.clone(),
+            ..Schedule::default()
+        };
+        probe.recompute(t);
+        assert_eq!(probe.reserve(500 * MS, t, tau), 3_000 * MS);
+        // Without the slot at 1 s, 1 s is the earliest at or after 500 ms.
+        assert!(schedule.release(1_000 * MS, t));
+        assert!(!schedule.release(1_000 * MS, t), "given back once");
+        assert_eq!(schedule.reserve(500 * MS, t, tau), 1_000 * MS);
+        assert_eq!(schedule.outstanding, 3);
+    }
+
+    #[test]
+    fn passed_slots_are_folded_and_still_count() {
+        // 10 a second, burst 2: two at 0 take the burst, so the next is at 100 ms
+        // even once those two have been folded away.
+        let (now, budget) = budget(10.0, 2);
+        assert_eq!(budget.reserve(Duration::ZERO), Duration::ZERO);
+        assert_eq!(budget.reserve(Duration::ZERO), Duration::ZERO);
+        now.store(50 * MS, Ordering::SeqCst);
+        assert_eq!(budget.outstanding(), 0);
+        assert_eq!(budget.admit(), Duration::from_millis(50));
+        assert_eq!(budget.outstanding(), 1);
+    }
+
+    #[cfg(feature = "driver")]
+    #[test]
+    fn a_retry_uses_its_own_slot_once_and_a_stale_one_never() {
+        // One a second, no burst.
+        let (now, budget) = budget(1.0, 1);
+        let gate = Gate::new(budget.clone());
+        let mut policy = gate.policy(|_| Duration::from_millis(100));
+        assert_eq!(policy.next_delay(1), Some(Duration::from_millis(100)));
+        // The retry's timer fires at its slot: the attempt leaves at once, on
+        // that slot (no second one taken).
+        now.store(100 * MS, Ordering::SeqCst);
+        assert_eq!(gate.admit(), (Duration::ZERO, None));
+        assert_eq!(budget.outstanding(), 1);
+        // Another retry, then a stop and a start long after its slot: the old
+        // slot is not used; the attempt takes a fresh one (the next free, 1 s
+        // after someone else's).
+        assert_eq!(policy.next_delay(2), Some(Duration::from_secs(1)));
+        now.store(5_000 * MS, Ordering::SeqCst);
+        assert_eq!(budget.admit(), Duration::ZERO);
+        let (wait, number) = gate.admit();
+        assert_eq!(wait, Duration::from_secs(1));
+        assert!(number.is_some());
+        // Given back when dropped before leaving.
+        gate.done_waiting(number.unwrap(), false);
+        assert_eq!(budget.outstanding(), 1);
     }
 }
