@@ -46,16 +46,20 @@
 //! for 60 s from now (only slots that would crowd its own neighbourhood can delay
 //! it). This is a property of the set of slots, not of the order of the calls.
 //!
-//! How: the budget keeps the slots still in the future in a sorted map (slot →
-//! how many), and folds the ones that have passed into one number, the algorithm's
-//! state at the present (its "theoretical arrival time"). A reservation wanted
-//! after every kept slot is the classic algorithm (`O(log n)`); one wanted before
-//! some of them scans the kept slots once (`O(n)`): for each gap between two kept
-//! slots, the state before it (forwards) and the latest state the slots after it
-//! can bear (backwards) bound where a new slot may go. **Memory: one map entry per
-//! outstanding reservation at most** (a reservation whose slot has not passed;
-//! [`outstanding`](Budget::outstanding)), plus a few words; the scan allocates
-//! a few words per outstanding reservation for the call's duration.
+//! How: the budget keeps the slots not yet passed in a sorted list, and folds the
+//! ones that have passed into one number, the algorithm's state at the present
+//! (its "theoretical arrival time"). A reservation wanted after every kept slot is
+//! the classic algorithm; one wanted before some of them scans the kept slots
+//! once (`O(n)`): for each gap between two kept slots after it, the state before
+//! it and the latest state the slots after it can bear bound where a new slot may
+//! go. The budget also remembers the longest span found full (a grant later than
+//! wanted means no slot fits in between, and more slots never make room), so a
+//! herd admitted at once costs `O(log n)` a reservation, not `O(n)`; giving a slot
+//! back (the driver does, below) forgets it and costs `O(n)`. **Memory: one
+//! `u64` per outstanding reservation** (a reservation whose slot has not passed;
+//! [`outstanding`](Budget::outstanding)), plus a few words (the list's spare
+//! capacity is given back as reservations pass); a scan allocates two words per
+//! kept slot for the call's duration.
 //!
 //! A slot reserved for an attempt that never happens (the service was stopped
 //! meanwhile) stays counted, unless the driver gives it back (below): the budget
@@ -128,10 +132,9 @@
 use core::fmt;
 use core::time::Duration;
 use std::boxed::Box;
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
-use std::vec::Vec;
 
 use crate::error::PolicyError;
 use crate::policy::RetryPolicy;
@@ -162,19 +165,20 @@ struct Schedule {
     /// The algorithm's state (theoretical arrival time) after every slot before
     /// `now`: those slots are folded into it and forgotten.
     folded: u64,
-    /// The slots at or after `now`: slot → how many.
-    slots: BTreeMap<u64, u32>,
-    /// How many slots `slots` holds.
-    outstanding: usize,
+    /// The slots at or after `now`, sorted (one entry per reservation).
+    slots: VecDeque<u64>,
     /// The algorithm's state after every slot, folded and kept.
     tat: u64,
+    /// A span `[from, until)` where no slot fits: a reservation wanted in it
+    /// starts looking at `until`. Learnt from the grants (a grant `t` for a wanted
+    /// time `w` means nothing fits in `[w, t)`, and more slots never make room);
+    /// forgotten when a slot is given back.
+    full: (u64, u64),
 }
 
-/// The algorithm's state after a slot at `slot` (and `count - 1` more at the same
-/// instant) taken in state `tat`.
-fn step(tat: u64, slot: u64, count: u32, interval: u64) -> u64 {
-    tat.max(slot)
-        .saturating_add(interval.saturating_mul(u64::from(count)))
+/// The algorithm's state after a slot at `slot` taken in state `tat`.
+fn step(tat: u64, slot: u64, interval: u64) -> u64 {
+    tat.max(slot).saturating_add(interval)
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -185,43 +189,61 @@ impl Schedule {
     /// Moves the present to `now`: the slots before it are folded.
     fn advance(&mut self, now: u64, interval: u64) {
         self.now = self.now.max(now);
-        while let Some(entry) = self.slots.first_entry() {
-            if *entry.key() >= self.now {
+        while let Some(&slot) = self.slots.front() {
+            if slot >= self.now {
                 break;
             }
-            let (slot, count) = entry.remove_entry();
-            self.folded = step(self.folded, slot, count, interval);
-            self.outstanding -= count as usize;
+            self.slots.pop_front();
+            self.folded = step(self.folded, slot, interval);
+        }
+        // Memory follows the outstanding reservations down after a herd.
+        if self.slots.capacity() > 64 && self.slots.capacity() > 4 * self.slots.len() {
+            self.slots.shrink_to(2 * self.slots.len());
         }
     }
 
     /// The state after every slot, computed again.
     fn recompute(&mut self, interval: u64) {
-        self.tat = self.slots.iter().fold(self.folded, |tat, (&slot, &count)| {
-            step(tat, slot, count, interval)
-        });
+        self.tat = self
+            .slots
+            .iter()
+            .fold(self.folded, |tat, &slot| step(tat, slot, interval));
     }
 
     /// Grants the earliest slot at or after `want` (itself at or after `now`) that
     /// keeps the rule (see the module docs), and returns it.
     fn reserve(&mut self, want: u64, interval: u64, tolerance: u64) -> u64 {
         let want = want.max(self.now);
-        let after_all = self
-            .slots
-            .last_key_value()
-            .is_none_or(|(&last, _)| want >= last);
+        let (from, until) = self.full;
+        let start = if from <= want && want < until {
+            until
+        } else {
+            want
+        };
+        let after_all = self.slots.back().is_none_or(|&last| start >= last);
         let slot = if after_all {
             // The classic algorithm: conform to the state after every slot.
-            want.max(self.tat.saturating_sub(tolerance))
+            start.max(self.tat.saturating_sub(tolerance))
         } else {
-            self.search(want, interval, tolerance)
+            self.search(start, interval, tolerance)
         };
-        *self.slots.entry(slot).or_insert(0) += 1;
-        self.outstanding += 1;
+        let at = self.slots.partition_point(|&p| p <= slot);
+        self.slots.insert(at, slot);
         if after_all {
-            self.tat = step(self.tat, slot, 1, interval);
+            self.tat = step(self.tat, slot, interval);
         } else {
             self.recompute(interval);
+        }
+        if slot > want {
+            // Nothing fits in [want, slot): keep the longer of the two spans, or
+            // both joined if they touch.
+            self.full = if from <= slot && want <= until {
+                (from.min(want), until.max(slot))
+            } else if slot - want > until.saturating_sub(from) {
+                (want, slot)
+            } else {
+                (from, until)
+            };
         }
         slot
     }
@@ -235,54 +257,63 @@ impl Schedule {
     /// `t ≥ before[k] − τ`, and the slots after it still do iff
     /// `max(before[k], t) + T ≤ need[k]`. The first gap at or after `want` where
     /// this leaves room gives the earliest slot; the last gap always has room.
+    ///
+    /// In closed form, with `m[i] = p[i] − i·T`:
+    /// `before[k] = k·T + max(folded, max m[..k])` and
+    /// `need[k] = k·T + τ + min m[k..]`.
     fn search(&mut self, want: u64, interval: u64, tolerance: u64) -> u64 {
         const INFINITY: i128 = i128::MAX / 4;
         let (t, tau) = (i128::from(interval), i128::from(tolerance));
-        let points: Vec<i128> = self
-            .slots
-            .iter()
-            .flat_map(|(&slot, &count)| core::iter::repeat_n(i128::from(slot), count as usize))
-            .collect();
+        let points = &*self.slots.make_contiguous();
         let n = points.len();
-        let mut before = Vec::with_capacity(n + 1);
-        before.push(i128::from(self.folded));
-        for (k, &p) in points.iter().enumerate() {
-            before.push(before[k].max(p) + t);
-        }
-        let mut need = std::vec![INFINITY; n + 1];
-        for k in (0..n).rev() {
-            need[k] = (points[k] + tau).min(need[k + 1] - t);
-        }
-        let want = i128::from(want);
+        let m = |i: usize| i128::from(points[i]) - i as i128 * t;
         let first = points.partition_point(|&p| p < want);
+        // suffix[k - first] = min m[k..]
+        let mut suffix = std::vec![INFINITY; n - first + 1];
+        for k in (first..n).rev() {
+            suffix[k - first] = suffix[k + 1 - first].min(m(k));
+        }
+        let mut prefix = (0..first).fold(i128::from(self.folded), |acc, i| acc.max(m(i)));
+        let want = i128::from(want);
         for k in first..=n {
-            if before[k] + t > need[k] {
-                continue; // the slots after this gap leave no room in it
+            let kt = k as i128 * t;
+            let before = kt + prefix;
+            let need = if k < n {
+                kt + tau + suffix[k - first]
+            } else {
+                INFINITY
+            };
+            if before + t <= need {
+                let low =
+                    want.max(before - tau)
+                        .max(if k > 0 { i128::from(points[k - 1]) } else { 0 });
+                let high = (need - t).min(if k < n {
+                    i128::from(points[k])
+                } else {
+                    INFINITY
+                });
+                if low <= high {
+                    return u64::try_from(low).unwrap_or(u64::MAX);
+                }
             }
-            let low = want
-                .max(before[k] - tau)
-                .max(if k > 0 { points[k - 1] } else { 0 });
-            let high = (need[k] - t).min(if k < n { points[k] } else { INFINITY });
-            if low <= high {
-                return u64::try_from(low).unwrap_or(u64::MAX);
+            if k < n {
+                prefix = prefix.max(m(k));
             }
         }
         // Unreachable: the last gap has `need = ∞`. Appending is always safe.
-        let last = points.last().copied().unwrap_or(0);
-        u64::try_from(want.max(before[n] - tau).max(last)).unwrap_or(u64::MAX)
+        let last = points.last().map_or(0, |&p| i128::from(p));
+        u64::try_from(want.max(i128::from(self.tat) - tau).max(last)).unwrap_or(u64::MAX)
     }
 
     /// Takes back a kept slot (one not yet passed); `false` if there is none at
     /// `slot` (it has passed, or was never granted).
     fn release(&mut self, slot: u64, interval: u64) -> bool {
-        let Some(count) = self.slots.get_mut(&slot) else {
+        let at = self.slots.partition_point(|&p| p < slot);
+        if self.slots.get(at) != Some(&slot) {
             return false;
-        };
-        *count -= 1;
-        if *count == 0 {
-            self.slots.remove(&slot);
         }
-        self.outstanding -= 1;
+        self.slots.remove(at);
+        self.full = (0, 0);
         self.recompute(interval);
         true
     }
@@ -386,7 +417,7 @@ impl Budget {
         let now = nanos((self.shared.clock)());
         let mut schedule = self.lock();
         schedule.advance(now, self.shared.interval);
-        schedule.outstanding
+        schedule.slots.len()
     }
 
     fn lock(&self) -> MutexGuard<'_, Schedule> {
@@ -672,7 +703,7 @@ mod tests {
         assert!(schedule.release(1_000 * MS, t));
         assert!(!schedule.release(1_000 * MS, t), "given back once");
         assert_eq!(schedule.reserve(500 * MS, t, tau), 1_000 * MS);
-        assert_eq!(schedule.outstanding, 3);
+        assert_eq!(schedule.slots.len(), 3);
     }
 
     #[test]
