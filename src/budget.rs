@@ -745,4 +745,72 @@ mod tests {
         gate.done_waiting(number.unwrap(), false);
         assert_eq!(budget.outstanding(), 1);
     }
+
+    /// The rule checked the plain way: the cell-rate algorithm run over every
+    /// slot still granted (folded or kept), sorted, from a fresh start.
+    fn conforms(slots: &[u64], interval: u64, tolerance: u64) -> bool {
+        let mut sorted = slots.to_vec();
+        sorted.sort_unstable();
+        let mut tat = 0u64;
+        sorted.into_iter().all(|t| {
+            let ok = t + tolerance >= tat;
+            tat = tat.max(t) + interval;
+            ok
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Reservations and slots given back, in any mix: every grant keeps the
+        /// rule with every slot still granted, and is the earliest that does at or
+        /// after its wanted time (every candidate time before it is refused).
+        #[test]
+        fn grants_stay_earliest_when_slots_are_given_back(
+            interval_ms in 1u64..100,
+            burst in 1u32..5,
+            ops in proptest::collection::vec((0u64..200, 0u64..1_500, 0u8..4, 0usize..64), 1..40),
+        ) {
+            let (t, tau) = (interval_ms * MS, (u64::from(burst) - 1) * interval_ms * MS);
+            let mut schedule = Schedule::default();
+            // Every slot granted and not given back.
+            let mut granted: std::vec::Vec<u64> = std::vec::Vec::new();
+            let mut now = 0u64;
+            for (advance_ms, wanted_ms, kind, pick) in ops {
+                now += advance_ms * MS;
+                schedule.advance(now, t);
+                let kept: std::vec::Vec<u64> = schedule.slots.iter().copied().collect();
+                if kind == 0 && !kept.is_empty() {
+                    let slot = kept[pick % kept.len()];
+                    proptest::prop_assert!(schedule.release(slot, t));
+                    let at = granted.iter().position(|&g| g == slot).unwrap();
+                    granted.swap_remove(at);
+                    continue;
+                }
+                let want = now + wanted_ms * MS;
+                let slot = schedule.reserve(want, t, tau);
+                proptest::prop_assert!(slot >= want);
+                granted.push(slot);
+                proptest::prop_assert!(conforms(&granted, t, tau), "{slot} breaks the rule");
+                granted.pop();
+                let n = granted.len() as u64 + 2;
+                let mut candidates = std::vec![want];
+                for &p in &granted {
+                    for c in 0..=n {
+                        candidates.push((p + c * t).saturating_sub(tau));
+                        candidates.push(p + c * t);
+                    }
+                }
+                for c in candidates.into_iter().filter(|&c| c >= want && c < slot) {
+                    granted.push(c);
+                    proptest::prop_assert!(!conforms(&granted, t, tau), "wanted {want}, got {slot}, {c} fits");
+                    granted.pop();
+                }
+                granted.push(slot);
+                proptest::prop_assert_eq!(
+                    schedule.slots.len(),
+                    granted.iter().filter(|&&g| g >= schedule.now).count()
+                );
+            }
+        }
+    }
 }
