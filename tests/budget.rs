@@ -731,3 +731,51 @@ fn the_reported_retry_delay_is_the_real_wait() {
     rt.run_until_idle();
     assert_eq!(rt.tasks(), 0);
 }
+
+/// On Tokio with the real clock (`Budget::new`): 60 services start at once on a
+/// budget of 100/s (burst 5), every attempt failing and retried after 50 ms. The
+/// runtime's timers fire a little late; the attempts still keep to the budget
+/// (a little slack for that lateness), and each retry uses its own slot.
+#[cfg(feature = "tokio")]
+#[test]
+fn on_tokio_with_the_real_clock() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let log: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let start = std::time::Instant::now();
+    rt.block_on(async {
+        let budget = Budget::new(100.0, 5).unwrap();
+        let services: Vec<_> = (0..60)
+            .map(|_| {
+                let log = Arc::clone(&log);
+                redial::tokio::builder(move || {
+                    log.lock().unwrap().push(start.elapsed());
+                    async {
+                        Err::<(Arc<()>, std::future::Pending<()>), _>(std::io::Error::other("down"))
+                    }
+                })
+                .policy(|_| Duration::from_millis(50))
+                .budget(budget.clone())
+                .start()
+                .unwrap()
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        drop(services);
+    });
+    let times = log.lock().unwrap().clone();
+    let busiest = busiest_window(times.clone(), Duration::from_millis(200));
+    println!(
+        "tokio, real clock, 60 services on 100/s (burst 5): {} attempts in 1 s, at most {busiest} \
+         in any 200 ms (budget: 5 + 20)",
+        times.len()
+    );
+    // Slack for a loaded machine: a timer firing 100 ms late bunches 10 slots.
+    assert!(busiest <= 5 + 20 + 10, "{busiest}");
+    // At most 5 + 100 slots in [0, 1 s]; without the budget, 60 at once and
+    // about 1,200 a second after.
+    assert!(times.len() <= 106, "{}", times.len());
+    assert!(times.len() >= 60, "{}", times.len());
+}
