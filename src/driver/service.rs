@@ -120,16 +120,17 @@ where
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// // At most 50 attempts a second (10 at once) for every service of the process.
     /// let budget = redial::Budget::new(50.0, 10)?;
-    /// for _ in 0..1000 {
-    ///     let service = redial::tokio::builder(|| async {
-    ///         let tcp = tokio::net::TcpStream::connect("127.0.0.1:6379").await?;
-    ///         Ok::<_, std::io::Error>(redial::tokio::stream(tcp))
+    /// let services = (0..1000)
+    ///     .map(|_| {
+    ///         redial::tokio::builder(|| async {
+    ///             let tcp = tokio::net::TcpStream::connect("127.0.0.1:6379").await?;
+    ///             Ok::<_, std::io::Error>(redial::tokio::stream(tcp))
+    ///         })
+    ///         .budget(budget.clone())
+    ///         .start()
     ///     })
-    ///     .budget(budget.clone())
-    ///     .start()?;
-    /// #   drop(service);
-    /// }
-    /// # Ok(()) }
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// # drop(services); Ok(()) }
     /// ```
     pub fn budget(mut self, budget: crate::budget::Budget) -> Self {
         self.budget = Some(budget);
