@@ -136,6 +136,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+#[cfg(feature = "driver")]
+use core::future::Future;
+#[cfg(feature = "driver")]
+use core::pin::Pin;
+
+#[cfg(feature = "driver")]
+use crate::driver::{ConnectContext, Runtime};
+
 use crate::error::PolicyError;
 use crate::policy::RetryPolicy;
 
@@ -458,212 +466,207 @@ impl<P: RetryPolicy> RetryPolicy for Budgeted<P> {
     }
 }
 
+// ----- the driver's side: one service's policy and connector sharing a budget, one
+// slot per attempt (see "What it covers" in the module docs) -------------------------
+
+/// An attempt's slot may be used this long after it (a runtime's timer fires
+/// a little late), or one interval if that is longer.
 #[cfg(feature = "driver")]
-pub(crate) use gate::Gate;
+const LATE: Duration = Duration::from_millis(100);
 
-/// The driver's side: one service's policy and connector sharing a budget, one
-/// slot per attempt (see "What it covers" in the module docs).
+/// The connector as the driver keeps it (its output left open).
 #[cfg(feature = "driver")]
-mod gate {
-    use core::future::Future;
-    use core::pin::Pin;
-    use core::time::Duration;
-    use std::boxed::Box;
-    use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+pub(crate) type BoxConnect<T> =
+    Box<dyn FnMut(ConnectContext) -> Pin<Box<dyn Future<Output = T> + Send>> + Send>;
 
-    use super::{nanos, Budget};
-    use crate::driver::{ConnectContext, Runtime};
-    use crate::policy::RetryPolicy;
+/// One service's tie to a [`Budget`].
+#[cfg(feature = "driver")]
+#[derive(Clone)]
+pub(crate) struct Gate {
+    budget: Budget,
+    slots: Arc<Mutex<Slots>>,
+}
 
-    /// An attempt's slot may be used this long after it (a runtime's timer fires
-    /// a little late), or one interval if that is longer.
-    const LATE: Duration = Duration::from_millis(100);
+/// The slots one service holds.
+#[cfg(feature = "driver")]
+#[derive(Default)]
+struct Slots {
+    /// The slot reserved for the retry the policy scheduled last, until the
+    /// next attempt takes it.
+    retry: Option<u64>,
+    /// The slot an attempt waits for (its number, the slot), until it leaves.
+    waiting: Option<(u64, u64)>,
+    /// Attempts admitted with a wait so far (numbers the waiting ones).
+    admitted: u64,
+}
 
-    /// The connector as the driver keeps it (its output left open).
-    pub(crate) type BoxConnect<T> =
-        Box<dyn FnMut(ConnectContext) -> Pin<Box<dyn Future<Output = T> + Send>> + Send>;
-
-    /// One service's tie to a [`Budget`].
-    #[derive(Clone)]
-    pub(crate) struct Gate {
-        budget: Budget,
-        slots: Arc<Mutex<Slots>>,
+#[cfg(feature = "driver")]
+impl Gate {
+    pub(crate) fn new(budget: Budget) -> Gate {
+        Gate {
+            budget,
+            slots: Arc::default(),
+        }
     }
 
-    /// The slots one service holds.
-    #[derive(Default)]
-    struct Slots {
-        /// The slot reserved for the retry the policy scheduled last, until the
-        /// next attempt takes it.
-        retry: Option<u64>,
-        /// The slot an attempt waits for (its number, the slot), until it leaves.
-        waiting: Option<(u64, u64)>,
-        /// Attempts admitted with a wait so far (numbers the waiting ones).
-        admitted: u64,
+    fn slots(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    impl Gate {
-        pub(crate) fn new(budget: Budget) -> Gate {
-            Gate {
-                budget,
-                slots: Arc::default(),
-            }
+    /// Wraps the service's policy: each retry reserves its slot, remembered
+    /// for the attempt that follows.
+    pub(crate) fn policy<P: RetryPolicy>(&self, policy: P) -> GatedPolicy<P> {
+        GatedPolicy {
+            policy,
+            gate: self.clone(),
         }
+    }
 
-        fn slots(&self) -> MutexGuard<'_, Slots> {
-            self.slots.lock().unwrap_or_else(PoisonError::into_inner)
-        }
+    /// Gives back a slot not used (if it is still ahead).
+    fn give_back(&self, slot: u64) {
+        let shared = &*self.budget.shared;
+        let now = nanos((shared.clock)());
+        let mut schedule = self.budget.lock();
+        schedule.advance(now, shared.interval);
+        schedule.release(slot, shared.interval);
+    }
 
-        /// Wraps the service's policy: each retry reserves its slot, remembered
-        /// for the attempt that follows.
-        pub(crate) fn policy<P: RetryPolicy>(&self, policy: P) -> GatedPolicy<P> {
-            GatedPolicy {
-                policy,
-                gate: self.clone(),
-            }
-        }
-
-        /// Gives back a slot not used (if it is still ahead).
-        fn give_back(&self, slot: u64) {
-            let shared = &*self.budget.shared;
-            let now = nanos((shared.clock)());
-            let mut schedule = self.budget.lock();
-            schedule.advance(now, shared.interval);
+    /// Admits an attempt about to leave: the wait before it may, and the number
+    /// of its slot to give back if it never leaves (`None`: no wait).
+    fn admit(&self) -> (Duration, Option<u64>) {
+        let shared = &*self.budget.shared;
+        let mut slots = self.slots();
+        let retry = slots.retry.take();
+        // An earlier attempt still waiting is gone (one attempt at a time).
+        let stale = slots.waiting.take().map(|(_, slot)| slot);
+        let now = nanos((shared.clock)());
+        let mut schedule = self.budget.lock();
+        schedule.advance(now, shared.interval);
+        if let Some(slot) = stale {
             schedule.release(slot, shared.interval);
         }
-
-        /// Admits an attempt about to leave: the wait before it may, and the number
-        /// of its slot to give back if it never leaves (`None`: no wait).
-        pub(super) fn admit(&self) -> (Duration, Option<u64>) {
-            let shared = &*self.budget.shared;
-            let mut slots = self.slots();
-            let retry = slots.retry.take();
-            // An earlier attempt still waiting is gone (one attempt at a time).
-            let stale = slots.waiting.take().map(|(_, slot)| slot);
-            let now = nanos((shared.clock)());
-            let mut schedule = self.budget.lock();
-            schedule.advance(now, shared.interval);
-            if let Some(slot) = stale {
-                schedule.release(slot, shared.interval);
+        if let Some(slot) = retry {
+            let late = nanos(LATE).max(shared.interval);
+            if slot <= schedule.now && schedule.now - slot <= late {
+                return (Duration::ZERO, None);
             }
-            if let Some(slot) = retry {
-                let late = nanos(LATE).max(shared.interval);
-                if slot <= schedule.now && schedule.now - slot <= late {
-                    return (Duration::ZERO, None);
-                }
-                // A later slot (reconnect_now cut the wait short) is given back; a
-                // long past one was folded already.
-                schedule.release(slot, shared.interval);
-            }
-            let want = schedule.now;
-            let slot = schedule.reserve(want, shared.interval, shared.tolerance);
-            let wait = Duration::from_nanos(slot.saturating_sub(now));
-            if wait.is_zero() {
-                return (wait, None);
-            }
-            slots.admitted += 1;
-            slots.waiting = Some((slots.admitted, slot));
-            (wait, Some(slots.admitted))
+            // A later slot (reconnect_now cut the wait short) is given back; a
+            // long past one was folded already.
+            schedule.release(slot, shared.interval);
         }
+        let want = schedule.now;
+        let slot = schedule.reserve(want, shared.interval, shared.tolerance);
+        let wait = Duration::from_nanos(slot.saturating_sub(now));
+        if wait.is_zero() {
+            return (wait, None);
+        }
+        slots.admitted += 1;
+        slots.waiting = Some((slots.admitted, slot));
+        (wait, Some(slots.admitted))
+    }
 
-        /// The attempt numbered `number` leaves (`used`) or is dropped before it
-        /// does: its slot is no longer waited for; if unused, it is given back.
-        pub(super) fn done_waiting(&self, number: u64, used: bool) {
-            let mut slots = self.slots();
-            let Some((waiting, slot)) = slots.waiting else {
-                return;
+    /// The attempt numbered `number` leaves (`used`) or is dropped before it
+    /// does: its slot is no longer waited for; if unused, it is given back.
+    fn done_waiting(&self, number: u64, used: bool) {
+        let mut slots = self.slots();
+        let Some((waiting, slot)) = slots.waiting else {
+            return;
+        };
+        if waiting != number {
+            return;
+        }
+        slots.waiting = None;
+        drop(slots);
+        if !used {
+            self.give_back(slot);
+        }
+    }
+
+    /// Wraps the service's connector: every attempt is admitted first, and
+    /// waits on `runtime` for its slot before `connect` is called.
+    pub(crate) fn connector<R, T>(self, runtime: R, connect: BoxConnect<T>) -> BoxConnect<T>
+    where
+        R: Runtime,
+        T: Send + 'static,
+    {
+        let connect = Arc::new(Mutex::new(connect));
+        Box::new(move |context| {
+            let (wait, number) = self.admit();
+            let Some(number) = number else {
+                let mut connect = connect.lock().unwrap_or_else(PoisonError::into_inner);
+                return connect(context);
             };
-            if waiting != number {
-                return;
-            }
-            slots.waiting = None;
-            drop(slots);
-            if !used {
-                self.give_back(slot);
-            }
-        }
-
-        /// Wraps the service's connector: every attempt is admitted first, and
-        /// waits on `runtime` for its slot before `connect` is called.
-        pub(crate) fn connector<R, T>(self, runtime: R, connect: BoxConnect<T>) -> BoxConnect<T>
-        where
-            R: Runtime,
-            T: Send + 'static,
-        {
-            let connect = Arc::new(Mutex::new(connect));
-            Box::new(move |context| {
-                let (wait, number) = self.admit();
-                let Some(number) = number else {
+            let sleep = runtime.sleep(wait);
+            let mut waiting = Waiting {
+                gate: self.clone(),
+                number: Some(number),
+            };
+            let connect = Arc::clone(&connect);
+            Box::pin(async move {
+                sleep.await;
+                waiting.leave();
+                let attempt = {
                     let mut connect = connect.lock().unwrap_or_else(PoisonError::into_inner);
-                    return connect(context);
+                    connect(context)
                 };
-                let sleep = runtime.sleep(wait);
-                let mut waiting = Waiting {
-                    gate: self.clone(),
-                    number: Some(number),
-                };
-                let connect = Arc::clone(&connect);
-                Box::pin(async move {
-                    sleep.await;
-                    waiting.leave();
-                    let attempt = {
-                        let mut connect = connect.lock().unwrap_or_else(PoisonError::into_inner);
-                        connect(context)
-                    };
-                    attempt.await
-                })
+                attempt.await
             })
+        })
+    }
+}
+
+/// An attempt waiting for its slot: gives it back if dropped before it leaves.
+#[cfg(feature = "driver")]
+struct Waiting {
+    gate: Gate,
+    number: Option<u64>,
+}
+
+#[cfg(feature = "driver")]
+impl Waiting {
+    fn leave(&mut self) {
+        if let Some(number) = self.number.take() {
+            self.gate.done_waiting(number, true);
         }
     }
+}
 
-    /// An attempt waiting for its slot: gives it back if dropped before it leaves.
-    struct Waiting {
-        gate: Gate,
-        number: Option<u64>,
-    }
-
-    impl Waiting {
-        fn leave(&mut self) {
-            if let Some(number) = self.number.take() {
-                self.gate.done_waiting(number, true);
-            }
+#[cfg(feature = "driver")]
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(number) = self.number.take() {
+            self.gate.done_waiting(number, false);
         }
     }
+}
 
-    impl Drop for Waiting {
-        fn drop(&mut self) {
-            if let Some(number) = self.number.take() {
-                self.gate.done_waiting(number, false);
-            }
+/// The service's policy under a [`Gate`].
+#[cfg(feature = "driver")]
+pub(crate) struct GatedPolicy<P> {
+    policy: P,
+    gate: Gate,
+}
+
+#[cfg(feature = "driver")]
+impl<P: RetryPolicy> RetryPolicy for GatedPolicy<P> {
+    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
+        let wanted = self.policy.next_delay(failed_attempts)?;
+        let mut slots = self.gate.slots();
+        // The policy is asked once the attempt is over: a slot it still waited
+        // for (it timed out) will not be used, nor will an older retry's.
+        let waited = slots.waiting.take().map(|(_, slot)| slot);
+        let previous = slots.retry.take();
+        let shared = &*self.gate.budget.shared;
+        let now = nanos((shared.clock)());
+        let mut schedule = self.gate.budget.lock();
+        schedule.advance(now, shared.interval);
+        for slot in waited.into_iter().chain(previous) {
+            schedule.release(slot, shared.interval);
         }
-    }
-
-    /// The service's policy under a [`Gate`].
-    pub(crate) struct GatedPolicy<P> {
-        policy: P,
-        gate: Gate,
-    }
-
-    impl<P: RetryPolicy> RetryPolicy for GatedPolicy<P> {
-        fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
-            let wanted = self.policy.next_delay(failed_attempts)?;
-            let mut slots = self.gate.slots();
-            // The policy is asked once the attempt is over: a slot it still waited
-            // for (it timed out) will not be used, nor will an older retry's.
-            let waited = slots.waiting.take().map(|(_, slot)| slot);
-            let previous = slots.retry.take();
-            let shared = &*self.gate.budget.shared;
-            let now = nanos((shared.clock)());
-            let mut schedule = self.gate.budget.lock();
-            schedule.advance(now, shared.interval);
-            for slot in waited.into_iter().chain(previous) {
-                schedule.release(slot, shared.interval);
-            }
-            let want = schedule.now.saturating_add(nanos(wanted));
-            let slot = schedule.reserve(want, shared.interval, shared.tolerance);
-            slots.retry = Some(slot);
-            Some(Duration::from_nanos(slot.saturating_sub(now)))
-        }
+        let want = schedule.now.saturating_add(nanos(wanted));
+        let slot = schedule.reserve(want, shared.interval, shared.tolerance);
+        slots.retry = Some(slot);
+        Some(Duration::from_nanos(slot.saturating_sub(now)))
     }
 }
 
