@@ -46,6 +46,7 @@ pub struct Builder<R, H, E> {
     config: Config,
     name: Option<String>,
     events_capacity: usize,
+    budget: Option<crate::budget::Budget>,
 }
 
 /// Events kept for a subscriber that has not read them yet.
@@ -99,6 +100,42 @@ where
     /// [`Ended::PolicyPanicked`].
     pub fn policy<P: RetryPolicy + Send + 'static>(mut self, policy: P) -> Self {
         self.policy = Some(DynPolicy(Box::new(policy)));
+        self
+    }
+
+    /// Counts every attempt of this service against `budget`, a
+    /// [`Budget`](crate::Budget) shared with other services: the first after a
+    /// start, every retry, one made by [`reconnect_now`](ClientService::reconnect_now),
+    /// the first after a stop and a start. Together, the services sharing it never
+    /// make attempts faster than its rate (after its burst).
+    ///
+    /// It wraps the retry policy (whichever is set, before or after this call) and
+    /// the connector, one slot per attempt: a retry's delay (as armed and as
+    /// [`Event::RetryScheduled`](super::Event::RetryScheduled) reports it) includes
+    /// its wait for the budget; any other attempt waits for its slot after it
+    /// starts, before the connector is called, and a
+    /// [`connect_timeout`](Builder::connect_timeout) counts that wait. See
+    /// [the budget's docs](crate::budget#what-it-covers). Do not also wrap the
+    /// policy with [`Budget::limit`](crate::Budget::limit): retries would count twice.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// // At most 50 attempts a second (10 at once) for every service of the process.
+    /// let budget = redial::Budget::new(50.0, 10)?;
+    /// let services = (0..1000)
+    ///     .map(|_| {
+    ///         redial::tokio::builder(|| async {
+    ///             let tcp = tokio::net::TcpStream::connect("127.0.0.1:6379").await?;
+    ///             Ok::<_, std::io::Error>(redial::tokio::stream(tcp))
+    ///         })
+    ///         .budget(budget.clone())
+    ///         .start()
+    ///     })
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// # drop(services); Ok(()) }
+    /// ```
+    pub fn budget(mut self, budget: crate::budget::Budget) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -305,6 +342,15 @@ where
         let policy = self
             .policy
             .unwrap_or_else(|| DynPolicy(Box::new(Backoff::default())));
+        // One slot per attempt: the retry's, reserved by the policy, or an admission.
+        let (policy, connect) = match self.budget {
+            Some(budget) => {
+                let gate = crate::budget::Gate::new(budget);
+                let policy = DynPolicy(Box::new(gate.policy(policy)));
+                (policy, gate.connector(self.runtime.clone(), self.connect))
+            }
+            None => (policy, self.connect),
+        };
         let machine = Machine::with_config(policy, self.config)?;
         let sleep = sleep_fn(self.runtime.clone());
         let shared = Arc::new(Shared::new(self.name, self.events_capacity, sleep));
@@ -312,7 +358,7 @@ where
             self.runtime.clone(),
             Arc::clone(&shared),
             machine,
-            self.connect,
+            connect,
             Hooks {
                 prepare: self.prepare,
                 probe: self.probe,
@@ -474,6 +520,7 @@ where
             config: Config::new().with_reset_backoff_after(Some(DEFAULT_RESET_BACKOFF_AFTER)),
             name: None,
             events_capacity: EVENTS_CAPACITY,
+            budget: None,
         }
     }
 }
