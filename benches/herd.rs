@@ -985,7 +985,7 @@ fn client_role() {
     // the outage with no failures behind it.
     if !services.is_empty() {
         let until = Instant::now() + Duration::from_secs(10);
-        while services.iter().any(|s| s.failed_attempts() > 0) && Instant::now() < until {
+        while services.iter().any(|s| s.consecutive_failures() > 0) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(100));
         }
     }

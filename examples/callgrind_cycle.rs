@@ -59,7 +59,7 @@ fn input_connection_made<P: RetryPolicy>(m: &mut Machine<Error, P>, seen: &mut S
 #[inline(never)]
 fn input_client_disconnected<P: RetryPolicy>(m: &mut Machine<Error, P>, seen: &mut Seen) {
     let attempt = seen.attempt.expect("attempt started");
-    perform(m.client_disconnected(attempt).unwrap(), seen);
+    perform(m.connection_closed(attempt).unwrap(), seen);
 }
 
 fn run_redial_cycles<P: RetryPolicy>(c: &mut RedialCycle<P>, cycles: u64) -> usize {
@@ -106,7 +106,7 @@ fn run_redial_into(cycles: u64) -> usize {
         input_into(m, Input::ConnectionMade { attempt }, &mut out, &mut c.seen);
         input_into(
             m,
-            Input::ClientDisconnected { attempt },
+            Input::ConnectionClosed { attempt },
             &mut out,
             &mut c.seen,
         );

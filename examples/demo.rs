@@ -50,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok::<_, std::io::Error>(redial::tokio::stream(tcp))
     })
     .policy(policy)
-    .connect_timeout(Duration::from_secs(1))
+    .connect_timeout(Some(Duration::from_secs(1)))
     .start()?;
 
     // Narrate state changes.

@@ -367,14 +367,14 @@ impl Driver {
                         self.read_lines(attempt); // the greeting may be here already
                     }
                     // Lost already (connected, greeted and closed in one round): its
-                    // `client_disconnected` is queued and makes the prepare moot.
+                    // `connection_closed` is queued and makes the prepare moot.
                     None => log!("client", "   {attempt} is gone: its loss is queued"),
                 }
             }
             Action::Disconnect { attempt } => {
                 log!("client", "-> Disconnect {attempt}");
                 if self.close(attempt) {
-                    self.queue.push_back(Input::ClientDisconnected { attempt });
+                    self.queue.push_back(Input::ConnectionClosed { attempt });
                 } else {
                     // Lost already: the queued loss is this connection's one report.
                     log!("client", "   {attempt} is gone: its loss is queued");
@@ -462,13 +462,13 @@ impl Driver {
                 self.app.finished.extend(stops);
             }
             Action::GaveUp {
-                failed_attempts,
+                consecutive_failures,
                 fatal,
             } => {
                 // Never here: this policy never gives up, and no failure is fatal.
                 log!(
                     "client",
-                    "-> GaveUp after {failed_attempts} failures (fatal: {fatal})"
+                    "-> GaveUp after {consecutive_failures} failures (fatal: {fatal})"
                 );
             }
             Action::Probe { attempt } => {
@@ -519,7 +519,7 @@ impl Driver {
     fn lost(&mut self, attempt: AttemptId, why: &str) {
         if self.close(attempt) {
             log!("client", "   {attempt}: {why}");
-            self.queue.push_back(Input::ClientDisconnected { attempt });
+            self.queue.push_back(Input::ConnectionClosed { attempt });
         }
     }
 
@@ -731,10 +731,10 @@ fn describe(input: &Input<io::Error>) -> String {
         | Input::PrepareSucceeded { attempt }
         | Input::ProbeSucceeded { attempt }
         | Input::ProbeFailed { attempt }
-        | Input::ClientDisconnected { attempt } => format!("{kind} {attempt}"),
+        | Input::ConnectionClosed { attempt } => format!("{kind} {attempt}"),
         Input::ConnectionFailed { attempt, error }
         | Input::PrepareFailed { attempt, error }
-        | Input::FailedFatally { attempt, error } => format!("{kind} {attempt}: {error}"),
+        | Input::AttemptFailedFatally { attempt, error } => format!("{kind} {attempt}: {error}"),
         Input::ReconnectNow { reset_backoff } => format!("{kind} reset_backoff={reset_backoff}"),
         Input::Panicked { attempt, panic } => format!("{kind} {attempt}: {panic}"),
         Input::TimerFired { timer } => format!("{kind} {timer}"),

@@ -84,8 +84,8 @@ fn service(config: String) -> Pg {
             .contains(code)
         })
     })
-    .connect_timeout(Duration::from_secs(3))
-    .prepare_timeout(Duration::from_secs(3))
+    .connect_timeout(Some(Duration::from_secs(3)))
+    .prepare_timeout(Some(Duration::from_secs(3)))
     .start()
     .expect("a valid configuration")
 }

@@ -97,8 +97,8 @@ fn service(addr: SocketAddr, password: Option<String>, db: i64) -> Redis {
         .prepare(move |conn| prepare(conn, password.clone(), db))
         // 100 ms, 200 ms, 400 ms, ... up to 5 s between failed attempts.
         .policy(Backoff::new(Duration::from_millis(50), 2.0, Duration::from_secs(5)).unwrap())
-        .connect_timeout(Duration::from_secs(3))
-        .prepare_timeout(Duration::from_secs(3))
+        .connect_timeout(Some(Duration::from_secs(3)))
+        .prepare_timeout(Some(Duration::from_secs(3)))
         .start()
         .expect("a valid configuration")
 }

@@ -51,7 +51,7 @@ fn service(url: String) -> Ws {
     })
     // 50 ms, 100 ms, 200 ms, ... up to 5 s between failed attempts.
     .policy(Backoff::new(Duration::from_millis(50), 2.0, Duration::from_secs(5)).unwrap())
-    .connect_timeout(Duration::from_secs(3))
+    .connect_timeout(Some(Duration::from_secs(3)))
     .start()
     .expect("a valid configuration")
 }

@@ -199,7 +199,7 @@ impl<E: core::error::Error + 'static> core::error::Error for Failure<E> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LossKind {
     /// The driver reported the connection closed
-    /// ([`Machine::client_disconnected`](crate::Machine::client_disconnected)).
+    /// ([`Machine::connection_closed`](crate::Machine::connection_closed)).
     Closed,
     /// The liveness probe failed
     /// ([`Machine::probe_failed`](crate::Machine::probe_failed)); the machine
@@ -215,7 +215,7 @@ pub enum LossKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GiveUp {
     /// Consecutive failures when it gave up.
-    pub failed_attempts: u32,
+    pub consecutive_failures: u32,
     /// `true`: on fatal failures, without asking the retry policy; `false`: the
     /// retry policy gave up.
     pub fatal: bool,
@@ -261,7 +261,7 @@ pub enum Action<E> {
         attempt: AttemptId,
     },
     /// Close this connection (and abandon its prepare step, if running). Report
-    /// `client_disconnected(attempt)` once it is closed.
+    /// `connection_closed(attempt)` once it is closed.
     Disconnect {
         /// The connection to close.
         attempt: AttemptId,
@@ -355,11 +355,11 @@ pub enum Action<E> {
     /// Fact: the machine gave up: the retry policy did, or
     /// [`Config::give_up_after_fatal`](crate::Config::give_up_after_fatal)
     /// consecutive failures were fatal
-    /// ([`failed_fatally`](crate::Machine::failed_fatally)). It is now `Stopped`
+    /// ([`attempt_failed_fatally`](crate::Machine::attempt_failed_fatally)). It is now `Stopped`
     /// until started again.
     GaveUp {
         /// Consecutive failures when it gave up.
-        failed_attempts: u32,
+        consecutive_failures: u32,
         /// `true`: it gave up on fatal failures, without asking the policy;
         /// `false`: the retry policy gave up.
         fatal: bool,

@@ -460,8 +460,8 @@ impl<P> Budgeted<P> {
 }
 
 impl<P: RetryPolicy> RetryPolicy for Budgeted<P> {
-    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
-        let wanted = self.policy.next_delay(failed_attempts)?;
+    fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration> {
+        let wanted = self.policy.next_delay(consecutive_failures)?;
         Some(self.budget.reserve(wanted))
     }
 }
@@ -649,8 +649,8 @@ pub(crate) struct GatedPolicy<P> {
 
 #[cfg(feature = "driver")]
 impl<P: RetryPolicy> RetryPolicy for GatedPolicy<P> {
-    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
-        let wanted = self.policy.next_delay(failed_attempts)?;
+    fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration> {
+        let wanted = self.policy.next_delay(consecutive_failures)?;
         let mut slots = self.gate.slots();
         // The policy is asked once the attempt is over: a slot it still waited
         // for (it timed out) will not be used, nor will an older retry's.

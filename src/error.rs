@@ -45,22 +45,20 @@ pub enum Rejection {
     /// `connection_made` for the current attempt, which has already been reported made.
     #[error("{0} was already reported made")]
     AlreadyMade(AttemptId),
-    /// A report that needs a connection (`prepare_*`, `client_disconnected`) names the
+    /// A report that needs a connection (`prepare_*`, `connection_closed`) names the
     /// current attempt, which has not been reported made yet.
     #[error("{0} has not been reported made")]
     NotMade(AttemptId),
-    /// `connection_failed` (or `failed_fatally`) for the current attempt, which
-    /// already produced a connection (for `failed_fatally`: an established one).
-    #[error("{0} already produced a connection")]
+    /// A failure report for the current attempt, which already produced a
+    /// connection that the report cannot fail: `connection_failed` once the
+    /// connection is made, `attempt_failed_fatally` or `panicked` once it is
+    /// established. Its loss is reported with `connection_closed`.
+    #[error("{0} already produced a connection: report its loss with connection_closed")]
     AlreadyConnected(AttemptId),
     /// `prepare_succeeded` / `prepare_failed` for the current connection, which is not
     /// being prepared (no prepare step is configured, or it already finished).
     #[error("{0} is not being prepared")]
     NotPreparing(AttemptId),
-    /// `panicked` for the current connection, which is established: its loss is
-    /// reported with `client_disconnected`.
-    #[error("{0} is established: report its loss with client_disconnected")]
-    Established(AttemptId),
     /// `connect_cancelled` for the current attempt, which the machine never asked to cancel.
     #[error("{0} was never asked to be cancelled")]
     NotCancelled(AttemptId),

@@ -82,8 +82,8 @@ pub enum Input<E> {
     /// for a connection being prepared; once
     /// [`Config::give_up_after_fatal`](crate::Config::give_up_after_fatal)
     /// consecutive failures were fatal, the machine gives up without asking the
-    /// retry policy. See [`Machine::failed_fatally`](crate::Machine::failed_fatally).
-    FailedFatally {
+    /// retry policy. See [`Machine::attempt_failed_fatally`](crate::Machine::attempt_failed_fatally).
+    AttemptFailedFatally {
         /// The attempt (or the connection being prepared, named by its attempt).
         attempt: AttemptId,
         /// Why; moved into the `AttemptFailed` action that reports it.
@@ -94,7 +94,7 @@ pub enum Input<E> {
     /// is gone. A failed attempt ([`Failure::Panicked`](crate::Failure::Panicked));
     /// a connection that was being prepared is closed (`Disconnect`) as when its
     /// prepare step fails. An established connection's loss is reported with
-    /// `ClientDisconnected` instead.
+    /// `ConnectionClosed` instead.
     Panicked {
         /// The attempt (or the connection, named by its attempt).
         attempt: AttemptId,
@@ -114,7 +114,7 @@ pub enum Input<E> {
         attempt: AttemptId,
     },
     /// The connection is closed: lost, or closed because the machine asked (`Disconnect`).
-    ClientDisconnected {
+    ConnectionClosed {
         /// The connection (named by its attempt).
         attempt: AttemptId,
     },
@@ -139,11 +139,11 @@ impl<E> Input<E> {
             Input::ConnectCancelled { .. } => InputKind::ConnectCancelled,
             Input::PrepareSucceeded { .. } => InputKind::PrepareSucceeded,
             Input::PrepareFailed { .. } => InputKind::PrepareFailed,
-            Input::FailedFatally { .. } => InputKind::FailedFatally,
+            Input::AttemptFailedFatally { .. } => InputKind::AttemptFailedFatally,
             Input::Panicked { .. } => InputKind::Panicked,
             Input::ProbeSucceeded { .. } => InputKind::ProbeSucceeded,
             Input::ProbeFailed { .. } => InputKind::ProbeFailed,
-            Input::ClientDisconnected { .. } => InputKind::ClientDisconnected,
+            Input::ConnectionClosed { .. } => InputKind::ConnectionClosed,
             Input::TimerFired { .. } => InputKind::TimerFired,
         }
     }
@@ -173,16 +173,16 @@ pub enum InputKind {
     PrepareSucceeded,
     /// [`Input::PrepareFailed`].
     PrepareFailed,
-    /// [`Input::FailedFatally`].
-    FailedFatally,
+    /// [`Input::AttemptFailedFatally`].
+    AttemptFailedFatally,
     /// [`Input::Panicked`].
     Panicked,
     /// [`Input::ProbeSucceeded`].
     ProbeSucceeded,
     /// [`Input::ProbeFailed`].
     ProbeFailed,
-    /// [`Input::ClientDisconnected`].
-    ClientDisconnected,
+    /// [`Input::ConnectionClosed`].
+    ConnectionClosed,
     /// [`Input::TimerFired`].
     TimerFired,
 }
@@ -201,11 +201,11 @@ impl InputKind {
             InputKind::ConnectCancelled => "connect_cancelled",
             InputKind::PrepareSucceeded => "prepare_succeeded",
             InputKind::PrepareFailed => "prepare_failed",
-            InputKind::FailedFatally => "failed_fatally",
+            InputKind::AttemptFailedFatally => "attempt_failed_fatally",
             InputKind::Panicked => "panicked",
             InputKind::ProbeSucceeded => "probe_succeeded",
             InputKind::ProbeFailed => "probe_failed",
-            InputKind::ClientDisconnected => "client_disconnected",
+            InputKind::ConnectionClosed => "connection_closed",
             InputKind::TimerFired => "timer_fired",
         }
     }

@@ -90,7 +90,7 @@
 //! // Stopping closes the connection; the stop finishes once its loss is reported.
 //! let (stop, actions) = machine.stop();
 //! let Action::Disconnect { attempt } = actions[0] else { unreachable!() };
-//! let actions = machine.client_disconnected(attempt).unwrap();
+//! let actions = machine.connection_closed(attempt).unwrap();
 //! assert_eq!(actions.as_slice(), &[Action::FinishStopping { stops: [stop].into_iter().collect() }]);
 //! assert_eq!(machine.state(), State::Stopped);
 //! ```
@@ -124,7 +124,7 @@
 //!
 //! The driver's side of the contract: after `CancelConnect`, report the attempt
 //! gone with `connect_cancelled` (or `connection_failed`, or `connection_made` if it
-//! won the race); after `Disconnect`, report `client_disconnected`. Until then the
+//! won the race); after `Disconnect`, report `connection_closed`. Until then the
 //! machine counts it as still open, and no stop finishes
 //! ([D7](contract#d7-a-finished-stop-means-nothing-is-left); see the driver's
 //! [obligations](contract#obligations-of-the-driver)).

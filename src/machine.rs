@@ -67,7 +67,7 @@ pub struct Config {
     /// once cannot cause a tight loop.
     pub reset_backoff_after: Option<Duration>,
     /// Give up, without asking the retry policy, once this many consecutive failed
-    /// attempts were fatal ([`Machine::failed_fatally`]: an error retrying will not
+    /// attempts were fatal ([`Machine::attempt_failed_fatally`]: an error retrying will not
     /// fix). 1, the default: at the first fatal failure. Below it a fatal failure
     /// is an ordinary failed attempt (the policy is asked, the machine retries).
     pub give_up_after_fatal: NonZeroU32,
@@ -249,7 +249,7 @@ pub struct Counters {
     pub failures: u64,
     /// Times the machine became `Connected`.
     pub connections: u64,
-    /// Established connections lost (reported with `client_disconnected` while
+    /// Established connections lost (reported with `connection_closed` while
     /// `Connected`; a connection closed by a stop is not lost).
     pub losses: u64,
     /// Losses of connections that never became healthy: with
@@ -427,11 +427,11 @@ pub struct Machine<E, P = Backoff> {
     waiters: Waiters,
     /// Pending stop requests in call order.
     stops: StopList,
-    failed_attempts: u32,
-    /// Consecutive failed attempts that were fatal (`failed_fatally`).
+    consecutive_failures: u32,
+    /// Consecutive failed attempts that were fatal (`attempt_failed_fatally`).
     fatal_streak: u32,
     /// The machine gave up (how), and nothing started the service since: the next
-    /// start begins a fresh schedule (`failed_attempts` 0), and waiters that come
+    /// start begins a fresh schedule (`consecutive_failures` 0), and waiters that come
     /// meanwhile learn it.
     gave_up: Option<GiveUp>,
     /// Failures while connecting, ever: waiter thresholds count against it.
@@ -468,7 +468,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             closing: SmallVec::new(),
             waiters: Waiters::default(),
             stops: SmallVec::new(),
-            failed_attempts: 0,
+            consecutive_failures: 0,
             fatal_streak: 0,
             gave_up: None,
             failure_events: 0,
@@ -558,7 +558,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     /// Starts the service (a no-op unless `Init`, `Stopped` or `Disconnecting`).
     ///
-    /// The count of consecutive failures ([`Machine::failed_attempts`], what the
+    /// The count of consecutive failures ([`Machine::consecutive_failures`], what the
     /// retry policy is asked about) depends on why the service stopped:
     ///
     /// * after the retry policy **gave up** ([`Action::GaveUp`]), the first start
@@ -585,17 +585,17 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// let (timer, _) = m.armed_timer().unwrap();
     /// let a = connect(&m.timer_fired(timer).unwrap());
     /// let actions = m.connection_failed(a, "refused").unwrap(); // 2: give up
-    /// assert!(matches!(actions.last(), Some(Action::GaveUp { failed_attempts: 2, .. })));
-    /// assert_eq!(m.failed_attempts(), 2);
+    /// assert!(matches!(actions.last(), Some(Action::GaveUp { consecutive_failures: 2, .. })));
+    /// assert_eq!(m.consecutive_failures(), 2);
     /// // A fresh schedule: the next failure asks the policy for 1 again.
     /// let a = connect(&m.start());
-    /// assert_eq!(m.failed_attempts(), 0);
+    /// assert_eq!(m.consecutive_failures(), 0);
     /// m.connection_failed(a, "refused").unwrap();
-    /// assert_eq!(m.failed_attempts(), 1);
+    /// assert_eq!(m.consecutive_failures(), 1);
     /// // An ordinary stop and start carries the count over.
     /// let _ = m.stop();
     /// let _ = m.start();
-    /// assert_eq!(m.failed_attempts(), 1);
+    /// assert_eq!(m.consecutive_failures(), 1);
     /// ```
     pub fn start(&mut self) -> Actions<E> {
         let mut out = Actions::new();
@@ -628,7 +628,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// (an interface came up, the address changed) or an operator's command, so
     /// that an attempt that failed fast does not wait out a long backoff. Never an
     /// error, and issues no id. With `reset_backoff`, the count of consecutive
-    /// failures ([`Machine::failed_attempts`]) is also reset to 0, so the backoff
+    /// failures ([`Machine::consecutive_failures`]) is also reset to 0, so the backoff
     /// starts over (the next failure asks the policy for 1).
     ///
     /// What it does in each state:
@@ -657,7 +657,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// // The network came back: no need to wait a minute.
     /// let actions = m.reconnect_now(true);
     /// assert!(matches!(actions[..], [Action::CancelTimer { .. }, Action::Connect { .. }]));
-    /// assert_eq!(m.failed_attempts(), 0);
+    /// assert_eq!(m.consecutive_failures(), 0);
     /// ```
     pub fn reconnect_now(&mut self, reset_backoff: bool) -> Actions<E> {
         let mut out = Actions::new();
@@ -728,7 +728,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     ///   for a connection it asked to close, or one it no longer tracks, it is
     ///   stale; for an established connection it is bad input
     ///   ([`Rejection::AlreadyConnected`]: report its loss with
-    ///   `client_disconnected`).
+    ///   `connection_closed`).
     ///
     /// ```
     /// use core::time::Duration;
@@ -737,7 +737,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// let mut m: Machine<&str, _> = Machine::new(|n: u32| Duration::from_secs(n.into()));
     /// let _ = m.start();
     /// let attempt = m.current_attempt().unwrap();
-    /// let actions = m.failed_fatally(attempt, "bad password").unwrap();
+    /// let actions = m.attempt_failed_fatally(attempt, "bad password").unwrap();
     /// assert_eq!(
     ///     actions[..],
     ///     [
@@ -746,17 +746,17 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     ///             failure: Failure::Connect("bad password"),
     ///             consecutive_failures: 1,
     ///         },
-    ///         Action::GaveUp { failed_attempts: 1, fatal: true },
+    ///         Action::GaveUp { consecutive_failures: 1, fatal: true },
     ///     ]
     /// );
     /// assert_eq!(m.state(), State::Stopped);
     /// ```
-    pub fn failed_fatally(
+    pub fn attempt_failed_fatally(
         &mut self,
         attempt: AttemptId,
         error: E,
     ) -> Result<Actions<E>, InputError> {
-        self.report(Input::FailedFatally { attempt, error })
+        self.report(Input::AttemptFailedFatally { attempt, error })
     }
 
     /// User code run for the current attempt or the connection being prepared
@@ -789,8 +789,8 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 
     /// The connection is closed (lost, or closed because the machine asked).
-    pub fn client_disconnected(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
-        self.report(Input::ClientDisconnected { attempt })
+    pub fn connection_closed(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
+        self.report(Input::ConnectionClosed { attempt })
     }
 
     /// A timer fired. For the retry timer this is Twisted's `reconnect`.
@@ -822,11 +822,11 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 
     /// Consecutive failures so far (what the retry policy was last asked about).
-    pub fn failed_attempts(&self) -> u32 {
-        self.failed_attempts
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
     }
 
-    /// Consecutive failed attempts that were fatal ([`Machine::failed_fatally`]);
+    /// Consecutive failed attempts that were fatal ([`Machine::attempt_failed_fatally`]);
     /// the machine gives up when this reaches [`Config::give_up_after_fatal`].
     pub fn fatal_streak(&self) -> u32 {
         self.fatal_streak
@@ -1005,7 +1005,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Whose::Connected { .. } => return Err(Rejection::NotPreparing(attempt)),
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
-            Input::FailedFatally { attempt, error } => match self.whose(attempt)? {
+            Input::AttemptFailedFatally { attempt, error } => match self.whose(attempt)? {
                 Whose::Attempting => Event::AttemptFailed {
                     failure: Failure::Connect(error),
                     close: false,
@@ -1031,7 +1031,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     close: true,
                     fatal: false,
                 },
-                Whose::Connected { .. } => return Err(Rejection::Established(attempt)),
+                Whose::Connected { .. } => return Err(Rejection::AlreadyConnected(attempt)),
                 Whose::Cancelled => Event::Gone(attempt),
                 Whose::Closing | Whose::Old => Event::Stale,
             },
@@ -1049,7 +1049,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 }
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
-            Input::ClientDisconnected { attempt } => match self.whose(attempt)? {
+            Input::ConnectionClosed { attempt } => match self.whose(attempt)? {
                 Whose::Attempting => return Err(Rejection::NotMade(attempt)),
                 Whose::Preparing => Event::AttemptFailed {
                     failure: Failure::LostWhilePreparing,
@@ -1147,13 +1147,13 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             (Waiting { retry }, Event::ReconnectNow(reset_backoff)) => {
                 out.push(Action::CancelTimer { timer: retry });
                 if reset_backoff {
-                    self.failed_attempts = 0;
+                    self.consecutive_failures = 0;
                 }
                 self.connect(out);
             }
             (Connecting(_) | Connected(_), Event::ReconnectNow(reset_backoff)) => {
                 if reset_backoff {
-                    self.failed_attempts = 0;
+                    self.consecutive_failures = 0;
                 }
             }
             (Init | Disconnecting | Restarting | Stopped, Event::ReconnectNow(_)) => {}
@@ -1262,7 +1262,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 self.lose(connection, LossKind::Closed, next, out);
             }
             (Connected(connection), Event::HealthyDue) => {
-                self.failed_attempts = 0;
+                self.consecutive_failures = 0;
                 self.now = Connected(Connection {
                     health: Health::Healthy,
                     ..connection
@@ -1276,7 +1276,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 let health = match connection.health {
                     Health::AfterIntervals(left) => match left.saturating_sub(probe.interval) {
                         left if left.is_zero() => {
-                            self.failed_attempts = 0;
+                            self.consecutive_failures = 0;
                             Health::Healthy
                         }
                         left => Health::AfterIntervals(left),
@@ -1403,7 +1403,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             (None, None) => (Health::Healthy, None),
         };
         if health == Health::Healthy {
-            self.failed_attempts = 0;
+            self.consecutive_failures = 0;
         }
         self.now = Now::Connected(Connection {
             attempt,
@@ -1424,7 +1424,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// changes anything, so that a panicking policy leaves the machine untouched.
     fn ask_policy(&mut self) -> Option<Duration> {
         self.policy
-            .next_delay(self.failed_attempts.saturating_add(1))
+            .next_delay(self.consecutive_failures.saturating_add(1))
     }
 
     /// The current attempt failed (its cleanup is done): count it, retry after
@@ -1439,17 +1439,17 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         fatal: bool,
         out: &mut Actions<E>,
     ) {
-        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.failure_events += 1;
         self.counters.failures += 1;
         self.retry_or_stop(next, out);
         out.push(Action::AttemptFailed {
             attempt,
             failure,
-            consecutive_failures: self.failed_attempts,
+            consecutive_failures: self.consecutive_failures,
         });
         let gave_up = next.is_none().then_some(GiveUp {
-            failed_attempts: self.failed_attempts,
+            consecutive_failures: self.consecutive_failures,
             fatal,
         });
         let waiters: WaiterList = if gave_up.is_some() {
@@ -1486,7 +1486,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         if flap {
             self.counters.flaps += 1;
         }
-        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.retry_or_stop(next, out);
         out.push(Action::Lost {
             attempt,
@@ -1512,16 +1512,16 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         match next {
             Some(delay) => out.push(Action::RetryScheduled {
                 delay,
-                consecutive_failures: self.failed_attempts,
+                consecutive_failures: self.consecutive_failures,
             }),
             None => {
                 let gave_up = GiveUp {
-                    failed_attempts: self.failed_attempts,
+                    consecutive_failures: self.consecutive_failures,
                     fatal,
                 };
                 self.gave_up = Some(gave_up);
                 out.push(Action::GaveUp {
-                    failed_attempts: gave_up.failed_attempts,
+                    consecutive_failures: gave_up.consecutive_failures,
                     fatal: gave_up.fatal,
                 });
             }
@@ -1532,7 +1532,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// stop the count carries over (Twisted).
     fn fresh_schedule_after_giving_up(&mut self) {
         if self.gave_up.take().is_some() {
-            self.failed_attempts = 0;
+            self.consecutive_failures = 0;
             self.fatal_streak = 0;
         }
     }

@@ -1,6 +1,6 @@
 //! Retry policies: how long to wait before the next attempt, or whether to give up.
 //!
-//! The machine keeps a counter of consecutive failures (`failed_attempts`, see the
+//! The machine keeps a counter of consecutive failures (`consecutive_failures`, see the
 //! [behaviour contract](crate::contract#failed-attempts)). Every time it enters Waiting it asks its
 //! [`RetryPolicy`] for the delay before the next attempt, passing that counter
 //! (so the first retry asks for `1`, never `0`). The policy answers with
@@ -22,7 +22,7 @@
 //! # Jitter modes
 //!
 //! For [`Backoff`], `base(n) = min(initial · factorⁿ⁻¹, max)` is the delay without
-//! jitter ([`Backoff::base_delay`]); `n` is `failed_attempts` (at least 1, so
+//! jitter ([`Backoff::base_delay`]); `n` is `consecutive_failures` (at least 1, so
 //! `base(1) = initial`: the first retry waits `initial`). `U[a, b)` is a
 //! uniformly random whole number of nanoseconds `x` with `a ≤ x < b`, and `U[a, b]`
 //! one with `a ≤ x ≤ b`.
@@ -48,7 +48,7 @@
 //! use core::time::Duration;
 //! use redial::policy::RetryPolicy;
 //!
-//! let mut policy = |failed_attempts: u32| Duration::from_millis(100) * failed_attempts.min(10);
+//! let mut policy = |consecutive_failures: u32| Duration::from_millis(100) * consecutive_failures.min(10);
 //! assert_eq!(policy.next_delay(1), Some(Duration::from_millis(100)));
 //! assert_eq!(policy.next_delay(50), Some(Duration::from_secs(1)));
 //! ```
@@ -106,7 +106,7 @@ use crate::error::PolicyError;
 
 /// Decides, after a failure, how long to wait before the next attempt — or to give up.
 ///
-/// `failed_attempts` is the number of consecutive failures so far, including the one
+/// `consecutive_failures` is the number of consecutive failures so far, including the one
 /// that just happened, so the machine always passes a value of at least 1 (it is
 /// reset to 0 only when a connection is established). `Some(delay)` means "try again
 /// after `delay`"; `None` means "give up".
@@ -124,11 +124,11 @@ use crate::error::PolicyError;
 /// and the panic propagates to the caller of [`Machine::handle`](crate::Machine::handle)
 /// or of the input method that asked.
 pub trait RetryPolicy {
-    /// The delay before the next attempt after `failed_attempts` consecutive
+    /// The delay before the next attempt after `consecutive_failures` consecutive
     /// failures (at least 1), or `None` to stop retrying.
-    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration>;
+    fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration>;
 
-    /// Wraps `self` so that it gives up (returns `None`) once `failed_attempts`
+    /// Wraps `self` so that it gives up (returns `None`) once `consecutive_failures`
     /// reaches `max_failures`, and asks `self` otherwise.
     ///
     /// With `give_up_after(3)` the first and second failures are retried and the
@@ -154,10 +154,10 @@ pub trait RetryPolicy {
     }
 }
 
-/// Any closure from `failed_attempts` to a delay is a policy that never gives up.
+/// Any closure from `consecutive_failures` to a delay is a policy that never gives up.
 impl<F: FnMut(u32) -> Duration> RetryPolicy for F {
-    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
-        Some(self(failed_attempts))
+    fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration> {
+        Some(self(consecutive_failures))
     }
 }
 
@@ -165,7 +165,7 @@ impl<F: FnMut(u32) -> Duration> RetryPolicy for F {
 #[derive(Clone)]
 pub struct FromFn<F>(F);
 
-/// Makes a policy from a closure `failed_attempts -> Option<delay>`, where `None`
+/// Makes a policy from a closure `consecutive_failures -> Option<delay>`, where `None`
 /// means give up.
 ///
 /// ```
@@ -187,8 +187,8 @@ pub fn from_fn<F: FnMut(u32) -> Option<Duration>>(f: F) -> FromFn<F> {
 }
 
 impl<F: FnMut(u32) -> Option<Duration>> RetryPolicy for FromFn<F> {
-    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
-        (self.0)(failed_attempts)
+    fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration> {
+        (self.0)(consecutive_failures)
     }
 }
 
@@ -198,7 +198,7 @@ impl<F> fmt::Debug for FromFn<F> {
     }
 }
 
-/// A policy that gives up once `failed_attempts` reaches a limit; built by
+/// A policy that gives up once `consecutive_failures` reaches a limit; built by
 /// [`RetryPolicy::give_up_after`].
 ///
 /// Below the limit it returns whatever the inner policy returns (which may itself
@@ -224,11 +224,11 @@ impl<P> GiveUpAfter<P> {
 }
 
 impl<P: RetryPolicy> RetryPolicy for GiveUpAfter<P> {
-    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
-        if failed_attempts >= self.max_failures.max(1) {
+    fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration> {
+        if consecutive_failures >= self.max_failures.max(1) {
             None
         } else {
-            self.inner.next_delay(failed_attempts)
+            self.inner.next_delay(consecutive_failures)
         }
     }
 }
@@ -267,7 +267,7 @@ pub enum Jitter {
     Equal,
     /// AWS "decorrelated jitter": `d = min(max, U[initial, 3 · prev))`, then
     /// `prev = d`; `prev` starts at, and is reset to, `initial` whenever
-    /// `failed_attempts` is 1 (or 0).
+    /// `consecutive_failures` is 1 (or 0).
     ///
     /// The growth comes from the previous delay, not from `factor`, which this mode
     /// ignores. The cap applies after the jitter: `initial ≤ d ≤ max`. If `initial`
@@ -451,8 +451,8 @@ impl Backoff {
         self.jitter
     }
 
-    /// The delay without jitter after `failed_attempts` failures:
-    /// `min(initial · factor^(failed_attempts − 1), max)`, rounded to the nearest
+    /// The delay without jitter after `consecutive_failures` failures:
+    /// `min(initial · factor^(consecutive_failures − 1), max)`, rounded to the nearest
     /// nanosecond. `base_delay(1)` is `initial`; `base_delay(0)` (which the machine
     /// never asks for) is `initial` too.
     ///
@@ -461,9 +461,9 @@ impl Backoff {
     /// 3.375 s, …) and otherwise within `f64` rounding (about one part in 2⁵³); it
     /// is always within `[initial, max]`. With `factor == 1` it is exactly `initial`.
     ///
-    /// Never panics and never overflows, for any `failed_attempts` up to
+    /// Never panics and never overflows, for any `consecutive_failures` up to
     /// [`u32::MAX`]: a power too large for `f64` is simply capped at `max`. When
-    /// `initial` is zero it is zero for every `failed_attempts`.
+    /// `initial` is zero it is zero for every `consecutive_failures`.
     ///
     /// ```
     /// use core::time::Duration;
@@ -474,8 +474,8 @@ impl Backoff {
     /// assert_eq!(b.base_delay(3), Duration::from_millis(3375));
     /// assert_eq!(b.base_delay(u32::MAX), Duration::from_secs(60));
     /// ```
-    pub fn base_delay(&self, failed_attempts: u32) -> Duration {
-        nanos_to_duration(self.base_nanos(failed_attempts))
+    pub fn base_delay(&self, consecutive_failures: u32) -> Duration {
+        nanos_to_duration(self.base_nanos(consecutive_failures))
     }
 
     fn base_nanos(&self, n: u32) -> u128 {
@@ -503,24 +503,24 @@ impl Backoff {
 
 impl RetryPolicy for Backoff {
     /// The jittered delay; never `None`.
-    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
+    fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration> {
         let nanos = match self.jitter {
-            Jitter::None => self.base_nanos(failed_attempts),
+            Jitter::None => self.base_nanos(consecutive_failures),
             Jitter::Additive { max } => {
-                let base = self.base_nanos(failed_attempts);
+                let base = self.base_nanos(consecutive_failures);
                 base + uniform_below(&mut self.rng, max.as_nanos())
             }
             Jitter::Full => {
-                let base = self.base_nanos(failed_attempts);
+                let base = self.base_nanos(consecutive_failures);
                 uniform_below(&mut self.rng, base + 1)
             }
             Jitter::Equal => {
-                let base = self.base_nanos(failed_attempts);
+                let base = self.base_nanos(consecutive_failures);
                 let half = base / 2;
                 half + uniform_below(&mut self.rng, base - half)
             }
             Jitter::Decorrelated => {
-                if failed_attempts <= 1 {
+                if consecutive_failures <= 1 {
                     self.prev = self.initial;
                 }
                 let low = self.initial.as_nanos();

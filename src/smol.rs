@@ -10,7 +10,7 @@
 //!     let tcp = smol::net::TcpStream::connect("127.0.0.1:7000").await?;
 //!     Ok::<_, std::io::Error>(redial::smol::stream(tcp))
 //! })
-//! .connect_timeout(Duration::from_secs(5))
+//! .connect_timeout(Some(Duration::from_secs(5)))
 //! .start()?;
 //!
 //! let conn = service.when_connected().await?;

@@ -9,7 +9,7 @@
 //!     let tcp = tokio::net::TcpStream::connect("127.0.0.1:7000").await?;
 //!     Ok::<_, std::io::Error>(redial::tokio::stream(tcp))
 //! })
-//! .connect_timeout(Duration::from_secs(5))
+//! .connect_timeout(Some(Duration::from_secs(5)))
 //! .start()?;
 //!
 //! let conn = service.when_connected().await?;

@@ -213,11 +213,11 @@ fn opt_in_cycles_with_stop_and_restart_do_not_allocate() {
             let (_, actions) = m.stop(); // Disconnect
             d.perform(actions);
             let closing = d.to_disconnect.take().unwrap();
-            d.perform(m.client_disconnected(closing).unwrap()); // finish stopping
+            d.perform(m.connection_closed(closing).unwrap()); // finish stopping
             assert_eq!(m.state(), State::Stopped);
             d.perform(m.start()); // Connect, connect timeout
         } else {
-            d.perform(m.client_disconnected(attempt).unwrap()); // retry timer
+            d.perform(m.connection_closed(attempt).unwrap()); // retry timer
             d.fire(m); // Connect, connect timeout
         }
         assert_eq!(m.state(), State::Connecting);

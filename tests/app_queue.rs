@@ -114,7 +114,7 @@ impl<P: RetryPolicy> App<String> for Queue<P> {
 
     fn handle(&mut self, input: Input<String>) -> Result<Step<String>, InputError> {
         let lost = match input {
-            Input::ClientDisconnected { attempt } => Some(attempt),
+            Input::ConnectionClosed { attempt } => Some(attempt),
             _ => None,
         };
         let step = self.machine.handle(input)?;

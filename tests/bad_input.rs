@@ -43,7 +43,7 @@ fn machines() -> Vec<(&'static str, M)> {
     let _ = m.prepare_succeeded(a(0)).unwrap();
     out.push(("connected", m.clone()));
 
-    let _ = m.client_disconnected(a(0)).unwrap();
+    let _ = m.connection_closed(a(0)).unwrap();
     let _ = m.when_connected(None);
     out.push(("waiting", m.clone()));
 
@@ -80,7 +80,7 @@ fn assert_rejected(name: &str, m: &M, input: Input<E>, reason: Rejection) {
     // Through handle_into: the caller's buffer is left as it was, too.
     let mut after = m.clone();
     let sentinel: Action<E> = Action::GaveUp {
-        failed_attempts: 77,
+        consecutive_failures: 77,
         fatal: false,
     };
     let mut out: Actions<E> = [sentinel.clone()].into_iter().collect();
@@ -123,7 +123,7 @@ fn ids_never_issued_are_rejected_in_every_state() {
                 attempt: unknown,
                 error: "x",
             },
-            Input::ClientDisconnected { attempt: unknown },
+            Input::ConnectionClosed { attempt: unknown },
             Input::Panicked {
                 attempt: unknown,
                 panic: Panic::new(PanicSite::Connector, "x"),
@@ -185,7 +185,7 @@ fn reports_that_contradict_the_current_attempt_are_rejected() {
     assert_rejected(
         name,
         m,
-        Input::ClientDisconnected { attempt: a(0) },
+        Input::ConnectionClosed { attempt: a(0) },
         Rejection::NotMade(a(0)),
     );
     assert_rejected(
@@ -245,7 +245,7 @@ fn reports_that_contradict_the_current_attempt_are_rejected() {
 }
 
 /// `panicked` for the established connection is rejected (its loss is reported with
-/// `client_disconnected`), whatever the site, and changes nothing.
+/// `connection_closed`), whatever the site, and changes nothing.
 #[test]
 fn panicked_for_an_established_connection_is_rejected_and_changes_nothing() {
     let machines = machines();
@@ -263,7 +263,7 @@ fn panicked_for_an_established_connection_is_rejected_and_changes_nothing() {
                 attempt: a(0),
                 panic: Panic::new(site, "boom"),
             },
-            Rejection::Established(a(0)),
+            Rejection::AlreadyConnected(a(0)),
         );
     }
     // Every other state accepts a `panicked` naming an issued attempt (as a failure,
@@ -319,14 +319,14 @@ fn bad_input_after_giving_up_keeps_the_counters_and_the_fresh_start() {
     let mut m = Machine::<E, _>::with_config(policy, config).unwrap();
     let _ = m.start();
     let _ = m.connection_made(a(0)).unwrap(); // the healthy timer is armed
-    let _ = m.client_disconnected(a(0)).unwrap(); // a flap: lost before it was healthy
+    let _ = m.connection_closed(a(0)).unwrap(); // a flap: lost before it was healthy
     let (retry, _) = m.armed_timer().unwrap();
     let _ = m.timer_fired(retry).unwrap();
     let actions = m.connection_failed(a(1), "refused").unwrap();
     assert!(matches!(
         actions.last(),
         Some(Action::GaveUp {
-            failed_attempts: 2,
+            consecutive_failures: 2,
             fatal: false
         })
     ));
@@ -343,7 +343,7 @@ fn bad_input_after_giving_up_keeps_the_counters_and_the_fresh_start() {
             attempt: a(NEVER),
             error: "x",
         },
-        Input::ClientDisconnected { attempt: a(NEVER) },
+        Input::ConnectionClosed { attempt: a(NEVER) },
         Input::TimerFired {
             timer: TimerId::from_raw(NEVER),
         },
@@ -355,12 +355,16 @@ fn bad_input_after_giving_up_keeps_the_counters_and_the_fresh_start() {
         assert_eq!(m, before, "{input:?} changed the machine");
     }
     // Stale: the old connection's loss again, the consumed retry timer.
-    assert!(m.client_disconnected(a(0)).unwrap().is_empty());
+    assert!(m.connection_closed(a(0)).unwrap().is_empty());
     assert!(m.timer_fired(retry).unwrap().is_empty());
     assert_eq!(m, before);
 
     let _ = m.start();
-    assert_eq!(m.failed_attempts(), 0, "the start after a give-up is fresh");
+    assert_eq!(
+        m.consecutive_failures(),
+        0,
+        "the start after a give-up is fresh"
+    );
     assert_eq!(m.counters().flaps, 1);
 }
 
@@ -386,7 +390,7 @@ fn reconnect_now_is_never_rejected_and_changes_nothing_where_it_does_nothing() {
                     m.state(),
                     State::Waiting | State::Connecting | State::Connected
                 )
-                && m.failed_attempts() != 0;
+                && m.consecutive_failures() != 0;
             if acts {
                 assert_eq!(after.state(), State::Connecting, "{name}");
             } else {
@@ -399,9 +403,9 @@ fn reconnect_now_is_never_rejected_and_changes_nothing_where_it_does_nothing() {
     }
 }
 
-/// `failed_fatally` for the established connection is rejected as
+/// `attempt_failed_fatally` for the established connection is rejected as
 /// `connection_failed` is (`AlreadyConnected`: its loss is reported with
-/// `client_disconnected`); an id never issued is unknown, in every state. Neither
+/// `connection_closed`); an id never issued is unknown, in every state. Neither
 /// changes anything.
 #[test]
 fn failed_fatally_for_an_established_connection_or_an_unknown_attempt_is_rejected() {
@@ -410,7 +414,7 @@ fn failed_fatally_for_an_established_connection_or_an_unknown_attempt_is_rejecte
     assert_rejected(
         name,
         m,
-        Input::FailedFatally {
+        Input::AttemptFailedFatally {
             attempt: a(0),
             error: "bad password",
         },
@@ -420,7 +424,7 @@ fn failed_fatally_for_an_established_connection_or_an_unknown_attempt_is_rejecte
         assert_rejected(
             name,
             m,
-            Input::FailedFatally {
+            Input::AttemptFailedFatally {
                 attempt: a(NEVER),
                 error: "bad password",
             },

@@ -54,13 +54,13 @@ fn reconnect_now_skips_the_wait_and_may_reset_the_backoff() {
     service.reconnect_now(false);
     rt.run_until_idle();
     assert_eq!((net.attempts(), rt.now()), (2, Duration::ZERO));
-    assert_eq!(service.failed_attempts(), 2);
+    assert_eq!(service.consecutive_failures(), 2);
     assert_eq!(rt.next_timer(), Some(secs(20)));
 
     // Now, with a reset: the count starts again (10 s after this failure).
     service.reconnect_now(true);
     rt.run_until_idle();
-    assert_eq!((net.attempts(), service.failed_attempts()), (3, 1));
+    assert_eq!((net.attempts(), service.consecutive_failures()), (3, 1));
     assert_eq!(rt.next_timer(), Some(secs(10)));
 
     // Connected: nothing happens (to replace a live connection, disconnect it).
@@ -95,7 +95,7 @@ fn a_fatal_failure_gives_up_at_once_and_says_why() {
     service.start();
     match rt.run(waiter) {
         Some(Err(Error::GaveUp {
-            failed_attempts: 1,
+            consecutive_failures: 1,
             last,
             fatal: true,
         })) => assert!(matches!(&*last, Failure::Connect(e) if e.message() == "wrong password")),
@@ -110,7 +110,7 @@ fn a_fatal_failure_gives_up_at_once_and_says_why() {
     // the same give-up and its failure, not a bare "stopped".
     match rt.run(service.when_connected()).unwrap() {
         Err(Error::GaveUp {
-            failed_attempts: 1,
+            consecutive_failures: 1,
             last,
             fatal: true,
         }) => assert!(matches!(&*last, Failure::Connect(e) if e.message() == "wrong password")),
@@ -120,18 +120,18 @@ fn a_fatal_failure_gives_up_at_once_and_says_why() {
     while let Some(Some(event)) = rt.run_for(Duration::ZERO, events.next()) {
         if let Event::GaveUp {
             fatal,
-            failed_attempts,
+            consecutive_failures,
             ..
         } = event
         {
-            gave_up = Some((fatal, failed_attempts));
+            gave_up = Some((fatal, consecutive_failures));
             break;
         }
     }
     assert_eq!(gave_up, Some((true, 1)));
     // The message says it, and the chain leads to the error.
     let failed = Error::<NetError>::GaveUp {
-        failed_attempts: 1,
+        consecutive_failures: 1,
         last: Arc::new(Failure::Connect(NetError::new("wrong password"))),
         fatal: true,
     };
@@ -163,7 +163,7 @@ fn fatal_failures_can_be_given_a_few_tries_and_other_failures_reset_the_count() 
     let waiter = service.when_connected();
     match rt.run(waiter) {
         Some(Err(Error::GaveUp {
-            failed_attempts: 5,
+            consecutive_failures: 5,
             fatal: true,
             ..
         })) => {}
@@ -295,7 +295,7 @@ fn events_print_as_one_line_with_their_cause() {
         ]
     );
     let fatal: Event<NetError> = Event::GaveUp {
-        failed_attempts: 1,
+        consecutive_failures: 1,
         last: Some(Arc::new(Failure::Connect(NetError::new("bad password")))),
         fatal: true,
     };

@@ -675,7 +675,7 @@ fn a_connect_timeout_counts_the_wait_for_admission() {
     }
     let service = ClientService::builder(rt.clone(), net.connector())
         .policy(|_| Duration::from_millis(500))
-        .connect_timeout(Duration::from_millis(1500))
+        .connect_timeout(Some(Duration::from_millis(1500)))
         .budget(budget.clone())
         .start()
         .unwrap();

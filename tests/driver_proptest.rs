@@ -346,8 +346,8 @@ fn setup() -> impl Strategy<Value = Setup> {
 struct Delays(Vec<Duration>);
 
 impl RetryPolicy for Delays {
-    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
-        let n = failed_attempts.max(1) as usize - 1;
+    fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration> {
+        let n = consecutive_failures.max(1) as usize - 1;
         Some(self.0[n % self.0.len()])
     }
 }
@@ -362,12 +362,12 @@ struct ScriptedPolicy {
 }
 
 impl RetryPolicy for ScriptedPolicy {
-    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
+    fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if self.panic_at == Some(call) {
             panic!("{POLICY_PANIC} (call {call})");
         }
-        let delay = self.inner.next_delay(failed_attempts);
+        let delay = self.inner.next_delay(consecutive_failures);
         if delay.is_none() {
             self.give_ups.fetch_add(1, Ordering::SeqCst);
         }
@@ -523,10 +523,10 @@ impl World {
             builder = builder.prepare(net.prepare_hook());
         }
         if let Some(t) = setup.connect_timeout_ms {
-            builder = builder.connect_timeout(ms(t));
+            builder = builder.connect_timeout(Some(ms(t)));
         }
         if let Some(t) = setup.prepare_timeout_ms {
-            builder = builder.prepare_timeout(ms(t));
+            builder = builder.prepare_timeout(Some(ms(t)));
         }
         // `None`: Twisted's reset on connect (the builder's default is 5 s up).
         builder = builder.reset_backoff_after(setup.reset_backoff_after_ms.map(ms));
@@ -1146,14 +1146,15 @@ impl World {
             }
             // GaveUp: only with a policy that gives up, once it has; the service stops.
             Err(Error::GaveUp {
-                failed_attempts, ..
+                consecutive_failures,
+                ..
             }) => {
                 let Some(max) = self.setup.give_up_after else {
                     return Err(format!("w{name}: GaveUp from a policy that never gives up"));
                 };
                 ensure!(
-                    *failed_attempts >= max.max(1),
-                    "w{name}: GaveUp after {failed_attempts} failures (gives up at {max})"
+                    *consecutive_failures >= max.max(1),
+                    "w{name}: GaveUp after {consecutive_failures} failures (gives up at {max})"
                 );
                 // (Unless a start made after the request that failed restarted it.)
                 if let (false, Some(h)) = (self.restart_in_step, self.handle()) {
@@ -1511,14 +1512,15 @@ impl World {
                     // Stopped because it gave up: the waiter learns it (only with a
                     // policy that gives up, once it has).
                     Some(Err(Error::GaveUp {
-                        failed_attempts, ..
+                        consecutive_failures,
+                        ..
                     })) => {
                         !want_ended
                             && self.give_ups.load(Ordering::SeqCst) > 0
                             && self
                                 .setup
                                 .give_up_after
-                                .is_some_and(|max| *failed_attempts >= max.max(1))
+                                .is_some_and(|max| *consecutive_failures >= max.max(1))
                     }
                     Some(Err(Error::Ended(e))) => self.ended.is_some_and(|why| why.accepts(e)),
                     _ => false,

@@ -662,7 +662,7 @@ fn a_connect_timeout_cancels_the_attempt_at_the_exact_instant() {
     let net = Net::new();
     let service = ClientService::builder(rt.clone(), net.connector())
         .policy(backoff())
-        .connect_timeout(secs(5))
+        .connect_timeout(Some(secs(5)))
         .start()
         .unwrap();
     let waiter = service.when_connected_fail_after(NonZeroU32::new(1).unwrap());
@@ -692,7 +692,7 @@ fn prepare_steps_decide_the_connection() {
     net.push_prepare(PrepareOutcome::Fail("bad hello".into()));
     let service = ClientService::builder(rt.clone(), net.connector())
         .prepare(net.prepare_hook())
-        .prepare_timeout(secs(3))
+        .prepare_timeout(Some(secs(3)))
         .policy(backoff())
         .reset_backoff_after(None)
         .start()
@@ -866,7 +866,7 @@ proptest! {
         let mut builder = ClientService::builder(rt.clone(), net.connector())
             .policy(Backoff::new(ms(100), 2.0, secs(2)).unwrap().with_jitter(Jitter::None));
         if let Some(t) = timeout {
-            builder = builder.connect_timeout(ms(t));
+            builder = builder.connect_timeout(Some(ms(t)));
         }
         let service = builder.build().unwrap();
         let mut waiters: Vec<Option<Waiter>> = Vec::new();

@@ -63,7 +63,7 @@ impl App<String> for Watcher {
 
     fn handle(&mut self, input: Input<String>) -> Result<Step<String>, InputError> {
         self.inputs += 1;
-        let lost = matches!(input, Input::ClientDisconnected { .. });
+        let lost = matches!(input, Input::ConnectionClosed { .. });
         let step = self.machine.handle(input)?;
         for action in &step.actions {
             if let Action::NotifyWaiters { attempt, .. } = action {
@@ -190,7 +190,7 @@ fn step_feeds_one_report_at_a_time() {
     assert!(matches!(record.input, Input::ConnectionMade { .. }));
     assert_eq!(sim.now(), ms(112));
     let record = sim.step().unwrap();
-    assert!(matches!(record.input, Input::ClientDisconnected { .. }));
+    assert!(matches!(record.input, Input::ConnectionClosed { .. }));
     assert_eq!(sim.now(), ms(162));
     // Lost: a retry is due 100 ms later; then the connect script runs out (Hang).
     assert_eq!(sim.step().unwrap().at, ms(262));
@@ -285,7 +285,7 @@ fn an_app_owned_by_the_test_runs_under_the_simulator() {
         "{text}"
     );
     // The loss made the application ask again: its when_connected follows the loss.
-    assert!(text.contains("@105ms client_disconnected attempt#0\n  schedule timer#0 retry 100ms\n  lost attempt#0 closed\n  retry_scheduled 100ms failures=1\nwhen_connected\n  = waiter#1\n"), "{text}");
+    assert!(text.contains("@105ms connection_closed attempt#0\n  schedule timer#0 retry 100ms\n  lost attempt#0 closed\n  retry_scheduled 100ms failures=1\nwhen_connected\n  = waiter#1\n"), "{text}");
     trace.replay().unwrap();
 }
 
@@ -341,7 +341,7 @@ stop
   = stop#0
   disconnect attempt#0
   => Disconnecting
-client_disconnected attempt#0
+connection_closed attempt#0
   finish_stopping stop#0
   => Stopped
 "
@@ -425,7 +425,7 @@ proptest! {
                 .outstanding()
                 .map(|attempt| match connections.get(attempt) {
                     Some(ConnState::Cancelling) => Input::ConnectCancelled { attempt },
-                    _ => Input::ClientDisconnected { attempt },
+                    _ => Input::ConnectionClosed { attempt },
                 })
                 .collect();
             outstanding.sort_by_key(|i| format!("{i:?}"));

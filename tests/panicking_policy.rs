@@ -61,12 +61,12 @@ struct Bomb {
 }
 
 impl RetryPolicy for Bomb {
-    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
+    fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration> {
         if self.armed.get() {
             // n >= 1, so this is at least Duration::MAX * 2.
-            Some(Duration::MAX * failed_attempts.saturating_add(1))
+            Some(Duration::MAX * consecutive_failures.saturating_add(1))
         } else {
-            Some(Duration::from_secs(failed_attempts.into()))
+            Some(Duration::from_secs(consecutive_failures.into()))
         }
     }
 }
@@ -182,12 +182,12 @@ fn transitions() -> Vec<(&'static str, M, Input<String>)> {
         (
             "lost while preparing",
             preparing.clone(),
-            Input::ClientDisconnected { attempt: a(0) },
+            Input::ConnectionClosed { attempt: a(0) },
         ),
         (
             "failed fatally while attempting",
             attempting.clone(),
-            Input::FailedFatally {
+            Input::AttemptFailedFatally {
                 attempt: a(0),
                 error: "bad password".into(),
             },
@@ -195,7 +195,7 @@ fn transitions() -> Vec<(&'static str, M, Input<String>)> {
         (
             "failed fatally while preparing",
             preparing.clone(),
-            Input::FailedFatally {
+            Input::AttemptFailedFatally {
                 attempt: a(0),
                 error: "bad password".into(),
             },
@@ -229,7 +229,7 @@ fn transitions() -> Vec<(&'static str, M, Input<String>)> {
         (
             "lost after being established",
             connected,
-            Input::ClientDisconnected { attempt: a(0) },
+            Input::ConnectionClosed { attempt: a(0) },
         ),
         (
             "probe failed",
@@ -267,7 +267,7 @@ fn a_panicking_policy_changes_nothing_in_every_transition_that_asks_it() {
 
         // handle_into: the panic propagates; the machine and the buffer are untouched.
         let sentinel: Action<String> = Action::GaveUp {
-            failed_attempts: 99,
+            consecutive_failures: 99,
             fatal: false,
         };
         let mut out: Actions<String> = [sentinel.clone()].into_iter().collect();
@@ -306,17 +306,17 @@ struct Fused {
 }
 
 impl RetryPolicy for Fused {
-    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
+    fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration> {
         match self.fuse.get() {
             Some(0) => {
                 self.fuse.set(None);
-                Some(Duration::MAX * failed_attempts.saturating_add(1))
+                Some(Duration::MAX * consecutive_failures.saturating_add(1))
             }
             Some(calls) => {
                 self.fuse.set(Some(calls - 1));
-                self.inner.next_delay(failed_attempts)
+                self.inner.next_delay(consecutive_failures)
             }
-            None => self.inner.next_delay(failed_attempts),
+            None => self.inner.next_delay(consecutive_failures),
         }
     }
 }
@@ -334,13 +334,13 @@ fn transition_name(before: &Machine<String, Fused>, input: &Input<String>) -> &'
     match input {
         Input::ConnectionFailed { .. } => "connection failed",
         Input::PrepareFailed { .. } => "prepare failed",
-        Input::ClientDisconnected { .. } if before.state() == State::Connected => {
+        Input::ConnectionClosed { .. } if before.state() == State::Connected => {
             "lost after being established"
         }
-        Input::ClientDisconnected { .. } => "lost while preparing",
+        Input::ConnectionClosed { .. } => "lost while preparing",
         Input::ProbeFailed { .. } => "probe failed",
-        Input::FailedFatally { .. } if closes => "failed fatally while preparing",
-        Input::FailedFatally { .. } => "failed fatally while attempting",
+        Input::AttemptFailedFatally { .. } if closes => "failed fatally while preparing",
+        Input::AttemptFailedFatally { .. } => "failed fatally while attempting",
         Input::Panicked { .. } if closes => "panicked while preparing",
         Input::Panicked { .. } => "panicked while attempting",
         Input::TimerFired { .. } => match timer.map(|(_, kind)| kind) {
@@ -373,7 +373,7 @@ fn run_with_a_panic(
     let mut world = World::new();
     let mut invariants = Invariants::new();
     let sentinel: Action<String> = Action::GaveUp {
-        failed_attempts: 99,
+        consecutive_failures: 99,
         fatal: false,
     };
     let mut panicked = None;
@@ -481,18 +481,20 @@ fn a_fatal_give_up_never_asks_the_policy() {
     for (name, mut m) in [("attempting", attempting()), ("preparing", preparing())] {
         // The first fatal failure asks the policy (below the threshold of 2) ...
         let _ = m
-            .failed_fatally(a(0), "bad password".into())
+            .attempt_failed_fatally(a(0), "bad password".into())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let (retry, _) = m.armed_timer().unwrap();
         let _ = m.timer_fired(retry).unwrap();
         // ... the second gives up, with the policy armed to panic if asked.
         m.policy().armed.set(true);
-        let actions = m.failed_fatally(a(1), "bad password".into()).unwrap();
+        let actions = m
+            .attempt_failed_fatally(a(1), "bad password".into())
+            .unwrap();
         assert!(
             matches!(
                 actions.last(),
                 Some(Action::GaveUp {
-                    failed_attempts: 2,
+                    consecutive_failures: 2,
                     fatal: true
                 })
             ),

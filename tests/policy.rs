@@ -362,7 +362,7 @@ fn decorrelated_grows_is_capped_and_resets_at_one() {
         grown = grown.max(d);
     }
     assert!(grown > Duration::from_secs(10), "never grew: {grown:?}");
-    // failed_attempts == 1 forgets the history: back to [initial, 3 * initial).
+    // consecutive_failures == 1 forgets the history: back to [initial, 3 * initial).
     for _ in 0..1000 {
         for n in 1..=30 {
             b.next_delay(n);

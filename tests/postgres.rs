@@ -58,8 +58,8 @@ fn service(config: String) -> Pg {
                 .await
         })
         .policy(Backoff::new(Duration::from_millis(5), 2.0, Duration::from_millis(100)).unwrap())
-        .connect_timeout(Duration::from_secs(5))
-        .prepare_timeout(Duration::from_secs(5))
+        .connect_timeout(Some(Duration::from_secs(5)))
+        .prepare_timeout(Some(Duration::from_secs(5)))
         .start()
         .expect("valid configuration")
 }
@@ -390,7 +390,7 @@ fn a_database_that_does_not_exist_is_named_in_the_printed_error() {
                     .unwrap()
                     .give_up_after(3),
             )
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(Some(Duration::from_secs(5)))
             .start()
             .expect("valid configuration");
         let error = pg
@@ -413,7 +413,7 @@ fn a_database_that_does_not_exist_is_named_in_the_printed_error() {
         assert!(matches!(
             error,
             Error::GaveUp {
-                failed_attempts: 3,
+                consecutive_failures: 3,
                 ..
             }
         ));

@@ -170,10 +170,10 @@ fn call_method(
         ConnectCancelled { attempt } => step(m.connect_cancelled(attempt)?),
         PrepareSucceeded { attempt } => step(m.prepare_succeeded(attempt)?),
         PrepareFailed { attempt, error } => step(m.prepare_failed(attempt, error)?),
-        FailedFatally { attempt, error } => step(m.failed_fatally(attempt, error)?),
+        AttemptFailedFatally { attempt, error } => step(m.attempt_failed_fatally(attempt, error)?),
         ProbeSucceeded { attempt } => step(m.probe_succeeded(attempt)?),
         ProbeFailed { attempt } => step(m.probe_failed(attempt)?),
-        ClientDisconnected { attempt } => step(m.client_disconnected(attempt)?),
+        ConnectionClosed { attempt } => step(m.connection_closed(attempt)?),
         Panicked { attempt, panic } => step(m.panicked(attempt, panic)?),
         TimerFired { timer } => step(m.timer_fired(timer)?),
     })
@@ -211,7 +211,7 @@ proptest! {
     }
 }
 
-/// A [`SimPolicy`] that records every `failed_attempts` it is asked about.
+/// A [`SimPolicy`] that records every `consecutive_failures` it is asked about.
 #[derive(Debug, Clone)]
 struct Recorded {
     inner: SimPolicy,
@@ -227,9 +227,9 @@ impl PartialEq for Recorded {
 }
 
 impl RetryPolicy for Recorded {
-    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
-        self.asked.borrow_mut().push(failed_attempts);
-        self.inner.next_delay(failed_attempts)
+    fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration> {
+        self.asked.borrow_mut().push(consecutive_failures);
+        self.inner.next_delay(consecutive_failures)
     }
 }
 
@@ -265,10 +265,10 @@ proptest! {
             let Ok(step) = result else { return Ok(()) };
             if matches!(input, Input::Start) {
                 let expected = if gave_up { 0 } else { count };
-                if machine.failed_attempts() != expected {
+                if machine.consecutive_failures() != expected {
                     return Err(format!(
                         "start (after a give-up: {gave_up}) left the count at {}, not {expected}",
-                        machine.failed_attempts()
+                        machine.consecutive_failures()
                     ));
                 }
                 fresh |= gave_up;
@@ -277,7 +277,7 @@ proptest! {
             if step.actions.iter().any(|a| matches!(a, Action::GaveUp { .. })) {
                 gave_up = true;
             }
-            count = machine.failed_attempts();
+            count = machine.consecutive_failures();
             Ok(())
         })
         .map_err(|violation| TestCaseError::fail(violation.to_string()))?;
@@ -412,7 +412,7 @@ fn generated_panics_cover_every_row_of_their_rule() {
             let result = machine.handle(input.clone());
             let still_outstanding = machine.outstanding().any(|a| a == *attempt);
             seen.insert(match &result {
-                Err(e) if e.reason == Rejection::Established(*attempt) => "established",
+                Err(e) if e.reason == Rejection::AlreadyConnected(*attempt) => "already connected",
                 Err(e) if e.reason == Rejection::UnknownAttempt(*attempt) => "unknown",
                 Err(e) => panic!("unexpected rejection {e}"),
                 Ok(step) if current => {
@@ -434,10 +434,10 @@ fn generated_panics_cover_every_row_of_their_rule() {
         }
     }
     let all: BTreeSet<&str> = [
+        "already connected",
         "attempting",
         "cancelled",
         "closing",
-        "established",
         "old",
         "preparing",
         "unknown",

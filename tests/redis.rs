@@ -128,8 +128,8 @@ fn service(addr: SocketAddr, password: &str, policy: Backoff) -> (Redis, Arc<Pro
         }
     })
     .policy(policy)
-    .connect_timeout(Duration::from_secs(5))
-    .prepare_timeout(Duration::from_secs(5))
+    .connect_timeout(Some(Duration::from_secs(5)))
+    .prepare_timeout(Some(Duration::from_secs(5)))
     .start()
     .expect("valid configuration");
     (redis, probe)

@@ -63,8 +63,8 @@ fn builder(
                 .unwrap()
                 .with_jitter(Jitter::None),
         )
-        .connect_timeout(Duration::from_secs(2))
-        .prepare_timeout(Duration::from_millis(500))
+        .connect_timeout(Some(Duration::from_secs(2)))
+        .prepare_timeout(Some(Duration::from_millis(500)))
         .reset_backoff_after(None)
 }
 
@@ -183,7 +183,7 @@ fn a_wrong_password_classified_as_fatal_gives_up_after_one_attempt() {
             .map(|_| ())
             .unwrap_err();
         let Error::GaveUp {
-            failed_attempts,
+            consecutive_failures,
             last,
             fatal,
         } = &error
@@ -191,7 +191,7 @@ fn a_wrong_password_classified_as_fatal_gives_up_after_one_attempt() {
             panic!("expected a give-up, got {error:?}");
         };
         assert!(*fatal);
-        assert_eq!(*failed_attempts, 1);
+        assert_eq!(*consecutive_failures, 1);
         assert!(matches!(&**last, Failure::Prepare(e) if e.code() == Some("WRONGPASS")));
         let counters = redis.counters();
         assert_eq!((counters.attempts, counters.failures), (1, 1));

@@ -90,11 +90,11 @@ fn prepared(attempt: AttemptId) -> Input<E> {
 fn prepare_failed(attempt: AttemptId, error: E) -> Input<E> {
     Input::PrepareFailed { attempt, error }
 }
-fn failed_fatally(attempt: AttemptId, error: E) -> Input<E> {
-    Input::FailedFatally { attempt, error }
+fn attempt_failed_fatally(attempt: AttemptId, error: E) -> Input<E> {
+    Input::AttemptFailedFatally { attempt, error }
 }
 fn lost(attempt: AttemptId) -> Input<E> {
-    Input::ClientDisconnected { attempt }
+    Input::ConnectionClosed { attempt }
 }
 fn fired(timer: TimerId) -> Input<E> {
     Input::TimerFired { timer }
@@ -154,11 +154,11 @@ fn deliver(waiters: &[WaiterId]) -> Action<E> {
         gave_up: None,
     }
 }
-fn deliver_gave_up(waiters: &[WaiterId], failed_attempts: u32, fatal: bool) -> Action<E> {
+fn deliver_gave_up(waiters: &[WaiterId], consecutive_failures: u32, fatal: bool) -> Action<E> {
     Action::DeliverFailure {
         waiters: waiters.iter().copied().collect(),
         gave_up: Some(GiveUp {
-            failed_attempts,
+            consecutive_failures,
             fatal,
         }),
     }
@@ -183,9 +183,9 @@ fn retry_scheduled(delay: Duration, consecutive_failures: u32) -> Action<E> {
         consecutive_failures,
     }
 }
-fn gave_up(failed_attempts: u32, fatal: bool) -> Action<E> {
+fn gave_up(consecutive_failures: u32, fatal: bool) -> Action<E> {
     Action::GaveUp {
-        failed_attempts,
+        consecutive_failures,
         fatal,
     }
 }
@@ -377,9 +377,9 @@ fn connecting_connection_made_resets_failed_attempts() {
             (fired(t(1)), vec![connect(a(2))]),
         ],
     );
-    assert_eq!(m.failed_attempts(), 2);
+    assert_eq!(m.consecutive_failures(), 2);
     let m = run(m, &[(made(a(2)), vec![told_connected(a(2), 1)])]);
-    assert_eq!(m.failed_attempts(), 0);
+    assert_eq!(m.consecutive_failures(), 0);
 }
 
 #[test]
@@ -422,7 +422,7 @@ fn connecting_failure_schedules_then_delivers_to_waiters_at_their_threshold() {
         ],
     );
     assert_eq!(m.state(), State::Waiting);
-    assert_eq!(m.failed_attempts(), 1);
+    assert_eq!(m.consecutive_failures(), 1);
     assert_eq!(m.pending_waiters().collect::<Vec<_>>(), [w(0), w(2)]);
 }
 
@@ -510,7 +510,7 @@ fn connected_loss_waits_before_retrying_never_instantly() {
         )],
     );
     assert_eq!(m.state(), State::Waiting);
-    assert_eq!(m.failed_attempts(), 1);
+    assert_eq!(m.consecutive_failures(), 1);
     assert_eq!(m.counters().losses, 1);
 }
 
@@ -584,7 +584,7 @@ fn stopped_start_connects_without_resetting_failed_attempts() {
             (start(), vec![connect(a(1))]),
         ],
     );
-    assert_eq!(m.failed_attempts(), 1);
+    assert_eq!(m.consecutive_failures(), 1);
     // The next failure asks the policy for 2.
     run(
         m,
@@ -904,7 +904,7 @@ fn d8_inputs_are_plain_calls_even_while_handling_notifications() {
     let (stop_id, stopping) = m.stop();
     assert_eq!(notified.as_slice(), &[notify(a(0), &[w(0)])]);
     assert_eq!(stopping.as_slice(), &[disconnect(a(0))]);
-    let done = m.client_disconnected(a(0)).unwrap();
+    let done = m.connection_closed(a(0)).unwrap();
     assert_eq!(done.as_slice(), &[finish(&[stop_id])]);
 }
 
@@ -1031,7 +1031,7 @@ fn give_up_fails_every_waiter_with_the_last_failure_and_stops() {
         ],
     );
     assert_eq!(m.state(), State::Stopped);
-    assert_eq!(m.failed_attempts(), 2);
+    assert_eq!(m.consecutive_failures(), 2);
 }
 
 /// Started again after the policy gave up, the machine begins a fresh schedule:
@@ -1046,7 +1046,7 @@ fn waiters_after_a_give_up_learn_it_until_the_next_start() {
     let cancel_gave_up = |waiters: &[WaiterId], n, fatal| Action::CancelWaiters {
         waiters: waiters.iter().copied().collect(),
         gave_up: Some(GiveUp {
-            failed_attempts: n,
+            consecutive_failures: n,
             fatal,
         }),
     };
@@ -1067,7 +1067,7 @@ fn waiters_after_a_give_up_learn_it_until_the_next_start() {
             (when_connected(), vec![cancel_gave_up(&[w(1)], 1, false)]),
             (start(), vec![connect(a(1))]),
             (
-                failed_fatally(a(1), "bad password"),
+                attempt_failed_fatally(a(1), "bad password"),
                 vec![
                     attempt_failed(a(1), Failure::Connect("bad password"), 1),
                     gave_up(1, true),
@@ -1138,7 +1138,7 @@ fn start_after_giving_up_begins_a_fresh_schedule() {
             ),
         ],
     );
-    assert_eq!(m.failed_attempts(), 1);
+    assert_eq!(m.consecutive_failures(), 1);
     assert_eq!(m.counters().failures, 5);
 }
 
@@ -1184,7 +1184,7 @@ fn stop_and_start_carry_the_count_over_but_a_give_up_does_not() {
             ),
         ],
     );
-    assert_eq!(m.failed_attempts(), 3);
+    assert_eq!(m.consecutive_failures(), 3);
 }
 
 /// A give-up that leaves a rejected connection closing: a stop waits for it, and
@@ -1210,7 +1210,7 @@ fn restarting_after_giving_up_begins_a_fresh_schedule() {
             (lost(a(0)), vec![connect(a(1)), finish(&[s(0)])]),
         ],
     );
-    assert_eq!(m.failed_attempts(), 0);
+    assert_eq!(m.consecutive_failures(), 0);
     run(
         m,
         &[(
@@ -1323,7 +1323,7 @@ fn backoff_is_reset_only_after_the_connection_stayed_up() {
             ),
         ],
     );
-    assert_eq!(m.failed_attempts(), 1);
+    assert_eq!(m.consecutive_failures(), 1);
 }
 
 #[test]
@@ -1556,7 +1556,7 @@ fn panicked_while_attempting_is_a_failed_attempt() {
         ],
     );
     assert_eq!(m.state(), State::Connecting);
-    assert_eq!(m.failed_attempts(), 1);
+    assert_eq!(m.consecutive_failures(), 1);
     assert_eq!(m.counters().failures, 1);
     assert_eq!(m.outstanding().count(), 0); // nothing to close: the attempt is gone
     assert_eq!(m.pending_waiters().collect::<Vec<_>>(), [w(1)]);
@@ -1605,7 +1605,7 @@ fn panicked_while_preparing_is_a_failed_attempt_and_closes_the_connection() {
     }
 }
 
-/// An established connection's loss is reported with `client_disconnected`:
+/// An established connection's loss is reported with `connection_closed`:
 /// `panicked` for it is rejected, and changes nothing.
 #[test]
 fn panicked_for_an_established_connection_is_rejected() {
@@ -1617,13 +1617,13 @@ fn panicked_for_an_established_connection_is_rejected() {
         InputError {
             state: State::Connected,
             input: InputKind::Panicked,
-            reason: Rejection::Established(a(0)),
+            reason: Rejection::AlreadyConnected(a(0)),
         }
     );
     assert_eq!(
         err.to_string(),
-        "panicked rejected in state Connected: attempt#0 is established: \
-         report its loss with client_disconnected"
+        "panicked rejected in state Connected: attempt#0 already produced a connection: \
+         report its loss with connection_closed"
     );
     assert_eq!(m, before);
     // Its loss is reported the ordinary way.
@@ -1736,7 +1736,7 @@ fn waiting_reconnect_now_cancels_the_retry_timer_and_connects_at_once() {
         )],
     );
     assert_eq!(m.state(), State::Connecting);
-    assert_eq!(m.failed_attempts(), 1);
+    assert_eq!(m.consecutive_failures(), 1);
     assert_eq!(m.counters().attempts, 2);
     run(
         m,
@@ -1801,7 +1801,7 @@ fn waiting_reconnect_now_resetting_the_backoff_starts_the_schedule_over() {
             ),
         ],
     );
-    assert_eq!(m.failed_attempts(), 0);
+    assert_eq!(m.consecutive_failures(), 0);
     run(
         m,
         &[(
@@ -1855,9 +1855,12 @@ fn connecting_reconnect_now_only_resets_the_count() {
             (reconnect_now(false), vec![]),
         ],
     );
-    assert_eq!(m.failed_attempts(), 1);
+    assert_eq!(m.consecutive_failures(), 1);
     m = run(m, &[(reconnect_now(true), vec![])]);
-    assert_eq!((m.state(), m.failed_attempts()), (State::Connecting, 0));
+    assert_eq!(
+        (m.state(), m.consecutive_failures()),
+        (State::Connecting, 0)
+    );
     assert_eq!(m.current_attempt(), Some(a(1)));
 
     // While preparing, too.
@@ -1879,7 +1882,7 @@ fn connecting_reconnect_now_only_resets_the_count() {
             (prepared(a(1)), vec![told_connected(a(1), 1)]),
         ],
     );
-    assert_eq!((m.state(), m.failed_attempts()), (State::Connected, 0));
+    assert_eq!((m.state(), m.consecutive_failures()), (State::Connected, 0));
 }
 
 /// Connected: the connection stays; the count is reset if asked, and an armed
@@ -1913,7 +1916,7 @@ fn connected_reconnect_now_only_resets_the_count_and_keeps_the_healthy_timer() {
             (reconnect_now(true), vec![]),
         ],
     );
-    assert_eq!(m.failed_attempts(), 0);
+    assert_eq!(m.consecutive_failures(), 0);
     assert_eq!(m.armed_timer(), Some((t(1), TimerKind::Healthy)));
     let m = run(
         m,
@@ -1944,7 +1947,7 @@ fn reconnect_now_never_starts_a_service_or_cuts_a_stop_short() {
             (reconnect_now(true), vec![]),
         ],
     );
-    assert_eq!((m.state(), m.failed_attempts()), (State::Stopped, 1));
+    assert_eq!((m.state(), m.consecutive_failures()), (State::Stopped, 1));
     // Disconnecting, then Restarting
     let m = run(
         waiting(),
@@ -1954,9 +1957,15 @@ fn reconnect_now_never_starts_a_service_or_cuts_a_stop_short() {
             (reconnect_now(true), vec![]),
         ],
     );
-    assert_eq!((m.state(), m.failed_attempts()), (State::Disconnecting, 1));
+    assert_eq!(
+        (m.state(), m.consecutive_failures()),
+        (State::Disconnecting, 1)
+    );
     let m = run(m, &[(start(), vec![]), (reconnect_now(true), vec![])]);
-    assert_eq!((m.state(), m.failed_attempts()), (State::Restarting, 1));
+    assert_eq!(
+        (m.state(), m.consecutive_failures()),
+        (State::Restarting, 1)
+    );
     run(
         m,
         &[(cancelled(a(1)), vec![connect(a(2)), finish(&[s(0)])])],
@@ -1975,7 +1984,7 @@ fn the_reconnect_now_method_is_the_input() {
     assert_eq!(by_method, by_input);
 }
 
-// ----- fatal failures (`failed_fatally`), one table per row of its rule ----------------
+// ----- fatal failures (`attempt_failed_fatally`), one table per row of its rule ----------------
 
 /// A policy that must not be asked: giving up on fatal failures never asks it.
 fn never_asked(_: u32) -> Duration {
@@ -2001,7 +2010,7 @@ fn a_fatal_failure_while_attempting_gives_up_at_once_without_asking_the_policy()
             ),
             (when_connected_fail_after(3), vec![]),
             (
-                failed_fatally(a(0), "no such host"),
+                attempt_failed_fatally(a(0), "no such host"),
                 vec![
                     cancel_timer(t(0)),
                     attempt_failed(a(0), Failure::Connect("no such host"), 1),
@@ -2012,7 +2021,7 @@ fn a_fatal_failure_while_attempting_gives_up_at_once_without_asking_the_policy()
         ],
     );
     assert_eq!(m.state(), State::Stopped);
-    assert_eq!((m.failed_attempts(), m.fatal_streak()), (1, 1));
+    assert_eq!((m.consecutive_failures(), m.fatal_streak()), (1, 1));
     assert_eq!(m.counters().failures, 1);
 }
 
@@ -2028,7 +2037,7 @@ fn a_fatal_failure_while_preparing_closes_the_connection_and_gives_up() {
             (made(a(0)), vec![prepare(a(0))]),
             (when_connected(), vec![]),
             (
-                failed_fatally(a(0), "bad password"),
+                attempt_failed_fatally(a(0), "bad password"),
                 vec![
                     disconnect(a(0)),
                     attempt_failed(a(0), Failure::Prepare("bad password"), 1),
@@ -2054,7 +2063,7 @@ fn fatal_failures_give_up_at_the_threshold_counted_in_a_row() {
         &[
             (start(), vec![connect(a(0))]),
             (
-                failed_fatally(a(0), "bad password"),
+                attempt_failed_fatally(a(0), "bad password"),
                 vec![
                     retry_in(t(0), secs(1)),
                     attempt_failed(a(0), Failure::Connect("bad password"), 1),
@@ -2073,7 +2082,7 @@ fn fatal_failures_give_up_at_the_threshold_counted_in_a_row() {
             ),
             (fired(t(1)), vec![connect(a(2))]),
             (
-                failed_fatally(a(2), "bad password"),
+                attempt_failed_fatally(a(2), "bad password"),
                 vec![
                     retry_in(t(2), secs(3)),
                     attempt_failed(a(2), Failure::Connect("bad password"), 3),
@@ -2093,7 +2102,7 @@ fn fatal_failures_give_up_at_the_threshold_counted_in_a_row() {
             ),
             (fired(t(3)), vec![connect(a(4))]),
             (
-                failed_fatally(a(4), "bad password"),
+                attempt_failed_fatally(a(4), "bad password"),
                 vec![
                     retry_in(t(4), secs(2)),
                     attempt_failed(a(4), Failure::Connect("bad password"), 2),
@@ -2102,7 +2111,7 @@ fn fatal_failures_give_up_at_the_threshold_counted_in_a_row() {
             ),
             (fired(t(4)), vec![connect(a(5))]),
             (
-                failed_fatally(a(5), "bad password"),
+                attempt_failed_fatally(a(5), "bad password"),
                 vec![
                     attempt_failed(a(5), Failure::Connect("bad password"), 3),
                     gave_up(3, true),
@@ -2124,7 +2133,7 @@ fn below_the_threshold_the_policy_may_give_up() {
         &[
             (start(), vec![connect(a(0))]),
             (
-                failed_fatally(a(0), "bad password"),
+                attempt_failed_fatally(a(0), "bad password"),
                 vec![
                     attempt_failed(a(0), Failure::Connect("bad password"), 1),
                     gave_up(1, false),
@@ -2145,7 +2154,7 @@ fn a_start_after_a_fatal_give_up_starts_the_run_over() {
         &[
             (start(), vec![connect(a(0))]),
             (
-                failed_fatally(a(0), "bad password"),
+                attempt_failed_fatally(a(0), "bad password"),
                 vec![
                     retry_in(t(0), secs(1)),
                     attempt_failed(a(0), Failure::Connect("bad password"), 1),
@@ -2154,7 +2163,7 @@ fn a_start_after_a_fatal_give_up_starts_the_run_over() {
             ),
             (fired(t(0)), vec![connect(a(1))]),
             (
-                failed_fatally(a(1), "bad password"),
+                attempt_failed_fatally(a(1), "bad password"),
                 vec![
                     attempt_failed(a(1), Failure::Connect("bad password"), 2),
                     gave_up(2, true),
@@ -2163,11 +2172,11 @@ fn a_start_after_a_fatal_give_up_starts_the_run_over() {
             (start(), vec![connect(a(2))]),
         ],
     );
-    assert_eq!((m.failed_attempts(), m.fatal_streak()), (0, 0));
+    assert_eq!((m.consecutive_failures(), m.fatal_streak()), (0, 0));
     run(
         m,
         &[(
-            failed_fatally(a(2), "bad password"),
+            attempt_failed_fatally(a(2), "bad password"),
             vec![
                 retry_in(t(1), secs(1)),
                 attempt_failed(a(2), Failure::Connect("bad password"), 1),
@@ -2186,12 +2195,15 @@ fn failed_fatally_for_a_cancelled_closing_or_old_attempt() {
         &[
             (start(), vec![connect(a(0))]),
             (stop(), vec![cancel_connect(a(0))]),
-            (failed_fatally(a(0), "bad password"), vec![finish(&[s(0)])]),
-            (failed_fatally(a(0), "late"), vec![]),
+            (
+                attempt_failed_fatally(a(0), "bad password"),
+                vec![finish(&[s(0)])],
+            ),
+            (attempt_failed_fatally(a(0), "late"), vec![]),
             (start(), vec![connect(a(1))]),
             (made(a(1)), vec![told_connected(a(1), 1)]),
             (stop(), vec![disconnect(a(1))]),
-            (failed_fatally(a(1), "late"), vec![]),
+            (attempt_failed_fatally(a(1), "late"), vec![]),
         ],
     );
     assert_eq!(m.state(), State::Disconnecting);
@@ -2273,7 +2285,7 @@ fn a_failed_probe_closes_the_connection_and_retries_as_a_loss() {
     assert_eq!(m.outstanding().collect::<Vec<_>>(), [a(0)]);
     let c = m.counters();
     assert_eq!(
-        (c.losses, c.flaps, c.failures, m.failed_attempts()),
+        (c.losses, c.flaps, c.failures, m.consecutive_failures()),
         (1, 0, 0, 1)
     );
     let m = run(m, &[(lost(a(0)), vec![])]);
@@ -2389,7 +2401,7 @@ fn with_probes_health_is_counted_in_probe_intervals() {
         ],
     );
     // 20 s: not yet healthy.
-    assert_eq!(m.failed_attempts(), 1);
+    assert_eq!(m.consecutive_failures(), 1);
     let flapped = run(
         m.clone(),
         &[(
@@ -2403,12 +2415,12 @@ fn with_probes_health_is_counted_in_probe_intervals() {
         )],
     );
     assert_eq!(
-        (flapped.counters().flaps, flapped.failed_attempts()),
+        (flapped.counters().flaps, flapped.consecutive_failures()),
         (1, 2)
     );
     // 30 s: healthy, before the probe is asked.
     m = run(m, &[(fired(t(5)), vec![probe(a(1)), probe_timeout(t(6))])]);
-    assert_eq!(m.failed_attempts(), 0);
+    assert_eq!(m.consecutive_failures(), 0);
     let m = run(
         m,
         &[(

@@ -36,8 +36,8 @@ struct Policy {
 }
 
 impl RetryPolicy for Policy {
-    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
-        (failed_attempts < self.give_up_at).then_some(Duration::from_secs(1))
+    fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration> {
+        (consecutive_failures < self.give_up_at).then_some(Duration::from_secs(1))
     }
 }
 
@@ -82,7 +82,7 @@ struct World {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     state: usize,
-    failed_attempts: u32,
+    consecutive_failures: u32,
     fatal_streak: u32,
     timer: Option<TimerKindKey>,
     things: Vec<(u8, bool, bool, bool, bool)>,
@@ -145,7 +145,7 @@ impl World {
         things.sort_unstable();
         Key {
             state: diagram::index(m.state()),
-            failed_attempts: m.failed_attempts().min(3),
+            consecutive_failures: m.consecutive_failures().min(3),
             fatal_streak: m.fatal_streak().min(2),
             timer: m.armed_timer().map(|(_, kind)| timer_key(kind)),
             things,
@@ -212,7 +212,7 @@ impl World {
                         attempt: id,
                         panic: panic(PanicSite::Connector),
                     });
-                    inputs.push(Input::FailedFatally {
+                    inputs.push(Input::AttemptFailedFatally {
                         attempt: id,
                         error: "bad password".into(),
                     });
@@ -226,7 +226,7 @@ impl World {
                     probing,
                     ..
                 } => {
-                    inputs.push(Input::ClientDisconnected { attempt: id });
+                    inputs.push(Input::ConnectionClosed { attempt: id });
                     if probing {
                         inputs.push(Input::ProbeSucceeded { attempt: id });
                         inputs.push(Input::ProbeFailed { attempt: id });
@@ -241,7 +241,7 @@ impl World {
                             attempt: id,
                             panic: panic(PanicSite::Prepare),
                         });
-                        inputs.push(Input::FailedFatally {
+                        inputs.push(Input::AttemptFailedFatally {
                             attempt: id,
                             error: "bad password".into(),
                         });
@@ -271,11 +271,11 @@ impl World {
                     attempt,
                     panic: panic(PanicSite::Connector),
                 },
-                Input::FailedFatally {
+                Input::AttemptFailedFatally {
                     attempt,
                     error: "late".into(),
                 },
-                Input::ClientDisconnected { attempt },
+                Input::ConnectionClosed { attempt },
                 Input::ProbeSucceeded { attempt },
                 Input::ProbeFailed { attempt },
             ]);
@@ -310,7 +310,7 @@ impl World {
             Input::ConnectionFailed { attempt, .. } | Input::ConnectCancelled { attempt } => next
                 .things
                 .retain(|t| !matches!(*t, Thing::Attempt { id, .. } if id == attempt)),
-            Input::Panicked { attempt, .. } | Input::FailedFatally { attempt, .. } => {
+            Input::Panicked { attempt, .. } | Input::AttemptFailedFatally { attempt, .. } => {
                 next.things
                     .retain(|t| !matches!(*t, Thing::Attempt { id, .. } if id == attempt));
                 next.set_preparing(attempt, false);
@@ -321,7 +321,7 @@ impl World {
             Input::ProbeSucceeded { attempt } | Input::ProbeFailed { attempt } => {
                 next.set_probing(attempt, false);
             }
-            Input::ClientDisconnected { attempt } => next
+            Input::ConnectionClosed { attempt } => next
                 .things
                 .retain(|t| !matches!(*t, Thing::Connection { id, .. } if id == attempt)),
             Input::TimerFired { timer } if next.timer == Some(timer) => next.timer = None,

@@ -189,14 +189,14 @@ fn deliver_failure_names_only_waiters_and_the_give_up() {
         (None, String::new()),
         (
             Some(GiveUp {
-                failed_attempts: 3,
+                consecutive_failures: 3,
                 fatal: false,
             }),
             String::from(" gave_up=3"),
         ),
         (
             Some(GiveUp {
-                failed_attempts: 1,
+                consecutive_failures: 1,
                 fatal: true,
             }),
             String::from(" gave_up=1 fatal"),
@@ -262,7 +262,7 @@ fn facts_print_and_parse_back() {
         ),
         (
             Action::GaveUp {
-                failed_attempts: 6,
+                consecutive_failures: 6,
                 fatal: true,
             },
             "gave_up 6 fatal",
@@ -286,13 +286,18 @@ fn facts_print_and_parse_back() {
 }
 
 #[test]
-fn the_established_rejection_prints_and_parses_back() {
-    let rejection = Rejection::Established(AttemptId::from_raw(2));
+fn the_already_connected_rejection_prints_and_parses_back() {
+    let rejection = Rejection::AlreadyConnected(AttemptId::from_raw(2));
     assert_eq!(
         DisplayRejection(rejection).to_string(),
-        "established attempt#2"
+        "already_connected attempt#2"
     );
-    assert_eq!(parse_rejection("established attempt#2"), Ok(rejection));
+    assert_eq!(
+        parse_rejection("already_connected attempt#2"),
+        Ok(rejection)
+    );
+    // The rejection it replaces is gone from the format.
+    assert!(parse_rejection("established attempt#2").is_err());
 }
 
 #[test]

@@ -269,7 +269,7 @@ impl StdError for Verbose {
 
 fn gave_up<E>(error: E) -> Error<E> {
     Error::GaveUp {
-        failed_attempts: 3,
+        consecutive_failures: 3,
         last: Arc::new(Failure::Connect(error)),
         fatal: false,
     }
@@ -313,7 +313,7 @@ fn display_prints_the_whole_chain_on_one_line_and_alternate_only_the_top() {
         "this waiter's limit of failed attempts was reached: prepare step failed: wrong password"
     );
     let fatal = Error::GaveUp {
-        failed_attempts: 1,
+        consecutive_failures: 1,
         last: Arc::new(Failure::<ServerError>::ConnectTimeout),
         fatal: true,
     };
@@ -426,7 +426,7 @@ fn reconnect_now_returns_whether_it_does_anything() {
     assert!(!service.reconnect_now(false));
     assert!(service.reconnect_now(true));
     rt.run_until_idle();
-    assert_eq!((service.failed_attempts(), net.attempts()), (0, 2));
+    assert_eq!((service.consecutive_failures(), net.attempts()), (0, 2));
     assert!(net.succeed(1));
     rt.run_until_idle();
 
@@ -578,7 +578,7 @@ fn subscribing_after_the_end_gets_what_happened_then_the_end() {
     assert_eq!(names, ["started", "failed", "retry", "ended"]);
 }
 
-// ----- 6. how a flap counts (as `counters()` and `failed_attempts()` document) ----
+// ----- 6. how a flap counts (as `counters()` and `consecutive_failures()` document) ----
 
 #[test]
 fn a_flap_counts_in_flaps_losses_and_consecutive_failures_not_in_failures() {
@@ -590,7 +590,7 @@ fn a_flap_counts_in_flaps_losses_and_consecutive_failures_not_in_failures() {
         ConnectOutcome::Succeed,
     ]);
     let service = builder(&rt, &net)
-        .reset_backoff_after(secs(5))
+        .reset_backoff_after(Some(secs(5)))
         .start()
         .unwrap();
     rt.run_until_idle();
@@ -600,24 +600,24 @@ fn a_flap_counts_in_flaps_losses_and_consecutive_failures_not_in_failures() {
     rt.run_until_idle();
     let c = service.counters();
     assert_eq!((c.flaps, c.losses, c.failures), (1, 1, 0));
-    assert_eq!(service.failed_attempts(), 1);
+    assert_eq!(service.consecutive_failures(), 1);
     // The retry's connection flaps too: the count goes on.
     rt.advance(secs(10));
     assert!(net.lose(1));
     rt.run_until_idle();
     let c = service.counters();
     assert_eq!((c.flaps, c.losses, c.failures), (2, 2, 0));
-    assert_eq!(service.failed_attempts(), 2);
+    assert_eq!(service.consecutive_failures(), 2);
     // One that stays up 5 s resets the count; its loss is a plain loss.
     rt.advance(secs(20));
     assert_eq!(service.state(), State::Connected);
     rt.advance(secs(5));
-    assert_eq!(service.failed_attempts(), 0);
+    assert_eq!(service.consecutive_failures(), 0);
     assert!(net.lose(2));
     rt.run_until_idle();
     let c = service.counters();
     assert_eq!((c.flaps, c.losses, c.failures), (2, 3, 0));
-    assert_eq!(service.failed_attempts(), 1);
+    assert_eq!(service.consecutive_failures(), 1);
 }
 
 /// An error whose `Drop` panics (hostile user code).

@@ -176,7 +176,7 @@ fn service(url: String) -> WsService {
         }
     })
     .policy(Backoff::new(Duration::from_millis(5), 2.0, Duration::from_millis(100)).unwrap())
-    .connect_timeout(Duration::from_secs(5))
+    .connect_timeout(Some(Duration::from_secs(5)))
     .start()
     .expect("valid configuration")
 }

@@ -9,7 +9,7 @@
 //! Waiting --when_connected--> Waiting            (a waiter asks for the connection)
 //!         --timer_fired-----> Connecting [Connect]
 //!         --connection_made-> Connected  [NotifyWaiters]
-//!         --client_disconnected-> Waiting [ScheduleTimer(retry, 0 s)]
+//!         --connection_closed-> Waiting [ScheduleTimer(retry, 0 s)]
 //! ```
 //!
 //! Four inputs, four non-empty action lists. The driver side here is what every
@@ -100,7 +100,7 @@ impl<P: RetryPolicy> RedialCycle<P> {
         perform(c.machine.start(), &mut c.seen);
         let attempt = c.seen.attempt.expect("start connects");
         perform(c.machine.connection_made(attempt).unwrap(), &mut c.seen);
-        perform(c.machine.client_disconnected(attempt).unwrap(), &mut c.seen);
+        perform(c.machine.connection_closed(attempt).unwrap(), &mut c.seen);
         assert_eq!(c.machine.state(), redial::State::Waiting);
         c
     }
@@ -129,7 +129,7 @@ impl<P: RetryPolicy> RedialCycle<P> {
         );
         perform(
             black_box(&mut self.machine)
-                .client_disconnected(attempt)
+                .connection_closed(attempt)
                 .unwrap(),
             &mut self.seen,
         );
@@ -159,7 +159,7 @@ impl<P: RetryPolicy> RedialCycle<P> {
         m.handle_into(Input::ConnectionMade { attempt }, out)
             .unwrap();
         perform_into(out, &mut self.seen);
-        m.handle_into(Input::ClientDisconnected { attempt }, out)
+        m.handle_into(Input::ConnectionClosed { attempt }, out)
             .unwrap();
         perform_into(out, &mut self.seen);
         self.seen.notified - before

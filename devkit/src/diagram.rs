@@ -133,24 +133,24 @@ pub struct Edge {
 const GONE: &[InputKind] = &[
     ConnectCancelled,
     ConnectionFailed,
-    FailedFatally,
+    AttemptFailedFatally,
     Panicked,
-    ClientDisconnected,
+    ConnectionClosed,
 ];
 
 /// The inputs that end an attempt without a usable connection.
 const FAILED: &[InputKind] = &[
     ConnectionFailed,
     PrepareFailed,
-    FailedFatally,
-    ClientDisconnected,
+    AttemptFailedFatally,
+    ConnectionClosed,
     Panicked,
     TimerFired,
 ];
 
 /// The inputs that end an established connection: its loss, a failed probe, the
 /// probe timeout.
-const LOST: &[InputKind] = &[ClientDisconnected, ProbeFailed, TimerFired];
+const LOST: &[InputKind] = &[ConnectionClosed, ProbeFailed, TimerFired];
 
 /// Every transition between two different states. `tests/state_diagram.rs`
 /// checks this list against the machine.

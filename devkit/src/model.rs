@@ -67,10 +67,10 @@ pub enum Meaning {
     /// The current attempt failed (`connection_failed`).
     ConnectFailed,
     /// The current attempt failed with an error retrying will not fix
-    /// (`failed_fatally` while attempting).
+    /// (`attempt_failed_fatally` while attempting).
     FatalConnect,
     /// The prepare step rejected the current connection with an error retrying
-    /// will not fix (`failed_fatally` while preparing): close it, as D2.
+    /// will not fix (`attempt_failed_fatally` while preparing): close it, as D2.
     FatalPrepare,
     /// A probe of the current, established connection answered.
     ProbeOk,
@@ -100,7 +100,7 @@ const NOT_CANCELLED: Meaning = Reject(Rejection::NotCancelled);
 const NOT_MADE: Meaning = Reject(Rejection::NotMade);
 const NOT_PREPARING: Meaning = Reject(Rejection::NotPreparing);
 const NOT_PROBING: Meaning = Reject(Rejection::NotProbing);
-const ESTABLISHED: Meaning = Reject(Rejection::Established);
+const ESTABLISHED: Meaning = Reject(Rejection::AlreadyConnected);
 
 /// Reports about attempts and connections. Columns: the named attempt is current
 /// and Attempting / Preparing / Connected, or it is Cancelled / Closing / Old.
@@ -113,9 +113,9 @@ const REPORTS: [(&str, [Meaning; 6]); 10] = [
     ("connect_cancelled",   [NOT_CANCELLED, NOT_CANCELLED,      NOT_CANCELLED,     Gone,      Stale,   Stale]),
     ("prepare_succeeded",   [NOT_MADE,      Prepared,           NOT_PREPARING,     Stale,     Stale,   Stale]),
     ("prepare_failed",      [NOT_MADE,      PrepareFailed,      NOT_PREPARING,     Stale,     Stale,   Stale]),
-    ("client_disconnected", [NOT_MADE,      LostWhilePreparing, Lost,              Stale,     Gone,    Stale]),
+    ("connection_closed", [NOT_MADE,      LostWhilePreparing, Lost,              Stale,     Gone,    Stale]),
     ("panicked",            [PanickedAttempting, PanickedPreparing, ESTABLISHED,   Gone,      Stale,   Stale]),
-    ("failed_fatally",      [FatalConnect,  FatalPrepare,       ALREADY_CONNECTED, Gone,      Stale,   Stale]),
+    ("attempt_failed_fatally",      [FatalConnect,  FatalPrepare,       ALREADY_CONNECTED, Gone,      Stale,   Stale]),
     // Connected: only while a probe is outstanding, else NotProbing (see `handle`).
     ("probe_succeeded",     [NOT_PROBING,   NOT_PROBING,        ProbeOk,           Stale,     Stale,   Stale]),
     ("probe_failed",        [NOT_PROBING,   NOT_PROBING,        ProbeDead,         Stale,     Stale,   Stale]),
@@ -184,7 +184,7 @@ pub struct Model {
     /// Pending stops (raw ids), in call order.
     pub stops: Vec<u64>,
     /// Consecutive failures.
-    pub failed_attempts: u32,
+    pub consecutive_failures: u32,
     /// Consecutive failures that were fatal.
     pub fatal_in_a_row: u32,
     /// A probe was asked of the connection and is not answered yet.
@@ -236,7 +236,7 @@ impl Model {
             timer: None,
             waiters: Vec::new(),
             stops: Vec::new(),
-            failed_attempts: 0,
+            consecutive_failures: 0,
             fatal_in_a_row: 0,
             probing: false,
             intervals_done: 0,
@@ -316,11 +316,11 @@ impl Model {
                     Input::PrepareFailed { attempt, error } => {
                         (4, attempt, Detail::Error(error.clone()))
                     }
-                    Input::ClientDisconnected { attempt } => (5, attempt, Detail::None),
+                    Input::ConnectionClosed { attempt } => (5, attempt, Detail::None),
                     Input::Panicked { attempt, panic } => {
                         (6, attempt, Detail::Panic(panic.clone()))
                     }
-                    Input::FailedFatally { attempt, error } => {
+                    Input::AttemptFailedFatally { attempt, error } => {
                         (7, attempt, Detail::Error(error.clone()))
                     }
                     Input::ProbeSucceeded { attempt } => (8, attempt, Detail::None),
@@ -454,7 +454,7 @@ impl Model {
                 // The retry timer goes, the attempt starts now.
                 self.cancel_timer(out);
                 if reset {
-                    self.failed_attempts = 0;
+                    self.consecutive_failures = 0;
                 }
                 self.go_connect(out);
             }
@@ -463,7 +463,7 @@ impl Model {
             // changes the count, not the connection's health).
             (Connecting | Connected, Event::ReconnectNow(reset)) => {
                 if reset {
-                    self.failed_attempts = 0;
+                    self.consecutive_failures = 0;
                 }
             }
             // Never starts a service, never cuts a stop short; not even the reset.
@@ -593,9 +593,9 @@ impl Model {
                 self.cancel_timer(out); // the healthy timer
                 let (a, _) = self.current.take().expect("Connected has a connection");
                 self.counters.losses += 1;
-                self.failed_attempts = self.failed_attempts.saturating_add(1);
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 // A loss is no failed attempt: nothing to deliver.
-                let retry = self.delay(self.failed_attempts);
+                let retry = self.delay(self.consecutive_failures);
                 if let Some(d) = retry {
                     self.state = Waiting;
                     self.schedule(TimerKind::Retry, d, out);
@@ -616,7 +616,7 @@ impl Model {
                     // Healthy once the completed intervals add up to the delay.
                     if !self.healthy && probe.interval.saturating_mul(self.intervals_done) >= d {
                         self.healthy = true;
-                        self.failed_attempts = 0;
+                        self.consecutive_failures = 0;
                     }
                 }
                 let (a, _) = self.current.expect("Connected has a connection");
@@ -646,7 +646,7 @@ impl Model {
             (Connected, Event::Timer(TimerKind::Healthy)) => {
                 self.timer = None;
                 self.healthy = true;
-                self.failed_attempts = 0;
+                self.consecutive_failures = 0;
             }
 
             // Waiting: retry timer fired (`reconnect`)
@@ -690,7 +690,7 @@ impl Model {
         self.intervals_done = 0;
         self.healthy = self.config.reset_backoff_after.is_none();
         if self.healthy {
-            self.failed_attempts = 0;
+            self.consecutive_failures = 0;
         }
         match (self.config.probe, self.config.reset_backoff_after) {
             // contract, Liveness probes: the one timer is the probe interval
@@ -723,7 +723,7 @@ impl Model {
     fn attempt_failed(&mut self, a: u64, failure: Failure<String>, out: &mut Out) {
         // Not fatal: the run of fatal failures is over.
         self.fatal_in_a_row = 0;
-        let retry = self.delay(self.failed_attempts.saturating_add(1));
+        let retry = self.delay(self.consecutive_failures.saturating_add(1));
         self.count_failure(a, failure, retry, false, out);
     }
 
@@ -735,7 +735,7 @@ impl Model {
         let retry = if fatal_give_up {
             None
         } else {
-            self.delay(self.failed_attempts.saturating_add(1))
+            self.delay(self.consecutive_failures.saturating_add(1))
         };
         self.count_failure(a, failure, retry, fatal_give_up, out);
     }
@@ -748,7 +748,7 @@ impl Model {
         fatal_give_up: bool,
         out: &mut Out,
     ) {
-        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.counters.failures += 1;
         for w in &mut self.waiters {
             w.seen = w.seen.saturating_add(1);
@@ -763,7 +763,7 @@ impl Model {
         out.push(Action::AttemptFailed {
             attempt: AttemptId::from_raw(a),
             failure,
-            consecutive_failures: self.failed_attempts,
+            consecutive_failures: self.consecutive_failures,
         });
         let (due, kept): (Vec<ModelWaiter>, Vec<ModelWaiter>) =
             self.waiters.drain(..).partition(|w| {
@@ -775,7 +775,7 @@ impl Model {
             out.push(Action::DeliverFailure {
                 waiters: due.iter().map(|w| WaiterId::from_raw(w.id)).collect(),
                 gave_up: retry.is_none().then_some(GiveUp {
-                    failed_attempts: self.failed_attempts,
+                    consecutive_failures: self.consecutive_failures,
                     fatal: fatal_give_up,
                 }),
             });
@@ -788,14 +788,14 @@ impl Model {
         match retry {
             Some(delay) => out.push(Action::RetryScheduled {
                 delay,
-                consecutive_failures: self.failed_attempts,
+                consecutive_failures: self.consecutive_failures,
             }),
             None => self.give_up(fatal, out),
         }
     }
 
     /// The established connection `a` is dead (a probe failed or timed out; its
-    /// timer is done): close it, and count a loss as `client_disconnected` would.
+    /// timer is done): close it, and count a loss as `connection_closed` would.
     fn connection_dead(&mut self, a: u64, kind: LossKind, out: &mut Out) {
         self.probing = false;
         self.current = None;
@@ -804,8 +804,8 @@ impl Model {
         if !self.healthy {
             self.counters.flaps += 1;
         }
-        self.failed_attempts = self.failed_attempts.saturating_add(1);
-        let retry = self.delay(self.failed_attempts);
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        let retry = self.delay(self.consecutive_failures);
         if let Some(d) = retry {
             self.state = State::Waiting;
             self.schedule(TimerKind::Retry, d, out);
@@ -821,18 +821,18 @@ impl Model {
     fn give_up(&mut self, fatal: bool, out: &mut Out) {
         self.state = State::Stopped;
         self.stopped_by_give_up = Some(GiveUp {
-            failed_attempts: self.failed_attempts,
+            consecutive_failures: self.consecutive_failures,
             fatal,
         });
         out.push(Action::GaveUp {
-            failed_attempts: self.failed_attempts,
+            consecutive_failures: self.consecutive_failures,
             fatal,
         });
     }
 
     fn restart_schedule_if_given_up(&mut self) {
         if self.stopped_by_give_up.take().is_some() {
-            self.failed_attempts = 0;
+            self.consecutive_failures = 0;
             self.fatal_in_a_row = 0;
         }
     }
@@ -999,11 +999,11 @@ pub fn compare<P: RetryPolicy>(
             machine.fatal_streak()
         ));
     }
-    if machine.failed_attempts() != model.failed_attempts {
+    if machine.consecutive_failures() != model.consecutive_failures {
         return Err(format!(
             "model counts {} failed attempts, machine {}",
-            model.failed_attempts,
-            machine.failed_attempts()
+            model.consecutive_failures,
+            machine.consecutive_failures()
         ));
     }
     // Everything the machine lets a user read agrees with the model.

@@ -18,7 +18,7 @@ pub struct ConnectContext {
     pub attempt: AttemptId,
     /// Consecutive failures before this attempt (what the retry policy was last
     /// asked about): 0 for a first attempt; after a loss it counts the loss too.
-    pub failed_attempts: u32,
+    pub consecutive_failures: u32,
     /// Connections the service has made so far. It grows between two attempts
     /// exactly when a connection was made (and then lost) in between.
     pub connections: u64,

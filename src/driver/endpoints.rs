@@ -125,10 +125,10 @@ mod tests {
     use crate::ids::AttemptId;
     use std::string::ToString;
 
-    fn ctx(attempt: u64, failed_attempts: u32, connections: u64) -> ConnectContext {
+    fn ctx(attempt: u64, consecutive_failures: u32, connections: u64) -> ConnectContext {
         ConnectContext {
             attempt: AttemptId::from_raw(attempt),
-            failed_attempts,
+            consecutive_failures,
             connections,
         }
     }

@@ -56,7 +56,7 @@ pub enum Error<E> {
     /// this is the last failure. The service is stopped until started again.
     GaveUp {
         /// Consecutive failures when it gave up.
-        failed_attempts: u32,
+        consecutive_failures: u32,
         /// The last failure.
         last: Arc<Failure<E>>,
         /// It gave up on fatal failures, without asking the retry policy.
@@ -89,23 +89,23 @@ impl<E> Error<E> {
             Error::Ended(ended) => write!(f, "the service has ended: {ended}"),
             Error::Failed(_) => f.write_str("this waiter's limit of failed attempts was reached"),
             Error::GaveUp {
-                failed_attempts,
+                consecutive_failures,
                 fatal: false,
                 ..
             } => write!(
                 f,
-                "the retry policy gave up after {failed_attempts} failed attempt{}",
-                plural(*failed_attempts)
+                "the retry policy gave up after {consecutive_failures} failed attempt{}",
+                plural(*consecutive_failures)
             ),
             Error::GaveUp {
-                failed_attempts,
+                consecutive_failures,
                 fatal: true,
                 ..
             } => write!(
                 f,
                 "gave up on a failure that retrying will not fix \
-                 ({failed_attempts} failed attempt{})",
-                plural(*failed_attempts)
+                 ({consecutive_failures} failed attempt{})",
+                plural(*consecutive_failures)
             ),
             Error::TimedOut { after, .. } => {
                 write!(f, "no connection within {after:?}")
@@ -247,11 +247,11 @@ impl<E> Clone for Error<E> {
             Error::Stopped => Error::Stopped,
             Error::Failed(f) => Error::Failed(Arc::clone(f)),
             Error::GaveUp {
-                failed_attempts,
+                consecutive_failures,
                 last,
                 fatal,
             } => Error::GaveUp {
-                failed_attempts: *failed_attempts,
+                consecutive_failures: *consecutive_failures,
                 last: Arc::clone(last),
                 fatal: *fatal,
             },

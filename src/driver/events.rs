@@ -147,7 +147,7 @@ pub enum Event<E> {
         /// How long from now.
         delay: Duration,
         /// Consecutive failures so far (what the retry policy was asked about).
-        failed_attempts: u32,
+        consecutive_failures: u32,
     },
     /// A connection is up (and prepared): waiters get it from now on.
     Connected {
@@ -175,7 +175,7 @@ pub enum Event<E> {
     /// The service is stopped until started again.
     GaveUp {
         /// Consecutive failures when it gave up.
-        failed_attempts: u32,
+        consecutive_failures: u32,
         /// The last failure (none if it gave up after losing a connection).
         last: Option<Arc<Failure<E>>>,
         /// It gave up on fatal failures, without asking the retry policy.
@@ -207,10 +207,10 @@ impl<E> Clone for Event<E> {
             },
             Event::RetryScheduled {
                 delay,
-                failed_attempts,
+                consecutive_failures,
             } => Event::RetryScheduled {
                 delay: *delay,
-                failed_attempts: *failed_attempts,
+                consecutive_failures: *consecutive_failures,
             },
             Event::Connected {
                 attempt,
@@ -229,11 +229,11 @@ impl<E> Clone for Event<E> {
                 flap: *flap,
             },
             Event::GaveUp {
-                failed_attempts,
+                consecutive_failures,
                 last,
                 fatal,
             } => Event::GaveUp {
-                failed_attempts: *failed_attempts,
+                consecutive_failures: *consecutive_failures,
                 last: last.clone(),
                 fatal: *fatal,
             },
@@ -263,11 +263,11 @@ impl<E: fmt::Debug> fmt::Debug for Event<E> {
                 .finish(),
             Event::RetryScheduled {
                 delay,
-                failed_attempts,
+                consecutive_failures,
             } => f
                 .debug_struct("RetryScheduled")
                 .field("delay", delay)
-                .field("failed_attempts", failed_attempts)
+                .field("consecutive_failures", consecutive_failures)
                 .finish(),
             Event::Connected {
                 attempt,
@@ -288,12 +288,12 @@ impl<E: fmt::Debug> fmt::Debug for Event<E> {
                 .field("flap", flap)
                 .finish(),
             Event::GaveUp {
-                failed_attempts,
+                consecutive_failures,
                 last,
                 fatal,
             } => f
                 .debug_struct("GaveUp")
-                .field("failed_attempts", failed_attempts)
+                .field("consecutive_failures", consecutive_failures)
                 .field("last", last)
                 .field("fatal", fatal)
                 .finish(),
@@ -329,11 +329,11 @@ impl<E: fmt::Display> fmt::Display for Event<E> {
             ),
             Event::RetryScheduled {
                 delay,
-                failed_attempts,
+                consecutive_failures,
             } => write!(
                 f,
-                "retry in {delay:?} after {failed_attempts} consecutive failure{}",
-                if *failed_attempts == 1 { "" } else { "s" }
+                "retry in {delay:?} after {consecutive_failures} consecutive failure{}",
+                if *consecutive_failures == 1 { "" } else { "s" }
             ),
             Event::Connected {
                 attempt,
@@ -351,7 +351,7 @@ impl<E: fmt::Display> fmt::Display for Event<E> {
                 write!(f, ": {reason:#}")
             }
             Event::GaveUp {
-                failed_attempts,
+                consecutive_failures,
                 last,
                 fatal,
             } => {
@@ -360,7 +360,7 @@ impl<E: fmt::Display> fmt::Display for Event<E> {
                 } else {
                     "the retry policy gave up"
                 };
-                write!(f, "{who} after {failed_attempts} consecutive failures")?;
+                write!(f, "{who} after {consecutive_failures} consecutive failures")?;
                 match last {
                     Some(last) => write!(f, ": {last:#}"),
                     None => Ok(()),

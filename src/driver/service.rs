@@ -304,17 +304,19 @@ where
     }
 
     /// Cancels an attempt that takes longer than `timeout` (a failed attempt,
-    /// [`Failure::ConnectTimeout`](crate::Failure::ConnectTimeout)).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.config.connect_timeout = Some(timeout);
+    /// [`Failure::ConnectTimeout`](crate::Failure::ConnectTimeout)); `None`, the
+    /// default: no connect timeout. Like every timeout and delay setter here and on
+    /// [`Config`](crate::Config), it takes an `Option`: `None` turns it off.
+    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.connect_timeout = timeout;
         self
     }
 
     /// Closes a connection whose prepare hook takes longer than `timeout` (a failed
     /// attempt, [`Failure::PrepareTimeout`](crate::Failure::PrepareTimeout)). Needs a
-    /// prepare hook.
-    pub fn prepare_timeout(mut self, timeout: Duration) -> Self {
-        self.config.prepare_timeout = Some(timeout);
+    /// prepare hook. `None`, the default: no prepare timeout.
+    pub fn prepare_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.prepare_timeout = timeout;
         self
     }
 
@@ -329,8 +331,8 @@ where
     /// delay for ever; with it, such flaps keep counting as failures and the delays
     /// grow. A connection that stays up 5 s is very likely healthy, and 5 s is short
     /// next to a typical backoff cap, so a real recovery resets quickly.
-    pub fn reset_backoff_after(mut self, delay: impl Into<Option<Duration>>) -> Self {
-        self.config.reset_backoff_after = delay.into();
+    pub fn reset_backoff_after(mut self, delay: Option<Duration>) -> Self {
+        self.config.reset_backoff_after = delay;
         self
     }
 
@@ -489,7 +491,7 @@ where
     /// use redial::driver::ConnectContext;
     /// // Re-resolve the name on every attempt; log which attempt this is.
     /// let service = redial::tokio::builder_with_context(|ctx: ConnectContext| async move {
-    ///     println!("{} after {} failures", ctx.attempt, ctx.failed_attempts);
+    ///     println!("{} after {} failures", ctx.attempt, ctx.consecutive_failures);
     ///     let tcp = tokio::net::TcpStream::connect("db.example:5432").await?;
     ///     Ok::<_, std::io::Error>(redial::tokio::stream(tcp))
     /// })
@@ -745,13 +747,13 @@ impl<H, E> ClientService<H, E> {
     /// [`reset_backoff_after`](Builder::reset_backoff_after) (5 s by default) is a
     /// flap. It counts in [`flaps`](Counters::flaps) and in
     /// [`losses`](Counters::losses), and toward the consecutive failures that drive
-    /// the backoff ([`failed_attempts`](ClientService::failed_attempts), the
-    /// `consecutive_failures` and `failed_attempts` of the
+    /// the backoff ([`consecutive_failures`](ClientService::consecutive_failures), the
+    /// `consecutive_failures` and `consecutive_failures` of the
     /// [events](ClientService::events)), but **not** in
     /// [`failures`](Counters::failures), which counts failed attempts only (connect
     /// or prepare failed or timed out, lost while preparing, a panic). So after a
     /// peer that accepts and drops every connection at once, `failures` can stay 0
-    /// while `failed_attempts()` grows: compare `failures + flaps` with it, not
+    /// while `consecutive_failures()` grows: compare `failures + flaps` with it, not
     /// `failures`. A connection that stays up long enough resets the consecutive
     /// failures to 0; its loss later is a plain loss: it counts in `losses` (not
     /// in `flaps`) and makes the consecutive failures 1, so the first retry waits
@@ -769,8 +771,8 @@ impl<H, E> ClientService<H, E> {
     /// events' `consecutive_failures` shows. Flaps count here but not in
     /// [`counters().failures`](Counters::failures); see
     /// [`counters`](ClientService::counters).
-    pub fn failed_attempts(&self) -> u32 {
-        self.shared.shared.lock().status.failed_attempts
+    pub fn consecutive_failures(&self) -> u32 {
+        self.shared.shared.lock().status.consecutive_failures
     }
 
     /// How many waiters are pending (taken by the service, not answered, not
@@ -977,7 +979,7 @@ impl<H, E> WhenConnected<H, E> {
     fn time_out(&mut self, after: Duration) -> Answer<H, E> {
         let last = {
             let mailbox = self.shared.lock();
-            if mailbox.status.failed_attempts > 0 {
+            if mailbox.status.consecutive_failures > 0 {
                 mailbox.last_failure.clone()
             } else {
                 None

@@ -60,7 +60,7 @@ pub(crate) enum Command<H, E> {
 pub(crate) struct Status {
     pub(crate) state: State,
     pub(crate) counters: Counters,
-    pub(crate) failed_attempts: u32,
+    pub(crate) consecutive_failures: u32,
     pub(crate) pending_waiters: usize,
     /// The current connection (reported made: being prepared, or connected).
     pub(crate) connection: Option<AttemptId>,
@@ -70,7 +70,7 @@ impl Status {
     pub(crate) const NEW: Status = Status {
         state: State::Init,
         counters: Counters::new(),
-        failed_attempts: 0,
+        consecutive_failures: 0,
         pending_waiters: 0,
         connection: None,
     };

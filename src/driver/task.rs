@@ -76,8 +76,8 @@ type Contained<T> = CatchUnwind<AssertUnwindSafe<BoxFuture<T>>>;
 pub(crate) struct DynPolicy(pub(crate) Box<dyn RetryPolicy + Send>);
 
 impl RetryPolicy for DynPolicy {
-    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
-        self.0.next_delay(failed_attempts)
+    fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration> {
+        self.0.next_delay(consecutive_failures)
     }
 }
 
@@ -291,7 +291,7 @@ where
                 self.tell(Event::AttemptStarted { attempt });
                 let context = ConnectContext {
                     attempt,
-                    failed_attempts: self.machine.failed_attempts(),
+                    consecutive_failures: self.machine.consecutive_failures(),
                     connections: self.machine.counters().connections,
                 };
                 let connect = &mut self.connect;
@@ -337,7 +337,7 @@ where
             Action::Disconnect { attempt } => {
                 if self.conn.as_ref().is_some_and(|c| c.attempt == attempt) {
                     contain_drop(self.conn.take());
-                    self.report(Input::ClientDisconnected { attempt });
+                    self.report(Input::ConnectionClosed { attempt });
                 }
             }
             Action::Probe { attempt } => {
@@ -392,7 +392,7 @@ where
                 };
                 let error = match gave_up {
                     Some(gave_up) => Error::GaveUp {
-                        failed_attempts: gave_up.failed_attempts,
+                        consecutive_failures: gave_up.consecutive_failures,
                         last,
                         fatal: gave_up.fatal,
                     },
@@ -408,7 +408,7 @@ where
                 // failure it gave up on (none after a lost connection).
                 let error = match (gave_up, &self.gave_up_on) {
                     (Some(gave_up), Some(last)) => Error::GaveUp {
-                        failed_attempts: gave_up.failed_attempts,
+                        consecutive_failures: gave_up.consecutive_failures,
                         last: Arc::clone(last),
                         fatal: gave_up.fatal,
                     },
@@ -470,16 +470,16 @@ where
                 consecutive_failures,
             } => self.tell(Event::RetryScheduled {
                 delay,
-                failed_attempts: consecutive_failures,
+                consecutive_failures,
             }),
             Action::GaveUp {
-                failed_attempts,
+                consecutive_failures,
                 fatal,
             } => {
                 let last = performing.failure.take();
                 self.gave_up_on.clone_from(&last);
                 self.tell(Event::GaveUp {
-                    failed_attempts,
+                    consecutive_failures,
                     last,
                     fatal,
                 });
@@ -511,7 +511,7 @@ where
             None => false,
         };
         match (fatal, prepare) {
-            (true, _) => Input::FailedFatally { attempt, error },
+            (true, _) => Input::AttemptFailedFatally { attempt, error },
             (false, false) => Input::ConnectionFailed { attempt, error },
             (false, true) => Input::PrepareFailed { attempt, error },
         }
@@ -545,7 +545,7 @@ where
         if let Some((panic, _)) = broken {
             contain_drop(self.conn.take());
             self.reports.push_back(Report::lost(
-                Input::ClientDisconnected { attempt },
+                Input::ConnectionClosed { attempt },
                 Loss::Panicked(panic),
             ));
         }
@@ -579,7 +579,7 @@ where
                     return true;
                 }
                 contain_drop(self.conn.take());
-                let input = Input::ClientDisconnected { attempt };
+                let input = Input::ConnectionClosed { attempt };
                 self.feed(input, Some(Loss::Disconnected), None)
             }
             Command::ReconnectNow { reset_backoff } => {
@@ -700,11 +700,11 @@ where
                         contain_drop(self.conn.take());
                         let panic = Panic::new(PanicSite::Connection, panic_message(&*payload));
                         event!(error, attempt = %attempt, %panic, "connection driver panicked");
-                        Report::lost(Input::ClientDisconnected { attempt }, Loss::Panicked(panic))
+                        Report::lost(Input::ConnectionClosed { attempt }, Loss::Panicked(panic))
                     }
                     Ok(reason) => {
                         contain_drop(self.conn.take());
-                        Report::lost(Input::ClientDisconnected { attempt }, reason)
+                        Report::lost(Input::ConnectionClosed { attempt }, reason)
                     }
                 };
                 self.reports.push_back(report);
@@ -770,9 +770,9 @@ where
             }
             Event::RetryScheduled {
                 delay,
-                failed_attempts,
+                consecutive_failures,
             } => {
-                tracing::debug!(target: "redial", ?delay, failed_attempts, "retry scheduled")
+                tracing::debug!(target: "redial", ?delay, consecutive_failures, "retry scheduled")
             }
             Event::Connected {
                 attempt,
@@ -787,7 +787,7 @@ where
                 tracing::warn!(target: "redial", %attempt, %reason, flap, "connection lost")
             }
             Event::GaveUp {
-                failed_attempts,
+                consecutive_failures,
                 last,
                 fatal,
             } => {
@@ -795,9 +795,9 @@ where
                     .as_deref()
                     .map(|f| std::string::ToString::to_string(&super::log::Chain(f)));
                 if *fatal {
-                    tracing::error!(target: "redial", failed_attempts, error, "gave up: a failure retrying will not fix")
+                    tracing::error!(target: "redial", consecutive_failures, error, "gave up: a failure retrying will not fix")
                 } else {
-                    tracing::error!(target: "redial", failed_attempts, error, "the retry policy gave up")
+                    tracing::error!(target: "redial", consecutive_failures, error, "the retry policy gave up")
                 }
             }
             Event::Stopped => tracing::info!(target: "redial", "stopped"),
@@ -811,7 +811,7 @@ where
         let status = Status {
             state: self.machine.state(),
             counters: self.machine.counters(),
-            failed_attempts: self.machine.failed_attempts(),
+            consecutive_failures: self.machine.consecutive_failures(),
             pending_waiters: self.machine.pending_waiters().len(),
             connection: self
                 .conn

@@ -29,9 +29,9 @@ pub enum ConnState {
     /// The machine asked to close the connection (`Disconnect`); it is not
     /// reported closed yet. Nothing may be sent on it any more.
     Closing,
-    /// Closed as the machine asked (`client_disconnected` after `Disconnect`).
+    /// Closed as the machine asked (`connection_closed` after `Disconnect`).
     Closed,
-    /// Lost: reported closed (`client_disconnected`) without the machine asking.
+    /// Lost: reported closed (`connection_closed`) without the machine asking.
     Lost,
 }
 
@@ -62,7 +62,7 @@ impl ConnState {
 /// [`Connecting`](ConnState::Connecting), `connection_made` makes it
 /// [`Open`](ConnState::Open) (`Prepare`, in the same actions, makes it
 /// [`Preparing`](ConnState::Preparing) until the prepare result), `Disconnect`
-/// makes it [`Closing`](ConnState::Closing), and `client_disconnected` makes it
+/// makes it [`Closing`](ConnState::Closing), and `connection_closed` makes it
 /// [`Closed`](ConnState::Closed) (or [`Lost`](ConnState::Lost) if nobody asked).
 /// After each input its state is the state once the input's actions are
 /// performed: a connection the machine asks to close in this input is already
@@ -87,8 +87,8 @@ impl ConnState {
 /// let (_, seen) = feed(Input::Stop);
 /// assert_eq!(seen.get(attempt), Some(ConnState::Closing));
 /// let owed: Vec<Input<&str>> = seen.owed().collect();
-/// assert_eq!(owed, [Input::ClientDisconnected { attempt }]);
-/// let (_, seen) = feed(Input::ClientDisconnected { attempt });
+/// assert_eq!(owed, [Input::ConnectionClosed { attempt }]);
+/// let (_, seen) = feed(Input::ConnectionClosed { attempt });
 /// assert_eq!(seen.get(attempt), Some(ConnState::Closed));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -121,14 +121,14 @@ impl Connections {
 
     /// The reports a driver still owes for what the machine asked to cancel or
     /// close: `connect_cancelled` for each attempt [`Cancelling`](ConnState::Cancelling),
-    /// `client_disconnected` for each connection [`Closing`](ConnState::Closing).
+    /// `connection_closed` for each connection [`Closing`](ConnState::Closing).
     /// Until they are fed, no stop finishes.
     pub fn owed<E>(&self) -> impl Iterator<Item = Input<E>> + '_ {
         self.states
             .iter()
             .filter_map(|(attempt, state)| match state {
                 ConnState::Cancelling => Some(Input::ConnectCancelled { attempt: *attempt }),
-                ConnState::Closing => Some(Input::ClientDisconnected { attempt: *attempt }),
+                ConnState::Closing => Some(Input::ConnectionClosed { attempt: *attempt }),
                 _ => None,
             })
     }
@@ -157,7 +157,7 @@ impl Connections {
             // The connector panicked or failed fatally (the attempt is gone), or the
             // prepare step or the connection's driver did while preparing (the
             // machine asks to close).
-            Input::Panicked { attempt, .. } | Input::FailedFatally { attempt, .. } => {
+            Input::Panicked { attempt, .. } | Input::AttemptFailedFatally { attempt, .. } => {
                 (*attempt, |s| match s {
                     Connecting | Cancelling => NeverConnected,
                     Preparing => Open,
@@ -170,7 +170,7 @@ impl Connections {
                     other => other,
                 })
             }
-            Input::ClientDisconnected { attempt } => (*attempt, |s| match s {
+            Input::ConnectionClosed { attempt } => (*attempt, |s| match s {
                 Closing => Closed,
                 Open | Preparing => Lost,
                 other => other,

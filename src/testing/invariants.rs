@@ -41,7 +41,7 @@ use crate::state::State;
 ///    actions (so action lists never allocate), and `Counters::flaps` never
 ///    exceeds `losses` and stays 0 without `reset_backoff_after`;
 /// 9. the machine gives up on fatal failures (`GaveUp { fatal: true }`) only on a
-///    `failed_fatally` that brings the streak of fatal failures to
+///    `attempt_failed_fatally` that brings the streak of fatal failures to
 ///    `Config::give_up_after_fatal`;
 /// 10. probes: `Probe` is asked only for the connection while `Connected`, and
 ///     only with [`Config::probe`](crate::Config::probe); the probe timers are
@@ -127,8 +127,8 @@ impl Invariants {
         // What the accepted input itself says.
         match input {
             Input::ConnectionFailed { attempt, .. }
-            | Input::FailedFatally { attempt, .. }
-            | Input::ClientDisconnected { attempt }
+            | Input::AttemptFailedFatally { attempt, .. }
+            | Input::ConnectionClosed { attempt }
             | Input::Panicked { attempt, .. }
                 if self.current == Some(*attempt) =>
             {
@@ -189,13 +189,13 @@ impl Invariants {
                     if let Some(gave_up) = gave_up {
                         let told = step.actions.last().and_then(|last| match last {
                             Action::GaveUp {
-                                failed_attempts,
+                                consecutive_failures,
                                 fatal,
-                            } => Some((*failed_attempts, *fatal)),
+                            } => Some((*consecutive_failures, *fatal)),
                             _ => None,
                         });
                         ensure(
-                            told == Some((gave_up.failed_attempts, gave_up.fatal)),
+                            told == Some((gave_up.consecutive_failures, gave_up.fatal)),
                             || {
                                 format!("invariant 11: deliver_failure says {gave_up:?}, the list ends with {:?}", step.actions.last())
                             },
@@ -203,7 +203,7 @@ impl Invariants {
                     }
                 }
                 Action::GaveUp { fatal: true, .. } => ensure(
-                    matches!(input, Input::FailedFatally { .. })
+                    matches!(input, Input::AttemptFailedFatally { .. })
                         && machine.fatal_streak() >= machine.config().give_up_after_fatal.get(),
                     || {
                         format!(
@@ -239,9 +239,9 @@ impl Invariants {
                 } => ensure(
                     core::ptr::eq(action, &step.actions[step.actions.len() - 1])
                         && machine.state() == State::Waiting
-                        && *consecutive_failures == machine.failed_attempts(),
+                        && *consecutive_failures == machine.consecutive_failures(),
                     || {
-                        format!("invariant 11: {action:?} (not last, or the machine is {:?} with {} failures)", machine.state(), machine.failed_attempts())
+                        format!("invariant 11: {action:?} (not last, or the machine is {:?} with {} failures)", machine.state(), machine.consecutive_failures())
                     },
                 )?,
                 _ => {}
@@ -252,14 +252,17 @@ impl Invariants {
                     ..
                 }
                 | Action::GaveUp {
-                    failed_attempts: consecutive_failures,
+                    consecutive_failures,
                     ..
-                } => ensure(*consecutive_failures == machine.failed_attempts(), || {
-                    format!(
-                        "invariant 11: {action:?}, the machine counts {} failures",
-                        machine.failed_attempts()
-                    )
-                })?,
+                } => ensure(
+                    *consecutive_failures == machine.consecutive_failures(),
+                    || {
+                        format!(
+                            "invariant 11: {action:?}, the machine counts {} failures",
+                            machine.consecutive_failures()
+                        )
+                    },
+                )?,
                 _ => {}
             }
             self.action(action, machine, &mut finished)?;

@@ -53,7 +53,7 @@ pub enum Op {
     /// their number); `choice` picks among what can happen to it. One `choice` in
     /// eight is a panic where user code runs for it (an attempt's connector, a
     /// connection's prepare step or its driver while it is being prepared), and
-    /// another one in eight a fatal failure where one can happen (`failed_fatally`
+    /// another one in eight a fatal failure where one can happen (`attempt_failed_fatally`
     /// for an attempt in flight or a connection being prepared).
     Happen {
         /// Which thing.
@@ -90,10 +90,10 @@ pub enum ReportKind {
     PrepareSucceeded,
     /// `prepare_failed`.
     PrepareFailed,
-    /// `failed_fatally`.
-    FailedFatally,
-    /// `client_disconnected`.
-    ClientDisconnected,
+    /// `attempt_failed_fatally`.
+    AttemptFailedFatally,
+    /// `connection_closed`.
+    ConnectionClosed,
     /// `probe_succeeded`.
     ProbeSucceeded,
     /// `probe_failed`.
@@ -114,8 +114,8 @@ impl ReportKind {
         ReportKind::ConnectCancelled,
         ReportKind::PrepareSucceeded,
         ReportKind::PrepareFailed,
-        ReportKind::FailedFatally,
-        ReportKind::ClientDisconnected,
+        ReportKind::AttemptFailedFatally,
+        ReportKind::ConnectionClosed,
         ReportKind::ProbeSucceeded,
         ReportKind::ProbeFailed,
         ReportKind::Panicked,
@@ -127,7 +127,7 @@ impl ReportKind {
 /// `Op::Happen`'s `choice` from which user code panics (one in eight).
 const PANIC_CHOICES: u8 = 224;
 /// `Op::Happen`'s `choice` from which, below [`PANIC_CHOICES`], a failure is fatal
-/// (`failed_fatally`; one in eight).
+/// (`attempt_failed_fatally`; one in eight).
 const FATAL_CHOICES: u8 = 192;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +226,7 @@ impl World {
                         return Some(self.panicked(attempt, PanicSite::Connector));
                     }
                     if fatal {
-                        return Some(Input::FailedFatally {
+                        return Some(Input::AttemptFailedFatally {
                             attempt,
                             error: self.next_error(),
                         });
@@ -251,7 +251,7 @@ impl World {
                         if probing && !close_asked {
                             // Lost, or the probe answered or failed.
                             return Some(match choice % 3 {
-                                0 => Input::ClientDisconnected { attempt },
+                                0 => Input::ConnectionClosed { attempt },
                                 1 => Input::ProbeSucceeded { attempt },
                                 _ => Input::ProbeFailed { attempt },
                             });
@@ -268,13 +268,13 @@ impl World {
                             return Some(self.panicked(attempt, site));
                         }
                         if fatal && preparing && !close_asked {
-                            return Some(Input::FailedFatally {
+                            return Some(Input::AttemptFailedFatally {
                                 attempt,
                                 error: self.next_error(),
                             });
                         }
                         match choice % options {
-                            0 => Input::ClientDisconnected { attempt },
+                            0 => Input::ConnectionClosed { attempt },
                             1 => Input::PrepareSucceeded { attempt },
                             _ => Input::PrepareFailed {
                                 attempt,
@@ -324,11 +324,11 @@ impl World {
                 attempt,
                 error: self.next_error(),
             },
-            ReportKind::FailedFatally => Input::FailedFatally {
+            ReportKind::AttemptFailedFatally => Input::AttemptFailedFatally {
                 attempt,
                 error: self.next_error(),
             },
-            ReportKind::ClientDisconnected => Input::ClientDisconnected { attempt },
+            ReportKind::ConnectionClosed => Input::ConnectionClosed { attempt },
             ReportKind::ProbeSucceeded => Input::ProbeSucceeded { attempt },
             ReportKind::ProbeFailed => Input::ProbeFailed { attempt },
             ReportKind::Panicked => self.panicked(attempt, PanicSite::Connector),
@@ -367,7 +367,7 @@ impl World {
             Input::ConnectionFailed { attempt, .. } | Input::ConnectCancelled { attempt } => {
                 self.in_flight.retain(|f| f.attempt != *attempt);
             }
-            Input::Panicked { attempt, .. } | Input::FailedFatally { attempt, .. } => {
+            Input::Panicked { attempt, .. } | Input::AttemptFailedFatally { attempt, .. } => {
                 // An attempt's connector, or a connection's prepare step, panicked
                 // or failed fatally.
                 self.in_flight.retain(|f| f.attempt != *attempt);
@@ -385,7 +385,7 @@ impl World {
                     o.probing = false;
                 }
             }
-            Input::ClientDisconnected { attempt } => self.open.retain(|o| o.attempt != *attempt),
+            Input::ConnectionClosed { attempt } => self.open.retain(|o| o.attempt != *attempt),
             Input::TimerFired { timer } => self.timers.retain(|t| t != timer),
             Input::CancelWaiter { waiter } => self.waiters.retain(|w| w != waiter),
             Input::Start

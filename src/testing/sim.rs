@@ -39,7 +39,7 @@ pub enum ConnectScript<E> {
         error: E,
     },
     /// The attempt fails with `error` after `after`, and retrying will not fix it
-    /// (reported with `failed_fatally`).
+    /// (reported with `attempt_failed_fatally`).
     FailFatally {
         /// How long the attempt takes.
         after: Duration,
@@ -73,7 +73,7 @@ pub enum PrepareScript<E> {
         error: E,
     },
     /// It rejects the connection with `error` after `after`, and retrying will
-    /// not fix it (reported with `failed_fatally`); the machine then closes the
+    /// not fix it (reported with `attempt_failed_fatally`); the machine then closes the
     /// connection.
     FailFatally {
         /// How long it takes.
@@ -340,7 +340,7 @@ where
         if let (Input::ConnectionMade { attempt }, Ok(_)) = (&input, &result) {
             if self.app.machine().current_attempt() == Some(*attempt) {
                 if let Some(after) = self.lose_after.remove(attempt) {
-                    self.schedule(after, Input::ClientDisconnected { attempt: *attempt });
+                    self.schedule(after, Input::ConnectionClosed { attempt: *attempt });
                 }
             }
         }
@@ -389,11 +389,11 @@ where
                 | Input::ConnectionFailed { attempt: a, .. }
                 | Input::PrepareSucceeded { attempt: a }
                 | Input::PrepareFailed { attempt: a, .. }
-                | Input::FailedFatally { attempt: a, .. }
+                | Input::AttemptFailedFatally { attempt: a, .. }
                 | Input::ProbeSucceeded { attempt: a }
                 | Input::ProbeFailed { attempt: a }
                 | Input::Panicked { attempt: a, .. }
-                | Input::ClientDisconnected { attempt: a } if *a == attempt)
+                | Input::ConnectionClosed { attempt: a } if *a == attempt)
         });
         self.lose_after.remove(&attempt);
     }
@@ -413,7 +413,7 @@ where
                         self.schedule(after, Input::ConnectionFailed { attempt, error });
                     }
                     ConnectScript::FailFatally { after, error } => {
-                        self.schedule(after, Input::FailedFatally { attempt, error });
+                        self.schedule(after, Input::AttemptFailedFatally { attempt, error });
                     }
                     ConnectScript::Panic { after, message } => {
                         let panic = Panic::new(PanicSite::Connector, message);
@@ -442,7 +442,7 @@ where
                         self.schedule(after, Input::PrepareFailed { attempt, error });
                     }
                     PrepareScript::FailFatally { after, error } => {
-                        self.schedule(after, Input::FailedFatally { attempt, error });
+                        self.schedule(after, Input::AttemptFailedFatally { attempt, error });
                     }
                     PrepareScript::Panic { after, message } => {
                         let panic = Panic::new(PanicSite::Prepare, message);
@@ -455,7 +455,7 @@ where
                 self.forget(*attempt);
                 self.schedule(
                     Duration::ZERO,
-                    Input::ClientDisconnected { attempt: *attempt },
+                    Input::ConnectionClosed { attempt: *attempt },
                 );
             }
             Action::Probe { attempt } => {

@@ -37,8 +37,9 @@ async fn drain<T: TestRt>(events: &mut redial::driver::Events<io::Error>) -> Vec
                 attempt, reason, ..
             } => format!("lost {attempt}: {reason}"),
             Event::GaveUp {
-                failed_attempts, ..
-            } => format!("gave up after {failed_attempts}"),
+                consecutive_failures,
+                ..
+            } => format!("gave up after {consecutive_failures}"),
             Event::Stopped => "stopped".to_string(),
             Event::Ended(ended) => format!("ended: {ended}"),
             Event::Missed { events } => format!("missed {events}"),

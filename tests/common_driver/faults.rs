@@ -344,7 +344,7 @@ pub async fn callbacks_into_the_service_do_not_deadlock<T: TestRt>() {
     .policy(move |_| {
         // Reads the service from inside the machine's transition.
         if let Some(svc) = for_policy.lock().unwrap().clone() {
-            let _ = (svc.state(), svc.failed_attempts(), svc.counters());
+            let _ = (svc.state(), svc.consecutive_failures(), svc.counters());
             a.fetch_add(1, Ordering::SeqCst);
         }
         Duration::from_millis(2)

@@ -412,7 +412,7 @@ pub async fn prepare_hanging_times_out<T: TestRt>() {
     let server = Server::start::<T>("127.0.0.1:0".parse().unwrap(), 0);
     let svc = service::<T>(server.addr, 5)
         .prepare(|_conn: Conn<T>| future::pending::<io::Result<()>>())
-        .prepare_timeout(Duration::from_millis(30))
+        .prepare_timeout(Some(Duration::from_millis(30)))
         .build()
         .unwrap();
     let waiter = svc.when_connected_fail_after(NonZeroU32::new(2).unwrap());
@@ -433,7 +433,7 @@ pub async fn prepare_hanging_times_out<T: TestRt>() {
 pub async fn connect_hanging_times_out<T: TestRt>() {
     let hang = hanging();
     let svc = service::<T>(hang.addr, 5)
-        .connect_timeout(Duration::from_millis(30))
+        .connect_timeout(Some(Duration::from_millis(30)))
         .build()
         .unwrap();
     let waiter = svc.when_connected_fail_after(NonZeroU32::new(2).unwrap());
@@ -583,12 +583,12 @@ pub async fn gives_up<T: TestRt>() {
         .unwrap();
     match failure(svc.when_connected().await) {
         Error::GaveUp {
-            failed_attempts,
+            consecutive_failures,
             last,
             fatal,
         } => {
             assert!(!fatal, "the policy gave up");
-            assert_eq!(failed_attempts, 3);
+            assert_eq!(consecutive_failures, 3);
             assert!(matches!(*last, Failure::Connect(_)));
         }
         other => panic!("{other:?}"),
@@ -598,7 +598,7 @@ pub async fn gives_up<T: TestRt>() {
     assert!(matches!(
         failure(svc.when_connected().await),
         Error::GaveUp {
-            failed_attempts: 3,
+            consecutive_failures: 3,
             fatal: false,
             ..
         }

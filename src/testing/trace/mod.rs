@@ -50,7 +50,7 @@
 //!   [`Backoff`](crate::Backoff), a closure): the replay then answers the
 //!   machine's questions with the trace's own `schedule … retry D` and `gave_up`
 //!   lines, in order ([`Trace::policy_recorded`]).
-//! * `reconnect_now` takes an optional `reset_backoff`; `failed_fatally attempt#N
+//! * `reconnect_now` takes an optional `reset_backoff`; `attempt_failed_fatally attempt#N
 //!   "…"` reports a fatal failure, and a give-up on fatal failures reads
 //!   `gave_up N fatal`; probes read `probe attempt#N`, `probe_succeeded attempt#N`,
 //!   `probe_failed attempt#N`, with the timer kinds `probe_interval` and

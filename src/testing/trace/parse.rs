@@ -339,7 +339,7 @@ pub fn parse_input(line: &str) -> Result<Input<String>, ParseError> {
             attempt: attempt(a)?,
             error: unquote(e)?,
         },
-        ["failed_fatally", a, e] => Input::FailedFatally {
+        ["attempt_failed_fatally", a, e] => Input::AttemptFailedFatally {
             attempt: attempt(a)?,
             error: unquote(e)?,
         },
@@ -349,7 +349,7 @@ pub fn parse_input(line: &str) -> Result<Input<String>, ParseError> {
         ["probe_failed", a] => Input::ProbeFailed {
             attempt: attempt(a)?,
         },
-        ["client_disconnected", a] => Input::ClientDisconnected {
+        ["connection_closed", a] => Input::ConnectionClosed {
             attempt: attempt(a)?,
         },
         ["timer_fired", t] => Input::TimerFired {
@@ -466,11 +466,11 @@ pub fn parse_action(line: &str) -> Result<Action<String>, ParseError> {
                 .collect::<Result<_, _>>()?,
         },
         ["gave_up", n] => Action::GaveUp {
-            failed_attempts: parse_number(n)?,
+            consecutive_failures: parse_number(n)?,
             fatal: false,
         },
         ["gave_up", n, "fatal"] => Action::GaveUp {
-            failed_attempts: parse_number(n)?,
+            consecutive_failures: parse_number(n)?,
             fatal: true,
         },
         _ => return err(format!("not an action: {line:?}")),
@@ -490,11 +490,11 @@ fn waiters_and_gave_up<'a>(
     let gave_up = match gave_up {
         [] => None,
         [n] => Some(GiveUp {
-            failed_attempts: parse_named_number(n, "gave_up")?,
+            consecutive_failures: parse_named_number(n, "gave_up")?,
             fatal: false,
         }),
         [n, "fatal"] => Some(GiveUp {
-            failed_attempts: parse_named_number(n, "gave_up")?,
+            consecutive_failures: parse_named_number(n, "gave_up")?,
             fatal: true,
         }),
         _ => return err(format!("not an action: {line:?}")),
@@ -582,7 +582,6 @@ pub fn parse_rejection(s: &str) -> Result<Rejection, ParseError> {
         ["already_connected", a] => Rejection::AlreadyConnected(attempt(a)?),
         ["not_preparing", a] => Rejection::NotPreparing(attempt(a)?),
         ["not_cancelled", a] => Rejection::NotCancelled(attempt(a)?),
-        ["established", a] => Rejection::Established(attempt(a)?),
         ["not_probing", a] => Rejection::NotProbing(attempt(a)?),
         _ => return err(format!("unknown rejection {s:?}")),
     })

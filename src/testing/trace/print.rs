@@ -70,10 +70,10 @@ impl<E: fmt::Display> fmt::Display for DisplayInput<'_, E> {
             | Input::PrepareSucceeded { attempt }
             | Input::ProbeSucceeded { attempt }
             | Input::ProbeFailed { attempt }
-            | Input::ClientDisconnected { attempt } => write!(f, "{name} {attempt}"),
+            | Input::ConnectionClosed { attempt } => write!(f, "{name} {attempt}"),
             Input::ConnectionFailed { attempt, error }
             | Input::PrepareFailed { attempt, error }
-            | Input::FailedFatally { attempt, error } => {
+            | Input::AttemptFailedFatally { attempt, error } => {
                 write!(f, "{name} {attempt} ")?;
                 write_quoted(f, error)
             }
@@ -165,13 +165,13 @@ impl<E: fmt::Display> fmt::Display for DisplayAction<'_, E> {
                 stops.iter().try_for_each(|s| write!(f, " {s}"))
             }
             Action::GaveUp {
-                failed_attempts,
+                consecutive_failures,
                 fatal: false,
-            } => write!(f, "gave_up {failed_attempts}"),
+            } => write!(f, "gave_up {consecutive_failures}"),
             Action::GaveUp {
-                failed_attempts,
+                consecutive_failures,
                 fatal: true,
-            } => write!(f, "gave_up {failed_attempts} fatal"),
+            } => write!(f, "gave_up {consecutive_failures} fatal"),
             Action::Connected {
                 attempt,
                 generation,
@@ -209,13 +209,13 @@ fn write_gave_up(f: &mut fmt::Formatter<'_>, gave_up: Option<GiveUp>) -> fmt::Re
     match gave_up {
         None => Ok(()),
         Some(GiveUp {
-            failed_attempts,
+            consecutive_failures,
             fatal: false,
-        }) => write!(f, " gave_up={failed_attempts}"),
+        }) => write!(f, " gave_up={consecutive_failures}"),
         Some(GiveUp {
-            failed_attempts,
+            consecutive_failures,
             fatal: true,
-        }) => write!(f, " gave_up={failed_attempts} fatal"),
+        }) => write!(f, " gave_up={consecutive_failures} fatal"),
     }
 }
 
@@ -235,7 +235,6 @@ impl fmt::Display for DisplayRejection {
             Rejection::AlreadyConnected(a) => write!(f, "already_connected {a}"),
             Rejection::NotPreparing(a) => write!(f, "not_preparing {a}"),
             Rejection::NotCancelled(a) => write!(f, "not_cancelled {a}"),
-            Rejection::Established(a) => write!(f, "established {a}"),
             Rejection::NotProbing(a) => write!(f, "not_probing {a}"),
             // `Rejection` is non-exhaustive; a future reason prints as its message.
             #[allow(unreachable_patterns)]

@@ -37,7 +37,7 @@ use crate::state::State;
 pub struct SimPolicy {
     /// The delay per failure: `delay(n) = n · step` (saturating).
     pub step: Duration,
-    /// Give up (return `None`) once `failed_attempts` reaches this.
+    /// Give up (return `None`) once `consecutive_failures` reaches this.
     pub give_up_after: Option<u32>,
 }
 
@@ -50,7 +50,7 @@ impl SimPolicy {
         }
     }
 
-    /// The same policy, giving up once `failed_attempts` reaches `n`.
+    /// The same policy, giving up once `consecutive_failures` reaches `n`.
     #[must_use]
     pub const fn give_up_after(self, n: u32) -> Self {
         SimPolicy {
@@ -68,10 +68,10 @@ impl Default for SimPolicy {
 }
 
 impl RetryPolicy for SimPolicy {
-    fn next_delay(&mut self, failed_attempts: u32) -> Option<Duration> {
+    fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration> {
         match self.give_up_after {
-            Some(limit) if failed_attempts >= limit => None,
-            _ => Some(self.step.saturating_mul(failed_attempts)),
+            Some(limit) if consecutive_failures >= limit => None,
+            _ => Some(self.step.saturating_mul(consecutive_failures)),
         }
     }
 }
@@ -390,13 +390,13 @@ pub fn input_to_string<E: fmt::Display>(input: &Input<E>) -> Input<String> {
             attempt: *attempt,
             error: error.to_string(),
         },
-        Input::FailedFatally { attempt, error } => Input::FailedFatally {
+        Input::AttemptFailedFatally { attempt, error } => Input::AttemptFailedFatally {
             attempt: *attempt,
             error: error.to_string(),
         },
         Input::ProbeSucceeded { attempt } => Input::ProbeSucceeded { attempt: *attempt },
         Input::ProbeFailed { attempt } => Input::ProbeFailed { attempt: *attempt },
-        Input::ClientDisconnected { attempt } => Input::ClientDisconnected { attempt: *attempt },
+        Input::ConnectionClosed { attempt } => Input::ConnectionClosed { attempt: *attempt },
         Input::Panicked { attempt, panic } => Input::Panicked {
             attempt: *attempt,
             panic: panic.clone(),
@@ -451,10 +451,10 @@ pub fn action_to_string<E: fmt::Display>(action: &Action<E>) -> Action<String> {
             stops: stops.clone(),
         },
         Action::GaveUp {
-            failed_attempts,
+            consecutive_failures,
             fatal,
         } => Action::GaveUp {
-            failed_attempts: *failed_attempts,
+            consecutive_failures: *consecutive_failures,
             fatal: *fatal,
         },
         Action::Connected {
