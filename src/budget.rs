@@ -61,9 +61,11 @@
 //! capacity is given back as reservations pass); a scan allocates two words per
 //! kept slot for the call's duration.
 //!
-//! A slot reserved for an attempt that never happens (the service was stopped
-//! meanwhile) stays counted, unless the driver gives it back (below): the budget
-//! errs on the safe side.
+//! A slot reserved for an attempt that never happens stays counted, unless the
+//! driver gives it back (below: an attempt cancelled while it waits, a retry cut
+//! short by `reconnect_now` or by the service's end): the budget errs on the safe
+//! side. (A service stopped while it waits to retry keeps its retry's slot until
+//! it starts again or ends.)
 //!
 //! # What it covers
 //!
@@ -669,6 +671,18 @@ impl<P: RetryPolicy> RetryPolicy for GatedPolicy<P> {
         let slot = schedule.reserve(want, shared.interval, shared.tolerance);
         slots.retry = Some(slot);
         Some(Duration::from_nanos(slot.saturating_sub(now)))
+    }
+}
+
+/// A service that ends (its policy dropped with its task) gives back the slot of
+/// a retry it will never make.
+#[cfg(feature = "driver")]
+impl<P> Drop for GatedPolicy<P> {
+    fn drop(&mut self) {
+        let retry = self.gate.slots().retry.take();
+        if let Some(slot) = retry {
+            self.gate.give_back(slot);
+        }
     }
 }
 
