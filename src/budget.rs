@@ -3,10 +3,10 @@
 //!
 //! When one server restarts, every service of every process that talks to it
 //! reconnects at once. Jitter spreads the herd; a budget caps it. Give the same
-//! [`Budget`] to every service ([`Builder::budget`](crate::driver::Builder::budget)
-//! with the async driver) and the attempts of all of them together never leave
-//! faster than the budget's rate (after an allowed burst), while each service still
-//! waits at least what its own policy says.
+//! [`Budget`] to every service (`redial::driver::Builder::budget` with the async
+//! driver) and the attempts of all of them together never leave faster than the
+//! budget's rate (after an allowed burst), while each service still waits at
+//! least what its own policy says.
 //!
 //! ```
 //! use std::time::Duration;
@@ -61,23 +61,24 @@
 //! capacity is given back as reservations pass); a scan allocates two words per
 //! kept slot for the call's duration.
 //!
-//! A slot reserved for an attempt that never happens (the service was stopped
-//! meanwhile) stays counted, unless the driver gives it back (below): the budget
-//! errs on the safe side.
+//! A slot reserved for an attempt that never happens stays counted, unless the
+//! driver gives it back (below: an attempt cancelled while it waits, a retry cut
+//! short by `reconnect_now` or by the service's end): the budget errs on the safe
+//! side. (A service stopped while it waits to retry keeps its retry's slot until
+//! it starts again or ends.)
 //!
 //! # What it covers
 //!
-//! With the async driver ([`Builder::budget`](crate::driver::Builder::budget)),
-//! **every attempt that leaves the process counts**: the first after
-//! [`start`](crate::driver::ClientService::start), every retry, one made by
-//! [`reconnect_now`](crate::driver::ClientService::reconnect_now), the first after
-//! a stop and a start. The builder wraps both the service's retry policy and its
-//! connector, sharing one slot per attempt:
+//! With the async driver (`redial::driver::Builder::budget`), **every attempt
+//! that leaves the process counts**: the first after `start`, every retry, one
+//! made by `reconnect_now`, the first after a stop and a start. The builder wraps
+//! both the service's retry policy and its connector, sharing one slot per
+//! attempt:
 //!
 //! * a retry reserves its slot when the policy is asked: the delay the machine
-//!   arms (and [`Event::RetryScheduled`](crate::driver::Event::RetryScheduled)
-//!   reports) is the time until that slot, so it is the real wait. Its attempt
-//!   then finds its slot due and leaves at once: one slot, not two;
+//!   arms (and `Event::RetryScheduled` reports) is the time until that slot, so
+//!   it is the real wait. Its attempt then finds its slot due and leaves at once
+//!   (as late as the runtime's timer fires): one slot, not two;
 //! * any other attempt (first, `reconnect_now`, after a restart) takes an
 //!   admission ([`Budget::admit`]) when it starts, and waits for it, on the
 //!   service's runtime, before the user's connector is called. `reconnect_now`
@@ -88,11 +89,10 @@
 //!   does not use that old slot, it takes a fresh admission.
 //!
 //! Two things to know when an attempt waits for admission:
-//! [`Event::AttemptStarted`](crate::driver::Event::AttemptStarted) is told when
-//! the wait begins (the connector is called when it ends), and a
-//! [`connect_timeout`](crate::driver::Builder::connect_timeout) counts the wait:
-//! with a herd of `n` services starting together, the last waits about
-//! `(n − b) / rate`; a connect timeout shorter than that fails the late ones with
+//! `Event::AttemptStarted` is told when the wait begins (the connector is called
+//! when it ends), and a `connect_timeout` counts the wait: with a herd of `n`
+//! services starting together, the last waits about `(n − b) / rate`; a connect
+//! timeout shorter than that fails the late ones with
 //! [`Failure::ConnectTimeout`](crate::Failure::ConnectTimeout) (their slots are
 //! given back before their retries are reserved, and those are budgeted as any).
 //! A retry's attempt does not wait in the connector (its wait was the retry
@@ -120,14 +120,18 @@
 //! * Other processes: a budget is shared by the services of one process (clone
 //!   it, or keep it in a `static`). Ten processes with a budget of 100/s each make
 //!   up to 1,000 attempts a second together.
-//! * `budget.limit(policy)` given to [`Builder::policy`](crate::driver::Builder::policy)
-//!   on its own counts retries only, as it always did. Do not combine it with
-//!   `Builder::budget(budget)` on one service: its retries would count twice.
+//! * `budget.limit(policy)` given to `Builder::policy` on its own counts retries
+//!   only, as it always did. Do not combine it with `Builder::budget(budget)` on
+//!   one service: its retries would count twice.
 //! * What an attempt does after it leaves (a prepare step, a probe) is not
 //!   counted: one attempt, one slot.
 //!
 //! Time comes from [`std::time::Instant`], or from any clock you give
-//! ([`Budget::with_clock`]), such as a test harness's virtual time.
+//! ([`Budget::with_clock`]), such as a test harness's virtual time. With
+//! `Builder::budget`, the budget's clock should be the one the runtime's timers
+//! follow: `Instant` is, for Tokio, smol and async-std; under Tokio's paused test
+//! time, give `with_clock` Tokio's `Instant`; on the test harness's
+//! `ManualRuntime`, its `now`.
 
 use core::fmt;
 use core::time::Duration;
@@ -377,7 +381,7 @@ impl Budget {
     /// Wraps `policy` so that its retries count against this budget.
     ///
     /// This covers retries only; with the async driver, prefer
-    /// [`Builder::budget`](crate::driver::Builder::budget), which counts every
+    /// `Builder::budget` (the async driver's), which counts every
     /// attempt (see the [module docs](self)).
     pub fn limit<P: RetryPolicy>(&self, policy: P) -> Budgeted<P> {
         Budgeted {
@@ -403,7 +407,7 @@ impl Budget {
     /// now on, as [`reserve`](Budget::reserve)`(Duration::ZERO)`. For an attempt
     /// no [`limit`](Budget::limit)ed policy scheduled (a first attempt, one after
     /// a stop and a start) when you drive a [`Machine`](crate::Machine) yourself;
-    /// the driver's [`Builder::budget`](crate::driver::Builder::budget) calls it
+    /// the driver's `Builder::budget` calls it
     /// for you.
     pub fn admit(&self) -> Duration {
         self.reserve(Duration::ZERO)
@@ -667,6 +671,18 @@ impl<P: RetryPolicy> RetryPolicy for GatedPolicy<P> {
         let slot = schedule.reserve(want, shared.interval, shared.tolerance);
         slots.retry = Some(slot);
         Some(Duration::from_nanos(slot.saturating_sub(now)))
+    }
+}
+
+/// A service that ends (its policy dropped with its task) gives back the slot of
+/// a retry it will never make.
+#[cfg(feature = "driver")]
+impl<P> Drop for GatedPolicy<P> {
+    fn drop(&mut self) {
+        let retry = self.gate.slots().retry.take();
+        if let Some(slot) = retry {
+            self.gate.give_back(slot);
+        }
     }
 }
 

@@ -779,3 +779,31 @@ fn on_tokio_with_the_real_clock() {
     assert!(times.len() <= 106, "{}", times.len());
     assert!(times.len() >= 60, "{}", times.len());
 }
+
+/// A service dropped while it waits to retry gives its retry's slot back.
+#[test]
+fn a_service_that_ends_gives_its_retry_slot_back() {
+    let rt = ManualRuntime::new();
+    let budget = budget_on(&rt, 1.0, 1);
+    let net = Net::new();
+    net.push_connect(ConnectOutcome::Fail("down".into()));
+    let log = Arc::default();
+    let service = service(
+        &rt,
+        &net,
+        &log,
+        &budget,
+        Wiring::Builder,
+        Duration::from_secs(60),
+    );
+    rt.run_until_idle();
+    assert_eq!(service.state(), State::Waiting);
+    rt.advance(Duration::from_millis(1));
+    assert_eq!(budget.outstanding(), 1, "the retry's slot, 60 s ahead");
+    drop(service);
+    rt.run_until_idle();
+    assert_eq!(rt.tasks(), 0);
+    assert_eq!(budget.outstanding(), 0);
+    // The next slot is 1 s after the attempt at 0, not 1 s after the retry's.
+    assert_eq!(budget.admit(), Duration::from_millis(999));
+}
