@@ -192,16 +192,58 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+// The layout shows the architecture:
+//
+// * `src/core/`: the sans-IO core (the machine, its inputs and actions, ids,
+//   errors, retry policies, waiters, the shared budget): no I/O, no clock, no
+//   runtime, `no_std` + `alloc`;
+// * `src/driver/`: the async engine (one task per service that performs the
+//   machine's actions) and, in `src/driver/shapes/`, the connection shapes that
+//   do not use it (a byte stream, messages, endpoints);
+// * `src/runtime/`: the runtime adapters, alike and tiny;
+// * `src/testing/`: the testing kit (feature `testing`).
+// Module paths stay flat (`redial::machine`, `redial::tokio`, ...).
+#[path = "core/actions.rs"]
 pub mod actions;
-#[cfg(feature = "async-std")]
-#[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
-pub mod async_std;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+#[path = "core/budget.rs"]
 pub mod budget;
+#[path = "core/error.rs"]
+pub mod error;
+#[path = "core/ids.rs"]
+pub mod ids;
+#[path = "core/input.rs"]
+pub mod input;
+#[path = "core/machine.rs"]
+pub mod machine;
+#[path = "core/policy.rs"]
+pub mod policy;
+#[path = "core/state.rs"]
+mod state;
+#[path = "core/waiters.rs"]
+mod waiters;
+
 #[cfg(feature = "driver")]
 #[cfg_attr(docsrs, doc(cfg(feature = "driver")))]
 pub mod driver;
+
+#[cfg(feature = "async-std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
+#[path = "runtime/async_std.rs"]
+pub mod async_std;
+#[cfg(feature = "smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
+#[path = "runtime/smol.rs"]
+pub mod smol;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+#[path = "runtime/tokio.rs"]
+pub mod tokio;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
 /// The behaviour contract: every state, every input and what the machine does
 /// with it, the differences from Twisted (D1–D8) and the invariants (the same text
 /// as `docs/contract.md` in the repository).
@@ -218,7 +260,6 @@ pub mod contract {
     #![doc = ""]
     #![doc = include_str!("../docs/contract.md")]
 }
-pub mod error;
 /// The driver guide: putting the machine under an event loop of your own (`mio`,
 /// embassy, a game loop): the report queue, every action and what it asks of the
 /// driver, the one machine timer, ids as tokens, stopping (the same text as
@@ -226,16 +267,6 @@ pub mod error;
 pub mod guide {
     #![doc = include_str!("../docs/driver-guide.md")]
 }
-pub mod ids;
-pub mod input;
-pub mod machine;
-pub mod policy;
-#[cfg(feature = "smol")]
-#[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
-pub mod smol;
-mod state;
-#[cfg(feature = "testing")]
-pub mod testing;
 /// Recipes for the async service (feature `tokio`): a request timeout that closes
 /// a dead connection, where a handshake belongs, not replaying requests on a
 /// newer connection, keeping framing state across locks.
@@ -244,10 +275,6 @@ pub mod testing;
 pub mod recipes {
     #![doc = include_str!("../docs/recipes.md")]
 }
-#[cfg(feature = "tokio")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub mod tokio;
-mod waiters;
 
 pub use actions::{
     Action, Actions, Failure, GiveUp, LossKind, Panic, PanicSite, StopList, TimerKind, WaiterList,

@@ -37,6 +37,11 @@ struct Source {
     text: String,
 }
 
+/// Folders that only group files (`src/lib.rs` names their files with `#[path]`),
+/// so that the layout shows the architecture while module paths stay flat:
+/// `src/core/machine.rs` is the module `machine`, `src/runtime/tokio.rs` is `tokio`.
+const GROUPING_FOLDERS: &[&str] = &["core", "runtime"];
+
 /// The module a file defines, from its path under `src/`.
 fn file_module(path: &Path) -> Module {
     let rel = path.strip_prefix("src").expect("a file under src/");
@@ -44,6 +49,9 @@ fn file_module(path: &Path) -> Module {
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
+    if parts.len() > 1 && GROUPING_FOLDERS.contains(&parts[0].as_str()) {
+        parts.remove(0);
+    }
     let file = parts.pop().expect("a file name");
     match file.as_str() {
         "lib.rs" | "mod.rs" => {}

@@ -2,7 +2,7 @@
 //! transition tables, reports, counting and what goes beyond Twisted) as plainly
 //! as it can be written.
 //!
-//! Written from the contract, not from `src/machine.rs`. It shares only the vocabulary with the crate
+//! Written from the contract, not from `src/core/machine.rs`. It shares only the vocabulary with the crate
 //! (ids, `Input`, `Action`, `State`, `Rejection`): every decision is made here,
 //! with two tables:
 //!

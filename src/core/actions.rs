@@ -13,6 +13,7 @@ use smallvec::SmallVec;
 
 use crate::ids::{AttemptId, StopId, TimerId};
 
+#[path = "actions/waiter_list.rs"]
 mod waiter_list;
 
 pub(crate) use waiter_list::Builder as WaiterListBuilder;

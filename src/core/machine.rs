@@ -423,7 +423,7 @@ pub struct Machine<E, P = Backoff> {
     /// Connections asked to close, not yet reported closed.
     closing: SmallVec<[AttemptId; 2]>,
     /// Pending waiters in registration order; withdrawing any of them costs
-    /// O(log n) amortised (see `src/waiters.rs`).
+    /// O(log n) amortised (see `src/core/waiters.rs`).
     waiters: Waiters,
     /// Pending stop requests in call order.
     stops: StopList,
