@@ -39,8 +39,9 @@ struct Source {
 
 /// Folders that only group files (`src/lib.rs` names their files with `#[path]`),
 /// so that the layout shows the architecture while module paths stay flat:
-/// `src/core/machine.rs` is the module `machine`, `src/runtime/tokio.rs` is `tokio`.
-const GROUPING_FOLDERS: &[&str] = &["core", "runtime"];
+/// `src/core/machine.rs` is the module `machine`, `src/runtime/tokio.rs` is `tokio`,
+/// `src/driver/shapes/stream.rs` is `driver::stream`.
+const GROUPING_FOLDERS: &[&str] = &["core", "runtime", "shapes"];
 
 /// The module a file defines, from its path under `src/`.
 fn file_module(path: &Path) -> Module {
@@ -49,8 +50,14 @@ fn file_module(path: &Path) -> Module {
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
-    if parts.len() > 1 && GROUPING_FOLDERS.contains(&parts[0].as_str()) {
-        parts.remove(0);
+    let file = parts.len() - 1;
+    let mut i = 0;
+    while i < file.min(parts.len() - 1) {
+        if GROUPING_FOLDERS.contains(&parts[i].as_str()) {
+            parts.remove(i);
+        } else {
+            i += 1;
+        }
     }
     let file = parts.pop().expect("a file name");
     match file.as_str() {

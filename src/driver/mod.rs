@@ -194,17 +194,15 @@ mod endpoints;
 mod error;
 mod events;
 mod log;
+#[path = "shapes/messages.rs"]
 mod messages;
 mod pending;
 mod runtime;
-// service.rs and stream.rs link to `redial::tokio` (its `builder`, its `stream`)
-// directly; without the `tokio` feature those links cannot resolve. Until they take
-// the conditional links above, their docs are let off that one lint in builds
-// without `tokio` (every build with it, docs.rs's included, still checks them).
-#[cfg_attr(not(feature = "tokio"), allow(rustdoc::broken_intra_doc_links))]
 mod service;
 mod shared;
-#[cfg_attr(not(feature = "tokio"), allow(rustdoc::broken_intra_doc_links))]
+// The connection shapes (src/driver/shapes/): a byte stream, messages, endpoints.
+// They build on the service's public API, not on the engine.
+#[path = "shapes/stream.rs"]
 mod stream;
 mod task;
 mod watch;

@@ -34,7 +34,13 @@ use crate::machine::{Config, Counters, Machine, State};
 use crate::policy::{Backoff, RetryPolicy};
 
 /// Builds a [`ClientService`]. Get one from [`ClientService::builder`] or an
-/// adapter's `builder` function (e.g. [`redial::tokio::builder`](crate::tokio::builder)).
+/// adapter's `builder` function (e.g. [`redial::tokio::builder`][tokio-builder]).
+///
+#[cfg_attr(feature = "tokio", doc = "[tokio-builder]: crate::tokio::builder")]
+#[cfg_attr(
+    not(feature = "tokio"),
+    doc = "[tokio-builder]: https://docs.rs/redial/latest/redial/tokio/fn.builder.html"
+)]
 #[must_use = "a builder does nothing until `build` or `start`"]
 pub struct Builder<R, H, E> {
     runtime: R,

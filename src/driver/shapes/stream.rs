@@ -166,10 +166,16 @@ impl<S> StreamShared<S> {
 /// Splits a [`futures-io`](futures_io) stream (smol's and async-std's `TcpStream`,
 /// …) into a shareable handle and a driver future: a
 /// [`Connection`](super::Connection) for a service. For Tokio streams use
-/// [`redial::tokio::stream`](crate::tokio::stream).
+/// [`redial::tokio::stream`][tokio-stream].
 ///
 /// See [`SharedStream`] for what the driver watches, what a loss leaves for
 /// readers, and what closing means.
+///
+#[cfg_attr(feature = "tokio", doc = "[tokio-stream]: crate::tokio::stream")]
+#[cfg_attr(
+    not(feature = "tokio"),
+    doc = "[tokio-stream]: https://docs.rs/redial/latest/redial/tokio/fn.stream.html"
+)]
 pub fn stream<S>(stream: S) -> (SharedStream<S>, StreamDriver<S>)
 where
     S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
@@ -320,7 +326,7 @@ fn not_connected() -> io::Error {
 ///
 /// It implements the stream's I/O traits: futures-io's `AsyncRead` and
 /// `AsyncWrite` for a stream made with [`stream`], Tokio's for one made with
-/// [`redial::tokio::stream`](crate::tokio::stream). So everything built on those
+/// [`redial::tokio::stream`][tokio-stream]. So everything built on those
 /// traits works on it, by value or by `&mut` (the traits are implemented for
 /// `&mut` of a reader): the `read_*`/`write_*` extension methods, and a
 /// `BufReader` for line-based protocols:
@@ -350,6 +356,12 @@ fn not_connected() -> io::Error {
 /// Once the service closes the connection, every operation fails with
 /// [`io::ErrorKind::NotConnected`] (see
 /// [Closed by the service](SharedStream#closed-by-the-service)).
+///
+#[cfg_attr(feature = "tokio", doc = "[tokio-stream]: crate::tokio::stream")]
+#[cfg_attr(
+    not(feature = "tokio"),
+    doc = "[tokio-stream]: https://docs.rs/redial/latest/redial/tokio/fn.stream.html"
+)]
 pub struct StreamGuard<'a, S> {
     user: Option<MutexGuard<'a, ()>>,
     shared: &'a StreamShared<S>,
