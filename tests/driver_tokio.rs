@@ -42,13 +42,7 @@ impl common_driver::TestRt for Rt {
         TcpStream::connect(addr).await.map(redial::tokio::stream)
     }
 
-    async fn request(conn: SharedStream<TcpStream>, msg: &'static [u8]) -> io::Result<Vec<u8>> {
-        let mut io = conn.lock().await?;
-        io.write_all(msg).await?;
-        let mut reply = vec![0; msg.len()];
-        io.read_exact(&mut reply).await?;
-        Ok(reply)
-    }
+    tcp_methods!();
 
     fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         Self::from_std(std::net::TcpListener::bind(addr)?)
@@ -57,25 +51,6 @@ impl common_driver::TestRt for Rt {
     fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
         listener.set_nonblocking(true)?;
         TcpListener::from_std(listener)
-    }
-
-    fn local_addr(listener: &TcpListener) -> SocketAddr {
-        listener.local_addr().unwrap()
-    }
-
-    async fn accept(listener: &TcpListener) -> io::Result<TcpStream> {
-        listener.accept().await.map(|(s, _)| s)
-    }
-
-    async fn echo(mut conn: TcpStream) -> io::Result<()> {
-        let mut buf = [0; 256];
-        loop {
-            let n = conn.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            conn.write_all(&buf[..n]).await?;
-        }
     }
 }
 

@@ -1223,6 +1223,46 @@ where
     until::<T>("second connection closed", || server.eofs() == 1).await;
 }
 
+/// The parts of a [`TestRt`] impl that read the same on every runtime: a request
+/// (write, then read the echo) over the shared stream, the listener's address,
+/// accept, and the echo server's loop. Expanded inside each runtime's impl, where
+/// that runtime's `AsyncReadExt`/`AsyncWriteExt` (or `ReadExt`/`WriteExt`) and
+/// `TcpListener`/`TcpStream` are in scope.
+#[macro_export]
+macro_rules! tcp_methods {
+    () => {
+        async fn request(
+            conn: redial::driver::SharedStream<TcpStream>,
+            msg: &'static [u8],
+        ) -> std::io::Result<Vec<u8>> {
+            let mut io = conn.lock().await?;
+            io.write_all(msg).await?;
+            let mut reply = vec![0; msg.len()];
+            io.read_exact(&mut reply).await?;
+            Ok(reply)
+        }
+
+        fn local_addr(listener: &TcpListener) -> std::net::SocketAddr {
+            listener.local_addr().unwrap()
+        }
+
+        async fn accept(listener: &TcpListener) -> std::io::Result<TcpStream> {
+            listener.accept().await.map(|(s, _)| s)
+        }
+
+        async fn echo(mut conn: TcpStream) -> std::io::Result<()> {
+            let mut buf = [0; 256];
+            loop {
+                let n = conn.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                conn.write_all(&buf[..n]).await?;
+            }
+        }
+    };
+}
+
 /// Instantiates the suite for one runtime.
 #[macro_export]
 macro_rules! driver_suite {
