@@ -28,8 +28,10 @@ pub struct ConnectContext {
 /// that runs the connection and ends when it is lost.
 ///
 /// Implemented for every `(handle, driver future)` pair, which covers
-/// tokio-postgres, hyper and h2 connections and the pairs made by
-/// [`stream`](super::stream).
+/// tokio-postgres's `(Client, Connection)` (proven against a real server in the
+/// repository's tests) and the pairs made by [`stream`](super::stream). Other
+/// clients of that shape (hyper's and h2's handshakes) are expected to fit, but
+/// are not tested here.
 pub trait Connection: Send + 'static {
     /// What waiters receive: a clone per waiter.
     type Handle: Clone + Send + Sync + 'static;

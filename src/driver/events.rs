@@ -98,9 +98,8 @@ impl std::error::Error for Loss {
 
 /// What a connection's driver future may return: nothing (`()`), or a `Result`
 /// whose error becomes the [`Loss`] reason. Implemented for `()` and for every
-/// `Result<T, E>` whose `E` is an error (tokio-postgres's, hyper's and h2's
-/// connections return one; [`StreamDriver`](super::StreamDriver) returns
-/// `io::Result<()>`).
+/// `Result<T, E>` whose `E` is an error (tokio-postgres's connection returns
+/// one; [`StreamDriver`](super::StreamDriver) returns `io::Result<()>`).
 #[diagnostic::on_unimplemented(
     message = "a connection's driver future must return `()` or a `Result<_, impl Error>`",
     label = "this driver future's output is `{Self}`"

@@ -23,8 +23,10 @@
 //! Your connector is an async closure that returns a [`Connection`] or an error.
 //! Three shapes are supported:
 //!
-//! * a **`(handle, driver future)` pair**, as returned by tokio-postgres, hyper or
-//!   h2: the service runs the driver future inside its task, hands clones of the
+//! * a **`(handle, driver future)` pair**, as tokio-postgres returns (proven by
+//!   the repository's tests against a real server; hyper's and h2's handshakes
+//!   have the same shape but are not tested): the service runs the driver future
+//!   inside its task, hands clones of the
 //!   handle to waiters, and learns of the loss when the driver future ends. The
 //!   handle must be `Clone` (wrap it in an `Arc` if it is not, e.g.
 //!   `(Arc::new(client), connection)`).
