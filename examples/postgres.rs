@@ -122,7 +122,7 @@ async fn main() -> ExitCode {
     // whichever comes first, with advice. The service itself would keep trying
     // (unless the failure is fatal: then it has given up too). `{}` prints the
     // whole story on one line, e.g. `the retry policy gave up ...` or `gave up on a
-    // failure that retrying will not fix (1 failed attempt): connection attempt
+    // failure that retrying will not fix (1 consecutive failure): connection attempt
     // failed: db error: FATAL: database "nope" does not exist`.
     match pg
         .when_connected_fail_after(NonZeroU32::new(4).unwrap())

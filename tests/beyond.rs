@@ -137,7 +137,7 @@ fn a_fatal_failure_gives_up_at_once_and_says_why() {
     };
     assert_eq!(
         format!("{failed}"),
-        "gave up on a failure that retrying will not fix (1 failed attempt): connection attempt failed: wrong password"
+        "gave up on a failure that retrying will not fix (1 consecutive failure): connection attempt failed: wrong password"
     );
     // A start begins again (the operator fixed the password).
     service.start();

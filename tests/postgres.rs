@@ -407,7 +407,7 @@ fn a_database_that_does_not_exist_is_named_in_the_printed_error() {
         );
         assert!(!printed.contains('\n'), "one line: {printed:?}");
         assert!(
-            printed.starts_with("the retry policy gave up after 3 failed attempts: "),
+            printed.starts_with("the retry policy gave up after 3 consecutive failures: "),
             "{printed}"
         );
         assert!(matches!(

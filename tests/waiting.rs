@@ -283,12 +283,12 @@ fn display_prints_the_whole_chain_on_one_line_and_alternate_only_the_top() {
     println!("{error}");
     assert_eq!(
         error.to_string(),
-        "the retry policy gave up after 3 failed attempts: connection attempt failed: \
+        "the retry policy gave up after 3 consecutive failures: connection attempt failed: \
          db error: FATAL: database \"nope\" does not exist"
     );
     assert_eq!(
         format!("{error:#}"),
-        "the retry policy gave up after 3 failed attempts"
+        "the retry policy gave up after 3 consecutive failures"
     );
     // The chain is intact, and a reporter that walks it (the top with `{:#}`, the
     // sources with `{}`) prints each part once: the same line.
@@ -319,7 +319,7 @@ fn display_prints_the_whole_chain_on_one_line_and_alternate_only_the_top() {
     };
     assert_eq!(
         fatal.to_string(),
-        "gave up on a failure that retrying will not fix (1 failed attempt): \
+        "gave up on a failure that retrying will not fix (1 consecutive failure): \
          connection attempt timed out"
     );
     assert_eq!(
@@ -338,14 +338,14 @@ fn a_part_already_printed_is_not_repeated_and_lines_are_joined() {
     let error = gave_up(Verbose(ServerError("bad certificate")));
     assert_eq!(
         error.to_string(),
-        "the retry policy gave up after 3 failed attempts: connection attempt failed: \
+        "the retry policy gave up after 3 consecutive failures: connection attempt failed: \
          handshake failed: bad certificate"
     );
     // A message of several lines (PostgreSQL's DETAIL and HINT) stays on one line.
     let error = gave_up(ServerError("FATAL: no\nDETAIL: really\n  HINT: try again"));
     assert_eq!(
         error.to_string(),
-        "the retry policy gave up after 3 failed attempts: connection attempt failed: \
+        "the retry policy gave up after 3 consecutive failures: connection attempt failed: \
          FATAL: no DETAIL: really HINT: try again"
     );
 }
@@ -355,7 +355,7 @@ fn an_error_type_that_is_only_display_prints_with_display() {
     let error: Error<String> = gave_up(String::from("refused"));
     assert_eq!(
         error.display().to_string(),
-        "the retry policy gave up after 3 failed attempts: connection attempt failed: refused"
+        "the retry policy gave up after 3 consecutive failures: connection attempt failed: refused"
     );
     assert_eq!(
         Error::<String>::TimedOut {
@@ -386,7 +386,7 @@ fn a_real_service_error_prints_its_cause() {
     println!("{error}");
     assert_eq!(
         error.to_string(),
-        "the retry policy gave up after 3 failed attempts: connection attempt failed: reset by peer"
+        "the retry policy gave up after 3 consecutive failures: connection attempt failed: reset by peer"
     );
 }
 

@@ -28,7 +28,7 @@ use crate::error::ConfigError;
 ///   repeated, for error types whose message includes their source; line breaks
 ///   inside a part become spaces.)
 /// * `{:#}` prints **this error's own message only**: `the retry policy gave up
-///   after 3 failed attempts`. This is the form for reporters that walk
+///   after 3 consecutive failures`. This is the form for reporters that walk
 ///   [`source`](std::error::Error::source) themselves and print every level, so
 ///   that no part is printed twice: print the top with `{:#}`, the sources as
 ///   they come.
@@ -94,7 +94,7 @@ impl<E> Error<E> {
                 ..
             } => write!(
                 f,
-                "the retry policy gave up after {consecutive_failures} failed attempt{}",
+                "the retry policy gave up after {consecutive_failures} consecutive failure{}",
                 plural(*consecutive_failures)
             ),
             Error::GaveUp {
@@ -104,7 +104,7 @@ impl<E> Error<E> {
             } => write!(
                 f,
                 "gave up on a failure that retrying will not fix \
-                 ({consecutive_failures} failed attempt{})",
+                 ({consecutive_failures} consecutive failure{})",
                 plural(*consecutive_failures)
             ),
             Error::TimedOut { after, .. } => {

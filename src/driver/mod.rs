@@ -140,7 +140,7 @@
 //!   withdrawn and gets [`Error::TimedOut`], with the last failure if attempts
 //!   were failing.
 //! * An [`Error`] printed with `{}` says the whole story on one line, root cause
-//!   included (`the retry policy gave up after 3 failed attempts: connection
+//!   included (`the retry policy gave up after 3 consecutive failures: connection
 //!   attempt failed: db error: FATAL: database "nope" does not exist`); `{:#}` is
 //!   its own message only, for reporters that walk `source()` (see [`Error`]).
 //! * A connection whose driver future never ends can still be dead (a half-open
