@@ -61,8 +61,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use redial::driver::{ClientService, ConnectContext, Endpoints, Error, Event, Events};
-use redial::testing::{poll_once, ManualRuntime, Net, NetError, NetHandle};
+use redial::driver::{ClientService, ConnectContext, Endpoints, Error, Event, Events, Loss};
+use redial::testing::{poll_once, ConnectOutcome, ManualRuntime, Net, NetError, NetHandle};
 use redial::{AttemptId, Budget};
 
 type Service = ClientService<NetHandle, NetError>;
@@ -109,6 +109,8 @@ enum Probe {
     Answer = 0,
     Refuse = 1,
     Silent = 2,
+    /// The probe future panics.
+    Panics = 3,
 }
 
 /// One step. A `usize` names a service (modulo their number) or a held future or
@@ -138,6 +140,8 @@ enum Step {
     FailFatally(usize),
     /// ... panics.
     Panic(usize),
+    /// The service's connector panics when called for its next attempt.
+    ConnectorPanics(usize),
     /// The service's open connection is lost.
     Lose(usize),
     /// What the service's peer does with probes from now on.
@@ -185,12 +189,14 @@ fn svc_setup() -> impl Strategy<Value = SvcSetup> {
         weighted(0.4, select(vec![100u64, 1000])),
         proptest::collection::vec(select(vec![0u64, 50, 300, 2000]), 1..3),
     )
-        .prop_map(|(build_only, probe_ms, connect_timeout_ms, delays_ms)| SvcSetup {
-            build_only,
-            probe_ms,
-            connect_timeout_ms,
-            delays_ms,
-        })
+        .prop_map(
+            |(build_only, probe_ms, connect_timeout_ms, delays_ms)| SvcSetup {
+                build_only,
+                probe_ms,
+                connect_timeout_ms,
+                delays_ms,
+            },
+        )
 }
 
 fn setup() -> impl Strategy<Value = Setup> {
@@ -223,10 +229,16 @@ fn step() -> impl Strategy<Value = Step> {
         10 => s.clone().prop_map(Step::Fail),
         4 => s.clone().prop_map(Step::FailFatally),
         2 => s.clone().prop_map(Step::Panic),
+        1 => s.clone().prop_map(Step::ConnectorPanics),
         5 => s.clone().prop_map(Step::Lose),
         6 => (
             s,
-            prop_oneof![Just(Probe::Answer), Just(Probe::Refuse), Just(Probe::Silent)]
+            prop_oneof![
+                Just(Probe::Answer),
+                Just(Probe::Refuse),
+                Just(Probe::Silent),
+                Just(Probe::Panics)
+            ]
         )
             .prop_map(|(s, p)| Step::Probe(s, p)),
     ]
@@ -287,6 +299,8 @@ struct World {
     stops: Vec<Stop>,
     /// Answers `Failed`/`GaveUp` in the current step, per service.
     bad_answers_in_step: Vec<usize>,
+    /// Check the endpoint of the attempt after one cancelled by a stop.
+    check_rotation_after_cancel: bool,
     log: String,
 }
 
@@ -294,14 +308,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn probe_by(
-    mode: &Arc<AtomicU8>,
-) -> impl FnMut(NetHandle) -> ProbeFuture + Send + 'static {
+fn probe_by(mode: &Arc<AtomicU8>) -> impl FnMut(NetHandle) -> ProbeFuture + Send + 'static {
     let mode = mode.clone();
     move |_conn: NetHandle| -> ProbeFuture {
         match mode.load(Ordering::SeqCst) {
             0 => Box::pin(async { Ok(()) }),
             1 => Box::pin(async { Err(NetError::new("no pong")) }),
+            3 => Box::pin(async { panic!("the probe panics (scripted)") }),
             _ => Box::pin(std::future::pending()),
         }
     }
@@ -383,6 +396,7 @@ impl World {
             interval: budget.interval(),
             burst: budget.burst(),
             bad_answers_in_step: Vec::new(),
+            check_rotation_after_cancel: !ROTATION_COUNTS_CANCELLED,
             svcs,
             left,
             waiters: Vec::new(),
@@ -468,6 +482,9 @@ impl World {
             Step::ReconnectNow(s, reset) => {
                 let s = s % n;
                 let did = self.svcs[s].handles[0].reconnect_now(reset);
+                if did {
+                    count(&STATS.reconnects_now);
+                }
                 format!("s{s} reconnect_now({reset}) -> {did}")
             }
             Step::WhenConnected(s, fail_after) => {
@@ -542,6 +559,13 @@ impl World {
                 };
                 format!("s{s} attempt {a}: {step:?}")
             }
+            Step::ConnectorPanics(s) => {
+                let s = s % n;
+                self.svcs[s]
+                    .net
+                    .push_connect(ConnectOutcome::PanicInConnector);
+                format!("s{s}: the connector panics next")
+            }
             Step::Lose(s) => {
                 let s = s % n;
                 let net = &self.svcs[s].net;
@@ -575,11 +599,21 @@ impl World {
                             !svc.cancelled.contains(&attempt),
                             "s{s}: attempt {attempt:?}, cancelled by a stop, reported failed"
                         );
+                        count(&STATS.failed);
                         svc.failed += 1;
                         svc.failed_ids.push(attempt);
                         svc.failed_in_step = true;
                     }
-                    Poll::Ready(Some(Event::GaveUp { .. })) => svc.failed_in_step = true,
+                    Poll::Ready(Some(Event::GaveUp { fatal, .. })) => {
+                        if fatal {
+                            count(&STATS.fatal_give_ups);
+                        }
+                        svc.failed_in_step = true;
+                    }
+                    Poll::Ready(Some(Event::Lost {
+                        reason: Loss::ProbeFailed(_) | Loss::ProbeTimedOut,
+                        ..
+                    })) => count(&STATS.probe_losses),
                     Poll::Ready(Some(_)) => {}
                 }
             }
@@ -620,6 +654,12 @@ impl World {
                 Err(e) => format!("{e}"),
             }
         ));
+        count(match answer {
+            Ok(_) => &STATS.answered_ok,
+            Err(Error::Failed(_)) => &STATS.answered_failed,
+            Err(Error::Stopped) => &STATS.answered_stopped,
+            Err(_) => &STATS.answered_other,
+        });
         match answer {
             Err(Error::Failed(_)) => {
                 ensure!(
@@ -683,7 +723,7 @@ impl World {
                     // Cancelled by a stop: it counts nowhere, the next one goes to
                     // the same endpoint. Not checked while the known bug stands
                     // (see `ROTATION_COUNTS_CANCELLED`).
-                    (!ROTATION_COUNTS_CANCELLED).then_some(a.endpoint)
+                    self.check_rotation_after_cancel.then_some(a.endpoint)
                 } else {
                     None
                 };
@@ -719,62 +759,69 @@ impl World {
         self.note(format!(" 0. built: {}", self.summary()));
         self.check()?;
         for (i, &step) in steps.iter().enumerate() {
-            self.bad_answers_in_step.clear();
-            for svc in &mut self.svcs {
-                svc.failed_in_step = false;
-            }
-            let before: Vec<u32> = self
-                .svcs
-                .iter()
-                .map(|s| s.handles[0].consecutive_failures())
-                .collect();
-            let left_before = lock(&self.left).len();
-            let what = self.apply(step);
-            self.note(format!("{:>2}. {step:?}: {what}", i + 1));
-            self.settle()?;
-            if let Step::Start(s) = step {
-                let s = s % self.svcs.len();
-                for l in lock(&self.left).iter_mut().skip(left_before) {
-                    l.restart |= l.svc == s;
-                }
-            }
-            self.observe()?;
-            self.note(format!("    -> {}", self.summary()));
-            // (b) a stop counts nowhere.
-            if let Step::Stop(s) = step {
-                let s = s % self.svcs.len();
-                let svc = &self.svcs[s];
-                ensure!(
-                    !svc.failed_in_step,
-                    "s{s}: an attempt failed or the service gave up in a stop step"
-                );
-                let after = svc.handles[0].consecutive_failures();
-                ensure!(
-                    after == before[s],
-                    "s{s}: consecutive_failures went from {} to {after} in a stop step",
-                    before[s]
-                );
-                ensure!(
-                    !self.bad_answers_in_step.contains(&s),
-                    "s{s}: a waiter was answered Failed or GaveUp in a stop step"
-                );
-                for &id in &svc.cancelled {
-                    let left = lock(&self.left);
-                    let a = left
-                        .iter()
-                        .filter(|l| l.svc == s)
-                        .position(|l| l.attempt == id)
-                        .expect("logged");
-                    ensure!(
-                        svc.net.cancelled_attempts().contains(&a),
-                        "s{s}: attempt {a} was in flight at the stop, but is {:?}",
-                        svc.net.attempt(a)
-                    );
-                }
-            }
-            self.check()?;
+            self.step_once(&format!("{:>2}.", i + 1), step)?;
         }
         self.finish()
+    }
+
+    /// One step, run until idle, observed and checked.
+    fn step_once(&mut self, label: &str, step: Step) -> Result<(), String> {
+        self.bad_answers_in_step.clear();
+        for svc in &mut self.svcs {
+            svc.failed_in_step = false;
+        }
+        let before: Vec<u32> = self
+            .svcs
+            .iter()
+            .map(|s| s.handles[0].consecutive_failures())
+            .collect();
+        let left_before = lock(&self.left).len();
+        let cancelled_before: Vec<usize> = self.svcs.iter().map(|s| s.cancelled.len()).collect();
+        let what = self.apply(step);
+        self.note(format!("{label} {step:?}: {what}"));
+        self.settle()?;
+        if let Step::Start(s) = step {
+            let s = s % self.svcs.len();
+            for l in lock(&self.left).iter_mut().skip(left_before) {
+                l.restart |= l.svc == s;
+            }
+        }
+        self.observe()?;
+        self.note(format!("    -> {}", self.summary()));
+        // (b) a stop counts nowhere.
+        if let Step::Stop(s) = step {
+            let s = s % self.svcs.len();
+            let svc = &self.svcs[s];
+            ensure!(
+                !svc.failed_in_step,
+                "s{s}: an attempt failed or the service gave up in a stop step"
+            );
+            let after = svc.handles[0].consecutive_failures();
+            ensure!(
+                after == before[s],
+                "s{s}: consecutive_failures went from {} to {after} in a stop step",
+                before[s]
+            );
+            ensure!(
+                !self.bad_answers_in_step.contains(&s),
+                "s{s}: a waiter was answered Failed or GaveUp in a stop step"
+            );
+            for &id in &svc.cancelled[cancelled_before[s]..] {
+                STATS.cancelled.fetch_add(1, Ordering::Relaxed);
+                let left = lock(&self.left);
+                let a = left
+                    .iter()
+                    .filter(|l| l.svc == s)
+                    .position(|l| l.attempt == id)
+                    .expect("logged");
+                ensure!(
+                    svc.net.cancelled_attempts().contains(&a),
+                    "s{s}: attempt {a} was in flight at the stop, but is {:?}",
+                    svc.net.attempt(a)
+                );
+            }
+        }
+        self.check()
     }
 
     /// (c): once every service is stopped, every future resolves.
@@ -785,8 +832,7 @@ impl World {
         self.observe()?;
         self.check()?;
         for s in 0..self.svcs.len() {
-            let what = self.apply(Step::Stop(s));
-            self.note(format!("-- finish: {what}"));
+            self.step_once("-- finish:", Step::Stop(s))?;
         }
         for w in 0..self.waiters.len() {
             if let Some(future) = self.waiters[w].future.take() {
@@ -843,8 +889,10 @@ fn keeps_the_rule(left: &[Left], t: i128, tau: i128) -> Result<(), String> {
     Ok(())
 }
 
-fn run_case(setup: &Setup, steps: &[Step]) -> Result<(), String> {
+/// Runs one case (`strict`: also the rotation check the known bug fails).
+fn run_case(setup: &Setup, steps: &[Step], strict: bool) -> Result<(), String> {
     let mut world = World::new(setup);
+    world.check_rotation_after_cancel |= strict;
     let result = catch_unwind(AssertUnwindSafe(|| world.run(steps)));
     let error = match result {
         Ok(Ok(())) => None,
@@ -852,6 +900,12 @@ fn run_case(setup: &Setup, steps: &[Step]) -> Result<(), String> {
         Err(payload) => Some(format!("panicked: {}", panic_message(&*payload))),
     };
     world.rt.shutdown();
+    for l in lock(&world.left).iter() {
+        count(&STATS.attempts);
+        if l.restart {
+            count(&STATS.restarts);
+        }
+    }
     match error {
         None => Ok(()),
         Some(error) => Err(format!(
@@ -892,7 +946,40 @@ fn cases() -> u32 {
         .unwrap_or(2_000)
 }
 
-static RAN: AtomicUsize = AtomicUsize::new(0);
+/// What the cases did, summed (printed, to show the features were exercised).
+struct Stats {
+    runs: AtomicUsize,
+    attempts: AtomicUsize,
+    restarts: AtomicUsize,
+    cancelled: AtomicUsize,
+    failed: AtomicUsize,
+    fatal_give_ups: AtomicUsize,
+    probe_losses: AtomicUsize,
+    reconnects_now: AtomicUsize,
+    answered_ok: AtomicUsize,
+    answered_failed: AtomicUsize,
+    answered_stopped: AtomicUsize,
+    answered_other: AtomicUsize,
+}
+
+static STATS: Stats = Stats {
+    runs: AtomicUsize::new(0),
+    attempts: AtomicUsize::new(0),
+    restarts: AtomicUsize::new(0),
+    cancelled: AtomicUsize::new(0),
+    failed: AtomicUsize::new(0),
+    fatal_give_ups: AtomicUsize::new(0),
+    probe_losses: AtomicUsize::new(0),
+    reconnects_now: AtomicUsize::new(0),
+    answered_ok: AtomicUsize::new(0),
+    answered_failed: AtomicUsize::new(0),
+    answered_stopped: AtomicUsize::new(0),
+    answered_other: AtomicUsize::new(0),
+};
+
+fn count(counter: &AtomicUsize) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
 
 #[test]
 fn features_together_keep_their_promises() {
@@ -910,16 +997,106 @@ fn features_together_keep_their_promises() {
         proptest::collection::vec(step(), 0..=40).prop_map(Script),
     );
     let result = runner.run(&strategy, |(setup, script)| {
-        RAN.fetch_add(1, Ordering::SeqCst);
-        run_case(&setup, &script.0).map_err(TestCaseError::fail)
+        count(&STATS.runs);
+        run_case(&setup, &script.0, false).map_err(TestCaseError::fail)
     });
+    let n = |c: &AtomicUsize| c.load(Ordering::Relaxed);
     println!(
-        "composed: {} cases ({} runs with shrinking) in {:.1?}",
+        "composed: {} cases ({} runs) in {:.1?}: {} attempts left ({} made by a start), \
+         {} cancelled by a stop, {} failed, {} fatal give-ups, {} probe losses, \
+         {} reconnect_now taken; waiters answered: {} Ok, {} Failed, {} Stopped, {} other",
         cases(),
-        RAN.load(Ordering::SeqCst),
-        began.elapsed()
+        n(&STATS.runs),
+        began.elapsed(),
+        n(&STATS.attempts),
+        n(&STATS.restarts),
+        n(&STATS.cancelled),
+        n(&STATS.failed),
+        n(&STATS.fatal_give_ups),
+        n(&STATS.probe_losses),
+        n(&STATS.reconnects_now),
+        n(&STATS.answered_ok),
+        n(&STATS.answered_failed),
+        n(&STATS.answered_stopped),
+        n(&STATS.answered_other),
     );
     if let Err(e) = result {
         panic!("{e}");
+    }
+}
+
+/// The known bug `ROTATION_COUNTS_CANCELLED` names, as the property test shrank it:
+/// an attempt to the primary cancelled by a stop; after the start, the next attempt
+/// goes to the replica, as if the cancelled one had failed.
+#[test]
+#[ignore = "known bug: Endpoints::pick counts an attempt cancelled by a stop (ROTATION_COUNTS_CANCELLED)"]
+fn an_attempt_cancelled_by_a_stop_moves_the_endpoints_on() {
+    quiet_scripted_panics();
+    let svc = SvcSetup {
+        build_only: false,
+        probe_ms: None,
+        connect_timeout_ms: None,
+        delays_ms: vec![0],
+    };
+    let setup = Setup {
+        rate: 2.0,
+        burst: 1,
+        services: vec![svc.clone(), svc],
+    };
+    let steps = [Step::Advance(600), Step::Stop(1), Step::Start(1)];
+    if let Err(report) = run_case(&setup, &steps, true) {
+        panic!("{report}");
+    }
+}
+
+/// A readable script with every kind of step, on the checks the property test uses.
+#[test]
+fn a_hand_written_script_passes() {
+    quiet_scripted_panics();
+    let svc = |probe_ms, connect_timeout_ms| SvcSetup {
+        build_only: false,
+        probe_ms,
+        connect_timeout_ms,
+        delays_ms: vec![50, 300],
+    };
+    let setup = Setup {
+        rate: 5.0,
+        burst: 2,
+        services: vec![
+            svc(Some((200, 100)), None),
+            svc(None, Some(1000)),
+            svc(None, None),
+        ],
+    };
+    let steps = [
+        Step::WhenConnected(0, None),
+        Step::WhenConnected(1, Some(2)),
+        Step::Fail(0),
+        Step::Advance(50),
+        Step::Succeed(0),
+        Step::Probe(0, Probe::Silent),
+        Step::Advance(400),
+        Step::FailFatally(1),
+        Step::Start(1),
+        Step::CloneHandle(2),
+        Step::Stop(2),
+        Step::DropHandle(2, 0),
+        Step::Start(2),
+        Step::ReconnectNow(0, true),
+        Step::Fail(2),
+        Step::ReconnectNow(2, false),
+        Step::Panic(2),
+        Step::ConnectorPanics(1),
+        Step::Advance(1000),
+        Step::Probe(0, Probe::Panics),
+        Step::Lose(0),
+        Step::WhenConnected(2, None),
+        Step::DropWaiter(0),
+        Step::Stop(0),
+        Step::DropStop(0),
+        Step::Advance(2000),
+    ];
+    if let Err(report) = run_case(&setup, &steps, false) {
+        panic!("{report}");
     }
 }
