@@ -130,6 +130,8 @@ enum Step {
     CloneHandle(usize),
     /// Drops one of the service's handles, if it has more than one.
     DropHandle(usize, usize),
+    /// Drops every handle of the service: it ends.
+    DropAllHandles(usize),
     /// Moves virtual time on by this many milliseconds.
     Advance(u32),
     /// The service's attempt in flight connects.
@@ -224,6 +226,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0usize..4).prop_map(Step::DropStop),
         3 => s.clone().prop_map(Step::CloneHandle),
         3 => (s.clone(), 0usize..3).prop_map(|(s, i)| Step::DropHandle(s, i)),
+        1 => s.clone().prop_map(Step::DropAllHandles),
         20 => prop_oneof![0u32..=20, 50u32..=600, 600u32..=4000].prop_map(Step::Advance),
         12 => s.clone().prop_map(Step::Succeed),
         10 => s.clone().prop_map(Step::Fail),
@@ -264,13 +267,15 @@ struct Svc {
     handles: Vec<Service>,
     events: Events<NetError>,
     probe: Arc<AtomicU8>,
+    /// Calls of the service's retry policy.
+    policy_calls: Arc<AtomicUsize>,
     /// `AttemptFailed` events seen.
     failed: u32,
     failed_ids: Vec<AttemptId>,
     /// Attempts in flight (connector called, unresolved) when a stop of this
     /// service cancelled them.
     cancelled: Vec<AttemptId>,
-    /// `AttemptFailed` or `GaveUp` seen in the current step.
+    /// `AttemptFailed`, `RetryScheduled` or `GaveUp` seen in the current step.
     failed_in_step: bool,
 }
 
@@ -348,6 +353,7 @@ impl World {
                 .map(|ms| Duration::from_millis(*ms))
                 .collect();
             let probe = Arc::new(AtomicU8::new(Probe::Answer as u8));
+            let policy_calls = Arc::new(AtomicUsize::new(0));
             let builder = ClientService::builder_with_context(rt.clone(), move |ctx| {
                 let endpoint = pick(&eps, &ctx);
                 lock(&log).push(Left {
@@ -360,7 +366,13 @@ impl World {
                 });
                 connect()
             })
-            .policy(move |n: u32| delays[(n.max(1) as usize - 1) % delays.len()])
+            .policy({
+                let calls = policy_calls.clone();
+                move |n: u32| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    delays[(n.max(1) as usize - 1) % delays.len()]
+                }
+            })
             .budget(budget.clone())
             .fatal_if(|e: &NetError| e.message().contains(FATAL))
             .connect_timeout(cfg.connect_timeout_ms.map(Duration::from_millis))
@@ -385,6 +397,7 @@ impl World {
                 handles: vec![service],
                 events,
                 probe,
+                policy_calls,
                 failed: 0,
                 failed_ids: Vec::new(),
                 cancelled: Vec::new(),
@@ -413,7 +426,15 @@ impl World {
     fn summary(&self) -> String {
         let mut s = format!("t={:?}", self.rt.now());
         for (i, svc) in self.svcs.iter().enumerate() {
-            let h = &svc.handles[0];
+            let Some(h) = svc.handles.first() else {
+                let _ = write!(
+                    s,
+                    " | s{i}: ended, pend={:?} open={:?}",
+                    svc.net.pending_attempts(),
+                    svc.net.open()
+                );
+                continue;
+            };
             let _ = write!(
                 s,
                 " | s{i}: {:?} cf={} att={} pend={:?} open={:?} waiters={}",
@@ -445,6 +466,21 @@ impl World {
     /// Does one step; returns what it did.
     fn apply(&mut self, step: Step) -> String {
         let n = self.svcs.len();
+        let user = match step {
+            Step::Start(s)
+            | Step::Stop(s)
+            | Step::ReconnectNow(s, _)
+            | Step::WhenConnected(s, _)
+            | Step::CloneHandle(s)
+            | Step::DropHandle(s, _)
+            | Step::DropAllHandles(s) => Some(s % n),
+            _ => None,
+        };
+        if let Some(s) = user {
+            if self.svcs[s].handles.is_empty() {
+                return format!("s{s} has ended: no handle");
+            }
+        }
         match step {
             Step::Start(s) => {
                 let s = s % n;
@@ -458,19 +494,8 @@ impl World {
             }
             Step::Stop(s) => {
                 let s = s % n;
+                let pending = self.cancel_in_flight(s);
                 let svc = &mut self.svcs[s];
-                // The attempt in flight, if its connector was called.
-                let pending = svc.net.pending_attempts();
-                if let Some(&a) = pending.first() {
-                    let log = lock(&self.left);
-                    let id = log
-                        .iter()
-                        .filter(|l| l.svc == s)
-                        .nth(a)
-                        .map(|l| l.attempt)
-                        .expect("every attempt was logged");
-                    svc.cancelled.push(id);
-                }
                 let future = svc.handles[0].stop();
                 self.stops.push(Stop {
                     svc: s,
@@ -541,6 +566,12 @@ impl World {
                 drop(handles.remove(i));
                 format!("s{s} drop handle {i}")
             }
+            Step::DropAllHandles(s) => {
+                let s = s % n;
+                self.cancel_in_flight(s);
+                self.svcs[s].handles.clear();
+                format!("s{s}: every handle dropped (the service ends)")
+            }
             Step::Advance(ms) => {
                 self.rt.advance(Duration::from_millis(ms.into()));
                 format!("advance {ms} ms")
@@ -585,6 +616,24 @@ impl World {
         }
     }
 
+    /// Notes the attempt in flight of service `s` (its connector called, not
+    /// resolved) as cancelled by what the caller is about to do; returns it.
+    fn cancel_in_flight(&mut self, s: usize) -> Vec<usize> {
+        let svc = &mut self.svcs[s];
+        let pending = svc.net.pending_attempts();
+        if let Some(&a) = pending.first() {
+            let log = lock(&self.left);
+            let id = log
+                .iter()
+                .filter(|l| l.svc == s)
+                .nth(a)
+                .map(|l| l.attempt)
+                .expect("every attempt was logged");
+            svc.cancelled.push(id);
+        }
+        pending
+    }
+
     /// Reads the events, polls every held future once.
     fn observe(&mut self) -> Result<(), String> {
         for (s, svc) in self.svcs.iter_mut().enumerate() {
@@ -610,6 +659,7 @@ impl World {
                         }
                         svc.failed_in_step = true;
                     }
+                    Poll::Ready(Some(Event::RetryScheduled { .. })) => svc.failed_in_step = true,
                     Poll::Ready(Some(Event::Lost {
                         reason: Loss::ProbeFailed(_) | Loss::ProbeTimedOut,
                         ..
@@ -744,7 +794,18 @@ impl World {
                 .iter()
                 .filter(|w| w.svc == s && w.future.is_some())
                 .count();
-            let pending = svc.handles[0].pending_waiters();
+            let Some(h) = svc.handles.first() else {
+                // Ended: nothing of it is open, every waiter was answered.
+                ensure!(
+                    svc.net.open().is_empty() && svc.net.pending_attempts().is_empty(),
+                    "s{s} ended, but open {:?}, in flight {:?}",
+                    svc.net.open(),
+                    svc.net.pending_attempts()
+                );
+                ensure!(held == 0, "s{s} ended, but {held} waiters pending");
+                continue;
+            };
+            let pending = h.pending_waiters();
             ensure!(
                 pending == held,
                 "s{s}: pending_waiters() is {pending}, the test holds {held}"
@@ -770,10 +831,15 @@ impl World {
         for svc in &mut self.svcs {
             svc.failed_in_step = false;
         }
-        let before: Vec<u32> = self
+        let before: Vec<Option<u32>> = self
             .svcs
             .iter()
-            .map(|s| s.handles[0].consecutive_failures())
+            .map(|s| s.handles.first().map(Service::consecutive_failures))
+            .collect();
+        let calls_before: Vec<usize> = self
+            .svcs
+            .iter()
+            .map(|s| s.policy_calls.load(Ordering::SeqCst))
             .collect();
         let left_before = lock(&self.left).len();
         let cancelled_before: Vec<usize> = self.svcs.iter().map(|s| s.cancelled.len()).collect();
@@ -788,18 +854,25 @@ impl World {
         }
         self.observe()?;
         self.note(format!("    -> {}", self.summary()));
-        // (b) a stop counts nowhere.
-        if let Step::Stop(s) = step {
+        // (b) a stop (or the service's end) counts nowhere.
+        if let Step::Stop(s) | Step::DropAllHandles(s) = step {
             let s = s % self.svcs.len();
             let svc = &self.svcs[s];
             ensure!(
                 !svc.failed_in_step,
-                "s{s}: an attempt failed or the service gave up in a stop step"
+                "s{s}: an attempt failed, a retry was scheduled or the service gave up \
+                 in a stop step"
             );
-            let after = svc.handles[0].consecutive_failures();
+            let calls = svc.policy_calls.load(Ordering::SeqCst);
             ensure!(
-                after == before[s],
-                "s{s}: consecutive_failures went from {} to {after} in a stop step",
+                calls == calls_before[s],
+                "s{s}: the retry policy was asked {} times in a stop step",
+                calls - calls_before[s]
+            );
+            let after = svc.handles.first().map(Service::consecutive_failures);
+            ensure!(
+                after.is_none() || after == before[s],
+                "s{s}: consecutive_failures went from {:?} to {after:?} in a stop step",
                 before[s]
             );
             ensure!(
@@ -1003,7 +1076,7 @@ fn features_together_keep_their_promises() {
     let n = |c: &AtomicUsize| c.load(Ordering::Relaxed);
     println!(
         "composed: {} cases ({} runs) in {:.1?}: {} attempts left ({} made by a start), \
-         {} cancelled by a stop, {} failed, {} fatal give-ups, {} probe losses, \
+         {} cancelled by a stop or an end, {} failed, {} fatal give-ups, {} probe losses, \
          {} reconnect_now taken; waiters answered: {} Ok, {} Failed, {} Stopped, {} other",
         cases(),
         n(&STATS.runs),
@@ -1092,6 +1165,8 @@ fn a_hand_written_script_passes() {
         Step::Lose(0),
         Step::WhenConnected(2, None),
         Step::DropWaiter(0),
+        Step::WhenConnected(1, None),
+        Step::DropAllHandles(1),
         Step::Stop(0),
         Step::DropStop(0),
         Step::Advance(2000),
