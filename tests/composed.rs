@@ -1,40 +1,55 @@
 //! Features together (issue 17): one property test, on the deterministic harness
-//! (`redial::testing::{ManualRuntime, Net}`), of several services that share one
-//! reconnect [`Budget`], each with a connector that chooses among two
-//! [`Endpoints`], an optional liveness probe, a `fatal_if` classification, and a
-//! script of random user operations (start, stop, `reconnect_now`,
-//! `when_connected`, dropped futures, cloned and dropped handles), virtual time and
-//! world events (an attempt succeeds, fails, fails fatally or panics; a connection
-//! is lost; the peer answers probes, refuses them or stays silent).
+//! (`redial::testing::{ManualRuntime, Net}`), of 2 to 4 services on one runtime
+//! that share one reconnect [`Budget`] (on the harness's clock), each with its own
+//! `Net`, a connector that chooses between two [`Endpoints`], an optional liveness
+//! probe, a `fatal_if` classification, and a script (up to 40 steps) of random user
+//! operations (start; stop, its future kept; `reconnect_now`; `when_connected`,
+//! with or without a threshold, its future kept; a kept future dropped; a handle
+//! cloned, one of several dropped, or every one dropped), virtual time, and world
+//! events (an attempt succeeds, fails, fails fatally or panics; the connector
+//! panics; a connection is lost; the peer answers probes, refuses them, stays
+//! silent, or the probe panics).
 //!
 //! After every step the runtime is run until idle, every future the test holds is
 //! polled once, the events are read, and the invariants are checked
-//! ([`World::check`]); at the end every service is stopped and every future driven
-//! ([`World::finish`]).
+//! ([`World::check`], [`World::step_once`]); at the end virtual time runs 30 s,
+//! every service is stopped and every future driven ([`World::finish`]).
 //!
 //! The invariants, as checked:
 //!
 //! * (a) **The budget** (`src/core/budget.rs`, "The rule" and "What it covers":
 //!   with the driver every attempt that leaves the process counts). The attempts
 //!   that left, across all services, are the calls of the user's connector, with
-//!   the harness time of each call. Sorted, they satisfy, for every `i < j`,
-//!   `t_j − t_i ≥ (j − i)·T − τ`, with `T = 1 / rate` and `τ = (burst − 1)·T`.
+//!   the harness time of each call. With `T = 1 / rate` and `τ = (burst − 1)·T`,
+//!   sorted by time, for every `i < j`: `t_j − t_i ≥ (j − i)·T − τ`, over every
+//!   attempt except one made by a `start()`; over every attempt, with `τ + L`
+//!   for `τ`, `L = max(T, 100 ms)`. The exception is the documented one: the rule
+//!   binds the budget's slots, and an attempt started again after a stop may use
+//!   the slot of the retry it waited for when stopped up to `L` after that slot
+//!   ("an attempt that starts much later than its retry's slot (more than one
+//!   interval and at least 100 ms [...]) does not use that old slot"). Every
+//!   other attempt leaves at its slot on the harness (its timers fire on time).
 //! * (b) **A stop cancels without counting**: in a step that is a service's own
-//!   `stop()` (nothing else happens in that step), that service emits no
-//!   `AttemptFailed` and no `GaveUp`, its `consecutive_failures()` does not change,
+//!   `stop()`, or the drop of its last handle (nothing else happens in that step),
+//!   that service emits no `AttemptFailed`, no `RetryScheduled` and no `GaveUp`,
+//!   its retry policy is not called, its `consecutive_failures()` does not change,
 //!   and none of its waiters is answered `Failed` or `GaveUp`; the attempt that was
 //!   in flight (its connector called, not resolved) is cancelled in the `Net` and
-//!   never reported failed afterwards. Endpoint rotation: an attempt reported failed
-//!   moves the next attempt to the next endpoint, a connection made in between
-//!   sends it to the primary (the rule of `Endpoints`). A waiter with a threshold is
-//!   answered `Failed` only once at least that many `AttemptFailed` events of its
-//!   service came after it was made.
+//!   never reported failed afterwards. Endpoint rotation: the first attempt goes
+//!   to the primary; an attempt reported failed moves the next attempt to the next
+//!   endpoint; a connection made in between sends it to the primary (the rule of
+//!   `Endpoints`); an attempt cancelled by a stop moves nothing (NOT checked while
+//!   the known bug [`ROTATION_COUNTS_CANCELLED`] stands). A waiter with a
+//!   threshold `n` is answered `Failed` only once at least `n` `AttemptFailed`
+//!   events of its service came after it was made.
 //! * (c) **Every waiter is answered**: at the end each service is stopped; every
 //!   `when_connected` and `stop` future still held then resolves when driven with
 //!   virtual time.
 //! * (d) **A finished stop leaves nothing open**: when a `stop()` future is seen
 //!   resolved and no `start()` of that service was requested since the stop, the
-//!   service's `Net` has no open connection and no pending attempt.
+//!   service's `Net` has no open connection and no pending attempt. Likewise after
+//!   a service has ended (every handle dropped), and then none of its waiters is
+//!   pending.
 //! * (e) **Waiters are counted**: after every step, each service's
 //!   `pending_waiters()` is the number of its `when_connected` futures the test
 //!   holds, neither answered nor dropped.
