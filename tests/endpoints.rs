@@ -335,3 +335,40 @@ fn after_giving_up_a_start_begins_at_the_primary() {
     assert_eq!(service.state(), State::Connected);
     assert_eq!(attempts(&log), ["primary", "secondary", "primary"]);
 }
+
+#[test]
+fn a_start_after_a_stop_while_connected_begins_at_the_primary() {
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    let log = Log::default();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let policy_log = Arc::clone(&asked);
+    net.push_connects([
+        refused(),
+        ConnectOutcome::Succeed,
+        refused(),
+        ConnectOutcome::Succeed,
+    ]);
+    let service = service_on(&rt, &net, two(), &log)
+        .policy(move |rounds: u32| {
+            policy_log.lock().unwrap().push(rounds);
+            RETRY
+        })
+        .start()
+        .unwrap();
+    rt.run_until_idle();
+    assert_eq!(service.state(), State::Connected);
+    // On the secondary; stopped, then started: a new round, at the primary, and a
+    // failure there is a failed attempt (not taken for the loss of the old
+    // connection): on to the secondary at once.
+    assert_eq!(rt.run(service.stop()), Some(()));
+    service.start();
+    rt.run_until_idle();
+    assert_eq!(service.state(), State::Connected);
+    assert_eq!(
+        attempts(&log),
+        ["primary", "secondary", "primary", "secondary"]
+    );
+    assert_eq!(rt.now(), Duration::ZERO);
+    assert!(asked.lock().unwrap().is_empty(), "no round failed");
+}

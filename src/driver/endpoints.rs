@@ -26,12 +26,12 @@ use crate::policy::RetryPolicy;
 ///   failed rounds in a row (where a plain service passes the number of failed
 ///   attempts), and gives up, or not, exactly as it would;
 /// * the service goes back to the **primary** at the start of every round and
-///   after a connection is lost: the loss of a connection that had become
-///   healthy (see [`Builder::reset_backoff_after`](super::Builder::reset_backoff_after))
+///   after a connection ends (lost, or closed by a stop): the loss of a
+///   connection that had become healthy (see [`Builder::reset_backoff_after`](super::Builder::reset_backoff_after))
 ///   starts a new round at once; a connection lost before it was healthy (a flap)
 ///   counts as a failed round, so the policy's delay applies. After the service
-///   gave up, its next [`start`](super::ClientService::start) begins at the primary.
-/// * Only a **failed** attempt moves the rotation: an attempt cancelled by
+///   gave up, its next [`start`](super::ClientService::start) begins at the primary;
+/// * only a **failed** attempt moves the rotation: an attempt cancelled by
 ///   [`stop`](super::ClientService::stop) does not, so the next `start` tries the
 ///   same endpoint again.
 ///
@@ -185,9 +185,15 @@ impl Rotation {
         }))
     }
 
-    /// The endpoint for the attempt starting now.
+    /// The endpoint for the attempt starting now. After a connection (lost, or
+    /// closed by a stop), a new round: the primary.
     pub(crate) fn current(rotation: &SharedRotation) -> usize {
-        lock(rotation).index
+        let mut r = lock(rotation);
+        if r.connected {
+            r.connected = false;
+            r.index = 0;
+        }
+        r.index
     }
 
     /// The attempt failed (never called for a cancelled one): the next endpoint.
