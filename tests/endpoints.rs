@@ -372,3 +372,25 @@ fn a_start_after_a_stop_while_connected_begins_at_the_primary() {
     assert_eq!(rt.now(), Duration::ZERO);
     assert!(asked.lock().unwrap().is_empty(), "no round failed");
 }
+
+#[test]
+fn without_reset_backoff_after_a_loss_waits_out_the_policy() {
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    let log = Log::default();
+    net.push_connects(std::iter::repeat_with(|| ConnectOutcome::Succeed).take(2));
+    // Every connection counts as healthy at once: a peer that accepts and drops
+    // must not be hammered with no delay.
+    let service = service_on(&rt, &net, two(), &log)
+        .reset_backoff_after(None)
+        .start()
+        .unwrap();
+    rt.run_until_idle();
+    assert!(net.lose(0));
+    rt.run_until_idle();
+    assert_eq!(attempts(&log).len(), 1);
+    assert_eq!(rt.next_timer(), Some(RETRY));
+    rt.advance(RETRY);
+    assert_eq!(service.state(), State::Connected);
+    assert_eq!(attempts(&log), ["primary", "primary"]);
+}

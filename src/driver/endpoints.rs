@@ -26,11 +26,16 @@ use crate::policy::RetryPolicy;
 ///   failed rounds in a row (where a plain service passes the number of failed
 ///   attempts), and gives up, or not, exactly as it would;
 /// * the service goes back to the **primary** at the start of every round and
-///   after a connection ends (lost, or closed by a stop): the loss of a
-///   connection that had become healthy (see [`Builder::reset_backoff_after`](super::Builder::reset_backoff_after))
-///   starts a new round at once; a connection lost before it was healthy (a flap)
-///   counts as a failed round, so the policy's delay applies. After the service
-///   gave up, its next [`start`](super::ClientService::start) begins at the primary;
+///   after a connection ends (lost, or closed by a stop). A loss with no failure
+///   counted before it (the connection had become healthy, see
+///   [`Builder::reset_backoff_after`](super::Builder::reset_backoff_after), or
+///   it was made at the first attempt) starts a new round at once; any other
+///   loss (a flap in a run of failures) counts as a failed round, so the
+///   policy's delay applies, and so does every loss with
+///   `reset_backoff_after(None)` (every connection is healthy at once there: a
+///   peer that accepts and drops must not be retried with no delay). After the
+///   service gave up, its next [`start`](super::ClientService::start) begins at
+///   the primary;
 /// * only a **failed** attempt moves the rotation: an attempt cancelled by
 ///   [`stop`](super::ClientService::stop) does not, so the next `start` tries the
 ///   same endpoint again.
@@ -228,6 +233,11 @@ impl Rotation {
 pub(crate) struct RoundPolicy<P> {
     pub(crate) inner: P,
     pub(crate) rotation: SharedRotation,
+    /// Whether the loss of a healthy connection starts a new round at once: only
+    /// if health means something (`reset_backoff_after` is set). Without it every
+    /// connection counts as healthy, and a peer that accepts and drops would be
+    /// hammered with no delay at all.
+    pub(crate) at_once_after_loss: bool,
 }
 
 impl<P: RetryPolicy> RetryPolicy for RoundPolicy<P> {
@@ -241,7 +251,7 @@ impl<P: RetryPolicy> RetryPolicy for RoundPolicy<P> {
             let round_over = if r.connected {
                 // A loss: a healthy connection's (the count was reset) starts a
                 // new round at once; a flap's ends the round.
-                consecutive_failures > 1
+                consecutive_failures > 1 || !self.at_once_after_loss
             } else {
                 // A failed attempt: the round is over after the last endpoint.
                 r.index + 1 >= r.len

@@ -353,6 +353,7 @@ where
             Some(rotation) => DynPolicy(Box::new(RoundPolicy {
                 inner: policy,
                 rotation: Arc::clone(rotation),
+                at_once_after_loss: self.config.reset_backoff_after.is_some(),
             })),
             None => policy,
         };
