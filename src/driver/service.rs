@@ -548,9 +548,9 @@ where
     /// The service tries the list in rounds: the endpoints of a round in turn with
     /// no delay between them, the retry policy's delay between rounds, a failed
     /// attempt (never a cancelled one) moving on to the next endpoint, back to the
-    /// primary at the start of every round and after a loss; every service has its
-    /// own position, even when services share one list. See [`Endpoints`] for the
-    /// rule; [`ConnectContext::endpoint`] and
+    /// primary at the start of every round and after a connection ends; every
+    /// service has its own position, even when services share one list. See
+    /// [`Endpoints`] for the rule; [`ConnectContext::endpoint`] and
     /// [`Event::AttemptStarted`](super::Event::AttemptStarted) name the endpoint of
     /// each attempt.
     ///
