@@ -37,9 +37,10 @@
 //!   in flight (its connector called, not resolved) is cancelled in the `Net` and
 //!   never reported failed afterwards. Endpoint rotation: the first attempt goes
 //!   to the primary; an attempt reported failed moves the next attempt to the next
-//!   endpoint; a connection made in between sends it to the primary (the rule of
-//!   `Endpoints`); an attempt cancelled by a stop moves nothing (NOT checked while
-//!   the known bug [`ROTATION_COUNTS_CANCELLED`] stands). A waiter with a
+//!   endpoint; a connection made in between, or a give-up, sends it to the
+//!   primary (the rounds of `builder_with_endpoints`); an attempt cancelled by a
+//!   stop moves nothing ([`ROTATION_COUNTS_CANCELLED`]). Checked for attempts in a
+//!   row (ids n and n + 1) that both reached the connector. A waiter with a
 //!   threshold `n` is answered `Failed` only once at least `n` `AttemptFailed`
 //!   events of its service came after it was made.
 //! * (c) **Every waiter is answered**: at the end each service is stopped; every
@@ -87,13 +88,12 @@ type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), NetError>> + Send>>;
 
 /// A connect error whose message holds this is fatal (`Builder::fatal_if`).
 const FATAL: &str = "fatal";
-/// KNOWN BUG (excluded from the check, see
-/// `an_attempt_cancelled_by_a_stop_moves_the_endpoints_on`): `Endpoints::pick` sees
-/// only `ConnectContext::connections`, so an attempt cancelled by a stop moves the
-/// next attempt to the next endpoint as a failed one would. While this is `true`,
-/// the rotation check skips the attempt right after one cancelled by a stop (and
-/// only that one); everything else of invariant (b) is checked.
-const ROTATION_COUNTS_CANCELLED: bool = true;
+/// Whether an attempt cancelled by a stop moves the rotation on. It did with
+/// `Endpoints::pick` (which saw only `ConnectContext::connections`; the shrunk case
+/// is `an_attempt_cancelled_by_a_stop_stays_on_its_endpoint`); with
+/// `builder_with_endpoints` it never does, and the rotation check covers the
+/// attempt right after a cancelled one too.
+const ROTATION_COUNTS_CANCELLED: bool = false;
 /// How long after its retry's slot an attempt may still use it (`src/core/budget.rs`,
 /// "What it covers": "an attempt that starts much later than its retry's slot (more
 /// than one interval and at least 100 ms: the service was stopped and started
@@ -109,11 +109,6 @@ const TIME_RUNS_OUT: Duration = Duration::from_secs(30);
 /// Two endpoints, named 0 (the primary) and 1.
 fn endpoints() -> Endpoints<usize> {
     Endpoints::new([0usize, 1]).expect("two endpoints")
-}
-
-/// The endpoint for the attempt `ctx` describes.
-fn pick(endpoints: &Endpoints<usize>, ctx: &ConnectContext) -> usize {
-    endpoints.pick(ctx)
 }
 
 // ----- the script ------------------------------------------------------------------
@@ -287,6 +282,8 @@ struct Svc {
     /// `AttemptFailed` events seen.
     failed: u32,
     failed_ids: Vec<AttemptId>,
+    /// Failed attempts the service gave up on (`GaveUp` right after them).
+    gave_up_on: Vec<AttemptId>,
     /// Attempts in flight (connector called, unresolved) when a stop of this
     /// service cancelled them.
     cancelled: Vec<AttemptId>,
@@ -369,18 +366,21 @@ impl World {
                 .collect();
             let probe = Arc::new(AtomicU8::new(Probe::Answer as u8));
             let policy_calls = Arc::new(AtomicUsize::new(0));
-            let builder = ClientService::builder_with_context(rt.clone(), move |ctx| {
-                let endpoint = pick(&eps, &ctx);
-                lock(&log).push(Left {
-                    at: clock.now(),
-                    svc,
-                    attempt: ctx.attempt,
-                    endpoint,
-                    connections: ctx.connections,
-                    restart: false,
-                });
-                connect()
-            })
+            let builder = ClientService::builder_with_endpoints(
+                rt.clone(),
+                eps,
+                move |endpoint: usize, ctx: ConnectContext| {
+                    lock(&log).push(Left {
+                        at: clock.now(),
+                        svc,
+                        attempt: ctx.attempt,
+                        endpoint,
+                        connections: ctx.connections,
+                        restart: false,
+                    });
+                    connect()
+                },
+            )
             .policy({
                 let calls = policy_calls.clone();
                 move |n: u32| {
@@ -415,6 +415,7 @@ impl World {
                 policy_calls,
                 failed: 0,
                 failed_ids: Vec::new(),
+                gave_up_on: Vec::new(),
                 cancelled: Vec::new(),
                 failed_in_step: false,
             });
@@ -668,9 +669,12 @@ impl World {
                         svc.failed_ids.push(attempt);
                         svc.failed_in_step = true;
                     }
-                    Poll::Ready(Some(Event::GaveUp { fatal, .. })) => {
+                    Poll::Ready(Some(Event::GaveUp { fatal, last, .. })) => {
                         if fatal {
                             count(&STATS.fatal_give_ups);
+                        }
+                        if let (Some(_), Some(attempt)) = (last, svc.failed_ids.last()) {
+                            svc.gave_up_on.push(*attempt);
                         }
                         svc.failed_in_step = true;
                     }
@@ -771,7 +775,9 @@ impl World {
         for (s, svc) in self.svcs.iter().enumerate() {
             // Rotation: the endpoint of each attempt from the one before it.
             let mine: Vec<&Left> = left.iter().filter(|l| l.svc == s).collect();
-            if let Some(first) = mine.first() {
+            // (The service's very first attempt; one that timed out while it waited
+            // for the budget never reached the connector, and moved the rotation.)
+            if let Some(first) = mine.first().filter(|f| f.attempt.raw() == 0) {
                 ensure!(
                     first.endpoint == 0,
                     "s{s}: first attempt to endpoint {}",
@@ -780,14 +786,21 @@ impl World {
             }
             for pair in mine.windows(2) {
                 let (a, b) = (pair[0], pair[1]);
-                let want = if b.connections != a.connections {
+                // Only for attempts in a row: one in between that never reached the
+                // connector (cancelled, or timed out, while it waited for the budget)
+                // moved the rotation or not, unseen here.
+                let in_a_row = b.attempt.raw() == a.attempt.raw() + 1;
+                let want = if !in_a_row {
+                    None
+                } else if b.connections != a.connections || svc.gave_up_on.contains(&a.attempt) {
+                    // A connection in between, or a give-up after `a`: a new round
+                    // at the primary.
                     Some(0)
                 } else if svc.failed_ids.contains(&a.attempt) {
                     Some((a.endpoint + 1) % 2)
                 } else if svc.cancelled.contains(&a.attempt) {
                     // Cancelled by a stop: it counts nowhere, the next one goes to
-                    // the same endpoint. Not checked while the known bug stands
-                    // (see `ROTATION_COUNTS_CANCELLED`).
+                    // the same endpoint (see `ROTATION_COUNTS_CANCELLED`).
                     self.check_rotation_after_cancel.then_some(a.endpoint)
                 } else {
                     None
@@ -1113,12 +1126,11 @@ fn features_together_keep_their_promises() {
     }
 }
 
-/// The known bug `ROTATION_COUNTS_CANCELLED` names, as the property test shrank it:
-/// an attempt to the primary cancelled by a stop; after the start, the next attempt
-/// goes to the replica, as if the cancelled one had failed.
+/// The case the property test shrank with `Endpoints::pick` (issue 17): an attempt
+/// to the primary cancelled by a stop; after the start, the next attempt went to
+/// the replica, as if the cancelled one had failed. It stays on the primary now.
 #[test]
-#[ignore = "known bug: Endpoints::pick counts an attempt cancelled by a stop (ROTATION_COUNTS_CANCELLED)"]
-fn an_attempt_cancelled_by_a_stop_moves_the_endpoints_on() {
+fn an_attempt_cancelled_by_a_stop_stays_on_its_endpoint() {
     quiet_scripted_panics();
     let svc = SvcSetup {
         build_only: false,

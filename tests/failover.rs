@@ -1,8 +1,10 @@
-//! Endpoint rotation against two real local servers: the primary is killed, the
-//! service is on the secondary after one failed retry, and comes back to the
-//! primary at its next reconnection (the rule documented on `Endpoints`).
+//! Endpoints against real local servers, with a 2 s retry: failing over to a live
+//! secondary costs a connect (plus the prepare timeout for a frozen primary), not
+//! a retry delay; after a loss the service goes back to the primary (the rule
+//! documented on `Endpoints`).
 //!
-//! `cargo test --features tokio --test failover -- --nocapture` prints the times.
+//! `cargo test --features tokio --test failover -- --nocapture` prints the times
+//! (before rounds: 2.0 s refused, 4.0 s died under it, 3.1 s frozen).
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redial::driver::{ConnectContext, Endpoints, Event};
+use redial::driver::{ClientService, ConnectContext, Endpoints, Event, Events, SharedStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -25,6 +27,15 @@ struct Echo {
 
 impl Echo {
     async fn start(addr: SocketAddr) -> Echo {
+        Echo::serve(addr, false).await
+    }
+
+    /// A frozen server: it accepts connections and never answers.
+    async fn frozen() -> Echo {
+        Echo::serve("127.0.0.1:0".parse().unwrap(), true).await
+    }
+
+    async fn serve(addr: SocketAddr, frozen: bool) -> Echo {
         let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -34,6 +45,9 @@ impl Echo {
             while let Ok((mut conn, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
                 conns.spawn(async move {
+                    if frozen {
+                        return std::future::pending::<()>().await;
+                    }
                     let mut buf = [0u8; 64];
                     while let Ok(n) = conn.read(&mut buf).await {
                         if n == 0 || conn.write_all(&buf[..n]).await.is_err() {
@@ -73,88 +87,152 @@ async fn echo_once(conn: &redial::driver::SharedStream<TcpStream>) -> io::Result
     Ok(())
 }
 
+const RETRY: Duration = Duration::from_secs(2);
+
+/// A port nothing listens on (connections to it are refused).
+async fn refusing() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+type Service = ClientService<SharedStream<TcpStream>, io::Error>;
+
+/// A service over `endpoints` with a 2 s retry and an echo as its prepare step;
+/// the log records the endpoint of every attempt.
+fn service(
+    endpoints: Endpoints<SocketAddr>,
+    log: &Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+) -> redial::driver::Builder<redial::tokio::Tokio, SharedStream<TcpStream>, io::Error> {
+    let log = log.clone();
+    redial::tokio::builder_with_endpoints(endpoints, move |addr, _: ConnectContext| {
+        log.lock().unwrap().push(addr);
+        async move { TcpStream::connect(addr).await.map(redial::tokio::stream) }
+    })
+    .policy(move |_| RETRY)
+    .prepare(|conn: SharedStream<TcpStream>| async move { echo_once(&conn).await })
+}
+
+/// Waits for the `Connected` event of connection `generation`, and says when.
+async fn connected(events: &mut Events<io::Error>, generation: u64) -> Instant {
+    loop {
+        let event = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures_util::StreamExt::next(events),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no connection {generation}"))
+        .expect("events end");
+        if let Event::Connected { generation: g, .. } = event {
+            if g == generation {
+                return Instant::now();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_primary_costs_a_connect() {
+    let primary = refusing().await;
+    let secondary = Echo::start("127.0.0.1:0".parse().unwrap()).await;
+    let log = Arc::default();
+    let started = Instant::now();
+    let service: Service = service(Endpoints::new([primary, secondary.addr]).unwrap(), &log)
+        .start()
+        .unwrap();
+    let mut events = service.events();
+    let took = connected(&mut events, 1).await - started;
+    assert_eq!(*log.lock().unwrap(), [primary, secondary.addr]);
+    assert_eq!(secondary.accepted(), 1);
+    println!(
+        "refused primary: on the secondary after {:.1} ms (retry {RETRY:?}; before rounds: 2.0 s)",
+        took.as_secs_f64() * 1e3
+    );
+    assert!(took < RETRY / 2, "{took:?}");
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_primary_costs_the_prepare_timeout() {
+    let primary = Echo::frozen().await;
+    let secondary = Echo::start("127.0.0.1:0".parse().unwrap()).await;
+    let log = Arc::default();
+    let prepare_timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let service: Service = service(
+        Endpoints::new([primary.addr, secondary.addr]).unwrap(),
+        &log,
+    )
+    .prepare_timeout(Some(prepare_timeout))
+    .start()
+    .unwrap();
+    let mut events = service.events();
+    let took = connected(&mut events, 1).await - started;
+    assert_eq!(*log.lock().unwrap(), [primary.addr, secondary.addr]);
+    println!(
+        "frozen primary: on the secondary after {:.1} ms (prepare timeout {prepare_timeout:?}, retry {RETRY:?}; before rounds: 3.1 s)",
+        took.as_secs_f64() * 1e3
+    );
+    assert!(took >= prepare_timeout, "{took:?}");
+    assert!(took < prepare_timeout + RETRY / 2, "{took:?}");
+    service.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_primary_dies_the_secondary_takes_over_and_the_primary_comes_back() {
     let mut primary = Echo::start("127.0.0.1:0".parse().unwrap()).await;
     let mut secondary = Echo::start("127.0.0.1:0".parse().unwrap()).await;
-    let endpoints = Endpoints::new([primary.addr, secondary.addr]).unwrap();
-    let picked = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = picked.clone();
-    let retry = Duration::from_millis(50);
-    let service = redial::tokio::builder_with_context(move |ctx: ConnectContext| {
-        let addr = endpoints.pick(&ctx);
-        log.lock().unwrap().push(addr);
-        async move { TcpStream::connect(addr).await.map(redial::tokio::stream) }
-    })
-    .policy(move |_| retry)
+    let log = Arc::default();
+    let healthy_after = Duration::from_millis(100);
+    let service: Service = service(
+        Endpoints::new([primary.addr, secondary.addr]).unwrap(),
+        &log,
+    )
+    .reset_backoff_after(Some(healthy_after))
     .start()
     .unwrap();
     let mut events = service.events();
-    let within = |what: &'static str| {
-        move |r: Result<_, tokio::time::error::Elapsed>| r.unwrap_or_else(|_| panic!("{what}"))
-    };
 
-    // On the primary.
-    let conn = service.when_connected().await.unwrap();
-    echo_once(&conn).await.unwrap();
+    // On the primary, long enough to be healthy.
+    connected(&mut events, 1).await;
     assert_eq!((primary.accepted(), secondary.accepted()), (1, 0));
-    drop(conn);
+    tokio::time::sleep(healthy_after * 3).await;
 
-    // The primary dies: one retry finds it gone, the next goes to the secondary.
+    // The primary dies: the service goes back to it at once, finds it refused,
+    // and goes on to the secondary in the same round.
     let failures_before = service.counters().failures;
     let killed = Instant::now();
     primary.kill().await;
-    let to_secondary = loop {
-        let event = tokio::time::timeout(
-            Duration::from_secs(10),
-            futures_util::StreamExt::next(&mut events),
-        )
-        .await
-        .map(|e| e.expect("events end"));
-        if let Event::Connected { generation: 2, .. } = within("no second connection")(event) {
-            break killed.elapsed();
-        }
-    };
-    // An echo proves the server has accepted the connection (the client can be
-    // connected while it still waits in the listener's backlog).
+    let to_secondary = connected(&mut events, 2).await - killed;
     let conn = service.when_connected().await.unwrap();
     echo_once(&conn).await.unwrap();
+    drop(conn);
     assert_eq!(secondary.accepted(), 1, "on the secondary");
     assert_eq!(
         service.counters().failures - failures_before,
         1,
-        "one failed retry (the primary, refused) before the secondary"
+        "one failed attempt (the primary, refused) before the secondary"
     );
     println!(
-        "failover: on the secondary {} ms after the primary was killed (retry delay {} ms, one refused retry)",
-        to_secondary.as_millis(),
-        retry.as_millis()
+        "primary died under the service: on the secondary {:.1} ms after it was killed (retry {RETRY:?}; before rounds: 4.0 s)",
+        to_secondary.as_secs_f64() * 1e3
     );
+    assert!(to_secondary < RETRY / 2, "{to_secondary:?}");
 
-    // The primary is back; the secondary dies: the next reconnection goes to the
-    // primary first, as the rule says, and finds it.
+    // The primary is back; the secondary dies: the next round starts at the
+    // primary, and finds it.
     primary = Echo::start(primary.addr).await;
+    tokio::time::sleep(healthy_after * 3).await;
     let lost = Instant::now();
     secondary.kill().await;
-    let back = loop {
-        let event = tokio::time::timeout(
-            Duration::from_secs(10),
-            futures_util::StreamExt::next(&mut events),
-        )
-        .await
-        .map(|e| e.expect("events end"));
-        if let Event::Connected { generation: 3, .. } = within("no third connection")(event) {
-            break lost.elapsed();
-        }
-    };
+    let back = connected(&mut events, 3).await - lost;
     let conn = service.when_connected().await.unwrap();
     echo_once(&conn).await.unwrap();
     assert_eq!(primary.accepted(), 1, "back on the primary");
     println!(
-        "failback: on the primary {} ms after the secondary was lost",
-        back.as_millis()
+        "failback: on the primary {:.1} ms after the secondary was lost",
+        back.as_secs_f64() * 1e3
     );
-    let picked = picked.lock().unwrap().clone();
+    let picked = log.lock().unwrap().clone();
     let (p, s) = (primary.addr, secondary.addr);
     assert_eq!(picked, [p, p, s, p], "attempts went to: {picked:?}");
     service.stop().await;

@@ -491,7 +491,7 @@ fn start_then_events_sees_the_first_attempt() {
     // ...but the first subscription gets what happened so far.
     let mut events = service.events();
     let first = rt.run(events.next()).unwrap().unwrap();
-    let Event::AttemptStarted { attempt } = first else {
+    let Event::AttemptStarted { attempt, .. } = first else {
         panic!("the first event is {first:?}");
     };
     assert!(matches!(
@@ -505,7 +505,7 @@ fn start_then_events_sees_the_first_attempt() {
     // Then the live ones, in order.
     assert!(matches!(
         rt.run(events.next()).unwrap(),
-        Some(Event::AttemptStarted { attempt: a }) if a != attempt
+        Some(Event::AttemptStarted { attempt: a, .. }) if a != attempt
     ));
     assert!(matches!(
         rt.run(events.next()).unwrap(),

@@ -8,9 +8,11 @@ use crate::ids::AttemptId;
 /// What a connector is told about the attempt it starts; see
 /// [`ClientService::builder_with_context`](super::ClientService::builder_with_context).
 ///
-/// With it a connector can rotate through a list of endpoints (see
-/// [`Endpoints`](super::Endpoints)), re-resolve a name on every attempt, or fail
-/// over from a primary to replicas.
+/// With it a connector can re-resolve a name on every attempt, or pick its own
+/// address. For a primary and its replicas, prefer
+/// [`ClientService::builder_with_endpoints`](super::ClientService::builder_with_endpoints),
+/// which tries them in rounds and names each attempt's endpoint in
+/// [`endpoint`](ConnectContext::endpoint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct ConnectContext {
@@ -22,6 +24,11 @@ pub struct ConnectContext {
     /// Connections the service has made so far. It grows between two attempts
     /// exactly when a connection was made (and then lost) in between.
     pub connections: u64,
+    /// For a service built with
+    /// [`builder_with_endpoints`](super::ClientService::builder_with_endpoints):
+    /// the index of the endpoint this attempt goes to (see
+    /// [`Endpoints::get`](super::Endpoints::get)); `None` for other services.
+    pub endpoint: Option<usize>,
 }
 
 /// A connection as a connector returns it: a shareable handle, and a driver future

@@ -131,6 +131,11 @@ pub enum Event<E> {
     AttemptStarted {
         /// The attempt (it names the connection, if it makes one).
         attempt: AttemptId,
+        /// For a service built with
+        /// [`builder_with_endpoints`](super::ClientService::builder_with_endpoints):
+        /// the index of the endpoint it goes to (see
+        /// [`Endpoints::get`](super::Endpoints::get)); `None` for other services.
+        endpoint: Option<usize>,
     },
     /// An attempt failed (its connect, its prepare step, a timeout, a panic).
     AttemptFailed {
@@ -194,7 +199,10 @@ pub enum Event<E> {
 impl<E> Clone for Event<E> {
     fn clone(&self) -> Self {
         match self {
-            Event::AttemptStarted { attempt } => Event::AttemptStarted { attempt: *attempt },
+            Event::AttemptStarted { attempt, endpoint } => Event::AttemptStarted {
+                attempt: *attempt,
+                endpoint: *endpoint,
+            },
             Event::AttemptFailed {
                 attempt,
                 failure,
@@ -246,9 +254,10 @@ impl<E> Clone for Event<E> {
 impl<E: fmt::Debug> fmt::Debug for Event<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::AttemptStarted { attempt } => f
+            Event::AttemptStarted { attempt, endpoint } => f
                 .debug_struct("AttemptStarted")
                 .field("attempt", attempt)
+                .field("endpoint", endpoint)
                 .finish(),
             Event::AttemptFailed {
                 attempt,
@@ -317,7 +326,14 @@ pub(crate) struct Publisher<E> {
 impl<E: fmt::Display> fmt::Display for Event<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::AttemptStarted { attempt } => write!(f, "{attempt} started"),
+            Event::AttemptStarted {
+                attempt,
+                endpoint: None,
+            } => write!(f, "{attempt} started"),
+            Event::AttemptStarted {
+                attempt,
+                endpoint: Some(endpoint),
+            } => write!(f, "{attempt} started (endpoint {endpoint})"),
             Event::AttemptFailed {
                 attempt,
                 failure,

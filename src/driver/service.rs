@@ -20,6 +20,7 @@ use std::sync::Arc;
 use futures_channel::oneshot;
 
 use super::connection::{ConnectContext, Connection};
+use super::endpoints::{Endpoints, Rotation, RoundPolicy};
 use super::error::{BuildError, Ended, Error};
 use super::events::{DriverOutput, Events, Loss};
 use super::runtime::Runtime;
@@ -53,6 +54,8 @@ pub struct Builder<R, H, E> {
     name: Option<String>,
     events_capacity: usize,
     budget: Option<crate::budget::Budget>,
+    /// The length of the endpoint list, for a service with endpoints.
+    endpoints: Option<usize>,
 }
 
 /// Events kept for a subscriber that has not read them yet.
@@ -350,6 +353,16 @@ where
         let policy = self
             .policy
             .unwrap_or_else(|| DynPolicy(Box::new(Backoff::default())));
+        // Endpoints: one rotation per service, and rounds without retry delays.
+        let rotation = self.endpoints.map(Rotation::shared);
+        let policy = match &rotation {
+            Some(rotation) => DynPolicy(Box::new(RoundPolicy {
+                inner: policy,
+                rotation: Arc::clone(rotation),
+                at_once_after_loss: self.config.reset_backoff_after.is_some(),
+            })),
+            None => policy,
+        };
         // One slot per attempt: the retry's, reserved by the policy, or an admission.
         let (policy, connect) = match self.budget {
             Some(budget) => {
@@ -371,6 +384,7 @@ where
                 prepare: self.prepare,
                 probe: self.probe,
                 fatal_if: self.fatal_if,
+                rotation,
             },
         );
         self.runtime.spawn(TaskFuture(task))?;
@@ -489,8 +503,9 @@ where
     /// As [`builder`](ClientService::builder), but the connector is told about
     /// each attempt it starts ([`ConnectContext`]: the attempt's id, the failures
     /// before it, the connections made so far), so it can rotate through
-    /// endpoints, re-resolve names, or fail over. [`Endpoints`](super::Endpoints)
-    /// does the common case.
+    /// endpoints, re-resolve names, or fail over. For a primary and its replicas,
+    /// [`builder_with_endpoints`](ClientService::builder_with_endpoints) does the
+    /// common case.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -529,7 +544,59 @@ where
             name: None,
             events_capacity: EVENTS_CAPACITY,
             budget: None,
+            endpoints: None,
         }
+    }
+
+    /// A [`Builder`] whose connector is given, for each attempt, the endpoint of
+    /// [`endpoints`](Endpoints) it goes to (and the [`ConnectContext`]).
+    ///
+    /// The service tries the list in rounds: the endpoints of a round in turn with
+    /// no delay between them, the retry policy's delay between rounds, a failed
+    /// attempt (never a cancelled one) moving on to the next endpoint, back to the
+    /// primary at the start of every round and after a connection ends; every
+    /// service has its own position, even when services share one list. See
+    /// [`Endpoints`] for the rule; [`ConnectContext::endpoint`] and
+    /// [`Event::AttemptStarted`](super::Event::AttemptStarted) name the endpoint of
+    /// each attempt.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use redial::driver::{ClientService, ConnectContext, Endpoints};
+    ///
+    /// let endpoints = Endpoints::new(["10.0.0.1:5432", "10.0.0.2:5432"])?;
+    /// let service = ClientService::builder_with_endpoints(
+    ///     redial::tokio::Tokio,
+    ///     endpoints,
+    ///     |addr, _: ConnectContext| async move {
+    ///         let tcp = tokio::net::TcpStream::connect(addr).await?;
+    ///         Ok::<_, std::io::Error>(redial::tokio::stream(tcp))
+    ///     },
+    /// )
+    /// .policy(|_| std::time::Duration::from_secs(2))
+    /// .start()?;
+    /// # drop(service); Ok(()) }
+    /// ```
+    pub fn builder_with_endpoints<R, A, F, Fut, C>(
+        runtime: R,
+        endpoints: Endpoints<A>,
+        mut connector: F,
+    ) -> Builder<R, H, E>
+    where
+        R: Runtime,
+        A: Clone + Send + Sync + 'static,
+        F: FnMut(A, ConnectContext) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<C, E>> + Send + 'static,
+        C: Connection<Handle = H>,
+    {
+        let len = endpoints.as_slice().len();
+        let mut builder = Self::builder_with_context(runtime, move |context: ConnectContext| {
+            // The task names an endpoint of this list (the primary, failing that).
+            let index = context.endpoint.filter(|i| *i < len).unwrap_or(0);
+            connector(endpoints.as_slice()[index].clone(), context)
+        });
+        builder.endpoints = Some(len);
+        builder
     }
 }
 

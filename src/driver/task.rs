@@ -35,6 +35,7 @@ use futures_util::future::CatchUnwind;
 use futures_util::FutureExt;
 
 use super::connection::ConnectContext;
+use super::endpoints::{Rotation, SharedRotation};
 use super::error::{panic_message, Ended, Error};
 use super::events::{Event, Loss};
 use super::log::event;
@@ -67,6 +68,8 @@ pub(crate) struct Hooks<H, E> {
     pub(crate) prepare: Option<PrepareFn<H, E>>,
     pub(crate) probe: Option<ProbeFn<H, E>>,
     pub(crate) fatal_if: Option<FatalFn<E>>,
+    /// The service's position in its endpoint list (a service with endpoints).
+    pub(crate) rotation: Option<SharedRotation>,
 }
 
 /// A user future, polled inside `catch_unwind`.
@@ -282,17 +285,26 @@ where
 
     // ----- the one place actions are performed ---------------------------------------
 
+    /// Moves the endpoint rotation (a service with endpoints) on a fact.
+    fn rotate(&self, on: fn(&SharedRotation)) {
+        if let Some(rotation) = &self.hooks.rotation {
+            on(rotation);
+        }
+    }
+
     /// Performs one action. An outcome the machine must hear about is queued in
     /// `reports`. An action about something the task knows is gone needs nothing:
     /// its report has been fed or is queued already.
     fn perform(&mut self, action: Action<E>, performing: &mut Performing<E>) {
         match action {
             Action::Connect { attempt } => {
-                self.tell(Event::AttemptStarted { attempt });
+                let endpoint = self.hooks.rotation.as_ref().map(Rotation::current);
+                self.tell(Event::AttemptStarted { attempt, endpoint });
                 let context = ConnectContext {
                     attempt,
                     consecutive_failures: self.machine.consecutive_failures(),
                     connections: self.machine.counters().connections,
+                    endpoint,
                 };
                 let connect = &mut self.connect;
                 match catch_unwind(AssertUnwindSafe(|| connect(context))) {
@@ -432,6 +444,9 @@ where
                 failure,
                 consecutive_failures,
             } => {
+                // Only a failed attempt moves the rotation (a cancelled one has no
+                // `AttemptFailed`).
+                self.rotate(Rotation::failed);
                 let failure = Arc::new(failure);
                 performing.failure = Some(Arc::clone(&failure));
                 self.tell(Event::AttemptFailed {
@@ -443,15 +458,19 @@ where
             Action::Connected {
                 attempt,
                 generation,
-            } => self.tell(Event::Connected {
-                attempt,
-                generation,
-            }),
+            } => {
+                self.rotate(Rotation::connected);
+                self.tell(Event::Connected {
+                    attempt,
+                    generation,
+                });
+            }
             Action::Lost {
                 attempt,
                 kind,
                 flap,
             } => {
+                self.rotate(Rotation::lost);
                 let reason = match kind {
                     LossKind::Closed => performing.loss.take().unwrap_or(Loss::Closed),
                     LossKind::ProbeFailed => performing.loss.take().unwrap_or_else(|| {
@@ -476,6 +495,7 @@ where
                 consecutive_failures,
                 fatal,
             } => {
+                self.rotate(Rotation::gave_up);
                 let last = performing.failure.take();
                 self.gave_up_on.clone_from(&last);
                 self.tell(Event::GaveUp {
@@ -752,8 +772,8 @@ where
     fn tell(&mut self, event: Event<E>) {
         #[cfg(feature = "tracing")]
         match &event {
-            Event::AttemptStarted { attempt } => {
-                tracing::debug!(target: "redial", %attempt, "attempt started")
+            Event::AttemptStarted { attempt, endpoint } => {
+                tracing::debug!(target: "redial", %attempt, endpoint, "attempt started")
             }
             Event::AttemptFailed {
                 attempt,

@@ -71,3 +71,19 @@ where
 {
     ClientService::builder_with_context(Smol, connector)
 }
+
+/// A [`Builder`] whose connector is given each attempt's endpoint, tried in
+/// rounds; see [`ClientService::builder_with_endpoints`].
+pub fn builder_with_endpoints<A, F, Fut, C, E>(
+    endpoints: crate::driver::Endpoints<A>,
+    connector: F,
+) -> Builder<Smol, C::Handle, E>
+where
+    A: Clone + Send + Sync + 'static,
+    F: FnMut(A, ConnectContext) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<C, E>> + Send + 'static,
+    C: Connection,
+    E: core::fmt::Display + Send + Sync + 'static,
+{
+    ClientService::builder_with_endpoints(Smol, endpoints, connector)
+}

@@ -91,6 +91,22 @@ where
     ClientService::builder_with_context(Tokio, connector)
 }
 
+/// A [`Builder`] whose connector is given each attempt's endpoint, tried in
+/// rounds; see [`ClientService::builder_with_endpoints`].
+pub fn builder_with_endpoints<A, F, Fut, C, E>(
+    endpoints: crate::driver::Endpoints<A>,
+    connector: F,
+) -> Builder<Tokio, C::Handle, E>
+where
+    A: Clone + Send + Sync + 'static,
+    F: FnMut(A, ConnectContext) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<C, E>> + Send + 'static,
+    C: Connection,
+    E: core::fmt::Display + Send + Sync + 'static,
+{
+    ClientService::builder_with_endpoints(Tokio, endpoints, connector)
+}
+
 /// Splits a Tokio stream (e.g. `tokio::net::TcpStream`) into a shareable handle and
 /// a driver future; see [`driver::stream`].
 pub fn stream<S>(stream: S) -> (SharedStream<S>, StreamDriver<S>)

@@ -16,7 +16,7 @@ async fn drain<T: TestRt>(events: &mut redial::driver::Events<io::Error>) -> Vec
         within::<T, _>(Duration::from_secs(5), "the next event", events.next()).await
     {
         seen.push(match event {
-            Event::AttemptStarted { attempt } => format!("started {attempt}"),
+            Event::AttemptStarted { attempt, .. } => format!("started {attempt}"),
             Event::AttemptFailed {
                 attempt,
                 failure,
