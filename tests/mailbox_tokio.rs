@@ -120,7 +120,9 @@ fn a_reconnect_now_flood_neither_grows_the_heap_nor_delays_the_connection() {
         peak as f64 / MIB,
         to_connect.as_secs_f64() * 1000.0,
     );
-    assert!(max_queued <= 1, "{max_queued}");
+    // The flood's one `ReconnectNow`, and around the `start()` made during it:
+    // `ReconnectNow`, `Start`, `ReconnectNow`.
+    assert!(max_queued <= 3, "{max_queued}");
     assert!(peak < 4 * 1024 * 1024, "the heap grew by {peak} bytes");
     assert!(
         to_connect < Duration::from_millis(250),
