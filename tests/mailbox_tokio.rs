@@ -59,10 +59,14 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// The heap is counted for the whole process: one test at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const CONNECT: Duration = Duration::from_millis(200);
 
 #[test]
 fn a_reconnect_now_flood_neither_grows_the_heap_nor_delays_the_connection() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -131,5 +135,58 @@ fn a_reconnect_now_flood_neither_grows_the_heap_nor_delays_the_connection() {
         "connecting took {to_connect:?}"
     );
     stop.store(true, Ordering::Relaxed);
+    rt.block_on(service.stop());
+}
+
+/// The flood outruns the task: a million `reconnect_now(true)` calls while the
+/// service's runtime (one thread) is busy elsewhere, then the time to connect once
+/// it runs. Every call is queued (a `start()` is queued first), so before the
+/// mailbox was bounded this held a million commands, and the task worked through
+/// them, 64 per poll, before it polled its attempt.
+#[test]
+fn a_flood_the_task_cannot_keep_up_with_is_one_request() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _server = rt.spawn(async move {
+        let mut accepted = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            accepted.push(socket); // kept open
+        }
+    });
+    let _guard = rt.enter();
+    let service = ClientService::builder(Tokio, move || async move {
+        TcpStream::connect(addr).await.map(redial::tokio::stream)
+    })
+    .policy(|_| Duration::from_millis(10))
+    .build()
+    .unwrap();
+    service.start();
+    let baseline = LIVE.load(Ordering::Relaxed);
+    PEAK.store(baseline, Ordering::Relaxed);
+    let calls = 1_000_000;
+    for _ in 0..calls {
+        assert!(service.reconnect_now(true));
+    }
+    let peak = PEAK.load(Ordering::Relaxed) - baseline;
+    let started = Instant::now();
+    let connected = rt.block_on(service.when_connected());
+    let to_connect = started.elapsed();
+    assert!(connected.is_ok(), "{:?}", connected.err());
+    println!(
+        "reconnect_now flood the task cannot keep up with ({calls} calls, runtime idle): \
+         heap peak +{:.3} MiB, then connected in {:.3} ms",
+        peak as f64 / MIB,
+        to_connect.as_secs_f64() * 1000.0,
+    );
+    assert!(peak < 64 * 1024, "the heap grew by {peak} bytes");
+    assert!(
+        to_connect < Duration::from_millis(250),
+        "connecting took {to_connect:?}"
+    );
     rt.block_on(service.stop());
 }
