@@ -3,8 +3,10 @@
 //!
 //! A handle never runs the machine itself: each method pushes a request into the
 //! shared mailbox and wakes the service's task, which performs requests in the
-//! order they were made (see `task.rs`). Reading methods (`state`, `counters`, …)
-//! read the status the task published after its last step.
+//! order they were made (see `task.rs`). Requests that repeat coalesce in the
+//! mailbox (see `shared.rs`), so calling a method in a tight loop keeps its memory
+//! flat. Reading methods (`state`, `counters`, …) read the status the task
+//! published after its last step.
 
 use core::fmt;
 use core::future::Future;
@@ -24,7 +26,7 @@ use super::endpoints::{Endpoints, Rotation, RoundPolicy};
 use super::error::{BuildError, Ended, Error};
 use super::events::{DriverOutput, Events, Loss};
 use super::runtime::Runtime;
-use super::shared::{Answer, Command, Shared, SleepFn};
+use super::shared::{Answer, Command, Shared, SleepFn, StopRx};
 use super::task::{
     BoxFuture, ConnectFn, DynPolicy, FatalFn, Hooks, PrepareFn, ProbeFn, Task, TaskFuture,
 };
@@ -475,7 +477,10 @@ impl<H, E> Drop for ClientService<H, E> {
         if self.shared.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last handle: stop, and end the task once everything is closed.
             // (If the task has ended already, there is nothing to do.)
-            let _ = self.shared.shared.send(Command::Shutdown);
+            let _ = self
+                .shared
+                .shared
+                .send(|queue, key| (queue.push_shutdown(key), ()));
         }
     }
 }
@@ -604,7 +609,10 @@ impl<H, E> ClientService<H, E> {
     /// Starts the service (a no-op unless it is new, stopped or stopping).
     /// After a [`stop`](ClientService::stop) it connects again, with no delay.
     pub fn start(&self) {
-        let _ = self.shared.shared.send(Command::Start);
+        let _ = self
+            .shared
+            .shared
+            .send(|queue, key| (queue.push_start(key), ()));
     }
 
     /// Stops the service. The stop request is made now; the returned future resolves
@@ -612,10 +620,18 @@ impl<H, E> ClientService<H, E> {
     /// driver future dropped; for a [`stream`](super::stream), its socket closed),
     /// no timer armed. Pending waiters fail with [`Error::Stopped`]. Dropping the
     /// future does not withdraw the stop.
+    ///
+    /// Stops requested before the service has taken the previous one are one
+    /// request, and a `start` requested just before a stop is dropped (starting
+    /// and stopping at once is stopping): their futures resolve together, once the
+    /// service has stopped.
     pub fn stop(&self) -> Stopping {
-        let (tx, rx) = oneshot::channel();
-        match self.shared.shared.send(Command::Stop(tx)) {
-            Ok(()) => Stopping { rx: Some(rx) },
+        match self
+            .shared
+            .shared
+            .send(|queue, key| (queue.push_stop(key), ()))
+        {
+            Ok(rx) => Stopping { rx: Some(rx) },
             // The task has ended: nothing is open.
             Err(_) => Stopping { rx: None },
         }
@@ -675,18 +691,7 @@ impl<H, E> ClientService<H, E> {
         }
         // The state the service will be in when it takes this request, as far as
         // the handles can tell.
-        let mut state = mailbox.status.state;
-        for command in &mailbox.commands {
-            state = match (command, state) {
-                (Command::Start, State::Init | State::Stopped) => State::Connecting,
-                (Command::Start, State::Disconnecting) => State::Restarting,
-                (Command::Stop(_) | Command::Shutdown, State::Init | State::Stopped) => {
-                    State::Stopped
-                }
-                (Command::Stop(_) | Command::Shutdown, _) => State::Disconnecting,
-                (_, state) => state,
-            };
-        }
+        let state = mailbox.commands.predict(mailbox.status.state);
         let effective = match state {
             State::Waiting => true,
             State::Connecting | State::Connected => reset_backoff,
@@ -695,9 +700,8 @@ impl<H, E> ClientService<H, E> {
         if !effective {
             return false;
         }
-        mailbox
-            .commands
-            .push_back(Command::ReconnectNow { reset_backoff });
+        let key = mailbox.next_ticket;
+        mailbox.commands.push_reconnect(key, reset_backoff);
         let task = mailbox.task.clone();
         drop(mailbox);
         if let Some(task) = task {
@@ -746,7 +750,7 @@ impl<H, E> ClientService<H, E> {
         }
         let ticket = mailbox.next_ticket;
         mailbox.next_ticket += 1;
-        mailbox.commands.push_back(Command::WhenConnected {
+        mailbox.commands.push_waiter(Command::WhenConnected {
             ticket,
             fail_after,
             tx,
@@ -791,7 +795,8 @@ impl<H, E> ClientService<H, E> {
         // It is no longer current for anyone asking after this (a second call
         // returns false); the task publishes the truth once it has closed it.
         mailbox.status.connection = None;
-        mailbox.commands.push_back(Command::Disconnect(attempt));
+        let key = mailbox.next_ticket;
+        mailbox.commands.push_disconnect(key, attempt);
         let task = mailbox.task.clone();
         drop(mailbox);
         if let Some(task) = task {
@@ -846,6 +851,15 @@ impl<H, E> ClientService<H, E> {
     /// [`counters`](ClientService::counters).
     pub fn consecutive_failures(&self) -> u32 {
         self.shared.shared.lock().status.consecutive_failures
+    }
+
+    /// How many requests are queued for the service's task (coalesced requests
+    /// count once; holes left by withdrawn waiters count too): for tests that
+    /// check the mailbox stays bounded.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn queued_requests(&self) -> usize {
+        self.shared.shared.lock().commands.len()
     }
 
     /// How many waiters are pending (taken by the service, not answered, not
@@ -1059,9 +1073,8 @@ impl<H, E> WhenConnected<H, E> {
             }
         };
         // If the task has ended, it answers (or answered) everything itself.
-        let _ = self.shared.send(Command::Withdraw {
-            ticket: self.ticket,
-        });
+        let ticket = self.ticket;
+        let _ = self.shared.send(|queue, _| ((), queue.withdraw(ticket)));
         Err(Error::TimedOut { after, last })
     }
 }
@@ -1084,9 +1097,8 @@ impl<H, E> Drop for WhenConnected<H, E> {
         match rx.try_recv() {
             // Not answered yet: withdraw it (if the task has ended, it is answered).
             Ok(None) => {
-                let _ = self.shared.send(Command::Withdraw {
-                    ticket: self.ticket,
-                });
+                let ticket = self.ticket;
+                let _ = self.shared.send(|queue, _| ((), queue.withdraw(ticket)));
             }
             // Answered, never polled: the handle in the answer is dropped here.
             Ok(Some(_answer)) => {}
@@ -1123,7 +1135,8 @@ impl<H, E> Future for WhenConnectedWithId<H, E> {
 #[must_use = "the stop is requested either way; await this to know it is finished"]
 #[derive(Debug)]
 pub struct Stopping {
-    rx: Option<oneshot::Receiver<()>>,
+    /// Shared by the stops coalesced into one request.
+    rx: Option<StopRx>,
 }
 
 impl Future for Stopping {

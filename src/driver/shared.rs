@@ -3,7 +3,13 @@
 //!
 //! Handles never touch the machine: they push a [`Command`] and wake the task. The
 //! task owns the machine, performs the commands in order, and publishes a
-//! [`Status`] after every step. The mailbox's lock is held only to push, take or
+//! [`Status`] after every step.
+//!
+//! The mailbox is bounded: requests that repeat coalesce where they are queued
+//! (see [`Queue`]), so a handle called in a tight loop keeps a few entries queued,
+//! not one per call. Only `when_connected` registrations grow with the number of
+//! calls, and each of them is a caller's live future: a dropped one is taken out of
+//! the queue again, or (once the task has taken it) noted once for withdrawal. The mailbox's lock is held only to push, take or
 //! read plain data: no user code (connector, prepare, connection futures, the
 //! retry policy, a handle's `Clone` or `Drop`) ever runs under it, so user code that
 //! calls back into the service cannot deadlock it.
@@ -32,6 +38,8 @@ use crate::machine::{Counters, State};
 pub(crate) type Answer<H, E> = Result<(AttemptId, H), Error<E>>;
 pub(crate) type WaiterTx<H, E> = oneshot::Sender<Answer<H, E>>;
 pub(crate) type StopTx = oneshot::Sender<()>;
+/// What a `stop()` future waits on: shared by the stops coalesced into one request.
+pub(crate) type StopRx = futures_util::future::Shared<oneshot::Receiver<()>>;
 
 /// A request from a handle to the task, performed in the order pushed.
 pub(crate) enum Command<H, E> {
@@ -45,7 +53,8 @@ pub(crate) enum Command<H, E> {
         fail_after: Option<NonZeroU32>,
         tx: WaiterTx<H, E>,
     },
-    /// A `WhenConnected` future was dropped unanswered.
+    /// A `WhenConnected` future was dropped unanswered (or timed out) after the task
+    /// took its registration.
     Withdraw { ticket: u64 },
     /// `ClientService::disconnect`.
     Disconnect(AttemptId),
@@ -76,8 +85,313 @@ impl Status {
     };
 }
 
+/// A queued command, or the hole a withdrawn `WhenConnected` left.
+pub(crate) struct Entry<H, E> {
+    /// The ticket of the next waiter when it was pushed (its own, for a waiter):
+    /// entries are sorted by it, so a waiter is found by binary search.
+    key: u64,
+    pub(crate) command: Option<Command<H, E>>,
+}
+
+/// Holes tolerated in the queue before compacting it, whatever its length.
+const SLACK: usize = 32;
+
+const STATES: [State; 7] = [
+    State::Init,
+    State::Connecting,
+    State::Waiting,
+    State::Connected,
+    State::Disconnecting,
+    State::Restarting,
+    State::Stopped,
+];
+
+fn index(state: State) -> usize {
+    match state {
+        State::Init => 0,
+        State::Connecting => 1,
+        State::Waiting => 2,
+        State::Connected => 3,
+        State::Disconnecting => 4,
+        State::Restarting => 5,
+        State::Stopped => 6,
+    }
+}
+
+/// What the queued starts and stops make of the service's state, as far as the
+/// handles can tell: a table from the state before them to the state after them,
+/// kept as they are pushed, so that `reconnect_now` reads it in O(1) however many
+/// waiters are queued.
+#[derive(Clone, Copy)]
+struct Predict([State; 7]);
+
+impl Predict {
+    const IDENTITY: Predict = Predict(STATES);
+
+    fn then(mut self, command: &Command<impl Sized, impl Sized>) -> Predict {
+        for state in &mut self.0 {
+            *state = match (command, *state) {
+                (Command::Start, State::Init | State::Stopped) => State::Connecting,
+                (Command::Start, State::Disconnecting) => State::Restarting,
+                (Command::Stop(_) | Command::Shutdown, State::Init | State::Stopped) => {
+                    State::Stopped
+                }
+                (Command::Stop(_) | Command::Shutdown, _) => State::Disconnecting,
+                (_, state) => state,
+            };
+        }
+        self
+    }
+}
+
+/// The queued requests, coalesced as they are pushed, so that what is queued stays
+/// bounded whatever a caller does in a loop:
+///
+/// * `reconnect_now` joins a `ReconnectNow` queued since the last start, stop or
+///   disconnect request (keeping the strongest `reset_backoff`): nothing between
+///   them changes what it does;
+/// * `start` after a queued `Start` (with only waiters or reconnects since) is
+///   dropped: a second start does nothing;
+/// * `stop` drops a `Start` queued just before it (starting and stopping at once
+///   is stopping), and joins a `Stop` that is then the last start or stop request
+///   queued: both callers' futures wait on the same answer, which comes when the
+///   service has stopped. The order of starts and stops is kept;
+/// * a `WhenConnected` dropped while still queued is taken out (a hole, dropped at
+///   once at the end, compacted away in the middle); one the task has taken is
+///   noted in `withdrawn`, at most once per waiter the task holds;
+/// * `disconnect` is pushed at most once per connection (the handle checks the
+///   published connection and clears it).
+pub(crate) struct Queue<H, E> {
+    entries: VecDeque<Entry<H, E>>,
+    holes: usize,
+    /// Where the `ReconnectNow` that a new one joins is, if any.
+    reconnect: Option<usize>,
+    /// Where the last `Start`, `Stop` or `Shutdown` is, if any.
+    control: Option<usize>,
+    /// What the futures of the last queued `Stop` wait on, while it can be joined.
+    stop: Option<StopRx>,
+    /// `control` and `stop` as they were before the last `Start` was pushed: what
+    /// they are again if a `stop` takes that `Start` back.
+    before_start: Option<(Option<usize>, Option<StopRx>, Predict)>,
+    predict: Predict,
+    /// Tickets of waiters the task has taken and their callers dropped since.
+    withdrawn: std::vec::Vec<u64>,
+}
+
+impl<H, E> Queue<H, E> {
+    pub(crate) fn new() -> Self {
+        Queue {
+            entries: VecDeque::new(),
+            holes: 0,
+            reconnect: None,
+            control: None,
+            stop: None,
+            before_start: None,
+            predict: Predict::IDENTITY,
+            withdrawn: std::vec::Vec::new(),
+        }
+    }
+
+    /// How many entries are queued (holes and withdrawals included): what the
+    /// mailbox holds, for tests.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len() + self.withdrawn.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.withdrawn.is_empty()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.entries.capacity() + self.withdrawn.capacity()
+    }
+
+    /// The state the service will be in once it has taken the queued starts and
+    /// stops, if it is in `state` now.
+    pub(crate) fn predict(&self, state: State) -> State {
+        self.predict.0[index(state)]
+    }
+
+    fn recompute_predict(&mut self) {
+        self.predict = self
+            .entries
+            .iter()
+            .filter_map(|e| e.command.as_ref())
+            .fold(Predict::IDENTITY, Predict::then);
+    }
+
+    fn push(&mut self, key: u64, command: Command<H, E>) -> usize {
+        self.entries.push_back(Entry {
+            key,
+            command: Some(command),
+        });
+        self.entries.len() - 1
+    }
+
+    fn control_command(&self) -> Option<&Command<H, E>> {
+        self.control
+            .and_then(|at| self.entries.get(at))
+            .and_then(|e| e.command.as_ref())
+    }
+
+    pub(crate) fn push_start(&mut self, key: u64) {
+        if matches!(self.control_command(), Some(Command::Start)) {
+            return;
+        }
+        let at = self.push(key, Command::Start);
+        let predict = self.predict;
+        self.predict = predict.then(&Command::<H, E>::Start);
+        self.before_start = Some((self.control.replace(at), self.stop.take(), predict));
+        self.reconnect = None;
+    }
+
+    /// Queues a stop; returns what its future waits on.
+    pub(crate) fn push_stop(&mut self, key: u64) -> StopRx {
+        if self.control.is_some() && self.control == self.entries.len().checked_sub(1) {
+            if let Some(Entry {
+                command: Some(Command::Start),
+                ..
+            }) = self.entries.back()
+            {
+                // Starting and stopping at once is stopping.
+                self.entries.pop_back();
+                match self.before_start.take() {
+                    Some((control, stop, predict)) => {
+                        (self.control, self.stop, self.predict) = (control, stop, predict)
+                    }
+                    None => {
+                        (self.control, self.stop) = (self.find_control(), None);
+                        self.recompute_predict();
+                    }
+                }
+            }
+        }
+        if matches!(self.control_command(), Some(Command::Stop(_))) {
+            if let Some(stop) = &self.stop {
+                return stop.clone();
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let rx = futures_util::FutureExt::shared(rx);
+        self.control = Some(self.push(key, Command::Stop(tx)));
+        self.predict = self.predict.then(&Command::<H, E>::Shutdown);
+        self.reconnect = None;
+        self.stop = Some(rx.clone());
+        self.before_start = None;
+        rx
+    }
+
+    pub(crate) fn push_shutdown(&mut self, key: u64) {
+        self.control = Some(self.push(key, Command::Shutdown));
+        self.predict = self.predict.then(&Command::<H, E>::Shutdown);
+        self.reconnect = None;
+        self.stop = None;
+        self.before_start = None;
+    }
+
+    pub(crate) fn push_reconnect(&mut self, key: u64, reset_backoff: bool) {
+        if let Some(Entry {
+            command: Some(Command::ReconnectNow { reset_backoff: r }),
+            ..
+        }) = self.reconnect.and_then(|at| self.entries.get_mut(at))
+        {
+            *r |= reset_backoff;
+            return;
+        }
+        self.reconnect = Some(self.push(key, Command::ReconnectNow { reset_backoff }));
+    }
+
+    pub(crate) fn push_disconnect(&mut self, key: u64, attempt: AttemptId) {
+        self.push(key, Command::Disconnect(attempt));
+        self.reconnect = None;
+    }
+
+    pub(crate) fn push_waiter(&mut self, command: Command<H, E>) {
+        let Command::WhenConnected { ticket, .. } = &command else {
+            return;
+        };
+        let key = *ticket;
+        self.push(key, command);
+    }
+
+    /// A waiter's future was dropped (or timed out) unanswered. Returns what it
+    /// registered, if it was still queued, to be dropped outside the lock.
+    pub(crate) fn withdraw(&mut self, ticket: u64) -> Option<Command<H, E>> {
+        let from = self.entries.partition_point(|e| e.key < ticket);
+        let at = (from..self.entries.len())
+            .take_while(|at| self.entries[*at].key == ticket)
+            .find(|at| {
+                matches!(
+                    &self.entries[*at].command,
+                    Some(Command::WhenConnected { ticket: t, .. }) if *t == ticket
+                )
+            });
+        let Some(at) = at else {
+            // The task has it: it withdraws it after it has registered it.
+            self.withdrawn.push(ticket);
+            return None;
+        };
+        let taken = self.entries[at].command.take();
+        self.holes += 1;
+        while self.entries.back().is_some_and(|e| e.command.is_none()) {
+            self.entries.pop_back();
+            self.holes -= 1;
+        }
+        if self.holes > SLACK && self.holes > self.entries.len() / 2 {
+            self.entries.retain(|e| e.command.is_some());
+            self.holes = 0;
+            self.control = self.find_control();
+            self.reconnect = self.find_reconnect();
+            self.before_start = None;
+            self.recompute_predict();
+        }
+        taken
+    }
+
+    fn find_control(&self) -> Option<usize> {
+        self.entries.iter().rposition(|e| {
+            matches!(
+                e.command,
+                Some(Command::Start | Command::Stop(_) | Command::Shutdown)
+            )
+        })
+    }
+
+    fn find_reconnect(&self) -> Option<usize> {
+        let at = self.entries.iter().rposition(|e| {
+            matches!(
+                e.command,
+                Some(
+                    Command::Start
+                        | Command::Stop(_)
+                        | Command::Shutdown
+                        | Command::Disconnect(_)
+                        | Command::ReconnectNow { .. }
+                )
+            )
+        })?;
+        matches!(self.entries[at].command, Some(Command::ReconnectNow { .. })).then_some(at)
+    }
+
+    /// Takes everything queued, in order: first the withdrawals of waiters the task
+    /// took before, then the commands. The stops' shared answers are let go of here.
+    pub(crate) fn take(&mut self) -> (std::vec::Vec<u64>, VecDeque<Entry<H, E>>) {
+        self.holes = 0;
+        self.reconnect = None;
+        self.control = None;
+        self.stop = None;
+        self.before_start = None;
+        self.predict = Predict::IDENTITY;
+        (
+            core::mem::take(&mut self.withdrawn),
+            core::mem::take(&mut self.entries),
+        )
+    }
+}
+
 pub(crate) struct Mailbox<H, E> {
-    pub(crate) commands: VecDeque<Command<H, E>>,
+    pub(crate) commands: Queue<H, E>,
     /// The task's waker, once it has been polled.
     pub(crate) task: Option<Waker>,
     pub(crate) status: Status,
@@ -119,7 +433,7 @@ impl<H, E> Shared<H, E> {
             sleep,
             events: EventSink::new(events_capacity),
             mailbox: Mutex::new(Mailbox {
-                commands: VecDeque::new(),
+                commands: Queue::new(),
                 task: None,
                 status: Status::NEW,
                 ended: None,
@@ -138,21 +452,28 @@ impl<H, E> Shared<H, E> {
         self.mailbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Pushes a command and wakes the task; gives it back if the task has ended.
-    pub(crate) fn send(&self, command: Command<H, E>) -> Result<(), (Command<H, E>, Ended)> {
+    /// Queues a request with `push` and wakes the task; returns what `push`
+    /// returned, or why the task has ended (then nothing was queued). Whatever
+    /// `push` gives back in `drop` is dropped after the lock is released.
+    pub(crate) fn send<T, D>(
+        &self,
+        push: impl FnOnce(&mut Queue<H, E>, u64) -> (T, D),
+    ) -> Result<T, Ended> {
         let mut mailbox = self.lock();
         if let Some(ended) = &mailbox.ended {
             let ended = ended.clone();
             drop(mailbox);
-            return Err((command, ended));
+            return Err(ended);
         }
-        mailbox.commands.push_back(command);
+        let key = mailbox.next_ticket;
+        let (value, dropped) = push(&mut mailbox.commands, key);
         let task = mailbox.task.clone();
         drop(mailbox);
+        drop(dropped);
         if let Some(task) = task {
             task.wake();
         }
-        Ok(())
+        Ok(value)
     }
 
     /// A future that completes after `delay` (not zero), on the service's runtime.

@@ -3,9 +3,12 @@
 //!
 //! The loop, on every wake-up:
 //!
-//! 1. take the requests handles pushed ([`Command`]s) and turn each into an input;
+//! 1. take the requests handles pushed ([`Command`]s) and turn each into an input,
+//!    at most [`BATCH`] of them before step 2, so that no flood of requests keeps
+//!    the task from noticing a connection made or lost;
 //! 2. poll what the task holds (the attempt in flight, the connection's prepare and
-//!    driver futures, the timer) and turn what finished into a report;
+//!    driver futures, the timer) and turn what finished into a report; then back
+//!    to step 1 until nothing happens or the budget is spent;
 //! 3. feed every input and report to the machine through one function, [`Task::feed`],
 //!    and perform each action it returns in one exhaustive `match`,
 //!    [`Task::perform`]; an action's own outcome (a cancelled attempt, a closed
@@ -41,7 +44,7 @@ use super::events::{Event, Loss};
 use super::log::event;
 use super::pending::Pending;
 use super::runtime::Runtime;
-use super::shared::{Answer, Command, Shared, Status, StopTx, WaiterTx};
+use super::shared::{Answer, Command, Entry, Shared, Status, StopTx, WaiterTx};
 use crate::actions::{Action, Actions, Failure, LossKind, Panic, PanicSite};
 use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
 use crate::input::Input;
@@ -87,6 +90,9 @@ impl RetryPolicy for DynPolicy {
 /// Inputs fed per poll before yielding to the executor, so that a tight retry loop
 /// (zero delay, a connector failing at once) cannot starve other tasks.
 const BUDGET: u32 = 64;
+
+/// Requests performed in a row before the task polls what it holds again.
+const BATCH: u32 = 16;
 
 /// The connection the task holds.
 struct Conn<H, E> {
@@ -145,7 +151,10 @@ pub(crate) struct Task<R: Runtime, H, E> {
     /// Outcomes not yet fed to the machine, in the order they happened.
     reports: VecDeque<Report<E>>,
     /// Commands taken from the mailbox, not yet performed.
-    commands: VecDeque<Command<H, E>>,
+    commands: VecDeque<Entry<H, E>>,
+    /// Withdrawals taken from the mailbox, not yet performed (performed before
+    /// `commands`: they are about waiters taken before them).
+    withdrawn: std::vec::Vec<u64>,
     connect: ConnectFn<H, E>,
     hooks: Hooks<H, E>,
     attempt: Option<(AttemptId, Contained<Made<H, E>>)>,
@@ -191,6 +200,7 @@ where
             machine,
             reports: VecDeque::new(),
             commands: VecDeque::new(),
+            withdrawn: std::vec::Vec::new(),
             connect,
             hooks,
             attempt: None,
@@ -752,14 +762,17 @@ where
         if self.commands.is_empty() && self.commands.capacity() > 0 {
             self.commands = VecDeque::new();
         }
+        if self.withdrawn.is_empty() && self.withdrawn.capacity() > 0 {
+            self.withdrawn = std::vec::Vec::new();
+        }
         self.waiters.release_if_empty();
         self.stops.release_if_empty();
         let spare = {
             let mut mailbox = self.shared.lock();
             if mailbox.commands.is_empty() && mailbox.commands.capacity() > 0 {
-                core::mem::take(&mut mailbox.commands)
+                mailbox.commands.take()
             } else {
-                VecDeque::new()
+                Default::default()
             }
         };
         drop(spare); // it held nothing: no user value is dropped here
@@ -862,25 +875,42 @@ where
             if !self.feed_reports(&mut budget) {
                 return Poll::Ready(());
             }
-            if self.commands.is_empty() {
+            if self.commands.is_empty() && self.withdrawn.is_empty() {
                 let mut mailbox = self.shared.lock();
                 match &mailbox.task {
                     Some(waker) if waker.will_wake(cx.waker()) => {}
                     _ => mailbox.task = Some(cx.waker().clone()),
                 }
-                core::mem::swap(&mut self.commands, &mut mailbox.commands);
+                let (withdrawn, commands) = mailbox.commands.take();
+                drop(mailbox);
+                // What they held before (nothing: they were empty) is dropped here.
+                drop(core::mem::replace(&mut self.withdrawn, withdrawn));
+                drop(core::mem::replace(&mut self.commands, commands));
             }
-            while budget > 0 {
-                let Some(command) = self.commands.pop_front() else {
-                    break;
+            let mut batch = BATCH;
+            while budget > 0 && batch > 0 {
+                let command = match self.withdrawn.pop() {
+                    Some(ticket) => Command::Withdraw { ticket },
+                    None => match self.commands.pop_front() {
+                        Some(Entry {
+                            command: Some(command),
+                            ..
+                        }) => command,
+                        Some(Entry { command: None, .. }) => continue, // a hole
+                        None => break,
+                    },
                 };
                 progressed = true;
                 budget -= 1;
+                batch -= 1;
                 if !self.command(command) || !self.feed_reports(&mut budget) {
                     return Poll::Ready(());
                 }
             }
-            if budget > 0 && self.poll_sources(cx) {
+            // Then what the task holds, after every batch of requests, even with the
+            // budget spent (what it finds is fed first in the next poll): a flood of
+            // requests cannot delay a connection made, lost or timed out.
+            if self.poll_sources(cx) {
                 progressed = true;
                 if !self.feed_reports(&mut budget) {
                     return Poll::Ready(());
@@ -955,10 +985,7 @@ impl<R: Runtime, H, E> Task<R, H, E> {
             mailbox.status.state = State::Stopped;
             mailbox.status.pending_waiters = 0;
             mailbox.status.connection = None;
-            (
-                core::mem::take(&mut mailbox.commands),
-                mailbox.watch.clone(),
-            )
+            (mailbox.commands.take().1, mailbox.watch.clone())
         };
         contain_drop(self.attempt.take());
         contain_drop(self.conn.take());
@@ -970,7 +997,13 @@ impl<R: Runtime, H, E> Task<R, H, E> {
         for tx in self.stops.drain() {
             let _ = tx.send(());
         }
-        for command in self.commands.drain(..).chain(commands) {
+        self.withdrawn = std::vec::Vec::new();
+        for command in self
+            .commands
+            .drain(..)
+            .chain(commands)
+            .filter_map(|e| e.command)
+        {
             match command {
                 Command::WhenConnected { tx, .. } => answer(tx, Err(Error::Ended(why.clone()))),
                 Command::Stop(tx) => {
