@@ -54,10 +54,10 @@
 //! * (e) **Waiters are counted**: after every step, each service's
 //!   `pending_waiters()` is the number of its `when_connected` futures the test
 //!   holds, neither answered nor dropped.
-//! * The mailbox: the handles' mailbox is not observable from outside the crate;
-//!   what is checked is that after every step the runtime goes idle (the task has
-//!   taken every request and nothing wakes it again: no livelock) with no task
-//!   runnable. Also: no panic escapes a service task, no event is missed (the
+//! * (f) **The mailbox stays bounded**: after every step the runtime goes idle
+//!   (the task has taken every request and nothing wakes it again: no livelock)
+//!   with no task runnable, and each live service's `queued_requests()` (the
+//!   `testing` kit's view of its mailbox) is 0. Also: no panic escapes a service task, no event is missed (the
 //!   event ring is large enough for a case), and once every handle is dropped no
 //!   task and no timer is left.
 //!
@@ -837,6 +837,13 @@ impl World {
             ensure!(
                 pending == held,
                 "s{s}: pending_waiters() is {pending}, the test holds {held}"
+            );
+            // (f) The mailbox stays bounded: checked with the runtime idle, when the
+            // task has taken every request the step made.
+            let queued = h.queued_requests();
+            ensure!(
+                queued == 0,
+                "s{s}: {queued} requests still queued with the runtime idle"
             );
         }
         Ok(())
