@@ -13,7 +13,7 @@ use crate::policy::RetryPolicy;
 ///
 /// Give it to [`ClientService::builder_with_endpoints`](super::ClientService::builder_with_endpoints)
 /// (or an adapter's `builder_with_endpoints`, e.g.
-/// [`redial::tokio::builder_with_endpoints`](crate::tokio::builder_with_endpoints)):
+/// [`redial::tokio::builder_with_endpoints`][tokio-builder-with-endpoints]):
 /// the service then tries the list the way libpq tries a multi-host connection
 /// string, in **rounds**:
 ///
@@ -61,6 +61,15 @@ use crate::policy::RetryPolicy;
 /// .start()?;
 /// # drop(service); Ok(()) }
 /// ```
+///
+#[cfg_attr(
+    feature = "tokio",
+    doc = "[tokio-builder-with-endpoints]: crate::tokio::builder_with_endpoints"
+)]
+#[cfg_attr(
+    not(feature = "tokio"),
+    doc = "[tokio-builder-with-endpoints]: https://docs.rs/redial/latest/redial/tokio/fn.builder_with_endpoints.html"
+)]
 pub struct Endpoints<A> {
     list: Arc<[A]>,
     position: Arc<Mutex<Position>>,
