@@ -191,6 +191,61 @@
     doc = "[mod-async-std]: https://docs.rs/redial/latest/redial/async_std/index.html"
 )]
 
+/// The three builder functions every runtime adapter has (`builder`,
+/// `builder_with_context`, `builder_with_endpoints`), written once: `$rt` is the
+/// adapter's runtime value (a unit struct), `$name` how its docs name it.
+#[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
+macro_rules! adapter_builders {
+    ($rt:ident, $name:literal) => {
+        #[doc = concat!("A [`Builder`] for a service on ", $name, "; see [`ClientService::builder`].")]
+        pub fn builder<F, Fut, C, E>(connector: F) -> Builder<$rt, C::Handle, E>
+        where
+            F: FnMut() -> Fut + Send + 'static,
+            Fut: Future<Output = Result<C, E>> + Send + 'static,
+            C: Connection,
+            E: core::fmt::Display + Send + Sync + 'static,
+        {
+            ClientService::builder($rt, connector)
+        }
+
+        #[doc = concat!(
+                    "A [`Builder`] for a service on ", $name,
+                    " whose connector is told about each attempt; see ",
+                    "[`ClientService::builder_with_context`]."
+                )]
+        pub fn builder_with_context<F, Fut, C, E>(connector: F) -> Builder<$rt, C::Handle, E>
+        where
+            F: FnMut(ConnectContext) -> Fut + Send + 'static,
+            Fut: Future<Output = Result<C, E>> + Send + 'static,
+            C: Connection,
+            E: core::fmt::Display + Send + Sync + 'static,
+        {
+            ClientService::builder_with_context($rt, connector)
+        }
+
+        #[doc = concat!(
+                    "A [`Builder`] for a service on ", $name,
+                    " whose connector is given each attempt's endpoint, tried in rounds; see ",
+                    "[`ClientService::builder_with_endpoints`]."
+                )]
+        pub fn builder_with_endpoints<A, F, Fut, C, E>(
+            endpoints: crate::driver::Endpoints<A>,
+            connector: F,
+        ) -> Builder<$rt, C::Handle, E>
+        where
+            A: Clone + Send + Sync + 'static,
+            F: FnMut(A, ConnectContext) -> Fut + Send + 'static,
+            Fut: Future<Output = Result<C, E>> + Send + 'static,
+            C: Connection,
+            E: core::fmt::Display + Send + Sync + 'static,
+        {
+            ClientService::builder_with_endpoints($rt, endpoints, connector)
+        }
+    };
+}
+#[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
+pub(crate) use adapter_builders;
+
 mod connection;
 mod endpoints;
 mod error;

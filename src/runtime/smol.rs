@@ -49,41 +49,4 @@ impl Runtime for Smol {
     }
 }
 
-/// A [`Builder`] for a service on smol; see [`ClientService::builder`].
-pub fn builder<F, Fut, C, E>(connector: F) -> Builder<Smol, C::Handle, E>
-where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<C, E>> + Send + 'static,
-    C: Connection,
-    E: core::fmt::Display + Send + Sync + 'static,
-{
-    ClientService::builder(Smol, connector)
-}
-
-/// A [`Builder`] whose connector is told about each attempt; see
-/// [`ClientService::builder_with_context`].
-pub fn builder_with_context<F, Fut, C, E>(connector: F) -> Builder<Smol, C::Handle, E>
-where
-    F: FnMut(ConnectContext) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<C, E>> + Send + 'static,
-    C: Connection,
-    E: core::fmt::Display + Send + Sync + 'static,
-{
-    ClientService::builder_with_context(Smol, connector)
-}
-
-/// A [`Builder`] whose connector is given each attempt's endpoint, tried in
-/// rounds; see [`ClientService::builder_with_endpoints`].
-pub fn builder_with_endpoints<A, F, Fut, C, E>(
-    endpoints: crate::driver::Endpoints<A>,
-    connector: F,
-) -> Builder<Smol, C::Handle, E>
-where
-    A: Clone + Send + Sync + 'static,
-    F: FnMut(A, ConnectContext) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<C, E>> + Send + 'static,
-    C: Connection,
-    E: core::fmt::Display + Send + Sync + 'static,
-{
-    ClientService::builder_with_endpoints(Smol, endpoints, connector)
-}
+crate::driver::adapter_builders!(Smol, "smol");

@@ -68,44 +68,7 @@ impl Runtime for Tokio {
     }
 }
 
-/// A [`Builder`] for a service on Tokio; see [`ClientService::builder`].
-pub fn builder<F, Fut, C, E>(connector: F) -> Builder<Tokio, C::Handle, E>
-where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<C, E>> + Send + 'static,
-    C: Connection,
-    E: core::fmt::Display + Send + Sync + 'static,
-{
-    ClientService::builder(Tokio, connector)
-}
-
-/// A [`Builder`] whose connector is told about each attempt; see
-/// [`ClientService::builder_with_context`].
-pub fn builder_with_context<F, Fut, C, E>(connector: F) -> Builder<Tokio, C::Handle, E>
-where
-    F: FnMut(ConnectContext) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<C, E>> + Send + 'static,
-    C: Connection,
-    E: core::fmt::Display + Send + Sync + 'static,
-{
-    ClientService::builder_with_context(Tokio, connector)
-}
-
-/// A [`Builder`] whose connector is given each attempt's endpoint, tried in
-/// rounds; see [`ClientService::builder_with_endpoints`].
-pub fn builder_with_endpoints<A, F, Fut, C, E>(
-    endpoints: crate::driver::Endpoints<A>,
-    connector: F,
-) -> Builder<Tokio, C::Handle, E>
-where
-    A: Clone + Send + Sync + 'static,
-    F: FnMut(A, ConnectContext) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<C, E>> + Send + 'static,
-    C: Connection,
-    E: core::fmt::Display + Send + Sync + 'static,
-{
-    ClientService::builder_with_endpoints(Tokio, endpoints, connector)
-}
+crate::driver::adapter_builders!(Tokio, "Tokio");
 
 /// Splits a Tokio stream (e.g. `tokio::net::TcpStream`) into a shareable handle and
 /// a driver future; see [`driver::stream`].
