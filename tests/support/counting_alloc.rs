@@ -1,9 +1,9 @@
 //! A counting global allocator, shared by the tests that count allocations
-//! (`tests/alloc.rs`, `tests/stream.rs`): it counts the heap allocations (alloc,
-//! alloc_zeroed, realloc) made by the calling thread, and forwards everything to
-//! `System`. A test file includes it with
-//! `#[path = "support/counting_alloc.rs"] mod counting_alloc;`, which installs it as
-//! that test binary's global allocator.
+//! (`tests/machine/alloc.rs`, `tests/shapes/stream.rs`): it counts the heap
+//! allocations (alloc, alloc_zeroed, realloc) made by the calling thread, and forwards
+//! everything to `System`. A test file includes it with
+//! `#[path = "../support/counting_alloc.rs"] mod counting_alloc;`, which installs it
+//! as that test binary's global allocator (so such a file is a binary of its own).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -6,7 +6,7 @@
 //! not for action lists, not for waiter lists, not for timers, ids or the policy.
 //! A list of two or more waiters is one allocation (a boxed slice).
 //!
-//! `cargo test --test alloc -- --nocapture` also prints the sizes quoted in
+//! `cargo test --test machine_alloc -- --nocapture` also prints the sizes quoted in
 //! BENCHMARKS.md.
 #![allow(unsafe_code)] // the counting allocator; the library itself forbids unsafe
 
@@ -23,7 +23,7 @@ use redial::{
 
 use redial_devkit::cycle::{zero_delay, Error, RedialCycle, ZeroDelay};
 
-#[path = "support/counting_alloc.rs"]
+#[path = "../support/counting_alloc.rs"]
 mod counting_alloc;
 use counting_alloc::allocations_in;
 

@@ -1,7 +1,5 @@
-//! The shared driver suite (`tests/common_driver`) on async-std (discontinued
+//! The shared driver suite (`tests/driver/runtime_suite`) on async-std (discontinued
 //! upstream; kept for existing users).
-
-mod common_driver;
 
 use std::future::Future;
 use std::io;
@@ -14,7 +12,7 @@ use redial::driver::{SharedStream, StreamDriver};
 
 struct Rt;
 
-impl common_driver::TestRt for Rt {
+impl crate::runtime_suite::TestRt for Rt {
     type Rt = AsyncStd;
     type Stream = TcpStream;
     type Listener = TcpListener;

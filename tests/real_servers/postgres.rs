@@ -3,7 +3,7 @@
 //! away.
 //!
 //! The test creates its own throwaway cluster (`initdb` in a temp dir, trust auth)
-//! and runs `postgres` on a free 127.0.0.1 port (see `postgres_support`; as the
+//! and runs `postgres` on a free 127.0.0.1 port (see `support::postgres`; as the
 //! `postgres` user when the tests run as root). It kills the server with SIGKILL
 //! (postmaster and backends at once) and starts it again on the same port 50
 //! times, while several callers run queries through `when_connected`, and looks at
@@ -13,24 +13,21 @@
 //! Needs PostgreSQL's binaries: when they are missing the test installs Debian's
 //! `postgresql` package itself (as root or with passwordless sudo) and fails naming
 //! the package otherwise. Run:
-//! `cargo test --features tokio --test postgres -- --nocapture` (prints figures).
-
-#![cfg(feature = "tokio")]
-
-mod postgres_support;
+//! `cargo test --all-features --test real_servers postgres:: -- --nocapture` (prints
+//! figures).
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redial::driver::ClientService;
 use redial::policy::Backoff;
 use tokio_postgres::{Client, NoTls};
 
-use postgres_support::real_servers::{eventually, median_and_max, open_fds, run};
-use postgres_support::PgServer;
+use crate::support::postgres::PgServer;
+use crate::support::restarts::{Caller, Stage, Workers};
+use crate::support::{eventually, median_and_max, one_at_a_time, open_fds, run};
 
 /// The service: its handle is the tokio-postgres client (in an `Arc`: the client is
 /// not `Clone`), its error tokio-postgres's.
@@ -131,33 +128,26 @@ impl Drop for Admin {
     }
 }
 
-/// Counts of the background queries.
-#[derive(Default)]
-struct Tally {
-    issued: AtomicU64,
-    completed: AtomicU64,
-    failed: AtomicU64,
-    hung: AtomicU64,
-    /// Issued and answered while the server was up (and had been reconnected to).
-    clean: AtomicU64,
-    clean_failed: AtomicU64,
-    errors: Mutex<BTreeMap<String, u64>>,
-}
+/// The background callers of the restart loop: `SELECT n + 1`, each worker its own
+/// numbers.
+struct Queries(Pg);
 
-/// Phase of the restart loop: even = up and reconnected, odd = going down / down.
-static PHASE: AtomicU64 = AtomicU64::new(0);
+impl Caller for Queries {
+    async fn call(&self, worker: usize, n: u64, _: &Stage) -> Result<(), String> {
+        query(&self.0, worker as i32 * 1_000_000 + n as i32)
+            .await
+            .map(drop)
+    }
+}
 
 const RESTARTS: u32 = 50;
 const WORKERS: usize = 4;
 /// The bound on one query: past it, the query counts as hung.
 const HANG: Duration = Duration::from_secs(20);
 
-/// The tests count this process's open file descriptors: one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
 #[test]
 fn fifty_restarts_queries_flow_none_hangs_one_session_each_time_none_after_stop() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_at_a_time();
     let fds_outside = open_fds();
     let started = Instant::now();
     run(async {
@@ -165,8 +155,6 @@ fn fifty_restarts_queries_flow_none_hangs_one_session_each_time_none_after_stop(
         let mut server = PgServer::start();
         let setup = started.elapsed();
         let pg = service(server.config());
-        let tally = Arc::new(Tally::default());
-        let stop_workers = Arc::new(AtomicBool::new(false));
 
         let limit = Duration::from_secs(600);
         tokio::time::timeout(limit, async {
@@ -176,48 +164,13 @@ fn fifty_restarts_queries_flow_none_hangs_one_session_each_time_none_after_stop(
             drop(admin);
 
             // Callers issuing queries throughout, each bounded.
-            let workers: Vec<_> = (0..WORKERS)
-                .map(|w| {
-                    let (pg, tally, stop) =
-                        (pg.clone(), Arc::clone(&tally), Arc::clone(&stop_workers));
-                    tokio::spawn(async move {
-                        let mut n = (w as i32) * 1_000_000;
-                        while !stop.load(Ordering::Relaxed) {
-                            n += 1;
-                            let phase = PHASE.load(Ordering::SeqCst);
-                            tally.issued.fetch_add(1, Ordering::SeqCst);
-                            let result = tokio::time::timeout(HANG, query(&pg, n)).await;
-                            let clean =
-                                phase.is_multiple_of(2) && PHASE.load(Ordering::SeqCst) == phase;
-                            match &result {
-                                Ok(Ok(_)) => {
-                                    tally.completed.fetch_add(1, Ordering::SeqCst);
-                                }
-                                Ok(Err(e)) => {
-                                    tally.failed.fetch_add(1, Ordering::SeqCst);
-                                    *tally.errors.lock().unwrap().entry(e.clone()).or_default() +=
-                                        1;
-                                    if clean {
-                                        eprintln!(
-                                            "a query issued and answered while up failed: {e}"
-                                        );
-                                    }
-                                }
-                                Err(_) => {
-                                    tally.hung.fetch_add(1, Ordering::SeqCst);
-                                }
-                            }
-                            if clean {
-                                tally.clean.fetch_add(1, Ordering::SeqCst);
-                                if !matches!(result, Ok(Ok(_))) {
-                                    tally.clean_failed.fetch_add(1, Ordering::SeqCst);
-                                }
-                            }
-                            tokio::time::sleep(Duration::from_millis(2)).await;
-                        }
-                    })
-                })
-                .collect();
+            let workers = Workers::spawn(
+                Arc::new(Queries(pg.clone())),
+                WORKERS,
+                HANG,
+                Duration::from_millis(2),
+                "a query",
+            );
 
             let mut sessions_after_restart = BTreeMap::<i64, u32>::new();
             let mut recoveries = Vec::new();
@@ -226,7 +179,7 @@ fn fifty_restarts_queries_flow_none_hangs_one_session_each_time_none_after_stop(
             for i in 0..RESTARTS {
                 let c0 = pg.counters();
                 // Down: SIGKILL, and wait for the service to see the loss.
-                PHASE.fetch_add(1, Ordering::SeqCst);
+                workers.down();
                 let killed = Instant::now();
                 server.kill();
                 eventually("the loss", Duration::from_secs(10), || {
@@ -270,7 +223,7 @@ fn fifty_restarts_queries_flow_none_hangs_one_session_each_time_none_after_stop(
                     "restart {i}: the query issued during the outage failed"
                 );
                 longest_outage_survived = longest_outage_survived.max(killed.elapsed());
-                PHASE.fetch_add(1, Ordering::SeqCst);
+                workers.up();
 
                 // Queries issued now that the server is back all succeed.
                 for k in 0..3 {
@@ -291,13 +244,7 @@ fn fifty_restarts_queries_flow_none_hangs_one_session_each_time_none_after_stop(
                 assert_eq!(n, 1, "restart {i}: {n} sessions named {APP}");
             }
 
-            stop_workers.store(true, Ordering::SeqCst);
-            for w in workers {
-                tokio::time::timeout(Duration::from_secs(30), w)
-                    .await
-                    .expect("a worker hung")
-                    .unwrap();
-            }
+            let t = workers.finish().await;
             let c = pg.counters();
 
             // stop(): once it resolves, the session goes away.
@@ -312,30 +259,21 @@ fn fifty_restarts_queries_flow_none_hangs_one_session_each_time_none_after_stop(
                 .await;
             let gone_in = stopping.elapsed();
 
-            let t = &tally;
-            let (issued, completed, failed, hung) = (
-                t.issued.load(Ordering::SeqCst),
-                t.completed.load(Ordering::SeqCst),
-                t.failed.load(Ordering::SeqCst),
-                t.hung.load(Ordering::SeqCst),
-            );
-            let (clean, clean_failed) = (
-                t.clean.load(Ordering::SeqCst),
-                t.clean_failed.load(Ordering::SeqCst),
-            );
             let (rec_median, rec_worst) = median_and_max(&recoveries);
             let (loss_median, loss_worst) = median_and_max(&loss_seen);
             println!(
                 "postgres: {RESTARTS} restarts (SIGKILL, same port) in {:?} (cluster set up in \
-                 {setup:?}); queries from {WORKERS} callers: issued {issued}, completed \
-                 {completed}, failed {failed}, hung {hung}; issued and answered while up: \
-                 {clean} ({clean_failed} failed)",
-                started.elapsed()
+                 {setup:?}); queries from {WORKERS} callers: issued {}, completed {}, failed \
+                 {}, hung {}; issued and answered while up: {} ({} failed)",
+                started.elapsed(),
+                t.issued,
+                t.answered,
+                t.failed,
+                t.hung,
+                t.clean,
+                t.clean_failed
             );
-            println!(
-                "postgres: errors returned to callers: {:?}",
-                t.errors.lock().unwrap()
-            );
+            println!("postgres: errors returned to callers: {:?}", t.errors);
             println!(
                 "postgres: recovery (server accepting -> first query through the service \
                  answered): median {rec_median:?}, worst {rec_worst:?}; loss seen after the \
@@ -348,10 +286,7 @@ fn fifty_restarts_queries_flow_none_hangs_one_session_each_time_none_after_stop(
                  {stopped_in:?}, session gone within {gone_in:?}); counters {c:?}"
             );
 
-            assert_eq!(hung, 0, "queries hung");
-            assert_eq!(issued, completed + failed, "queries silently dropped");
-            assert_eq!(clean_failed, 0, "queries issued while up failed");
-            assert!(clean > 0);
+            t.check("queries");
             assert_eq!(c.losses, u64::from(RESTARTS), "{c:?}");
             assert_eq!(c.connections, u64::from(RESTARTS) + 1, "{c:?}");
             assert_eq!(left, 0, "sessions left after stop()");
@@ -376,7 +311,7 @@ fn fifty_restarts_queries_flow_none_hangs_one_session_each_time_none_after_stop(
 /// failure, tokio-postgres's "db error", the server's own message).
 #[test]
 fn a_database_that_does_not_exist_is_named_in_the_printed_error() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_at_a_time();
     use redial::driver::Error;
     use redial::RetryPolicy as _;
 

@@ -8,11 +8,6 @@
 //! connect the socket to itself and hold the port). It is killed with SIGKILL and
 //! restarted on the same port as often as a test likes, and always killed on drop.
 
-#![allow(dead_code)] // each test binary uses a different part of this module
-
-#[path = "../real_servers/mod.rs"]
-mod real_servers;
-
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -33,13 +28,13 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `redis-server` program: found on the PATH, or installed from Debian's
 /// `redis-server` package when it is missing (as root or with passwordless sudo; see
-/// `real_servers::require`). Panics with a clear message, naming the package, when
+/// `support::require`). Panics with a clear message, naming the package, when
 /// it can be neither found nor installed: never a silent skip.
 pub fn require_redis_server() -> &'static Path {
     static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
     PROGRAM.get_or_init(|| {
-        real_servers::require("redis-server", "redis-server", &["redis-server"], || {
-            let path = real_servers::on_path("redis-server")?;
+        super::require("redis-server", "redis-server", &["redis-server"], || {
+            let path = super::on_path("redis-server")?;
             let works = Command::new(&path)
                 .arg("--version")
                 .output()
@@ -93,16 +88,6 @@ impl RedisServer {
     /// The server's URL for the plain redis client, with the password.
     pub fn url(&self) -> String {
         format!("redis://:{PASSWORD}@127.0.0.1:{}/", self.port)
-    }
-
-    /// How many server processes were started on this port so far.
-    pub fn starts(&self) -> u32 {
-        self.starts
-    }
-
-    /// Is the server process running?
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
     }
 
     /// Kills the server with SIGKILL (no shutdown, no goodbye to its clients beyond
@@ -265,8 +250,10 @@ pub struct Admin {
     id: i64,
 }
 
-/// One line of `CLIENT LIST`, the fields the tests look at.
+/// One line of `CLIENT LIST`, the fields the tests look at (all of them shown in
+/// failure messages).
 #[derive(Debug, Clone)]
+#[allow(dead_code)] // `addr` and `cmd` are only printed
 pub struct ClientInfo {
     pub id: i64,
     pub addr: String,
@@ -307,11 +294,6 @@ impl Admin {
         self.info_field("stats", "total_connections_received")
     }
 
-    /// `total_commands_processed` from `INFO stats`.
-    pub fn total_commands_processed(&mut self) -> u64 {
-        self.info_field("stats", "total_commands_processed")
-    }
-
     /// Polls `CLIENT LIST` until `ok` holds for the other clients, or `timeout`
     /// passes; returns the last list either way.
     pub fn wait_clients(
@@ -327,11 +309,6 @@ impl Admin {
             }
             thread::sleep(Duration::from_millis(5));
         }
-    }
-
-    /// Runs any command on the admin connection.
-    pub fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> T {
-        cmd.query(&mut self.conn).expect("admin command")
     }
 
     fn info_field(&mut self, section: &str, field: &str) -> u64 {
@@ -362,9 +339,7 @@ fn parse_client(line: &str) -> ClientInfo {
     }
 }
 
-use real_servers::free_port;
-#[allow(unused_imports)] // each test binary uses some of them
-pub use real_servers::{eventually, open_fds, run};
+use super::free_port;
 
 fn unique_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("redial-redis-{:x}", seed()));

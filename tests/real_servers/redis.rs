@@ -1,7 +1,7 @@
 //! redial keeping a real Redis client (the `redis` crate's plain multiplexed
 //! connection) connected to a real `redis-server` process that really goes away.
 //!
-//! Each test starts its own `redis-server` on 127.0.0.1 (see `redis_support`), kills
+//! Each test starts its own `redis-server` on 127.0.0.1 (see `support::redis`), kills
 //! it with SIGKILL and restarts it on the same port, and looks at it from outside
 //! through `CLIENT LIST` and `INFO stats` on a separate, plain redis connection.
 //! The tests run one at a time (they count this process's file descriptors), and
@@ -9,17 +9,14 @@
 //!
 //! Needs `redis-server`: when it is not on the PATH the tests install Debian's
 //! `redis-server` package themselves (as root or with passwordless sudo), and fail
-//! naming the package otherwise (see `real_servers`).
-//! Run: `cargo test --features tokio --test redis -- --nocapture` (prints figures).
-
-#![cfg(feature = "tokio")]
-
-mod redis_support;
+//! naming the package otherwise (see `support::require`).
+//! Run: `cargo test --all-features --test real_servers redis:: -- --nocapture` (prints
+//! figures).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -29,7 +26,9 @@ use redial::{Failure, State};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, RedisResult};
 
-use redis_support::{eventually, open_fds, run, RedisServer, PASSWORD};
+use crate::support::redis::{RedisServer, PASSWORD};
+use crate::support::restarts::{Caller, Stage, Workers};
+use crate::support::{eventually, one_at_a_time, open_fds, run};
 
 type Redis = ClientService<MultiplexedConnection, RedisError>;
 
@@ -39,10 +38,8 @@ const DB: i64 = 3;
 const CLIENT_NAME: &str = "redial-test";
 
 /// One test at a time: they count file descriptors and server connections.
-static SERIAL: Mutex<()> = Mutex::new(());
-
 fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    one_at_a_time()
 }
 
 /// What the connector and the prepare step saw, for the assertions.
@@ -141,22 +138,18 @@ fn fast_backoff() -> Backoff {
 
 /// One command through the service: wait for the connection, then `INCR key`.
 async fn incr(redis: &Redis, key: &str) -> Result<i64, String> {
-    incr_noting(redis, key, &mut None).await
+    incr_noting(redis, key, &Stage::default()).await
 }
 
 /// As [`incr`], noting in `sent_on` the connection the command was sent on (still
 /// `None` while it waits for one), for a watchdog that gives up on it.
-async fn incr_noting(
-    redis: &Redis,
-    key: &str,
-    sent_on: &mut Option<redial::AttemptId>,
-) -> Result<i64, String> {
+async fn incr_noting(redis: &Redis, key: &str, stage: &Stage) -> Result<i64, String> {
     let (attempt, mut conn) = redis
         .when_connected()
         .with_id()
         .await
         .map_err(|e| e.to_string())?;
-    *sent_on = Some(attempt);
+    stage.set(format!("sent on {attempt}"));
     redis::cmd("INCR")
         .arg(key)
         .query_async(&mut conn)
@@ -466,26 +459,45 @@ fn stop_leaves_no_client_connected_on_the_server() {
     });
 }
 
-/// Counts of the background commands in the restart loop.
-#[derive(Default)]
-struct Tally {
-    issued: AtomicU64,
-    completed: AtomicU64,
-    errored: AtomicU64,
-    hung: AtomicU64,
-    /// Issued and answered while the server was up (and had been reconnected to).
-    clean: AtomicU64,
-    clean_failed: AtomicU64,
-    /// The longest a successful command waited, in µs.
-    longest_wait_us: AtomicU64,
-    /// The errors, by message.
-    errors: Mutex<std::collections::BTreeMap<String, u64>>,
+/// The background callers of the restart loop: `INCR worker-<n>`.
+struct Commands {
+    redis: Redis,
     /// Errors of commands during which the service saw no connection loss.
     errors_without_loss: AtomicU64,
 }
 
-/// Phase of the restart loop: even = up and reconnected, odd = going down / down.
-static PHASE: AtomicU64 = AtomicU64::new(0);
+impl Caller for Commands {
+    async fn call(&self, worker: usize, _: u64, stage: &Stage) -> Result<(), String> {
+        incr_noting(&self.redis, &format!("worker-{worker}"), stage)
+            .await
+            .map(drop)
+    }
+
+    fn mark(&self) -> u64 {
+        self.redis.counters().losses
+    }
+
+    /// The error reaches the caller from inside the connection's driver future, a
+    /// moment before the service reports the loss: give it a second.
+    async fn failed(&self, losses: u64, _: &str) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.redis.counters().losses == losses && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if self.redis.counters().losses == losses {
+            self.errors_without_loss.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{:?}, {} waiters pending, counters {:?}",
+            self.redis.state(),
+            self.redis.pending_waiters(),
+            self.redis.counters()
+        )
+    }
+}
 
 const RESTARTS: u32 = 200;
 const WORKERS: usize = 4;
@@ -498,204 +510,152 @@ fn two_hundred_restarts_every_command_answered_none_hangs_no_fd_leak() {
         let fds_before = open_fds();
         let mut server = RedisServer::start();
         let (redis, probe) = service(server.addr(), PASSWORD, fast_backoff());
-        let tally = Arc::new(Tally::default());
-        let stop_workers = Arc::new(AtomicBool::new(false));
+        let commands = Arc::new(Commands {
+            redis: redis.clone(),
+            errors_without_loss: AtomicU64::new(0),
+        });
         let started = Instant::now();
 
         bounded(Duration::from_secs(600), async {
-        assert_eq!(incr(&redis, "warm-up").await, Ok(1));
+            assert_eq!(incr(&redis, "warm-up").await, Ok(1));
 
-        // Clients issuing commands throughout, each bounded by a watchdog.
-        let workers: Vec<_> = (0..WORKERS)
-            .map(|w| {
-                let (redis, tally, stop) = (redis.clone(), Arc::clone(&tally), Arc::clone(&stop_workers));
-                tokio::spawn(async move {
-                    let key = format!("worker-{w}");
-                    while !stop.load(Ordering::Relaxed) {
-                        let phase = PHASE.load(Ordering::SeqCst);
-                        let losses = redis.counters().losses;
-                        let t0 = Instant::now();
-                        tally.issued.fetch_add(1, Ordering::SeqCst);
-                        // Where a hung command stood: waiting for the connection, or
-                        // sent on one (which).
-                        let mut stage: Option<redial::AttemptId> = None;
-                        let result = tokio::time::timeout(
-                            Duration::from_secs(20),
-                            incr_noting(&redis, &key, &mut stage),
-                        )
-                        .await;
-                        let clean = phase.is_multiple_of(2) && PHASE.load(Ordering::SeqCst) == phase;
-                        match result {
-                            Ok(Ok(_)) => {
-                                tally.completed.fetch_add(1, Ordering::SeqCst);
-                                let us = t0.elapsed().as_micros() as u64;
-                                tally.longest_wait_us.fetch_max(us, Ordering::SeqCst);
-                            }
-                            Ok(Err(ref e)) => {
-                                tally.errored.fetch_add(1, Ordering::SeqCst);
-                                *tally.errors.lock().unwrap().entry(e.clone()).or_default() += 1;
-                                // The error reaches the caller from inside the
-                                // connection's driver future, a moment before the
-                                // service reports the loss: give it a second.
-                                let deadline = Instant::now() + Duration::from_secs(1);
-                                while redis.counters().losses == losses && Instant::now() < deadline {
-                                    tokio::time::sleep(Duration::from_millis(1)).await;
-                                }
-                                if redis.counters().losses == losses {
-                                    tally.errors_without_loss.fetch_add(1, Ordering::SeqCst);
-                                }
-                                if clean {
-                                    eprintln!("a command issued and answered while up failed: {e}");
-                                }
-                            }
-                            Err(_) => {
-                                tally.hung.fetch_add(1, Ordering::SeqCst);
-                                eprintln!(
-                                    "a command hung {}; the service: {:?}, {} waiters pending, counters {:?}",
-                                    match stage {
-                                        None => "waiting for the connection".to_owned(),
-                                        Some(attempt) => format!("sent on {attempt}"),
-                                    },
-                                    redis.state(),
-                                    redis.pending_waiters(),
-                                    redis.counters()
-                                );
-                            }
-                        }
-                        if clean {
-                            tally.clean.fetch_add(1, Ordering::SeqCst);
-                            if !matches!(result, Ok(Ok(_))) {
-                                tally.clean_failed.fetch_add(1, Ordering::SeqCst);
-                            }
-                        }
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
+            // Clients issuing commands throughout, each bounded by a watchdog.
+            let workers = Workers::spawn(
+                Arc::clone(&commands),
+                WORKERS,
+                Duration::from_secs(20),
+                Duration::from_millis(2),
+                "a command",
+            );
+
+            let mut per_restart_connections = std::collections::BTreeMap::<u64, u32>::new();
+            let mut longest_outage_survived = Duration::ZERO;
+            let mut longest_loss_detection = Duration::ZERO;
+            let mut longest_reconnect = Duration::ZERO;
+            let mut fds_min = usize::MAX;
+            let mut fds_max = 0;
+            for i in 0..RESTARTS {
+                let c0 = redis.counters();
+                // Down: SIGKILL, and wait for the service to see the loss.
+                workers.down();
+                server.kill();
+                let killed = Instant::now();
+                eventually("the loss", Duration::from_secs(10), || {
+                    redis.counters().losses > c0.losses
                 })
-            })
-            .collect();
+                .await;
+                longest_loss_detection = longest_loss_detection.max(killed.elapsed());
 
-        let mut per_restart_connections = std::collections::BTreeMap::<u64, u32>::new();
-        let mut longest_outage_survived = Duration::ZERO;
-        let mut longest_loss_detection = Duration::ZERO;
-        let mut longest_reconnect = Duration::ZERO;
-        let mut fds_min = usize::MAX;
-        let mut fds_max = 0;
-        for i in 0..RESTARTS {
-            let c0 = redis.counters();
-            // Down: SIGKILL, and wait for the service to see the loss.
-            PHASE.fetch_add(1, Ordering::SeqCst);
-            server.kill();
-            let killed = Instant::now();
-            eventually("the loss", Duration::from_secs(10), || redis.counters().losses > c0.losses).await;
-            longest_loss_detection = longest_loss_detection.max(killed.elapsed());
+                // A command issued during the outage: it must wait and succeed.
+                let waiter = tokio::spawn({
+                    let redis = redis.clone();
+                    async move { incr(&redis, "outage").await }
+                });
+                // Mostly short outages, every 25th a long one.
+                let outage = if i % 25 == 24 {
+                    Duration::from_millis(1500)
+                } else {
+                    Duration::from_millis(u64::from(i % 5) * 10)
+                };
+                tokio::time::sleep(outage).await;
 
-            // A command issued during the outage: it must wait and succeed.
-            let waiter = tokio::spawn({
-                let redis = redis.clone();
-                async move { incr(&redis, "outage").await }
-            });
-            // Mostly short outages, every 25th a long one.
-            let outage = if i % 25 == 24 {
-                Duration::from_millis(1500)
-            } else {
-                Duration::from_millis(u64::from(i % 5) * 10)
-            };
-            tokio::time::sleep(outage).await;
-
-            // Up again on the same port; wait for the service to reconnect.
-            server.restart();
-            let restarted = Instant::now();
-            eventually("the reconnection", Duration::from_secs(10), || {
-                redis.counters().connections > c0.connections
-            })
-            .await;
-            longest_reconnect = longest_reconnect.max(restarted.elapsed());
-            let r = tokio::time::timeout(Duration::from_secs(10), waiter)
-                .await
-                .expect("the outage waiter hung")
-                .unwrap();
-            assert_eq!(r, Ok(1), "restart {i}: the command issued during the outage failed");
-            longest_outage_survived = longest_outage_survived.max(killed.elapsed());
-            PHASE.fetch_add(1, Ordering::SeqCst);
-
-            // Commands issued now that the server is back all succeed.
-            for _ in 0..3 {
-                let r = tokio::time::timeout(Duration::from_secs(10), incr(&redis, "after"))
+                // Up again on the same port; wait for the service to reconnect.
+                server.restart();
+                let restarted = Instant::now();
+                eventually("the reconnection", Duration::from_secs(10), || {
+                    redis.counters().connections > c0.connections
+                })
+                .await;
+                longest_reconnect = longest_reconnect.max(restarted.elapsed());
+                let r = tokio::time::timeout(Duration::from_secs(10), waiter)
                     .await
-                    .expect("a command after the restart hung");
-                assert!(r.is_ok(), "restart {i}: a command after the restart failed: {r:?}");
+                    .expect("the outage waiter hung")
+                    .unwrap();
+                assert_eq!(
+                    r,
+                    Ok(1),
+                    "restart {i}: the command issued during the outage failed"
+                );
+                longest_outage_survived = longest_outage_survived.max(killed.elapsed());
+                workers.up();
+
+                // Commands issued now that the server is back all succeed.
+                for _ in 0..3 {
+                    let r = tokio::time::timeout(Duration::from_secs(10), incr(&redis, "after"))
+                        .await
+                        .expect("a command after the restart hung");
+                    assert!(
+                        r.is_ok(),
+                        "restart {i}: a command after the restart failed: {r:?}"
+                    );
+                }
+
+                // The server's view: one client (ours, prepared), and how many connections
+                // it accepted from us since it started.
+                let mut admin = server.admin();
+                let clients = admin.clients();
+                assert_eq!(clients.len(), 1, "restart {i}: {clients:?}");
+                assert_eq!((clients[0].name.as_str(), clients[0].db), (CLIENT_NAME, DB));
+                let ours = admin.total_connections_received() - server.own_connections();
+                *per_restart_connections.entry(ours).or_default() += 1;
+                drop(admin);
+
+                let fds = open_fds();
+                fds_min = fds_min.min(fds);
+                fds_max = fds_max.max(fds);
             }
 
-            // The server's view: one client (ours, prepared), and how many connections
-            // it accepted from us since it started.
-            let mut admin = server.admin();
-            let clients = admin.clients();
-            assert_eq!(clients.len(), 1, "restart {i}: {clients:?}");
-            assert_eq!((clients[0].name.as_str(), clients[0].db), (CLIENT_NAME, DB));
-            let ours = admin.total_connections_received() - server.own_connections();
-            *per_restart_connections.entry(ours).or_default() += 1;
-            drop(admin);
+            let t = workers.finish().await;
+            redis.stop().await;
+            let c = redis.counters();
 
-            let fds = open_fds();
-            fds_min = fds_min.min(fds);
-            fds_max = fds_max.max(fds);
-        }
-
-        stop_workers.store(true, Ordering::SeqCst);
-        for w in workers {
-            tokio::time::timeout(Duration::from_secs(30), w)
-                .await
-                .expect("a worker hung")
-                .unwrap();
-        }
-        redis.stop().await;
-        let c = redis.counters();
-
-        let t = &tally;
-        let (issued, completed, errored, hung) = (
-            t.issued.load(Ordering::SeqCst),
-            t.completed.load(Ordering::SeqCst),
-            t.errored.load(Ordering::SeqCst),
-            t.hung.load(Ordering::SeqCst),
+            println!(
+            "{RESTARTS} restarts in {:?}: commands issued {}, completed {}, errored {}, hung {}; \
+             issued and answered while up: {} ({} failed)",
+            started.elapsed(),
+            t.issued,
+            t.answered,
+            t.failed,
+            t.hung,
+            t.clean,
+            t.clean_failed
         );
-        let (clean, clean_failed) = (t.clean.load(Ordering::SeqCst), t.clean_failed.load(Ordering::SeqCst));
-        println!(
-            "{RESTARTS} restarts in {:?}: commands issued {issued}, completed {completed}, \
-             errored {errored}, hung {hung}; issued and answered while up: {clean} ({clean_failed} failed)",
-            started.elapsed()
-        );
-        println!("errors returned to callers: {:?}", t.errors.lock().unwrap());
-        println!(
-            "longest outage a waiter survived: {longest_outage_survived:?}; longest wait of a \
+            println!("errors returned to callers: {:?}", t.errors);
+            println!(
+                "longest outage a waiter survived: {longest_outage_survived:?}; longest wait of a \
              background command: {} ms; loss seen after SIGKILL within {longest_loss_detection:?}; \
              reconnected within {longest_reconnect:?} of the restart",
-            t.longest_wait_us.load(Ordering::SeqCst) / 1000
-        );
-        println!(
-            "connections the server saw from the client per restart (count: restarts): \
+                t.longest_answer.as_millis()
+            );
+            println!(
+                "connections the server saw from the client per restart (count: restarts): \
              {per_restart_connections:?}; counters {c:?}; connector calls {}; fds {fds_before} \
              before, {fds_min}..={fds_max} during",
-            probe.connects.lock().unwrap().len()
-        );
+                probe.connects.lock().unwrap().len()
+            );
 
-        assert_eq!(hung, 0, "commands hung");
-        assert_eq!(issued, completed + errored, "commands silently dropped");
-        assert_eq!(clean_failed, 0, "commands issued while up failed");
-        // An error only ever comes from a connection lost under the command (sent on
-        // it, or handed it in the moment between the SIGKILL and the service seeing
-        // the loss).
-        assert_eq!(t.errors_without_loss.load(Ordering::SeqCst), 0, "errors with no loss");
-        assert!(clean > 0);
-        assert_eq!(c.losses, u64::from(RESTARTS));
-        assert_eq!(c.connections, u64::from(RESTARTS) + 1);
-        assert_eq!(
-            per_restart_connections.keys().copied().collect::<Vec<_>>(),
-            vec![1],
-            "the client connected more than once per restart"
-        );
-        assert!(fds_max - fds_min <= 2, "fds grew during the loop: {fds_min}..={fds_max}");
-    })
-    .await;
+            t.check("commands");
+            // An error only ever comes from a connection lost under the command (sent on
+            // it, or handed it in the moment between the SIGKILL and the service seeing
+            // the loss).
+            assert_eq!(
+                commands.errors_without_loss.load(Ordering::SeqCst),
+                0,
+                "errors with no loss"
+            );
+            assert_eq!(c.losses, u64::from(RESTARTS));
+            assert_eq!(c.connections, u64::from(RESTARTS) + 1);
+            assert_eq!(
+                per_restart_connections.keys().copied().collect::<Vec<_>>(),
+                vec![1],
+                "the client connected more than once per restart"
+            );
+            assert!(
+                fds_max - fds_min <= 2,
+                "fds grew during the loop: {fds_min}..={fds_max}"
+            );
+        })
+        .await;
 
         drop(redis);
         drop(server);

@@ -1,6 +1,4 @@
-//! The shared driver suite (`tests/common_driver`) on smol.
-
-mod common_driver;
+//! The shared driver suite (`tests/driver/runtime_suite`) on smol.
 
 use std::future::Future;
 use std::io;
@@ -13,7 +11,7 @@ use smol::net::{TcpListener, TcpStream};
 
 struct Rt;
 
-impl common_driver::TestRt for Rt {
+impl crate::runtime_suite::TestRt for Rt {
     type Rt = Smol;
     type Stream = TcpStream;
     type Listener = TcpListener;

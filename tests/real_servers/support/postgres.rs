@@ -5,15 +5,10 @@
 //!
 //! The binaries are looked up under `/usr/lib/postgresql/*/bin` (Debian's layout,
 //! newest version first), then on the PATH; when there are none, Debian's
-//! `postgresql` package is installed (see `real_servers::require`). PostgreSQL
+//! `postgresql` package is installed (see `support::require`). PostgreSQL
 //! refuses to run as root: when the tests run as root (as CI does), `initdb` and
 //! the server run as the `postgres` user (which the package creates), with the temp
 //! dir handed to that user.
-
-#![allow(dead_code)] // each test binary uses a different part of this module
-
-#[path = "../real_servers/mod.rs"]
-pub mod real_servers;
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
@@ -35,7 +30,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn require_postgres() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        real_servers::require(
+        super::require(
             "PostgreSQL (initdb, postgres)",
             "postgresql",
             &["postgresql"],
@@ -46,8 +41,7 @@ pub fn require_postgres() -> &'static Path {
 
 fn find_bin() -> Option<PathBuf> {
     let has_both = |dir: &Path| {
-        real_servers::is_executable(&dir.join("initdb"))
-            && real_servers::is_executable(&dir.join("postgres"))
+        super::is_executable(&dir.join("initdb")) && super::is_executable(&dir.join("postgres"))
     };
     // Debian: /usr/lib/postgresql/<major>/bin, not on the PATH.
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -63,7 +57,7 @@ fn find_bin() -> Option<PathBuf> {
     if let Some((_, dir)) = versions.into_iter().rev().find(|(_, dir)| has_both(dir)) {
         return Some(dir);
     }
-    let initdb = real_servers::on_path("initdb")?;
+    let initdb = super::on_path("initdb")?;
     let dir = std::fs::canonicalize(initdb).ok()?.parent()?.to_owned();
     has_both(&dir).then_some(dir)
 }
@@ -74,10 +68,10 @@ struct RunAs(Option<(u32, u32)>);
 
 impl RunAs {
     fn get() -> RunAs {
-        if !real_servers::is_root() {
+        if !super::is_root() {
             return RunAs(None);
         }
-        match real_servers::user_ids("postgres") {
+        match super::user_ids("postgres") {
             Some(ids) => RunAs(Some(ids)),
             None => panic!(
                 "these tests run as root, and PostgreSQL refuses to run as root, but there is \
@@ -125,7 +119,7 @@ impl PgServer {
     pub fn start() -> PgServer {
         let bin = require_postgres().to_owned();
         let run_as = RunAs::get();
-        let dir = real_servers::unique_dir("redial-pg");
+        let dir = super::unique_dir("redial-pg");
         run_as.hand_over(&dir);
         let data = dir.join("data");
         let out = run_as
@@ -153,7 +147,7 @@ impl PgServer {
         let mut last_error = None;
         for _ in 0..20 {
             let mut server = PgServer {
-                port: real_servers::free_port(),
+                port: super::free_port(),
                 bin: bin.clone(),
                 dir: dir.clone(),
                 run_as,
@@ -174,11 +168,6 @@ impl PgServer {
         panic!("could not start postgres: {last_error:?}");
     }
 
-    /// The server's address.
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port))
-    }
-
     /// A libpq-style connection string for the superuser, trust auth.
     pub fn config(&self) -> String {
         format!(
@@ -187,19 +176,9 @@ impl PgServer {
         )
     }
 
-    /// How many server processes were started on this port so far.
-    pub fn starts(&self) -> u32 {
-        self.starts
-    }
-
     /// When the current server process started accepting connections.
     pub fn ready_at(&self) -> Option<Instant> {
         self.ready_at
-    }
-
-    /// Is the server process running?
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
     }
 
     /// Kills the server with SIGKILL: the postmaster and all its processes at once, no

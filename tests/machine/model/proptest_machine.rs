@@ -4,11 +4,11 @@
 //! Invariants) must hold after every step.
 //!
 //! A failure shrinks to a short sequence and prints it as a trace (the format of
-//! tests/traces/*.trace), ending with `# violated: …`.
+//! tests/machine/traces/*.trace), ending with `# violated: …`.
 //!
 //! Cases: `REDIAL_PROPTEST_CASES` (default 10 000) for the main property, a tenth
 //! of that for each of the others. Soak locally with e.g.
-//! `REDIAL_PROPTEST_CASES=1000000 cargo test --release --test proptest_machine`.
+//! `REDIAL_PROPTEST_CASES=1000000 cargo test --release --test machine_model proptest_machine`.
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -7,15 +7,12 @@
 //! then it binds the same port again. Meanwhile several callers send messages
 //! through `when_connected` and receive echoes. Every wait is bounded by a timeout.
 //!
-//! Run: `cargo test --features tokio --test websocket -- --nocapture` (prints figures).
-
-#![cfg(feature = "tokio")]
-
-mod real_servers;
+//! Run: `cargo test --all-features --test real_servers websocket:: -- --nocapture`
+//! (prints figures).
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,7 +24,8 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use real_servers::{eventually, median_and_max, open_fds, run};
+use crate::support::restarts::{Caller, Stage, Workers};
+use crate::support::{eventually, median_and_max, one_at_a_time, open_fds, run};
 
 /// The connection's handle: send `Message`s, receive `Message`s.
 type Ws = Messages<Message, Message, WsError>;
@@ -52,7 +50,7 @@ impl EchoServer {
     async fn start() -> EchoServer {
         for _ in 0..20 {
             let mut server = EchoServer {
-                port: real_servers::free_port(),
+                port: crate::support::free_port(),
                 running: None,
                 live: Arc::new(AtomicI64::new(0)),
                 accepted: Arc::new(AtomicU64::new(0)),
@@ -221,19 +219,20 @@ impl Ledger {
     }
 }
 
-#[derive(Default)]
-struct Tally {
-    sent: AtomicU64,
-    echoed: AtomicU64,
-    failed: AtomicU64,
-    hung: AtomicU64,
-    clean: AtomicU64,
-    clean_failed: AtomicU64,
-    errors: Mutex<BTreeMap<String, u64>>,
+/// The background callers of the restart loop: each message its own text.
+struct Echoes {
+    ws: WsService,
+    ledger: Arc<Ledger>,
 }
 
-/// Phase of the restart loop: even = up and reconnected, odd = going down / down.
-static PHASE: AtomicU64 = AtomicU64::new(0);
+impl Caller for Echoes {
+    async fn call(&self, worker: usize, n: u64, _: &Stage) -> Result<(), String> {
+        self.ledger
+            .echo(&self.ws, format!("w{worker}-{n}"))
+            .await
+            .map(drop)
+    }
+}
 
 const RESTARTS: u32 = 50;
 const WORKERS: usize = 4;
@@ -242,6 +241,7 @@ const HANG: Duration = Duration::from_secs(20);
 
 #[test]
 fn fifty_restarts_every_echo_answered_none_hangs() {
+    let _one = one_at_a_time();
     let fds_outside = open_fds();
     let started = Instant::now();
     run(async {
@@ -249,59 +249,21 @@ fn fifty_restarts_every_echo_answered_none_hangs() {
         let mut server = EchoServer::start().await;
         let ws = service(server.url());
         let ledger = Arc::new(Ledger::default());
-        let tally = Arc::new(Tally::default());
-        let stop_workers = Arc::new(AtomicBool::new(false));
 
         let limit = Duration::from_secs(300);
         tokio::time::timeout(limit, async {
             ledger.echo(&ws, "warm-up".to_owned()).await.unwrap();
 
-            let workers: Vec<_> = (0..WORKERS)
-                .map(|w| {
-                    let (ws, ledger, tally, stop) = (
-                        ws.clone(),
-                        Arc::clone(&ledger),
-                        Arc::clone(&tally),
-                        Arc::clone(&stop_workers),
-                    );
-                    tokio::spawn(async move {
-                        let mut n = 0u64;
-                        while !stop.load(Ordering::Relaxed) {
-                            n += 1;
-                            let phase = PHASE.load(Ordering::SeqCst);
-                            tally.sent.fetch_add(1, Ordering::SeqCst);
-                            let result =
-                                tokio::time::timeout(HANG, ledger.echo(&ws, format!("w{w}-{n}")))
-                                    .await;
-                            let clean =
-                                phase.is_multiple_of(2) && PHASE.load(Ordering::SeqCst) == phase;
-                            match &result {
-                                Ok(Ok(_)) => {
-                                    tally.echoed.fetch_add(1, Ordering::SeqCst);
-                                }
-                                Ok(Err(e)) => {
-                                    tally.failed.fetch_add(1, Ordering::SeqCst);
-                                    *tally.errors.lock().unwrap().entry(e.clone()).or_default() +=
-                                        1;
-                                    if clean {
-                                        eprintln!("an echo sent and answered while up failed: {e}");
-                                    }
-                                }
-                                Err(_) => {
-                                    tally.hung.fetch_add(1, Ordering::SeqCst);
-                                }
-                            }
-                            if clean {
-                                tally.clean.fetch_add(1, Ordering::SeqCst);
-                                if !matches!(result, Ok(Ok(_))) {
-                                    tally.clean_failed.fetch_add(1, Ordering::SeqCst);
-                                }
-                            }
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                    })
-                })
-                .collect();
+            let workers = Workers::spawn(
+                Arc::new(Echoes {
+                    ws: ws.clone(),
+                    ledger: Arc::clone(&ledger),
+                }),
+                WORKERS,
+                HANG,
+                Duration::from_millis(1),
+                "an echo",
+            );
 
             let mut recoveries = Vec::new();
             let mut loss_seen = Vec::new();
@@ -310,7 +272,7 @@ fn fifty_restarts_every_echo_answered_none_hangs() {
             for i in 0..RESTARTS {
                 let c0 = ws.counters();
                 // Down: listener and connections dropped; the service sees the loss.
-                PHASE.fetch_add(1, Ordering::SeqCst);
+                workers.down();
                 let killed = Instant::now();
                 server.stop().await;
                 eventually("the loss", Duration::from_secs(10), || {
@@ -355,7 +317,7 @@ fn fifty_restarts_every_echo_answered_none_hangs() {
                     "restart {i}: the echo sent during the outage failed: {r:?}"
                 );
                 longest_outage_survived = longest_outage_survived.max(killed.elapsed());
-                PHASE.fetch_add(1, Ordering::SeqCst);
+                workers.up();
 
                 for k in 0..3 {
                     let r = tokio::time::timeout(
@@ -378,13 +340,7 @@ fn fifty_restarts_every_echo_answered_none_hangs() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
 
-            stop_workers.store(true, Ordering::SeqCst);
-            for w in workers {
-                tokio::time::timeout(Duration::from_secs(30), w)
-                    .await
-                    .expect("a worker hung")
-                    .unwrap();
-            }
+            let t = workers.finish().await;
             let c = ws.counters();
             let stopping = Instant::now();
             tokio::time::timeout(Duration::from_secs(10), ws.stop())
@@ -398,31 +354,23 @@ fn fifty_restarts_every_echo_answered_none_hangs() {
             .await;
             let gone_in = stopping.elapsed();
 
-            let t = &tally;
-            let (sent, echoed, failed, hung) = (
-                t.sent.load(Ordering::SeqCst),
-                t.echoed.load(Ordering::SeqCst),
-                t.failed.load(Ordering::SeqCst),
-                t.hung.load(Ordering::SeqCst),
-            );
-            let (clean, clean_failed) = (
-                t.clean.load(Ordering::SeqCst),
-                t.clean_failed.load(Ordering::SeqCst),
-            );
             let (rec_median, rec_worst) = median_and_max(&recoveries);
             let (loss_median, loss_worst) = median_and_max(&loss_seen);
             println!(
                 "websocket: {RESTARTS} restarts (listener and connections dropped, same port) in \
-                 {:?}; messages from {WORKERS} callers: sent {sent}, echoed {echoed}, failed \
-                 {failed}, hung {hung}; sent and answered while up: {clean} ({clean_failed} \
-                 failed); echoes in all (main loop included): {}",
+                 {:?}; messages from {WORKERS} callers: sent {}, echoed {}, failed {}, hung {}; \
+                 sent and answered while up: {} ({} failed); echoes in all (main loop \
+                 included): {}",
                 started.elapsed(),
+                t.issued,
+                t.answered,
+                t.failed,
+                t.hung,
+                t.clean,
+                t.clean_failed,
                 ledger.echoed.lock().unwrap().len()
             );
-            println!(
-                "websocket: errors returned to callers: {:?}",
-                t.errors.lock().unwrap()
-            );
+            println!("websocket: errors returned to callers: {:?}", t.errors);
             println!(
                 "websocket: recovery (server listening -> first echo through the service): \
                  median {rec_median:?}, worst {rec_worst:?}; loss seen after the server went: \
@@ -434,10 +382,7 @@ fn fifty_restarts_every_echo_answered_none_hangs() {
                  {accepted_per_restart:?}; open after stop(): 0 within {gone_in:?}; counters {c:?}"
             );
 
-            assert_eq!(hung, 0, "echoes hung");
-            assert_eq!(sent, echoed + failed, "messages silently dropped");
-            assert_eq!(clean_failed, 0, "messages sent while up were not echoed");
-            assert!(clean > 0);
+            t.check("echoes");
             assert_eq!(c.losses, u64::from(RESTARTS), "{c:?}");
             assert_eq!(c.connections, u64::from(RESTARTS) + 1, "{c:?}");
             assert_eq!(

@@ -1,5 +1,7 @@
 //! What the real-server tests (Redis, PostgreSQL, WebSocket) share: getting the
-//! server programs, free ports, temporary directories, file descriptor counts.
+//! server programs, free ports, temporary directories, file descriptor counts, one
+//! test at a time, and the callers of a restart loop ([`restarts`]). The servers
+//! themselves: [`redis`] and [`postgres`].
 //!
 //! A test that needs a server program never skips silently. [`require`] finds the
 //! program; when it is missing it installs Debian's package itself
@@ -9,14 +11,24 @@
 //! package may have started (the tests start their own servers). Otherwise it
 //! fails, naming the package to install.
 
-#![allow(dead_code)] // each test binary uses a different part of this module
+pub mod postgres;
+pub mod redis;
+pub mod restarts;
 
 use std::fs::{File, OpenOptions};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One real-server test at a time, across the whole binary: they count this
+/// process's file descriptors and the servers' connections.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static ONE: Mutex<()> = Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Returns what `find` finds; if it finds nothing, installs Debian's `package`
 /// (then stops the system `services` it may have started) and looks again.

@@ -1,6 +1,4 @@
-//! The shared driver suite (`tests/common_driver`) on Tokio (multi-threaded, 2 workers).
-
-mod common_driver;
+//! The shared driver suite (`tests/driver/runtime_suite`) on Tokio (multi-threaded, 2 workers).
 
 use std::future::Future;
 use std::io;
@@ -13,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 struct Rt;
 
-impl common_driver::TestRt for Rt {
+impl crate::runtime_suite::TestRt for Rt {
     type Rt = Tokio;
     type Stream = TcpStream;
     type Listener = TcpListener;
@@ -126,7 +124,7 @@ fn assert_ended<H: Clone + Send + Sync + std::fmt::Debug + 'static>(
 /// Item 1 of the driver issue: the runtime is dropped while the service connects.
 #[test]
 fn runtime_dropped_while_connecting_ends_the_service() {
-    let hang = common_driver::hanging();
+    let hang = crate::runtime_suite::hanging();
     let rt = doomed_runtime();
     let addr = hang.addr;
     let (svc, pending, watch) = rt.block_on(async move {

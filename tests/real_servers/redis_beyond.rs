@@ -3,13 +3,11 @@
 //! still accepting, nothing answered), and a wrong password classified as fatal
 //! gives up at once.
 //!
-//! `cargo test --all-features --test redis_beyond -- --nocapture` prints the figures.
-
-mod redis_support;
+//! `cargo test --all-features --test real_servers redis_beyond -- --nocapture` prints the figures.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{LazyLock, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -19,7 +17,8 @@ use redial::{Failure, Jitter, State};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, RedisResult};
 
-use redis_support::{run, RedisServer, PASSWORD};
+use crate::support::redis::{RedisServer, PASSWORD};
+use crate::support::{one_at_a_time, run};
 
 type Redis = ClientService<MultiplexedConnection, RedisError>;
 
@@ -29,8 +28,7 @@ static INFO: LazyLock<RedisConnectionInfo> =
 
 /// One test at a time: the probe's timing is what is measured.
 fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    one_at_a_time()
 }
 
 async fn connect(

@@ -1,5 +1,5 @@
 //! The driver suite, written once: every test is generic over a [`TestRt`] and is
-//! instantiated per runtime by `driver_suite!` in `tests/driver_{tokio,smol,async_std}.rs`.
+//! instantiated per runtime by `driver_suite!` in `tests/driver/on_{tokio,smol,async_std}.rs`.
 //!
 //! Real sockets on 127.0.0.1 (port 0 listeners), every test bounded by a timeout.
 
@@ -1291,7 +1291,7 @@ macro_rules! driver_suite {
         $(
             #[test]
             fn $name() {
-                common_driver::run::<$rt, _>($exclusive, common_driver::events::$name::<$rt>());
+                $crate::runtime_suite::run::<$rt, _>($exclusive, $crate::runtime_suite::events::$name::<$rt>());
             }
         )*
     };
@@ -1299,7 +1299,7 @@ macro_rules! driver_suite {
         $(
             #[test]
             fn $name() {
-                common_driver::run::<$rt, _>($exclusive, common_driver::faults::$name::<$rt>());
+                $crate::runtime_suite::run::<$rt, _>($exclusive, $crate::runtime_suite::faults::$name::<$rt>());
             }
         )*
     };
@@ -1307,7 +1307,7 @@ macro_rules! driver_suite {
         $(
             #[test]
             fn $name() {
-                common_driver::run::<$rt, _>($exclusive, common_driver::$name::<$rt>());
+                $crate::runtime_suite::run::<$rt, _>($exclusive, $crate::runtime_suite::$name::<$rt>());
             }
         )*
     };

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-#[path = "support/counting_alloc.rs"]
+#[path = "../support/counting_alloc.rs"]
 mod counting_alloc;
 use counting_alloc::allocations;
 

@@ -1,4 +1,4 @@
-//! Trace scenarios: every `tests/traces/*.trace` file is replayed against a fresh
+//! Trace scenarios: every `tests/machine/traces/*.trace` file is replayed against a fresh
 //! machine (see `redial::testing::trace` for the format), and the format itself
 //! is checked to read back what it prints.
 //!
@@ -22,9 +22,9 @@ use redial::{
 
 #[test]
 fn every_trace_file_replays() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/traces");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/machine/traces");
     let mut files: Vec<_> = fs::read_dir(&dir)
-        .expect("tests/traces exists")
+        .expect("tests/machine/traces exists")
         .map(|entry| entry.expect("readable").path())
         .filter(|path| path.extension().is_some_and(|e| e == "trace"))
         .collect();
@@ -326,7 +326,7 @@ fn malformed_panics_are_parse_errors() {
 
 #[test]
 fn the_panicked_trace_reads_back_as_it_prints() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/traces/panicked.trace");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/machine/traces/panicked.trace");
     let trace: Trace = fs::read_to_string(path).unwrap().parse().unwrap();
     let printed = trace.to_string();
     assert_eq!(printed.parse::<Trace>().unwrap(), trace, "{printed}");
@@ -504,7 +504,7 @@ policy linear 1s
 /// (comments included) and prints again the same.
 #[test]
 fn every_trace_file_prints_back() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/traces");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/machine/traces");
     for entry in fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "trace") {

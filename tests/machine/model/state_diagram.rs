@@ -549,7 +549,7 @@ fn the_diagram_has_every_transition_of_the_machine() {
     assert!(
         message.is_empty(),
         "the state diagram and the machine disagree:\n{message}\nThen run \
-         `REDIAL_BLESS=1 cargo test --test state_diagram` to redraw docs/states.svg, and update \
+         `REDIAL_BLESS=1 cargo test --test machine_model state_diagram` to redraw docs/states.svg, and update \
          the transition tables of docs/contract.md."
     );
 }
@@ -576,7 +576,7 @@ fn the_committed_diagram_is_up_to_date() {
         assert!(
             committed == *contents,
             "docs/{name} is not what devkit/src/diagram.rs draws now. Run \
-             `REDIAL_BLESS=1 cargo test --test state_diagram` to rewrite docs/states.svg and \
+             `REDIAL_BLESS=1 cargo test --test machine_model state_diagram` to rewrite docs/states.svg and \
              docs/states.svg.b64, look at the picture, and commit both."
         );
     }
