@@ -1,7 +1,7 @@
 //! What the fuzz targets check, as plain functions of the input bytes. They panic
 //! on a violation (which libFuzzer reports as a crash, with the trace).
 //!
-//! Used by `fuzz/fuzz_targets/*.rs` and by `tests/fuzz_corpus.rs`, which replays
+//! Used by `fuzz/fuzz_targets/*.rs` and by `tests/machine/model/fuzz_corpus.rs`, which replays
 //! the committed corpus under `cargo test`.
 
 use core::num::NonZeroU32;

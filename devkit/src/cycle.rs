@@ -1,5 +1,5 @@
 //! The reconnect-cycle workloads shared by the criterion bench (`benches/machine.rs`),
-//! the allocation test (`tests/alloc.rs`) and the callgrind workload
+//! the allocation test (`tests/machine/alloc.rs`) and the callgrind workload
 //! (`examples/callgrind_cycle.rs`).
 //!
 //! One **cycle** is what a service does when a peer accepts and then drops it, with

@@ -6,7 +6,7 @@
 //! `docs/states.svg` (no graphviz, nothing but this file), and [`base64`] encodes
 //! the picture for the `data:` URL the rustdoc pages use.
 //!
-//! `tests/state_diagram.rs` explores the real machine and fails if the state
+//! `tests/machine/model/state_diagram.rs` explores the real machine and fails if the state
 //! changes it finds differ from [`EDGES`], naming the edge to add or remove, and
 //! if the committed `docs/states.svg` differs from what [`svg`] draws now
 //! (`REDIAL_BLESS=1` rewrites it).
@@ -16,7 +16,7 @@
 //! Add one [`Edge`] to [`EDGES`]: `from`, `to`, the inputs, a condition (or `""`),
 //! a [`Route`] (start with `Route::Bend(0.0)`, a straight line) and where along the
 //! curve its label sits (`0.5`, the middle). Then run
-//! `REDIAL_BLESS=1 cargo test --test state_diagram`, look at `docs/states.svg`, and
+//! `REDIAL_BLESS=1 cargo test --test machine_model state_diagram`, look at `docs/states.svg`, and
 //! bend the arrow or move its label until nothing overlaps. The test checks that
 //! no two labels overlap and that no label covers a state.
 
@@ -152,7 +152,7 @@ const FAILED: &[InputKind] = &[
 /// probe timeout.
 const LOST: &[InputKind] = &[ConnectionClosed, ProbeFailed, TimerFired];
 
-/// Every transition between two different states. `tests/state_diagram.rs`
+/// Every transition between two different states. `tests/machine/model/state_diagram.rs`
 /// checks this list against the machine.
 pub const EDGES: &[Edge] = &[
     // from Init
@@ -616,7 +616,7 @@ pub fn svg() -> String {
     w(
         &mut out,
         "<!-- Generated from the edge list in devkit/src/diagram.rs: do not edit. \
-         Run tests/state_diagram.rs with REDIAL_BLESS=1 to redraw it. -->\n",
+         Run tests/machine/model/state_diagram.rs with REDIAL_BLESS=1 to redraw it. -->\n",
     );
     let _ = writeln!(
         out,

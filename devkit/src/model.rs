@@ -14,7 +14,8 @@
 //! failures it has seen), which is the spec's wording, not the machine's
 //! implementation.
 //!
-//! Used by tests/proptest_machine.rs, tests/fuzz_corpus.rs and the fuzz targets.
+//! Used by tests/machine/model/proptest_machine.rs, tests/machine/model/fuzz_corpus.rs
+//! and the fuzz targets.
 
 use std::num::NonZeroU32;
 use std::time::Duration;

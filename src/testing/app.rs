@@ -244,7 +244,7 @@ where
 /// A failed run: the trace up to and including the failing input, and what failed.
 ///
 /// `Display` prints the trace, then `# violated: …`: paste it into a
-/// `tests/traces/*.trace` file (or a bug report) as it is.
+/// `tests/machine/traces/*.trace` file (or a bug report) as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     /// The run up to and including the failing input.

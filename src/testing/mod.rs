@@ -109,7 +109,7 @@
 //! generated operations and feeds every input through [`App::handle`]; the
 //! application's own operation (`Ask`) runs beside the kit's `start`, `stop` and
 //! world events. Its check says it only ever spoke on an open connection (the
-//! kit's [`Connections`] know which are). `tests/app_queue.rs` in the repository
+//! kit's [`Connections`] know which are). `tests/machine/app_queue.rs` in the repository
 //! is a complete example: a request queue, under [`run_app`] and under [`Sim`],
 //! with a planted bug and the short trace proptest shrinks it to.
 //!

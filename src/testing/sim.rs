@@ -164,7 +164,7 @@ pub struct Record<E> {
 /// [`App::check`] runs after each input with the [`Connections`] as they stand,
 /// and a failed check panics with the trace, as a violated invariant does. The
 /// application's own operations run with [`app_op`](Sim::app_op); [`step`](Sim::step)
-/// feeds one report at a time. See `tests/app_queue.rs` in the repository for a
+/// feeds one report at a time. See `tests/machine/app_queue.rs` in the repository for a
 /// complete example.
 ///
 /// [`trace`](Sim::trace) returns the run in the trace format with the virtual time

@@ -4,7 +4,7 @@
 //! flood of requests neither grows the heap nor delays a connection.
 //!
 //! All on the deterministic harness (`redial::testing`): no sockets, no sleeps.
-//! `tests/mailbox_tokio.rs` measures the same on a real runtime.
+//! `tests/driver/mailbox_tokio.rs` measures the same on a real runtime.
 
 use std::num::NonZeroU32;
 use std::task::Poll;

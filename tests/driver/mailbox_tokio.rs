@@ -3,7 +3,7 @@
 //! connects (its connector takes 200 ms). Measures the heap growth (a counting allocator: live bytes, peak over
 //! the flood) and the time to connect, and checks both stay small.
 //!
-//! `cargo test --test mailbox_tokio -- --nocapture` prints the figures.
+//! `cargo test --test driver_mailbox_tokio -- --nocapture` prints the figures.
 #![allow(unsafe_code)] // the counting allocator; the library itself forbids unsafe
 
 use std::alloc::{GlobalAlloc, Layout, System};

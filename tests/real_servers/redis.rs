@@ -66,7 +66,7 @@ static CONNECTION_INFO: LazyLock<RedisConnectionInfo> =
 /// command waits for ever. It was seen once in about 1,400 commands across 200
 /// SIGKILL restarts, and fast churn without redis shows the same with any handle
 /// built on a Tokio `mpsc::Sender` (redial's own `messages()` adapter has no such
-/// race: `tests/messages.rs` churns it the same way). redial cannot reach into the
+/// race: `tests/shapes/messages.rs` churns it the same way). redial cannot reach into the
 /// client's channel, so the test does what a user must: it sets a response
 /// timeout, and checks that such a timeout only ever comes with a lost connection
 /// (`errors_without_loss` below). Waiting for a connection has no timeout of its

@@ -3,7 +3,7 @@
 //! attempt moves the rotation; every service has its own; events name the
 //! endpoint of each attempt.
 //!
-//! `cargo test --all-features --test endpoints -- --nocapture` prints the times
+//! `cargo test --all-features --test shapes endpoints -- --nocapture` prints the times
 //! to reach a live secondary with a 2 s retry (before rounds: 2.0 s, 4.0 s, 3.1 s).
 
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! a retry delay; after a loss the service goes back to the primary (the rule
 //! documented on `Endpoints`).
 //!
-//! `cargo test --features tokio --test failover -- --nocapture` prints the times
+//! `cargo test --all-features --test shapes failover -- --nocapture` prints the times
 //! (before rounds: 2.0 s refused, 4.0 s died under it, 3.1 s frozen).
 
 use std::io;

@@ -641,7 +641,7 @@ async fn under_a_service_a_lost_transport_is_reconnected_and_stop_fails_pending_
 /// gone) and none waits for ever. (A handle built on a Tokio `mpsc::Sender` does
 /// not pass this: a send that reserved its slot just before the driver was dropped
 /// stays in the channel, unanswered, while any clone of the handle lives;
-/// tokio-rs/tokio#7714. `tests/redis.rs` meets it with the redis crate.)
+/// tokio-rs/tokio#7714. `tests/real_servers/redis.rs` meets it with the redis crate.)
 #[test]
 fn under_churn_every_send_and_recv_racing_a_loss_resolves() {
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -1,7 +1,7 @@
 //! The trace format: a machine's run as text, one input per line, its actions after it.
 //!
 //! A trace is what failing property tests print and what scenario files
-//! (`tests/traces/*.trace`) contain, so a bug report is a paste-able trace:
+//! (`tests/machine/traces/*.trace`) contain, so a bug report is a paste-able trace:
 //!
 //! ```text
 //! # Lines starting with `#` are comments. The header comes before the first input.
