@@ -1,13 +1,13 @@
 //! A `reconnect_now` flood on a real Tokio runtime against a local TCP listener:
 //! one thread calls `reconnect_now(true)` in a tight loop for 2 s while the service
-//! connects (its connector takes 200 ms). Measures the heap growth (a counting allocator: live bytes, peak over
-//! the flood) and the time to connect, and checks both stay small.
+//! connects (its connector takes 200 ms). Measures the heap growth (the counting
+//! allocator of `tests/support/counting_alloc.rs`: live bytes, peak over the flood)
+//! and the time to connect, and checks both stay small.
 //!
 //! `cargo test --test driver_mailbox_tokio -- --nocapture` prints the figures.
 #![allow(unsafe_code)] // the counting allocator; the library itself forbids unsafe
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,48 +15,8 @@ use redial::driver::ClientService;
 use redial::tokio::Tokio;
 use tokio::net::{TcpListener, TcpStream};
 
-struct Counting;
-
-/// Live heap bytes, all threads.
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-/// The highest `LIVE` seen since the last reset.
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-
-fn grew(by: isize) {
-    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged;
-// counting touches only atomics (no allocation).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size() as isize);
-        // SAFETY: forwarded as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size() as isize);
-        // SAFETY: forwarded as is.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        grew(new_size as isize - layout.size() as isize);
-        // SAFETY: forwarded as is.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        grew(-(layout.size() as isize));
-        // SAFETY: forwarded as is.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "../support/counting_alloc.rs"]
+mod counting_alloc;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -95,8 +55,7 @@ fn a_reconnect_now_flood_neither_grows_the_heap_nor_delays_the_connection() {
     service.start();
     let stop = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(AtomicU64::new(0));
-    let baseline = LIVE.load(Ordering::Relaxed);
-    PEAK.store(baseline, Ordering::Relaxed);
+    let baseline = counting_alloc::reset_peak();
     let flood = {
         let (service, stop, calls) = (service.clone(), Arc::clone(&stop), Arc::clone(&calls));
         std::thread::spawn(move || {
@@ -118,7 +77,7 @@ fn a_reconnect_now_flood_neither_grows_the_heap_nor_delays_the_connection() {
     let to_connect = started.elapsed();
     assert!(connected.is_ok(), "{:?}", connected.err());
     let max_queued = flood.join().unwrap();
-    let peak = PEAK.load(Ordering::Relaxed) - baseline;
+    let peak = counting_alloc::peak() - baseline;
     let calls = calls.load(Ordering::Relaxed);
     println!(
         "reconnect_now flood (1 thread, 2 s, {calls} calls): heap peak +{:.3} MiB, \
@@ -166,13 +125,12 @@ fn a_flood_the_task_cannot_keep_up_with_is_one_request() {
     .build()
     .unwrap();
     service.start();
-    let baseline = LIVE.load(Ordering::Relaxed);
-    PEAK.store(baseline, Ordering::Relaxed);
+    let baseline = counting_alloc::reset_peak();
     let calls = 1_000_000;
     for _ in 0..calls {
         assert!(service.reconnect_now(true));
     }
-    let peak = PEAK.load(Ordering::Relaxed) - baseline;
+    let peak = counting_alloc::peak() - baseline;
     let started = Instant::now();
     let connected = rt.block_on(service.when_connected());
     let to_connect = started.elapsed();
