@@ -70,7 +70,7 @@ use std::num::NonZeroU32;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,8 @@ use proptest::test_runner::TestCaseError;
 use redial::driver::{ClientService, ConnectContext, Endpoints, Error, Event, Events, Loss};
 use redial::testing::{poll_once, ConnectOutcome, ManualRuntime, Net, NetError, NetHandle};
 use redial::{AttemptId, Budget};
+
+use crate::support::{panic_message, quiet_panics_containing};
 
 type Service = ClientService<NetHandle, NetError>;
 type Answer = Result<NetHandle, Error<NetError>>;
@@ -1023,28 +1025,9 @@ fn run_case(setup: &Setup, steps: &[Step], strict: bool) -> Result<(), String> {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(not a string)".to_owned()
-    }
-}
-
 /// Scripted panics are expected: keep them off stderr.
 fn quiet_scripted_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if panic_message(info.payload()).contains("(scripted)") {
-                return;
-            }
-            default(info);
-        }));
-    });
+    quiet_panics_containing("(scripted)");
 }
 
 fn cases() -> u32 {

@@ -21,6 +21,9 @@ mod on_smol;
 #[cfg(feature = "tokio")]
 mod on_tokio;
 
+// What the modules share: one panic hook, a panic's message.
+mod support;
+
 // Reconnect now, fatal failures, liveness probes.
 mod beyond;
 // A reconnect budget shared by services.

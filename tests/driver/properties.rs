@@ -50,13 +50,12 @@
 //!
 //! Cases: `REDIAL_DRIVER_PROPTEST_CASES`, else `REDIAL_PROPTEST_CASES`, else 2 000.
 
-use std::any::Any;
 use std::fmt;
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -68,6 +67,8 @@ use redial::testing::{
     PrepareOutcome, PrepareStatus,
 };
 use redial::{AttemptId, Failure, PanicSite, RetryPolicy, State};
+
+use crate::support::{panic_message, quiet_panics_containing};
 
 type Service = ClientService<NetHandle, NetError>;
 type Waiter = WhenConnectedWithId<NetHandle, NetError>;
@@ -480,16 +481,6 @@ struct World {
     /// A watch made with the service, and the last state it reported.
     watch: StateWatch,
     watched: State,
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(a panic payload that is not a string)".to_owned()
-    }
 }
 
 /// Checks a condition; on failure returns the message (the caller adds the log).
@@ -1590,17 +1581,8 @@ fn run_case(setup: &Setup, steps: &[Step]) -> Result<(), String> {
 /// Scripted panics are expected by the thousand: keep them off stderr (any other
 /// panic is reported as usual).
 fn quiet_scripted_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let message = panic_message(info.payload());
-            if message.contains("(scripted)") || message.contains(POLICY_PANIC) {
-                return;
-            }
-            default(info);
-        }));
-    });
+    quiet_panics_containing("(scripted)");
+    quiet_panics_containing(POLICY_PANIC);
 }
 
 fn cases() -> u32 {
