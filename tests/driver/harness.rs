@@ -601,6 +601,58 @@ fn stop_resolves_only_once_the_connection_is_closed() {
     assert_eq!((rt.timers(), net.pending_attempts()), (0, vec![]));
 }
 
+/// Polls a stop from inside the close it waits for: the connection driver's drop.
+struct PollStopOnDrop {
+    stopping: Arc<Mutex<Option<redial::driver::Stopping>>>,
+    ready_at_drop: Arc<Mutex<Vec<bool>>>,
+}
+
+impl Drop for PollStopOnDrop {
+    fn drop(&mut self) {
+        if let Some(stopping) = self.stopping.lock().unwrap().as_mut() {
+            let ready = poll_once(stopping).is_ready();
+            self.ready_at_drop.lock().unwrap().push(ready);
+        }
+    }
+}
+
+#[test]
+fn a_stop_is_not_finished_while_its_connection_is_being_closed() {
+    // The stop's answer is kept until the machine finishes the stop, after the
+    // close: polled from the connection driver's drop (the close itself), the
+    // stop is still pending; once the task is idle, it is finished.
+    let rt = ManualRuntime::new();
+    let stopping = Arc::new(Mutex::new(None));
+    let ready_at_drop = Arc::new(Mutex::new(Vec::new()));
+    let (s, r) = (Arc::clone(&stopping), Arc::clone(&ready_at_drop));
+    let service: ClientService<(), NetError> = ClientService::builder(rt.clone(), move || {
+        let guard = PollStopOnDrop {
+            stopping: Arc::clone(&s),
+            ready_at_drop: Arc::clone(&r),
+        };
+        async move {
+            let driver = async move {
+                let _guard = guard;
+                pending::<()>().await
+            };
+            Ok::<_, NetError>(((), driver))
+        }
+    })
+    .start()
+    .unwrap();
+    rt.run(service.when_connected()).unwrap().unwrap();
+    *stopping.lock().unwrap() = Some(service.stop());
+    rt.run_until_idle();
+    assert_eq!(
+        *ready_at_drop.lock().unwrap(),
+        [false],
+        "pending during the close"
+    );
+    let mut finished = stopping.lock().unwrap().take().unwrap();
+    assert_eq!(poll_once(&mut finished), Poll::Ready(()));
+    assert_eq!(service.state(), State::Stopped);
+}
+
 #[test]
 fn stop_cancels_a_hanging_attempt_and_waits_for_it() {
     let rt = ManualRuntime::new();
