@@ -654,6 +654,36 @@ fn a_stop_is_not_finished_while_its_connection_is_being_closed() {
 }
 
 #[test]
+fn a_driver_panic_during_the_prepare_step_is_a_failed_attempt_that_names_the_panic() {
+    // The connection is not established yet (its prepare step is pending): its
+    // driver's panic fails the attempt (no loss), and the waiter's error names it.
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    net.push_connect(ConnectOutcome::Succeed);
+    net.push_prepare(PrepareOutcome::Hang);
+    let service = ClientService::builder(rt.clone(), net.connector())
+        .policy(backoff())
+        .prepare(net.prepare_hook())
+        .start()
+        .unwrap();
+    let mut waiter = service.when_connected_fail_after(NonZeroU32::new(1).unwrap());
+    rt.run_until_idle();
+    assert_eq!(net.pending_prepares(), [0]);
+    assert!(net.crash(0));
+    rt.run_until_idle();
+    let answer = poll_once(&mut waiter);
+    let counters = service.counters();
+    assert_eq!(
+        (counters.failures, counters.connections, counters.losses),
+        (1, 0, 0)
+    );
+    assert!(
+        matches!(&answer, Poll::Ready(Err(Error::Failed(failure))) if matches!(**failure, Failure::Panicked(_))),
+        "{answer:?}"
+    );
+}
+
+#[test]
 fn stop_cancels_a_hanging_attempt_and_waits_for_it() {
     let rt = ManualRuntime::new();
     let net = Net::new(); // nothing scripted: attempts hang
