@@ -473,12 +473,19 @@ const WAITERS: usize = 5;
 const STOPS: usize = 6;
 const TALLIES: usize = 7;
 
-/// What a machine needs only with options (or past 2³² of something).
+/// What a machine needs only with options (or past 2³² of something): 104 bytes
+/// for the options most services set (a healthy delay).
 #[derive(Debug, Clone, PartialEq)]
 struct Extra {
     config: Config,
     /// [`Counters::flaps`]: never counted without `reset_backoff_after`.
     flaps: u64,
+    /// What only probes, or 2³² of something, need.
+    rarer: Option<Box<Rarer>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Rarer {
     /// Connected with [`Health::AfterIntervals`]: the time it still needs (zero
     /// otherwise).
     health_left: Duration,
@@ -1812,9 +1819,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     StoredHealth::Healthy => Health::Healthy,
                     StoredHealth::AtTimer => Health::AtTimer(timer),
                     StoredHealth::AfterIntervals => Health::AfterIntervals(
-                        self.extra
-                            .as_ref()
-                            .map_or(Duration::ZERO, |x| x.health_left),
+                        self.rarer().map_or(Duration::ZERO, |r| r.health_left),
                     ),
                 },
                 probe: match probe {
@@ -1883,16 +1888,18 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         let _ = (latest_attempt, latest_timer);
         // Kept only while it means something, so that equal machines compare equal.
         if !health_left.is_zero() {
-            self.extra_mut().health_left = health_left;
+            self.rarer_mut().health_left = health_left;
         } else if let Some(extra) = &mut self.extra {
-            extra.health_left = Duration::ZERO;
+            if let Some(rarer) = &mut extra.rarer {
+                rarer.health_left = Duration::ZERO;
+            }
         }
     }
 
     /// A total or id counter, all 64 bits.
     #[inline]
     fn tally(&self, which: usize) -> u64 {
-        let high = self.extra.as_ref().map_or(0, |extra| extra.high[which]);
+        let high = self.rarer().map_or(0, |rarer| rarer.high[which]);
         (u64::from(high) << 32) | u64::from(self.tallies[which])
     }
 
@@ -1904,8 +1911,8 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             Some(low) => self.tallies[which] = low,
             None => {
                 self.tallies[which] = 0;
-                let extra = self.extra_mut();
-                extra.high[which] = extra.high[which].wrapping_add(1);
+                let rarer = self.rarer_mut();
+                rarer.high[which] = rarer.high[which].wrapping_add(1);
             }
         }
         before
@@ -1916,10 +1923,18 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             Box::new(Extra {
                 config: Config::new(),
                 flaps: 0,
-                health_left: Duration::ZERO,
-                high: [0; TALLIES],
+                rarer: None,
             })
         })
+    }
+
+    #[inline]
+    fn rarer(&self) -> Option<&Rarer> {
+        self.extra.as_ref()?.rarer.as_deref()
+    }
+
+    fn rarer_mut(&mut self) -> &mut Rarer {
+        self.extra_mut().rarer.get_or_insert_with(Box::default)
     }
 
     fn lists_mut(&mut self) -> &mut Lists {
@@ -1945,4 +1960,37 @@ enum Whose {
     Closing,
     /// Issued, but nothing the machine still tracks: stale.
     Old,
+}
+
+#[cfg(test)]
+mod storage {
+    use super::*;
+
+    /// Totals and ids are kept as 32-bit low words with the high words out of
+    /// line: they carry past 2³² (reached here by starting the low words there).
+    #[test]
+    fn totals_and_ids_carry_past_32_bits() {
+        let policy = Backoff::new(Duration::from_secs(1), 1.0, Duration::from_secs(1)).unwrap();
+        let mut m: Machine<&str> = Machine::new(policy);
+        m.tallies = [u32::MAX; TALLIES];
+        let first = AttemptId::from_raw(u64::from(u32::MAX));
+        assert!(matches!(m.start()[0], Action::Connect { attempt } if attempt == first));
+        m.connection_failed(first, "refused").unwrap();
+        let (retry, _) = m.armed_timer().unwrap();
+        assert_eq!(retry, TimerId::from_raw(u64::from(u32::MAX)));
+        let next = AttemptId::from_raw(1 << 32);
+        let out = m.timer_fired(retry).unwrap();
+        assert!(matches!(out[0], Action::Connect { attempt } if attempt == next));
+        assert_eq!(m.current_attempt(), Some(next));
+        m.connection_made(next).unwrap();
+        assert_eq!(m.connection(), Some(next));
+        let counters = m.counters();
+        assert_eq!(counters.attempts, (1 << 32) + 1);
+        assert_eq!(counters.failures, (1 << 32));
+        assert_eq!(counters.connections, (1 << 32));
+        // An id from before the wrap is known, one never issued is not.
+        assert!(m.connection_closed(first).unwrap().is_empty());
+        let unknown = AttemptId::from_raw((1 << 32) + 1);
+        assert!(m.connection_closed(unknown).is_err());
+    }
 }

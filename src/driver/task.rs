@@ -75,6 +75,15 @@ pub(crate) struct Hooks<H, E> {
     pub(crate) rotation: Option<SharedRotation>,
 }
 
+impl<H, E> Hooks<H, E> {
+    fn any(&self) -> bool {
+        self.prepare.is_some()
+            || self.probe.is_some()
+            || self.fatal_if.is_some()
+            || self.rotation.is_some()
+    }
+}
+
 /// A user future, polled inside `catch_unwind`.
 type Contained<T> = CatchUnwind<AssertUnwindSafe<BoxFuture<T>>>;
 
@@ -156,7 +165,9 @@ pub(crate) struct Task<R: Runtime, H, E> {
     /// `commands`: they are about waiters taken before them).
     withdrawn: std::vec::Vec<u64>,
     connect: ConnectFn<H, E>,
-    hooks: Hooks<H, E>,
+    /// `None` without hooks (no prepare step, probe, fatal classification or
+    /// endpoints): nothing is kept for them.
+    hooks: Option<Box<Hooks<H, E>>>,
     attempt: Option<(AttemptId, Contained<Made<H, E>>)>,
     conn: Option<Conn<H, E>>,
     timer: Option<(TimerId, Pin<Box<R::Sleep>>)>,
@@ -202,7 +213,7 @@ where
             commands: VecDeque::new(),
             withdrawn: std::vec::Vec::new(),
             connect,
-            hooks,
+            hooks: hooks.any().then(|| Box::new(hooks)),
             attempt: None,
             conn: None,
             timer: None,
@@ -297,7 +308,7 @@ where
 
     /// Moves the endpoint rotation (a service with endpoints) on a fact.
     fn rotate(&self, on: fn(&SharedRotation)) {
-        if let Some(rotation) = &self.hooks.rotation {
+        if let Some(rotation) = self.hooks.as_ref().and_then(|h| h.rotation.as_ref()) {
             on(rotation);
         }
     }
@@ -308,7 +319,11 @@ where
     fn perform(&mut self, action: Action<E>, performing: &mut Performing<E>) {
         match action {
             Action::Connect { attempt } => {
-                let endpoint = self.hooks.rotation.as_ref().map(Rotation::current);
+                let endpoint = self
+                    .hooks
+                    .as_ref()
+                    .and_then(|h| h.rotation.as_ref())
+                    .map(Rotation::current);
                 self.tell(Event::AttemptStarted { attempt, endpoint });
                 let context = ConnectContext {
                     attempt,
@@ -339,7 +354,10 @@ where
                 }
             }
             Action::Prepare { attempt } => {
-                let (Some(conn), Some(prepare)) = (&mut self.conn, &mut self.hooks.prepare) else {
+                let (Some(conn), Some(prepare)) = (
+                    &mut self.conn,
+                    self.hooks.as_mut().and_then(|h| h.prepare.as_mut()),
+                ) else {
                     return;
                 };
                 if conn.attempt != attempt {
@@ -366,7 +384,7 @@ where
                 let Some(conn) = self.conn.as_mut().filter(|c| c.attempt == attempt) else {
                     return; // gone already: its loss report is queued or fed
                 };
-                let Some(probe) = &mut self.hooks.probe else {
+                let Some(probe) = self.hooks.as_mut().and_then(|h| h.probe.as_mut()) else {
                     // The service sets `Config::probe` only with a probe hook.
                     self.report(Input::ProbeSucceeded { attempt });
                     return;
@@ -525,7 +543,7 @@ where
     /// A failed connect or prepare step: fatal if the user's classifier says so
     /// (run inside `catch_unwind`: a classifier that panics says "not fatal").
     fn failure_report(&mut self, attempt: AttemptId, error: E, prepare: bool) -> Input<E> {
-        let fatal = match &mut self.hooks.fatal_if {
+        let fatal = match self.hooks.as_mut().and_then(|h| h.fatal_if.as_mut()) {
             Some(fatal_if) => match catch_unwind(AssertUnwindSafe(|| fatal_if(&error))) {
                 Ok(fatal) => fatal,
                 Err(_payload) => {
@@ -767,6 +785,10 @@ where
         }
         self.waiters.release_if_empty();
         self.stops.release_if_empty();
+        self.machine.shrink_to_fit();
+        if let Some(events) = self.shared.events() {
+            events.shrink();
+        }
         let spare = {
             let mut mailbox = self.shared.lock();
             if mailbox.commands.is_empty() && mailbox.commands.capacity() > 0 {
