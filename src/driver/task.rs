@@ -791,7 +791,7 @@ where
         }
         let spare = {
             let mut mailbox = self.shared.lock();
-            if mailbox.commands.is_empty() && mailbox.commands.capacity() > 0 {
+            if mailbox.commands.is_empty() && mailbox.commands.holds_storage() {
                 mailbox.commands.take()
             } else {
                 Default::default()
