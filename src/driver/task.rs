@@ -153,10 +153,8 @@ enum Register<H, E> {
     Stop(StopTx),
 }
 
-pub(crate) struct Task<R: Runtime, H, E> {
-    runtime: R,
-    shared: Arc<Shared<H, E>>,
-    machine: Machine<E, DynPolicy>,
+/// What the task has yet to feed or perform, kept out of line.
+struct Queues<H, E> {
     /// Outcomes not yet fed to the machine, in the order they happened.
     reports: VecDeque<Report<E>>,
     /// Commands taken from the mailbox, not yet performed.
@@ -164,6 +162,15 @@ pub(crate) struct Task<R: Runtime, H, E> {
     /// Withdrawals taken from the mailbox, not yet performed (performed before
     /// `commands`: they are about waiters taken before them).
     withdrawn: std::vec::Vec<u64>,
+}
+
+pub(crate) struct Task<R: Runtime, H, E> {
+    runtime: R,
+    shared: Arc<Shared<H, E>>,
+    machine: Machine<E, DynPolicy>,
+    /// The reports, commands and withdrawals the task is working through: `None`
+    /// when they are all empty (an idle service).
+    queues: Option<Box<Queues<H, E>>>,
     connect: ConnectFn<H, E>,
     /// `None` without hooks (no prepare step, probe, fatal classification or
     /// endpoints): nothing is kept for them.
@@ -183,7 +190,6 @@ pub(crate) struct Task<R: Runtime, H, E> {
     shutdown: bool,
     /// Set once the task has ended (answered everything, published the end).
     ended: bool,
-    published: Status,
 }
 
 impl<R, H, E> Task<R, H, E>
@@ -209,9 +215,7 @@ where
             runtime,
             shared,
             machine,
-            reports: VecDeque::new(),
-            commands: VecDeque::new(),
-            withdrawn: std::vec::Vec::new(),
+            queues: None,
             connect,
             hooks: hooks.any().then(|| Box::new(hooks)),
             attempt: None,
@@ -224,8 +228,18 @@ where
             span,
             shutdown: false,
             ended: false,
-            published: Status::NEW,
         }
+    }
+
+    /// The queues, made if there are none.
+    fn queues(&mut self) -> &mut Queues<H, E> {
+        self.queues.get_or_insert_with(|| {
+            Box::new(Queues {
+                reports: VecDeque::new(),
+                commands: VecDeque::new(),
+                withdrawn: std::vec::Vec::new(),
+            })
+        })
     }
 
     // ----- the one place inputs reach the machine ------------------------------------
@@ -293,7 +307,7 @@ where
     /// before anything newer.
     fn feed_reports(&mut self, budget: &mut u32) -> bool {
         while *budget > 0 {
-            let Some(report) = self.reports.pop_front() else {
+            let Some(report) = self.queues.as_mut().and_then(|q| q.reports.pop_front()) else {
                 break;
             };
             *budget -= 1;
@@ -395,7 +409,7 @@ where
                     Err(payload) => {
                         let panic = Panic::new(PanicSite::Probe, panic_message(&*payload));
                         event!(error, attempt = %attempt, %panic, "probe panicked");
-                        self.reports.push_back(Report::lost(
+                        self.queues().reports.push_back(Report::lost(
                             Input::ProbeFailed { attempt },
                             Loss::Panicked(panic),
                         ));
@@ -537,7 +551,7 @@ where
 
     /// Queues an outcome for the machine.
     fn report(&mut self, input: Input<E>) {
-        self.reports.push_back(Report::new(input));
+        self.queues().reports.push_back(Report::new(input));
     }
 
     /// A failed connect or prepare step: fatal if the user's classifier says so
@@ -592,7 +606,7 @@ where
             });
         if let Some((panic, _)) = broken {
             contain_drop(self.conn.take());
-            self.reports.push_back(Report::lost(
+            self.queues().reports.push_back(Report::lost(
                 Input::ConnectionClosed { attempt },
                 Loss::Panicked(panic),
             ));
@@ -727,7 +741,7 @@ where
                             Report::lost(failed, Loss::Panicked(panic))
                         }
                     };
-                    self.reports.push_back(report);
+                    self.queues().reports.push_back(report);
                     return true;
                 }
             }
@@ -755,7 +769,7 @@ where
                         Report::lost(Input::ConnectionClosed { attempt }, reason)
                     }
                 };
-                self.reports.push_back(report);
+                self.queues().reports.push_back(report);
                 return true;
             }
         }
@@ -774,14 +788,10 @@ where
     /// that an idle service keeps nothing it does not need (they are made again,
     /// small, by the next request).
     fn release_idle_storage(&mut self) {
-        if self.reports.is_empty() && self.reports.capacity() > 0 {
-            self.reports = VecDeque::new();
-        }
-        if self.commands.is_empty() && self.commands.capacity() > 0 {
-            self.commands = VecDeque::new();
-        }
-        if self.withdrawn.is_empty() && self.withdrawn.capacity() > 0 {
-            self.withdrawn = std::vec::Vec::new();
+        if self.queues.as_ref().is_some_and(|q| {
+            q.reports.is_empty() && q.commands.is_empty() && q.withdrawn.is_empty()
+        }) {
+            self.queues = None;
         }
         self.waiters.release_if_empty();
         self.stops.release_if_empty();
@@ -874,12 +884,13 @@ where
                 .map(|c| c.attempt)
                 .filter(|a| self.machine.current_attempt() == Some(*a)),
         };
-        if status == self.published {
-            return;
-        }
-        self.published = status;
+        // Compared with what the handles read (the task is its only writer), so
+        // that the task keeps no copy of its own.
         let watch = {
             let mut mailbox = self.shared.lock();
+            if mailbox.status == status {
+                return;
+            }
             mailbox.status = status;
             mailbox.watch.clone()
         };
@@ -893,11 +904,15 @@ where
         let mut budget = BUDGET;
         loop {
             // Outcomes left over from the last wake-up come first.
-            let mut progressed = !self.reports.is_empty();
+            let mut progressed = self.queues.as_ref().is_some_and(|q| !q.reports.is_empty());
             if !self.feed_reports(&mut budget) {
                 return Poll::Ready(());
             }
-            if self.commands.is_empty() && self.withdrawn.is_empty() {
+            if self
+                .queues
+                .as_ref()
+                .is_none_or(|q| q.commands.is_empty() && q.withdrawn.is_empty())
+            {
                 let mut mailbox = self.shared.lock();
                 match &mailbox.task {
                     Some(waker) if waker.will_wake(cx.waker()) => {}
@@ -905,15 +920,18 @@ where
                 }
                 let (withdrawn, commands) = mailbox.commands.take();
                 drop(mailbox);
-                // What they held before (nothing: they were empty) is dropped here.
-                drop(core::mem::replace(&mut self.withdrawn, withdrawn));
-                drop(core::mem::replace(&mut self.commands, commands));
+                if !withdrawn.is_empty() || !commands.is_empty() {
+                    let queues = self.queues();
+                    // What they held before (nothing: they were empty) is dropped here.
+                    drop(core::mem::replace(&mut queues.withdrawn, withdrawn));
+                    drop(core::mem::replace(&mut queues.commands, commands));
+                }
             }
             let mut batch = BATCH;
             while budget > 0 && batch > 0 {
-                let command = match self.withdrawn.pop() {
+                let command = match self.queues.as_mut().and_then(|q| q.withdrawn.pop()) {
                     Some(ticket) => Command::Withdraw { ticket },
-                    None => match self.commands.pop_front() {
+                    None => match self.queues.as_mut().and_then(|q| q.commands.pop_front()) {
                         Some(Entry {
                             command: Some(command),
                             ..
@@ -1019,13 +1037,14 @@ impl<R: Runtime, H, E> Task<R, H, E> {
         for tx in self.stops.drain() {
             let _ = tx.send(());
         }
-        self.withdrawn = std::vec::Vec::new();
-        for command in self
-            .commands
-            .drain(..)
-            .chain(commands)
-            .filter_map(|e| e.command)
-        {
+        let held = match &mut self.queues {
+            Some(queues) => {
+                queues.withdrawn = std::vec::Vec::new();
+                core::mem::take(&mut queues.commands)
+            }
+            None => VecDeque::new(),
+        };
+        for command in held.into_iter().chain(commands).filter_map(|e| e.command) {
             match command {
                 Command::WhenConnected { tx, .. } => answer(tx, Err(Error::Ended(why.clone()))),
                 Command::Stop(tx) => {
