@@ -721,7 +721,7 @@ impl<H, E> ClientService<H, E> {
         let (tx, rx) = oneshot::channel();
         let mut mailbox = shared.lock();
         if let Some(ended) = &mailbox.ended {
-            let ended = ended.clone();
+            let ended = Ended::clone(ended);
             drop(mailbox);
             return WhenConnected {
                 shared: Arc::clone(shared),

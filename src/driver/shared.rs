@@ -433,7 +433,7 @@ pub(crate) struct Mailbox<H, E> {
     pub(crate) task: Option<Waker>,
     pub(crate) status: Status,
     /// Set once, when the task ends; nothing is pushed after.
-    pub(crate) ended: Option<Ended>,
+    pub(crate) ended: Option<Box<Ended>>,
     /// The next `WhenConnected` ticket.
     pub(crate) next_ticket: u64,
     /// Made by the first `watch()`: until then nothing for it is on the heap.
@@ -454,7 +454,7 @@ pub(crate) struct Shared<H, E> {
     /// Sleeps on the service's runtime.
     sleep: SleepFn,
     /// The service's name, for `tracing` and `Debug`.
-    name: Option<String>,
+    name: Option<Box<str>>,
     /// The events: kept for the first subscriber, then broadcast.
     events: EventSink<E>,
     /// How many `ClientService` handles there are (the last one shuts the
@@ -469,7 +469,7 @@ impl<H, E> Shared<H, E> {
         sleep: SleepFn,
     ) -> Shared<H, E> {
         Shared {
-            name,
+            name: name.map(String::into_boxed_str),
             sleep,
             events: EventSink::new(events_capacity),
             handles: AtomicUsize::new(1),
@@ -507,7 +507,7 @@ impl<H, E> Shared<H, E> {
     ) -> Result<T, Ended> {
         let mut mailbox = self.lock();
         if let Some(ended) = &mailbox.ended {
-            let ended = ended.clone();
+            let ended = Ended::clone(ended);
             drop(mailbox);
             return Err(ended);
         }
@@ -545,6 +545,6 @@ impl<H, E> Shared<H, E> {
 
     /// Why the task ended, if it has.
     pub(crate) fn ended(&self) -> Option<Ended> {
-        self.lock().ended.clone()
+        self.lock().ended.as_deref().cloned()
     }
 }

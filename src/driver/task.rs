@@ -1020,7 +1020,7 @@ impl<R: Runtime, H, E> Task<R, H, E> {
         }
         let (commands, watch) = {
             let mut mailbox = self.shared.lock();
-            mailbox.ended = Some(why.clone());
+            mailbox.ended = Some(Box::new(why.clone()));
             mailbox.task = None;
             mailbox.status.state = State::Stopped;
             mailbox.status.pending_waiters = 0;
