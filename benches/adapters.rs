@@ -38,6 +38,10 @@
 //!    (the hard one too, as root) to fit N.
 //! 4. **100,000 idle services** (opt-in: `REDIAL_BENCH_100K=1`, not with
 //!    `--quick`): measurement 3 again at N = 100,000 for the bare task and redial.
+//!    If the open-file limit cannot be raised that far (no `CAP_SYS_RESOURCE`),
+//!    the services are split over several client processes, each with a holding
+//!    server of its own, run at once: per-service figures are the sum of their
+//!    growth over N, the time the slowest process took to connect its share.
 //!
 //! Run as a test (`cargo test --all-targets --features tokio`, no `--bench`), it
 //! does a tiny smoke version of each. Everything is bounded and stops by itself.
@@ -663,59 +667,94 @@ fn raise_open_files(want: u64) {
     }
 }
 
-fn bench_idle_memory(s: &Scale, kinds: &[(&str, &str)]) {
+/// Measurement 3 (and 4). With `shard`, N larger than the open-file limit allows
+/// in one process is split over several client processes, each against a holding
+/// server of its own, all run at once (raising the hard limit needs
+/// `CAP_SYS_RESOURCE`, which a container's root may lack): the figures are then
+/// the growth of all of them divided by N, and the time the slowest one took.
+fn bench_idle_memory(s: &Scale, kinds: &[(&str, &str)], shard: bool) {
     let exe = std::env::current_exe().expect("this executable");
     let mut n = s.idle_n;
+    let mut shards = 1;
     // Each child holds N sockets (and the server N more).
     raise_open_files(n as u64 + 1024);
     if let Some(limit) = open_files_limit() {
-        if n + 64 > limit {
+        let per_process = limit.saturating_sub(1024).max(1);
+        if shard && n > per_process {
+            shards = n.div_ceil(per_process);
+            println!(
+                "adapters: idle memory: `ulimit -n` is {limit}: N = {n} split over {shards} client processes (and as many servers), run at once"
+            );
+        } else if n + 64 > limit {
             n = limit.saturating_sub(64);
             println!("adapters: idle memory: `ulimit -n` is {limit}; N lowered to {n}");
         }
     }
-    let mut server = Command::new(&exe)
-        .env(ROLE, "hold")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the holding server");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("the server's port");
-    let ports = line
-        .trim()
-        .strip_prefix("port ")
-        .expect("port N …")
-        .to_string();
+    let mut servers = vec![];
+    for _ in 0..shards {
+        let mut server = Command::new(&exe)
+            .env(ROLE, "hold")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the holding server");
+        let mut line = String::new();
+        BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("the server's port");
+        let ports = line
+            .trim()
+            .strip_prefix("port ")
+            .expect("port N …")
+            .to_string();
+        servers.push((server, ports));
+    }
 
     let mut results = vec![];
     for &(kind, name) in kinds {
-        let out = Command::new(&exe)
-            .env(ROLE, "idle")
-            .env("REDIAL_BENCH_KIND", kind)
-            .env("REDIAL_BENCH_N", n.to_string())
-            .env("REDIAL_BENCH_PORT", &ports)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run an idle client");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("idle "))
-            .unwrap_or_else(|| panic!("{kind}: no result ({:?})", out.status));
-        let f: Vec<f64> = line
-            .split_whitespace()
-            .skip(2)
-            .map(|x| x.parse().unwrap())
+        let clients: Vec<_> = servers
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ports))| {
+                // n split as evenly as it goes
+                let share = n / shards + usize::from(i < n % shards);
+                let child = Command::new(&exe)
+                    .env(ROLE, "idle")
+                    .env("REDIAL_BENCH_KIND", kind)
+                    .env("REDIAL_BENCH_N", share.to_string())
+                    .env("REDIAL_BENCH_PORT", ports)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .expect("run an idle client");
+                (share, child)
+            })
             .collect();
-        results.push((name, f[0], f[1], f[2]));
-        // let the server drop the closed connections before the next contender
-        std::thread::sleep(Duration::from_millis(300));
+        let (mut rss, mut heap, mut start) = (0.0, 0.0, 0.0f64);
+        for (share, child) in clients {
+            let out = child.wait_with_output().expect("an idle client's result");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("idle "))
+                .unwrap_or_else(|| panic!("{kind}: no result ({:?})", out.status));
+            let f: Vec<f64> = line
+                .split_whitespace()
+                .skip(2)
+                .map(|x| x.parse().unwrap())
+                .collect();
+            rss += f[0] * share as f64;
+            heap += f[1] * share as f64;
+            start = start.max(f[2]);
+        }
+        results.push((name, rss / n as f64, heap / n as f64, start));
+        // let the servers drop the closed connections before the next contender
+        std::thread::sleep(Duration::from_millis(300 * shards as u64));
     }
-    drop(server.stdin.take()); // the server exits
-    let _ = server.wait();
+    for (mut server, _) in servers {
+        drop(server.stdin.take()); // the server exits
+        let _ = server.wait();
+    }
 
     let bare_heap = results[0].2;
     for (name, rss, heap, start) in &results {
@@ -772,7 +811,7 @@ fn main() {
         bench_recovery(&s);
     }
     if wants("adapters/idle_memory") {
-        bench_idle_memory(&s, &IDLE_KINDS);
+        bench_idle_memory(&s, &IDLE_KINDS, false);
     }
     // Opt-in, never in `--quick`: 100,000 idle services (the bare task beside them).
     if benching && !quick && std::env::var_os("REDIAL_BENCH_100K").is_some() {
@@ -780,7 +819,7 @@ fn main() {
             idle_n: 100_000,
             ..s
         };
-        bench_idle_memory(&s, &[IDLE_KINDS[0], IDLE_KINDS[2]]);
+        bench_idle_memory(&s, &[IDLE_KINDS[0], IDLE_KINDS[2]], true);
     }
     println!("adapters: done in {:.1} s", start.elapsed().as_secs_f64());
 }
