@@ -1006,32 +1006,34 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// The armed timer, if any (at most one is armed at a time: the one the
     /// state owns).
     pub fn armed_timer(&self) -> Option<(TimerId, TimerKind)> {
-        match self.now() {
-            Now::Connecting(Attempt {
-                timeout: Some(timer),
+        // Read from the stored state: the armed timer is the latest issued.
+        let kind = match self.now {
+            Stored::Connecting {
+                timed: true,
                 preparing,
-                ..
-            }) => Some((
-                timer,
+            } => {
                 if preparing {
                     TimerKind::PrepareTimeout
                 } else {
                     TimerKind::ConnectTimeout
-                },
-            )),
-            Now::Waiting { retry } => Some((retry, TimerKind::Retry)),
-            Now::Connected(connection) => match (connection.probe, connection.health) {
-                (Some(Probe::Idle(timer)), _) => Some((timer, TimerKind::ProbeInterval)),
-                (Some(Probe::Outstanding(timer)), _) => Some((timer, TimerKind::ProbeTimeout)),
-                (None, Health::AtTimer(timer)) => Some((timer, TimerKind::Healthy)),
-                (None, Health::Healthy | Health::AfterIntervals(_)) => None,
+                }
+            }
+            Stored::Waiting => TimerKind::Retry,
+            Stored::Connected { health, probe } => match (probe, health) {
+                (StoredProbe::Idle, _) => TimerKind::ProbeInterval,
+                (StoredProbe::Outstanding, _) => TimerKind::ProbeTimeout,
+                (StoredProbe::Off, StoredHealth::AtTimer) => TimerKind::Healthy,
+                (StoredProbe::Off, StoredHealth::Healthy | StoredHealth::AfterIntervals) => {
+                    return None
+                }
             },
-            Now::Connecting(Attempt { timeout: None, .. })
-            | Now::Init
-            | Now::Disconnecting
-            | Now::Restarting
-            | Now::Stopped => None,
-        }
+            Stored::Connecting { timed: false, .. }
+            | Stored::Init
+            | Stored::Disconnecting
+            | Stored::Restarting
+            | Stored::Stopped => return None,
+        };
+        Some((self.latest_timer(), kind))
     }
 
     /// Pending waiters, in registration order.
@@ -1214,11 +1216,15 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         if attempt.raw() >= self.tally(ATTEMPTS) {
             return Err(Rejection::UnknownAttempt(attempt));
         }
-        Ok(match self.now() {
-            Now::Connecting(a) if a.attempt == attempt && a.preparing => Whose::Preparing,
-            Now::Connecting(a) if a.attempt == attempt => Whose::Attempting,
-            Now::Connected(c) if c.attempt == attempt => Whose::Connected {
-                probing: matches!(c.probe, Some(Probe::Outstanding(_))),
+        // The current attempt, if any, is the latest issued.
+        let current = attempt == self.latest_attempt();
+        Ok(match self.now {
+            Stored::Connecting {
+                preparing: true, ..
+            } if current => Whose::Preparing,
+            Stored::Connecting { .. } if current => Whose::Attempting,
+            Stored::Connected { probe, .. } if current => Whose::Connected {
+                probing: probe == StoredProbe::Outstanding,
             },
             _ if self
                 .lists
@@ -1801,45 +1807,63 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     // ----- storage: the compact state, totals and lists -------------------------------
 
     /// The state, with the ids it owns (see [`Stored`]).
-    #[inline]
+    #[inline(always)]
     fn now(&self) -> Now {
-        let attempt = AttemptId::from_raw(self.tally(ATTEMPTS).wrapping_sub(1));
-        let timer = TimerId::from_raw(self.tally(TIMERS).wrapping_sub(1));
         match self.now {
             Stored::Init => Now::Init,
             Stored::Connecting { preparing, timed } => Now::Connecting(Attempt {
-                attempt,
+                attempt: self.latest_attempt(),
                 preparing,
-                timeout: timed.then_some(timer),
+                timeout: timed.then(|| self.latest_timer()),
             }),
-            Stored::Waiting => Now::Waiting { retry: timer },
-            Stored::Connected { health, probe } => Now::Connected(Connection {
-                attempt,
-                health: match health {
-                    StoredHealth::Healthy => Health::Healthy,
-                    StoredHealth::AtTimer => Health::AtTimer(timer),
-                    StoredHealth::AfterIntervals => Health::AfterIntervals(
-                        self.rarer().map_or(Duration::ZERO, |r| r.health_left),
-                    ),
-                },
-                probe: match probe {
-                    StoredProbe::Off => None,
-                    StoredProbe::Idle => Some(Probe::Idle(timer)),
-                    StoredProbe::Outstanding => Some(Probe::Outstanding(timer)),
-                },
-            }),
+            Stored::Waiting => Now::Waiting {
+                retry: self.latest_timer(),
+            },
+            Stored::Connected { health, probe } => self.connected_now(health, probe),
             Stored::Disconnecting => Now::Disconnecting,
             Stored::Restarting => Now::Restarting,
             Stored::Stopped => Now::Stopped,
         }
     }
 
+    /// The latest attempt issued (the current one, in a state that has one).
+    #[inline(always)]
+    fn latest_attempt(&self) -> AttemptId {
+        AttemptId::from_raw(self.tally(ATTEMPTS).wrapping_sub(1))
+    }
+
+    /// The latest timer issued (the armed one, in a state that has one).
+    #[inline(always)]
+    fn latest_timer(&self) -> TimerId {
+        TimerId::from_raw(self.tally(TIMERS).wrapping_sub(1))
+    }
+
+    #[inline]
+    fn connected_now(&self, health: StoredHealth, probe: StoredProbe) -> Now {
+        let (attempt, timer) = (self.latest_attempt(), self.latest_timer());
+        Now::Connected(Connection {
+            attempt,
+            health: match health {
+                StoredHealth::Healthy => Health::Healthy,
+                StoredHealth::AtTimer => Health::AtTimer(timer),
+                StoredHealth::AfterIntervals => {
+                    Health::AfterIntervals(self.rarer().map_or(Duration::ZERO, |r| r.health_left))
+                }
+            },
+            probe: match probe {
+                StoredProbe::Off => None,
+                StoredProbe::Idle => Some(Probe::Idle(timer)),
+                StoredProbe::Outstanding => Some(Probe::Outstanding(timer)),
+            },
+        })
+    }
+
     /// Moves to `now`, whose attempt (if any) is the latest issued, and whose timer
     /// (if any) the latest issued.
-    #[inline]
+    #[inline(always)]
     fn set_now(&mut self, now: Now) {
-        let latest_attempt = AttemptId::from_raw(self.tally(ATTEMPTS).wrapping_sub(1));
-        let latest_timer = TimerId::from_raw(self.tally(TIMERS).wrapping_sub(1));
+        let latest_attempt = self.latest_attempt();
+        let latest_timer = self.latest_timer();
         let mut health_left = Duration::ZERO;
         self.now = match now {
             Now::Init => Stored::Init,
@@ -1897,14 +1921,14 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 
     /// A total or id counter, all 64 bits.
-    #[inline]
+    #[inline(always)]
     fn tally(&self, which: usize) -> u64 {
         let high = self.rarer().map_or(0, |rarer| rarer.high[which]);
         (u64::from(high) << 32) | u64::from(self.tallies[which])
     }
 
     /// Counts one more; returns the count before (the id it issues, for ids).
-    #[inline]
+    #[inline(always)]
     fn bump(&mut self, which: usize) -> u64 {
         let before = self.tally(which);
         match self.tallies[which].checked_add(1) {
@@ -1928,7 +1952,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn rarer(&self) -> Option<&Rarer> {
         self.extra.as_ref()?.rarer.as_deref()
     }
@@ -1937,10 +1961,12 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         self.extra_mut().rarer.get_or_insert_with(Box::default)
     }
 
+    #[inline]
     fn lists_mut(&mut self) -> &mut Lists {
         self.lists.get_or_insert_with(Box::default)
     }
 
+    #[inline]
     fn has_waiters(&self) -> bool {
         self.lists.as_ref().is_some_and(|l| !l.waiters.is_empty())
     }
