@@ -2001,14 +2001,14 @@ mod storage {
         m.tallies = [u32::MAX; TALLIES];
         let first = AttemptId::from_raw(u64::from(u32::MAX));
         assert!(matches!(m.start()[0], Action::Connect { attempt } if attempt == first));
-        m.connection_failed(first, "refused").unwrap();
+        let _ = m.connection_failed(first, "refused").unwrap();
         let (retry, _) = m.armed_timer().unwrap();
         assert_eq!(retry, TimerId::from_raw(u64::from(u32::MAX)));
         let next = AttemptId::from_raw(1 << 32);
         let out = m.timer_fired(retry).unwrap();
         assert!(matches!(out[0], Action::Connect { attempt } if attempt == next));
         assert_eq!(m.current_attempt(), Some(next));
-        m.connection_made(next).unwrap();
+        let _ = m.connection_made(next).unwrap();
         assert_eq!(m.connection(), Some(next));
         let counters = m.counters();
         assert_eq!(counters.attempts, (1 << 32) + 1);
