@@ -5,6 +5,8 @@
 //! cargo bench --features tokio --bench adapters                # full run, about 40 s
 //! cargo bench --features tokio --bench adapters -- --quick     # smoke run, a few seconds
 //! REDIAL_BENCH_IDLE_N=20000 cargo bench --features tokio --bench adapters
+//! REDIAL_BENCH_HEAP_SIZES=1 cargo bench --features tokio --bench adapters -- --quick adapters/idle_memory
+//! REDIAL_BENCH_100K=1 cargo bench --features tokio --bench adapters -- adapters/idle_memory
 //! ```
 //!
 //! Three measurements, each printed on lines starting with `adapters:`:
@@ -28,7 +30,18 @@
 //!    Contenders: a bare Tokio task holding a `TcpStream` and waiting in a one-byte
 //!    read (so it notices the peer closing, as the others do), stubborn-io's stream
 //!    owned by such a task, and a redial `ClientService` (its one task holds the
-//!    connection; `redial::tokio::stream` watches it).
+//!    connection; `redial::tokio::stream` watches it). The server listens on
+//!    8 ports, which the services use in turn (no destination runs out of
+//!    ephemeral ports). Each line also gives the time from the first spawn to
+//!    all N connected. `REDIAL_BENCH_HEAP_SIZES=1` also lists the live
+//!    allocations per service by size. The open-file limit is raised in-process
+//!    (the hard one too, as root) to fit N.
+//! 4. **100,000 idle services** (opt-in: `REDIAL_BENCH_100K=1`, not with
+//!    `--quick`): measurement 3 again at N = 100,000 for the bare task and redial.
+//!    If the open-file limit cannot be raised that far (no `CAP_SYS_RESOURCE`),
+//!    the services are split over several client processes, each with a holding
+//!    server of its own, run at once: per-service figures are the sum of their
+//!    growth over N, the time the slowest process took to connect its share.
 //!
 //! Run as a test (`cargo test --all-targets --features tokio`, no `--bench`), it
 //! does a tiny smoke version of each. Everything is bounded and stops by itself.
@@ -475,29 +488,50 @@ fn hold_server() {
         std::process::exit(1);
     });
     runtime().block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        println!("port {}", listener.local_addr().unwrap().port());
-        std::io::stdout().flush().unwrap();
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                continue;
-            };
+        // Several ports, so that many clients on one host do not run out of
+        // ephemeral ports (32768–60999 per destination).
+        let mut ports = vec![];
+        for _ in 0..PORTS {
+            let listener = tokio::net::TcpSocket::new_v4().expect("a socket");
+            listener.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+            let listener = listener.listen(4096).expect("listen");
+            ports.push(listener.local_addr().unwrap().port().to_string());
             tokio::spawn(async move {
-                let mut buf = [0u8; 64];
-                while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+                loop {
+                    let Ok((mut conn, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 64];
+                        while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+                    });
+                }
             });
         }
+        println!("port {}", ports.join(" "));
+        std::io::stdout().flush().unwrap();
+        std::future::pending::<()>().await;
     });
 }
 
-/// Child role: N idle connected services of one kind; prints the growth per service.
-fn idle_client(kind: &str, n: usize, addr: SocketAddr) {
+/// Listening ports of the holding server: services go to them in turn.
+const PORTS: usize = 8;
+
+/// Child role: N idle connected services of one kind; prints the growth per service
+/// and the time from the first spawn to all N connected.
+fn idle_client(kind: &str, n: usize, addrs: &[SocketAddr]) {
     let rt = runtime();
+    let mut next = 0;
+    let mut addr = move || {
+        next += 1;
+        addrs[next % addrs.len()]
+    };
     rt.block_on(async {
         let connected = Arc::new(AtomicUsize::new(0));
         let mut services: Vec<Service> = Vec::with_capacity(n + 1);
-        let spawn_one = |services: &mut Vec<Service>| match kind {
+        let mut spawn_one = |services: &mut Vec<Service>| match kind {
             "bare" => {
+                let addr = addr();
                 let connected = Arc::clone(&connected);
                 drop(tokio::spawn(async move {
                     let mut conn = TcpStream::connect(addr).await.expect("connect");
@@ -507,6 +541,7 @@ fn idle_client(kind: &str, n: usize, addr: SocketAddr) {
                 }));
             }
             "stubborn" => {
+                let addr = addr();
                 let connected = Arc::clone(&connected);
                 drop(tokio::spawn(async move {
                     let opts = stubborn_options(Duration::from_millis(100));
@@ -520,7 +555,7 @@ fn idle_client(kind: &str, n: usize, addr: SocketAddr) {
                     }
                 }));
             }
-            "redial" => services.push(redial_service(addr, Duration::from_millis(100))),
+            "redial" => services.push(redial_service(addr(), Duration::from_millis(100))),
             other => panic!("unknown kind {other}"),
         };
         let wait_all = |services: &[Service], target: usize| {
@@ -550,6 +585,7 @@ fn idle_client(kind: &str, n: usize, addr: SocketAddr) {
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .collect();
+        let started = Instant::now();
         for _ in 0..n {
             spawn_one(&mut services);
             if services.len().is_multiple_of(256)
@@ -561,6 +597,7 @@ fn idle_client(kind: &str, n: usize, addr: SocketAddr) {
         let waiting: Vec<Service> = services.iter().skip(1).cloned().collect();
         wait_all(&waiting, n + 1).await;
         drop(waiting);
+        let start_secs = started.elapsed().as_secs_f64();
         // Idle: past the service's healthy delay (its backoff is reset and no timer
         // is left armed), which is what a connected service is most of its life.
         tokio::time::sleep(
@@ -581,10 +618,11 @@ fn idle_client(kind: &str, n: usize, addr: SocketAddr) {
             }
         }
         println!(
-            "idle {} {} {}",
+            "idle {} {} {} {}",
             n,
             (rss1 - rss0) as f64 / n as f64,
-            (heap1 - heap0) as f64 / n as f64
+            (heap1 - heap0) as f64 / n as f64,
+            start_secs,
         );
         std::io::stdout().flush().unwrap();
         std::process::exit(0); // skip tearing down n services
@@ -597,74 +635,149 @@ fn open_files_limit() -> Option<usize> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-fn bench_idle_memory(s: &Scale) {
+/// Raises the open-file limit (soft and, as root, hard) to at least `want`, for
+/// this process and the children it spawns (they inherit it). Best effort: the
+/// caller reads the limit back.
+#[allow(clippy::unnecessary_cast)] // `rlim_t` is not `u64` on every platform
+fn raise_open_files(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if (lim.rlim_cur as u64) >= want {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want as libc::rlim_t,
+        rlim_max: (lim.rlim_max as u64).max(want) as libc::rlim_t,
+    };
+    // SAFETY: a valid rlimit. Raising the hard limit needs root (or
+    // CAP_SYS_RESOURCE); without it, fall back to the hard limit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        let soft = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &soft) };
+    }
+}
+
+/// Measurement 3 (and 4). With `shard`, N larger than the open-file limit allows
+/// in one process is split over several client processes, each against a holding
+/// server of its own, all run at once (raising the hard limit needs
+/// `CAP_SYS_RESOURCE`, which a container's root may lack): the figures are then
+/// the growth of all of them divided by N, and the time the slowest one took.
+fn bench_idle_memory(s: &Scale, kinds: &[(&str, &str)], shard: bool) {
     let exe = std::env::current_exe().expect("this executable");
     let mut n = s.idle_n;
+    let mut shards = 1;
+    // Each child holds N sockets (and the server N more).
+    raise_open_files(n as u64 + 1024);
     if let Some(limit) = open_files_limit() {
-        if n + 64 > limit {
+        let per_process = limit.saturating_sub(1024).max(1);
+        if shard && n > per_process {
+            shards = n.div_ceil(per_process);
+            println!(
+                "adapters: idle memory: `ulimit -n` is {limit}: N = {n} split over {shards} client processes (and as many servers), run at once"
+            );
+        } else if n + 64 > limit {
             n = limit.saturating_sub(64);
             println!("adapters: idle memory: `ulimit -n` is {limit}; N lowered to {n}");
         }
     }
-    let mut server = Command::new(&exe)
-        .env(ROLE, "hold")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the holding server");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("the server's port");
-    let port: u16 = line
-        .trim()
-        .strip_prefix("port ")
-        .and_then(|p| p.parse().ok())
-        .expect("port N");
+    let mut servers = vec![];
+    for _ in 0..shards {
+        let mut server = Command::new(&exe)
+            .env(ROLE, "hold")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the holding server");
+        let mut line = String::new();
+        BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("the server's port");
+        let ports = line
+            .trim()
+            .strip_prefix("port ")
+            .expect("port N …")
+            .to_string();
+        servers.push((server, ports));
+    }
 
     let mut results = vec![];
-    for (kind, name) in [
-        ("bare", "bare task + TcpStream"),
-        ("stubborn", "stubborn-io"),
-        ("redial", "redial (tokio)"),
-    ] {
-        let out = Command::new(&exe)
-            .env(ROLE, "idle")
-            .env("REDIAL_BENCH_KIND", kind)
-            .env("REDIAL_BENCH_N", n.to_string())
-            .env("REDIAL_BENCH_PORT", port.to_string())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run an idle client");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("idle "))
-            .unwrap_or_else(|| panic!("{kind}: no result ({:?})", out.status));
-        let f: Vec<f64> = line
-            .split_whitespace()
-            .skip(2)
-            .map(|x| x.parse().unwrap())
+    for &(kind, name) in kinds {
+        let clients: Vec<_> = servers
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ports))| {
+                // n split as evenly as it goes
+                let share = n / shards + usize::from(i < n % shards);
+                let child = Command::new(&exe)
+                    .env(ROLE, "idle")
+                    .env("REDIAL_BENCH_KIND", kind)
+                    .env("REDIAL_BENCH_N", share.to_string())
+                    .env("REDIAL_BENCH_PORT", ports)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .expect("run an idle client");
+                (share, child)
+            })
             .collect();
-        results.push((name, f[0], f[1]));
-        // let the server drop the closed connections before the next contender
-        std::thread::sleep(Duration::from_millis(300));
+        let (mut rss, mut heap, mut start) = (0.0, 0.0, 0.0f64);
+        for (share, child) in clients {
+            let out = child.wait_with_output().expect("an idle client's result");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("idle "))
+                .unwrap_or_else(|| panic!("{kind}: no result ({:?})", out.status));
+            let f: Vec<f64> = line
+                .split_whitespace()
+                .skip(2)
+                .map(|x| x.parse().unwrap())
+                .collect();
+            rss += f[0] * share as f64;
+            heap += f[1] * share as f64;
+            start = start.max(f[2]);
+        }
+        results.push((name, rss / n as f64, heap / n as f64, start));
+        // let the servers drop the closed connections before the next contender
+        std::thread::sleep(Duration::from_millis(300 * shards as u64));
     }
-    drop(server.stdin.take()); // the server exits
-    let _ = server.wait();
+    for (mut server, _) in servers {
+        drop(server.stdin.take()); // the server exits
+        let _ = server.wait();
+    }
 
     let bare_heap = results[0].2;
-    for (name, rss, heap) in &results {
+    for (name, rss, heap, start) in &results {
         println!(
-            "adapters: idle connected service at N = {n}: {name:<22} RSS {rss:>7.0} B/service, heap {heap:>7.0} B/service ({:+.0} B heap vs the bare task)",
+            "adapters: idle connected service at N = {n}: {name:<22} RSS {rss:>7.0} B/service, heap {heap:>7.0} B/service ({:+.0} B heap vs the bare task); all {n} connected in {start:.2} s ({:.1} us/service)",
             heap - bare_heap,
+            start * 1e6 / n as f64,
         );
     }
-    let redial_beyond = results[2].2 - bare_heap;
-    println!(
-        "adapters: idle memory: redial needs {redial_beyond:.0} B of heap per service beyond a bare task holding the socket (target <= 1024 B)"
-    );
+    if let Some((_, _, redial_heap, _)) = results.iter().find(|r| r.0 == "redial (tokio)") {
+        println!(
+            "adapters: idle memory: redial holds {redial_heap:.0} B of heap per idle service (target <= 1000 B), {:.0} B beyond a bare task holding the socket",
+            redial_heap - bare_heap
+        );
+    }
 }
+
+/// The idle-memory contenders: role name, printed name.
+const IDLE_KINDS: [(&str, &str); 3] = [
+    ("bare", "bare task + TcpStream"),
+    ("stubborn", "stubborn-io"),
+    ("redial", "redial (tokio)"),
+];
 
 fn main() {
     match std::env::var(ROLE).as_deref() {
@@ -672,8 +785,12 @@ fn main() {
         Ok("idle") => {
             let kind = std::env::var("REDIAL_BENCH_KIND").unwrap();
             let n = std::env::var("REDIAL_BENCH_N").unwrap().parse().unwrap();
-            let port: u16 = std::env::var("REDIAL_BENCH_PORT").unwrap().parse().unwrap();
-            return idle_client(&kind, n, SocketAddr::from(([127, 0, 0, 1], port)));
+            let addrs: Vec<SocketAddr> = std::env::var("REDIAL_BENCH_PORT")
+                .unwrap()
+                .split_whitespace()
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], p.parse().unwrap())))
+                .collect();
+            return idle_client(&kind, n, &addrs);
         }
         _ => {}
     }
@@ -694,7 +811,15 @@ fn main() {
         bench_recovery(&s);
     }
     if wants("adapters/idle_memory") {
-        bench_idle_memory(&s);
+        bench_idle_memory(&s, &IDLE_KINDS, false);
+    }
+    // Opt-in, never in `--quick`: 100,000 idle services (the bare task beside them).
+    if benching && !quick && std::env::var_os("REDIAL_BENCH_100K").is_some() {
+        let s = Scale {
+            idle_n: 100_000,
+            ..s
+        };
+        bench_idle_memory(&s, &[IDLE_KINDS[0], IDLE_KINDS[2]], true);
     }
     println!("adapters: done in {:.1} s", start.elapsed().as_secs_f64());
 }

@@ -81,21 +81,3 @@ id_type!(
     StopId,
     "stop"
 );
-
-/// Hands out ids of one kind: 0, 1, 2, … and never the same twice.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Counter(u64);
-
-impl Counter {
-    /// The next raw id; advances the counter.
-    pub(crate) fn next(&mut self) -> u64 {
-        let id = self.0;
-        self.0 += 1;
-        id
-    }
-
-    /// Whether `raw` has been handed out already.
-    pub(crate) fn issued(&self, raw: u64) -> bool {
-        raw < self.0
-    }
-}

@@ -12,6 +12,7 @@
 //! The labels D1–D8 in this file are the
 //! [differences from Twisted](crate::contract#differences-from-twisted).
 
+use alloc::boxed::Box;
 use core::marker::PhantomData;
 use core::num::NonZeroU32;
 use core::time::Duration;
@@ -20,7 +21,7 @@ use smallvec::SmallVec;
 
 use crate::actions::{Action, Actions, Failure, GiveUp, LossKind, StopList, TimerKind, WaiterList};
 use crate::error::{ConfigError, InputError, Rejection};
-use crate::ids::{AttemptId, Counter, StopId, TimerId, WaiterId};
+use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
 use crate::input::Input;
 use crate::policy::{Backoff, RetryPolicy};
 use crate::waiters::Waiters;
@@ -412,12 +413,89 @@ enum Event<E> {
 /// `E` is the error type of failed attempts and prepare steps; the machine moves it
 /// into the [`Action::AttemptFailed`] that reports it and never clones it. `P` is
 /// the [`RetryPolicy`].
-#[derive(Debug, Clone, PartialEq)]
+///
+/// A machine without options is at most 128 bytes (with [`Backoff`]); options,
+/// and the lists of waiters, stops and attempts still to see gone, are kept out of
+/// line, allocated when first needed (see [`Machine::shrink_to_fit`]).
+#[derive(Debug, Clone)]
 pub struct Machine<E, P = Backoff> {
-    /// The state, with the attempt or connection it is about and its timer.
-    now: Now,
-    config: Config,
+    /// The state, with what it owns: stored compact (see [`Stored`]), read and
+    /// written as a [`Now`].
+    now: Stored,
     policy: P,
+    /// The options and what only they need; `None` for a machine without options
+    /// (until a total outgrows 32 bits).
+    extra: Option<Box<Extra>>,
+    /// The lists that are empty most of the time; `None` whenever they all are.
+    lists: Option<Box<Lists>>,
+    consecutive_failures: u32,
+    /// Consecutive failed attempts that were fatal (`attempt_failed_fatally`).
+    fatal_streak: u32,
+    /// The machine gave up (how), and nothing started the service since: the next
+    /// start begins a fresh schedule (`consecutive_failures` 0), and waiters that come
+    /// meanwhile learn it.
+    gave_up: Option<GiveUp>,
+    /// The totals and id counters ([`ATTEMPTS`] …), low 32 bits; the high 32 bits
+    /// are in `extra`, from the first time one wraps. The attempt count is the
+    /// attempt id counter, the failure count what waiter thresholds count against.
+    tallies: [u32; TALLIES],
+    _error: PhantomData<fn() -> E>,
+}
+
+/// Equal when in the same state with the same options, policy, totals and
+/// lists (an empty list kept allocated equals none).
+impl<E: PartialEq, P: PartialEq> PartialEq for Machine<E, P> {
+    fn eq(&self, other: &Self) -> bool {
+        let lists_eq = match (self.lists.as_deref(), other.lists.as_deref()) {
+            (Some(a), Some(b)) => a == b,
+            (Some(lists), None) | (None, Some(lists)) => lists.is_empty(),
+            (None, None) => true,
+        };
+        lists_eq
+            && self.now == other.now
+            && self.policy == other.policy
+            && self.extra == other.extra
+            && self.consecutive_failures == other.consecutive_failures
+            && self.fatal_streak == other.fatal_streak
+            && self.gave_up == other.gave_up
+            && self.tallies == other.tallies
+    }
+}
+
+/// [`Machine::tallies`] indices: attempts started (and attempt ids issued),
+/// failed attempts, connections, losses, then the timer, waiter and stop ids issued.
+const ATTEMPTS: usize = 0;
+const FAILURES: usize = 1;
+const CONNECTIONS: usize = 2;
+const LOSSES: usize = 3;
+const TIMERS: usize = 4;
+const WAITERS: usize = 5;
+const STOPS: usize = 6;
+const TALLIES: usize = 7;
+
+/// What a machine needs only with options (or past 2³² of something): 104 bytes
+/// for the options most services set (a healthy delay).
+#[derive(Debug, Clone, PartialEq)]
+struct Extra {
+    config: Config,
+    /// [`Counters::flaps`]: never counted without `reset_backoff_after`.
+    flaps: u64,
+    /// What only probes, or 2³² of something, need.
+    rarer: Option<Box<Rarer>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Rarer {
+    /// Connected with [`Health::AfterIntervals`]: the time it still needs (zero
+    /// otherwise).
+    health_left: Duration,
+    /// The high 32 bits of [`Machine::tallies`].
+    high: [u32; TALLIES],
+}
+
+/// The machine's lists, out of line: all empty in a quiet machine.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Lists {
     /// Attempts asked to cancel, not yet reported gone.
     cancelled: SmallVec<[AttemptId; 2]>,
     /// Connections asked to close, not yet reported closed.
@@ -427,22 +505,56 @@ pub struct Machine<E, P = Backoff> {
     waiters: Waiters,
     /// Pending stop requests in call order.
     stops: StopList,
-    consecutive_failures: u32,
-    /// Consecutive failed attempts that were fatal (`attempt_failed_fatally`).
-    fatal_streak: u32,
-    /// The machine gave up (how), and nothing started the service since: the next
-    /// start begins a fresh schedule (`consecutive_failures` 0), and waiters that come
-    /// meanwhile learn it.
-    gave_up: Option<GiveUp>,
-    /// Failures while connecting, ever: waiter thresholds count against it.
-    failure_events: u64,
-    counters: Counters,
-    attempt_ids: Counter,
-    timer_ids: Counter,
-    waiter_ids: Counter,
-    stop_ids: Counter,
-    _error: PhantomData<fn() -> E>,
 }
+
+impl Lists {
+    fn is_empty(&self) -> bool {
+        self.cancelled.is_empty()
+            && self.closing.is_empty()
+            && self.waiters.is_empty()
+            && self.stops.is_empty()
+    }
+}
+
+/// [`Now`] as the machine stores it. The attempt a state names is always the
+/// latest one issued (a new attempt replaces the current one), and the timer it
+/// owns, if armed, the latest timer issued (arming one replaces the state's
+/// timer, which is disarmed first): so neither id is stored, only which the state
+/// has. The time [`Health::AfterIntervals`] still needs is in [`Extra`] (probes
+/// are an option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Init,
+    Connecting {
+        preparing: bool,
+        timed: bool,
+    },
+    Waiting,
+    Connected {
+        health: StoredHealth,
+        probe: StoredProbe,
+    },
+    Disconnecting,
+    Restarting,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoredHealth {
+    Healthy,
+    AtTimer,
+    AfterIntervals,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoredProbe {
+    Off,
+    Idle,
+    Outstanding,
+}
+
+/// The options of a machine that has none.
+const NO_OPTIONS: &Config = &Config::new();
 
 /// Only with the `std` feature, as `Backoff: Default` (a randomly seeded jitter).
 /// Without `std`, build the machine with [`Machine::new`] and a policy seeded per
@@ -461,22 +573,14 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// A machine in `Init` with this retry policy and the default [`Config`] (Twisted's behaviour).
     pub fn new(policy: P) -> Self {
         Machine {
-            now: Now::Init,
-            config: Config::new(),
+            now: Stored::Init,
             policy,
-            cancelled: SmallVec::new(),
-            closing: SmallVec::new(),
-            waiters: Waiters::default(),
-            stops: SmallVec::new(),
+            extra: None,
+            lists: None,
             consecutive_failures: 0,
             fatal_streak: 0,
             gave_up: None,
-            failure_events: 0,
-            counters: Counters::default(),
-            attempt_ids: Counter::default(),
-            timer_ids: Counter::default(),
-            waiter_ids: Counter::default(),
-            stop_ids: Counter::default(),
+            tallies: [0; TALLIES],
             _error: PhantomData,
         }
     }
@@ -485,7 +589,9 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     pub fn with_config(policy: P, config: Config) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut machine = Machine::new(policy);
-        machine.config = config;
+        if config != Config::new() {
+            machine.extra_mut().config = config;
+        }
         Ok(machine)
     }
 
@@ -810,7 +916,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     /// The current state.
     pub fn state(&self) -> State {
-        match self.now {
+        match self.now() {
             Now::Init => State::Init,
             Now::Connecting(_) => State::Connecting,
             Now::Waiting { .. } => State::Waiting,
@@ -834,12 +940,20 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     /// Running totals.
     pub fn counters(&self) -> Counters {
-        self.counters
+        Counters {
+            attempts: self.tally(ATTEMPTS),
+            failures: self.tally(FAILURES),
+            connections: self.tally(CONNECTIONS),
+            losses: self.tally(LOSSES),
+            flaps: self.extra.as_ref().map_or(0, |extra| extra.flaps),
+        }
     }
 
     /// The opt-ins this machine runs with.
     pub fn config(&self) -> &Config {
-        &self.config
+        self.extra
+            .as_deref()
+            .map_or(NO_OPTIONS, |extra| &extra.config)
     }
 
     /// The retry policy.
@@ -847,9 +961,30 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         &self.policy
     }
 
+    /// Frees the memory of the machine's lists (pending waiters and stops,
+    /// attempts and connections still to see gone) if they are all empty. The
+    /// machine keeps them once allocated, so that a steady reconnect cycle with
+    /// waiters allocates nothing; a driver that holds many idle machines calls
+    /// this once one is connected. Changes nothing else.
+    ///
+    /// ```
+    /// use redial::{Backoff, Machine};
+    ///
+    /// let mut machine: Machine<&str> = Machine::new(Backoff::twisted(1));
+    /// let _ = machine.when_connected(None);
+    /// let before = machine.clone();
+    /// machine.shrink_to_fit();
+    /// assert_eq!(machine, before); // the waiter is still pending
+    /// ```
+    pub fn shrink_to_fit(&mut self) {
+        if self.lists.as_ref().is_some_and(|lists| lists.is_empty()) {
+            self.lists = None;
+        }
+    }
+
     /// The current attempt or connection, if any.
     pub fn current_attempt(&self) -> Option<AttemptId> {
-        match self.now {
+        match self.now() {
             Now::Connecting(current) => Some(current.attempt),
             Now::Connected(connection) => Some(connection.attempt),
             Now::Init
@@ -862,7 +997,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     /// The current connection, if the machine is `Connected`.
     pub fn connection(&self) -> Option<AttemptId> {
-        match self.now {
+        match self.now() {
             Now::Connected(connection) => Some(connection.attempt),
             _ => None,
         }
@@ -871,49 +1006,58 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// The armed timer, if any (at most one is armed at a time: the one the
     /// state owns).
     pub fn armed_timer(&self) -> Option<(TimerId, TimerKind)> {
-        match self.now {
-            Now::Connecting(Attempt {
-                timeout: Some(timer),
+        // Read from the stored state: the armed timer is the latest issued.
+        let kind = match self.now {
+            Stored::Connecting {
+                timed: true,
                 preparing,
-                ..
-            }) => Some((
-                timer,
+            } => {
                 if preparing {
                     TimerKind::PrepareTimeout
                 } else {
                     TimerKind::ConnectTimeout
-                },
-            )),
-            Now::Waiting { retry } => Some((retry, TimerKind::Retry)),
-            Now::Connected(connection) => match (connection.probe, connection.health) {
-                (Some(Probe::Idle(timer)), _) => Some((timer, TimerKind::ProbeInterval)),
-                (Some(Probe::Outstanding(timer)), _) => Some((timer, TimerKind::ProbeTimeout)),
-                (None, Health::AtTimer(timer)) => Some((timer, TimerKind::Healthy)),
-                (None, Health::Healthy | Health::AfterIntervals(_)) => None,
+                }
+            }
+            Stored::Waiting => TimerKind::Retry,
+            Stored::Connected { health, probe } => match (probe, health) {
+                (StoredProbe::Idle, _) => TimerKind::ProbeInterval,
+                (StoredProbe::Outstanding, _) => TimerKind::ProbeTimeout,
+                (StoredProbe::Off, StoredHealth::AtTimer) => TimerKind::Healthy,
+                (StoredProbe::Off, StoredHealth::Healthy | StoredHealth::AfterIntervals) => {
+                    return None
+                }
             },
-            Now::Connecting(Attempt { timeout: None, .. })
-            | Now::Init
-            | Now::Disconnecting
-            | Now::Restarting
-            | Now::Stopped => None,
-        }
+            Stored::Connecting { timed: false, .. }
+            | Stored::Init
+            | Stored::Disconnecting
+            | Stored::Restarting
+            | Stored::Stopped => return None,
+        };
+        Some((self.latest_timer(), kind))
     }
 
     /// Pending waiters, in registration order.
     pub fn pending_waiters(&self) -> impl ExactSizeIterator<Item = WaiterId> + '_ {
-        self.waiters.iter()
+        self.lists
+            .as_deref()
+            .map_or(Waiters::NONE, |lists| &lists.waiters)
+            .iter()
     }
 
     /// Pending stop requests, in call order.
     pub fn pending_stops(&self) -> &[StopId] {
-        &self.stops
+        self.lists.as_deref().map_or(&[], |lists| &lists.stops)
     }
 
     /// Attempts asked to cancel and connections asked to close that have not been
     /// reported gone yet. A stop finishes only when this is empty and nothing is
     /// current ([D7](crate::contract#d7-a-finished-stop-means-nothing-is-left)).
     pub fn outstanding(&self) -> impl Iterator<Item = AttemptId> + '_ {
-        self.cancelled.iter().chain(self.closing.iter()).copied()
+        let (cancelled, closing): (&[AttemptId], &[AttemptId]) = match self.lists.as_deref() {
+            Some(lists) => (&lists.cancelled, &lists.closing),
+            None => (&[], &[]),
+        };
+        cancelled.iter().chain(closing).copied()
     }
 
     // ----- step 1: identities --------------------------------------------------------
@@ -936,17 +1080,21 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 return Ok((event, Some(Issued::Waiter(waiter))));
             }
             Input::CancelWaiter { waiter } => {
-                if !self.waiter_ids.issued(waiter.raw()) {
+                if waiter.raw() >= self.tally(WAITERS) {
                     return Err(Rejection::UnknownWaiter(waiter));
                 }
-                match self.waiters.find(waiter) {
+                match self
+                    .lists
+                    .as_ref()
+                    .and_then(|lists| lists.waiters.find(waiter))
+                {
                     Some(index) => Event::CancelWaiter(index),
                     None => Event::Stale,
                 }
             }
             Input::ReconnectNow { reset_backoff } => Event::ReconnectNow(reset_backoff),
             Input::TimerFired { timer } => {
-                if !self.timer_ids.issued(timer.raw()) {
+                if timer.raw() >= self.tally(TIMERS) {
                     return Err(Rejection::UnknownTimer(timer));
                 }
                 // Only the state's own armed timer means anything; any other is stale.
@@ -1065,17 +1213,33 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 
     fn whose(&self, attempt: AttemptId) -> Result<Whose, Rejection> {
-        if !self.attempt_ids.issued(attempt.raw()) {
+        if attempt.raw() >= self.tally(ATTEMPTS) {
             return Err(Rejection::UnknownAttempt(attempt));
         }
+        // The current attempt, if any, is the latest issued.
+        let current = attempt == self.latest_attempt();
         Ok(match self.now {
-            Now::Connecting(a) if a.attempt == attempt && a.preparing => Whose::Preparing,
-            Now::Connecting(a) if a.attempt == attempt => Whose::Attempting,
-            Now::Connected(c) if c.attempt == attempt => Whose::Connected {
-                probing: matches!(c.probe, Some(Probe::Outstanding(_))),
+            Stored::Connecting {
+                preparing: true, ..
+            } if current => Whose::Preparing,
+            Stored::Connecting { .. } if current => Whose::Attempting,
+            Stored::Connected { probe, .. } if current => Whose::Connected {
+                probing: probe == StoredProbe::Outstanding,
             },
-            _ if self.cancelled.contains(&attempt) => Whose::Cancelled,
-            _ if self.closing.contains(&attempt) => Whose::Closing,
+            _ if self
+                .lists
+                .as_ref()
+                .is_some_and(|l| l.cancelled.contains(&attempt)) =>
+            {
+                Whose::Cancelled
+            }
+            _ if self
+                .lists
+                .as_ref()
+                .is_some_and(|l| l.closing.contains(&attempt)) =>
+            {
+                Whose::Closing
+            }
             _ => Whose::Old,
         })
     }
@@ -1087,15 +1251,16 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// connection, their timer) comes with it.
     fn transition(&mut self, event: Event<E>, out: &mut Actions<E>) {
         use Now::*;
-        match (self.now, event) {
+        match (self.now(), event) {
             // Identity bookkeeping, the same in every state (D1, D7).
             (_, Event::Stale) => {}
             (_, Event::Orphan(attempt)) => {
-                self.cancelled.retain(|a| *a != attempt);
-                self.closing.push(attempt);
+                let lists = self.lists_mut();
+                lists.cancelled.retain(|a| *a != attempt);
+                lists.closing.push(attempt);
                 out.push(Action::Disconnect { attempt });
             }
-            (_, Event::CancelWaiter(index)) => self.waiters.withdraw(index),
+            (_, Event::CancelWaiter(index)) => self.lists_mut().waiters.withdraw(index),
 
             // start
             (Init | Stopped, Event::Start) => {
@@ -1104,42 +1269,42 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             }
             (Disconnecting, Event::Start) => {
                 self.fresh_schedule_after_giving_up();
-                self.now = Restarting;
+                self.set_now(Restarting);
             }
             (Connecting(_) | Waiting { .. } | Connected(_) | Restarting, Event::Start) => {}
 
             // stop
             (Init | Stopped, Event::Stop(stop)) => {
-                self.stops.push(stop);
+                self.lists_mut().stops.push(stop);
                 if self.nothing_outstanding() {
-                    self.now = Stopped;
+                    self.set_now(Stopped);
                     self.cancel_waiters(out);
                     self.finish_stops(out);
                 } else {
                     // Only after giving up with a rejected connection still closing (D7).
-                    self.now = Disconnecting;
+                    self.set_now(Disconnecting);
                 }
             }
             (Connecting(_) | Connected(_), Event::Stop(stop)) => {
-                self.stops.push(stop);
+                self.lists_mut().stops.push(stop);
                 self.abandon_current(out);
-                self.now = Disconnecting;
+                self.set_now(Disconnecting);
             }
             (Waiting { retry }, Event::Stop(stop)) => {
-                self.stops.push(stop);
+                self.lists_mut().stops.push(stop);
                 if self.nothing_outstanding() {
-                    self.now = Stopped;
+                    self.set_now(Stopped);
                     self.cancel_waiters(out);
                     out.push(Action::CancelTimer { timer: retry });
                     self.finish_stops(out);
                 } else {
                     out.push(Action::CancelTimer { timer: retry });
-                    self.now = Disconnecting;
+                    self.set_now(Disconnecting);
                 }
             }
             (Disconnecting | Restarting, Event::Stop(stop)) => {
-                self.stops.push(stop);
-                self.now = Disconnecting;
+                self.lists_mut().stops.push(stop);
+                self.set_now(Disconnecting);
             }
 
             // reconnect_now: only Waiting connects; a running attempt or connection
@@ -1175,26 +1340,26 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Init | Connecting(_) | Waiting { .. } | Disconnecting | Restarting,
                 Event::WhenConnected(waiter, n),
             ) => {
-                let fail_at = n.map(|n| self.failure_events + u64::from(n.get()));
-                self.waiters.push(waiter, fail_at);
+                let fail_at = n.map(|n| self.tally(FAILURES) + u64::from(n.get()));
+                self.lists_mut().waiters.push(waiter, fail_at);
             }
 
             // Connecting: the attempt and its prepare step
             (Connecting(current), Event::Made) => {
                 self.disarm_timeout(current, out);
-                if self.config.prepare {
+                if self.config().prepare {
                     out.push(Action::Prepare {
                         attempt: current.attempt,
                     });
                     let timeout = self
-                        .config
+                        .config()
                         .prepare_timeout
                         .map(|delay| self.arm(TimerKind::PrepareTimeout, delay, out));
-                    self.now = Connecting(Attempt {
+                    self.set_now(Connecting(Attempt {
                         attempt: current.attempt,
                         preparing: true,
                         timeout,
-                    });
+                    }));
                 } else {
                     self.connected(current.attempt, out);
                 }
@@ -1220,7 +1385,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 } else {
                     0
                 };
-                let give_up_fatally = fatal && streak >= self.config.give_up_after_fatal.get();
+                let give_up_fatally = fatal && streak >= self.config().give_up_after_fatal.get();
                 let next = if give_up_fatally {
                     None
                 } else {
@@ -1230,7 +1395,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 self.disarm_timeout(current, out);
                 if close {
                     // D2: a connection rejected by prepare is closed.
-                    self.closing.push(current.attempt);
+                    self.lists_mut().closing.push(current.attempt);
                     out.push(Action::Disconnect {
                         attempt: current.attempt,
                     });
@@ -1240,7 +1405,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             (Connecting(current), Event::ConnectTimedOut) => {
                 let next = self.ask_policy();
                 self.fatal_streak = 0;
-                self.cancelled.push(current.attempt);
+                self.lists_mut().cancelled.push(current.attempt);
                 out.push(Action::CancelConnect {
                     attempt: current.attempt,
                 });
@@ -1249,7 +1414,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             (Connecting(current), Event::PrepareTimedOut) => {
                 let next = self.ask_policy();
                 self.fatal_streak = 0;
-                self.closing.push(current.attempt);
+                self.lists_mut().closing.push(current.attempt);
                 out.push(Action::Disconnect {
                     attempt: current.attempt,
                 });
@@ -1263,10 +1428,10 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             }
             (Connected(connection), Event::HealthyDue) => {
                 self.consecutive_failures = 0;
-                self.now = Connected(Connection {
+                self.set_now(Connected(Connection {
                     health: Health::Healthy,
                     ..connection
-                });
+                }));
             }
             // Connected, probing: the one timer is the interval, then the probe timeout.
             (Connected(connection), Event::ProbeDue) => {
@@ -1287,20 +1452,20 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     attempt: connection.attempt,
                 });
                 let timeout = self.arm(TimerKind::ProbeTimeout, probe.timeout, out);
-                self.now = Connected(Connection {
+                self.set_now(Connected(Connection {
                     health,
                     probe: Some(Probe::Outstanding(timeout)),
                     ..connection
-                });
+                }));
             }
             (Connected(connection), Event::ProbeSucceeded) => {
                 self.disarm_connection(connection, out);
                 let interval = self.probe_config().interval;
                 let idle = self.arm(TimerKind::ProbeInterval, interval, out);
-                self.now = Connected(Connection {
+                self.set_now(Connected(Connection {
                     probe: Some(Probe::Idle(idle)),
                     ..connection
-                });
+                }));
             }
             // The connection is dead: ask the policy first, then close it.
             (Connected(connection), Event::ProbeFailed) => {
@@ -1322,12 +1487,14 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
             // something the machine was waiting to see gone is gone
             (_, Event::Gone(attempt)) => {
-                self.cancelled.retain(|a| *a != attempt);
-                self.closing.retain(|a| *a != attempt);
+                if let Some(lists) = &mut self.lists {
+                    lists.cancelled.retain(|a| *a != attempt);
+                    lists.closing.retain(|a| *a != attempt);
+                }
                 if self.nothing_outstanding() {
-                    match self.now {
+                    match self.now() {
                         Disconnecting => {
-                            self.now = Stopped;
+                            self.set_now(Stopped);
                             self.cancel_waiters(out);
                             self.finish_stops(out);
                         }
@@ -1370,26 +1537,25 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     /// A new attempt: the machine is `Connecting`.
     fn connect(&mut self, out: &mut Actions<E>) {
-        let attempt = AttemptId::from_raw(self.attempt_ids.next());
-        self.counters.attempts += 1;
+        let attempt = AttemptId::from_raw(self.bump(ATTEMPTS));
         out.push(Action::Connect { attempt });
         let timeout = self
-            .config
+            .config()
             .connect_timeout
             .map(|delay| self.arm(TimerKind::ConnectTimeout, delay, out));
-        self.now = Now::Connecting(Attempt {
+        self.set_now(Now::Connecting(Attempt {
             attempt,
             preparing: false,
             timeout,
-        });
+        }));
     }
 
     /// The connection is up (and prepared): `Connected`, with its health and probe
     /// timers; told, and handed to every waiter.
     fn connected(&mut self, attempt: AttemptId, out: &mut Actions<E>) {
-        self.counters.connections += 1;
+        self.bump(CONNECTIONS);
         self.fatal_streak = 0;
-        let (health, probe) = match (self.config.probe, self.config.reset_backoff_after) {
+        let (health, probe) = match (self.config().probe, self.config().reset_backoff_after) {
             // The one timer is the probe's; health is counted in its intervals.
             (Some(probe), healthy_after) => {
                 let idle = self.arm(TimerKind::ProbeInterval, probe.interval, out);
@@ -1405,17 +1571,17 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         if health == Health::Healthy {
             self.consecutive_failures = 0;
         }
-        self.now = Now::Connected(Connection {
+        self.set_now(Now::Connected(Connection {
             attempt,
             health,
             probe,
-        });
+        }));
         out.push(Action::Connected {
             attempt,
-            generation: self.counters.connections,
+            generation: self.tally(CONNECTIONS),
         });
-        if !self.waiters.is_empty() {
-            let waiters = self.waiters.take_all();
+        if self.has_waiters() {
+            let waiters = self.lists_mut().waiters.take_all();
             out.push(Action::NotifyWaiters { attempt, waiters });
         }
     }
@@ -1440,8 +1606,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         out: &mut Actions<E>,
     ) {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        self.failure_events += 1;
-        self.counters.failures += 1;
+        self.bump(FAILURES);
         self.retry_or_stop(next, out);
         out.push(Action::AttemptFailed {
             attempt,
@@ -1452,10 +1617,11 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             consecutive_failures: self.consecutive_failures,
             fatal,
         });
-        let waiters: WaiterList = if gave_up.is_some() {
-            self.waiters.take_all()
-        } else {
-            self.waiters.take_due(self.failure_events)
+        let failures = self.tally(FAILURES);
+        let waiters: WaiterList = match &mut self.lists {
+            Some(lists) if gave_up.is_some() => lists.waiters.take_all(),
+            Some(lists) => lists.waiters.take_due(failures),
+            None => WaiterList::new(),
         };
         if !waiters.is_empty() {
             out.push(Action::DeliverFailure { waiters, gave_up });
@@ -1479,12 +1645,12 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         let flap = connection.health != Health::Healthy;
         self.disarm_connection(connection, out);
         if kind != LossKind::Closed {
-            self.closing.push(attempt);
+            self.lists_mut().closing.push(attempt);
             out.push(Action::Disconnect { attempt });
         }
-        self.counters.losses += 1;
+        self.bump(LOSSES);
         if flap {
-            self.counters.flaps += 1;
+            self.extra_mut().flaps += 1;
         }
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.retry_or_stop(next, out);
@@ -1498,12 +1664,13 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     /// `Waiting` with the retry timer armed after `next`, or `Stopped` (`None`).
     fn retry_or_stop(&mut self, next: Option<Duration>, out: &mut Actions<E>) {
-        self.now = match next {
+        let now = match next {
             Some(delay) => Now::Waiting {
                 retry: self.arm(TimerKind::Retry, delay, out),
             },
             None => Now::Stopped,
         };
+        self.set_now(now);
     }
 
     /// The last fact of a failure or a loss: `RetryScheduled` after `next`, or
@@ -1540,23 +1707,23 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// Lets go of the current attempt or connection: cancel or close it, and disarm
     /// its timer. It stays outstanding until reported gone.
     fn abandon_current(&mut self, out: &mut Actions<E>) {
-        match self.now {
+        match self.now() {
             Now::Connecting(current) if !current.preparing => {
-                self.cancelled.push(current.attempt);
+                self.lists_mut().cancelled.push(current.attempt);
                 out.push(Action::CancelConnect {
                     attempt: current.attempt,
                 });
                 self.disarm_timeout(current, out);
             }
             Now::Connecting(current) => {
-                self.closing.push(current.attempt);
+                self.lists_mut().closing.push(current.attempt);
                 out.push(Action::Disconnect {
                     attempt: current.attempt,
                 });
                 self.disarm_timeout(current, out);
             }
             Now::Connected(connection) => {
-                self.closing.push(connection.attempt);
+                self.lists_mut().closing.push(connection.attempt);
                 out.push(Action::Disconnect {
                     attempt: connection.attempt,
                 });
@@ -1574,13 +1741,13 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     fn probe_config(&self) -> ProbeConfig {
         // A connection has a probe cycle only with `Config::probe` set, so this
         // default is never used; it keeps the machine free of panics.
-        self.config
+        self.config()
             .probe
             .unwrap_or(ProbeConfig::new(Duration::MAX, Duration::MAX))
     }
 
     fn arm(&mut self, kind: TimerKind, delay: Duration, out: &mut Actions<E>) -> TimerId {
-        let timer = TimerId::from_raw(self.timer_ids.next());
+        let timer = TimerId::from_raw(self.bump(TIMERS));
         out.push(Action::ScheduleTimer { timer, kind, delay });
         timer
     }
@@ -1606,8 +1773,8 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 
     fn cancel_waiters(&mut self, out: &mut Actions<E>) {
-        if !self.waiters.is_empty() {
-            let waiters = self.waiters.take_all();
+        if self.has_waiters() {
+            let waiters = self.lists_mut().waiters.take_all();
             out.push(Action::CancelWaiters {
                 waiters,
                 gave_up: self.gave_up,
@@ -1616,23 +1783,192 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 
     fn finish_stops(&mut self, out: &mut Actions<E>) {
-        if !self.stops.is_empty() {
+        if let Some(lists) = self.lists.as_mut().filter(|l| !l.stops.is_empty()) {
             out.push(Action::FinishStopping {
-                stops: core::mem::take(&mut self.stops),
+                stops: core::mem::take(&mut lists.stops),
             });
         }
     }
 
     fn nothing_outstanding(&self) -> bool {
-        self.cancelled.is_empty() && self.closing.is_empty()
+        self.lists
+            .as_ref()
+            .is_none_or(|l| l.cancelled.is_empty() && l.closing.is_empty())
     }
 
     fn issue_stop(&mut self) -> StopId {
-        StopId::from_raw(self.stop_ids.next())
+        StopId::from_raw(self.bump(STOPS))
     }
 
     fn issue_waiter(&mut self) -> WaiterId {
-        WaiterId::from_raw(self.waiter_ids.next())
+        WaiterId::from_raw(self.bump(WAITERS))
+    }
+
+    // ----- storage: the compact state, totals and lists -------------------------------
+
+    /// The state, with the ids it owns (see [`Stored`]).
+    #[inline(always)]
+    fn now(&self) -> Now {
+        match self.now {
+            Stored::Init => Now::Init,
+            Stored::Connecting { preparing, timed } => Now::Connecting(Attempt {
+                attempt: self.latest_attempt(),
+                preparing,
+                timeout: timed.then(|| self.latest_timer()),
+            }),
+            Stored::Waiting => Now::Waiting {
+                retry: self.latest_timer(),
+            },
+            Stored::Connected { health, probe } => self.connected_now(health, probe),
+            Stored::Disconnecting => Now::Disconnecting,
+            Stored::Restarting => Now::Restarting,
+            Stored::Stopped => Now::Stopped,
+        }
+    }
+
+    /// The latest attempt issued (the current one, in a state that has one).
+    #[inline(always)]
+    fn latest_attempt(&self) -> AttemptId {
+        AttemptId::from_raw(self.tally(ATTEMPTS).wrapping_sub(1))
+    }
+
+    /// The latest timer issued (the armed one, in a state that has one).
+    #[inline(always)]
+    fn latest_timer(&self) -> TimerId {
+        TimerId::from_raw(self.tally(TIMERS).wrapping_sub(1))
+    }
+
+    #[inline]
+    fn connected_now(&self, health: StoredHealth, probe: StoredProbe) -> Now {
+        let (attempt, timer) = (self.latest_attempt(), self.latest_timer());
+        Now::Connected(Connection {
+            attempt,
+            health: match health {
+                StoredHealth::Healthy => Health::Healthy,
+                StoredHealth::AtTimer => Health::AtTimer(timer),
+                StoredHealth::AfterIntervals => {
+                    Health::AfterIntervals(self.rarer().map_or(Duration::ZERO, |r| r.health_left))
+                }
+            },
+            probe: match probe {
+                StoredProbe::Off => None,
+                StoredProbe::Idle => Some(Probe::Idle(timer)),
+                StoredProbe::Outstanding => Some(Probe::Outstanding(timer)),
+            },
+        })
+    }
+
+    /// Moves to `now`, whose attempt (if any) is the latest issued, and whose timer
+    /// (if any) the latest issued.
+    #[inline(always)]
+    fn set_now(&mut self, now: Now) {
+        let latest_attempt = self.latest_attempt();
+        let latest_timer = self.latest_timer();
+        let mut health_left = Duration::ZERO;
+        self.now = match now {
+            Now::Init => Stored::Init,
+            Now::Connecting(current) => {
+                debug_assert_eq!(current.attempt, latest_attempt);
+                debug_assert!(current.timeout.is_none_or(|t| t == latest_timer));
+                Stored::Connecting {
+                    preparing: current.preparing,
+                    timed: current.timeout.is_some(),
+                }
+            }
+            Now::Waiting { retry } => {
+                debug_assert_eq!(retry, latest_timer);
+                Stored::Waiting
+            }
+            Now::Connected(connection) => {
+                debug_assert_eq!(connection.attempt, latest_attempt);
+                let health = match connection.health {
+                    Health::Healthy => StoredHealth::Healthy,
+                    Health::AtTimer(timer) => {
+                        debug_assert_eq!(timer, latest_timer);
+                        StoredHealth::AtTimer
+                    }
+                    Health::AfterIntervals(left) => {
+                        health_left = left;
+                        StoredHealth::AfterIntervals
+                    }
+                };
+                let probe = match connection.probe {
+                    None => StoredProbe::Off,
+                    Some(Probe::Idle(timer)) => {
+                        debug_assert_eq!(timer, latest_timer);
+                        StoredProbe::Idle
+                    }
+                    Some(Probe::Outstanding(timer)) => {
+                        debug_assert_eq!(timer, latest_timer);
+                        StoredProbe::Outstanding
+                    }
+                };
+                Stored::Connected { health, probe }
+            }
+            Now::Disconnecting => Stored::Disconnecting,
+            Now::Restarting => Stored::Restarting,
+            Now::Stopped => Stored::Stopped,
+        };
+        let _ = (latest_attempt, latest_timer);
+        // Kept only while it means something, so that equal machines compare equal.
+        if !health_left.is_zero() {
+            self.rarer_mut().health_left = health_left;
+        } else if let Some(extra) = &mut self.extra {
+            if let Some(rarer) = &mut extra.rarer {
+                rarer.health_left = Duration::ZERO;
+            }
+        }
+    }
+
+    /// A total or id counter, all 64 bits.
+    #[inline(always)]
+    fn tally(&self, which: usize) -> u64 {
+        let high = self.rarer().map_or(0, |rarer| rarer.high[which]);
+        (u64::from(high) << 32) | u64::from(self.tallies[which])
+    }
+
+    /// Counts one more; returns the count before (the id it issues, for ids).
+    #[inline(always)]
+    fn bump(&mut self, which: usize) -> u64 {
+        let before = self.tally(which);
+        match self.tallies[which].checked_add(1) {
+            Some(low) => self.tallies[which] = low,
+            None => {
+                self.tallies[which] = 0;
+                let rarer = self.rarer_mut();
+                rarer.high[which] = rarer.high[which].wrapping_add(1);
+            }
+        }
+        before
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(|| {
+            Box::new(Extra {
+                config: Config::new(),
+                flaps: 0,
+                rarer: None,
+            })
+        })
+    }
+
+    #[inline(always)]
+    fn rarer(&self) -> Option<&Rarer> {
+        self.extra.as_ref()?.rarer.as_deref()
+    }
+
+    fn rarer_mut(&mut self) -> &mut Rarer {
+        self.extra_mut().rarer.get_or_insert_with(Box::default)
+    }
+
+    #[inline]
+    fn lists_mut(&mut self) -> &mut Lists {
+        self.lists.get_or_insert_with(Box::default)
+    }
+
+    #[inline]
+    fn has_waiters(&self) -> bool {
+        self.lists.as_ref().is_some_and(|l| !l.waiters.is_empty())
     }
 }
 
@@ -1650,4 +1986,37 @@ enum Whose {
     Closing,
     /// Issued, but nothing the machine still tracks: stale.
     Old,
+}
+
+#[cfg(test)]
+mod storage {
+    use super::*;
+
+    /// Totals and ids are kept as 32-bit low words with the high words out of
+    /// line: they carry past 2³² (reached here by starting the low words there).
+    #[test]
+    fn totals_and_ids_carry_past_32_bits() {
+        let policy = Backoff::new(Duration::from_secs(1), 1.0, Duration::from_secs(1)).unwrap();
+        let mut m: Machine<&str> = Machine::new(policy);
+        m.tallies = [u32::MAX; TALLIES];
+        let first = AttemptId::from_raw(u64::from(u32::MAX));
+        assert!(matches!(m.start()[0], Action::Connect { attempt } if attempt == first));
+        let _ = m.connection_failed(first, "refused").unwrap();
+        let (retry, _) = m.armed_timer().unwrap();
+        assert_eq!(retry, TimerId::from_raw(u64::from(u32::MAX)));
+        let next = AttemptId::from_raw(1 << 32);
+        let out = m.timer_fired(retry).unwrap();
+        assert!(matches!(out[0], Action::Connect { attempt } if attempt == next));
+        assert_eq!(m.current_attempt(), Some(next));
+        let _ = m.connection_made(next).unwrap();
+        assert_eq!(m.connection(), Some(next));
+        let counters = m.counters();
+        assert_eq!(counters.attempts, (1 << 32) + 1);
+        assert_eq!(counters.failures, (1 << 32));
+        assert_eq!(counters.connections, (1 << 32));
+        // An id from before the wrap is known, one never issued is not.
+        assert!(m.connection_closed(first).unwrap().is_empty());
+        let unknown = AttemptId::from_raw((1 << 32) + 1);
+        assert!(m.connection_closed(unknown).is_err());
+    }
 }

@@ -323,15 +323,79 @@ pub enum Jitter {
 /// let policy = Backoff::twisted(device_seed);
 /// assert_eq!(policy.jitter(), Jitter::Additive { max: core::time::Duration::from_secs(1) });
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Backoff {
     initial: Duration,
     factor: f64,
     max: Duration,
-    jitter: Jitter,
+    /// The jitter mode, with what it alone needs: 16 bytes for every mode.
+    mode: Mode,
     rng: SplitMix64,
-    /// The previous delay, for [`Jitter::Decorrelated`].
-    prev: Duration,
+}
+
+/// [`Jitter`] as a [`Backoff`] stores it, in 16 bytes: the mode, and the one
+/// duration a mode needs ([`Jitter::Additive`]'s `max`, [`Jitter::Decorrelated`]'s
+/// previous delay; zero for the others) as seconds and nanoseconds, so that the
+/// mode fits beside them (a `Backoff` is 64 bytes, not 80).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mode {
+    secs: u64,
+    nanos: u32,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    None,
+    Additive,
+    Full,
+    Equal,
+    Decorrelated,
+}
+
+impl Mode {
+    fn new(jitter: Jitter, initial: Duration) -> Mode {
+        let (kind, param) = match jitter {
+            Jitter::None => (Kind::None, Duration::ZERO),
+            Jitter::Additive { max } => (Kind::Additive, max),
+            Jitter::Full => (Kind::Full, Duration::ZERO),
+            Jitter::Equal => (Kind::Equal, Duration::ZERO),
+            Jitter::Decorrelated => (Kind::Decorrelated, initial),
+        };
+        Mode::with(kind, param)
+    }
+
+    fn with(kind: Kind, param: Duration) -> Mode {
+        Mode {
+            secs: param.as_secs(),
+            nanos: param.subsec_nanos(),
+            kind,
+        }
+    }
+
+    /// The mode's duration (`nanos` is below 10⁹, so this never carries).
+    fn param(self) -> Duration {
+        Duration::new(self.secs, self.nanos)
+    }
+}
+
+impl core::fmt::Debug for Backoff {
+    /// The parameters, the generator and the previous delay (`initial` except
+    /// under [`Jitter::Decorrelated`]), as the fields they used to be.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let prev = match self.mode.kind {
+            Kind::Decorrelated => self.mode.param(),
+            _ => self.initial,
+        };
+        f.debug_struct("Backoff")
+            .field("initial", &self.initial)
+            .field("factor", &self.factor)
+            .field("max", &self.max)
+            .field("jitter", &self.jitter())
+            .field("rng", &self.rng)
+            .field("prev", &prev)
+            .finish()
+    }
 }
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
@@ -349,11 +413,8 @@ impl Backoff {
             initial: INITIAL,
             factor: 1.5,
             max: Duration::from_secs(60),
-            jitter: Jitter::Additive {
-                max: Duration::from_secs(1),
-            },
+            mode: Mode::with(Kind::Additive, Duration::from_secs(1)),
             rng: SplitMix64::new(seed),
-            prev: INITIAL,
         }
     }
 
@@ -385,9 +446,8 @@ impl Backoff {
             initial,
             factor,
             max,
-            jitter: Jitter::None,
+            mode: Mode::with(Kind::None, Duration::ZERO),
             rng: SplitMix64::new(0),
-            prev: initial,
         })
     }
 
@@ -411,8 +471,7 @@ impl Backoff {
     #[must_use]
     pub fn with_jitter(self, jitter: Jitter) -> Backoff {
         Backoff {
-            jitter,
-            prev: self.initial,
+            mode: Mode::new(jitter, self.initial),
             ..self
         }
     }
@@ -424,7 +483,7 @@ impl Backoff {
     pub fn with_seed(self, seed: u64) -> Backoff {
         Backoff {
             rng: SplitMix64::new(seed),
-            prev: self.initial,
+            mode: Mode::new(self.jitter(), self.initial),
             ..self
         }
     }
@@ -448,7 +507,15 @@ impl Backoff {
 
     /// The jitter mode.
     pub fn jitter(&self) -> Jitter {
-        self.jitter
+        match self.mode.kind {
+            Kind::None => Jitter::None,
+            Kind::Additive => Jitter::Additive {
+                max: self.mode.param(),
+            },
+            Kind::Full => Jitter::Full,
+            Kind::Equal => Jitter::Equal,
+            Kind::Decorrelated => Jitter::Decorrelated,
+        }
     }
 
     /// The delay without jitter after `consecutive_failures` failures:
@@ -504,30 +571,33 @@ impl Backoff {
 impl RetryPolicy for Backoff {
     /// The jittered delay; never `None`.
     fn next_delay(&mut self, consecutive_failures: u32) -> Option<Duration> {
-        let nanos = match self.jitter {
-            Jitter::None => self.base_nanos(consecutive_failures),
-            Jitter::Additive { max } => {
+        let nanos = match self.mode.kind {
+            Kind::None => self.base_nanos(consecutive_failures),
+            Kind::Additive => {
+                let max = self.mode.param();
                 let base = self.base_nanos(consecutive_failures);
                 base + uniform_below(&mut self.rng, max.as_nanos())
             }
-            Jitter::Full => {
+            Kind::Full => {
                 let base = self.base_nanos(consecutive_failures);
                 uniform_below(&mut self.rng, base + 1)
             }
-            Jitter::Equal => {
+            Kind::Equal => {
                 let base = self.base_nanos(consecutive_failures);
                 let half = base / 2;
                 half + uniform_below(&mut self.rng, base - half)
             }
-            Jitter::Decorrelated => {
-                if consecutive_failures <= 1 {
-                    self.prev = self.initial;
-                }
+            Kind::Decorrelated => {
+                let prev = if consecutive_failures <= 1 {
+                    self.initial
+                } else {
+                    self.mode.param()
+                };
                 let low = self.initial.as_nanos();
-                let high = self.prev.as_nanos().saturating_mul(3);
+                let high = prev.as_nanos().saturating_mul(3);
                 let drawn = low + uniform_below(&mut self.rng, high.saturating_sub(low));
                 let d = drawn.min(self.max.as_nanos());
-                self.prev = nanos_to_duration(d);
+                self.mode = Mode::with(Kind::Decorrelated, nanos_to_duration(d));
                 d
             }
         };

@@ -65,6 +65,13 @@ pub(crate) struct Waiters {
 }
 
 impl Waiters {
+    /// No waiters, for a machine that keeps none.
+    pub(crate) const NONE: &'static Waiters = &Waiters {
+        entries: VecDeque::new(),
+        tombstones: 0,
+        with_threshold: 0,
+    };
+
     /// Registers a waiter, newer than every one registered before.
     #[inline]
     pub(crate) fn push(&mut self, id: WaiterId, fail_at: Option<u64>) {

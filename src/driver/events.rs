@@ -492,6 +492,18 @@ impl<E> EventSink<E> {
         contain_drop(dropped);
     }
 
+    /// Gives back the spare room of the ring kept for the first subscriber (an
+    /// idle service keeps its few events in a block of their size).
+    pub(crate) fn shrink(&self) {
+        if self.publisher.get().is_some() {
+            return;
+        }
+        let mut early = self.early();
+        if early.events.capacity() > early.events.len() {
+            early.events.shrink_to_fit();
+        }
+    }
+
     /// No more events: subscribers see the end of the stream (after what is
     /// queued for them).
     pub(crate) fn close(&self) {

@@ -7,6 +7,7 @@
 //! entries, so taking one entry costs O(log n) amortised wherever it is, and the
 //! memory held stays proportional to what is pending.
 
+use std::boxed::Box;
 use std::collections::VecDeque;
 
 /// Holes tolerated before compacting, whatever the live count.
@@ -18,14 +19,69 @@ struct Entry<V> {
     value: Option<V>,
 }
 
+/// The entries, out of line: a service with nothing pending keeps only a null
+/// pointer (8 bytes in its task, nothing on the heap).
 pub(crate) struct Pending<V> {
-    entries: VecDeque<Entry<V>>,
-    live: usize,
+    inner: Option<Box<Inner<V>>>,
 }
 
 impl<V> Pending<V> {
     pub(crate) fn new() -> Self {
-        Pending {
+        Pending { inner: None }
+    }
+
+    /// Adds an entry; tickets and ids must grow with each call.
+    pub(crate) fn push(&mut self, ticket: u64, id: u64, value: V) {
+        self.inner
+            .get_or_insert_with(|| Box::new(Inner::new()))
+            .push(ticket, id, value);
+    }
+
+    /// Takes the entry with this ticket, if it is still pending; returns its id too.
+    pub(crate) fn take_ticket(&mut self, ticket: u64) -> Option<(u64, V)> {
+        self.inner.as_mut()?.take_ticket(ticket)
+    }
+
+    /// Takes the entries with these ids (in the order given, which must be
+    /// increasing, as the machine's lists are) and hands each value to `answer`.
+    pub(crate) fn take_ids(
+        &mut self,
+        ids: impl ExactSizeIterator<Item = u64>,
+        answer: impl FnMut(V),
+    ) {
+        if let Some(inner) = &mut self.inner {
+            inner.take_ids(ids, answer);
+        }
+    }
+
+    /// Takes every entry, in order.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = V> {
+        self.inner
+            .take()
+            .into_iter()
+            .flat_map(|inner| inner.entries.into_iter().filter_map(|e| e.value))
+    }
+
+    /// Gives back the storage if nothing is pending.
+    pub(crate) fn release_if_empty(&mut self) {
+        if self
+            .inner
+            .as_ref()
+            .is_some_and(|inner| inner.entries.is_empty())
+        {
+            self.inner = None;
+        }
+    }
+}
+
+struct Inner<V> {
+    entries: VecDeque<Entry<V>>,
+    live: usize,
+}
+
+impl<V> Inner<V> {
+    fn new() -> Self {
+        Inner {
             entries: VecDeque::new(),
             live: 0,
         }
@@ -91,19 +147,12 @@ impl<V> Pending<V> {
         self.taken(taken);
     }
 
-    /// Takes every entry, in order.
-    pub(crate) fn drain(&mut self) -> impl Iterator<Item = V> {
+    #[cfg(test)]
+    fn drain(&mut self) -> impl Iterator<Item = V> {
         self.live = 0;
         std::mem::take(&mut self.entries)
             .into_iter()
             .filter_map(|e| e.value)
-    }
-
-    /// Gives back the storage if nothing is pending.
-    pub(crate) fn release_if_empty(&mut self) {
-        if self.entries.is_empty() && self.entries.capacity() > 0 {
-            self.entries = VecDeque::new();
-        }
     }
 
     fn taken(&mut self, n: usize) {
@@ -132,7 +181,7 @@ mod tests {
 
     #[test]
     fn take_by_ticket_and_by_id_in_any_order() {
-        let mut p = Pending::new();
+        let mut p = Inner::new();
         for i in 0..100u64 {
             p.push(i, i + 1000, i);
         }
@@ -154,7 +203,7 @@ mod tests {
 
     #[test]
     fn holes_are_compacted() {
-        let mut p = Pending::new();
+        let mut p = Inner::new();
         for i in 0..10_000u64 {
             p.push(i, i, ());
         }

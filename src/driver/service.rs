@@ -12,7 +12,7 @@ use core::fmt;
 use core::future::Future;
 use core::num::NonZeroU32;
 use core::pin::Pin;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
 use core::task::{Context, Poll};
 use core::time::Duration;
 use std::boxed::Box;
@@ -390,12 +390,7 @@ where
             },
         );
         self.runtime.spawn(TaskFuture(task))?;
-        Ok(ClientService {
-            shared: Arc::new(Handles {
-                shared,
-                count: AtomicUsize::new(1),
-            }),
-        })
+        Ok(ClientService { shared })
     }
 
     /// [`build`](Builder::build)s the service and [`start`](ClientService::start)s it.
@@ -433,12 +428,6 @@ fn sleep_fn<R: Runtime>(runtime: R) -> SleepFn {
     })
 }
 
-/// The shared state, and how many [`ClientService`] handles point at it.
-struct Handles<H, E> {
-    shared: Arc<Shared<H, E>>,
-    count: AtomicUsize,
-}
-
 /// Keeps one outgoing client connection alive, on any async runtime.
 ///
 /// A cheap, cloneable handle to a service whose one task, spawned on the runtime,
@@ -447,14 +436,15 @@ struct Handles<H, E> {
 /// Dropping the last handle stops the service: the connection (or attempt) is
 /// closed and the task ends. See the [module docs](super).
 pub struct ClientService<H, E> {
-    shared: Arc<Handles<H, E>>,
+    /// What the handles and the task share (it also counts the handles).
+    shared: Arc<Shared<H, E>>,
 }
 
 impl<H, E> fmt::Debug for ClientService<H, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mailbox = self.shared.shared.lock();
+        let mailbox = self.shared.lock();
         f.debug_struct("ClientService")
-            .field("name", &self.shared.shared.name())
+            .field("name", &self.shared.name())
             .field("state", &mailbox.status.state)
             .field("counters", &mailbox.status.counters)
             .field("pending_waiters", &mailbox.status.pending_waiters)
@@ -465,7 +455,7 @@ impl<H, E> fmt::Debug for ClientService<H, E> {
 
 impl<H, E> Clone for ClientService<H, E> {
     fn clone(&self) -> Self {
-        self.shared.count.fetch_add(1, Ordering::Relaxed);
+        self.shared.handles().fetch_add(1, Ordering::Relaxed);
         ClientService {
             shared: Arc::clone(&self.shared),
         }
@@ -474,11 +464,10 @@ impl<H, E> Clone for ClientService<H, E> {
 
 impl<H, E> Drop for ClientService<H, E> {
     fn drop(&mut self) {
-        if self.shared.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.shared.handles().fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last handle: stop, and end the task once everything is closed.
             // (If the task has ended already, there is nothing to do.)
             let _ = self
-                .shared
                 .shared
                 .send(|queue, key| (queue.push_shutdown(key), ()));
         }
@@ -609,10 +598,7 @@ impl<H, E> ClientService<H, E> {
     /// Starts the service (a no-op unless it is new, stopped or stopping).
     /// After a [`stop`](ClientService::stop) it connects again, with no delay.
     pub fn start(&self) {
-        let _ = self
-            .shared
-            .shared
-            .send(|queue, key| (queue.push_start(key), ()));
+        let _ = self.shared.send(|queue, key| (queue.push_start(key), ()));
     }
 
     /// Stops the service. The stop request is made now; the returned future resolves
@@ -626,11 +612,7 @@ impl<H, E> ClientService<H, E> {
     /// and stopping at once is stopping): their futures resolve together, once the
     /// service has stopped.
     pub fn stop(&self) -> Stopping {
-        match self
-            .shared
-            .shared
-            .send(|queue, key| (queue.push_stop(key), ()))
-        {
+        match self.shared.send(|queue, key| (queue.push_stop(key), ())) {
             Ok(rx) => Stopping { rx: Some(rx) },
             // The task has ended: nothing is open.
             Err(_) => Stopping { rx: None },
@@ -684,7 +666,7 @@ impl<H, E> ClientService<H, E> {
     /// # }
     /// ```
     pub fn reconnect_now(&self, reset_backoff: bool) -> bool {
-        let shared = &self.shared.shared;
+        let shared = &self.shared;
         let mut mailbox = shared.lock();
         if mailbox.ended.is_some() {
             return false;
@@ -701,7 +683,7 @@ impl<H, E> ClientService<H, E> {
             return false;
         }
         let key = mailbox.next_ticket;
-        mailbox.commands.push_reconnect(key, reset_backoff);
+        mailbox.commands.get().push_reconnect(key, reset_backoff);
         let task = mailbox.task.clone();
         drop(mailbox);
         if let Some(task) = task {
@@ -735,11 +717,11 @@ impl<H, E> ClientService<H, E> {
     }
 
     fn waiter(&self, fail_after: Option<NonZeroU32>) -> WhenConnected<H, E> {
-        let shared = &self.shared.shared;
+        let shared = &self.shared;
         let (tx, rx) = oneshot::channel();
         let mut mailbox = shared.lock();
         if let Some(ended) = &mailbox.ended {
-            let ended = ended.clone();
+            let ended = Ended::clone(ended);
             drop(mailbox);
             return WhenConnected {
                 shared: Arc::clone(shared),
@@ -750,7 +732,7 @@ impl<H, E> ClientService<H, E> {
         }
         let ticket = mailbox.next_ticket;
         mailbox.next_ticket += 1;
-        mailbox.commands.push_waiter(Command::WhenConnected {
+        mailbox.commands.get().push_waiter(Command::WhenConnected {
             ticket,
             fail_after,
             tx,
@@ -787,7 +769,7 @@ impl<H, E> ClientService<H, E> {
     /// takes the request, and does nothing if the connection has gone meanwhile.
     /// Get the id with [`WhenConnected::with_id`].
     pub fn disconnect(&self, attempt: AttemptId) -> bool {
-        let shared = &self.shared.shared;
+        let shared = &self.shared;
         let mut mailbox = shared.lock();
         if mailbox.ended.is_some() || mailbox.status.connection != Some(attempt) {
             return false;
@@ -796,7 +778,7 @@ impl<H, E> ClientService<H, E> {
         // returns false); the task publishes the truth once it has closed it.
         mailbox.status.connection = None;
         let key = mailbox.next_ticket;
-        mailbox.commands.push_disconnect(key, attempt);
+        mailbox.commands.get().push_disconnect(key, attempt);
         let task = mailbox.task.clone();
         drop(mailbox);
         if let Some(task) = task {
@@ -808,14 +790,14 @@ impl<H, E> ClientService<H, E> {
     /// The machine's state after the service's last step ([`State::Stopped`] once
     /// the service has [`ended`](ClientService::ended)).
     pub fn state(&self) -> State {
-        self.shared.shared.lock().status.state
+        self.shared.lock().status.state
     }
 
     /// Why the service's task has ended, if it has (the runtime shut down, the retry
     /// policy panicked, …). A service that has ended stays stopped: every request
     /// fails at once with [`Error::Ended`].
     pub fn ended(&self) -> Option<Ended> {
-        self.shared.shared.ended()
+        self.shared.ended()
     }
 
     /// Running totals since the service was built: attempts, failures,
@@ -837,7 +819,7 @@ impl<H, E> ClientService<H, E> {
     /// in `flaps`) and makes the consecutive failures 1, so the first retry waits
     /// the policy's first delay.
     pub fn counters(&self) -> Counters {
-        self.shared.shared.lock().status.counters
+        self.shared.lock().status.counters
     }
 
     /// Consecutive failures so far (what the retry policy was last asked about):
@@ -850,7 +832,7 @@ impl<H, E> ClientService<H, E> {
     /// [`counters().failures`](Counters::failures); see
     /// [`counters`](ClientService::counters).
     pub fn consecutive_failures(&self) -> u32 {
-        self.shared.shared.lock().status.consecutive_failures
+        self.shared.lock().status.consecutive_failures
     }
 
     /// How many requests are queued for the service's task (coalesced requests
@@ -859,13 +841,13 @@ impl<H, E> ClientService<H, E> {
     #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn queued_requests(&self) -> usize {
-        self.shared.shared.lock().commands.len()
+        self.shared.lock().commands.len()
     }
 
     /// How many waiters are pending (taken by the service, not answered, not
     /// withdrawn).
     pub fn pending_waiters(&self) -> usize {
-        self.shared.shared.lock().status.pending_waiters
+        self.shared.lock().status.pending_waiters
     }
 
     /// Subscribes to what the service does, as a `Stream` of [`Event`](super::Event)s: attempts
@@ -903,22 +885,22 @@ impl<H, E> ClientService<H, E> {
     /// # }
     /// ```
     pub fn events(&self) -> Events<E> {
-        self.shared.shared.subscribe()
+        self.shared.subscribe()
     }
 
     /// The failure of the last failed attempt, if any attempt has failed.
     pub fn last_failure(&self) -> Option<Arc<Failure<E>>> {
-        self.shared.shared.lock().last_failure.clone()
+        self.shared.lock().last_failure.clone()
     }
 
     /// Why the last established connection was lost, if one was.
     pub fn last_loss(&self) -> Option<Loss> {
-        self.shared.shared.lock().last_loss.clone()
+        self.shared.lock().last_loss.clone()
     }
 
     /// Watches state changes.
     pub fn watch(&self) -> StateWatch {
-        let mut mailbox = self.shared.shared.lock();
+        let mut mailbox = self.shared.lock();
         let (state, ended) = (mailbox.status.state, mailbox.ended.is_some());
         let watch = Arc::clone(
             mailbox

@@ -22,6 +22,7 @@ use core::time::Duration;
 use std::boxed::Box;
 use std::collections::VecDeque;
 use std::string::String;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_channel::oneshot;
@@ -201,10 +202,6 @@ impl<H, E> Queue<H, E> {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.withdrawn.is_empty()
-    }
-
-    pub(crate) fn capacity(&self) -> usize {
-        self.entries.capacity() + self.withdrawn.capacity()
     }
 
     /// The state the service will be in once it has taken the queued starts and
@@ -390,13 +387,53 @@ impl<H, E> Queue<H, E> {
     }
 }
 
+/// The queue, out of line: an idle service (nothing queued) keeps only a null
+/// pointer. An empty queue is a new one (taking the commands resets it), so
+/// freeing it when the task takes them changes nothing.
+pub(crate) struct Commands<H, E>(Option<Box<Queue<H, E>>>);
+
+impl<H, E> Commands<H, E> {
+    /// The queue, made if there is none.
+    pub(crate) fn get(&mut self) -> &mut Queue<H, E> {
+        self.0.get_or_insert_with(|| Box::new(Queue::new()))
+    }
+
+    /// How many entries are queued (holes and withdrawals included).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|q| q.is_empty())
+    }
+
+    /// Whether it holds storage (a queue, even an empty one).
+    pub(crate) fn holds_storage(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// See [`Queue::predict`].
+    pub(crate) fn predict(&self, state: State) -> State {
+        self.0.as_ref().map_or(state, |q| q.predict(state))
+    }
+
+    /// See [`Queue::take`]; lets go of the queue's storage.
+    pub(crate) fn take(&mut self) -> (std::vec::Vec<u64>, VecDeque<Entry<H, E>>) {
+        match self.0.take() {
+            Some(mut queue) => queue.take(),
+            None => Default::default(),
+        }
+    }
+}
+
 pub(crate) struct Mailbox<H, E> {
-    pub(crate) commands: Queue<H, E>,
+    pub(crate) commands: Commands<H, E>,
     /// The task's waker, once it has been polled.
     pub(crate) task: Option<Waker>,
     pub(crate) status: Status,
     /// Set once, when the task ends; nothing is pushed after.
-    pub(crate) ended: Option<Ended>,
+    pub(crate) ended: Option<Box<Ended>>,
     /// The next `WhenConnected` ticket.
     pub(crate) next_ticket: u64,
     /// Made by the first `watch()`: until then nothing for it is on the heap.
@@ -417,9 +454,12 @@ pub(crate) struct Shared<H, E> {
     /// Sleeps on the service's runtime.
     sleep: SleepFn,
     /// The service's name, for `tracing` and `Debug`.
-    name: Option<String>,
+    name: Option<Box<str>>,
     /// The events: kept for the first subscriber, then broadcast.
     events: EventSink<E>,
+    /// How many `ClientService` handles there are (the last one shuts the
+    /// service down when dropped).
+    handles: AtomicUsize,
 }
 
 impl<H, E> Shared<H, E> {
@@ -429,11 +469,12 @@ impl<H, E> Shared<H, E> {
         sleep: SleepFn,
     ) -> Shared<H, E> {
         Shared {
-            name,
+            name: name.map(String::into_boxed_str),
             sleep,
             events: EventSink::new(events_capacity),
+            handles: AtomicUsize::new(1),
             mailbox: Mutex::new(Mailbox {
-                commands: Queue::new(),
+                commands: Commands(None),
                 task: None,
                 status: Status::NEW,
                 ended: None,
@@ -443,6 +484,11 @@ impl<H, E> Shared<H, E> {
                 last_loss: None,
             }),
         }
+    }
+
+    /// How many `ClientService` handles there are.
+    pub(crate) fn handles(&self) -> &AtomicUsize {
+        &self.handles
     }
 
     /// The mailbox. Nothing that runs user code is ever done while it is held.
@@ -461,12 +507,12 @@ impl<H, E> Shared<H, E> {
     ) -> Result<T, Ended> {
         let mut mailbox = self.lock();
         if let Some(ended) = &mailbox.ended {
-            let ended = ended.clone();
+            let ended = Ended::clone(ended);
             drop(mailbox);
             return Err(ended);
         }
         let key = mailbox.next_ticket;
-        let (value, dropped) = push(&mut mailbox.commands, key);
+        let (value, dropped) = push(mailbox.commands.get(), key);
         let task = mailbox.task.clone();
         drop(mailbox);
         drop(dropped);
@@ -499,6 +545,6 @@ impl<H, E> Shared<H, E> {
 
     /// Why the task ended, if it has.
     pub(crate) fn ended(&self) -> Option<Ended> {
-        self.lock().ended.clone()
+        self.lock().ended.as_deref().cloned()
     }
 }

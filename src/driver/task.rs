@@ -75,6 +75,15 @@ pub(crate) struct Hooks<H, E> {
     pub(crate) rotation: Option<SharedRotation>,
 }
 
+impl<H, E> Hooks<H, E> {
+    fn any(&self) -> bool {
+        self.prepare.is_some()
+            || self.probe.is_some()
+            || self.fatal_if.is_some()
+            || self.rotation.is_some()
+    }
+}
+
 /// A user future, polled inside `catch_unwind`.
 type Contained<T> = CatchUnwind<AssertUnwindSafe<BoxFuture<T>>>;
 
@@ -144,10 +153,8 @@ enum Register<H, E> {
     Stop(StopTx),
 }
 
-pub(crate) struct Task<R: Runtime, H, E> {
-    runtime: R,
-    shared: Arc<Shared<H, E>>,
-    machine: Machine<E, DynPolicy>,
+/// What the task has yet to feed or perform, kept out of line.
+struct Queues<H, E> {
     /// Outcomes not yet fed to the machine, in the order they happened.
     reports: VecDeque<Report<E>>,
     /// Commands taken from the mailbox, not yet performed.
@@ -155,8 +162,19 @@ pub(crate) struct Task<R: Runtime, H, E> {
     /// Withdrawals taken from the mailbox, not yet performed (performed before
     /// `commands`: they are about waiters taken before them).
     withdrawn: std::vec::Vec<u64>,
+}
+
+pub(crate) struct Task<R: Runtime, H, E> {
+    runtime: R,
+    shared: Arc<Shared<H, E>>,
+    machine: Machine<E, DynPolicy>,
+    /// The reports, commands and withdrawals the task is working through: `None`
+    /// when they are all empty (an idle service).
+    queues: Option<Box<Queues<H, E>>>,
     connect: ConnectFn<H, E>,
-    hooks: Hooks<H, E>,
+    /// `None` without hooks (no prepare step, probe, fatal classification or
+    /// endpoints): nothing is kept for them.
+    hooks: Option<Box<Hooks<H, E>>>,
     attempt: Option<(AttemptId, Contained<Made<H, E>>)>,
     conn: Option<Conn<H, E>>,
     timer: Option<(TimerId, Pin<Box<R::Sleep>>)>,
@@ -172,7 +190,6 @@ pub(crate) struct Task<R: Runtime, H, E> {
     shutdown: bool,
     /// Set once the task has ended (answered everything, published the end).
     ended: bool,
-    published: Status,
 }
 
 impl<R, H, E> Task<R, H, E>
@@ -198,11 +215,9 @@ where
             runtime,
             shared,
             machine,
-            reports: VecDeque::new(),
-            commands: VecDeque::new(),
-            withdrawn: std::vec::Vec::new(),
+            queues: None,
             connect,
-            hooks,
+            hooks: hooks.any().then(|| Box::new(hooks)),
             attempt: None,
             conn: None,
             timer: None,
@@ -213,8 +228,18 @@ where
             span,
             shutdown: false,
             ended: false,
-            published: Status::NEW,
         }
+    }
+
+    /// The queues, made if there are none.
+    fn queues(&mut self) -> &mut Queues<H, E> {
+        self.queues.get_or_insert_with(|| {
+            Box::new(Queues {
+                reports: VecDeque::new(),
+                commands: VecDeque::new(),
+                withdrawn: std::vec::Vec::new(),
+            })
+        })
     }
 
     // ----- the one place inputs reach the machine ------------------------------------
@@ -282,7 +307,7 @@ where
     /// before anything newer.
     fn feed_reports(&mut self, budget: &mut u32) -> bool {
         while *budget > 0 {
-            let Some(report) = self.reports.pop_front() else {
+            let Some(report) = self.queues.as_mut().and_then(|q| q.reports.pop_front()) else {
                 break;
             };
             *budget -= 1;
@@ -297,7 +322,7 @@ where
 
     /// Moves the endpoint rotation (a service with endpoints) on a fact.
     fn rotate(&self, on: fn(&SharedRotation)) {
-        if let Some(rotation) = &self.hooks.rotation {
+        if let Some(rotation) = self.hooks.as_ref().and_then(|h| h.rotation.as_ref()) {
             on(rotation);
         }
     }
@@ -308,7 +333,11 @@ where
     fn perform(&mut self, action: Action<E>, performing: &mut Performing<E>) {
         match action {
             Action::Connect { attempt } => {
-                let endpoint = self.hooks.rotation.as_ref().map(Rotation::current);
+                let endpoint = self
+                    .hooks
+                    .as_ref()
+                    .and_then(|h| h.rotation.as_ref())
+                    .map(Rotation::current);
                 self.tell(Event::AttemptStarted { attempt, endpoint });
                 let context = ConnectContext {
                     attempt,
@@ -339,7 +368,10 @@ where
                 }
             }
             Action::Prepare { attempt } => {
-                let (Some(conn), Some(prepare)) = (&mut self.conn, &mut self.hooks.prepare) else {
+                let (Some(conn), Some(prepare)) = (
+                    &mut self.conn,
+                    self.hooks.as_mut().and_then(|h| h.prepare.as_mut()),
+                ) else {
                     return;
                 };
                 if conn.attempt != attempt {
@@ -366,7 +398,7 @@ where
                 let Some(conn) = self.conn.as_mut().filter(|c| c.attempt == attempt) else {
                     return; // gone already: its loss report is queued or fed
                 };
-                let Some(probe) = &mut self.hooks.probe else {
+                let Some(probe) = self.hooks.as_mut().and_then(|h| h.probe.as_mut()) else {
                     // The service sets `Config::probe` only with a probe hook.
                     self.report(Input::ProbeSucceeded { attempt });
                     return;
@@ -377,7 +409,7 @@ where
                     Err(payload) => {
                         let panic = Panic::new(PanicSite::Probe, panic_message(&*payload));
                         event!(error, attempt = %attempt, %panic, "probe panicked");
-                        self.reports.push_back(Report::lost(
+                        self.queues().reports.push_back(Report::lost(
                             Input::ProbeFailed { attempt },
                             Loss::Panicked(panic),
                         ));
@@ -519,13 +551,13 @@ where
 
     /// Queues an outcome for the machine.
     fn report(&mut self, input: Input<E>) {
-        self.reports.push_back(Report::new(input));
+        self.queues().reports.push_back(Report::new(input));
     }
 
     /// A failed connect or prepare step: fatal if the user's classifier says so
     /// (run inside `catch_unwind`: a classifier that panics says "not fatal").
     fn failure_report(&mut self, attempt: AttemptId, error: E, prepare: bool) -> Input<E> {
-        let fatal = match &mut self.hooks.fatal_if {
+        let fatal = match self.hooks.as_mut().and_then(|h| h.fatal_if.as_mut()) {
             Some(fatal_if) => match catch_unwind(AssertUnwindSafe(|| fatal_if(&error))) {
                 Ok(fatal) => fatal,
                 Err(_payload) => {
@@ -574,7 +606,7 @@ where
             });
         if let Some((panic, _)) = broken {
             contain_drop(self.conn.take());
-            self.reports.push_back(Report::lost(
+            self.queues().reports.push_back(Report::lost(
                 Input::ConnectionClosed { attempt },
                 Loss::Panicked(panic),
             ));
@@ -709,7 +741,7 @@ where
                             Report::lost(failed, Loss::Panicked(panic))
                         }
                     };
-                    self.reports.push_back(report);
+                    self.queues().reports.push_back(report);
                     return true;
                 }
             }
@@ -737,7 +769,7 @@ where
                         Report::lost(Input::ConnectionClosed { attempt }, reason)
                     }
                 };
-                self.reports.push_back(report);
+                self.queues().reports.push_back(report);
                 return true;
             }
         }
@@ -756,20 +788,20 @@ where
     /// that an idle service keeps nothing it does not need (they are made again,
     /// small, by the next request).
     fn release_idle_storage(&mut self) {
-        if self.reports.is_empty() && self.reports.capacity() > 0 {
-            self.reports = VecDeque::new();
-        }
-        if self.commands.is_empty() && self.commands.capacity() > 0 {
-            self.commands = VecDeque::new();
-        }
-        if self.withdrawn.is_empty() && self.withdrawn.capacity() > 0 {
-            self.withdrawn = std::vec::Vec::new();
+        if self.queues.as_ref().is_some_and(|q| {
+            q.reports.is_empty() && q.commands.is_empty() && q.withdrawn.is_empty()
+        }) {
+            self.queues = None;
         }
         self.waiters.release_if_empty();
         self.stops.release_if_empty();
+        self.machine.shrink_to_fit();
+        if let Some(events) = self.shared.events() {
+            events.shrink();
+        }
         let spare = {
             let mut mailbox = self.shared.lock();
-            if mailbox.commands.is_empty() && mailbox.commands.capacity() > 0 {
+            if mailbox.commands.is_empty() && mailbox.commands.holds_storage() {
                 mailbox.commands.take()
             } else {
                 Default::default()
@@ -852,12 +884,13 @@ where
                 .map(|c| c.attempt)
                 .filter(|a| self.machine.current_attempt() == Some(*a)),
         };
-        if status == self.published {
-            return;
-        }
-        self.published = status;
+        // Compared with what the handles read (the task is its only writer), so
+        // that the task keeps no copy of its own.
         let watch = {
             let mut mailbox = self.shared.lock();
+            if mailbox.status == status {
+                return;
+            }
             mailbox.status = status;
             mailbox.watch.clone()
         };
@@ -871,11 +904,15 @@ where
         let mut budget = BUDGET;
         loop {
             // Outcomes left over from the last wake-up come first.
-            let mut progressed = !self.reports.is_empty();
+            let mut progressed = self.queues.as_ref().is_some_and(|q| !q.reports.is_empty());
             if !self.feed_reports(&mut budget) {
                 return Poll::Ready(());
             }
-            if self.commands.is_empty() && self.withdrawn.is_empty() {
+            if self
+                .queues
+                .as_ref()
+                .is_none_or(|q| q.commands.is_empty() && q.withdrawn.is_empty())
+            {
                 let mut mailbox = self.shared.lock();
                 match &mailbox.task {
                     Some(waker) if waker.will_wake(cx.waker()) => {}
@@ -883,15 +920,18 @@ where
                 }
                 let (withdrawn, commands) = mailbox.commands.take();
                 drop(mailbox);
-                // What they held before (nothing: they were empty) is dropped here.
-                drop(core::mem::replace(&mut self.withdrawn, withdrawn));
-                drop(core::mem::replace(&mut self.commands, commands));
+                if !withdrawn.is_empty() || !commands.is_empty() {
+                    let queues = self.queues();
+                    // What they held before (nothing: they were empty) is dropped here.
+                    drop(core::mem::replace(&mut queues.withdrawn, withdrawn));
+                    drop(core::mem::replace(&mut queues.commands, commands));
+                }
             }
             let mut batch = BATCH;
             while budget > 0 && batch > 0 {
-                let command = match self.withdrawn.pop() {
+                let command = match self.queues.as_mut().and_then(|q| q.withdrawn.pop()) {
                     Some(ticket) => Command::Withdraw { ticket },
-                    None => match self.commands.pop_front() {
+                    None => match self.queues.as_mut().and_then(|q| q.commands.pop_front()) {
                         Some(Entry {
                             command: Some(command),
                             ..
@@ -980,7 +1020,7 @@ impl<R: Runtime, H, E> Task<R, H, E> {
         }
         let (commands, watch) = {
             let mut mailbox = self.shared.lock();
-            mailbox.ended = Some(why.clone());
+            mailbox.ended = Some(Box::new(why.clone()));
             mailbox.task = None;
             mailbox.status.state = State::Stopped;
             mailbox.status.pending_waiters = 0;
@@ -997,13 +1037,14 @@ impl<R: Runtime, H, E> Task<R, H, E> {
         for tx in self.stops.drain() {
             let _ = tx.send(());
         }
-        self.withdrawn = std::vec::Vec::new();
-        for command in self
-            .commands
-            .drain(..)
-            .chain(commands)
-            .filter_map(|e| e.command)
-        {
+        let held = match &mut self.queues {
+            Some(queues) => {
+                queues.withdrawn = std::vec::Vec::new();
+                core::mem::take(&mut queues.commands)
+            }
+            None => VecDeque::new(),
+        };
+        for command in held.into_iter().chain(commands).filter_map(|e| e.command) {
             match command {
                 Command::WhenConnected { tx, .. } => answer(tx, Err(Error::Ended(why.clone()))),
                 Command::Stop(tx) => {
