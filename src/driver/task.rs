@@ -635,8 +635,9 @@ where
             Command::Disconnect(attempt) => {
                 // Only the current connection; a late call about an older one does
                 // nothing, so it cannot knock out a newer connection.
-                let current = self.machine.current_attempt() == Some(attempt)
-                    && self.conn.as_ref().is_some_and(|c| c.attempt == attempt);
+                // (The connection the task holds is the machine's current one:
+                // once it ends, its loss is fed before any request is taken.)
+                let current = self.conn.as_ref().is_some_and(|c| c.attempt == attempt);
                 if !current {
                     return true;
                 }
