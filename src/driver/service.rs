@@ -246,6 +246,91 @@ where
     /// gives up on it, often many minutes later. A connection is declared dead at
     /// most `interval + timeout` after it stopped answering.
     ///
+    /// # Inbound activity is liveness
+    ///
+    /// With [`stream`](super::stream) and [`messages`](super::messages) (and the
+    /// runtimes' `stream`), anything received counts as an answer: a probe runs
+    /// only after an `interval` in which the connection received nothing, and
+    /// anything received while a probe is out answers it. So a busy connection is
+    /// not probed at all, and a slow answer to your own request keeps it alive. (The
+    /// service looks at the counts only when a probe timer fires: a connection
+    /// that stopped receiving is probed between `interval` and `2 × interval` after
+    /// the last thing it received, and found dead `timeout` later.)
+    ///
+    /// With `stream`, the probe needs the stream: while your guard holds it, the
+    /// probe waits, and **that wait does not count against its timeout**: a probe
+    /// that only got the stream during its timeout, or still waits behind a guard
+    /// that sent nothing unanswered (a reader waiting for the server's next push),
+    /// is given another cycle. A request of yours that waits for its answer is
+    /// what the probe would have been: when the probe has waited behind it for two
+    /// timeouts in a row with nothing received, the peer is dead (found within
+    /// `3 × interval + 2 × timeout` of the last thing received). A guard that
+    /// holds the stream idle for ever keeps a frozen peer unfound: hold it only
+    /// for an exchange, or let TCP keepalive or the protocol's own heartbeat cover
+    /// it.
+    ///
+    /// A `(handle, driver)` pair of another client (the `redis` crate's
+    /// multiplexed connection, tokio-postgres) shows the service none of its
+    /// traffic: its probe must answer on its own, within `timeout`, even while a
+    /// blocking command (`BLPOP`, a slow query) holds the connection, which a
+    /// request sent behind it cannot. See
+    /// *Probing next to blocking commands* below.
+    ///
+    /// # Probing next to blocking commands
+    ///
+    /// A command that blocks the connection (Redis `BLPOP`, a long PostgreSQL
+    /// query) holds back every request sent after it on that connection, the
+    /// probe's too: a `PING` behind a 20 s `BLPOP` answers after 20 s, and a 1 s
+    /// probe timeout would drop a healthy connection. Probe the server on a
+    /// connection of its own instead: open it in the connector with the main one,
+    /// keep it in the handle, and run both drivers as the connection's one driver
+    /// (the first to end ends both). The probe then answers within a round trip
+    /// whatever the main connection waits for, and a frozen server is still found
+    /// within `interval + timeout`, idle or with a command waiting: the loss
+    /// closes both, and the waiting command fails at once.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use redis::aio::MultiplexedConnection;
+    ///
+    /// /// The connection the application uses, and the one the probe uses.
+    /// #[derive(Clone)]
+    /// struct Redis {
+    ///     main: MultiplexedConnection,
+    ///     probe: MultiplexedConnection,
+    /// }
+    ///
+    /// async fn open(
+    ///     info: &redis::RedisConnectionInfo,
+    /// ) -> redis::RedisResult<(MultiplexedConnection, impl std::future::Future<Output = ()>)> {
+    ///     let tcp = tokio::net::TcpStream::connect("127.0.0.1:6379").await?;
+    ///     MultiplexedConnection::new(info, tcp).await
+    /// }
+    ///
+    /// let service = redial::tokio::builder(|| async {
+    ///     let info = redis::RedisConnectionInfo::default();
+    ///     let (main, main_driver) = open(&info).await?;
+    ///     let (probe, probe_driver) = open(&info).await?;
+    ///     // One driver for both: the first to end ends the connection.
+    ///     let driver = async move {
+    ///         futures_util::future::select(Box::pin(main_driver), Box::pin(probe_driver)).await;
+    ///     };
+    ///     Ok::<_, redis::RedisError>((Redis { main, probe }, driver))
+    /// })
+    /// .probe(Duration::from_secs(1), Duration::from_secs(1), |redis: Redis| async move {
+    ///     let mut probe = redis.probe;
+    ///     redis::cmd("PING").exec_async(&mut probe).await
+    /// })
+    /// .start()?;
+    ///
+    /// let mut main = service.when_connected().await?.main;
+    /// // Blocks this connection for up to 20 s; the probe is not held back.
+    /// let _: Option<(String, String)> =
+    ///     redis::cmd("BLPOP").arg("jobs").arg(20).query_async(&mut main).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// use std::time::Duration;

@@ -41,11 +41,12 @@ use super::connection::ConnectContext;
 use super::endpoints::{Rotation, SharedRotation};
 use super::error::{panic_message, Ended, Error};
 use super::events::{Event, Loss};
+use super::liveness::{self, Activity, Seen, Verdict};
 use super::log::event;
 use super::pending::Pending;
 use super::runtime::Runtime;
 use super::shared::{Answer, Command, Entry, Shared, Status, StopTx, WaiterTx};
-use crate::actions::{Action, Actions, Failure, LossKind, Panic, PanicSite};
+use crate::actions::{Action, Actions, Failure, LossKind, Panic, PanicSite, TimerKind};
 use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
 use crate::input::Input;
 use crate::machine::{Issued, Machine, State};
@@ -74,6 +75,10 @@ pub(crate) struct Hooks<H, E> {
     /// The service's position in its endpoint list (a service with endpoints).
     pub(crate) rotation: Option<SharedRotation>,
 }
+
+/// The armed timer: its id, its kind (a probe timer reads the connection's
+/// traffic first), and its sleep.
+type Armed<S> = (TimerId, TimerKind, Pin<Box<S>>);
 
 /// A user future, polled inside `catch_unwind`.
 type Contained<T> = CatchUnwind<AssertUnwindSafe<BoxFuture<T>>>;
@@ -105,6 +110,11 @@ struct Conn<H, E> {
     prepare: Option<Contained<Result<(), E>>>,
     /// While a liveness probe runs.
     probe: Option<Contained<Result<(), E>>>,
+    /// The traffic its adapter counts (`stream`, `messages`), once its driver
+    /// offered it; `None` for a connection whose traffic the service cannot see.
+    activity: Option<Arc<Activity>>,
+    /// What the probe timers last read from `activity`.
+    seen: Seen,
 }
 
 /// An outcome for the machine, with the detail only the driver knows about it.
@@ -159,7 +169,7 @@ pub(crate) struct Task<R: Runtime, H, E> {
     hooks: Hooks<H, E>,
     attempt: Option<(AttemptId, Contained<Made<H, E>>)>,
     conn: Option<Conn<H, E>>,
-    timer: Option<(TimerId, Pin<Box<R::Sleep>>)>,
+    timer: Option<Armed<R::Sleep>>,
     waiters: Pending<WaiterTx<H, E>>,
     stops: Pending<StopTx>,
     /// The failure of the last `GaveUp` fact, for the waiters that come while
@@ -366,6 +376,12 @@ where
                 let Some(conn) = self.conn.as_mut().filter(|c| c.attempt == attempt) else {
                     return; // gone already: its loss report is queued or fed
                 };
+                if conn.probe.is_some() {
+                    // The last probe still runs (it waited for the stream, and
+                    // traffic answered for it meanwhile): it answers this one too.
+                    // A new one beside it could cut into its exchange.
+                    return;
+                }
                 let Some(probe) = &mut self.hooks.probe else {
                     // The service sets `Config::probe` only with a probe hook.
                     self.report(Input::ProbeSucceeded { attempt });
@@ -384,23 +400,19 @@ where
                     }
                 }
             }
-            Action::ScheduleTimer {
-                timer,
-                kind: _kind,
-                delay,
-            } => {
-                event!(trace, timer = %timer, kind = ?_kind, delay = ?delay, "timer armed");
+            Action::ScheduleTimer { timer, kind, delay } => {
+                event!(trace, timer = %timer, kind = ?kind, delay = ?delay, "timer armed");
                 if delay.is_zero() {
                     // No trip through the runtime's timer (Tokio's rounds up to 1 ms):
                     // it fires once what is queued before it has been fed.
                     self.timer = None;
                     self.report(Input::TimerFired { timer });
                 } else {
-                    self.timer = Some((timer, Box::pin(self.runtime.sleep(delay))));
+                    self.timer = Some((timer, kind, Box::pin(self.runtime.sleep(delay))));
                 }
             }
             Action::CancelTimer { timer } => {
-                if self.timer.as_ref().is_some_and(|(t, _)| *t == timer) {
+                if self.timer.as_ref().is_some_and(|(t, _, _)| *t == timer) {
                     self.timer = None;
                 }
             }
@@ -655,6 +667,8 @@ where
                             driver: Some(AssertUnwindSafe(driver).catch_unwind()),
                             prepare: None,
                             probe: None,
+                            activity: None,
+                            seen: Seen::default(),
                         });
                         Input::ConnectionMade { attempt }
                     }
@@ -672,6 +686,8 @@ where
                 return true;
             }
         }
+        // Only a probing service looks at a connection's traffic.
+        let probing = self.hooks.probe.is_some();
         if let Some(conn) = &mut self.conn {
             let attempt = conn.attempt;
             if let Some(prepare) = &mut conn.prepare {
@@ -694,29 +710,58 @@ where
                 }
             }
             if let Some(probe) = &mut conn.probe {
-                if let Poll::Ready(result) = Pin::new(probe).poll(cx) {
+                let polled = liveness::as_probe(|| Pin::new(probe).poll(cx));
+                if let Poll::Ready(result) = polled {
                     conn.probe = None;
-                    let failed = Input::ProbeFailed { attempt };
-                    let report = match result {
-                        Ok(Ok(())) => Report::new(Input::ProbeSucceeded { attempt }),
+                    // Traffic may have answered for it already: then its success
+                    // is news to no one, and its failure is a loss of its own.
+                    let asked = matches!(
+                        self.machine.armed_timer(),
+                        Some((_, TimerKind::ProbeTimeout))
+                    );
+                    let failed = if asked {
+                        Input::ProbeFailed { attempt }
+                    } else {
+                        Input::ConnectionClosed { attempt }
+                    };
+                    if let (Ok(Ok(())), Some(activity)) = (&result, &conn.activity) {
+                        conn.seen.answered(activity);
+                    }
+                    let loss = match result {
+                        Ok(Ok(())) if asked => {
+                            self.report(Input::ProbeSucceeded { attempt });
+                            return true;
+                        }
+                        Ok(Ok(())) => return true,
                         Ok(Err(error)) => {
                             let reason: Arc<str> = std::format!("{error:#}").into();
-                            Report::lost(failed, Loss::ProbeFailed(reason))
+                            Loss::ProbeFailed(reason)
                         }
                         Err(payload) => {
                             let panic = Panic::new(PanicSite::Probe, panic_message(&*payload));
                             event!(error, attempt = %attempt, %panic, "probe panicked");
-                            Report::lost(failed, Loss::Panicked(panic))
+                            Loss::Panicked(panic)
                         }
                     };
-                    self.reports.push_back(report);
+                    if !asked {
+                        contain_drop(self.conn.take());
+                    }
+                    self.reports.push_back(Report::lost(failed, loss));
                     return true;
                 }
             }
             let Some(driver) = &mut conn.driver else {
                 return false;
             };
-            if let Poll::Ready(result) = Pin::new(driver).poll(cx) {
+            let polled = if probing && conn.activity.is_none() {
+                // Its adapter, if it is one of ours, offers its traffic counts.
+                let (polled, offered) = liveness::listen(|| Pin::new(driver).poll(cx));
+                conn.activity = offered;
+                polled
+            } else {
+                Pin::new(driver).poll(cx)
+            };
+            if let Poll::Ready(result) = polled {
                 let report = match result {
                     Err(payload) if conn.prepare.is_some() => {
                         // Being prepared: a failed attempt that names the panic. The
@@ -741,15 +786,37 @@ where
                 return true;
             }
         }
-        if let Some((timer, sleep)) = &mut self.timer {
+        if let Some((timer, kind, sleep)) = &mut self.timer {
             if sleep.as_mut().poll(cx).is_ready() {
-                let timer = *timer;
+                let (timer, kind) = (*timer, *kind);
                 self.timer = None;
+                self.before_probe_timer(kind);
                 self.report(Input::TimerFired { timer });
                 return true;
             }
         }
         false
+    }
+
+    /// A probe timer fired: if the connection's traffic says it is active (see
+    /// [`Seen::judge`]), tell the machine first, so that the interval re-arms
+    /// instead of probing, or the outstanding probe is answered.
+    fn before_probe_timer(&mut self, kind: TimerKind) {
+        let timeout = match kind {
+            TimerKind::ProbeInterval => false,
+            TimerKind::ProbeTimeout => true,
+            _ => return,
+        };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let Some(activity) = &conn.activity else {
+            return;
+        };
+        if conn.seen.judge(activity, timeout) == Verdict::Active {
+            let attempt = conn.attempt;
+            self.report(Input::ConnectionActive { attempt });
+        }
     }
 
     /// Nothing to do until something happens: give back the queues' storage, so

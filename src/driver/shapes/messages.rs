@@ -29,12 +29,14 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::vec::Vec;
 
 use event_listener::{Event, EventListener};
 use futures_util::task::AtomicWaker;
 use futures_util::{Sink, Stream};
+
+use super::liveness::{self, Activity};
 
 /// The default bound of the incoming queue.
 const DEFAULT_CAPACITY: usize = 32;
@@ -177,6 +179,8 @@ struct Shared<Out, In, E, Es> {
     driver: AtomicWaker,
     /// `recv`s waiting for a message or for the end.
     readable: Event,
+    /// What the service's liveness probe reads: messages received and sent.
+    activity: OnceLock<Arc<Activity>>,
 }
 
 impl<Out, In, E, Es> Shared<Out, In, E, Es> {
@@ -298,6 +302,7 @@ where
         capacity: capacity.max(1),
         driver: AtomicWaker::new(),
         readable: Event::new(),
+        activity: OnceLock::new(),
     });
     (
         Messages {
@@ -854,6 +859,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let shared = Arc::clone(&this.shared);
+        liveness::offer(&shared.activity);
         // Register first: a `send` or a `recv` after this wakes us.
         shared.driver.register(cx.waker());
         let Some(transport) = this.transport.as_mut() else {
@@ -868,6 +874,7 @@ where
         while budget > 0 && room {
             match transport.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(message))) => {
+                    liveness::note(&shared.activity, Activity::received);
                     let mut state = shared.lock();
                     state.inbox.push_back(message);
                     room = state.inbox.len() < shared.capacity;
@@ -905,6 +912,7 @@ where
             if let Err(error) = transport.as_mut().start_send(next.message) {
                 return this.lose(Disconnected::Send(Arc::new(error)));
             }
+            liveness::note(&shared.activity, Activity::sent);
             this.unflushed = true;
             budget -= 1;
         }
