@@ -302,16 +302,16 @@ where
     /// }
     ///
     /// async fn open(
-    ///     info: &redis::RedisConnectionInfo,
     /// ) -> redis::RedisResult<(MultiplexedConnection, impl std::future::Future<Output = ()>)> {
     ///     let tcp = tokio::net::TcpStream::connect("127.0.0.1:6379").await?;
-    ///     MultiplexedConnection::new(info, tcp).await
+    ///     static INFO: std::sync::LazyLock<redis::RedisConnectionInfo> =
+    ///         std::sync::LazyLock::new(Default::default);
+    ///     MultiplexedConnection::new(&INFO, tcp).await
     /// }
     ///
     /// let service = redial::tokio::builder(|| async {
-    ///     let info = redis::RedisConnectionInfo::default();
-    ///     let (main, main_driver) = open(&info).await?;
-    ///     let (probe, probe_driver) = open(&info).await?;
+    ///     let (main, main_driver) = open().await?;
+    ///     let (probe, probe_driver) = open().await?;
     ///     // One driver for both: the first to end ends the connection.
     ///     let driver = async move {
     ///         futures_util::future::select(Box::pin(main_driver), Box::pin(probe_driver)).await;
