@@ -362,6 +362,69 @@ where
         self
     }
 
+    /// As [`probe`](Builder::probe), for a probe whose error type `PE` is not the
+    /// connector's `E` but converts into it (`PE: Into<E>`), as
+    /// [`prepare_err_into`](Builder::prepare_err_into) is for the prepare step: the
+    /// error is converted with `Into`, and a failed probe's loss
+    /// ([`Loss::ProbeFailed`]) names it.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    ///
+    /// /// What the probe reports: its own error type.
+    /// #[derive(Debug)]
+    /// enum ProbeError {
+    ///     Io(std::io::Error),
+    ///     NotPong(String),
+    /// }
+    ///
+    /// impl From<ProbeError> for std::io::Error {
+    ///     fn from(e: ProbeError) -> Self {
+    ///         match e {
+    ///             ProbeError::Io(e) => e,
+    ///             ProbeError::NotPong(line) => std::io::Error::other(format!("not a pong: {line}")),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let service = redial::tokio::builder(|| async {
+    ///     let tcp = tokio::net::TcpStream::connect("127.0.0.1:7000").await?;
+    ///     Ok::<_, std::io::Error>(redial::tokio::stream(tcp))
+    /// })
+    /// .probe_err_into(Duration::from_secs(10), Duration::from_secs(2), |conn| async move {
+    ///     let mut io = conn.lock().await.map_err(ProbeError::Io)?;
+    ///     io.write_all(b"PING\n").await.map_err(ProbeError::Io)?;
+    ///     let mut line = String::new();
+    ///     BufReader::new(&mut io).read_line(&mut line).await.map_err(ProbeError::Io)?;
+    ///     match line.trim_end() {
+    ///         "PONG" => Ok(()),
+    ///         other => Err(ProbeError::NotPong(other.to_owned())),
+    ///     }
+    /// })
+    /// .start()?;
+    /// # drop(service); Ok(()) }
+    /// ```
+    pub fn probe_err_into<P, Fut, PE>(
+        mut self,
+        interval: Duration,
+        timeout: Duration,
+        mut probe: P,
+    ) -> Self
+    where
+        P: FnMut(H) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), PE>> + Send + 'static,
+        PE: Into<E> + 'static,
+    {
+        self.probe = Some(Box::new(move |handle| -> BoxFuture<Result<(), E>> {
+            let probed = probe(handle);
+            Box::pin(async move { probed.await.map_err(Into::into) })
+        }));
+        self.config.probe = Some(crate::machine::ProbeConfig::new(interval, timeout));
+        self
+    }
+
     /// Says which failures retrying will not fix (a wrong password, a name that
     /// does not resolve, a certificate the client rejects): for a connect or
     /// prepare error for which `fatal` returns `true`, the service gives up at once
