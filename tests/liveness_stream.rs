@@ -27,8 +27,10 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A line server: answers each line with the same line after `delay`; while
-/// `frozen`, it reads nothing and answers nothing (its sockets stay open).
+/// A line server: answers each line with the same line after `delay` (a `PING`
+/// at once: the probe is also the new connection's first check, which must answer
+/// within the probe's timeout); while `frozen`, it reads nothing and answers
+/// nothing (its sockets stay open).
 async fn line_server(delay: Duration, frozen: Arc<AtomicBool>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -45,7 +47,9 @@ async fn line_server(delay: Duration, frozen: Arc<AtomicBool>) -> SocketAddr {
                     let Ok(Some(line)) = lines.next_line().await else {
                         return;
                     };
-                    tokio::time::sleep(delay).await;
+                    if line != "PING" {
+                        tokio::time::sleep(delay).await;
+                    }
                     while frozen.load(Ordering::Relaxed) {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }

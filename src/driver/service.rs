@@ -246,6 +246,20 @@ where
     /// gives up on it, often many minutes later. A connection is declared dead at
     /// most `interval + timeout` after it stopped answering.
     ///
+    /// # The first check
+    ///
+    /// Without a [`prepare`](Builder::prepare) step, the probe is also each new
+    /// connection's first check: it runs once before anyone is told the connection
+    /// exists, and a waiter gets the connection only once it answered. A connection
+    /// the kernel completed while nobody serves it (a frozen server, a full accept
+    /// queue) is never handed out: its first check times out, which is a failed
+    /// attempt ([`Failure::PrepareTimeout`](crate::Failure::PrepareTimeout), or
+    /// [`Failure::Prepare`](crate::Failure::Prepare) with the probe's error), and
+    /// the service retries. The first check has the probe's `timeout` (unless
+    /// [`prepare_timeout`](Builder::prepare_timeout) says otherwise). With a
+    /// prepare step, the prepare step is the first check: make it one request
+    /// that the peer answers only if it serves (it need not repeat the probe).
+    ///
     /// # Inbound activity is liveness
     ///
     /// With [`stream`](super::stream) and [`messages`](super::messages) (and the
@@ -522,7 +536,14 @@ where
             }
             None => (policy, self.connect),
         };
-        let machine = Machine::with_config(policy, self.config)?;
+        // A probe and no prepare step: the probe is the new connection's first
+        // check, so that no waiter gets a connection nobody serves.
+        let mut config = self.config;
+        if let (Some(probe), None) = (config.probe, &self.prepare) {
+            config.prepare = true;
+            config.prepare_timeout.get_or_insert(probe.timeout);
+        }
+        let machine = Machine::with_config(policy, config)?;
         let sleep = sleep_fn(self.runtime.clone());
         let shared = Arc::new(Shared::new(self.name, self.events_capacity, sleep));
         let task = Task::new(

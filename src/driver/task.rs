@@ -349,18 +349,25 @@ where
                 }
             }
             Action::Prepare { attempt } => {
-                let (Some(conn), Some(prepare)) = (&mut self.conn, &mut self.hooks.prepare) else {
+                // The prepare step, or, without one, the probe as the connection's
+                // first check (the service asks for it only with one of them).
+                let (hook, site) = match (&mut self.hooks.prepare, &mut self.hooks.probe) {
+                    (Some(prepare), _) => (prepare, PanicSite::Prepare),
+                    (None, Some(probe)) => (probe, PanicSite::Probe),
+                    (None, None) => return,
+                };
+                let Some(conn) = &mut self.conn else {
                     return;
                 };
                 if conn.attempt != attempt {
                     return;
                 }
                 let handle = &conn.handle;
-                let started = catch_unwind(AssertUnwindSafe(|| prepare(handle.clone())));
+                let started = catch_unwind(AssertUnwindSafe(|| hook(handle.clone())));
                 match started {
                     Ok(future) => conn.prepare = Some(AssertUnwindSafe(future).catch_unwind()),
                     Err(payload) => {
-                        let panic = Panic::new(PanicSite::Prepare, panic_message(&*payload));
+                        let panic = Panic::new(site, panic_message(&*payload));
                         event!(error, attempt = %attempt, %panic, "prepare panicked");
                         self.report(Input::Panicked { attempt, panic });
                     }
