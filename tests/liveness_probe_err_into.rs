@@ -49,7 +49,7 @@ async fn a_probe_error_of_another_type_is_converted_and_loses_the_connection() {
             let n = c.fetch_add(1, Ordering::Relaxed);
             async move {
                 // The first check of each connection passes; the next fails.
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     Ok(())
                 } else {
                     Err(NoPong(n))
