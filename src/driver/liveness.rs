@@ -185,3 +185,81 @@ pub(crate) fn as_probe<T>(poll: impl FnOnce() -> T) -> T {
 pub(crate) fn polling_probe() -> bool {
     PROBING.with(Cell::get)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anything_received_is_activity_once() {
+        let (activity, mut seen) = (Activity::default(), Seen::default());
+        assert_eq!(seen.judge(&activity, false), Verdict::Timer);
+        activity.received();
+        assert_eq!(seen.judge(&activity, false), Verdict::Active);
+        assert_eq!(seen.judge(&activity, false), Verdict::Timer);
+        activity.received();
+        assert_eq!(seen.judge(&activity, true), Verdict::Active);
+        assert_eq!(seen.judge(&activity, true), Verdict::Timer);
+    }
+
+    #[test]
+    fn the_probes_own_answer_is_not_activity() {
+        let (activity, mut seen) = (Activity::default(), Seen::default());
+        activity.received(); // the pong
+        seen.answered(&activity);
+        assert_eq!(seen.judge(&activity, false), Verdict::Timer);
+    }
+
+    #[test]
+    fn waiting_behind_a_guard_does_not_count_unless_a_request_waits_two_timeouts() {
+        let (activity, mut seen) = (Activity::default(), Seen::default());
+        // A reader holds the stream and sent nothing: the probe's wait never counts.
+        activity.acquired(false, false);
+        for _ in 0..5 {
+            assert_eq!(seen.judge(&activity, true), Verdict::Active);
+        }
+        // Its request waits: one timeout more, then the timeout stands.
+        activity.sent();
+        assert_eq!(seen.judge(&activity, true), Verdict::Active);
+        assert_eq!(seen.judge(&activity, false), Verdict::Timer);
+        assert_eq!(seen.judge(&activity, true), Verdict::Timer);
+        // Its answer comes: it starts over.
+        activity.received();
+        activity.sent();
+        assert_eq!(seen.judge(&activity, true), Verdict::Active);
+        assert_eq!(seen.judge(&activity, true), Verdict::Active);
+        assert_eq!(seen.judge(&activity, true), Verdict::Timer);
+        // Released: a probe that does not get an answer times out.
+        activity.released();
+        activity.received();
+        assert_eq!(seen.judge(&activity, false), Verdict::Active);
+        assert_eq!(seen.judge(&activity, true), Verdict::Timer);
+    }
+
+    #[test]
+    fn a_probe_that_only_now_got_the_stream_gets_another_cycle() {
+        let (activity, mut seen) = (Activity::default(), Seen::default());
+        activity.acquired(true, true); // after waiting
+        activity.sent();
+        assert_eq!(seen.judge(&activity, true), Verdict::Active);
+        assert_eq!(seen.judge(&activity, true), Verdict::Timer);
+        // At once, without waiting: no second chance.
+        activity.acquired(true, false);
+        assert_eq!(seen.judge(&activity, true), Verdict::Timer);
+    }
+
+    #[test]
+    fn offers_are_taken_only_while_listening() {
+        let cell = OnceLock::new();
+        offer(&cell);
+        assert!(cell.get().is_none(), "nobody listened: nothing made");
+        let ((), offered) = listen(|| offer(&cell));
+        assert!(offered.is_some());
+        assert!(Arc::ptr_eq(offered.as_ref().unwrap(), cell.get().unwrap()));
+        let ((), offered) = listen(|| {});
+        assert!(offered.is_none());
+        assert!(!polling_probe());
+        assert!(as_probe(polling_probe));
+        assert!(!polling_probe());
+    }
+}
