@@ -90,6 +90,10 @@ pub struct Config {
 /// closed (`Disconnect`) and counted as lost, and the machine retries or gives up
 /// as for any loss.
 ///
+/// Anything the connection receives is liveness too
+/// ([`Machine::connection_active`]): an interval in which it received something
+/// re-arms instead of probing, and it answers an outstanding probe.
+///
 /// With [`Config::reset_backoff_after`] = `d` as well, no healthy timer is armed:
 /// the connection becomes healthy (the failure count is reset to 0, and its loss is
 /// no longer a flap) when the probe interval fires for the `k`-th time since it
