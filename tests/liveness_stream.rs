@@ -220,3 +220,79 @@ fn a_frozen_peer_is_found_idle_and_with_a_request_waiting() {
         assert_eq!(lines.state(), State::Stopped);
     });
 }
+
+/// The issue's other case: a reader holds the stream while it waits for the
+/// server's pushes (one a second), a probe every 300 ms with a 300 ms timeout. The
+/// probe waits behind the reader without that wait counting: no loss.
+#[test]
+fn a_reader_waiting_for_pushes_keeps_its_connection() {
+    let _serial = serial();
+    runtime().block_on(async {
+        const PUSHES: usize = 4;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (read, write) = tcp.into_split();
+                    let write = Arc::new(tokio::sync::Mutex::new(write));
+                    let pusher = Arc::clone(&write);
+                    // Pushes, one a second.
+                    let pushing = tokio::spawn(async move {
+                        for i in 0.. {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            let line = format!("push {i}\n");
+                            if pusher
+                                .lock()
+                                .await
+                                .write_all(line.as_bytes())
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    });
+                    // And answers PING (the probe) at once.
+                    let mut lines = BufReader::new(read).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let answer = format!("{line}\n");
+                        if write
+                            .lock()
+                            .await
+                            .write_all(answer.as_bytes())
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    pushing.abort();
+                });
+            }
+        });
+        let lines = service(addr, Duration::from_millis(300), Duration::from_millis(300));
+        let conn = lines.when_connected().await.unwrap();
+        let started = Instant::now();
+        let mut got = Vec::new();
+        {
+            let mut guard = conn.lock().await.unwrap();
+            let mut reader = BufReader::new(&mut guard);
+            while got.len() < PUSHES {
+                let mut line = String::new();
+                reader.read_line(&mut line).await.unwrap();
+                if line.starts_with("push") {
+                    got.push(line);
+                }
+            }
+        }
+        let losses = lines.counters().losses;
+        println!(
+            "a reader holding the stream for {PUSHES} pushes a second apart ({:.1?}), probe \
+             300 ms / 300 ms: {losses} connections lost",
+            started.elapsed()
+        );
+        assert_eq!(losses, 0);
+        lines.stop().await;
+    });
+}
