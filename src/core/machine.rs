@@ -91,6 +91,10 @@ pub struct Config {
 /// closed (`Disconnect`) and counted as lost, and the machine retries or gives up
 /// as for any loss.
 ///
+/// Anything the connection receives is liveness too
+/// ([`Machine::connection_active`]): an interval in which it received something
+/// re-arms instead of probing, and it answers an outstanding probe.
+///
 /// With [`Config::reset_backoff_after`] = `d` as well, no healthy timer is armed:
 /// the connection becomes healthy (the failure count is reset to 0, and its loss is
 /// no longer a flap) when the probe interval fires for the `k`-th time since it
@@ -354,6 +358,10 @@ enum Health {
 enum Probe {
     /// The interval timer is armed: a probe is due when it fires.
     Idle(TimerId),
+    /// The interval timer is armed, and the connection received something since
+    /// it was ([`Machine::connection_active`]): when it fires, the next interval is
+    /// armed instead of a probe.
+    Active(TimerId),
     /// A probe is outstanding: its timeout is armed.
     Outstanding(TimerId),
 }
@@ -397,6 +405,8 @@ enum Event<E> {
     ProbeFailed,
     /// The outstanding probe's timeout fired: the connection is dead.
     ProbeTimedOut,
+    /// The current, established connection received something.
+    Active,
     /// The retry timer fired.
     RetryDue,
     /// Something the machine was waiting to see gone (a cancelled attempt, a
@@ -550,6 +560,7 @@ enum StoredHealth {
 enum StoredProbe {
     Off,
     Idle,
+    Active,
     Outstanding,
 }
 
@@ -894,6 +905,43 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         self.report(Input::ProbeFailed { attempt })
     }
 
+    /// The established connection received something (a byte, a message) since
+    /// the driver last said so: it is alive, and not idle. With [`Config::probe`],
+    /// the probe interval that is armed re-arms when it fires instead of asking
+    /// for a probe (so a probe runs only after an interval with nothing received),
+    /// and an outstanding probe is answered as by
+    /// [`probe_succeeded`](Machine::probe_succeeded). Without probes it changes
+    /// nothing. Never an error for the current connection; stale for one being
+    /// prepared, closing or old; bad input for an attempt not yet made
+    /// ([`Rejection::NotMade`]).
+    ///
+    /// A driver may report it whenever it sees inbound traffic, or, cheaper, only
+    /// just before it feeds a probe timer that fired (if the connection received
+    /// something since it last reported).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use redial::{Action, Backoff, Config, Machine, ProbeConfig, TimerKind};
+    ///
+    /// let probe = ProbeConfig::new(Duration::from_secs(10), Duration::from_secs(2));
+    /// let config = Config::new().with_probe(Some(probe));
+    /// let mut m: Machine<&str> = Machine::with_config(Backoff::twisted(1), config).unwrap();
+    /// let _ = m.start();
+    /// let attempt = m.current_attempt().unwrap();
+    /// m.connection_made(attempt).unwrap();
+    /// let (interval, _) = m.armed_timer().unwrap();
+    /// // Something arrived during the interval: no probe when it fires.
+    /// assert!(m.connection_active(attempt).unwrap().is_empty());
+    /// let actions = m.timer_fired(interval).unwrap();
+    /// assert!(matches!(
+    ///     actions[..],
+    ///     [Action::ScheduleTimer { kind: TimerKind::ProbeInterval, .. }]
+    /// ));
+    /// ```
+    pub fn connection_active(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
+        self.report(Input::ConnectionActive { attempt })
+    }
+
     /// The connection is closed (lost, or closed because the machine asked).
     pub fn connection_closed(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
         self.report(Input::ConnectionClosed { attempt })
@@ -1020,7 +1068,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             }
             Stored::Waiting => TimerKind::Retry,
             Stored::Connected { health, probe } => match (probe, health) {
-                (StoredProbe::Idle, _) => TimerKind::ProbeInterval,
+                (StoredProbe::Idle | StoredProbe::Active, _) => TimerKind::ProbeInterval,
                 (StoredProbe::Outstanding, _) => TimerKind::ProbeTimeout,
                 (StoredProbe::Off, StoredHealth::AtTimer) => TimerKind::Healthy,
                 (StoredProbe::Off, StoredHealth::Healthy | StoredHealth::AfterIntervals) => {
@@ -1196,6 +1244,12 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     return Err(Rejection::NotProbing(attempt))
                 }
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
+            },
+            Input::ConnectionActive { attempt } => match self.whose(attempt)? {
+                Whose::Connected { .. } => Event::Active,
+                Whose::Attempting => return Err(Rejection::NotMade(attempt)),
+                // Being prepared: its prepare step is what answers for it.
+                Whose::Preparing | Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::ConnectionClosed { attempt } => match self.whose(attempt)? {
                 Whose::Attempting => return Err(Rejection::NotMade(attempt)),
@@ -1436,6 +1490,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             // Connected, probing: the one timer is the interval, then the probe timeout.
             (Connected(connection), Event::ProbeDue) => {
                 let probe = self.probe_config();
+                let active = matches!(connection.probe, Some(Probe::Active(_)));
                 // One more interval completed: healthy once they add up to the
                 // healthy delay.
                 let health = match connection.health {
@@ -1448,6 +1503,17 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     },
                     health @ (Health::Healthy | Health::AtTimer(_)) => health,
                 };
+                if active {
+                    // Not idle: it received something during the interval, which
+                    // answers for it. The next interval, no probe.
+                    let idle = self.arm(TimerKind::ProbeInterval, probe.interval, out);
+                    self.set_now(Connected(Connection {
+                        health,
+                        probe: Some(Probe::Idle(idle)),
+                        ..connection
+                    }));
+                    return;
+                }
                 out.push(Action::Probe {
                     attempt: connection.attempt,
                 });
@@ -1458,14 +1524,20 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     ..connection
                 }));
             }
+            // Something received: liveness. While idle it is noted (the interval
+            // then re-arms instead of probing); an outstanding probe is answered.
+            (Connected(connection), Event::Active) => match connection.probe {
+                Some(Probe::Idle(timer)) => {
+                    self.set_now(Connected(Connection {
+                        probe: Some(Probe::Active(timer)),
+                        ..connection
+                    }));
+                }
+                Some(Probe::Outstanding(_)) => self.probe_answered(connection, out),
+                Some(Probe::Active(_)) | None => {}
+            },
             (Connected(connection), Event::ProbeSucceeded) => {
-                self.disarm_connection(connection, out);
-                let interval = self.probe_config().interval;
-                let idle = self.arm(TimerKind::ProbeInterval, interval, out);
-                self.set_now(Connected(Connection {
-                    probe: Some(Probe::Idle(idle)),
-                    ..connection
-                }));
+                self.probe_answered(connection, out);
             }
             // The connection is dead: ask the policy first, then close it.
             (Connected(connection), Event::ProbeFailed) => {
@@ -1520,6 +1592,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             | (
                 Init | Connecting(_) | Waiting { .. } | Disconnecting | Restarting | Stopped,
                 Event::Lost
+                | Event::Active
                 | Event::HealthyDue
                 | Event::ProbeDue
                 | Event::ProbeSucceeded
@@ -1737,6 +1810,18 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         }
     }
 
+    /// The outstanding probe of `connection` was answered: disarm its timeout and
+    /// arm the next interval.
+    fn probe_answered(&mut self, connection: Connection, out: &mut Actions<E>) {
+        self.disarm_connection(connection, out);
+        let interval = self.probe_config().interval;
+        let idle = self.arm(TimerKind::ProbeInterval, interval, out);
+        self.set_now(Now::Connected(Connection {
+            probe: Some(Probe::Idle(idle)),
+            ..connection
+        }));
+    }
+
     /// The probe configuration; only called while probing, which needs one.
     fn probe_config(&self) -> ProbeConfig {
         // A connection has a probe cycle only with `Config::probe` set, so this
@@ -1763,7 +1848,9 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// if armed.
     fn disarm_connection(&mut self, connection: Connection, out: &mut Actions<E>) {
         let timer = match (connection.probe, connection.health) {
-            (Some(Probe::Idle(timer) | Probe::Outstanding(timer)), _) => Some(timer),
+            (Some(Probe::Idle(timer) | Probe::Active(timer) | Probe::Outstanding(timer)), _) => {
+                Some(timer)
+            }
             (None, Health::AtTimer(timer)) => Some(timer),
             (None, Health::Healthy | Health::AfterIntervals(_)) => None,
         };
@@ -1853,6 +1940,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             probe: match probe {
                 StoredProbe::Off => None,
                 StoredProbe::Idle => Some(Probe::Idle(timer)),
+                StoredProbe::Active => Some(Probe::Active(timer)),
                 StoredProbe::Outstanding => Some(Probe::Outstanding(timer)),
             },
         })
@@ -1897,6 +1985,10 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     Some(Probe::Idle(timer)) => {
                         debug_assert_eq!(timer, latest_timer);
                         StoredProbe::Idle
+                    }
+                    Some(Probe::Active(timer)) => {
+                        debug_assert_eq!(timer, latest_timer);
+                        StoredProbe::Active
                     }
                     Some(Probe::Outstanding(timer)) => {
                         debug_assert_eq!(timer, latest_timer);
