@@ -119,7 +119,8 @@ const REPORTS: [(&str, [Meaning; 6]); 11] = [
     ("connection_closed", [NOT_MADE,      LostWhilePreparing, Lost,              Stale,     Gone,    Stale]),
     ("panicked",            [PanickedAttempting, PanickedPreparing, ESTABLISHED,   Gone,      Stale,   Stale]),
     ("attempt_failed_fatally",      [FatalConnect,  FatalPrepare,       ALREADY_CONNECTED, Gone,      Stale,   Stale]),
-    // Connected: only while a probe is outstanding, else NotProbing (see `handle`).
+    // Connected: NotProbing without probes; between probes a success is stale and
+    // a failure is still dead (see `handle`).
     ("probe_succeeded",     [NOT_PROBING,   NOT_PROBING,        ProbeOk,           Stale,     Stale,   Stale]),
     ("probe_failed",        [NOT_PROBING,   NOT_PROBING,        ProbeDead,         Stale,     Stale,   Stale]),
     // Being prepared: its prepare step answers for it, activity is stale.
@@ -344,9 +345,12 @@ impl Model {
                 }
                 match REPORTS[row].1[column(relation)] {
                     Reject(reason) => return Prediction::Rejected(reason(*attempt)),
-                    ProbeOk | ProbeDead if !self.probing => {
+                    ProbeOk | ProbeDead if self.config.probe.is_none() => {
                         return Prediction::Rejected(Rejection::NotProbing(*attempt))
                     }
+                    // Between probes (traffic answered the last one): a probe's
+                    // success is stale, its failure still kills the connection.
+                    ProbeOk if !self.probing => return stale(),
                     Stale => return stale(),
                     meaning => Event::Report(meaning, attempt.raw(), detail),
                 }
@@ -659,7 +663,7 @@ impl Model {
                 self.schedule(TimerKind::ProbeInterval, probe.interval, out);
             }
             (Connected, Event::Report(ProbeDead, a, _)) => {
-                self.cancel_timer(out); // the probe timeout
+                self.cancel_timer(out); // the probe timeout, or the interval
                 self.connection_dead(a, LossKind::ProbeFailed, out);
             }
             (Connected, Event::Timer(TimerKind::ProbeTimeout)) => {

@@ -1231,18 +1231,32 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Whose::Cancelled => Event::Gone(attempt),
                 Whose::Closing | Whose::Old => Event::Stale,
             },
+            // Between probes (anything received answered the last one before it
+            // did), a probe's success is news to no one; its failure still means
+            // the connection is dead.
             Input::ProbeSucceeded { attempt } => match self.whose(attempt)? {
-                Whose::Connected { probing: true } => Event::ProbeSucceeded,
-                Whose::Attempting | Whose::Preparing | Whose::Connected { probing: false } => {
-                    return Err(Rejection::NotProbing(attempt))
-                }
+                Whose::Connected {
+                    probe: ProbePhase::Outstanding,
+                } => Event::ProbeSucceeded,
+                Whose::Connected {
+                    probe: ProbePhase::Between,
+                } => Event::Stale,
+                Whose::Attempting
+                | Whose::Preparing
+                | Whose::Connected {
+                    probe: ProbePhase::Off,
+                } => return Err(Rejection::NotProbing(attempt)),
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::ProbeFailed { attempt } => match self.whose(attempt)? {
-                Whose::Connected { probing: true } => Event::ProbeFailed,
-                Whose::Attempting | Whose::Preparing | Whose::Connected { probing: false } => {
-                    return Err(Rejection::NotProbing(attempt))
-                }
+                Whose::Connected {
+                    probe: ProbePhase::Outstanding | ProbePhase::Between,
+                } => Event::ProbeFailed,
+                Whose::Attempting
+                | Whose::Preparing
+                | Whose::Connected {
+                    probe: ProbePhase::Off,
+                } => return Err(Rejection::NotProbing(attempt)),
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::ConnectionActive { attempt } => match self.whose(attempt)? {
@@ -1278,7 +1292,11 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             } if current => Whose::Preparing,
             Stored::Connecting { .. } if current => Whose::Attempting,
             Stored::Connected { probe, .. } if current => Whose::Connected {
-                probing: probe == StoredProbe::Outstanding,
+                probe: match probe {
+                    StoredProbe::Off => ProbePhase::Off,
+                    StoredProbe::Idle | StoredProbe::Active => ProbePhase::Between,
+                    StoredProbe::Outstanding => ProbePhase::Outstanding,
+                },
             },
             _ if self
                 .lists
@@ -2064,15 +2082,26 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 }
 
+/// Where the established connection's probes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbePhase {
+    /// No probes (`Config::probe` is not set).
+    Off,
+    /// Between two probes: the interval is armed.
+    Between,
+    /// A probe is outstanding: its timeout is armed.
+    Outstanding,
+}
+
 /// Who an attempt id names, as seen by the machine now.
 enum Whose {
     /// The attempt in flight.
     Attempting,
     /// The connection being prepared.
     Preparing,
-    /// The established connection; `probing`: a probe of it is outstanding.
+    /// The established connection, and where its probes are.
     Connected {
-        probing: bool,
+        probe: ProbePhase,
     },
     Cancelled,
     Closing,

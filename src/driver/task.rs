@@ -753,26 +753,17 @@ where
                 let polled = liveness::as_probe(|| Pin::new(probe).poll(cx));
                 if let Poll::Ready(result) = polled {
                     conn.probe = None;
-                    // Traffic may have answered for it already: then its success
-                    // is news to no one, and its failure is a loss of its own.
-                    let asked = matches!(
-                        self.machine.armed_timer(),
-                        Some((_, TimerKind::ProbeTimeout))
-                    );
-                    let failed = if asked {
-                        Input::ProbeFailed { attempt }
-                    } else {
-                        Input::ConnectionClosed { attempt }
-                    };
+                    // Traffic may have answered for it already: the machine then
+                    // takes its success as stale news, and its failure as the
+                    // connection's death all the same.
                     if let (Ok(Ok(())), Some(activity)) = (&result, &conn.activity) {
                         conn.seen.answered(activity);
                     }
                     let loss = match result {
-                        Ok(Ok(())) if asked => {
+                        Ok(Ok(())) => {
                             self.report(Input::ProbeSucceeded { attempt });
                             return true;
                         }
-                        Ok(Ok(())) => return true,
                         Ok(Err(error)) => {
                             let reason: Arc<str> = std::format!("{error:#}").into();
                             Loss::ProbeFailed(reason)
@@ -783,10 +774,9 @@ where
                             Loss::Panicked(panic)
                         }
                     };
-                    if !asked {
-                        contain_drop(self.conn.take());
-                    }
-                    self.queues().reports.push_back(Report::lost(failed, loss));
+                    self.queues()
+                        .reports
+                        .push_back(Report::lost(Input::ProbeFailed { attempt }, loss));
                     return true;
                 }
             }
