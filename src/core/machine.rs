@@ -2113,6 +2113,21 @@ enum Whose {
 mod storage {
     use super::*;
 
+    /// The lists are kept once allocated (a steady cycle allocates nothing), and
+    /// `shrink_to_fit` frees them only when they are all empty.
+    #[test]
+    fn shrink_to_fit_frees_the_lists_only_once_they_are_empty() {
+        let mut m: Machine<&str> = Machine::new(Backoff::twisted(1));
+        assert!(m.lists.is_none());
+        let (waiter, _) = m.when_connected(None);
+        m.shrink_to_fit();
+        assert!(m.lists.is_some(), "a waiter is pending");
+        m.cancel_waiter(waiter).unwrap();
+        assert!(m.lists.is_some(), "kept once allocated");
+        m.shrink_to_fit();
+        assert!(m.lists.is_none());
+    }
+
     /// Totals and ids are kept as 32-bit low words with the high words out of
     /// line: they carry past 2³² (reached here by starting the low words there).
     #[test]
