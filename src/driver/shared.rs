@@ -418,6 +418,13 @@ impl<H, E> Commands<H, E> {
         self.0.as_ref().map_or(state, |q| q.predict(state))
     }
 
+    /// Whether a request to disconnect `attempt` is queued.
+    pub(crate) fn disconnects(&self, attempt: AttemptId) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|q| disconnects(&q.entries, attempt))
+    }
+
     /// See [`Queue::take`]; lets go of the queue's storage.
     pub(crate) fn take(&mut self) -> (std::vec::Vec<u64>, VecDeque<Entry<H, E>>) {
         match self.0.take() {
@@ -425,6 +432,13 @@ impl<H, E> Commands<H, E> {
             None => Default::default(),
         }
     }
+}
+
+/// Whether `entries` hold a request to disconnect `attempt`.
+pub(crate) fn disconnects<H, E>(entries: &VecDeque<Entry<H, E>>, attempt: AttemptId) -> bool {
+    entries
+        .iter()
+        .any(|e| matches!(e.command, Some(Command::Disconnect(a)) if a == attempt))
 }
 
 pub(crate) struct Mailbox<H, E> {

@@ -45,7 +45,7 @@ use super::liveness::{self, Activity, Seen, Verdict};
 use super::log::event;
 use super::pending::Pending;
 use super::runtime::Runtime;
-use super::shared::{Answer, Command, Entry, Shared, Status, StopTx, WaiterTx};
+use super::shared::{self, Answer, Command, Entry, Shared, Status, StopTx, WaiterTx};
 use crate::actions::{Action, Actions, Failure, LossKind, Panic, PanicSite, TimerKind};
 use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
 use crate::input::Input;
@@ -938,7 +938,7 @@ where
 
     /// Publishes the machine's status for the handles, if it changed.
     fn publish(&mut self) {
-        let status = Status {
+        let mut status = Status {
             state: self.machine.state(),
             counters: self.machine.counters(),
             consecutive_failures: self.machine.consecutive_failures(),
@@ -953,6 +953,19 @@ where
         // that the task keeps no copy of its own.
         let watch = {
             let mut mailbox = self.shared.lock();
+            // `disconnect` told the handles the connection is no longer current
+            // when it queued its request: so it stays until the task has taken it.
+            if let Some(attempt) = status.connection {
+                if mailbox.status.connection.is_none()
+                    && (mailbox.commands.disconnects(attempt)
+                        || self
+                            .queues
+                            .as_ref()
+                            .is_some_and(|q| shared::disconnects(&q.commands, attempt)))
+                {
+                    status.connection = None;
+                }
+            }
             if mailbox.status == status {
                 return;
             }

@@ -1,8 +1,8 @@
 //! A counting global allocator, shared by the tests that count allocations
 //! (`tests/machine/alloc.rs`, `tests/shapes/stream.rs`,
 //! `tests/driver/mailbox_tokio.rs`): it counts the heap allocations (alloc,
-//! alloc_zeroed, realloc) made by the calling thread, and the live heap bytes of the
-//! whole process with their peak, and forwards everything to `System`. A test file
+//! alloc_zeroed, realloc) made by the calling thread, the heap bytes it holds, and
+//! the live heap bytes of the whole process with their peak, and forwards everything to `System`. A test file
 //! includes it with `#[path = "../support/counting_alloc.rs"] mod counting_alloc;`,
 //! which installs it as that test binary's global allocator (so such a file is a
 //! binary of its own).
@@ -18,6 +18,8 @@ struct Counting;
 thread_local! {
     /// Allocations (alloc, alloc_zeroed, realloc) made by this thread.
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    /// Heap bytes this thread allocated minus those it freed.
+    static THREAD_LIVE: Cell<isize> = const { Cell::new(0) };
 }
 
 fn count() {
@@ -31,6 +33,7 @@ static LIVE: AtomicIsize = AtomicIsize::new(0);
 static PEAK: AtomicIsize = AtomicIsize::new(0);
 
 fn grew(by: isize) {
+    let _ = THREAD_LIVE.try_with(|n| n.set(n.get() + by));
     let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
     PEAK.fetch_max(now, Ordering::Relaxed);
 }
@@ -40,6 +43,13 @@ pub fn reset_peak() -> isize {
     let now = LIVE.load(Ordering::Relaxed);
     PEAK.store(now, Ordering::Relaxed);
     now
+}
+
+/// Heap bytes this thread allocated minus those it freed: the live heap of what
+/// runs on this thread alone (a single-threaded runtime, say), whatever other
+/// threads (the test harness's own) allocate meanwhile.
+pub fn thread_live() -> isize {
+    THREAD_LIVE.with(Cell::get)
 }
 
 /// The most live heap bytes (every thread) since the last [`reset_peak`].
