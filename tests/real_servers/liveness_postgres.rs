@@ -10,12 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use redial::driver::{ClientService, Event, Loss};
+use redial::driver::{ClientService, Loss};
 use tokio_postgres::{Client, NoTls};
 
 use crate::support::postgres::PgServer;
-use crate::support::{one_at_a_time, run};
+use crate::support::{one_at_a_time, run, time_to_loss};
 
 /// The application's client, and the probe's.
 #[derive(Clone)]
@@ -102,21 +101,8 @@ fn a_frozen_server_is_found_idle_and_with_a_query_waiting() {
                 tokio::spawn(async move { main.batch_execute("SELECT pg_sleep(60)").await })
             });
             tokio::time::sleep(Duration::from_millis(50)).await; // the query is in
-            while let Ok(Some(_)) =
-                tokio::time::timeout(Duration::from_millis(1), events.next()).await
-            {}
-            server.freeze();
-            let at = Instant::now();
-            let reason = tokio::time::timeout(Duration::from_secs(10), async {
-                loop {
-                    if let Some(Event::Lost { reason, .. }) = events.next().await {
-                        return reason;
-                    }
-                }
-            })
-            .await
-            .expect("the frozen server was never found");
-            let found = at.elapsed();
+            let (at_elapsed, reason) = time_to_loss(&mut events, || server.freeze()).await;
+            let found = at_elapsed;
             assert!(matches!(reason, Loss::ProbeTimedOut), "{reason:?}");
             if let Some(pending) = pending {
                 let failed = tokio::time::timeout(Duration::from_secs(5), pending)

@@ -12,13 +12,12 @@ use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use redial::driver::{ClientService, Event, Loss};
+use redial::driver::{ClientService, Loss};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, RedisResult};
 
 use crate::support::redis::{RedisServer, PASSWORD};
-use crate::support::{one_at_a_time, run};
+use crate::support::{one_at_a_time, run, time_to_loss};
 
 /// The application's connection, and the probe's.
 #[derive(Clone)]
@@ -127,21 +126,8 @@ fn a_frozen_server_is_found_idle_and_with_a_blocking_command_waiting() {
             let with_request = round % 2 == 1;
             let pending = with_request.then(|| tokio::spawn(blpop(conn.main.clone(), 0)));
             tokio::time::sleep(Duration::from_millis(50)).await; // BLPOP is in
-            while let Ok(Some(_)) =
-                tokio::time::timeout(Duration::from_millis(1), events.next()).await
-            {}
-            server.freeze();
-            let at = Instant::now();
-            let reason = tokio::time::timeout(Duration::from_secs(10), async {
-                loop {
-                    if let Some(Event::Lost { reason, .. }) = events.next().await {
-                        return reason;
-                    }
-                }
-            })
-            .await
-            .expect("the frozen server was never found");
-            let found = at.elapsed();
+            let (at_elapsed, reason) = time_to_loss(&mut events, || server.freeze()).await;
+            let found = at_elapsed;
             assert!(matches!(reason, Loss::ProbeTimedOut), "{reason:?}");
             if let Some(pending) = pending {
                 let failed = tokio::time::timeout(Duration::from_secs(5), pending)

@@ -8,13 +8,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use redial::driver::{ClientService, Event, Loss, Messages};
+use redial::driver::{ClientService, Loss, Messages};
 use tokio::net::TcpListener;
 
-use crate::support::one_at_a_time;
+use crate::support::{one_at_a_time, time_to_loss};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 type Ws = Messages<Message, Message, WsError>;
@@ -154,24 +154,12 @@ fn a_frozen_websocket_server_is_found() {
                 // Nothing but the probe's pings for a while before the freeze.
                 tokio::time::sleep(interval * 3).await;
             }
-            while let Ok(Some(_)) =
-                tokio::time::timeout(Duration::from_millis(1), events.next()).await
-            {}
-            frozen.store(true, Ordering::Relaxed);
-            let at = Instant::now();
-            let reason = tokio::time::timeout(Duration::from_secs(10), async {
-                loop {
-                    if let Some(Event::Lost { reason, .. }) = events.next().await {
-                        return reason;
-                    }
-                }
-            })
-            .await
-            .expect("the frozen server was never found");
+            let (at_elapsed, reason) =
+                time_to_loss(&mut events, || frozen.store(true, Ordering::Relaxed)).await;
             if quiet {
-                after_quiet.push(at.elapsed());
+                after_quiet.push(at_elapsed);
             } else {
-                after_echo.push(at.elapsed());
+                after_echo.push(at_elapsed);
             }
             assert!(matches!(reason, Loss::ProbeTimedOut), "{reason:?}");
         }

@@ -10,15 +10,14 @@ use std::net::SocketAddr;
 use std::sync::{LazyLock, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use redial::driver::{ClientService, Error, Event, Loss};
+use redial::driver::{ClientService, Error, Loss};
 use redial::policy::Backoff;
 use redial::{Failure, Jitter, State};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, RedisResult};
 
 use crate::support::redis::{RedisServer, PASSWORD};
-use crate::support::{one_at_a_time, run};
+use crate::support::{one_at_a_time, run, time_to_loss};
 
 type Redis = ClientService<MultiplexedConnection, RedisError>;
 
@@ -105,21 +104,8 @@ fn a_frozen_server_is_found_by_the_probe_within_interval_plus_timeout() {
                 .await
                 .expect("connected again")
                 .expect("a command succeeds");
-            while let Ok(Some(_)) =
-                tokio::time::timeout(Duration::from_millis(1), events.next()).await
-            {} // drain what came before
-            server.freeze();
-            let frozen = Instant::now();
-            let reason = tokio::time::timeout(Duration::from_secs(10), async {
-                loop {
-                    if let Some(Event::Lost { reason, .. }) = events.next().await {
-                        return reason;
-                    }
-                }
-            })
-            .await
-            .expect("the frozen server was never found");
-            found.push(frozen.elapsed());
+            let (frozen_elapsed, reason) = time_to_loss(&mut events, || server.freeze()).await;
+            found.push(frozen_elapsed);
             assert!(matches!(reason, Loss::ProbeTimedOut), "{reason:?}");
             // The server comes back: resumed half of the time, restarted the other half.
             let returned = Instant::now();

@@ -267,6 +267,30 @@ pub fn median_and_max(
     (median, max)
 }
 
+/// Drains what `events` already holds, then freezes the server (`freeze`), and
+/// returns how long the service took to tell a loss, with its reason. Panics if
+/// none comes within 10 s ("the frozen server was never found").
+pub async fn time_to_loss<E>(
+    events: &mut redial::driver::Events<E>,
+    freeze: impl FnOnce(),
+) -> (std::time::Duration, redial::driver::Loss) {
+    use futures_util::StreamExt;
+    use std::time::{Duration, Instant};
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(1), events.next()).await {}
+    freeze();
+    let at = Instant::now();
+    let reason = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(redial::driver::Event::Lost { reason, .. }) = events.next().await {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("the frozen server was never found");
+    (at.elapsed(), reason)
+}
+
 /// Runs a test body on its own multi-threaded Tokio runtime (2 workers), gone when
 /// this returns (so that file descriptors can be counted around it).
 pub fn run<F: std::future::Future<Output = ()>>(body: F) {
