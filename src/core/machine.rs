@@ -2122,7 +2122,7 @@ mod storage {
         let (waiter, _) = m.when_connected(None);
         m.shrink_to_fit();
         assert!(m.lists.is_some(), "a waiter is pending");
-        m.cancel_waiter(waiter).unwrap();
+        let _ = m.cancel_waiter(waiter).unwrap();
         assert!(m.lists.is_some(), "kept once allocated");
         m.shrink_to_fit();
         assert!(m.lists.is_none());
