@@ -67,6 +67,11 @@ const EVENTS_CAPACITY: usize = 64;
 /// [`Builder::reset_backoff_after`] says otherwise; see there for why.
 pub const DEFAULT_RESET_BACKOFF_AFTER: Duration = Duration::from_secs(5);
 
+/// The machine's options of a service built with the defaults, shared by all of them.
+static DEFAULT_OPTIONS: crate::machine::Extra = crate::machine::Extra::new(
+    Config::new().with_reset_backoff_after(Some(DEFAULT_RESET_BACKOFF_AFTER)),
+);
+
 impl<R, H, E> fmt::Debug for Builder<R, H, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
@@ -374,7 +379,13 @@ where
             }
             None => (policy, self.connect),
         };
-        let machine = Machine::with_config(policy, self.config)?;
+        // The default options are one block for every service (nothing allocated
+        // for them per service); other options are the machine's own.
+        let machine = if self.config == DEFAULT_OPTIONS.config {
+            Machine::with_shared_options(policy, &DEFAULT_OPTIONS)?
+        } else {
+            Machine::with_config(policy, self.config)?
+        };
         let sleep = sleep_fn(self.runtime.clone());
         let shared = Arc::new(Shared::new(self.name, self.events_capacity, sleep));
         let task = Task::new(
@@ -534,7 +545,7 @@ where
             probe: None,
             fatal_if: None,
             policy: None,
-            config: Config::new().with_reset_backoff_after(Some(DEFAULT_RESET_BACKOFF_AFTER)),
+            config: DEFAULT_OPTIONS.config,
             name: None,
             events_capacity: EVENTS_CAPACITY,
             budget: None,
