@@ -537,7 +537,12 @@ where
                 let attempt = connector(context);
                 Box::pin(async move {
                     let (handle, driver) = attempt.await?.into_parts();
-                    let driver: BoxFuture<Loss> = Box::pin(async move { driver.await.into_loss() });
+                    // Mapped by a function, not wrapped in an `async` block: the
+                    // block kept is the driver future's size.
+                    let driver: BoxFuture<Loss> = Box::pin(futures_util::FutureExt::map(
+                        driver,
+                        DriverOutput::into_loss,
+                    ));
                     Ok((handle, driver))
                 })
             }),
