@@ -906,12 +906,12 @@ impl<H, E> ClientService<H, E> {
 
     /// The failure of the last failed attempt, if any attempt has failed.
     pub fn last_failure(&self) -> Option<Arc<Failure<E>>> {
-        self.shared.lock().last_failure.clone()
+        self.shared.lock().last_failure().cloned()
     }
 
     /// Why the last established connection was lost, if one was.
     pub fn last_loss(&self) -> Option<Loss> {
-        self.shared.lock().last_loss.clone()
+        self.shared.lock().last_loss().cloned()
     }
 
     /// Watches state changes.
@@ -920,6 +920,7 @@ impl<H, E> ClientService<H, E> {
         let (state, ended) = (mailbox.status.state, mailbox.ended.is_some());
         let watch = Arc::clone(
             mailbox
+                .later()
                 .watch
                 .get_or_insert_with(|| Arc::new(Watch::new(state, ended))),
         );
@@ -1065,7 +1066,7 @@ impl<H, E> WhenConnected<H, E> {
         let last = {
             let mailbox = self.shared.lock();
             if mailbox.status.consecutive_failures > 0 {
-                mailbox.last_failure.clone()
+                mailbox.last_failure().cloned()
             } else {
                 None
             }

@@ -892,7 +892,7 @@ where
                 return;
             }
             mailbox.status = status;
-            mailbox.watch.clone()
+            mailbox.watch().cloned()
         };
         if let Some(watch) = watch {
             watch.publish(status.state, false);
@@ -984,13 +984,13 @@ impl<R: Runtime, H, E> Task<R, H, E> {
         let replaced = match &event {
             Event::AttemptFailed { failure, .. } => {
                 let mut mailbox = self.shared.lock();
-                let old = mailbox.last_failure.replace(Arc::clone(failure));
+                let old = mailbox.later().last_failure.replace(Arc::clone(failure));
                 drop(mailbox);
                 (old, None)
             }
             Event::Lost { reason, .. } => {
                 let mut mailbox = self.shared.lock();
-                let old = mailbox.last_loss.replace(reason.clone());
+                let old = mailbox.later().last_loss.replace(reason.clone());
                 drop(mailbox);
                 (None, old)
             }
@@ -1025,7 +1025,7 @@ impl<R: Runtime, H, E> Task<R, H, E> {
             mailbox.status.state = State::Stopped;
             mailbox.status.pending_waiters = 0;
             mailbox.status.connection = None;
-            (mailbox.commands.take().1, mailbox.watch.clone())
+            (mailbox.commands.take().1, mailbox.watch().cloned())
         };
         contain_drop(self.attempt.take());
         contain_drop(self.conn.take());
