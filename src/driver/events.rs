@@ -21,6 +21,7 @@ use core::fmt;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use core::time::Duration;
+use std::boxed::Box;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -428,8 +429,9 @@ impl<E> Publisher<E> {
 /// through the broadcast [`Publisher`] only, and nothing more is kept for later
 /// subscribers.
 pub(crate) struct EventSink<E> {
-    /// Made by the first subscription.
-    publisher: OnceLock<Publisher<E>>,
+    /// Made by the first subscription (out of line: a service never subscribed to
+    /// keeps only a null pointer for it).
+    publisher: OnceLock<Box<Publisher<E>>>,
     /// The events before the first subscription. Also taken by a publish that
     /// finds no publisher, so that the first subscriber's backlog and the live
     /// events after it cannot be reordered.
@@ -636,7 +638,7 @@ impl<E> EventSink<E> {
             publisher.close();
         }
         // The publisher is set only here, under the lock.
-        let _ = self.publisher.set(publisher);
+        let _ = self.publisher.set(Box::new(publisher));
         drop(early);
         contain_drop(dropped);
         drop(backlog); // empty: frees the ring
