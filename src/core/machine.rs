@@ -2026,7 +2026,11 @@ impl<E, P: RetryPolicy> Machine<E, P> {
 
     #[inline(always)]
     fn rarer(&self) -> Option<&Rarer> {
-        self.extra.as_ref()?.get().rarer.as_deref()
+        // A shared block has none (it is never written).
+        match &self.extra {
+            Some(Options::Own(extra)) => extra.rarer.as_deref(),
+            Some(Options::Shared(_)) | None => None,
+        }
     }
 
     fn rarer_mut(&mut self) -> &mut Rarer {
