@@ -731,6 +731,7 @@ fn describe(input: &Input<io::Error>) -> String {
         | Input::PrepareSucceeded { attempt }
         | Input::ProbeSucceeded { attempt }
         | Input::ProbeFailed { attempt }
+        | Input::ConnectionActive { attempt }
         | Input::ConnectionClosed { attempt } => format!("{kind} {attempt}"),
         Input::ConnectionFailed { attempt, error }
         | Input::PrepareFailed { attempt, error }

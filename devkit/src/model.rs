@@ -77,6 +77,8 @@ pub enum Meaning {
     ProbeOk,
     /// A probe of the current, established connection failed: it is dead.
     ProbeDead,
+    /// The current, established connection received something.
+    Active,
     /// The current connection passed its prepare step.
     Prepared,
     /// The prepare step rejected the current connection (D2: close it).
@@ -107,7 +109,7 @@ const ESTABLISHED: Meaning = Reject(Rejection::AlreadyConnected);
 /// and Attempting / Preparing / Connected, or it is Cancelled / Closing / Old.
 /// (An Unknown id is always rejected.)
 #[rustfmt::skip]
-const REPORTS: [(&str, [Meaning; 6]); 10] = [
+const REPORTS: [(&str, [Meaning; 6]); 11] = [
     //                      Attempting      Preparing           Connected          Cancelled  Closing  Old
     ("connection_made",     [Made,          ALREADY_MADE,       ALREADY_MADE,      Orphan,    Stale,   Orphan]),
     ("connection_failed",   [ConnectFailed, ALREADY_CONNECTED,  ALREADY_CONNECTED, Gone,      Stale,   Stale]),
@@ -117,9 +119,12 @@ const REPORTS: [(&str, [Meaning; 6]); 10] = [
     ("connection_closed", [NOT_MADE,      LostWhilePreparing, Lost,              Stale,     Gone,    Stale]),
     ("panicked",            [PanickedAttempting, PanickedPreparing, ESTABLISHED,   Gone,      Stale,   Stale]),
     ("attempt_failed_fatally",      [FatalConnect,  FatalPrepare,       ALREADY_CONNECTED, Gone,      Stale,   Stale]),
-    // Connected: only while a probe is outstanding, else NotProbing (see `handle`).
+    // Connected: NotProbing without probes; between probes a success is stale and
+    // a failure is still dead (see `handle`).
     ("probe_succeeded",     [NOT_PROBING,   NOT_PROBING,        ProbeOk,           Stale,     Stale,   Stale]),
     ("probe_failed",        [NOT_PROBING,   NOT_PROBING,        ProbeDead,         Stale,     Stale,   Stale]),
+    // Being prepared: its prepare step answers for it, activity is stale.
+    ("connection_active",   [NOT_MADE,      Stale,              Active,            Stale,     Stale,   Stale]),
 ];
 
 fn column(relation: Relation) -> usize {
@@ -190,6 +195,9 @@ pub struct Model {
     pub fatal_in_a_row: u32,
     /// A probe was asked of the connection and is not answered yet.
     pub probing: bool,
+    /// With probes and none outstanding: the connection received something
+    /// since the probe interval was armed (it re-arms instead of probing).
+    pub active: bool,
     /// Probe intervals completed since the connection was made.
     pub intervals_done: u32,
     /// The connection has stayed up long enough (with probes: counted in
@@ -240,6 +248,7 @@ impl Model {
             consecutive_failures: 0,
             fatal_in_a_row: 0,
             probing: false,
+            active: false,
             intervals_done: 0,
             healthy: false,
             stopped_by_give_up: None,
@@ -326,6 +335,7 @@ impl Model {
                     }
                     Input::ProbeSucceeded { attempt } => (8, attempt, Detail::None),
                     Input::ProbeFailed { attempt } => (9, attempt, Detail::None),
+                    Input::ConnectionActive { attempt } => (10, attempt, Detail::None),
                     _ => unreachable!(),
                 };
                 debug_assert_eq!(REPORTS[row].0, input.kind().name());
@@ -335,9 +345,12 @@ impl Model {
                 }
                 match REPORTS[row].1[column(relation)] {
                     Reject(reason) => return Prediction::Rejected(reason(*attempt)),
-                    ProbeOk | ProbeDead if !self.probing => {
+                    ProbeOk | ProbeDead if self.config.probe.is_none() => {
                         return Prediction::Rejected(Rejection::NotProbing(*attempt))
                     }
+                    // Between probes (traffic answered the last one): a probe's
+                    // success is stale, its failure still kills the connection.
+                    ProbeOk if !self.probing => return stale(),
                     Stale => return stale(),
                     meaning => Event::Report(meaning, attempt.raw(), detail),
                 }
@@ -620,12 +633,28 @@ impl Model {
                         self.consecutive_failures = 0;
                     }
                 }
+                if core::mem::take(&mut self.active) {
+                    // Something was received during the interval: no probe.
+                    self.schedule(TimerKind::ProbeInterval, probe.interval, out);
+                    return;
+                }
                 let (a, _) = self.current.expect("Connected has a connection");
                 out.push(Action::Probe {
                     attempt: AttemptId::from_raw(a),
                 });
                 self.probing = true;
                 self.schedule(TimerKind::ProbeTimeout, probe.timeout, out);
+            }
+            // Anything received answers an outstanding probe; otherwise, with
+            // probes, it is noted for the interval.
+            (Connected, Event::Report(Active, _, _)) if self.probing => {
+                let probe = self.config.probe.expect("probes only with probes");
+                self.cancel_timer(out); // the probe timeout
+                self.probing = false;
+                self.schedule(TimerKind::ProbeInterval, probe.interval, out);
+            }
+            (Connected, Event::Report(Active, _, _)) => {
+                self.active = self.config.probe.is_some();
             }
             (Connected, Event::Report(ProbeOk, _, _)) => {
                 let probe = self.config.probe.expect("probes only with probes");
@@ -634,7 +663,7 @@ impl Model {
                 self.schedule(TimerKind::ProbeInterval, probe.interval, out);
             }
             (Connected, Event::Report(ProbeDead, a, _)) => {
-                self.cancel_timer(out); // the probe timeout
+                self.cancel_timer(out); // the probe timeout, or the interval
                 self.connection_dead(a, LossKind::ProbeFailed, out);
             }
             (Connected, Event::Timer(TimerKind::ProbeTimeout)) => {
@@ -689,6 +718,7 @@ impl Model {
         self.fatal_in_a_row = 0;
         self.probing = false;
         self.intervals_done = 0;
+        self.active = false;
         self.healthy = self.config.reset_backoff_after.is_none();
         if self.healthy {
             self.consecutive_failures = 0;

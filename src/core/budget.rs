@@ -318,7 +318,9 @@ impl Schedule {
     }
 
     /// Takes back a kept slot (one not yet passed); `false` if there is none at
-    /// `slot` (it has passed, or was never granted).
+    /// `slot` (it has passed, or was never granted). Only the driver's
+    /// reservations give slots back.
+    #[cfg_attr(not(feature = "driver"), allow(dead_code))]
     fn release(&mut self, slot: u64, interval: u64) -> bool {
         let at = self.slots.partition_point(|&p| p < slot);
         if self.slots.get(at) != Some(&slot) {

@@ -62,9 +62,11 @@ pub enum Rejection {
     /// `connect_cancelled` for the current attempt, which the machine never asked to cancel.
     #[error("{0} was never asked to be cancelled")]
     NotCancelled(AttemptId),
-    /// `probe_succeeded` / `probe_failed` for the current attempt or connection,
-    /// for which no probe is outstanding (none was asked, or its answer or timeout
-    /// came already, or it is not established).
+    /// `probe_succeeded` / `probe_failed` for the current attempt, not yet
+    /// established, or for the connection of a machine without probes
+    /// ([`Config::probe`](crate::Config::probe) not set). (With probes, between two
+    /// probes, a success is stale news and a failure a loss: traffic may have
+    /// answered a probe before its own answer came.)
     #[error("{0} has no probe outstanding")]
     NotProbing(AttemptId),
 }

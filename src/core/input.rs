@@ -113,6 +113,15 @@ pub enum Input<E> {
         /// The connection (named by its attempt).
         attempt: AttemptId,
     },
+    /// The established connection received something (a byte, a message) since
+    /// this was last reported: it is alive and not idle. With probes, the armed
+    /// interval re-arms instead of probing, and an outstanding probe is answered;
+    /// without, nothing. See
+    /// [`Machine::connection_active`](crate::Machine::connection_active).
+    ConnectionActive {
+        /// The connection (named by its attempt).
+        attempt: AttemptId,
+    },
     /// The connection is closed: lost, or closed because the machine asked (`Disconnect`).
     ConnectionClosed {
         /// The connection (named by its attempt).
@@ -143,6 +152,7 @@ impl<E> Input<E> {
             Input::Panicked { .. } => InputKind::Panicked,
             Input::ProbeSucceeded { .. } => InputKind::ProbeSucceeded,
             Input::ProbeFailed { .. } => InputKind::ProbeFailed,
+            Input::ConnectionActive { .. } => InputKind::ConnectionActive,
             Input::ConnectionClosed { .. } => InputKind::ConnectionClosed,
             Input::TimerFired { .. } => InputKind::TimerFired,
         }
@@ -181,6 +191,8 @@ pub enum InputKind {
     ProbeSucceeded,
     /// [`Input::ProbeFailed`].
     ProbeFailed,
+    /// [`Input::ConnectionActive`].
+    ConnectionActive,
     /// [`Input::ConnectionClosed`].
     ConnectionClosed,
     /// [`Input::TimerFired`].
@@ -205,6 +217,7 @@ impl InputKind {
             InputKind::Panicked => "panicked",
             InputKind::ProbeSucceeded => "probe_succeeded",
             InputKind::ProbeFailed => "probe_failed",
+            InputKind::ConnectionActive => "connection_active",
             InputKind::ConnectionClosed => "connection_closed",
             InputKind::TimerFired => "timer_fired",
         }

@@ -91,6 +91,10 @@ pub struct Config {
 /// closed (`Disconnect`) and counted as lost, and the machine retries or gives up
 /// as for any loss.
 ///
+/// Anything the connection receives is liveness too
+/// ([`Machine::connection_active`]): an interval in which it received something
+/// re-arms instead of probing, and it answers an outstanding probe.
+///
 /// With [`Config::reset_backoff_after`] = `d` as well, no healthy timer is armed:
 /// the connection becomes healthy (the failure count is reset to 0, and its loss is
 /// no longer a flap) when the probe interval fires for the `k`-th time since it
@@ -354,6 +358,10 @@ enum Health {
 enum Probe {
     /// The interval timer is armed: a probe is due when it fires.
     Idle(TimerId),
+    /// The interval timer is armed, and the connection received something since
+    /// it was ([`Machine::connection_active`]): when it fires, the next interval is
+    /// armed instead of a probe.
+    Active(TimerId),
     /// A probe is outstanding: its timeout is armed.
     Outstanding(TimerId),
 }
@@ -397,6 +405,8 @@ enum Event<E> {
     ProbeFailed,
     /// The outstanding probe's timeout fired: the connection is dead.
     ProbeTimedOut,
+    /// The current, established connection received something.
+    Active,
     /// The retry timer fired.
     RetryDue,
     /// Something the machine was waiting to see gone (a cancelled attempt, a
@@ -600,6 +610,7 @@ enum StoredHealth {
 enum StoredProbe {
     Off,
     Idle,
+    Active,
     Outstanding,
 }
 
@@ -960,6 +971,43 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         self.report(Input::ProbeFailed { attempt })
     }
 
+    /// The established connection received something (a byte, a message) since
+    /// the driver last said so: it is alive, and not idle. With [`Config::probe`],
+    /// the probe interval that is armed re-arms when it fires instead of asking
+    /// for a probe (so a probe runs only after an interval with nothing received),
+    /// and an outstanding probe is answered as by
+    /// [`probe_succeeded`](Machine::probe_succeeded). Without probes it changes
+    /// nothing. Never an error for the current connection; stale for one being
+    /// prepared, closing or old; bad input for an attempt not yet made
+    /// ([`Rejection::NotMade`]).
+    ///
+    /// A driver may report it whenever it sees inbound traffic, or, cheaper, only
+    /// just before it feeds a probe timer that fired (if the connection received
+    /// something since it last reported).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use redial::{Action, Backoff, Config, Machine, ProbeConfig, TimerKind};
+    ///
+    /// let probe = ProbeConfig::new(Duration::from_secs(10), Duration::from_secs(2));
+    /// let config = Config::new().with_probe(Some(probe));
+    /// let mut m: Machine<&str> = Machine::with_config(Backoff::twisted(1), config).unwrap();
+    /// let _ = m.start();
+    /// let attempt = m.current_attempt().unwrap();
+    /// m.connection_made(attempt).unwrap();
+    /// let (interval, _) = m.armed_timer().unwrap();
+    /// // Something arrived during the interval: no probe when it fires.
+    /// assert!(m.connection_active(attempt).unwrap().is_empty());
+    /// let actions = m.timer_fired(interval).unwrap();
+    /// assert!(matches!(
+    ///     actions[..],
+    ///     [Action::ScheduleTimer { kind: TimerKind::ProbeInterval, .. }]
+    /// ));
+    /// ```
+    pub fn connection_active(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
+        self.report(Input::ConnectionActive { attempt })
+    }
+
     /// The connection is closed (lost, or closed because the machine asked).
     pub fn connection_closed(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
         self.report(Input::ConnectionClosed { attempt })
@@ -1086,7 +1134,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             }
             Stored::Waiting => TimerKind::Retry,
             Stored::Connected { health, probe } => match (probe, health) {
-                (StoredProbe::Idle, _) => TimerKind::ProbeInterval,
+                (StoredProbe::Idle | StoredProbe::Active, _) => TimerKind::ProbeInterval,
                 (StoredProbe::Outstanding, _) => TimerKind::ProbeTimeout,
                 (StoredProbe::Off, StoredHealth::AtTimer) => TimerKind::Healthy,
                 (StoredProbe::Off, StoredHealth::Healthy | StoredHealth::AfterIntervals) => {
@@ -1249,19 +1297,39 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 Whose::Cancelled => Event::Gone(attempt),
                 Whose::Closing | Whose::Old => Event::Stale,
             },
+            // Between probes (anything received answered the last one before it
+            // did), a probe's success is news to no one; its failure still means
+            // the connection is dead.
             Input::ProbeSucceeded { attempt } => match self.whose(attempt)? {
-                Whose::Connected { probing: true } => Event::ProbeSucceeded,
-                Whose::Attempting | Whose::Preparing | Whose::Connected { probing: false } => {
-                    return Err(Rejection::NotProbing(attempt))
-                }
+                Whose::Connected {
+                    probe: ProbePhase::Outstanding,
+                } => Event::ProbeSucceeded,
+                Whose::Connected {
+                    probe: ProbePhase::Between,
+                } => Event::Stale,
+                Whose::Attempting
+                | Whose::Preparing
+                | Whose::Connected {
+                    probe: ProbePhase::Off,
+                } => return Err(Rejection::NotProbing(attempt)),
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::ProbeFailed { attempt } => match self.whose(attempt)? {
-                Whose::Connected { probing: true } => Event::ProbeFailed,
-                Whose::Attempting | Whose::Preparing | Whose::Connected { probing: false } => {
-                    return Err(Rejection::NotProbing(attempt))
-                }
+                Whose::Connected {
+                    probe: ProbePhase::Outstanding | ProbePhase::Between,
+                } => Event::ProbeFailed,
+                Whose::Attempting
+                | Whose::Preparing
+                | Whose::Connected {
+                    probe: ProbePhase::Off,
+                } => return Err(Rejection::NotProbing(attempt)),
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
+            },
+            Input::ConnectionActive { attempt } => match self.whose(attempt)? {
+                Whose::Connected { .. } => Event::Active,
+                Whose::Attempting => return Err(Rejection::NotMade(attempt)),
+                // Being prepared: its prepare step is what answers for it.
+                Whose::Preparing | Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
             Input::ConnectionClosed { attempt } => match self.whose(attempt)? {
                 Whose::Attempting => return Err(Rejection::NotMade(attempt)),
@@ -1290,7 +1358,11 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             } if current => Whose::Preparing,
             Stored::Connecting { .. } if current => Whose::Attempting,
             Stored::Connected { probe, .. } if current => Whose::Connected {
-                probing: probe == StoredProbe::Outstanding,
+                probe: match probe {
+                    StoredProbe::Off => ProbePhase::Off,
+                    StoredProbe::Idle | StoredProbe::Active => ProbePhase::Between,
+                    StoredProbe::Outstanding => ProbePhase::Outstanding,
+                },
             },
             _ if self
                 .lists
@@ -1502,6 +1574,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             // Connected, probing: the one timer is the interval, then the probe timeout.
             (Connected(connection), Event::ProbeDue) => {
                 let probe = self.probe_config();
+                let active = matches!(connection.probe, Some(Probe::Active(_)));
                 // One more interval completed: healthy once they add up to the
                 // healthy delay.
                 let health = match connection.health {
@@ -1514,6 +1587,17 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     },
                     health @ (Health::Healthy | Health::AtTimer(_)) => health,
                 };
+                if active {
+                    // Not idle: it received something during the interval, which
+                    // answers for it. The next interval, no probe.
+                    let idle = self.arm(TimerKind::ProbeInterval, probe.interval, out);
+                    self.set_now(Connected(Connection {
+                        health,
+                        probe: Some(Probe::Idle(idle)),
+                        ..connection
+                    }));
+                    return;
+                }
                 out.push(Action::Probe {
                     attempt: connection.attempt,
                 });
@@ -1524,14 +1608,20 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     ..connection
                 }));
             }
+            // Something received: liveness. While idle it is noted (the interval
+            // then re-arms instead of probing); an outstanding probe is answered.
+            (Connected(connection), Event::Active) => match connection.probe {
+                Some(Probe::Idle(timer)) => {
+                    self.set_now(Connected(Connection {
+                        probe: Some(Probe::Active(timer)),
+                        ..connection
+                    }));
+                }
+                Some(Probe::Outstanding(_)) => self.probe_answered(connection, out),
+                Some(Probe::Active(_)) | None => {}
+            },
             (Connected(connection), Event::ProbeSucceeded) => {
-                self.disarm_connection(connection, out);
-                let interval = self.probe_config().interval;
-                let idle = self.arm(TimerKind::ProbeInterval, interval, out);
-                self.set_now(Connected(Connection {
-                    probe: Some(Probe::Idle(idle)),
-                    ..connection
-                }));
+                self.probe_answered(connection, out);
             }
             // The connection is dead: ask the policy first, then close it.
             (Connected(connection), Event::ProbeFailed) => {
@@ -1586,6 +1676,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             | (
                 Init | Connecting(_) | Waiting { .. } | Disconnecting | Restarting | Stopped,
                 Event::Lost
+                | Event::Active
                 | Event::HealthyDue
                 | Event::ProbeDue
                 | Event::ProbeSucceeded
@@ -1813,6 +1904,18 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         }
     }
 
+    /// The outstanding probe of `connection` was answered: disarm its timeout and
+    /// arm the next interval.
+    fn probe_answered(&mut self, connection: Connection, out: &mut Actions<E>) {
+        self.disarm_connection(connection, out);
+        let interval = self.probe_config().interval;
+        let idle = self.arm(TimerKind::ProbeInterval, interval, out);
+        self.set_now(Now::Connected(Connection {
+            probe: Some(Probe::Idle(idle)),
+            ..connection
+        }));
+    }
+
     /// The probe configuration; only called while probing, which needs one.
     fn probe_config(&self) -> ProbeConfig {
         // A connection has a probe cycle only with `Config::probe` set, so this
@@ -1839,7 +1942,9 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// if armed.
     fn disarm_connection(&mut self, connection: Connection, out: &mut Actions<E>) {
         let timer = match (connection.probe, connection.health) {
-            (Some(Probe::Idle(timer) | Probe::Outstanding(timer)), _) => Some(timer),
+            (Some(Probe::Idle(timer) | Probe::Active(timer) | Probe::Outstanding(timer)), _) => {
+                Some(timer)
+            }
             (None, Health::AtTimer(timer)) => Some(timer),
             (None, Health::Healthy | Health::AfterIntervals(_)) => None,
         };
@@ -1929,6 +2034,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             probe: match probe {
                 StoredProbe::Off => None,
                 StoredProbe::Idle => Some(Probe::Idle(timer)),
+                StoredProbe::Active => Some(Probe::Active(timer)),
                 StoredProbe::Outstanding => Some(Probe::Outstanding(timer)),
             },
         })
@@ -1973,6 +2079,10 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     Some(Probe::Idle(timer)) => {
                         debug_assert_eq!(timer, latest_timer);
                         StoredProbe::Idle
+                    }
+                    Some(Probe::Active(timer)) => {
+                        debug_assert_eq!(timer, latest_timer);
+                        StoredProbe::Active
                     }
                     Some(Probe::Outstanding(timer)) => {
                         debug_assert_eq!(timer, latest_timer);
@@ -2048,15 +2158,26 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 }
 
+/// Where the established connection's probes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbePhase {
+    /// No probes (`Config::probe` is not set).
+    Off,
+    /// Between two probes: the interval is armed.
+    Between,
+    /// A probe is outstanding: its timeout is armed.
+    Outstanding,
+}
+
 /// Who an attempt id names, as seen by the machine now.
 enum Whose {
     /// The attempt in flight.
     Attempting,
     /// The connection being prepared.
     Preparing,
-    /// The established connection; `probing`: a probe of it is outstanding.
+    /// The established connection, and where its probes are.
     Connected {
-        probing: bool,
+        probe: ProbePhase,
     },
     Cancelled,
     Closing,
@@ -2067,6 +2188,21 @@ enum Whose {
 #[cfg(test)]
 mod storage {
     use super::*;
+
+    /// The lists are kept once allocated (a steady cycle allocates nothing), and
+    /// `shrink_to_fit` frees them only when they are all empty.
+    #[test]
+    fn shrink_to_fit_frees_the_lists_only_once_they_are_empty() {
+        let mut m: Machine<&str> = Machine::new(Backoff::twisted(1));
+        assert!(m.lists.is_none());
+        let (waiter, _) = m.when_connected(None);
+        m.shrink_to_fit();
+        assert!(m.lists.is_some(), "a waiter is pending");
+        let _ = m.cancel_waiter(waiter).unwrap();
+        assert!(m.lists.is_some(), "kept once allocated");
+        m.shrink_to_fit();
+        assert!(m.lists.is_none());
+    }
 
     /// Totals and ids are kept as 32-bit low words with the high words out of
     /// line: they carry past 2³² (reached here by starting the low words there).

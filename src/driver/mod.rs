@@ -250,6 +250,7 @@ mod connection;
 mod endpoints;
 mod error;
 mod events;
+mod liveness;
 mod log;
 #[path = "shapes/messages.rs"]
 mod messages;

@@ -251,6 +251,105 @@ where
     /// gives up on it, often many minutes later. A connection is declared dead at
     /// most `interval + timeout` after it stopped answering.
     ///
+    /// # The first check
+    ///
+    /// Without a [`prepare`](Builder::prepare) step, the probe is also each new
+    /// connection's first check: it runs once before anyone is told the connection
+    /// exists, and a waiter gets the connection only once it answered. A connection
+    /// the kernel completed while nobody serves it (a frozen server, a full accept
+    /// queue) is never handed out: its first check times out, which is a failed
+    /// attempt ([`Failure::PrepareTimeout`](crate::Failure::PrepareTimeout), or
+    /// [`Failure::Prepare`](crate::Failure::Prepare) with the probe's error), and
+    /// the service retries. The first check has the probe's `timeout` (unless
+    /// [`prepare_timeout`](Builder::prepare_timeout) says otherwise). With a
+    /// prepare step, the prepare step is the first check: make it one request
+    /// that the peer answers only if it serves (it need not repeat the probe).
+    ///
+    /// # Inbound activity is liveness
+    ///
+    /// With [`stream`](super::stream) and [`messages`](super::messages) (and the
+    /// runtimes' `stream`), anything received counts as an answer: a probe runs
+    /// only after an `interval` in which the connection received nothing, and
+    /// anything received while a probe is out answers it. So a busy connection is
+    /// not probed at all, and a slow answer to your own request keeps it alive. (The
+    /// service looks at the counts only when a probe timer fires: a connection
+    /// that stopped receiving is probed between `interval` and `2 × interval` after
+    /// the last thing it received, and found dead `timeout` later.)
+    ///
+    /// With `stream`, the probe needs the stream: while your guard holds it, the
+    /// probe waits, and **that wait does not count against its timeout**: a probe
+    /// that only got the stream during its timeout, or still waits behind a guard
+    /// that sent nothing unanswered (a reader waiting for the server's next push),
+    /// is given another cycle. A request of yours that waits for its answer is
+    /// what the probe would have been: when the probe has waited behind it for two
+    /// timeouts in a row with nothing received, the peer is dead (found within
+    /// `3 × interval + 2 × timeout` of the last thing received). A guard that
+    /// holds the stream idle for ever keeps a frozen peer unfound: hold it only
+    /// for an exchange, or let TCP keepalive or the protocol's own heartbeat cover
+    /// it.
+    ///
+    /// A `(handle, driver)` pair of another client (the `redis` crate's
+    /// multiplexed connection, tokio-postgres) shows the service none of its
+    /// traffic: its probe must answer on its own, within `timeout`, even while a
+    /// blocking command (`BLPOP`, a slow query) holds the connection, which a
+    /// request sent behind it cannot. See
+    /// *Probing next to blocking commands* below.
+    ///
+    /// # Probing next to blocking commands
+    ///
+    /// A command that blocks the connection (Redis `BLPOP`, a long PostgreSQL
+    /// query) holds back every request sent after it on that connection, the
+    /// probe's too: a `PING` behind a 20 s `BLPOP` answers after 20 s, and a 1 s
+    /// probe timeout would drop a healthy connection. Probe the server on a
+    /// connection of its own instead: open it in the connector with the main one,
+    /// keep it in the handle, and run both drivers as the connection's one driver
+    /// (the first to end ends both). The probe then answers within a round trip
+    /// whatever the main connection waits for, and a frozen server is still found
+    /// within `interval + timeout`, idle or with a command waiting: the loss
+    /// closes both, and the waiting command fails at once.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use redis::aio::MultiplexedConnection;
+    ///
+    /// /// The connection the application uses, and the one the probe uses.
+    /// #[derive(Clone)]
+    /// struct Redis {
+    ///     main: MultiplexedConnection,
+    ///     probe: MultiplexedConnection,
+    /// }
+    ///
+    /// async fn open(
+    /// ) -> redis::RedisResult<(MultiplexedConnection, impl std::future::Future<Output = ()>)> {
+    ///     let tcp = tokio::net::TcpStream::connect("127.0.0.1:6379").await?;
+    ///     static INFO: std::sync::LazyLock<redis::RedisConnectionInfo> =
+    ///         std::sync::LazyLock::new(Default::default);
+    ///     MultiplexedConnection::new(&INFO, tcp).await
+    /// }
+    ///
+    /// let service = redial::tokio::builder(|| async {
+    ///     let (main, main_driver) = open().await?;
+    ///     let (probe, probe_driver) = open().await?;
+    ///     // One driver for both: the first to end ends the connection.
+    ///     let driver = async move {
+    ///         futures_util::future::select(Box::pin(main_driver), Box::pin(probe_driver)).await;
+    ///     };
+    ///     Ok::<_, redis::RedisError>((Redis { main, probe }, driver))
+    /// })
+    /// .probe(Duration::from_secs(1), Duration::from_secs(1), |redis: Redis| async move {
+    ///     let mut probe = redis.probe;
+    ///     redis::cmd("PING").exec_async(&mut probe).await
+    /// })
+    /// .start()?;
+    ///
+    /// let mut main = service.when_connected().await?.main;
+    /// // Blocks this connection for up to 20 s; the probe is not held back.
+    /// let _: Option<(String, String)> =
+    ///     redis::cmd("BLPOP").arg("jobs").arg(20).query_async(&mut main).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// use std::time::Duration;
@@ -277,6 +376,69 @@ where
     {
         self.probe = Some(Box::new(move |handle| -> BoxFuture<Result<(), E>> {
             Box::pin(probe(handle))
+        }));
+        self.config.probe = Some(crate::machine::ProbeConfig::new(interval, timeout));
+        self
+    }
+
+    /// As [`probe`](Builder::probe), for a probe whose error type `PE` is not the
+    /// connector's `E` but converts into it (`PE: Into<E>`), as
+    /// [`prepare_err_into`](Builder::prepare_err_into) is for the prepare step: the
+    /// error is converted with `Into`, and a failed probe's loss
+    /// ([`Loss::ProbeFailed`]) names it.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    ///
+    /// /// What the probe reports: its own error type.
+    /// #[derive(Debug)]
+    /// enum ProbeError {
+    ///     Io(std::io::Error),
+    ///     NotPong(String),
+    /// }
+    ///
+    /// impl From<ProbeError> for std::io::Error {
+    ///     fn from(e: ProbeError) -> Self {
+    ///         match e {
+    ///             ProbeError::Io(e) => e,
+    ///             ProbeError::NotPong(line) => std::io::Error::other(format!("not a pong: {line}")),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let service = redial::tokio::builder(|| async {
+    ///     let tcp = tokio::net::TcpStream::connect("127.0.0.1:7000").await?;
+    ///     Ok::<_, std::io::Error>(redial::tokio::stream(tcp))
+    /// })
+    /// .probe_err_into(Duration::from_secs(10), Duration::from_secs(2), |conn| async move {
+    ///     let mut io = conn.lock().await.map_err(ProbeError::Io)?;
+    ///     io.write_all(b"PING\n").await.map_err(ProbeError::Io)?;
+    ///     let mut line = String::new();
+    ///     BufReader::new(&mut io).read_line(&mut line).await.map_err(ProbeError::Io)?;
+    ///     match line.trim_end() {
+    ///         "PONG" => Ok(()),
+    ///         other => Err(ProbeError::NotPong(other.to_owned())),
+    ///     }
+    /// })
+    /// .start()?;
+    /// # drop(service); Ok(()) }
+    /// ```
+    pub fn probe_err_into<P, Fut, PE>(
+        mut self,
+        interval: Duration,
+        timeout: Duration,
+        mut probe: P,
+    ) -> Self
+    where
+        P: FnMut(H) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), PE>> + Send + 'static,
+        PE: Into<E> + 'static,
+    {
+        self.probe = Some(Box::new(move |handle| -> BoxFuture<Result<(), E>> {
+            let probed = probe(handle);
+            Box::pin(async move { probed.await.map_err(Into::into) })
         }));
         self.config.probe = Some(crate::machine::ProbeConfig::new(interval, timeout));
         self
@@ -379,12 +541,19 @@ where
             }
             None => (policy, self.connect),
         };
+        // A probe and no prepare step: the probe is the new connection's first
+        // check, so that no waiter gets a connection nobody serves.
+        let mut config = self.config;
+        if let (Some(probe), None) = (config.probe, &self.prepare) {
+            config.prepare = true;
+            config.prepare_timeout.get_or_insert(probe.timeout);
+        }
         // The default options are one block for every service (nothing allocated
         // for them per service); other options are the machine's own.
-        let machine = if self.config == DEFAULT_OPTIONS.config {
+        let machine = if config == DEFAULT_OPTIONS.config {
             Machine::with_shared_options(policy, &DEFAULT_OPTIONS)?
         } else {
-            Machine::with_config(policy, self.config)?
+            Machine::with_config(policy, config)?
         };
         let sleep = sleep_fn(self.runtime.clone());
         let shared = Arc::new(Shared::new(self.name, self.events_capacity, sleep));

@@ -41,11 +41,12 @@ use super::connection::ConnectContext;
 use super::endpoints::{Rotation, SharedRotation};
 use super::error::{panic_message, Ended, Error};
 use super::events::{Event, Loss};
+use super::liveness::{self, Activity, Seen, Verdict};
 use super::log::event;
 use super::pending::Pending;
 use super::runtime::Runtime;
 use super::shared::{Answer, Command, Entry, Shared, Status, StopTx, WaiterTx};
-use crate::actions::{Action, Actions, Failure, LossKind, Panic, PanicSite};
+use crate::actions::{Action, Actions, Failure, LossKind, Panic, PanicSite, TimerKind};
 use crate::ids::{AttemptId, StopId, TimerId, WaiterId};
 use crate::input::Input;
 use crate::machine::{Issued, Machine, State};
@@ -84,6 +85,10 @@ impl<H, E> Hooks<H, E> {
     }
 }
 
+/// The armed timer: its id, its kind (a probe timer reads the connection's
+/// traffic first), and its sleep.
+type Armed<S> = (TimerId, TimerKind, Pin<Box<S>>);
+
 /// A user future, polled inside `catch_unwind`.
 type Contained<T> = CatchUnwind<AssertUnwindSafe<BoxFuture<T>>>;
 
@@ -114,6 +119,11 @@ struct Conn<H, E> {
     prepare: Option<Contained<Result<(), E>>>,
     /// While a liveness probe runs.
     probe: Option<Contained<Result<(), E>>>,
+    /// The traffic its adapter counts (`stream`, `messages`), once its driver
+    /// offered it; `None` for a connection whose traffic the service cannot see.
+    activity: Option<Arc<Activity>>,
+    /// What the probe timers last read from `activity`.
+    seen: Seen,
 }
 
 /// An outcome for the machine, with the detail only the driver knows about it.
@@ -177,7 +187,7 @@ pub(crate) struct Task<R: Runtime, H, E> {
     hooks: Option<Box<Hooks<H, E>>>,
     attempt: Option<(AttemptId, Contained<Made<H, E>>)>,
     conn: Option<Conn<H, E>>,
-    timer: Option<(TimerId, Pin<Box<R::Sleep>>)>,
+    timer: Option<Armed<R::Sleep>>,
     waiters: Pending<WaiterTx<H, E>>,
     stops: Pending<StopTx>,
     /// The failure of the last `GaveUp` fact, for the waiters that come while
@@ -368,21 +378,28 @@ where
                 }
             }
             Action::Prepare { attempt } => {
-                let (Some(conn), Some(prepare)) = (
-                    &mut self.conn,
-                    self.hooks.as_mut().and_then(|h| h.prepare.as_mut()),
-                ) else {
+                // The prepare step, or, without one, the probe as the connection's
+                // first check (the service asks for it only with one of them).
+                let Some(hooks) = self.hooks.as_deref_mut() else {
+                    return;
+                };
+                let (hook, site) = match (&mut hooks.prepare, &mut hooks.probe) {
+                    (Some(prepare), _) => (prepare, PanicSite::Prepare),
+                    (None, Some(probe)) => (probe, PanicSite::Probe),
+                    (None, None) => return,
+                };
+                let Some(conn) = &mut self.conn else {
                     return;
                 };
                 if conn.attempt != attempt {
                     return;
                 }
                 let handle = &conn.handle;
-                let started = catch_unwind(AssertUnwindSafe(|| prepare(handle.clone())));
+                let started = catch_unwind(AssertUnwindSafe(|| hook(handle.clone())));
                 match started {
                     Ok(future) => conn.prepare = Some(AssertUnwindSafe(future).catch_unwind()),
                     Err(payload) => {
-                        let panic = Panic::new(PanicSite::Prepare, panic_message(&*payload));
+                        let panic = Panic::new(site, panic_message(&*payload));
                         event!(error, attempt = %attempt, %panic, "prepare panicked");
                         self.report(Input::Panicked { attempt, panic });
                     }
@@ -398,6 +415,12 @@ where
                 let Some(conn) = self.conn.as_mut().filter(|c| c.attempt == attempt) else {
                     return; // gone already: its loss report is queued or fed
                 };
+                if conn.probe.is_some() {
+                    // The last probe still runs (it waited for the stream, and
+                    // traffic answered for it meanwhile): it answers this one too.
+                    // A new one beside it could cut into its exchange.
+                    return;
+                }
                 let Some(probe) = self.hooks.as_mut().and_then(|h| h.probe.as_mut()) else {
                     // The service sets `Config::probe` only with a probe hook.
                     self.report(Input::ProbeSucceeded { attempt });
@@ -416,23 +439,19 @@ where
                     }
                 }
             }
-            Action::ScheduleTimer {
-                timer,
-                kind: _kind,
-                delay,
-            } => {
-                event!(trace, timer = %timer, kind = ?_kind, delay = ?delay, "timer armed");
+            Action::ScheduleTimer { timer, kind, delay } => {
+                event!(trace, timer = %timer, kind = ?kind, delay = ?delay, "timer armed");
                 if delay.is_zero() {
                     // No trip through the runtime's timer (Tokio's rounds up to 1 ms):
                     // it fires once what is queued before it has been fed.
                     self.timer = None;
                     self.report(Input::TimerFired { timer });
                 } else {
-                    self.timer = Some((timer, Box::pin(self.runtime.sleep(delay))));
+                    self.timer = Some((timer, kind, Box::pin(self.runtime.sleep(delay))));
                 }
             }
             Action::CancelTimer { timer } => {
-                if self.timer.as_ref().is_some_and(|(t, _)| *t == timer) {
+                if self.timer.as_ref().is_some_and(|(t, _, _)| *t == timer) {
                     self.timer = None;
                 }
             }
@@ -635,8 +654,9 @@ where
             Command::Disconnect(attempt) => {
                 // Only the current connection; a late call about an older one does
                 // nothing, so it cannot knock out a newer connection.
-                let current = self.machine.current_attempt() == Some(attempt)
-                    && self.conn.as_ref().is_some_and(|c| c.attempt == attempt);
+                // (The connection the task holds is the machine's current one:
+                // once it ends, its loss is fed before any request is taken.)
+                let current = self.conn.as_ref().is_some_and(|c| c.attempt == attempt);
                 if !current {
                     return true;
                 }
@@ -687,6 +707,8 @@ where
                             driver: Some(AssertUnwindSafe(driver).catch_unwind()),
                             prepare: None,
                             probe: None,
+                            activity: None,
+                            seen: Seen::default(),
                         });
                         Input::ConnectionMade { attempt }
                     }
@@ -704,6 +726,8 @@ where
                 return true;
             }
         }
+        // Only a probing service looks at a connection's traffic.
+        let probing = self.hooks.as_ref().is_some_and(|h| h.probe.is_some());
         if let Some(conn) = &mut self.conn {
             let attempt = conn.attempt;
             if let Some(prepare) = &mut conn.prepare {
@@ -726,29 +750,48 @@ where
                 }
             }
             if let Some(probe) = &mut conn.probe {
-                if let Poll::Ready(result) = Pin::new(probe).poll(cx) {
+                let polled = liveness::as_probe(|| Pin::new(probe).poll(cx));
+                if let Poll::Ready(result) = polled {
                     conn.probe = None;
-                    let failed = Input::ProbeFailed { attempt };
-                    let report = match result {
-                        Ok(Ok(())) => Report::new(Input::ProbeSucceeded { attempt }),
+                    // Traffic may have answered for it already: the machine then
+                    // takes its success as stale news, and its failure as the
+                    // connection's death all the same.
+                    if let (Ok(Ok(())), Some(activity)) = (&result, &conn.activity) {
+                        conn.seen.answered(activity);
+                    }
+                    let loss = match result {
+                        Ok(Ok(())) => {
+                            self.report(Input::ProbeSucceeded { attempt });
+                            return true;
+                        }
                         Ok(Err(error)) => {
                             let reason: Arc<str> = std::format!("{error:#}").into();
-                            Report::lost(failed, Loss::ProbeFailed(reason))
+                            Loss::ProbeFailed(reason)
                         }
                         Err(payload) => {
                             let panic = Panic::new(PanicSite::Probe, panic_message(&*payload));
                             event!(error, attempt = %attempt, %panic, "probe panicked");
-                            Report::lost(failed, Loss::Panicked(panic))
+                            Loss::Panicked(panic)
                         }
                     };
-                    self.queues().reports.push_back(report);
+                    self.queues()
+                        .reports
+                        .push_back(Report::lost(Input::ProbeFailed { attempt }, loss));
                     return true;
                 }
             }
             let Some(driver) = &mut conn.driver else {
                 return false;
             };
-            if let Poll::Ready(result) = Pin::new(driver).poll(cx) {
+            let polled = if probing && conn.activity.is_none() {
+                // Its adapter, if it is one of ours, offers its traffic counts.
+                let (polled, offered) = liveness::listen(|| Pin::new(driver).poll(cx));
+                conn.activity = offered;
+                polled
+            } else {
+                Pin::new(driver).poll(cx)
+            };
+            if let Poll::Ready(result) = polled {
                 let report = match result {
                     Err(payload) if conn.prepare.is_some() => {
                         // Being prepared: a failed attempt that names the panic. The
@@ -773,15 +816,37 @@ where
                 return true;
             }
         }
-        if let Some((timer, sleep)) = &mut self.timer {
+        if let Some((timer, kind, sleep)) = &mut self.timer {
             if sleep.as_mut().poll(cx).is_ready() {
-                let timer = *timer;
+                let (timer, kind) = (*timer, *kind);
                 self.timer = None;
+                self.before_probe_timer(kind);
                 self.report(Input::TimerFired { timer });
                 return true;
             }
         }
         false
+    }
+
+    /// A probe timer fired: if the connection's traffic says it is active (see
+    /// [`Seen::judge`]), tell the machine first, so that the interval re-arms
+    /// instead of probing, or the outstanding probe is answered.
+    fn before_probe_timer(&mut self, kind: TimerKind) {
+        let timeout = match kind {
+            TimerKind::ProbeInterval => false,
+            TimerKind::ProbeTimeout => true,
+            _ => return,
+        };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let Some(activity) = &conn.activity else {
+            return;
+        };
+        if conn.seen.judge(activity, timeout) == Verdict::Active {
+            let attempt = conn.attempt;
+            self.report(Input::ConnectionActive { attempt });
+        }
     }
 
     /// Nothing to do until something happens: give back the queues' storage, so

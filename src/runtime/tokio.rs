@@ -101,7 +101,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StreamGuard<'_, S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_io(cx, |s, cx| s.poll_write(cx, buf))
+        self.get_mut()
+            .poll_write_with(cx, |s, cx| s.poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -184,7 +184,8 @@ impl Connections {
             | Input::TimerFired { .. }
             | Input::ReconnectNow { .. }
             | Input::ProbeSucceeded { .. }
-            | Input::ProbeFailed { .. } => return,
+            | Input::ProbeFailed { .. }
+            | Input::ConnectionActive { .. } => return,
         };
         // A report about an attempt never asked for changes nothing: the machine
         // accepts it only as stale, and then it names an attempt it issued.

@@ -54,7 +54,11 @@ use crate::state::State;
 ///     consecutive failures, `RetryScheduled` ends an input that leaves the
 ///     machine `Waiting` and `GaveUp` one that leaves it `Stopped`, and a
 ///     `DeliverFailure` that says it gave up carries the figures of the `GaveUp`
-///     that ends its list.
+///     that ends its list;
+/// 12. activity is only liveness: an accepted `connection_active` asks for
+///     nothing but, with a probe outstanding, `CancelTimer` of its timeout and
+///     `ScheduleTimer` of the next interval (it never probes, closes, loses or
+///     answers anyone).
 ///
 /// That bad input changes nothing is checked by comparing the machine with a clone
 /// taken before the input; see [`check_unchanged`](Invariants::check_unchanged).
@@ -123,6 +127,21 @@ impl Invariants {
         let Ok(step) = result else {
             return Ok(());
         };
+        if let Input::ConnectionActive { .. } = input {
+            let only_rearms = match &step.actions[..] {
+                [] => true,
+                [Action::CancelTimer { .. }, Action::ScheduleTimer { kind, .. }] => {
+                    *kind == crate::actions::TimerKind::ProbeInterval
+                }
+                _ => false,
+            };
+            ensure(only_rearms, || {
+                format!(
+                    "invariant 12: connection_active asked for {:?}",
+                    step.actions
+                )
+            })?;
+        }
         let was_current = self.current;
         // What the accepted input itself says.
         match input {

@@ -98,6 +98,8 @@ pub enum ReportKind {
     ProbeSucceeded,
     /// `probe_failed`.
     ProbeFailed,
+    /// `connection_active`.
+    ConnectionActive,
     /// `panicked` (the connector panicked).
     Panicked,
     /// `timer_fired`.
@@ -108,7 +110,7 @@ pub enum ReportKind {
 
 impl ReportKind {
     /// Every kind, for generators.
-    pub const ALL: [ReportKind; 12] = [
+    pub const ALL: [ReportKind; 13] = [
         ReportKind::ConnectionMade,
         ReportKind::ConnectionFailed,
         ReportKind::ConnectCancelled,
@@ -118,6 +120,7 @@ impl ReportKind {
         ReportKind::ConnectionClosed,
         ReportKind::ProbeSucceeded,
         ReportKind::ProbeFailed,
+        ReportKind::ConnectionActive,
         ReportKind::Panicked,
         ReportKind::TimerFired,
         ReportKind::CancelWaiter,
@@ -249,14 +252,22 @@ impl World {
                             probing,
                         } = self.open[i];
                         if probing && !close_asked {
-                            // Lost, or the probe answered or failed.
-                            return Some(match choice % 3 {
+                            // Lost, or the probe answered (by its answer or by
+                            // anything received) or failed.
+                            return Some(match choice % 4 {
                                 0 => Input::ConnectionClosed { attempt },
                                 1 => Input::ProbeSucceeded { attempt },
+                                2 => Input::ConnectionActive { attempt },
                                 _ => Input::ProbeFailed { attempt },
                             });
                         }
-                        let options = if preparing && !close_asked { 3 } else { 1 };
+                        // Being prepared: lost, prepared or rejected; established:
+                        // lost, or it received something.
+                        let options = match (preparing, close_asked) {
+                            (true, false) => 3,
+                            (false, false) => 2,
+                            (_, true) => 1,
+                        };
                         if panics && preparing {
                             // The prepare step, or the connection's driver while it
                             // runs, panicked (even after the machine asked to close).
@@ -275,6 +286,7 @@ impl World {
                         }
                         match choice % options {
                             0 => Input::ConnectionClosed { attempt },
+                            1 if !preparing => Input::ConnectionActive { attempt },
                             1 => Input::PrepareSucceeded { attempt },
                             _ => Input::PrepareFailed {
                                 attempt,
@@ -331,6 +343,7 @@ impl World {
             ReportKind::ConnectionClosed => Input::ConnectionClosed { attempt },
             ReportKind::ProbeSucceeded => Input::ProbeSucceeded { attempt },
             ReportKind::ProbeFailed => Input::ProbeFailed { attempt },
+            ReportKind::ConnectionActive => Input::ConnectionActive { attempt },
             ReportKind::Panicked => self.panicked(attempt, PanicSite::Connector),
             ReportKind::TimerFired => Input::TimerFired {
                 timer: TimerId::from_raw(raw),
@@ -380,7 +393,10 @@ impl World {
                     o.preparing = false;
                 }
             }
-            Input::ProbeSucceeded { attempt } | Input::ProbeFailed { attempt } => {
+            // Anything received answers an outstanding probe, as its answer does.
+            Input::ProbeSucceeded { attempt }
+            | Input::ProbeFailed { attempt }
+            | Input::ConnectionActive { attempt } => {
                 for o in self.open.iter_mut().filter(|o| o.attempt == *attempt) {
                     o.probing = false;
                 }

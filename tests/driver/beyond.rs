@@ -243,12 +243,13 @@ fn a_probe_out_when_the_connection_is_lost_is_stale() {
     let rt = ManualRuntime::new();
     let net = Net::new();
     net.push_connects((0..2).map(|_| ConnectOutcome::Succeed));
-    let mode = Arc::new(AtomicU8::new(IGNORE));
+    let mode = Arc::new(AtomicU8::new(ANSWER)); // the first check, before it is handed out
     let service = slow_backoff(&rt, &net)
         .probe(secs(10), secs(5), probe_by(&mode))
         .start()
         .unwrap();
     rt.run_until_idle();
+    mode.store(IGNORE, Ordering::SeqCst);
     rt.advance(secs(10)); // the probe is out, unanswered
     assert!(net.lose(0)); // the connection is lost meanwhile
     rt.run_until_idle();

@@ -1,4 +1,4 @@
-//! Features together (issue 17): one property test, on the deterministic harness
+//! Features together: one property test, on the deterministic harness
 //! (`redial::testing::{ManualRuntime, Net}`), of 2 to 4 services on one runtime
 //! that share one reconnect [`Budget`] (on the harness's clock), each with its own
 //! `Net`, a connector that chooses between two [`Endpoints`], an optional liveness
@@ -1116,7 +1116,7 @@ fn features_together_keep_their_promises() {
     }
 }
 
-/// The case the property test shrank with `Endpoints::pick` (issue 17): an attempt
+/// The case the property test shrank with `Endpoints::pick`: an attempt
 /// to the primary cancelled by a stop; after the start, the next attempt went to
 /// the replica, as if the cancelled one had failed. It stays on the primary now.
 #[test]

@@ -37,6 +37,8 @@ mod mailbox;
 // `Builder::prepare_err_into` over loopback TCP.
 #[cfg(feature = "tokio")]
 mod prepare_err_into;
+#[cfg(feature = "tokio")]
+mod probe_err_into;
 // Random user operations against random world events: the driver's promises.
 mod properties;
 // A waiter's time limit, errors that print their cause, `reconnect_now`'s answer.

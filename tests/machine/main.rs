@@ -16,6 +16,7 @@ mod budget;
 // The testing kit as an application uses it (`Sim`, `run_app`, strategies).
 #[cfg(feature = "testing")]
 mod kit;
+mod liveness;
 mod memory;
 // The retry policies: backoff, jitter, give-up wrappers.
 mod policy;

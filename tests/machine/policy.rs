@@ -850,3 +850,30 @@ fn base_delay_is_exact_when_the_cap_is_not_an_exact_f64() {
     assert_eq!(backoff.base_delay(2), Duration::from_nanos(1 << 60));
     assert_eq!(backoff.base_delay(3), max);
 }
+
+/// `Debug` shows the parameters, the generator and, under `Decorrelated`, the
+/// previous delay (else `initial`), as fields.
+#[test]
+fn backoff_debug_shows_its_parameters_and_the_previous_delay() {
+    let plain = Backoff::new(Duration::from_millis(100), 2.0, Duration::from_secs(10))
+        .unwrap()
+        .with_jitter(Jitter::None);
+    let shown = format!("{plain:?}");
+    assert!(
+        shown.starts_with("Backoff { initial: 100ms, factor: 2.0, max: 10s, jitter: None, rng: ")
+            && shown.ends_with("prev: 100ms }"),
+        "{shown}"
+    );
+    let mut decorrelated = Backoff::new(Duration::from_millis(100), 2.0, Duration::from_secs(10))
+        .unwrap()
+        .with_jitter(Jitter::Decorrelated)
+        .with_seed(5);
+    let d1 = decorrelated.next_delay(1).unwrap();
+    let d2 = decorrelated.next_delay(2).unwrap();
+    assert_ne!(d2, Duration::from_millis(100));
+    let shown = format!("{decorrelated:?}");
+    assert!(
+        shown.contains("jitter: Decorrelated") && shown.ends_with(&format!("prev: {d2:?} }}")),
+        "{shown} (delays {d1:?}, {d2:?})"
+    );
+}

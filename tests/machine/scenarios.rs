@@ -2437,10 +2437,13 @@ fn with_probes_health_is_counted_in_probe_intervals() {
     assert_eq!((m.counters().losses, m.counters().flaps), (1, 0));
 }
 
-/// Probe reports: about the current connection with no probe outstanding (or not
-/// yet established) they are bad input; about a closing or old one, stale.
+/// Probe reports: about a connection not yet established they are bad input;
+/// about a closing or old one, stale. Between two probes of the established
+/// connection (anything received answered the last one before its own answer
+/// came), a success is stale news and changes nothing, and a failure still means
+/// the connection is dead.
 #[test]
-fn probe_reports_without_a_probe_outstanding_are_rejected() {
+fn probe_reports_between_probes_a_success_is_stale_a_failure_is_a_loss() {
     let mut m = run(
         with(probing_config().with_prepare(true)),
         &[(start(), vec![connect(a(0))])],
@@ -2457,6 +2460,36 @@ fn probe_reports_without_a_probe_outstanding_are_rejected() {
                 prepared(a(0)),
                 vec![interval(t(0)), told_connected(a(0), 1)],
             ),
+        ],
+    );
+    let before = m.clone();
+    assert!(m.handle(probe_ok(a(0))).unwrap().actions.is_empty());
+    assert_eq!(m, before, "a stale success changes nothing");
+    let m = run(
+        m,
+        &[(
+            probe_failed(a(0)),
+            vec![
+                cancel_timer(t(0)),
+                disconnect(a(0)),
+                retry_in(t(1), secs(1)),
+                told_lost(a(0), LossKind::ProbeFailed, false),
+                retry_scheduled(secs(1), 1),
+            ],
+        )],
+    );
+    assert_eq!(m.state(), State::Waiting);
+    assert_eq!(m.counters().losses, 1);
+}
+
+/// Without probes, probe reports about the established connection are bad input.
+#[test]
+fn probe_reports_without_probes_are_rejected() {
+    let mut m = run(
+        machine(),
+        &[
+            (start(), vec![connect(a(0))]),
+            (made(a(0)), vec![told_connected(a(0), 1)]),
         ],
     );
     let before = m.clone();

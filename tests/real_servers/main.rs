@@ -11,6 +11,9 @@
 
 mod support;
 
+mod liveness_postgres;
+mod liveness_redis;
+mod liveness_websocket;
 // PostgreSQL (tokio-postgres), through 50 SIGKILL restarts.
 mod postgres;
 // Redis (the redis crate), through 200 SIGKILL restarts, and more.

@@ -11,6 +11,10 @@
 mod endpoints;
 // Endpoints against real local servers.
 mod failover;
+#[cfg(feature = "tokio")]
+mod first_check;
+#[cfg(feature = "tokio")]
+mod liveness_stream;
 // The message adapter over an in-memory transport, and under a real service.
 mod messages;
 // A `StreamGuard` under a `BufReader`.

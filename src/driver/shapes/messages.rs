@@ -28,13 +28,16 @@ use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
+use std::boxed::Box;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::vec::Vec;
 
 use event_listener::{Event, EventListener};
 use futures_util::task::AtomicWaker;
 use futures_util::{Sink, Stream};
+
+use super::liveness::{self, Activity};
 
 /// The default bound of the incoming queue.
 const DEFAULT_CAPACITY: usize = 32;
@@ -157,6 +160,8 @@ struct State<Out, In, E, Es> {
     /// Set once the connection is gone: lost (the driver ended), or closed (the
     /// driver was dropped before).
     end: Option<Disconnected<E, Es>>,
+    /// Messages received, pongs included (what answers a [`Messages::ping`]).
+    heard: u64,
 }
 
 impl<Out, In, E, Es> State<Out, In, E, Es> {
@@ -177,6 +182,18 @@ struct Shared<Out, In, E, Es> {
     driver: AtomicWaker,
     /// `recv`s waiting for a message or for the end.
     readable: Event,
+    /// What the service's liveness probe reads: messages received and sent.
+    activity: OnceLock<Arc<Activity>>,
+    /// The protocol's keep-alive, once set ([`Messages::keepalive`]).
+    keepalive: OnceLock<Keepalive<Out, In>>,
+    /// `ping`s waiting for anything received, or for the end.
+    answered: Event,
+}
+
+/// A protocol's keep-alive: how to make a ping, how to tell a pong.
+struct Keepalive<Out, In> {
+    ping: Box<dyn Fn() -> Out + Send + Sync>,
+    is_pong: Box<dyn Fn(&In) -> bool + Send + Sync>,
 }
 
 impl<Out, In, E, Es> Shared<Out, In, E, Es> {
@@ -294,10 +311,14 @@ where
             in_flight: VecDeque::new(),
             next_seq: 0,
             end: None,
+            heard: 0,
         }),
         capacity: capacity.max(1),
         driver: AtomicWaker::new(),
         readable: Event::new(),
+        activity: OnceLock::new(),
+        keepalive: OnceLock::new(),
+        answered: Event::new(),
     });
     (
         Messages {
@@ -369,6 +390,15 @@ where
 /// does every later `recv`. Every pending and later `send` fails at once with a
 /// [`SendError`] carrying that reason, and its message back if the sink never got
 /// it.
+///
+/// # Keep-alive
+///
+/// A protocol with a keep-alive (a WebSocket's ping and pong) is probed with
+/// [`keepalive`](Messages::keepalive) (how to make a ping, how to tell a pong)
+/// and [`ping`](Messages::ping) as the service's probe: the ping goes out, its
+/// pong or any message received answers it, and pongs never reach `recv`. Any
+/// message received also counts as liveness for the service's probe (see
+/// [`Builder::probe`](super::Builder::probe)).
 ///
 /// # Closed by the service
 ///
@@ -557,6 +587,77 @@ impl<Out, In, E, Es> Messages<Out, In, E, Es> {
     /// ```
     pub fn capacity(&self) -> usize {
         self.shared.capacity
+    }
+
+    /// Gives the connection its protocol's keep-alive: `ping` makes a ping message
+    /// (sent by [`ping`](Messages::ping)), and `is_pong` tells a pong from the
+    /// other messages received. From then on the driver drops the pongs it
+    /// receives (they never reach [`recv`](Messages::recv), so replies are not
+    /// shifted by them), and counts them, with every other message, as the answer
+    /// to a `ping`. Set it in the connector, before the service hands the handle
+    /// out; a second call changes nothing (the first keep-alive stays).
+    ///
+    /// `ping` and `is_pong` are your code: `is_pong` runs in the driver for every
+    /// message received (keep it cheap); a panic in it ends the connection as a
+    /// loss.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+    ///
+    /// let service = redial::tokio::builder(|| async {
+    ///     let (ws, _) = tokio_tungstenite::connect_async("ws://127.0.0.1:9001").await?;
+    ///     let (ws, driver) = redial::driver::messages(ws);
+    ///     let ws = ws.keepalive(|| Message::Ping(Default::default()), |m: &Message| m.is_pong());
+    ///     Ok::<_, WsError>((ws, driver))
+    /// })
+    /// // The probe sends a ping; the pong, or any message received, answers it.
+    /// .probe(Duration::from_secs(5), Duration::from_secs(2), |ws: redial::driver::Messages<Message, Message, WsError>| async move {
+    ///     ws.ping().await.map_err(|gone| WsError::Io(std::io::Error::other(gone.to_string())))
+    /// })
+    /// .start()?;
+    /// # drop(service); Ok(()) }
+    /// ```
+    pub fn keepalive(
+        self,
+        ping: impl Fn() -> Out + Send + Sync + 'static,
+        is_pong: impl Fn(&In) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        let _first = self.shared.keepalive.set(Keepalive {
+            ping: Box::new(ping),
+            is_pong: Box::new(is_pong),
+        });
+        self
+    }
+
+    /// Pings the peer: sends the [`keepalive`](Messages::keepalive)'s ping
+    /// message and resolves once anything is received after that (its pong, or
+    /// any other message: both show the peer is there), or fails with the
+    /// [`Disconnected`] reason once the connection is gone. It never times out by
+    /// itself: use it as the service's [probe](super::Builder::probe), which
+    /// gives it a timeout. Without a keep-alive it sends nothing and resolves at
+    /// once.
+    pub async fn ping(&self) -> Result<(), Disconnected<E, Es>> {
+        let Some(keepalive) = self.shared.keepalive.get() else {
+            return Ok(());
+        };
+        let heard = self.shared.lock().heard;
+        let message = (keepalive.ping)();
+        self.send(message).await.map_err(|e| e.reason)?;
+        loop {
+            let listener = self.shared.answered.listen();
+            {
+                let state = self.shared.lock();
+                if state.heard != heard {
+                    return Ok(());
+                }
+                if let Some(end) = &state.end {
+                    return Err(end.clone());
+                }
+            }
+            listener.await;
+        }
     }
 }
 
@@ -842,6 +943,7 @@ impl<T, Out, In, E, Es> MessagesDriver<T, Out, In, E, Es> {
             waker.wake();
         }
         self.shared.readable.notify(usize::MAX);
+        self.shared.answered.notify(usize::MAX);
     }
 }
 
@@ -854,6 +956,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let shared = Arc::clone(&this.shared);
+        liveness::offer(&shared.activity);
         // Register first: a `send` or a `recv` after this wakes us.
         shared.driver.register(cx.waker());
         let Some(transport) = this.transport.as_mut() else {
@@ -868,11 +971,25 @@ where
         while budget > 0 && room {
             match transport.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(message))) => {
+                    liveness::note(&shared.activity, Activity::received);
+                    // Your code, outside our lock.
+                    let pong = shared
+                        .keepalive
+                        .get()
+                        .is_some_and(|k| (k.is_pong)(&message));
                     let mut state = shared.lock();
-                    state.inbox.push_back(message);
-                    room = state.inbox.len() < shared.capacity;
-                    drop(state);
-                    shared.readable.notify_additional(1);
+                    state.heard = state.heard.wrapping_add(1);
+                    if pong {
+                        // A pong answers a ping and goes no further.
+                        drop(state);
+                        drop(message);
+                    } else {
+                        state.inbox.push_back(message);
+                        room = state.inbox.len() < shared.capacity;
+                        drop(state);
+                        shared.readable.notify_additional(1);
+                    }
+                    shared.answered.notify(usize::MAX);
                     budget -= 1;
                 }
                 Poll::Ready(Some(Err(error))) => {
@@ -905,6 +1022,7 @@ where
             if let Err(error) = transport.as_mut().start_send(next.message) {
                 return this.lose(Disconnected::Send(Arc::new(error)));
             }
+            liveness::note(&shared.activity, Activity::sent);
             this.unflushed = true;
             budget -= 1;
         }

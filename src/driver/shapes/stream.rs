@@ -74,10 +74,12 @@ use core::task::{Context, Poll};
 use std::collections::VecDeque;
 use std::io::{self, Read as _};
 use std::string::ToString as _;
-use std::sync::{Arc, Mutex as StdMutex, MutexGuard as StdMutexGuard, PoisonError};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard as StdMutexGuard, OnceLock, PoisonError};
 
 use futures_util::lock::{Mutex, MutexGuard, MutexLockFuture};
 use futures_util::task::AtomicWaker;
+
+use super::liveness::{self, Activity};
 
 /// Reads from `S` with whichever I/O traits it implements (futures-io or Tokio's).
 pub(crate) type ReadFn<S> = fn(Pin<&mut S>, &mut Context<'_>, &mut [u8]) -> Poll<io::Result<usize>>;
@@ -147,6 +149,9 @@ struct StreamShared<S> {
     /// The current guard's pending write, flush or shutdown.
     writer: AtomicWaker,
     read: ReadFn<S>,
+    /// What the service's liveness probe reads: bytes received, bytes sent, who
+    /// holds the stream.
+    activity: OnceLock<Arc<Activity>>,
 }
 
 impl<S> StreamShared<S> {
@@ -199,6 +204,7 @@ pub(crate) fn with_reader<S>(stream: S, read: ReadFn<S>) -> (SharedStream<S>, St
         reader: AtomicWaker::new(),
         writer: AtomicWaker::new(),
         read,
+        activity: OnceLock::new(),
     });
     (
         SharedStream {
@@ -278,6 +284,7 @@ impl<S> SharedStream<S> {
         StreamLock {
             shared: &self.shared,
             lock: self.shared.user.lock(),
+            waited: false,
         }
     }
 
@@ -292,6 +299,9 @@ impl<S> SharedStream<S> {
 pub struct StreamLock<'a, S> {
     shared: &'a StreamShared<S>,
     lock: MutexLockFuture<'a, ()>,
+    /// It had to wait for another guard (for the liveness probe: a probe's wait
+    /// does not count against it).
+    waited: bool,
 }
 
 impl<S> fmt::Debug for StreamLock<'_, S> {
@@ -306,11 +316,16 @@ impl<'a, S> Future for StreamLock<'a, S> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let user = match Pin::new(&mut self.lock).poll(cx) {
             Poll::Ready(user) => user,
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                self.waited = true;
+                return Poll::Pending;
+            }
         };
         if self.shared.closed.load(Ordering::SeqCst) {
             return Poll::Ready(Err(not_connected()));
         }
+        let (probe, waited) = (liveness::polling_probe(), self.waited);
+        liveness::note(&self.shared.activity, |a| a.acquired(probe, waited));
         Poll::Ready(Ok(StreamGuard {
             user: Some(user),
             shared: self.shared,
@@ -423,6 +438,10 @@ impl<S: Unpin> StreamGuard<'_, S> {
         let result = (shared.read)(Pin::new(stream), cx, buf);
         let end = match &result {
             Poll::Ready(Ok(0)) => End::Eof,
+            Poll::Ready(Ok(_)) => {
+                liveness::note(&shared.activity, Activity::received);
+                return result;
+            }
             Poll::Ready(Err(error)) if error.kind() != io::ErrorKind::Interrupted => {
                 End::Failed(copy_error(error))
             }
@@ -431,6 +450,21 @@ impl<S: Unpin> StreamGuard<'_, S> {
         io.end = Some(end);
         drop(io);
         shared.mark_lost();
+        result
+    }
+
+    /// Writes (a write-side operation that notes what it sent, for the probe).
+    pub(crate) fn poll_write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let result = self.poll_io(cx, op);
+        if let Poll::Ready(Ok(n)) = result {
+            if n > 0 {
+                liveness::note(&self.shared.activity, Activity::sent);
+            }
+        }
         result
     }
 
@@ -467,6 +501,7 @@ impl<S> Drop for StreamGuard<'_, S> {
         // again.
         drop(self.shared.reader.take());
         drop(self.shared.writer.take());
+        liveness::note(&self.shared.activity, Activity::released);
         drop(self.user.take());
         self.shared.driver.wake();
     }
@@ -488,7 +523,8 @@ impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for StreamGuard<'
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_io(cx, |s, cx| s.poll_write(cx, buf))
+        self.get_mut()
+            .poll_write_with(cx, |s, cx| s.poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -524,6 +560,7 @@ impl<S: Unpin> Future for StreamDriver<S> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let shared = &*self.shared;
+        liveness::offer(&shared.activity);
         // Register first: a guard released after this wakes us.
         shared.driver.register(cx.waker());
         if shared.lost.load(Ordering::Acquire) {
@@ -548,6 +585,7 @@ impl<S: Unpin> Future for StreamDriver<S> {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => io.end = Some(End::Eof),
                 Poll::Ready(Ok(n)) => {
+                    liveness::note(&shared.activity, Activity::received);
                     // Grow to a power of two, never beyond the limit.
                     let want = (buffered + n)
                         .next_power_of_two()

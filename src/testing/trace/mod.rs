@@ -54,7 +54,8 @@
 //!   "…"` reports a fatal failure, and a give-up on fatal failures reads
 //!   `gave_up N fatal`; probes read `probe attempt#N`, `probe_succeeded attempt#N`,
 //!   `probe_failed attempt#N`, with the timer kinds `probe_interval` and
-//!   `probe_timeout`.
+//!   `probe_timeout`; inbound activity on a connection reads
+//!   `connection_active attempt#N`.
 //! * An input line may start with the time it happened at, `@1500ms
 //!   timer_fired timer#1` (optional; a [`Sim`](super::Sim)'s traces have them,
 //!   printed where the time changes). A line without one happened at the time of

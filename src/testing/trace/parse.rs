@@ -349,6 +349,9 @@ pub fn parse_input(line: &str) -> Result<Input<String>, ParseError> {
         ["probe_failed", a] => Input::ProbeFailed {
             attempt: attempt(a)?,
         },
+        ["connection_active", a] => Input::ConnectionActive {
+            attempt: attempt(a)?,
+        },
         ["connection_closed", a] => Input::ConnectionClosed {
             attempt: attempt(a)?,
         },

@@ -70,6 +70,7 @@ impl<E: fmt::Display> fmt::Display for DisplayInput<'_, E> {
             | Input::PrepareSucceeded { attempt }
             | Input::ProbeSucceeded { attempt }
             | Input::ProbeFailed { attempt }
+            | Input::ConnectionActive { attempt }
             | Input::ConnectionClosed { attempt } => write!(f, "{name} {attempt}"),
             Input::ConnectionFailed { attempt, error }
             | Input::PrepareFailed { attempt, error }

@@ -396,6 +396,7 @@ pub fn input_to_string<E: fmt::Display>(input: &Input<E>) -> Input<String> {
         },
         Input::ProbeSucceeded { attempt } => Input::ProbeSucceeded { attempt: *attempt },
         Input::ProbeFailed { attempt } => Input::ProbeFailed { attempt: *attempt },
+        Input::ConnectionActive { attempt } => Input::ConnectionActive { attempt: *attempt },
         Input::ConnectionClosed { attempt } => Input::ConnectionClosed { attempt: *attempt },
         Input::Panicked { attempt, panic } => Input::Panicked {
             attempt: *attempt,

@@ -318,7 +318,9 @@ impl World {
             Input::PrepareSucceeded { attempt } | Input::PrepareFailed { attempt, .. } => {
                 next.set_preparing(attempt, false);
             }
-            Input::ProbeSucceeded { attempt } | Input::ProbeFailed { attempt } => {
+            Input::ProbeSucceeded { attempt }
+            | Input::ProbeFailed { attempt }
+            | Input::ConnectionActive { attempt } => {
                 next.set_probing(attempt, false);
             }
             Input::ConnectionClosed { attempt } => next

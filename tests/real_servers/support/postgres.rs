@@ -192,6 +192,31 @@ impl PgServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP to the postmaster and its backends): its
+    /// sockets stay open and its kernel still completes handshakes, but nothing
+    /// is answered, like a hung host.
+    pub fn freeze(&mut self) {
+        self.signal_all("STOP");
+    }
+
+    /// Resumes a frozen server (SIGCONT).
+    pub fn thaw(&mut self) {
+        self.signal_all("CONT");
+    }
+
+    fn signal_all(&mut self, signal: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let mut pids = vec![child.id()];
+        pids.extend(children_of(child.id()));
+        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{signal} {}", list.join(" ")))
+            .status()
+            .expect("run sh");
+        assert!(status.success(), "kill -{signal}: {status}");
+    }
+
     /// Starts the server again on the same port, retrying while the port or the old
     /// processes' shared memory are still busy. Returns once it accepts connections.
     pub fn restart(&mut self) {

@@ -1,0 +1,94 @@
+//! An idle service keeps nothing it does not need: after a burst of requests has
+//! been answered, the service's live heap is back where it was before the burst
+//! (the task's queues, its waiters' answer channels, the mailbox's queue and the
+//! machine's lists are given back when the task goes idle).
+//!
+//! A binary of its own: it installs the counting allocator, and runs one test so
+//! that no other test allocates while it measures.
+#![allow(unsafe_code)] // the counting allocator; the library itself forbids unsafe
+
+#[path = "../support/counting_alloc.rs"]
+mod counting_alloc;
+
+use std::time::Duration;
+
+use redial::driver::ClientService;
+use redial::testing::{ConnectOutcome, ManualRuntime, Net, NetError, NetHandle};
+use redial::{Backoff, Jitter};
+
+/// Live heap bytes, every thread.
+fn live() -> isize {
+    counting_alloc::reset_peak()
+}
+
+#[test]
+fn a_burst_of_requests_leaves_nothing_behind_once_answered() {
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    net.push_connect(ConnectOutcome::Succeed);
+    let policy = Backoff::new(Duration::from_millis(1500), 1.5, Duration::from_secs(60))
+        .unwrap()
+        .with_jitter(Jitter::None);
+    let service: ClientService<NetHandle, NetError> =
+        ClientService::builder(rt.clone(), net.connector())
+            .policy(policy)
+            .reset_backoff_after(None)
+            .start()
+            .unwrap();
+    drop(rt.run(service.when_connected()).unwrap().unwrap());
+    rt.run_until_idle();
+    let idle = live();
+
+    for round in 0..3 {
+        // 500 waiters, some withdrawn before the task takes them, and repeated
+        // reconnect requests (coalesced; connected, they do nothing).
+        let mut waiters: Vec<_> = (0..500).map(|_| service.when_connected()).collect();
+        waiters.truncate(400);
+        for _ in 0..100 {
+            service.reconnect_now(false);
+        }
+        let busy = live();
+        assert!(
+            busy > idle,
+            "round {round}: the burst is queued ({busy} B vs {idle} B)"
+        );
+        rt.run_until_idle();
+        let answered: Vec<_> = waiters
+            .into_iter()
+            .map(|w| rt.run(w).unwrap().unwrap())
+            .collect();
+        assert_eq!(answered.len(), 400);
+        drop(answered);
+        rt.run_until_idle();
+        let after = live();
+        assert_eq!(
+            after, idle,
+            "round {round}: {after} B live once idle again, {idle} B before the burst"
+        );
+    }
+    assert_eq!(service.counters().connections, 1);
+
+    // Waiting for a retry: waiters wait in the machine's own list, until they are
+    // withdrawn (dropped).
+    assert!(net.lose(0));
+    rt.run_until_idle();
+    assert_eq!(rt.timers(), 1, "the retry timer");
+    let idle = live();
+    for round in 0..3 {
+        let waiters: Vec<_> = (0..500).map(|_| service.when_connected()).collect();
+        rt.run_until_idle();
+        let busy = live();
+        assert!(
+            busy > idle,
+            "round {round}: the waiters wait ({busy} B vs {idle} B)"
+        );
+        drop(waiters);
+        rt.run_until_idle();
+        let after = live();
+        assert_eq!(
+            after, idle,
+            "round {round} while waiting: {after} B live once idle again, {idle} B before"
+        );
+    }
+    assert_eq!(service.counters().losses, 1);
+}
