@@ -87,7 +87,7 @@ impl<H, E> Hooks<H, E> {
 
 /// The armed timer: its id, its kind (a probe timer reads the connection's
 /// traffic first), and its sleep.
-type Armed<S> = (TimerId, TimerKind, Pin<Box<S>>);
+type Armed<S> = (TimerId, Pin<Box<S>>);
 
 /// A user future, polled inside `catch_unwind`.
 type Contained<T> = CatchUnwind<AssertUnwindSafe<BoxFuture<T>>>;
@@ -214,6 +214,9 @@ pub(crate) struct Task<R: Runtime, H, E> {
     attempt: Option<(AttemptId, Contained<Made<H, E>>)>,
     conn: Option<Conn<H, E>>,
     timer: Option<Armed<R::Sleep>>,
+    /// What the armed `timer` is for (left as it was once it is gone); kept apart
+    /// from it, beside the flags below, where it costs no room of its own.
+    timer_kind: TimerKind,
     waiters: Pending<WaiterTx<H, E>>,
     stops: Pending<StopTx>,
     /// The failure of the last `GaveUp` fact, for the waiters that come while
@@ -257,6 +260,7 @@ where
             attempt: None,
             conn: None,
             timer: None,
+            timer_kind: TimerKind::Retry,
             waiters: Pending::new(),
             stops: Pending::new(),
             gave_up_on: None,
@@ -477,11 +481,12 @@ where
                     self.timer = None;
                     self.report(Input::TimerFired { timer });
                 } else {
-                    self.timer = Some((timer, kind, Box::pin(self.runtime.sleep(delay))));
+                    self.timer = Some((timer, Box::pin(self.runtime.sleep(delay))));
+                    self.timer_kind = kind;
                 }
             }
             Action::CancelTimer { timer } => {
-                if self.timer.as_ref().is_some_and(|(t, _, _)| *t == timer) {
+                if self.timer.as_ref().is_some_and(|(t, _)| *t == timer) {
                     self.timer = None;
                 }
             }
@@ -853,9 +858,9 @@ where
                 return true;
             }
         }
-        if let Some((timer, kind, sleep)) = &mut self.timer {
+        if let Some((timer, sleep)) = &mut self.timer {
             if sleep.as_mut().poll(cx).is_ready() {
-                let (timer, kind) = (*timer, *kind);
+                let (timer, kind) = (*timer, self.timer_kind);
                 self.timer = None;
                 self.before_probe_timer(kind);
                 self.report(Input::TimerFired { timer });
