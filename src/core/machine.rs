@@ -435,16 +435,17 @@ pub struct Machine<E, P = Backoff> {
     policy: P,
     /// The options and what only they need; `None` for a machine without options
     /// (until a total outgrows 32 bits).
-    extra: Option<Box<Extra>>,
+    extra: Option<Options>,
     /// The lists that are empty most of the time; `None` whenever they all are.
     lists: Option<Box<Lists>>,
     consecutive_failures: u32,
     /// Consecutive failed attempts that were fatal (`attempt_failed_fatally`).
     fatal_streak: u32,
-    /// The machine gave up (how), and nothing started the service since: the next
-    /// start begins a fresh schedule (`consecutive_failures` 0), and waiters that come
-    /// meanwhile learn it.
-    gave_up: Option<GiveUp>,
+    /// The machine gave up (`Some(fatal)`: how), and nothing started the service
+    /// since: the next start begins a fresh schedule (`consecutive_failures` 0), and
+    /// waiters that come meanwhile learn it. `consecutive_failures` keeps the count
+    /// it gave up at until then (see [`Machine::gave_up`]).
+    gave_up: Option<bool>,
     /// The totals and id counters ([`ATTEMPTS`] …), low 32 bits; the high 32 bits
     /// are in `extra`, from the first time one wraps. The attempt count is the
     /// attempt id counter, the failure count what waiter thresholds count against.
@@ -483,15 +484,64 @@ const WAITERS: usize = 5;
 const STOPS: usize = 6;
 const TALLIES: usize = 7;
 
+/// A machine's [`Extra`]: its own block, or one shared by many machines (read
+/// only: the first change copies it), so that a driver whose services all start
+/// with the same options (its default healthy delay) allocates nothing for them.
+#[derive(Debug, Clone)]
+enum Options {
+    Shared(&'static Extra),
+    Own(Box<Extra>),
+}
+
+impl Options {
+    #[inline(always)]
+    fn get(&self) -> &Extra {
+        match self {
+            Options::Shared(extra) => extra,
+            Options::Own(extra) => extra,
+        }
+    }
+
+    /// The machine's own block, copied from the shared one first if need be.
+    fn make_mut(&mut self) -> &mut Extra {
+        if let Options::Shared(shared) = *self {
+            *self = Options::Own(Box::new(shared.clone()));
+        }
+        match self {
+            Options::Own(extra) => extra,
+            Options::Shared(_) => unreachable!("copied just above"),
+        }
+    }
+}
+
+/// Equal when what they hold is (shared or not).
+impl PartialEq for Options {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
 /// What a machine needs only with options (or past 2³² of something): 104 bytes
-/// for the options most services set (a healthy delay).
+/// for the options most services set (a healthy delay), unless shared (see
+/// [`Machine::with_shared_options`]).
 #[derive(Debug, Clone, PartialEq)]
-struct Extra {
-    config: Config,
+pub(crate) struct Extra {
+    pub(crate) config: Config,
     /// [`Counters::flaps`]: never counted without `reset_backoff_after`.
     flaps: u64,
     /// What only probes, or 2³² of something, need.
     rarer: Option<Box<Rarer>>,
+}
+
+impl Extra {
+    /// The block for these options (`static` if shared by many machines).
+    pub(crate) const fn new(config: Config) -> Extra {
+        Extra {
+            config,
+            flaps: 0,
+            rarer: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -594,6 +644,22 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             tallies: [0; TALLIES],
             _error: PhantomData,
         }
+    }
+
+    /// A machine in `Init` with the opt-ins of `options`, a block shared with other
+    /// machines: nothing is allocated for them until the machine changes something
+    /// kept there (a flap counted, a total past 2³², a probe's health).
+    #[cfg_attr(not(feature = "driver"), allow(dead_code))]
+    pub(crate) fn with_shared_options(
+        policy: P,
+        options: &'static Extra,
+    ) -> Result<Self, ConfigError> {
+        options.config.validate()?;
+        let mut machine = Machine::new(policy);
+        if options.config != Config::new() {
+            machine.extra = Some(Options::Shared(options));
+        }
+        Ok(machine)
     }
 
     /// A machine in `Init` with this retry policy and these opt-ins.
@@ -993,15 +1059,15 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             failures: self.tally(FAILURES),
             connections: self.tally(CONNECTIONS),
             losses: self.tally(LOSSES),
-            flaps: self.extra.as_ref().map_or(0, |extra| extra.flaps),
+            flaps: self.extra.as_ref().map_or(0, |extra| extra.get().flaps),
         }
     }
 
     /// The opt-ins this machine runs with.
     pub fn config(&self) -> &Config {
         self.extra
-            .as_deref()
-            .map_or(NO_OPTIONS, |extra| &extra.config)
+            .as_ref()
+            .map_or(NO_OPTIONS, |extra| &extra.get().config)
     }
 
     /// The retry policy.
@@ -1405,7 +1471,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             (Stopped, Event::WhenConnected(waiter, _)) => {
                 out.push(Action::CancelWaiters {
                     waiters: WaiterList::one(waiter),
-                    gave_up: self.gave_up,
+                    gave_up: self.gave_up(),
                 });
             }
             (
@@ -1777,13 +1843,23 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     consecutive_failures: self.consecutive_failures,
                     fatal,
                 };
-                self.gave_up = Some(gave_up);
+                self.gave_up = Some(fatal);
                 out.push(Action::GaveUp {
                     consecutive_failures: gave_up.consecutive_failures,
                     fatal: gave_up.fatal,
                 });
             }
         }
+    }
+
+    /// How the machine gave up, if it did and nothing started it since: the count
+    /// it gave up at is still `consecutive_failures` (nothing changes it until the
+    /// next start, which forgets both).
+    fn gave_up(&self) -> Option<GiveUp> {
+        self.gave_up.map(|fatal| GiveUp {
+            consecutive_failures: self.consecutive_failures,
+            fatal,
+        })
     }
 
     /// A start after the policy gave up begins a fresh schedule; after an ordinary
@@ -1882,7 +1958,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             let waiters = self.lists_mut().waiters.take_all();
             out.push(Action::CancelWaiters {
                 waiters,
-                gave_up: self.gave_up,
+                gave_up: self.gave_up(),
             });
         }
     }
@@ -2023,7 +2099,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         // Kept only while it means something, so that equal machines compare equal.
         if !health_left.is_zero() {
             self.rarer_mut().health_left = health_left;
-        } else if let Some(extra) = &mut self.extra {
+        } else if let Some(Options::Own(extra)) = &mut self.extra {
             if let Some(rarer) = &mut extra.rarer {
                 rarer.health_left = Duration::ZERO;
             }
@@ -2053,18 +2129,18 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 
     fn extra_mut(&mut self) -> &mut Extra {
-        self.extra.get_or_insert_with(|| {
-            Box::new(Extra {
-                config: Config::new(),
-                flaps: 0,
-                rarer: None,
-            })
-        })
+        self.extra
+            .get_or_insert_with(|| Options::Own(Box::new(Extra::new(Config::new()))))
+            .make_mut()
     }
 
     #[inline(always)]
     fn rarer(&self) -> Option<&Rarer> {
-        self.extra.as_ref()?.rarer.as_deref()
+        // A shared block has none (it is never written).
+        match &self.extra {
+            Some(Options::Own(extra)) => extra.rarer.as_deref(),
+            Some(Options::Shared(_)) | None => None,
+        }
     }
 
     fn rarer_mut(&mut self) -> &mut Rarer {
@@ -2154,5 +2230,37 @@ mod storage {
         assert!(m.connection_closed(first).unwrap().is_empty());
         let unknown = AttemptId::from_raw((1 << 32) + 1);
         assert!(m.connection_closed(unknown).is_err());
+    }
+
+    static HEALTHY_AFTER_5S: Extra =
+        Extra::new(Config::new().with_reset_backoff_after(Some(Duration::from_secs(5))));
+
+    /// Shared options read as the machine's own, and the first change (a flap
+    /// counted) copies them: the shared block is never written.
+    #[test]
+    fn shared_options_are_copied_on_the_first_change() {
+        let policy = || Backoff::new(Duration::from_secs(1), 1.0, Duration::from_secs(1)).unwrap();
+        let mut shared: Machine<&str> =
+            Machine::with_shared_options(policy(), &HEALTHY_AFTER_5S).unwrap();
+        let mut own: Machine<&str> =
+            Machine::with_config(policy(), HEALTHY_AFTER_5S.config).unwrap();
+        assert!(matches!(shared.extra, Some(Options::Shared(_))));
+        assert_eq!(shared, own);
+        assert_eq!(*shared.config(), HEALTHY_AFTER_5S.config);
+        for m in [&mut shared, &mut own] {
+            let _ = m.start();
+            let attempt = m.current_attempt().unwrap();
+            let _ = m.connection_made(attempt).unwrap();
+            // Closed before the healthy delay: a flap.
+            let _ = m.connection_closed(attempt).unwrap();
+        }
+        assert!(matches!(shared.extra, Some(Options::Own(_))));
+        assert_eq!(shared.counters().flaps, 1);
+        assert_eq!(shared, own);
+        assert_eq!(HEALTHY_AFTER_5S.flaps, 0);
+        // Default options are no block at all.
+        static NONE: Extra = Extra::new(Config::new());
+        let plain: Machine<&str> = Machine::with_shared_options(policy(), &NONE).unwrap();
+        assert!(plain.extra.is_none());
     }
 }

@@ -21,6 +21,7 @@ use core::fmt;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use core::time::Duration;
+use std::boxed::Box;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -428,8 +429,9 @@ impl<E> Publisher<E> {
 /// through the broadcast [`Publisher`] only, and nothing more is kept for later
 /// subscribers.
 pub(crate) struct EventSink<E> {
-    /// Made by the first subscription.
-    publisher: OnceLock<Publisher<E>>,
+    /// Made by the first subscription (out of line: a service never subscribed to
+    /// keeps only a null pointer for it).
+    publisher: OnceLock<Box<Publisher<E>>>,
     /// The events before the first subscription. Also taken by a publish that
     /// finds no publisher, so that the first subscriber's backlog and the live
     /// events after it cannot be reordered.
@@ -438,11 +440,84 @@ pub(crate) struct EventSink<E> {
 }
 
 struct Early<E> {
+    /// The events after the head, oldest first.
     events: VecDeque<Event<E>>,
     /// Dropped from the front of a full ring.
     missed: u64,
+    /// The first events, while they are the two every service begins with: its
+    /// attempt started (no endpoint), then connected. They are kept here, as plain
+    /// numbers, so that an idle service never subscribed to holds no block for
+    /// them; the ring holds what comes after (the head stops growing once the
+    /// ring is not empty, so the order is head, then ring).
+    head: Head,
+    /// How many events the head holds (0 to 2).
+    head_len: u8,
     /// The service ended before anyone subscribed: no more events.
     closed: bool,
+}
+
+/// [`Early::head`]'s events: `AttemptStarted { attempt, endpoint: None }`, then
+/// `Connected { attempt, generation }` ([`Early::head_len`] of them).
+#[derive(Clone, Copy)]
+struct Head {
+    attempt: AttemptId,
+    generation: u64,
+}
+
+impl<E> Early<E> {
+    /// Takes `event` into the head if the ring is empty and it is the head's next
+    /// one; gives it back otherwise.
+    fn take_in(&mut self, event: Event<E>) -> Option<Event<E>> {
+        if !self.events.is_empty() {
+            return Some(event);
+        }
+        match (self.head_len, &event) {
+            (
+                0,
+                Event::AttemptStarted {
+                    attempt,
+                    endpoint: None,
+                },
+            ) => {
+                self.head.attempt = *attempt;
+                self.head_len = 1;
+                None
+            }
+            (
+                1,
+                Event::Connected {
+                    attempt,
+                    generation,
+                },
+            ) if *attempt == self.head.attempt => {
+                self.head.generation = *generation;
+                self.head_len = 2;
+                None
+            }
+            _ => Some(event),
+        }
+    }
+
+    /// Moves the head's events to the front of the ring, in order.
+    fn spill(&mut self) {
+        let Head {
+            attempt,
+            generation,
+        } = self.head;
+        if self.head_len >= 2 {
+            self.events.push_front(Event::Connected {
+                attempt,
+                generation,
+            });
+        }
+        if self.head_len >= 1 {
+            self.events.push_front(Event::AttemptStarted {
+                attempt,
+                endpoint: None,
+            });
+        }
+        self.head_len = 0;
+    }
 }
 
 impl<E> EventSink<E> {
@@ -452,6 +527,11 @@ impl<E> EventSink<E> {
             early: Mutex::new(Early {
                 events: VecDeque::new(),
                 missed: 0,
+                head: Head {
+                    attempt: AttemptId::from_raw(0),
+                    generation: 0,
+                },
+                head_len: 0,
                 closed: false,
             }),
             capacity: capacity.max(1),
@@ -479,13 +559,19 @@ impl<E> EventSink<E> {
             contain_drop(event);
             return;
         }
-        let dropped = if early.events.len() >= self.capacity {
-            early.missed += 1;
-            early.events.pop_front()
+        let ring = &mut *early;
+        let kept = usize::from(ring.head_len) + ring.events.len();
+        let dropped = if kept >= self.capacity {
+            // Full: the oldest goes (from the head, if it has any).
+            ring.spill();
+            ring.missed += 1;
+            ring.events.pop_front()
         } else {
             None
         };
-        early.events.push_back(event);
+        if let Some(event) = ring.take_in(event) {
+            ring.events.push_back(event);
+        }
         drop(early);
         // What the dropped event held (your error, in a failure) is dropped
         // outside the lock, and a panic in its `Drop` is contained.
@@ -533,6 +619,7 @@ impl<E> EventSink<E> {
         // meanwhile waits for the lock, then finds the publisher).
         let publisher = Publisher::new(self.capacity);
         let events = publisher.subscribe();
+        early.spill();
         let mut backlog = core::mem::take(&mut early.events);
         let mut missed = early.missed;
         let mut dropped = None;
@@ -551,7 +638,7 @@ impl<E> EventSink<E> {
             publisher.close();
         }
         // The publisher is set only here, under the lock.
-        let _ = self.publisher.set(publisher);
+        let _ = self.publisher.set(Box::new(publisher));
         drop(early);
         contain_drop(dropped);
         drop(backlog); // empty: frees the ring

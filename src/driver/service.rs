@@ -67,6 +67,11 @@ const EVENTS_CAPACITY: usize = 64;
 /// [`Builder::reset_backoff_after`] says otherwise; see there for why.
 pub const DEFAULT_RESET_BACKOFF_AFTER: Duration = Duration::from_secs(5);
 
+/// The machine's options of a service built with the defaults, shared by all of them.
+static DEFAULT_OPTIONS: crate::machine::Extra = crate::machine::Extra::new(
+    Config::new().with_reset_backoff_after(Some(DEFAULT_RESET_BACKOFF_AFTER)),
+);
+
 impl<R, H, E> fmt::Debug for Builder<R, H, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
@@ -543,7 +548,13 @@ where
             config.prepare = true;
             config.prepare_timeout.get_or_insert(probe.timeout);
         }
-        let machine = Machine::with_config(policy, config)?;
+        // The default options are one block for every service (nothing allocated
+        // for them per service); other options are the machine's own.
+        let machine = if config == DEFAULT_OPTIONS.config {
+            Machine::with_shared_options(policy, &DEFAULT_OPTIONS)?
+        } else {
+            Machine::with_config(policy, config)?
+        };
         let sleep = sleep_fn(self.runtime.clone());
         let shared = Arc::new(Shared::new(self.name, self.events_capacity, sleep));
         let task = Task::new(
@@ -695,7 +706,12 @@ where
                 let attempt = connector(context);
                 Box::pin(async move {
                     let (handle, driver) = attempt.await?.into_parts();
-                    let driver: BoxFuture<Loss> = Box::pin(async move { driver.await.into_loss() });
+                    // Mapped by a function, not wrapped in an `async` block: the
+                    // block kept is the driver future's size.
+                    let driver: BoxFuture<Loss> = Box::pin(futures_util::FutureExt::map(
+                        driver,
+                        DriverOutput::into_loss,
+                    ));
                     Ok((handle, driver))
                 })
             }),
@@ -703,7 +719,7 @@ where
             probe: None,
             fatal_if: None,
             policy: None,
-            config: Config::new().with_reset_backoff_after(Some(DEFAULT_RESET_BACKOFF_AFTER)),
+            config: DEFAULT_OPTIONS.config,
             name: None,
             events_capacity: EVENTS_CAPACITY,
             budget: None,
@@ -1059,12 +1075,12 @@ impl<H, E> ClientService<H, E> {
 
     /// The failure of the last failed attempt, if any attempt has failed.
     pub fn last_failure(&self) -> Option<Arc<Failure<E>>> {
-        self.shared.lock().last_failure.clone()
+        self.shared.lock().last_failure().cloned()
     }
 
     /// Why the last established connection was lost, if one was.
     pub fn last_loss(&self) -> Option<Loss> {
-        self.shared.lock().last_loss.clone()
+        self.shared.lock().last_loss().cloned()
     }
 
     /// Watches state changes.
@@ -1073,6 +1089,7 @@ impl<H, E> ClientService<H, E> {
         let (state, ended) = (mailbox.status.state, mailbox.ended.is_some());
         let watch = Arc::clone(
             mailbox
+                .later()
                 .watch
                 .get_or_insert_with(|| Arc::new(Watch::new(state, ended))),
         );
@@ -1218,7 +1235,7 @@ impl<H, E> WhenConnected<H, E> {
         let last = {
             let mailbox = self.shared.lock();
             if mailbox.status.consecutive_failures > 0 {
-                mailbox.last_failure.clone()
+                mailbox.last_failure().cloned()
             } else {
                 None
             }

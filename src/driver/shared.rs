@@ -450,12 +450,47 @@ pub(crate) struct Mailbox<H, E> {
     pub(crate) ended: Option<Box<Ended>>,
     /// The next `WhenConnected` ticket.
     pub(crate) next_ticket: u64,
-    /// Made by the first `watch()`: until then nothing for it is on the heap.
+    /// What only a service that has watched, failed or lost keeps: out of line,
+    /// made by the first of them.
+    later: Option<Box<Later<E>>>,
+}
+
+/// [`Mailbox::later`].
+pub(crate) struct Later<E> {
+    /// Made by the first `watch()`.
     pub(crate) watch: Option<Arc<Watch>>,
     /// The failure of the last failed attempt.
     pub(crate) last_failure: Option<Arc<Failure<E>>>,
     /// Why the last established connection was lost.
     pub(crate) last_loss: Option<Loss>,
+}
+
+impl<H, E> Mailbox<H, E> {
+    /// The state watch, if a `watch()` made one.
+    pub(crate) fn watch(&self) -> Option<&Arc<Watch>> {
+        self.later.as_ref()?.watch.as_ref()
+    }
+
+    /// The failure of the last failed attempt.
+    pub(crate) fn last_failure(&self) -> Option<&Arc<Failure<E>>> {
+        self.later.as_ref()?.last_failure.as_ref()
+    }
+
+    /// Why the last established connection was lost.
+    pub(crate) fn last_loss(&self) -> Option<&Loss> {
+        self.later.as_ref()?.last_loss.as_ref()
+    }
+
+    /// What is kept out of line, made if need be.
+    pub(crate) fn later(&mut self) -> &mut Later<E> {
+        self.later.get_or_insert_with(|| {
+            Box::new(Later {
+                watch: None,
+                last_failure: None,
+                last_loss: None,
+            })
+        })
+    }
 }
 
 /// Sleeps on the service's runtime: what a handle needs for a waiter's time limit
@@ -493,9 +528,7 @@ impl<H, E> Shared<H, E> {
                 status: Status::NEW,
                 ended: None,
                 next_ticket: 0,
-                watch: None,
-                last_failure: None,
-                last_loss: None,
+                later: None,
             }),
         }
     }

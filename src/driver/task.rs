@@ -87,7 +87,7 @@ impl<H, E> Hooks<H, E> {
 
 /// The armed timer: its id, its kind (a probe timer reads the connection's
 /// traffic first), and its sleep.
-type Armed<S> = (TimerId, TimerKind, Pin<Box<S>>);
+type Armed<S> = (TimerId, Pin<Box<S>>);
 
 /// A user future, polled inside `catch_unwind`.
 type Contained<T> = CatchUnwind<AssertUnwindSafe<BoxFuture<T>>>;
@@ -115,6 +115,13 @@ struct Conn<H, E> {
     /// `None` once it has panicked while the connection was being prepared: the
     /// machine then asks to close the rest (handle, prepare future) with `Disconnect`.
     driver: Option<Contained<Loss>>,
+    /// What only a service with a prepare step or a probe needs: made by the
+    /// first of them, so that a connection without hooks keeps a null pointer.
+    hooked: Option<Box<Hooked<E>>>,
+}
+
+/// [`Conn::hooked`].
+struct Hooked<E> {
     /// While the prepare step runs.
     prepare: Option<Contained<Result<(), E>>>,
     /// While a liveness probe runs.
@@ -124,6 +131,25 @@ struct Conn<H, E> {
     activity: Option<Arc<Activity>>,
     /// What the probe timers last read from `activity`.
     seen: Seen,
+}
+
+impl<H, E> Conn<H, E> {
+    /// What the hooks keep, made if need be.
+    fn hooked(&mut self) -> &mut Hooked<E> {
+        self.hooked.get_or_insert_with(|| {
+            Box::new(Hooked {
+                prepare: None,
+                probe: None,
+                activity: None,
+                seen: Seen::default(),
+            })
+        })
+    }
+
+    /// Its prepare step runs.
+    fn preparing(&self) -> bool {
+        self.hooked.as_ref().is_some_and(|h| h.prepare.is_some())
+    }
 }
 
 /// An outcome for the machine, with the detail only the driver knows about it.
@@ -188,6 +214,9 @@ pub(crate) struct Task<R: Runtime, H, E> {
     attempt: Option<(AttemptId, Contained<Made<H, E>>)>,
     conn: Option<Conn<H, E>>,
     timer: Option<Armed<R::Sleep>>,
+    /// What the armed `timer` is for (left as it was once it is gone); kept apart
+    /// from it, beside the flags below, where it costs no room of its own.
+    timer_kind: TimerKind,
     waiters: Pending<WaiterTx<H, E>>,
     stops: Pending<StopTx>,
     /// The failure of the last `GaveUp` fact, for the waiters that come while
@@ -231,6 +260,7 @@ where
             attempt: None,
             conn: None,
             timer: None,
+            timer_kind: TimerKind::Retry,
             waiters: Pending::new(),
             stops: Pending::new(),
             gave_up_on: None,
@@ -397,7 +427,9 @@ where
                 let handle = &conn.handle;
                 let started = catch_unwind(AssertUnwindSafe(|| hook(handle.clone())));
                 match started {
-                    Ok(future) => conn.prepare = Some(AssertUnwindSafe(future).catch_unwind()),
+                    Ok(future) => {
+                        conn.hooked().prepare = Some(AssertUnwindSafe(future).catch_unwind());
+                    }
                     Err(payload) => {
                         let panic = Panic::new(site, panic_message(&*payload));
                         event!(error, attempt = %attempt, %panic, "prepare panicked");
@@ -415,7 +447,7 @@ where
                 let Some(conn) = self.conn.as_mut().filter(|c| c.attempt == attempt) else {
                     return; // gone already: its loss report is queued or fed
                 };
-                if conn.probe.is_some() {
+                if conn.hooked.as_ref().is_some_and(|h| h.probe.is_some()) {
                     // The last probe still runs (it waited for the stream, and
                     // traffic answered for it meanwhile): it answers this one too.
                     // A new one beside it could cut into its exchange.
@@ -428,7 +460,9 @@ where
                 };
                 let handle = &conn.handle;
                 match catch_unwind(AssertUnwindSafe(|| probe(handle.clone()))) {
-                    Ok(future) => conn.probe = Some(AssertUnwindSafe(future).catch_unwind()),
+                    Ok(future) => {
+                        conn.hooked().probe = Some(AssertUnwindSafe(future).catch_unwind());
+                    }
                     Err(payload) => {
                         let panic = Panic::new(PanicSite::Probe, panic_message(&*payload));
                         event!(error, attempt = %attempt, %panic, "probe panicked");
@@ -447,11 +481,12 @@ where
                     self.timer = None;
                     self.report(Input::TimerFired { timer });
                 } else {
-                    self.timer = Some((timer, kind, Box::pin(self.runtime.sleep(delay))));
+                    self.timer = Some((timer, Box::pin(self.runtime.sleep(delay))));
+                    self.timer_kind = kind;
                 }
             }
             Action::CancelTimer { timer } => {
-                if self.timer.as_ref().is_some_and(|(t, _, _)| *t == timer) {
+                if self.timer.as_ref().is_some_and(|(t, _)| *t == timer) {
                     self.timer = None;
                 }
             }
@@ -705,10 +740,7 @@ where
                             attempt,
                             handle,
                             driver: Some(AssertUnwindSafe(driver).catch_unwind()),
-                            prepare: None,
-                            probe: None,
-                            activity: None,
-                            seen: Seen::default(),
+                            hooked: None,
                         });
                         Input::ConnectionMade { attempt }
                     }
@@ -730,9 +762,13 @@ where
         let probing = self.hooks.as_ref().is_some_and(|h| h.probe.is_some());
         if let Some(conn) = &mut self.conn {
             let attempt = conn.attempt;
-            if let Some(prepare) = &mut conn.prepare {
-                if let Poll::Ready(result) = Pin::new(prepare).poll(cx) {
-                    conn.prepare = None;
+            if let Some(hooked) = conn.hooked.as_deref_mut() {
+                let polled = match &mut hooked.prepare {
+                    Some(prepare) => Pin::new(prepare).poll(cx),
+                    None => Poll::Pending,
+                };
+                if let Poll::Ready(result) = polled {
+                    hooked.prepare = None;
                     let report = match result {
                         Ok(Ok(())) => Input::PrepareSucceeded { attempt },
                         Ok(Err(error)) => {
@@ -749,15 +785,18 @@ where
                     return true;
                 }
             }
-            if let Some(probe) = &mut conn.probe {
-                let polled = liveness::as_probe(|| Pin::new(probe).poll(cx));
+            if let Some(hooked) = conn.hooked.as_deref_mut() {
+                let polled = match &mut hooked.probe {
+                    Some(probe) => liveness::as_probe(|| Pin::new(probe).poll(cx)),
+                    None => Poll::Pending,
+                };
                 if let Poll::Ready(result) = polled {
-                    conn.probe = None;
+                    hooked.probe = None;
                     // Traffic may have answered for it already: the machine then
                     // takes its success as stale news, and its failure as the
                     // connection's death all the same.
-                    if let (Ok(Ok(())), Some(activity)) = (&result, &conn.activity) {
-                        conn.seen.answered(activity);
+                    if let (Ok(Ok(())), Some(activity)) = (&result, &hooked.activity) {
+                        hooked.seen.answered(activity);
                     }
                     let loss = match result {
                         Ok(Ok(())) => {
@@ -783,17 +822,20 @@ where
             let Some(driver) = &mut conn.driver else {
                 return false;
             };
-            let polled = if probing && conn.activity.is_none() {
+            let listening = probing && conn.hooked.as_ref().is_none_or(|h| h.activity.is_none());
+            let polled = if listening {
                 // Its adapter, if it is one of ours, offers its traffic counts.
                 let (polled, offered) = liveness::listen(|| Pin::new(driver).poll(cx));
-                conn.activity = offered;
+                if let Some(activity) = offered {
+                    conn.hooked().activity = Some(activity);
+                }
                 polled
             } else {
                 Pin::new(driver).poll(cx)
             };
             if let Poll::Ready(result) = polled {
                 let report = match result {
-                    Err(payload) if conn.prepare.is_some() => {
+                    Err(payload) if conn.preparing() => {
                         // Being prepared: a failed attempt that names the panic. The
                         // machine asks to close the rest (`Disconnect`).
                         conn.driver = None;
@@ -816,9 +858,9 @@ where
                 return true;
             }
         }
-        if let Some((timer, kind, sleep)) = &mut self.timer {
+        if let Some((timer, sleep)) = &mut self.timer {
             if sleep.as_mut().poll(cx).is_ready() {
-                let (timer, kind) = (*timer, *kind);
+                let (timer, kind) = (*timer, self.timer_kind);
                 self.timer = None;
                 self.before_probe_timer(kind);
                 self.report(Input::TimerFired { timer });
@@ -840,11 +882,16 @@ where
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        let Some(activity) = &conn.activity else {
+        let attempt = conn.attempt;
+        let Some(Hooked {
+            activity: Some(activity),
+            seen,
+            ..
+        }) = conn.hooked.as_deref_mut()
+        else {
             return;
         };
-        if conn.seen.judge(activity, timeout) == Verdict::Active {
-            let attempt = conn.attempt;
+        if seen.judge(activity, timeout) == Verdict::Active {
             self.report(Input::ConnectionActive { attempt });
         }
     }
@@ -970,7 +1017,7 @@ where
                 return;
             }
             mailbox.status = status;
-            mailbox.watch.clone()
+            mailbox.watch().cloned()
         };
         if let Some(watch) = watch {
             watch.publish(status.state, false);
@@ -1062,13 +1109,13 @@ impl<R: Runtime, H, E> Task<R, H, E> {
         let replaced = match &event {
             Event::AttemptFailed { failure, .. } => {
                 let mut mailbox = self.shared.lock();
-                let old = mailbox.last_failure.replace(Arc::clone(failure));
+                let old = mailbox.later().last_failure.replace(Arc::clone(failure));
                 drop(mailbox);
                 (old, None)
             }
             Event::Lost { reason, .. } => {
                 let mut mailbox = self.shared.lock();
-                let old = mailbox.last_loss.replace(reason.clone());
+                let old = mailbox.later().last_loss.replace(reason.clone());
                 drop(mailbox);
                 (None, old)
             }
@@ -1103,7 +1150,7 @@ impl<R: Runtime, H, E> Task<R, H, E> {
             mailbox.status.state = State::Stopped;
             mailbox.status.pending_waiters = 0;
             mailbox.status.connection = None;
-            (mailbox.commands.take().1, mailbox.watch.clone())
+            (mailbox.commands.take().1, mailbox.watch().cloned())
         };
         contain_drop(self.attempt.take());
         contain_drop(self.conn.take());

@@ -555,6 +555,56 @@ fn events_before_the_first_subscription_are_bounded() {
     ));
 }
 
+/// The first events (attempt started, connected) are kept apart from the ring
+/// until something else happens: a late first subscriber still gets what a ring of
+/// the given capacity would hold, in order, whatever the capacity.
+#[test]
+fn a_late_first_subscriber_gets_the_newest_events_in_order_whatever_the_capacity() {
+    fn name<E>(event: &Event<E>) -> String {
+        match event {
+            Event::AttemptStarted { .. } => "started".into(),
+            Event::Connected { generation, .. } => format!("connected#{generation}"),
+            Event::Lost { .. } => "lost".into(),
+            Event::RetryScheduled { .. } => "retry".into(),
+            Event::Missed { events } => format!("missed {events}"),
+            _ => "other".into(),
+        }
+    }
+    let all = ["started", "connected#1", "lost", "retry"];
+    for capacity in 1..=5 {
+        for happened in [2, 4] {
+            let rt = ManualRuntime::new();
+            let net = Net::new();
+            net.push_connect(ConnectOutcome::Succeed);
+            let service = builder(&rt, &net)
+                .events_capacity(capacity)
+                .start()
+                .unwrap();
+            rt.run_until_idle();
+            if happened == 4 {
+                assert!(net.lose(0));
+                rt.run_until_idle();
+            }
+            let mut events = service.events();
+            let mut got = Vec::new();
+            while let Poll::Ready(Some(event)) = poll_once(&mut events.next()) {
+                got.push(name(&event));
+            }
+            let mut expected: Vec<String> = Vec::new();
+            if happened <= capacity {
+                expected.extend(all[..happened].iter().map(|s| s.to_string()));
+            } else {
+                // The ring keeps the newest `capacity`, one of them making room for
+                // the notice.
+                let kept = capacity - 1;
+                expected.push(format!("missed {}", happened - kept));
+                expected.extend(all[happened - kept..happened].iter().map(|s| s.to_string()));
+            }
+            assert_eq!(got, expected, "capacity {capacity}, {happened} events");
+        }
+    }
+}
+
 #[test]
 fn subscribing_after_the_end_gets_what_happened_then_the_end() {
     let rt = ManualRuntime::new();
