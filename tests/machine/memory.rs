@@ -60,3 +60,14 @@ fn shrinking_keeps_what_is_pending_and_frees_what_is_not() {
     let (next, _) = shrunk.when_connected(None);
     assert_eq!(next.raw(), waiter.raw() + 1);
 }
+
+#[test]
+fn machines_with_different_options_are_not_equal() {
+    // Both hold options (out of line): equality compares what they hold.
+    let healthy = |secs| Config::new().with_reset_backoff_after(Some(Duration::from_secs(secs)));
+    let five: Machine<&str> = Machine::with_config(Backoff::twisted(7), healthy(5)).unwrap();
+    let six: Machine<&str> = Machine::with_config(Backoff::twisted(7), healthy(6)).unwrap();
+    assert_ne!(five, six);
+    let again: Machine<&str> = Machine::with_config(Backoff::twisted(7), healthy(5)).unwrap();
+    assert_eq!(five, again);
+}
