@@ -684,6 +684,75 @@ fn a_driver_panic_during_the_prepare_step_is_a_failed_attempt_that_names_the_pan
 }
 
 #[test]
+fn a_request_made_from_inside_the_task_is_performed_even_when_the_task_goes_idle() {
+    // The connection's own driver future asks to disconnect it on its first poll:
+    // a request made while the task is polling, just before the task finds
+    // nothing else to do. The request is kept (the task is woken for it), not
+    // thrown away with the idle task's spare storage.
+    type Svc = ClientService<(), NetError>;
+    let rt = ManualRuntime::new();
+    let slot: Arc<Mutex<Option<Svc>>> = Arc::new(Mutex::new(None));
+    let in_connector = Arc::clone(&slot);
+    let service: Svc = ClientService::builder_with_context(
+        rt.clone(),
+        move |ctx: redial::driver::ConnectContext| {
+            let slot = Arc::clone(&in_connector);
+            let attempt = ctx.attempt;
+            async move {
+                let mut asked = false;
+                let driver = std::future::poll_fn(move |_| {
+                    if !asked {
+                        asked = true;
+                        let service = slot.lock().unwrap().take();
+                        if let Some(service) = service {
+                            assert!(service.disconnect(attempt), "it is the current one");
+                        }
+                    }
+                    Poll::<()>::Pending
+                });
+                Ok::<_, NetError>(((), driver))
+            }
+        },
+    )
+    .policy(backoff())
+    .reset_backoff_after(None)
+    .start()
+    .unwrap();
+    *slot.lock().unwrap() = Some(service.clone());
+    rt.run_until_idle();
+    assert_eq!(service.counters().losses, 1, "the disconnect was performed");
+    assert!(slot.lock().unwrap().is_none());
+}
+
+#[test]
+fn requests_left_over_when_the_budget_runs_out_are_all_performed() {
+    // More waiters than one poll's budget: the task takes them all from the
+    // mailbox, answers as many as its budget allows, and yields. A waiter queued
+    // before its next poll does not push the ones it still holds out.
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    net.push_connect(ConnectOutcome::Succeed);
+    let service = service(&rt, &net);
+    rt.run(service.when_connected()).unwrap().unwrap();
+    let first: Vec<_> = (0..200).map(|_| service.when_connected()).collect();
+    rt.set_poll_limit(1);
+    assert!(
+        rt.try_run_until_idle().is_err(),
+        "one poll does not answer 200"
+    );
+    let mut late = service.when_connected();
+    rt.set_poll_limit(100_000);
+    rt.run_until_idle();
+    for (i, mut waiter) in first.into_iter().enumerate() {
+        assert!(
+            matches!(poll_once(&mut waiter), Poll::Ready(Ok(h)) if h.conn() == 0),
+            "waiter {i} was not answered with the connection"
+        );
+    }
+    assert!(matches!(poll_once(&mut late), Poll::Ready(Ok(_))));
+}
+
+#[test]
 fn stop_cancels_a_hanging_attempt_and_waits_for_it() {
     let rt = ManualRuntime::new();
     let net = Net::new(); // nothing scripted: attempts hang
