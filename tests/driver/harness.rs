@@ -753,6 +753,45 @@ fn requests_left_over_when_the_budget_runs_out_are_all_performed() {
 }
 
 #[test]
+fn a_disconnected_connection_stays_not_current_while_the_task_holds_the_request() {
+    // The task takes the disconnect with a flood of waiters and yields before it
+    // gets to it (its budget): what it publishes meanwhile must not make the
+    // connection current again, so a second `disconnect` is still late.
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    net.push_connect(ConnectOutcome::Succeed);
+    let service = service(&rt, &net);
+    let (first, _) = rt.run(service.when_connected().with_id()).unwrap().unwrap();
+    let waiters: Vec<_> = (0..200).map(|_| service.when_connected()).collect();
+    assert!(service.disconnect(first));
+    rt.set_poll_limit(1);
+    assert!(
+        rt.try_run_until_idle().is_err(),
+        "one poll does not get to it"
+    );
+    assert!(!service.disconnect(first), "a second report is late");
+    rt.set_poll_limit(100_000);
+    rt.run_until_idle();
+    assert_eq!(service.counters().losses, 1);
+    drop(waiters);
+}
+
+#[test]
+fn one_poll_performs_what_fits_in_its_budget() {
+    // 40 requests fit in one poll's budget: the task does not yield between its
+    // batches of requests while it has budget left.
+    let rt = ManualRuntime::new();
+    let net = Net::new();
+    net.push_connect(ConnectOutcome::Succeed);
+    let service = service(&rt, &net);
+    rt.run(service.when_connected()).unwrap().unwrap();
+    let waiters: Vec<_> = (0..40).map(|_| service.when_connected()).collect();
+    let polls = rt.run_until_idle();
+    assert!(polls <= 2, "{polls} polls for 40 requests");
+    drop(waiters);
+}
+
+#[test]
 fn stop_cancels_a_hanging_attempt_and_waits_for_it() {
     let rt = ManualRuntime::new();
     let net = Net::new(); // nothing scripted: attempts hang
