@@ -791,6 +791,47 @@ fn one_poll_performs_what_fits_in_its_budget() {
     drop(waiters);
 }
 
+/// A connection driver whose drop panics (hostile user code).
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("the connection driver panicked when dropped");
+        }
+    }
+}
+
+#[test]
+fn a_connection_driver_that_panics_when_dropped_does_not_take_the_service_down() {
+    let rt = ManualRuntime::new();
+    let service: ClientService<(), NetError> = ClientService::builder(rt.clone(), || async {
+        let guard = PanicOnDrop;
+        let driver = async move {
+            let _guard = guard;
+            pending::<()>().await
+        };
+        Ok::<_, NetError>(((), driver))
+    })
+    .policy(backoff())
+    .reset_backoff_after(None)
+    .start()
+    .unwrap();
+    let (first, ()) = rt.run(service.when_connected().with_id()).unwrap().unwrap();
+    // Closed on request: the drop's panic is contained, the loss counted, and the
+    // service reconnects.
+    assert!(service.disconnect(first));
+    rt.run_until_idle();
+    assert_eq!(service.ended(), None, "the service lives on");
+    assert_eq!(service.counters().losses, 1);
+    let (second, ()) = rt.run(service.when_connected().with_id()).unwrap().unwrap();
+    assert_ne!(second, first);
+    // And a stop closes the second the same way.
+    rt.run(service.stop()).unwrap();
+    assert_eq!(service.state(), State::Stopped);
+    assert_eq!(service.ended(), None);
+}
+
 #[test]
 fn stop_cancels_a_hanging_attempt_and_waits_for_it() {
     let rt = ManualRuntime::new();
