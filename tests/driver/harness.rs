@@ -791,22 +791,11 @@ fn one_poll_performs_what_fits_in_its_budget() {
     drop(waiters);
 }
 
-/// A connection driver whose drop panics (hostile user code).
-struct PanicOnDrop;
-
-impl Drop for PanicOnDrop {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            panic!("the connection driver panicked when dropped");
-        }
-    }
-}
-
 #[test]
 fn a_connection_driver_that_panics_when_dropped_does_not_take_the_service_down() {
     let rt = ManualRuntime::new();
     let service: ClientService<(), NetError> = ClientService::builder(rt.clone(), || async {
-        let guard = PanicOnDrop;
+        let guard = crate::support::PanicsOnDrop;
         let driver = async move {
             let _guard = guard;
             pending::<()>().await

@@ -1,5 +1,6 @@
-//! What the driver's modules share: reading a panic's message, and keeping the
-//! panics they script off stderr (one panic hook for the whole binary).
+//! What the driver's modules share: reading a panic's message, keeping the
+//! panics they script off stderr (one panic hook for the whole binary), and a
+//! value whose `Drop` panics.
 
 use std::any::Any;
 use std::sync::{Mutex, Once};
@@ -38,5 +39,24 @@ pub fn quiet_panics_containing(marker: &'static str) {
     let mut quiet = QUIET.lock().unwrap_or_else(|e| e.into_inner());
     if !quiet.contains(&marker) {
         quiet.push(marker);
+    }
+}
+
+/// A value whose `Drop` panics (hostile user code): an error, a connection
+/// driver's guard.
+#[derive(Debug)]
+pub struct PanicsOnDrop;
+
+impl std::fmt::Display for PanicsOnDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("refused")
+    }
+}
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("PanicsOnDrop dropped");
+        }
     }
 }

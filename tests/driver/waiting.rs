@@ -15,6 +15,8 @@ use redial::driver::{ClientService, Ended, Error, Event};
 use redial::testing::{poll_once, ConnectOutcome, ManualRuntime, Net, NetError, NetHandle};
 use redial::{Backoff, Failure, Jitter, RetryPolicy as _, State};
 
+use crate::support::PanicsOnDrop;
+
 type Service = ClientService<NetHandle, NetError>;
 
 fn secs(s: u64) -> Duration {
@@ -668,23 +670,6 @@ fn a_flap_counts_in_flaps_losses_and_consecutive_failures_not_in_failures() {
     let c = service.counters();
     assert_eq!((c.flaps, c.losses, c.failures), (2, 3, 0));
     assert_eq!(service.consecutive_failures(), 1);
-}
-
-/// An error whose `Drop` panics (hostile user code).
-struct PanicsOnDrop;
-
-impl fmt::Display for PanicsOnDrop {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("refused")
-    }
-}
-
-impl Drop for PanicsOnDrop {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            panic!("PanicsOnDrop dropped");
-        }
-    }
 }
 
 #[test]
