@@ -731,8 +731,10 @@ fn describe(input: &Input<io::Error>) -> String {
         | Input::PrepareSucceeded { attempt }
         | Input::ProbeSucceeded { attempt }
         | Input::ProbeFailed { attempt }
-        | Input::ConnectionActive { attempt }
         | Input::ConnectionClosed { attempt } => format!("{kind} {attempt}"),
+        Input::ConnectionActive { attempt, quiet_for } => {
+            format!("{kind} {attempt} quiet_for={quiet_for:?}")
+        }
         Input::ConnectionFailed { attempt, error }
         | Input::PrepareFailed { attempt, error }
         | Input::AttemptFailedFatally { attempt, error } => format!("{kind} {attempt}: {error}"),
