@@ -77,7 +77,7 @@ pub struct Config {
     /// look up for minutes after the peer vanished. With
     /// [`reset_backoff_after`](Config::reset_backoff_after) too, the connection
     /// becomes healthy once the probe intervals completed since it connected add
-    /// up to that delay (see [`ProbeConfig`]).
+    /// up to that delay, each for what it was armed for (see [`ProbeConfig`]).
     pub probe: Option<ProbeConfig>,
 }
 
@@ -92,17 +92,23 @@ pub struct Config {
 /// as for any loss.
 ///
 /// Anything the connection receives is liveness too
-/// ([`Machine::connection_active`]): an interval in which it received something
-/// re-arms instead of probing, and it answers an outstanding probe.
+/// ([`Machine::connection_active`], told how long ago the last of it came): the
+/// next probe is due `interval` after the last thing received (the machine arms
+/// the rest of an interval instead of probing), and it answers an outstanding
+/// probe. A peer that stops answering is so found dead `interval + timeout`
+/// after the last thing it sent.
 ///
 /// With [`Config::reset_backoff_after`] = `d` as well, no healthy timer is armed:
 /// the connection becomes healthy (the failure count is reset to 0, and its loss is
-/// no longer a flap) when the probe interval fires for the `k`-th time since it
-/// connected, where `k` is the smallest number with `k · interval ≥ d`, just
-/// before that probe is asked. That is `⌈d / interval⌉` intervals, plus the time
-/// the probes in between took to answer: later than `d` when `interval` does not
-/// divide it (`d` = 25 s, `interval` = 10 s: at the third interval, 30 s and
-/// two probe round trips after connecting).
+/// no longer a flap) when the probe intervals that fired since it connected add
+/// up to `d`, each for what it was armed for, just before the next probe is
+/// asked. With whole intervals that is when the interval fires for the `k`-th
+/// time, where `k` is the smallest number with `k · interval ≥ d`:
+/// `⌈d / interval⌉` intervals, plus the time the probes in between took to
+/// answer, later than `d` when `interval` does not divide it (`d` = 25 s,
+/// `interval` = 10 s: at the third interval, 30 s and two probe round trips after
+/// connecting). A rest of an interval armed after inbound activity counts for
+/// its length.
 ///
 /// ```
 /// use core::time::Duration;
