@@ -474,7 +474,11 @@ impl Driver {
             Action::Probe { attempt } => {
                 // Never here: this loop does not configure liveness probes
                 // (`Config::probe`). A loop that does would send its probe on the
-                // connection and report `probe_succeeded`/`probe_failed`.
+                // connection and report `probe_succeeded`/`probe_failed`, and, just
+                // before it feeds a probe timer that fired, `connection_active(attempt,
+                // quiet_for)` if the connection read something since (`quiet_for`:
+                // how long ago the last read was), so that the next probe comes
+                // an interval after the last thing received.
                 log!("client", "-> Probe {attempt} (not configured)");
             }
         }
@@ -731,8 +735,10 @@ fn describe(input: &Input<io::Error>) -> String {
         | Input::PrepareSucceeded { attempt }
         | Input::ProbeSucceeded { attempt }
         | Input::ProbeFailed { attempt }
-        | Input::ConnectionActive { attempt }
         | Input::ConnectionClosed { attempt } => format!("{kind} {attempt}"),
+        Input::ConnectionActive { attempt, quiet_for } => {
+            format!("{kind} {attempt} quiet_for={quiet_for:?}")
+        }
         Input::ConnectionFailed { attempt, error }
         | Input::PrepareFailed { attempt, error }
         | Input::AttemptFailedFatally { attempt, error } => format!("{kind} {attempt}: {error}"),

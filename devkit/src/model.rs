@@ -196,10 +196,16 @@ pub struct Model {
     /// A probe was asked of the connection and is not answered yet.
     pub probing: bool,
     /// With probes and none outstanding: the connection received something
-    /// since the probe interval was armed (it re-arms instead of probing).
-    pub active: bool,
-    /// Probe intervals completed since the connection was made.
-    pub intervals_done: u32,
+    /// since the probe interval was armed, the last of it this long before the
+    /// latest report (when the interval fires, the rest of an interval from
+    /// that activity is armed instead of a probe, if any is left).
+    pub active: Option<Duration>,
+    /// What the armed probe interval was armed for (the interval, or the rest
+    /// of one after inbound activity).
+    pub armed_interval: Duration,
+    /// Probe-interval time completed since the connection was made (each
+    /// interval that fired, for what it was armed for).
+    pub interval_time: Duration,
     /// The connection has stayed up long enough (with probes: counted in
     /// intervals) for the failure count to be reset.
     pub healthy: bool,
@@ -216,6 +222,8 @@ pub struct Model {
 /// What a report carries besides its attempt id.
 enum Detail {
     None,
+    /// `connection_active`'s `quiet_for`.
+    Quiet(Duration),
     Error(String),
     Panic(Panic),
 }
@@ -248,8 +256,9 @@ impl Model {
             consecutive_failures: 0,
             fatal_in_a_row: 0,
             probing: false,
-            active: false,
-            intervals_done: 0,
+            active: None,
+            armed_interval: Duration::ZERO,
+            interval_time: Duration::ZERO,
             healthy: false,
             stopped_by_give_up: None,
             counters: Counters::default(),
@@ -335,7 +344,9 @@ impl Model {
                     }
                     Input::ProbeSucceeded { attempt } => (8, attempt, Detail::None),
                     Input::ProbeFailed { attempt } => (9, attempt, Detail::None),
-                    Input::ConnectionActive { attempt } => (10, attempt, Detail::None),
+                    Input::ConnectionActive { attempt, quiet_for } => {
+                        (10, attempt, Detail::Quiet(*quiet_for))
+                    }
                     _ => unreachable!(),
                 };
                 debug_assert_eq!(REPORTS[row].0, input.kind().name());
@@ -624,43 +635,40 @@ impl Model {
             // Connected, probing (contract: Beyond Twisted, Liveness probes)
             (Connected, Event::Timer(TimerKind::ProbeInterval)) => {
                 self.timer = None;
-                let probe = self.config.probe.expect("probe timers only with probes");
-                self.intervals_done = self.intervals_done.saturating_add(1);
+                self.interval_time = self.interval_time.saturating_add(self.armed_interval);
                 if let Some(d) = self.config.reset_backoff_after {
                     // Healthy once the completed intervals add up to the delay.
-                    if !self.healthy && probe.interval.saturating_mul(self.intervals_done) >= d {
+                    if !self.healthy && self.interval_time >= d {
                         self.healthy = true;
                         self.consecutive_failures = 0;
                     }
                 }
-                if core::mem::take(&mut self.active) {
-                    // Something was received during the interval: no probe.
-                    self.schedule(TimerKind::ProbeInterval, probe.interval, out);
-                    return;
+                match self.active.take() {
+                    // Something was received during the interval: the next probe
+                    // is due an interval after the last of it.
+                    Some(quiet_for) => self.probe_after(quiet_for, out),
+                    None => self.probe_now(out),
                 }
-                let (a, _) = self.current.expect("Connected has a connection");
-                out.push(Action::Probe {
-                    attempt: AttemptId::from_raw(a),
-                });
-                self.probing = true;
-                self.schedule(TimerKind::ProbeTimeout, probe.timeout, out);
             }
-            // Anything received answers an outstanding probe; otherwise, with
-            // probes, it is noted for the interval.
-            (Connected, Event::Report(Active, _, _)) if self.probing => {
-                let probe = self.config.probe.expect("probes only with probes");
-                self.cancel_timer(out); // the probe timeout
-                self.probing = false;
-                self.schedule(TimerKind::ProbeInterval, probe.interval, out);
-            }
-            (Connected, Event::Report(Active, _, _)) => {
-                self.active = self.config.probe.is_some();
+            // Anything received answers an outstanding probe (the next one is due
+            // an interval after it); otherwise, with probes, it is noted for the
+            // interval (the latest report counts).
+            (Connected, Event::Report(Active, _, detail)) => {
+                let Detail::Quiet(quiet_for) = detail else {
+                    unreachable!("connection_active carries its quiet time")
+                };
+                if self.probing {
+                    self.cancel_timer(out); // the probe timeout
+                    self.probing = false;
+                    self.probe_after(quiet_for, out);
+                } else if self.config.probe.is_some() {
+                    self.active = Some(quiet_for);
+                }
             }
             (Connected, Event::Report(ProbeOk, _, _)) => {
-                let probe = self.config.probe.expect("probes only with probes");
                 self.cancel_timer(out); // the probe timeout
                 self.probing = false;
-                self.schedule(TimerKind::ProbeInterval, probe.interval, out);
+                self.probe_after(Duration::ZERO, out);
             }
             (Connected, Event::Report(ProbeDead, a, _)) => {
                 self.cancel_timer(out); // the probe timeout, or the interval
@@ -710,6 +718,31 @@ impl Model {
         }
     }
 
+    /// The connection last received something `quiet_for` ago: the next probe
+    /// is due an interval after that. Arms the rest of that interval, or probes
+    /// now if none is left.
+    fn probe_after(&mut self, quiet_for: Duration, out: &mut Out) {
+        let probe = self.config.probe.expect("probes only with probes");
+        let rest = probe.interval.saturating_sub(quiet_for);
+        if rest.is_zero() {
+            self.probe_now(out);
+        } else {
+            self.armed_interval = rest;
+            self.schedule(TimerKind::ProbeInterval, rest, out);
+        }
+    }
+
+    /// Asks for a probe of the connection, and arms its timeout.
+    fn probe_now(&mut self, out: &mut Out) {
+        let probe = self.config.probe.expect("probes only with probes");
+        let (a, _) = self.current.expect("Connected has a connection");
+        out.push(Action::Probe {
+            attempt: AttemptId::from_raw(a),
+        });
+        self.probing = true;
+        self.schedule(TimerKind::ProbeTimeout, probe.timeout, out);
+    }
+
     fn become_connected(&mut self, a: u64, out: &mut Out) {
         self.state = State::Connected;
         self.current = Some((a, Phase::Connected));
@@ -717,15 +750,18 @@ impl Model {
         // A connection ends any run of fatal failures.
         self.fatal_in_a_row = 0;
         self.probing = false;
-        self.intervals_done = 0;
-        self.active = false;
+        self.interval_time = Duration::ZERO;
+        self.active = None;
         self.healthy = self.config.reset_backoff_after.is_none();
         if self.healthy {
             self.consecutive_failures = 0;
         }
         match (self.config.probe, self.config.reset_backoff_after) {
             // contract, Liveness probes: the one timer is the probe interval
-            (Some(probe), _) => self.schedule(TimerKind::ProbeInterval, probe.interval, out),
+            (Some(probe), _) => {
+                self.armed_interval = probe.interval;
+                self.schedule(TimerKind::ProbeInterval, probe.interval, out);
+            }
             // contract, Beyond Twisted: reset only once the connection stayed up this long
             (None, Some(d)) => self.schedule(TimerKind::Healthy, d, out),
             (None, None) => {}

@@ -6,6 +6,7 @@
 //! [`Machine::handle`](crate::Machine::handle).
 
 use core::num::NonZeroU32;
+use core::time::Duration;
 
 use crate::actions::Panic;
 use crate::ids::{AttemptId, TimerId, WaiterId};
@@ -114,13 +115,20 @@ pub enum Input<E> {
         attempt: AttemptId,
     },
     /// The established connection received something (a byte, a message) since
-    /// this was last reported: it is alive and not idle. With probes, the armed
-    /// interval re-arms instead of probing, and an outstanding probe is answered;
-    /// without, nothing. See
+    /// this was last reported, the last of it `quiet_for` ago: it is alive and
+    /// not idle. With probes, the next probe is due `interval` after that last
+    /// inbound activity: when the armed interval fires, only the rest of an
+    /// interval (`interval - quiet_for`) is armed, or the probe runs at once if
+    /// nothing is left; an outstanding probe is answered the same way. Without
+    /// probes, nothing. See
     /// [`Machine::connection_active`](crate::Machine::connection_active).
     ConnectionActive {
         /// The connection (named by its attempt).
         attempt: AttemptId,
+        /// How long ago, as of this report, the connection last received
+        /// something (zero: just now). The machine reads no clock: the driver
+        /// measures it.
+        quiet_for: Duration,
     },
     /// The connection is closed: lost, or closed because the machine asked (`Disconnect`).
     ConnectionClosed {

@@ -77,7 +77,7 @@ pub struct Config {
     /// look up for minutes after the peer vanished. With
     /// [`reset_backoff_after`](Config::reset_backoff_after) too, the connection
     /// becomes healthy once the probe intervals completed since it connected add
-    /// up to that delay (see [`ProbeConfig`]).
+    /// up to that delay, each for what it was armed for (see [`ProbeConfig`]).
     pub probe: Option<ProbeConfig>,
 }
 
@@ -92,17 +92,23 @@ pub struct Config {
 /// as for any loss.
 ///
 /// Anything the connection receives is liveness too
-/// ([`Machine::connection_active`]): an interval in which it received something
-/// re-arms instead of probing, and it answers an outstanding probe.
+/// ([`Machine::connection_active`], told how long ago the last of it came): the
+/// next probe is due `interval` after the last thing received (the machine arms
+/// the rest of an interval instead of probing), and it answers an outstanding
+/// probe. A peer that stops answering is so found dead `interval + timeout`
+/// after the last thing it sent.
 ///
 /// With [`Config::reset_backoff_after`] = `d` as well, no healthy timer is armed:
 /// the connection becomes healthy (the failure count is reset to 0, and its loss is
-/// no longer a flap) when the probe interval fires for the `k`-th time since it
-/// connected, where `k` is the smallest number with `k · interval ≥ d`, just
-/// before that probe is asked. That is `⌈d / interval⌉` intervals, plus the time
-/// the probes in between took to answer: later than `d` when `interval` does not
-/// divide it (`d` = 25 s, `interval` = 10 s: at the third interval, 30 s and
-/// two probe round trips after connecting).
+/// no longer a flap) when the probe intervals that fired since it connected add
+/// up to `d`, each for what it was armed for, just before the next probe is
+/// asked. With whole intervals that is when the interval fires for the `k`-th
+/// time, where `k` is the smallest number with `k · interval ≥ d`:
+/// `⌈d / interval⌉` intervals, plus the time the probes in between took to
+/// answer, later than `d` when `interval` does not divide it (`d` = 25 s,
+/// `interval` = 10 s: at the third interval, 30 s and two probe round trips after
+/// connecting). A rest of an interval armed after inbound activity counts for
+/// its length.
 ///
 /// ```
 /// use core::time::Duration;
@@ -357,13 +363,24 @@ enum Health {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Probe {
     /// The interval timer is armed: a probe is due when it fires.
-    Idle(TimerId),
+    Idle(Interval),
     /// The interval timer is armed, and the connection received something since
-    /// it was ([`Machine::connection_active`]): when it fires, the next interval is
-    /// armed instead of a probe.
-    Active(TimerId),
+    /// it was, the last of it this long before the latest report
+    /// ([`Machine::connection_active`]): when it fires, the rest of an interval
+    /// from that activity is armed instead of a probe (a probe if none is left).
+    Active(Interval, Duration),
     /// A probe is outstanding: its timeout is armed.
     Outstanding(TimerId),
+}
+
+/// An armed probe interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Interval {
+    timer: TimerId,
+    /// What it was armed for: the probe interval, or the rest of one after
+    /// inbound activity. Kept only while the connection's health is counted in
+    /// intervals ([`Health::AfterIntervals`]); the probe interval otherwise.
+    length: Duration,
 }
 
 /// What an input means once its ids are resolved: the rows of the transition table.
@@ -405,8 +422,9 @@ enum Event<E> {
     ProbeFailed,
     /// The outstanding probe's timeout fired: the connection is dead.
     ProbeTimedOut,
-    /// The current, established connection received something.
-    Active,
+    /// The current, established connection received something, the last of it
+    /// this long ago.
+    Active(Duration),
     /// The retry timer fired.
     RetryDue,
     /// Something the machine was waiting to see gone (a cancelled attempt, a
@@ -549,6 +567,13 @@ struct Rarer {
     /// Connected with [`Health::AfterIntervals`]: the time it still needs (zero
     /// otherwise).
     health_left: Duration,
+    /// Connected with [`Health::AfterIntervals`], a probe interval armed for
+    /// less than the probe interval (the rest of one after inbound activity):
+    /// what it was armed for (zero otherwise).
+    interval_left: Duration,
+    /// [`Probe::Active`]: how long before the latest report the connection
+    /// last received something (zero otherwise).
+    quiet_for: Duration,
     /// The high 32 bits of [`Machine::tallies`].
     high: [u32; TALLIES],
 }
@@ -972,14 +997,27 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     }
 
     /// The established connection received something (a byte, a message) since
-    /// the driver last said so: it is alive, and not idle. With [`Config::probe`],
-    /// the probe interval that is armed re-arms when it fires instead of asking
-    /// for a probe (so a probe runs only after an interval with nothing received),
-    /// and an outstanding probe is answered as by
-    /// [`probe_succeeded`](Machine::probe_succeeded). Without probes it changes
-    /// nothing. Never an error for the current connection; stale for one being
-    /// prepared, closing or old; bad input for an attempt not yet made
-    /// ([`Rejection::NotMade`]).
+    /// the driver last said so, the last of it `quiet_for` ago: it is alive, and
+    /// not idle. With [`Config::probe`], the next probe is due `interval` after
+    /// that last inbound activity:
+    ///
+    /// * with the interval armed, it is noted: when the interval fires, the rest
+    ///   of an interval from that activity (`interval - quiet_for`) is armed
+    ///   instead of a probe, or, if nothing is left of it (quiet for a whole
+    ///   interval or more), the probe is asked then as usual. The rest is counted
+    ///   from the latest report: report it just before you feed the interval that
+    ///   fired, and the probe runs exactly `interval` after the last inbound
+    ///   activity; a report earlier in the interval makes the rest longer by
+    ///   that much (the probe comes later, never sooner);
+    /// * with a probe outstanding, it is answered as by
+    ///   [`probe_succeeded`](Machine::probe_succeeded), and the rest of an
+    ///   interval from that activity is armed; nothing left: a new probe now
+    ///   (`Probe`, and its timeout re-armed).
+    ///
+    /// A rest of an interval counts toward the healthy delay for what it was
+    /// armed for. Without probes it changes nothing. Never an error for the
+    /// current connection; stale for one being prepared, closing or old; bad
+    /// input for an attempt not yet made ([`Rejection::NotMade`]).
     ///
     /// A driver may report it whenever it sees inbound traffic, or, cheaper, only
     /// just before it feeds a probe timer that fired (if the connection received
@@ -996,16 +1034,23 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// let attempt = m.current_attempt().unwrap();
     /// m.connection_made(attempt).unwrap();
     /// let (interval, _) = m.armed_timer().unwrap();
-    /// // Something arrived during the interval: no probe when it fires.
-    /// assert!(m.connection_active(attempt).unwrap().is_empty());
+    /// // Something arrived 3 s before the interval fired: no probe now, the next
+    /// // one is due 10 s after that arrival, in 7 s.
+    /// let quiet_for = Duration::from_secs(3);
+    /// assert!(m.connection_active(attempt, quiet_for).unwrap().is_empty());
     /// let actions = m.timer_fired(interval).unwrap();
     /// assert!(matches!(
     ///     actions[..],
-    ///     [Action::ScheduleTimer { kind: TimerKind::ProbeInterval, .. }]
+    ///     [Action::ScheduleTimer { kind: TimerKind::ProbeInterval, delay, .. }]
+    ///         if delay == Duration::from_secs(7)
     /// ));
     /// ```
-    pub fn connection_active(&mut self, attempt: AttemptId) -> Result<Actions<E>, InputError> {
-        self.report(Input::ConnectionActive { attempt })
+    pub fn connection_active(
+        &mut self,
+        attempt: AttemptId,
+        quiet_for: Duration,
+    ) -> Result<Actions<E>, InputError> {
+        self.report(Input::ConnectionActive { attempt, quiet_for })
     }
 
     /// The connection is closed (lost, or closed because the machine asked).
@@ -1325,8 +1370,8 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 } => return Err(Rejection::NotProbing(attempt)),
                 Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
             },
-            Input::ConnectionActive { attempt } => match self.whose(attempt)? {
-                Whose::Connected { .. } => Event::Active,
+            Input::ConnectionActive { attempt, quiet_for } => match self.whose(attempt)? {
+                Whose::Connected { .. } => Event::Active(quiet_for),
                 Whose::Attempting => return Err(Rejection::NotMade(attempt)),
                 // Being prepared: its prepare step is what answers for it.
                 Whose::Preparing | Whose::Cancelled | Whose::Closing | Whose::Old => Event::Stale,
@@ -1573,12 +1618,16 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             }
             // Connected, probing: the one timer is the interval, then the probe timeout.
             (Connected(connection), Event::ProbeDue) => {
-                let probe = self.probe_config();
-                let active = matches!(connection.probe, Some(Probe::Active(_)));
-                // One more interval completed: healthy once they add up to the
-                // healthy delay.
+                let (fired, quiet_for) = match connection.probe {
+                    Some(Probe::Idle(interval)) => (interval.length, None),
+                    Some(Probe::Active(interval, quiet_for)) => (interval.length, Some(quiet_for)),
+                    // classify() yields ProbeDue only with the interval armed.
+                    Some(Probe::Outstanding(_)) | None => (self.probe_config().interval, None),
+                };
+                // One more interval completed (this long): healthy once they add
+                // up to the healthy delay.
                 let health = match connection.health {
-                    Health::AfterIntervals(left) => match left.saturating_sub(probe.interval) {
+                    Health::AfterIntervals(left) => match left.saturating_sub(fired) {
                         left if left.is_zero() => {
                             self.consecutive_failures = 0;
                             Health::Healthy
@@ -1587,38 +1636,33 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                     },
                     health @ (Health::Healthy | Health::AtTimer(_)) => health,
                 };
-                if active {
-                    // Not idle: it received something during the interval, which
-                    // answers for it. The next interval, no probe.
-                    let idle = self.arm(TimerKind::ProbeInterval, probe.interval, out);
-                    self.set_now(Connected(Connection {
-                        health,
-                        probe: Some(Probe::Idle(idle)),
-                        ..connection
-                    }));
-                    return;
-                }
-                out.push(Action::Probe {
-                    attempt: connection.attempt,
-                });
-                let timeout = self.arm(TimerKind::ProbeTimeout, probe.timeout, out);
-                self.set_now(Connected(Connection {
+                let connection = Connection {
                     health,
-                    probe: Some(Probe::Outstanding(timeout)),
                     ..connection
-                }));
+                };
+                match quiet_for {
+                    // Not idle: it received something during the interval, which
+                    // answers for it. The next probe is due an interval after that.
+                    Some(quiet_for) => self.next_probe(connection, quiet_for, out),
+                    None => self.probe_now(connection, out),
+                }
             }
-            // Something received: liveness. While idle it is noted (the interval
-            // then re-arms instead of probing); an outstanding probe is answered.
-            (Connected(connection), Event::Active) => match connection.probe {
-                Some(Probe::Idle(timer)) => {
+            // Something received: liveness. While idle it is noted (when the
+            // interval fires, the rest of an interval from it is armed instead of a
+            // probe); an outstanding probe is answered, and the next one is due an
+            // interval after that activity.
+            (Connected(connection), Event::Active(quiet_for)) => match connection.probe {
+                Some(Probe::Idle(interval) | Probe::Active(interval, _)) => {
                     self.set_now(Connected(Connection {
-                        probe: Some(Probe::Active(timer)),
+                        probe: Some(Probe::Active(interval, quiet_for)),
                         ..connection
                     }));
                 }
-                Some(Probe::Outstanding(_)) => self.probe_answered(connection, out),
-                Some(Probe::Active(_)) | None => {}
+                Some(Probe::Outstanding(_)) => {
+                    self.disarm_connection(connection, out);
+                    self.next_probe(connection, quiet_for, out);
+                }
+                None => {}
             },
             (Connected(connection), Event::ProbeSucceeded) => {
                 self.probe_answered(connection, out);
@@ -1676,7 +1720,7 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             | (
                 Init | Connecting(_) | Waiting { .. } | Disconnecting | Restarting | Stopped,
                 Event::Lost
-                | Event::Active
+                | Event::Active(_)
                 | Event::HealthyDue
                 | Event::ProbeDue
                 | Event::ProbeSucceeded
@@ -1715,9 +1759,10 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         let (health, probe) = match (self.config().probe, self.config().reset_backoff_after) {
             // The one timer is the probe's; health is counted in its intervals.
             (Some(probe), healthy_after) => {
-                let idle = self.arm(TimerKind::ProbeInterval, probe.interval, out);
+                let timer = self.arm(TimerKind::ProbeInterval, probe.interval, out);
                 let health = healthy_after.map_or(Health::Healthy, Health::AfterIntervals);
-                (health, Some(Probe::Idle(idle)))
+                let length = probe.interval;
+                (health, Some(Probe::Idle(Interval { timer, length })))
             }
             (None, Some(delay)) => {
                 let timer = self.arm(TimerKind::Healthy, delay, out);
@@ -1908,10 +1953,34 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// arm the next interval.
     fn probe_answered(&mut self, connection: Connection, out: &mut Actions<E>) {
         self.disarm_connection(connection, out);
-        let interval = self.probe_config().interval;
-        let idle = self.arm(TimerKind::ProbeInterval, interval, out);
+        self.next_probe(connection, Duration::ZERO, out);
+    }
+
+    /// The connection (its timer disarmed or fired) last received something
+    /// `quiet_for` ago: the next probe is due an interval after that. Arms the
+    /// rest of that interval, or probes now if nothing is left of it.
+    fn next_probe(&mut self, connection: Connection, quiet_for: Duration, out: &mut Actions<E>) {
+        let length = self.probe_config().interval.saturating_sub(quiet_for);
+        if length.is_zero() {
+            self.probe_now(connection, out);
+            return;
+        }
+        let timer = self.arm(TimerKind::ProbeInterval, length, out);
         self.set_now(Now::Connected(Connection {
-            probe: Some(Probe::Idle(idle)),
+            probe: Some(Probe::Idle(Interval { timer, length })),
+            ..connection
+        }));
+    }
+
+    /// Asks for a probe of the connection (its timer disarmed or fired) and arms
+    /// its timeout.
+    fn probe_now(&mut self, connection: Connection, out: &mut Actions<E>) {
+        out.push(Action::Probe {
+            attempt: connection.attempt,
+        });
+        let timeout = self.arm(TimerKind::ProbeTimeout, self.probe_config().timeout, out);
+        self.set_now(Now::Connected(Connection {
+            probe: Some(Probe::Outstanding(timeout)),
             ..connection
         }));
     }
@@ -1942,9 +2011,9 @@ impl<E, P: RetryPolicy> Machine<E, P> {
     /// if armed.
     fn disarm_connection(&mut self, connection: Connection, out: &mut Actions<E>) {
         let timer = match (connection.probe, connection.health) {
-            (Some(Probe::Idle(timer) | Probe::Active(timer) | Probe::Outstanding(timer)), _) => {
-                Some(timer)
-            }
+            (Some(Probe::Idle(Interval { timer, .. })), _)
+            | (Some(Probe::Active(Interval { timer, .. }, _)), _)
+            | (Some(Probe::Outstanding(timer)), _) => Some(timer),
             (None, Health::AtTimer(timer)) => Some(timer),
             (None, Health::Healthy | Health::AfterIntervals(_)) => None,
         };
@@ -2033,8 +2102,11 @@ impl<E, P: RetryPolicy> Machine<E, P> {
             },
             probe: match probe {
                 StoredProbe::Off => None,
-                StoredProbe::Idle => Some(Probe::Idle(timer)),
-                StoredProbe::Active => Some(Probe::Active(timer)),
+                StoredProbe::Idle => Some(Probe::Idle(self.interval_now(timer))),
+                StoredProbe::Active => Some(Probe::Active(
+                    self.interval_now(timer),
+                    self.rarer().map_or(Duration::ZERO, |r| r.quiet_for),
+                )),
                 StoredProbe::Outstanding => Some(Probe::Outstanding(timer)),
             },
         })
@@ -2047,6 +2119,8 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         let latest_attempt = self.latest_attempt();
         let latest_timer = self.latest_timer();
         let mut health_left = Duration::ZERO;
+        let mut interval_left = Duration::ZERO;
+        let mut quiet_for = Duration::ZERO;
         self.now = match now {
             Now::Init => Stored::Init,
             Now::Connecting(current) => {
@@ -2076,12 +2150,15 @@ impl<E, P: RetryPolicy> Machine<E, P> {
                 };
                 let probe = match connection.probe {
                     None => StoredProbe::Off,
-                    Some(Probe::Idle(timer)) => {
-                        debug_assert_eq!(timer, latest_timer);
+                    Some(Probe::Idle(interval)) => {
+                        debug_assert_eq!(interval.timer, latest_timer);
+                        interval_left = self.interval_left(interval, health);
                         StoredProbe::Idle
                     }
-                    Some(Probe::Active(timer)) => {
-                        debug_assert_eq!(timer, latest_timer);
+                    Some(Probe::Active(interval, quiet)) => {
+                        debug_assert_eq!(interval.timer, latest_timer);
+                        interval_left = self.interval_left(interval, health);
+                        quiet_for = quiet;
                         StoredProbe::Active
                     }
                     Some(Probe::Outstanding(timer)) => {
@@ -2097,12 +2174,41 @@ impl<E, P: RetryPolicy> Machine<E, P> {
         };
         let _ = (latest_attempt, latest_timer);
         // Kept only while it means something, so that equal machines compare equal.
-        if !health_left.is_zero() {
-            self.rarer_mut().health_left = health_left;
+        let keep = |rarer: &mut Rarer| {
+            rarer.health_left = health_left;
+            rarer.interval_left = interval_left;
+            rarer.quiet_for = quiet_for;
+        };
+        if !(health_left.is_zero() && interval_left.is_zero() && quiet_for.is_zero()) {
+            keep(self.rarer_mut());
         } else if let Some(Options::Own(extra)) = &mut self.extra {
             if let Some(rarer) = &mut extra.rarer {
-                rarer.health_left = Duration::ZERO;
+                keep(rarer);
             }
+        }
+    }
+
+    /// The armed probe interval `timer`, as stored.
+    fn interval_now(&self, timer: TimerId) -> Interval {
+        let left = self.rarer().map_or(Duration::ZERO, |r| r.interval_left);
+        Interval {
+            timer,
+            length: if left.is_zero() {
+                self.probe_config().interval
+            } else {
+                left
+            },
+        }
+    }
+
+    /// What to store of `interval`'s length: only a rest of an interval, only
+    /// while health is counted in intervals (zero otherwise).
+    fn interval_left(&self, interval: Interval, health: StoredHealth) -> Duration {
+        if health == StoredHealth::AfterIntervals && interval.length < self.probe_config().interval
+        {
+            interval.length
+        } else {
+            Duration::ZERO
         }
     }
 

@@ -871,8 +871,9 @@ where
     }
 
     /// A probe timer fired: if the connection's traffic says it is active (see
-    /// [`Seen::judge`]), tell the machine first, so that the interval re-arms
-    /// instead of probing, or the outstanding probe is answered.
+    /// [`Seen::judge`]), tell the machine first, with how long ago it last
+    /// received something, so that the rest of an interval from then is armed
+    /// instead of a probe, or the outstanding probe is answered.
     fn before_probe_timer(&mut self, kind: TimerKind) {
         let timeout = match kind {
             TimerKind::ProbeInterval => false,
@@ -891,8 +892,9 @@ where
         else {
             return;
         };
-        if seen.judge(activity, timeout) == Verdict::Active {
-            self.report(Input::ConnectionActive { attempt });
+        if let Verdict::Active(quiet_for) = seen.judge(activity, timeout, std::time::Instant::now())
+        {
+            self.report(Input::ConnectionActive { attempt, quiet_for });
         }
     }
 

@@ -57,8 +57,9 @@ use crate::state::State;
 ///     that ends its list;
 /// 12. activity is only liveness: an accepted `connection_active` asks for
 ///     nothing but, with a probe outstanding, `CancelTimer` of its timeout and
-///     `ScheduleTimer` of the next interval (it never probes, closes, loses or
-///     answers anyone).
+///     `ScheduleTimer` of the next interval, or, when the connection was quiet
+///     for a whole interval, of the next probe's timeout after `Probe` (it never
+///     closes, loses or answers anyone).
 ///
 /// That bad input changes nothing is checked by comparing the machine with a clone
 /// taken before the input; see [`check_unchanged`](Invariants::check_unchanged).
@@ -132,6 +133,10 @@ impl Invariants {
                 [] => true,
                 [Action::CancelTimer { .. }, Action::ScheduleTimer { kind, .. }] => {
                     *kind == crate::actions::TimerKind::ProbeInterval
+                }
+                [Action::CancelTimer { .. }, Action::Probe { attempt }, Action::ScheduleTimer { kind, .. }] => {
+                    *kind == crate::actions::TimerKind::ProbeTimeout
+                        && Some(*attempt) == self.current
                 }
                 _ => false,
             };

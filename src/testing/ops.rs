@@ -7,6 +7,7 @@
 //! and resolves each op to an [`Input`] naming real ids.
 
 use core::num::NonZeroU32;
+use core::time::Duration;
 use std::format;
 use std::string::String;
 use std::vec::Vec;
@@ -125,6 +126,21 @@ impl ReportKind {
         ReportKind::TimerFired,
         ReportKind::CancelWaiter,
     ];
+}
+
+/// How long a generated `connection_active` says the connection was quiet,
+/// from `choice`: just now, or a spread of durations around the generated
+/// probe intervals (shorter than, as long as, and longer than most).
+fn quiet_for(choice: u8) -> Duration {
+    match choice / 32 {
+        0 | 1 => Duration::ZERO,
+        2 => Duration::from_millis(1),
+        3 => Duration::from_millis(250),
+        4 => Duration::from_secs(1),
+        5 => Duration::from_secs(3),
+        6 => Duration::from_secs(10),
+        _ => Duration::from_secs(60),
+    }
 }
 
 /// `Op::Happen`'s `choice` from which user code panics (one in eight).
@@ -257,7 +273,10 @@ impl World {
                             return Some(match choice % 4 {
                                 0 => Input::ConnectionClosed { attempt },
                                 1 => Input::ProbeSucceeded { attempt },
-                                2 => Input::ConnectionActive { attempt },
+                                2 => Input::ConnectionActive {
+                                    attempt,
+                                    quiet_for: quiet_for(choice),
+                                },
                                 _ => Input::ProbeFailed { attempt },
                             });
                         }
@@ -286,7 +305,10 @@ impl World {
                         }
                         match choice % options {
                             0 => Input::ConnectionClosed { attempt },
-                            1 if !preparing => Input::ConnectionActive { attempt },
+                            1 if !preparing => Input::ConnectionActive {
+                                attempt,
+                                quiet_for: quiet_for(choice),
+                            },
                             1 => Input::PrepareSucceeded { attempt },
                             _ => Input::PrepareFailed {
                                 attempt,
@@ -343,7 +365,10 @@ impl World {
             ReportKind::ConnectionClosed => Input::ConnectionClosed { attempt },
             ReportKind::ProbeSucceeded => Input::ProbeSucceeded { attempt },
             ReportKind::ProbeFailed => Input::ProbeFailed { attempt },
-            ReportKind::ConnectionActive => Input::ConnectionActive { attempt },
+            ReportKind::ConnectionActive => Input::ConnectionActive {
+                attempt,
+                quiet_for: quiet_for(raw as u8),
+            },
             ReportKind::Panicked => self.panicked(attempt, PanicSite::Connector),
             ReportKind::TimerFired => Input::TimerFired {
                 timer: TimerId::from_raw(raw),
@@ -396,7 +421,7 @@ impl World {
             // Anything received answers an outstanding probe, as its answer does.
             Input::ProbeSucceeded { attempt }
             | Input::ProbeFailed { attempt }
-            | Input::ConnectionActive { attempt } => {
+            | Input::ConnectionActive { attempt, .. } => {
                 for o in self.open.iter_mut().filter(|o| o.attempt == *attempt) {
                     o.probing = false;
                 }

@@ -392,7 +392,7 @@ where
                 | Input::AttemptFailedFatally { attempt: a, .. }
                 | Input::ProbeSucceeded { attempt: a }
                 | Input::ProbeFailed { attempt: a }
-                | Input::ConnectionActive { attempt: a }
+                | Input::ConnectionActive { attempt: a, .. }
                 | Input::Panicked { attempt: a, .. }
                 | Input::ConnectionClosed { attempt: a } if *a == attempt)
         });

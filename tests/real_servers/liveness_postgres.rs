@@ -10,11 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redial::driver::{ClientService, Loss};
+use redial::driver::ClientService;
 use tokio_postgres::{Client, NoTls};
 
 use crate::support::postgres::PgServer;
-use crate::support::{one_at_a_time, run, time_to_loss};
+use crate::support::{frozen_rounds, one_at_a_time, run};
 
 /// The application's client, and the probe's.
 #[derive(Clone)]
@@ -88,36 +88,12 @@ fn a_frozen_server_is_found_idle_and_with_a_query_waiting() {
         let (interval, timeout) = (Duration::from_millis(300), Duration::from_millis(300));
         let mut server = PgServer::start();
         let pg = service(server.config(), interval, timeout);
-        let mut events = pg.events();
-        let (mut idle, mut waiting) = (Vec::new(), Vec::new());
-        for round in 0..ROUNDS * 2 {
-            let conn = tokio::time::timeout(Duration::from_secs(20), pg.when_connected())
-                .await
-                .expect("connected again")
-                .unwrap();
-            let with_query = round % 2 == 1;
-            let pending = with_query.then(|| {
-                let main = Arc::clone(&conn.main);
-                tokio::spawn(async move { main.batch_execute("SELECT pg_sleep(60)").await })
-            });
-            tokio::time::sleep(Duration::from_millis(50)).await; // the query is in
-            let (at_elapsed, reason) = time_to_loss(&mut events, || server.freeze()).await;
-            let found = at_elapsed;
-            assert!(matches!(reason, Loss::ProbeTimedOut), "{reason:?}");
-            if let Some(pending) = pending {
-                let failed = tokio::time::timeout(Duration::from_secs(5), pending)
-                    .await
-                    .expect("the waiting query fails with its connection")
-                    .unwrap();
-                assert!(failed.is_err(), "{failed:?}");
-                waiting.push(found);
-            } else {
-                idle.push(found);
-            }
-            server.thaw();
-        }
-        idle.sort();
-        waiting.sort();
+        let found = frozen_rounds(&pg, &mut server, ROUNDS, |conn: &Pg| {
+            let main = Arc::clone(&conn.main);
+            async move { main.batch_execute("SELECT pg_sleep(60)").await }
+        })
+        .await;
+        let (idle, waiting) = (found.idle, found.waiting);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
             "postgres frozen (SIGSTOP), probe {} ms / {} ms on its own connection: idle found \

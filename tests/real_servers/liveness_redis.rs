@@ -12,12 +12,12 @@ use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use redial::driver::{ClientService, Loss};
+use redial::driver::ClientService;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, RedisResult};
 
 use crate::support::redis::{RedisServer, PASSWORD};
-use crate::support::{one_at_a_time, run, time_to_loss};
+use crate::support::{frozen_rounds, one_at_a_time, run};
 
 /// The application's connection, and the probe's.
 #[derive(Clone)]
@@ -116,33 +116,11 @@ fn a_frozen_server_is_found_idle_and_with_a_blocking_command_waiting() {
         let (interval, timeout) = (Duration::from_millis(300), Duration::from_millis(300));
         let mut server = RedisServer::start();
         let redis = service(server.addr(), interval, timeout);
-        let mut events = redis.events();
-        let (mut idle, mut waiting) = (Vec::new(), Vec::new());
-        for round in 0..ROUNDS * 2 {
-            let conn = tokio::time::timeout(Duration::from_secs(20), redis.when_connected())
-                .await
-                .expect("connected again")
-                .unwrap();
-            let with_request = round % 2 == 1;
-            let pending = with_request.then(|| tokio::spawn(blpop(conn.main.clone(), 0)));
-            tokio::time::sleep(Duration::from_millis(50)).await; // BLPOP is in
-            let (at_elapsed, reason) = time_to_loss(&mut events, || server.freeze()).await;
-            let found = at_elapsed;
-            assert!(matches!(reason, Loss::ProbeTimedOut), "{reason:?}");
-            if let Some(pending) = pending {
-                let failed = tokio::time::timeout(Duration::from_secs(5), pending)
-                    .await
-                    .expect("the waiting BLPOP fails with its connection")
-                    .unwrap();
-                assert!(failed.is_err(), "{failed:?}");
-                waiting.push(found);
-            } else {
-                idle.push(found);
-            }
-            server.thaw();
-        }
-        idle.sort();
-        waiting.sort();
+        let found = frozen_rounds(&redis, &mut server, ROUNDS, |conn: &Redis| {
+            blpop(conn.main.clone(), 0)
+        })
+        .await;
+        let (idle, waiting) = (found.idle, found.waiting);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
             "redis frozen (SIGSTOP), probe {} ms / {} ms on its own connection: idle found in \

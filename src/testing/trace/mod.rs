@@ -55,7 +55,8 @@
 //!   `gave_up N fatal`; probes read `probe attempt#N`, `probe_succeeded attempt#N`,
 //!   `probe_failed attempt#N`, with the timer kinds `probe_interval` and
 //!   `probe_timeout`; inbound activity on a connection reads
-//!   `connection_active attempt#N`.
+//!   `connection_active attempt#N quiet_for=D` (the last of it `D` ago), or
+//!   `connection_active attempt#N` when it was just now (`quiet_for` zero).
 //! * An input line may start with the time it happened at, `@1500ms
 //!   timer_fired timer#1` (optional; a [`Sim`](super::Sim)'s traces have them,
 //!   printed where the time changes). A line without one happened at the time of

@@ -351,6 +351,14 @@ pub fn parse_input(line: &str) -> Result<Input<String>, ParseError> {
         },
         ["connection_active", a] => Input::ConnectionActive {
             attempt: attempt(a)?,
+            quiet_for: Duration::ZERO,
+        },
+        ["connection_active", a, quiet] => Input::ConnectionActive {
+            attempt: attempt(a)?,
+            quiet_for: match quiet.strip_prefix("quiet_for=") {
+                Some(quiet) => parse_duration(quiet)?,
+                None => return err(format!("expected quiet_for=DURATION, got {quiet:?}")),
+            },
         },
         ["connection_closed", a] => Input::ConnectionClosed {
             attempt: attempt(a)?,

@@ -70,8 +70,18 @@ impl<E: fmt::Display> fmt::Display for DisplayInput<'_, E> {
             | Input::PrepareSucceeded { attempt }
             | Input::ProbeSucceeded { attempt }
             | Input::ProbeFailed { attempt }
-            | Input::ConnectionActive { attempt }
+            | Input::ConnectionActive {
+                attempt,
+                quiet_for: Duration::ZERO,
+            }
             | Input::ConnectionClosed { attempt } => write!(f, "{name} {attempt}"),
+            Input::ConnectionActive { attempt, quiet_for } => {
+                write!(
+                    f,
+                    "{name} {attempt} quiet_for={}",
+                    DisplayDuration(*quiet_for)
+                )
+            }
             Input::ConnectionFailed { attempt, error }
             | Input::PrepareFailed { attempt, error }
             | Input::AttemptFailedFatally { attempt, error } => {

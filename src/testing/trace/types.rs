@@ -396,7 +396,10 @@ pub fn input_to_string<E: fmt::Display>(input: &Input<E>) -> Input<String> {
         },
         Input::ProbeSucceeded { attempt } => Input::ProbeSucceeded { attempt: *attempt },
         Input::ProbeFailed { attempt } => Input::ProbeFailed { attempt: *attempt },
-        Input::ConnectionActive { attempt } => Input::ConnectionActive { attempt: *attempt },
+        Input::ConnectionActive { attempt, quiet_for } => Input::ConnectionActive {
+            attempt: *attempt,
+            quiet_for: *quiet_for,
+        },
         Input::ConnectionClosed { attempt } => Input::ConnectionClosed { attempt: *attempt },
         Input::Panicked { attempt, panic } => Input::Panicked {
             attempt: *attempt,

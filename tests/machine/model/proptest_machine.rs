@@ -172,7 +172,7 @@ fn call_method(
         PrepareFailed { attempt, error } => step(m.prepare_failed(attempt, error)?),
         AttemptFailedFatally { attempt, error } => step(m.attempt_failed_fatally(attempt, error)?),
         ProbeSucceeded { attempt } => step(m.probe_succeeded(attempt)?),
-        ConnectionActive { attempt } => step(m.connection_active(attempt)?),
+        ConnectionActive { attempt, quiet_for } => step(m.connection_active(attempt, quiet_for)?),
         ProbeFailed { attempt } => step(m.probe_failed(attempt)?),
         ConnectionClosed { attempt } => step(m.connection_closed(attempt)?),
         Panicked { attempt, panic } => step(m.panicked(attempt, panic)?),

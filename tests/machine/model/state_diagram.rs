@@ -320,7 +320,7 @@ impl World {
             }
             Input::ProbeSucceeded { attempt }
             | Input::ProbeFailed { attempt }
-            | Input::ConnectionActive { attempt } => {
+            | Input::ConnectionActive { attempt, .. } => {
                 next.set_probing(attempt, false);
             }
             Input::ConnectionClosed { attempt } => next

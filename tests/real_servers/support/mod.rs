@@ -313,3 +313,72 @@ pub async fn eventually(what: &str, limit: std::time::Duration, mut cond: impl F
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
 }
+
+/// A server a liveness test can freeze (SIGSTOP: its sockets stay open, nothing
+/// is answered) and thaw.
+pub trait Freeze {
+    /// Freezes the server.
+    fn freeze(&mut self);
+    /// Resumes it.
+    fn thaw(&mut self);
+}
+
+/// How long a service took to find its frozen server, idle and with a request
+/// waiting (each sorted).
+pub struct Found {
+    /// Rounds with nothing waiting.
+    pub idle: Vec<std::time::Duration>,
+    /// Rounds with the application's request waiting for its answer.
+    pub waiting: Vec<std::time::Duration>,
+}
+
+/// `rounds` rounds idle and `rounds` with a request waiting, alternately: each
+/// waits for the service's connection, sends `request` on it (every other round,
+/// then gives it 50 ms to reach the server), freezes `server`, times the loss,
+/// which must be `ProbeTimedOut`, checks that the waiting request then fails
+/// within 5 s, with the connection, and thaws the server.
+pub async fn frozen_rounds<H, E, S, F, T, X>(
+    service: &redial::driver::ClientService<H, E>,
+    server: &mut S,
+    rounds: usize,
+    request: impl Fn(&H) -> F,
+) -> Found
+where
+    H: Clone + Send + Sync + 'static,
+    E: core::fmt::Display + core::fmt::Debug + Send + Sync + 'static,
+    S: Freeze,
+    F: std::future::Future<Output = Result<T, X>> + Send + 'static,
+    T: core::fmt::Debug + Send + 'static,
+    X: core::fmt::Debug + Send + 'static,
+{
+    use std::time::Duration;
+    let mut events = service.events();
+    let (mut idle, mut waiting) = (Vec::new(), Vec::new());
+    for round in 0..rounds * 2 {
+        let conn = tokio::time::timeout(Duration::from_secs(20), service.when_connected())
+            .await
+            .expect("connected again")
+            .unwrap();
+        let pending = (round % 2 == 1).then(|| tokio::spawn(request(&conn)));
+        tokio::time::sleep(Duration::from_millis(50)).await; // the request is in
+        let (found, reason) = time_to_loss(&mut events, || server.freeze()).await;
+        assert!(
+            matches!(reason, redial::driver::Loss::ProbeTimedOut),
+            "{reason:?}"
+        );
+        if let Some(pending) = pending {
+            let failed = tokio::time::timeout(Duration::from_secs(5), pending)
+                .await
+                .expect("the waiting request fails with its connection")
+                .unwrap();
+            assert!(failed.is_err(), "{failed:?}");
+            waiting.push(found);
+        } else {
+            idle.push(found);
+        }
+        server.thaw();
+    }
+    idle.sort();
+    waiting.sort();
+    Found { idle, waiting }
+}

@@ -114,6 +114,16 @@ pub struct PgServer {
     ready_at: Option<Instant>,
 }
 
+impl super::Freeze for PgServer {
+    fn freeze(&mut self) {
+        PgServer::freeze(self);
+    }
+
+    fn thaw(&mut self) {
+        PgServer::thaw(self);
+    }
+}
+
 impl PgServer {
     /// Creates a cluster in a temp dir and starts a server for it on a free port.
     pub fn start() -> PgServer {

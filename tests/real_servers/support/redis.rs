@@ -56,6 +56,16 @@ pub struct RedisServer {
     own_connections: u64,
 }
 
+impl super::Freeze for RedisServer {
+    fn freeze(&mut self) {
+        RedisServer::freeze(self);
+    }
+
+    fn thaw(&mut self) {
+        RedisServer::thaw(self);
+    }
+}
+
 impl RedisServer {
     /// Starts a server on a free port; retries on another port if the one it picked
     /// was taken in the meantime.
