@@ -271,10 +271,11 @@ where
     /// runtimes' `stream`), anything received counts as an answer: a probe runs
     /// only after an `interval` in which the connection received nothing, and
     /// anything received while a probe is out answers it. So a busy connection is
-    /// not probed at all, and a slow answer to your own request keeps it alive. (The
-    /// service looks at the counts only when a probe timer fires: a connection
-    /// that stopped receiving is probed between `interval` and `2 × interval` after
-    /// the last thing it received, and found dead `timeout` later.)
+    /// not probed at all, and a slow answer to your own request keeps it alive. A
+    /// connection that stopped receiving is probed `interval` after the last thing
+    /// it received, and found dead `timeout` later (the adapters stamp what they
+    /// receive with the time; the service reads the stamp when a probe timer
+    /// fires).
     ///
     /// With `stream`, the probe needs the stream: while your guard holds it, the
     /// probe waits, and **that wait does not count against its timeout**: a probe
@@ -282,8 +283,10 @@ where
     /// that sent nothing unanswered (a reader waiting for the server's next push),
     /// is given another cycle. A request of yours that waits for its answer is
     /// what the probe would have been: when the probe has waited behind it for two
-    /// timeouts in a row with nothing received, the peer is dead (found within
-    /// `3 × interval + 2 × timeout` of the last thing received). A guard that
+    /// timeouts in a row with nothing received, the peer is dead (found
+    /// `interval + 2 × timeout` after the last thing received: one timeout more
+    /// than an idle connection, so that a peer that answers your request in
+    /// exactly `interval + timeout` is never taken for dead). A guard that
     /// holds the stream idle for ever keeps a frozen peer unfound: hold it only
     /// for an exchange, or let TCP keepalive or the protocol's own heartbeat cover
     /// it.
