@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use redial::actions::{INLINE_ACTIONS, INLINE_WAITERS};
 use redial::{
-    Action, Actions, AttemptId, Backoff, Config, Input, Machine, RetryPolicy, State, Step, TimerId,
-    WaiterList,
+    Action, Actions, AttemptId, Backoff, Config, Input, Machine, ProbeConfig, RetryPolicy, State,
+    Step, TimerId, TimerKind, WaiterList,
 };
 
 use redial_devkit::cycle::{zero_delay, Error, RedialCycle, ZeroDelay};
@@ -63,6 +63,56 @@ fn steady_reconnect_cycles_do_not_allocate() {
 #[test]
 fn steady_cycles_with_twisted_backoff_do_not_allocate() {
     steady_cycles(Backoff::twisted(7));
+}
+
+/// Options cost nothing when they are off, from the first step: a machine
+/// without options, started, connected, lost and reconnected with no waiter,
+/// makes no heap allocation at all (no options block, no out-of-line state).
+#[test]
+fn a_machine_without_options_allocates_nothing_from_its_first_step() {
+    let n = allocations_in(|| {
+        let mut c = RedialCycle::new(zero_delay as ZeroDelay);
+        for _ in 0..3 {
+            assert_eq!(c.cycle(0), 0);
+        }
+        assert_eq!(c.machine.counters().connections, 4);
+        drop(std::hint::black_box(c));
+    });
+    assert_eq!(n, 0, "{n} heap allocations by a machine without options");
+}
+
+/// A probe costs its options block and nothing more while health is not
+/// counted: a probing machine without a healthy delay, once made, runs probe
+/// cycles (interval, probe, answer), a loss and a reconnection with no heap
+/// allocation (no out-of-line state for interval lengths it has no use for).
+#[test]
+fn probe_cycles_without_a_healthy_delay_allocate_nothing() {
+    let probe = ProbeConfig::new(Duration::from_secs(10), Duration::from_secs(2));
+    let mut m: Machine<Error, ZeroDelay> = Machine::with_config(
+        zero_delay as ZeroDelay,
+        Config::new().with_probe(Some(probe)),
+    )
+    .unwrap();
+    let n = allocations_in(|| {
+        let _ = m.start();
+        for _ in 0..3 {
+            let attempt = m.current_attempt().unwrap();
+            let _ = m.connection_made(attempt).unwrap();
+            assert_eq!(m.state(), State::Connected);
+            for _ in 0..3 {
+                let (interval, kind) = m.armed_timer().unwrap();
+                assert_eq!(kind, TimerKind::ProbeInterval);
+                let actions = m.timer_fired(interval).unwrap();
+                assert!(actions.iter().any(|a| matches!(a, Action::Probe { .. })));
+                let _ = m.probe_succeeded(attempt).unwrap();
+            }
+            let _ = m.connection_closed(attempt).unwrap();
+            let (retry, _) = m.armed_timer().unwrap();
+            let _ = m.timer_fired(retry).unwrap();
+        }
+    });
+    assert_eq!(n, 0, "{n} heap allocations by probe cycles");
+    assert_eq!(m.counters().connections, 3);
 }
 
 /// The driver side for the tests below: records every id it is handed.
