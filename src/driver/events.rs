@@ -436,7 +436,6 @@ pub(crate) struct EventSink<E> {
     /// finds no publisher, so that the first subscriber's backlog and the live
     /// events after it cannot be reordered.
     early: Mutex<Early<E>>,
-    capacity: usize,
 }
 
 struct Early<E> {
@@ -454,6 +453,8 @@ struct Early<E> {
     head_len: u8,
     /// The service ended before anyone subscribed: no more events.
     closed: bool,
+    /// The events capacity (kept here, where it fits in the padding).
+    capacity: u32,
 }
 
 /// [`Early::head`]'s events: `AttemptStarted { attempt, endpoint: None }`, then
@@ -533,8 +534,9 @@ impl<E> EventSink<E> {
                 },
                 head_len: 0,
                 closed: false,
+                // A ring of more than 4 billion events is capped there.
+                capacity: u32::try_from(capacity.max(1)).unwrap_or(u32::MAX),
             }),
-            capacity: capacity.max(1),
         }
     }
 
@@ -561,7 +563,7 @@ impl<E> EventSink<E> {
         }
         let ring = &mut *early;
         let kept = usize::from(ring.head_len) + ring.events.len();
-        let dropped = if kept >= self.capacity {
+        let dropped = if kept >= ring.capacity as usize {
             // Full: the oldest goes (from the head, if it has any).
             ring.spill();
             ring.missed += 1;
@@ -617,13 +619,14 @@ impl<E> EventSink<E> {
         // The first subscription. The publisher is made visible only once the
         // backlog is in its channel, so a live event cannot overtake it (a publish
         // meanwhile waits for the lock, then finds the publisher).
-        let publisher = Publisher::new(self.capacity);
+        let capacity = early.capacity as usize;
+        let publisher = Publisher::new(capacity);
         let events = publisher.subscribe();
         early.spill();
         let mut backlog = core::mem::take(&mut early.events);
         let mut missed = early.missed;
         let mut dropped = None;
-        if missed > 0 && backlog.len() >= self.capacity {
+        if missed > 0 && backlog.len() >= capacity {
             // Room for the `Missed` notice.
             dropped = backlog.pop_front();
             missed += 1;

@@ -1068,31 +1068,30 @@ where
 
     /// Publishes the machine's status for the handles, if it changed.
     fn publish(&mut self) {
-        let mut status = Status {
-            state: self.machine.state(),
-            counters: self.machine.counters(),
-            consecutive_failures: self.machine.consecutive_failures(),
-            pending_waiters: self.machine.pending_waiters().len(),
-            connection: self
-                .conn
+        let mut status = Status::new(
+            self.machine.state(),
+            self.machine.counters(),
+            self.machine.consecutive_failures(),
+            self.machine.pending_waiters().len(),
+            self.conn
                 .as_ref()
                 .map(|c| c.attempt)
                 .filter(|a| self.machine.current_attempt() == Some(*a)),
-        };
+        );
         // Compared with what the handles read (the task is its only writer), so
         // that the task keeps no copy of its own.
         let watch = {
             let mut mailbox = self.shared.lock();
             // `disconnect` told the handles the connection is no longer current
             // when it queued its request: so it stays until the task has taken it.
-            if let Some(attempt) = status.connection {
-                if mailbox.status.connection.is_none()
+            if let Some(attempt) = status.connection() {
+                if mailbox.status.connection().is_none()
                     && (mailbox.commands.disconnects(attempt)
                         || self
                             .queues_ref()
                             .is_some_and(|q| shared::disconnects(&q.commands, attempt)))
                 {
-                    status.connection = None;
+                    status.set_connection(None);
                 }
             }
             if mailbox.status == status {
@@ -1251,11 +1250,11 @@ impl<R: Runtime, H, E> Task<R, H, E> {
         }
         let (commands, watch) = {
             let mut mailbox = self.shared.lock();
-            mailbox.ended = Some(Box::new(why.clone()));
+            mailbox.later().ended = Some(why.clone());
             mailbox.task = None;
             mailbox.status.state = State::Stopped;
-            mailbox.status.pending_waiters = 0;
-            mailbox.status.connection = None;
+            mailbox.status.set_pending_waiters(0);
+            mailbox.status.set_connection(None);
             (mailbox.commands.take().1, mailbox.watch().cloned())
         };
         contain_drop(self.aside().attempt.take());
