@@ -1353,3 +1353,26 @@ impl<R: Runtime, H, E> Drop for Task<R, H, E> {
         self.end(Ended::RuntimeGone);
     }
 }
+
+#[cfg(all(test, feature = "tokio"))]
+mod tests {
+    use core::mem::size_of;
+
+    use super::TaskFuture;
+    use crate::driver::SharedStream;
+    use crate::tokio::{Tokio, INLINE_TASK};
+
+    /// The task of a Tokio stream service is spawned inline, in a 256-byte cell
+    /// (a larger future would be boxed: 128 bytes of cell and the future).
+    /// With `tracing`, its span (a service's own) makes it larger: boxed.
+    #[test]
+    fn a_stream_service_task_fits_tokio_s_inline_cell() {
+        type Future = TaskFuture<Tokio, SharedStream<::tokio::net::TcpStream>, std::io::Error>;
+        #[cfg(feature = "tracing")]
+        let span = size_of::<tracing::Span>();
+        #[cfg(not(feature = "tracing"))]
+        let span = 0;
+        let size = size_of::<Future>() - span;
+        assert!(size <= INLINE_TASK, "{size} B");
+    }
+}

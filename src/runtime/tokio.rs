@@ -55,7 +55,7 @@ pub struct Tokio;
 /// The largest future [`Tokio`] spawns inline: it fits a 256-byte task cell
 /// (measured: `REDIAL_BENCH_HEAP_SIZES=1 cargo bench --features tokio --bench
 /// adapters -- --quick adapters/idle_memory` lists the cell's size).
-const INLINE_TASK: usize = 152;
+pub(crate) const INLINE_TASK: usize = 152;
 
 impl Runtime for Tokio {
     type Sleep = ::tokio::time::Sleep;
@@ -68,7 +68,8 @@ impl Runtime for Tokio {
         // own, so a future kept inline costs its size rounded up past that (a
         // 300-byte future: a 512-byte cell); boxed, it costs the smallest cell
         // (128 bytes) and its own size. So a future that fits a 256-byte cell is
-        // kept inline (a service's task is 152 bytes), a larger one boxed.
+        // kept inline (a stream service's task is 152 bytes; 192 with `tracing`,
+        // whose span makes it larger), a larger one boxed.
         if core::mem::size_of::<F>() <= INLINE_TASK {
             drop(runtime.spawn(task));
         } else {
