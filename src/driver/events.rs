@@ -23,7 +23,9 @@ use core::task::{Context, Poll};
 use core::time::Duration;
 use std::boxed::Box;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use once_cell::race::OnceBox;
 
 use futures_util::Stream;
 
@@ -431,7 +433,9 @@ impl<E> Publisher<E> {
 pub(crate) struct EventSink<E> {
     /// Made by the first subscription (out of line: a service never subscribed to
     /// keeps only a null pointer for it).
-    publisher: OnceLock<Box<Publisher<E>>>,
+    /// (`OnceBox`: one pointer, where a `OnceLock` of a box takes two words; it
+    /// is set only under `early`'s lock, so no two threads race to make it.)
+    publisher: OnceBox<Publisher<E>>,
     /// The events before the first subscription. Also taken by a publish that
     /// finds no publisher, so that the first subscriber's backlog and the live
     /// events after it cannot be reordered.
@@ -524,7 +528,7 @@ impl<E> Early<E> {
 impl<E> EventSink<E> {
     pub(crate) fn new(capacity: usize) -> EventSink<E> {
         EventSink {
-            publisher: OnceLock::new(),
+            publisher: OnceBox::new(),
             early: Mutex::new(Early {
                 events: VecDeque::new(),
                 missed: 0,
