@@ -555,6 +555,10 @@ pub(crate) struct Shared<H, E> {
     sleep: SleepFn,
     /// The service's name, for `tracing` and `Debug` (behind a thin pointer: a
     /// service without one keeps 8 bytes for it).
+    #[allow(
+        clippy::box_collection,
+        reason = "a thin pointer: 8 bytes per service without a name, not 16"
+    )]
     name: Option<Box<String>>,
     /// The events: kept for the first subscriber, then broadcast.
     events: EventSink<E>,
