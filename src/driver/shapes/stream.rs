@@ -517,9 +517,10 @@ impl<S: Unpin> StreamGuard<'_, S> {
         }
         if let Some(ahead) = io.ahead.as_deref_mut() {
             if !ahead.bytes.is_empty() {
-                let n = ahead.bytes.read(buf).unwrap_or(0); // reading a VecDeque cannot fail
-                                                            // Free the buffer once read: read-ahead is the exception (and the
-                                                            // block too, unless it keeps the end).
+                // Reading a VecDeque cannot fail.
+                let n = ahead.bytes.read(buf).unwrap_or(0);
+                // Free the buffer once read: read-ahead is the exception (and the
+                // block too, unless it keeps the end).
                 let mut emptied = None;
                 if ahead.bytes.is_empty() {
                     emptied = Some(core::mem::take(&mut ahead.bytes));
