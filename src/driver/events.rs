@@ -23,7 +23,9 @@ use core::task::{Context, Poll};
 use core::time::Duration;
 use std::boxed::Box;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use once_cell::race::OnceBox;
 
 use futures_util::Stream;
 
@@ -431,12 +433,13 @@ impl<E> Publisher<E> {
 pub(crate) struct EventSink<E> {
     /// Made by the first subscription (out of line: a service never subscribed to
     /// keeps only a null pointer for it).
-    publisher: OnceLock<Box<Publisher<E>>>,
+    /// (`OnceBox`: one pointer, where a `OnceLock` of a box takes two words; it
+    /// is set only under `early`'s lock, so no two threads race to make it.)
+    publisher: OnceBox<Publisher<E>>,
     /// The events before the first subscription. Also taken by a publish that
     /// finds no publisher, so that the first subscriber's backlog and the live
     /// events after it cannot be reordered.
     early: Mutex<Early<E>>,
-    capacity: usize,
 }
 
 struct Early<E> {
@@ -454,6 +457,8 @@ struct Early<E> {
     head_len: u8,
     /// The service ended before anyone subscribed: no more events.
     closed: bool,
+    /// The events capacity (kept here, where it fits in the padding).
+    capacity: u32,
 }
 
 /// [`Early::head`]'s events: `AttemptStarted { attempt, endpoint: None }`, then
@@ -523,7 +528,7 @@ impl<E> Early<E> {
 impl<E> EventSink<E> {
     pub(crate) fn new(capacity: usize) -> EventSink<E> {
         EventSink {
-            publisher: OnceLock::new(),
+            publisher: OnceBox::new(),
             early: Mutex::new(Early {
                 events: VecDeque::new(),
                 missed: 0,
@@ -533,8 +538,9 @@ impl<E> EventSink<E> {
                 },
                 head_len: 0,
                 closed: false,
+                // A ring of more than 4 billion events is capped there.
+                capacity: u32::try_from(capacity.max(1)).unwrap_or(u32::MAX),
             }),
-            capacity: capacity.max(1),
         }
     }
 
@@ -561,7 +567,7 @@ impl<E> EventSink<E> {
         }
         let ring = &mut *early;
         let kept = usize::from(ring.head_len) + ring.events.len();
-        let dropped = if kept >= self.capacity {
+        let dropped = if kept >= ring.capacity as usize {
             // Full: the oldest goes (from the head, if it has any).
             ring.spill();
             ring.missed += 1;
@@ -617,13 +623,14 @@ impl<E> EventSink<E> {
         // The first subscription. The publisher is made visible only once the
         // backlog is in its channel, so a live event cannot overtake it (a publish
         // meanwhile waits for the lock, then finds the publisher).
-        let publisher = Publisher::new(self.capacity);
+        let capacity = early.capacity as usize;
+        let publisher = Publisher::new(capacity);
         let events = publisher.subscribe();
         early.spill();
         let mut backlog = core::mem::take(&mut early.events);
         let mut missed = early.missed;
         let mut dropped = None;
-        if missed > 0 && backlog.len() >= self.capacity {
+        if missed > 0 && backlog.len() >= capacity {
             // Room for the `Missed` notice.
             dropped = backlog.pop_front();
             missed += 1;

@@ -62,6 +62,11 @@ impl<V> Pending<V> {
             .flat_map(|inner| inner.entries.into_iter().filter_map(|e| e.value))
     }
 
+    /// Whether it holds storage (something pending, or not yet given back).
+    pub(crate) fn holds_storage(&self) -> bool {
+        self.inner.is_some()
+    }
+
     /// Gives back the storage if nothing is pending.
     pub(crate) fn release_if_empty(&mut self) {
         if self

@@ -630,8 +630,8 @@ impl<H, E> fmt::Debug for ClientService<H, E> {
             .field("name", &self.shared.name())
             .field("state", &mailbox.status.state)
             .field("counters", &mailbox.status.counters)
-            .field("pending_waiters", &mailbox.status.pending_waiters)
-            .field("ended", &mailbox.ended)
+            .field("pending_waiters", &mailbox.status.pending_waiters())
+            .field("ended", &mailbox.ended())
             .finish()
     }
 }
@@ -856,7 +856,7 @@ impl<H, E> ClientService<H, E> {
     pub fn reconnect_now(&self, reset_backoff: bool) -> bool {
         let shared = &self.shared;
         let mut mailbox = shared.lock();
-        if mailbox.ended.is_some() {
+        if mailbox.ended().is_some() {
             return false;
         }
         // The state the service will be in when it takes this request, as far as
@@ -908,7 +908,7 @@ impl<H, E> ClientService<H, E> {
         let shared = &self.shared;
         let (tx, rx) = oneshot::channel();
         let mut mailbox = shared.lock();
-        if let Some(ended) = &mailbox.ended {
+        if let Some(ended) = mailbox.ended() {
             let ended = Ended::clone(ended);
             drop(mailbox);
             return WhenConnected {
@@ -959,12 +959,12 @@ impl<H, E> ClientService<H, E> {
     pub fn disconnect(&self, attempt: AttemptId) -> bool {
         let shared = &self.shared;
         let mut mailbox = shared.lock();
-        if mailbox.ended.is_some() || mailbox.status.connection != Some(attempt) {
+        if mailbox.ended().is_some() || mailbox.status.connection() != Some(attempt) {
             return false;
         }
         // It is no longer current for anyone asking after this (a second call
         // returns false); the task publishes the truth once it has closed it.
-        mailbox.status.connection = None;
+        mailbox.status.set_connection(None);
         let key = mailbox.next_ticket;
         mailbox.commands.get().push_disconnect(key, attempt);
         let task = mailbox.task.clone();
@@ -1035,7 +1035,7 @@ impl<H, E> ClientService<H, E> {
     /// How many waiters are pending (taken by the service, not answered, not
     /// withdrawn).
     pub fn pending_waiters(&self) -> usize {
-        self.shared.lock().status.pending_waiters
+        self.shared.lock().status.pending_waiters()
     }
 
     /// Subscribes to what the service does, as a `Stream` of [`Event`](super::Event)s: attempts
@@ -1089,7 +1089,7 @@ impl<H, E> ClientService<H, E> {
     /// Watches state changes.
     pub fn watch(&self) -> StateWatch {
         let mut mailbox = self.shared.lock();
-        let (state, ended) = (mailbox.status.state, mailbox.ended.is_some());
+        let (state, ended) = (mailbox.status.state, mailbox.ended().is_some());
         let watch = Arc::clone(
             mailbox
                 .later()

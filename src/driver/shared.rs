@@ -65,25 +65,70 @@ pub(crate) enum Command<H, E> {
     Shutdown,
 }
 
-/// What the service looks like after the task's last step.
+/// What the service looks like after the task's last step: 64 bytes, kept
+/// compact (the connection as a plain id and a flag beside the state, the
+/// pending waiters as 32 bits) since every service holds one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Status {
     pub(crate) state: State,
-    pub(crate) counters: Counters,
+    /// `connection` names the current connection.
+    connected: bool,
     pub(crate) consecutive_failures: u32,
-    pub(crate) pending_waiters: usize,
-    /// The current connection (reported made: being prepared, or connected).
-    pub(crate) connection: Option<AttemptId>,
+    /// Saturated at `u32::MAX` (each waiter is a live future: never reached).
+    pending_waiters: u32,
+    pub(crate) counters: Counters,
+    /// The current connection (reported made: being prepared, or connected), if
+    /// `connected`; 0 otherwise, so that equal statuses compare equal.
+    connection: u64,
 }
 
 impl Status {
     pub(crate) const NEW: Status = Status {
         state: State::Init,
-        counters: Counters::new(),
+        connected: false,
         consecutive_failures: 0,
         pending_waiters: 0,
-        connection: None,
+        counters: Counters::new(),
+        connection: 0,
     };
+
+    /// A status of the machine as it is.
+    pub(crate) fn new(
+        state: State,
+        counters: Counters,
+        consecutive_failures: u32,
+        pending_waiters: usize,
+        connection: Option<AttemptId>,
+    ) -> Status {
+        let mut status = Status {
+            state,
+            counters,
+            consecutive_failures,
+            ..Status::NEW
+        };
+        status.set_pending_waiters(pending_waiters);
+        status.set_connection(connection);
+        status
+    }
+
+    /// The current connection (reported made: being prepared, or connected).
+    pub(crate) fn connection(&self) -> Option<AttemptId> {
+        self.connected.then(|| AttemptId::from_raw(self.connection))
+    }
+
+    pub(crate) fn set_connection(&mut self, connection: Option<AttemptId>) {
+        self.connected = connection.is_some();
+        self.connection = connection.map_or(0, AttemptId::raw);
+    }
+
+    /// Waiters the machine holds.
+    pub(crate) fn pending_waiters(&self) -> usize {
+        self.pending_waiters as usize
+    }
+
+    pub(crate) fn set_pending_waiters(&mut self, waiters: usize) {
+        self.pending_waiters = u32::try_from(waiters).unwrap_or(u32::MAX);
+    }
 }
 
 /// A queued command, or the hole a withdrawn `WhenConnected` left.
@@ -446,8 +491,6 @@ pub(crate) struct Mailbox<H, E> {
     /// The task's waker, once it has been polled.
     pub(crate) task: Option<Waker>,
     pub(crate) status: Status,
-    /// Set once, when the task ends; nothing is pushed after.
-    pub(crate) ended: Option<Box<Ended>>,
     /// The next `WhenConnected` ticket.
     pub(crate) next_ticket: u64,
     /// What only a service that has watched, failed or lost keeps: out of line,
@@ -463,6 +506,8 @@ pub(crate) struct Later<E> {
     pub(crate) last_failure: Option<Arc<Failure<E>>>,
     /// Why the last established connection was lost.
     pub(crate) last_loss: Option<Loss>,
+    /// Set once, when the task ends; nothing is pushed after.
+    pub(crate) ended: Option<Ended>,
 }
 
 impl<H, E> Mailbox<H, E> {
@@ -481,6 +526,11 @@ impl<H, E> Mailbox<H, E> {
         self.later.as_ref()?.last_loss.as_ref()
     }
 
+    /// Why the task ended, once it has (nothing is pushed after).
+    pub(crate) fn ended(&self) -> Option<&Ended> {
+        self.later.as_ref()?.ended.as_ref()
+    }
+
     /// What is kept out of line, made if need be.
     pub(crate) fn later(&mut self) -> &mut Later<E> {
         self.later.get_or_insert_with(|| {
@@ -488,6 +538,7 @@ impl<H, E> Mailbox<H, E> {
                 watch: None,
                 last_failure: None,
                 last_loss: None,
+                ended: None,
             })
         })
     }
@@ -502,8 +553,13 @@ pub(crate) struct Shared<H, E> {
     mailbox: Mutex<Mailbox<H, E>>,
     /// Sleeps on the service's runtime.
     sleep: SleepFn,
-    /// The service's name, for `tracing` and `Debug`.
-    name: Option<Box<str>>,
+    /// The service's name, for `tracing` and `Debug` (behind a thin pointer: a
+    /// service without one keeps 8 bytes for it).
+    #[allow(
+        clippy::box_collection,
+        reason = "a thin pointer: 8 bytes per service without a name, not 16"
+    )]
+    name: Option<Box<String>>,
     /// The events: kept for the first subscriber, then broadcast.
     events: EventSink<E>,
     /// How many `ClientService` handles there are (the last one shuts the
@@ -518,7 +574,7 @@ impl<H, E> Shared<H, E> {
         sleep: SleepFn,
     ) -> Shared<H, E> {
         Shared {
-            name: name.map(String::into_boxed_str),
+            name: name.map(Box::new),
             sleep,
             events: EventSink::new(events_capacity),
             handles: AtomicUsize::new(1),
@@ -526,7 +582,6 @@ impl<H, E> Shared<H, E> {
                 commands: Commands(None),
                 task: None,
                 status: Status::NEW,
-                ended: None,
                 next_ticket: 0,
                 later: None,
             }),
@@ -553,7 +608,7 @@ impl<H, E> Shared<H, E> {
         push: impl FnOnce(&mut Queue<H, E>, u64) -> (T, D),
     ) -> Result<T, Ended> {
         let mut mailbox = self.lock();
-        if let Some(ended) = &mailbox.ended {
+        if let Some(ended) = mailbox.ended() {
             let ended = Ended::clone(ended);
             drop(mailbox);
             return Err(ended);
@@ -576,7 +631,7 @@ impl<H, E> Shared<H, E> {
 
     /// The service's name, if it was given one.
     pub(crate) fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        self.name.as_deref().map(String::as_str)
     }
 
     /// Where the task sends its events (always there: before the first
@@ -592,6 +647,6 @@ impl<H, E> Shared<H, E> {
 
     /// Why the task ended, if it has.
     pub(crate) fn ended(&self) -> Option<Ended> {
-        self.lock().ended.as_deref().cloned()
+        self.lock().ended().cloned()
     }
 }

@@ -200,35 +200,74 @@ struct Queues<H, E> {
     withdrawn: std::vec::Vec<u64>,
 }
 
-pub(crate) struct Task<R: Runtime, H, E> {
-    runtime: R,
-    shared: Arc<Shared<H, E>>,
-    machine: Machine<E, DynPolicy>,
+/// What the task keeps out of line: what an idle connected service without hooks
+/// has none of (no attempt in flight, no timer armed, nothing queued or pending),
+/// so that it keeps a null pointer for all of it. Made by the first of them, and
+/// let go of once the task is idle with none of them left.
+struct Aside<R: Runtime, H, E> {
     /// The reports, commands and withdrawals the task is working through: `None`
-    /// when they are all empty (an idle service).
+    /// when they are all empty.
     queues: Option<Box<Queues<H, E>>>,
-    connect: ConnectFn<H, E>,
     /// `None` without hooks (no prepare step, probe, fatal classification or
     /// endpoints): nothing is kept for them.
     hooks: Option<Box<Hooks<H, E>>>,
     attempt: Option<(AttemptId, Contained<Made<H, E>>)>,
-    conn: Option<Conn<H, E>>,
     timer: Option<Armed<R::Sleep>>,
-    /// What the armed `timer` is for (left as it was once it is gone); kept apart
-    /// from it, beside the flags below, where it costs no room of its own.
+    /// What the armed `timer` is for (left as it was once it is gone).
     timer_kind: TimerKind,
     waiters: Pending<WaiterTx<H, E>>,
     stops: Pending<StopTx>,
     /// The failure of the last `GaveUp` fact, for the waiters that come while
     /// the machine stays stopped after it (`CancelWaiters { gave_up: Some(_) }`).
     gave_up_on: Option<Arc<Failure<E>>>,
-    /// A span per service (named by `Builder::name`) around everything the task does.
-    #[cfg(feature = "tracing")]
-    span: tracing::Span,
     /// The last handle is gone: end once the machine has stopped.
     shutdown: bool,
     /// Set once the task has ended (answered everything, published the end).
     ended: bool,
+}
+
+impl<R: Runtime, H, E> Aside<R, H, E> {
+    fn new() -> Self {
+        Aside {
+            queues: None,
+            hooks: None,
+            attempt: None,
+            timer: None,
+            timer_kind: TimerKind::Retry,
+            waiters: Pending::new(),
+            stops: Pending::new(),
+            gave_up_on: None,
+            shutdown: false,
+            ended: false,
+        }
+    }
+
+    /// It holds nothing an idle service needs (the queues and answer channels
+    /// already given back).
+    fn holds_nothing(&self) -> bool {
+        self.queues.is_none()
+            && self.hooks.is_none()
+            && self.attempt.is_none()
+            && self.timer.is_none()
+            && !self.waiters.holds_storage()
+            && !self.stops.holds_storage()
+            && self.gave_up_on.is_none()
+            && !self.shutdown
+            && !self.ended
+    }
+}
+
+pub(crate) struct Task<R: Runtime, H, E> {
+    runtime: R,
+    shared: Arc<Shared<H, E>>,
+    machine: Machine<E, DynPolicy>,
+    connect: ConnectFn<H, E>,
+    conn: Option<Conn<H, E>>,
+    /// Everything else, out of line: `None` in an idle service without hooks.
+    aside: Option<Box<Aside<R, H, E>>>,
+    /// A span per service (named by `Builder::name`) around everything the task does.
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
 }
 
 impl<R, H, E> Task<R, H, E>
@@ -254,26 +293,21 @@ where
             runtime,
             shared,
             machine,
-            queues: None,
             connect,
-            hooks: hooks.any().then(|| Box::new(hooks)),
-            attempt: None,
             conn: None,
-            timer: None,
-            timer_kind: TimerKind::Retry,
-            waiters: Pending::new(),
-            stops: Pending::new(),
-            gave_up_on: None,
+            aside: hooks.any().then(|| {
+                let mut aside = Aside::new();
+                aside.hooks = Some(Box::new(hooks));
+                Box::new(aside)
+            }),
             #[cfg(feature = "tracing")]
             span,
-            shutdown: false,
-            ended: false,
         }
     }
 
     /// The queues, made if there are none.
     fn queues(&mut self) -> &mut Queues<H, E> {
-        self.queues.get_or_insert_with(|| {
+        self.aside().queues.get_or_insert_with(|| {
             Box::new(Queues {
                 reports: VecDeque::new(),
                 commands: VecDeque::new(),
@@ -304,10 +338,10 @@ where
             Ok(Ok(issued)) => {
                 match (issued, register) {
                     (Some(Issued::Waiter(waiter)), Some(Register::Waiter { ticket, tx })) => {
-                        self.waiters.push(ticket, waiter.raw(), tx);
+                        self.aside().waiters.push(ticket, waiter.raw(), tx);
                     }
                     (Some(Issued::Stop(stop)), Some(Register::Stop(tx))) => {
-                        self.stops.push(stop.raw(), stop.raw(), tx);
+                        self.aside().stops.push(stop.raw(), stop.raw(), tx);
                     }
                     _ => {}
                 }
@@ -347,7 +381,7 @@ where
     /// before anything newer.
     fn feed_reports(&mut self, budget: &mut u32) -> bool {
         while *budget > 0 {
-            let Some(report) = self.queues.as_mut().and_then(|q| q.reports.pop_front()) else {
+            let Some(report) = self.queues_mut().and_then(|q| q.reports.pop_front()) else {
                 break;
             };
             *budget -= 1;
@@ -362,7 +396,7 @@ where
 
     /// Moves the endpoint rotation (a service with endpoints) on a fact.
     fn rotate(&self, on: fn(&SharedRotation)) {
-        if let Some(rotation) = self.hooks.as_ref().and_then(|h| h.rotation.as_ref()) {
+        if let Some(rotation) = self.hooks().and_then(|h| h.rotation.as_ref()) {
             on(rotation);
         }
     }
@@ -374,8 +408,7 @@ where
         match action {
             Action::Connect { attempt } => {
                 let endpoint = self
-                    .hooks
-                    .as_ref()
+                    .hooks()
                     .and_then(|h| h.rotation.as_ref())
                     .map(Rotation::current);
                 self.tell(Event::AttemptStarted { attempt, endpoint });
@@ -388,7 +421,8 @@ where
                 let connect = &mut self.connect;
                 match catch_unwind(AssertUnwindSafe(|| connect(context))) {
                     Ok(future) => {
-                        self.attempt = Some((attempt, AssertUnwindSafe(future).catch_unwind()));
+                        self.aside().attempt =
+                            Some((attempt, AssertUnwindSafe(future).catch_unwind()));
                     }
                     Err(payload) => {
                         let panic = Panic::new(PanicSite::Connector, panic_message(&*payload));
@@ -398,19 +432,23 @@ where
                 }
             }
             Action::CancelConnect { attempt } => {
-                if let Some((held, future)) = self.attempt.take() {
+                if let Some((held, future)) = self.aside.as_mut().and_then(|a| a.attempt.take()) {
                     if held == attempt {
                         contain_drop(future);
                         self.report(Input::ConnectCancelled { attempt });
                     } else {
-                        self.attempt = Some((held, future));
+                        self.aside().attempt = Some((held, future));
                     }
                 }
             }
             Action::Prepare { attempt } => {
                 // The prepare step, or, without one, the probe as the connection's
                 // first check (the service asks for it only with one of them).
-                let Some(hooks) = self.hooks.as_deref_mut() else {
+                let Some(hooks) = self
+                    .aside
+                    .as_deref_mut()
+                    .and_then(|a| a.hooks.as_deref_mut())
+                else {
                     return;
                 };
                 let (hook, site) = match (&mut hooks.prepare, &mut hooks.probe) {
@@ -453,7 +491,12 @@ where
                     // A new one beside it could cut into its exchange.
                     return;
                 }
-                let Some(probe) = self.hooks.as_mut().and_then(|h| h.probe.as_mut()) else {
+                let Some(probe) = self
+                    .aside
+                    .as_deref_mut()
+                    .and_then(|a| a.hooks.as_deref_mut())
+                    .and_then(|h| h.probe.as_mut())
+                else {
                     // The service sets `Config::probe` only with a probe hook.
                     self.report(Input::ProbeSucceeded { attempt });
                     return;
@@ -478,16 +521,22 @@ where
                 if delay.is_zero() {
                     // No trip through the runtime's timer (Tokio's rounds up to 1 ms):
                     // it fires once what is queued before it has been fed.
-                    self.timer = None;
+                    if let Some(aside) = self.aside.as_deref_mut() {
+                        aside.timer = None;
+                    }
                     self.report(Input::TimerFired { timer });
                 } else {
-                    self.timer = Some((timer, Box::pin(self.runtime.sleep(delay))));
-                    self.timer_kind = kind;
+                    let sleep = Box::pin(self.runtime.sleep(delay));
+                    let aside = self.aside();
+                    aside.timer = Some((timer, sleep));
+                    aside.timer_kind = kind;
                 }
             }
             Action::CancelTimer { timer } => {
-                if self.timer.as_ref().is_some_and(|(t, _)| *t == timer) {
-                    self.timer = None;
+                if let Some(aside) = self.aside.as_deref_mut() {
+                    if aside.timer.as_ref().is_some_and(|(t, _)| *t == timer) {
+                        aside.timer = None;
+                    }
                 }
             }
             Action::NotifyWaiters { attempt, waiters } => self.notify(attempt, &waiters),
@@ -495,7 +544,9 @@ where
                 // The failure of the `AttemptFailed` just before, in this list.
                 let Some(last) = performing.failure.clone() else {
                     // Never without one; dropping the senders would still answer them.
-                    self.waiters.take_ids(waiters.iter().map(|w| w.raw()), drop);
+                    self.aside()
+                        .waiters
+                        .take_ids(waiters.iter().map(|w| w.raw()), drop);
                     return;
                 };
                 let error = match gave_up {
@@ -506,7 +557,8 @@ where
                     },
                     None => Error::Failed(last),
                 };
-                self.waiters
+                self.aside()
+                    .waiters
                     .take_ids(waiters.iter().map(|w| w.raw()), |tx| {
                         answer(tx, Err(error.clone()));
                     });
@@ -514,7 +566,8 @@ where
             Action::CancelWaiters { waiters, gave_up } => {
                 // Stopped because it gave up: the waiter learns why, with the
                 // failure it gave up on (none after a lost connection).
-                let error = match (gave_up, &self.gave_up_on) {
+                let gave_up_on = self.aside.as_ref().and_then(|a| a.gave_up_on.clone());
+                let error = match (gave_up, &gave_up_on) {
                     (Some(gave_up), Some(last)) => Error::GaveUp {
                         consecutive_failures: gave_up.consecutive_failures,
                         last: Arc::clone(last),
@@ -522,14 +575,16 @@ where
                     },
                     _ => Error::Stopped,
                 };
-                self.waiters
+                self.aside()
+                    .waiters
                     .take_ids(waiters.iter().map(|w| w.raw()), |tx| {
                         answer(tx, Err(error.clone()));
                     });
             }
             Action::FinishStopping { stops } => {
                 self.tell(Event::Stopped);
-                self.stops
+                self.aside()
+                    .stops
                     .take_ids(stops.iter().map(|s: &StopId| s.raw()), |tx| {
                         let _ = tx.send(());
                     });
@@ -593,7 +648,9 @@ where
             } => {
                 self.rotate(Rotation::gave_up);
                 let last = performing.failure.take();
-                self.gave_up_on.clone_from(&last);
+                if last.is_some() || self.aside.is_some() {
+                    self.aside().gave_up_on.clone_from(&last);
+                }
                 self.tell(Event::GaveUp {
                     consecutive_failures,
                     last,
@@ -611,7 +668,12 @@ where
     /// A failed connect or prepare step: fatal if the user's classifier says so
     /// (run inside `catch_unwind`: a classifier that panics says "not fatal").
     fn failure_report(&mut self, attempt: AttemptId, error: E, prepare: bool) -> Input<E> {
-        let fatal = match self.hooks.as_mut().and_then(|h| h.fatal_if.as_mut()) {
+        let fatal_if = self
+            .aside
+            .as_deref_mut()
+            .and_then(|a| a.hooks.as_deref_mut())
+            .and_then(|h| h.fatal_if.as_mut());
+        let fatal = match fatal_if {
             Some(fatal_if) => match catch_unwind(AssertUnwindSafe(|| fatal_if(&error))) {
                 Ok(fatal) => fatal,
                 Err(_payload) => {
@@ -639,7 +701,11 @@ where
         // dropping the senders would answer the waiters rather than hang them.)
         let conn = self.conn.as_ref().filter(|c| c.attempt == attempt);
         let mut broken: Option<(Panic, Arc<Failure<E>>)> = None;
-        self.waiters
+        let Some(aside) = self.aside.as_deref_mut() else {
+            return; // no waiter is pending
+        };
+        aside
+            .waiters
             .take_ids(waiters.iter().map(|w| w.raw()), |tx| {
                 let Some(conn) = conn else { return };
                 if let Some((_, failure)) = &broken {
@@ -678,7 +744,11 @@ where
                 fail_after,
                 tx,
             } => self.when_connected(ticket, fail_after, tx),
-            Command::Withdraw { ticket } => match self.waiters.take_ticket(ticket) {
+            Command::Withdraw { ticket } => match self
+                .aside
+                .as_deref_mut()
+                .and_then(|a| a.waiters.take_ticket(ticket))
+            {
                 Some((waiter, tx)) => {
                     drop(tx);
                     let waiter = WaiterId::from_raw(waiter);
@@ -703,7 +773,7 @@ where
                 self.feed(Input::ReconnectNow { reset_backoff }, None, None)
             }
             Command::Shutdown => {
-                self.shutdown = true;
+                self.aside().shutdown = true;
                 self.feed(Input::Stop, None, None)
             }
         }
@@ -730,10 +800,13 @@ where
     /// Polls what the task holds; queues the first outcome found as a report.
     /// Returns whether anything happened.
     fn poll_sources(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some((attempt, future)) = &mut self.attempt {
+        if let Some((attempt, future)) = self.aside.as_deref_mut().and_then(|a| a.attempt.as_mut())
+        {
             if let Poll::Ready(result) = Pin::new(future).poll(cx) {
                 let attempt = *attempt;
-                self.attempt = None;
+                if let Some(aside) = self.aside.as_deref_mut() {
+                    aside.attempt = None;
+                }
                 let report = match result {
                     Ok(Ok((handle, driver))) => {
                         self.conn = Some(Conn {
@@ -759,7 +832,7 @@ where
             }
         }
         // Only a probing service looks at a connection's traffic.
-        let probing = self.hooks.as_ref().is_some_and(|h| h.probe.is_some());
+        let probing = self.hooks().is_some_and(|h| h.probe.is_some());
         if let Some(conn) = &mut self.conn {
             let attempt = conn.attempt;
             if let Some(hooked) = conn.hooked.as_deref_mut() {
@@ -858,14 +931,19 @@ where
                 return true;
             }
         }
-        if let Some((timer, sleep)) = &mut self.timer {
-            if sleep.as_mut().poll(cx).is_ready() {
-                let (timer, kind) = (*timer, self.timer_kind);
-                self.timer = None;
-                self.before_probe_timer(kind);
-                self.report(Input::TimerFired { timer });
-                return true;
+        let mut fired = None;
+        if let Some(aside) = self.aside.as_deref_mut() {
+            if let Some((timer, sleep)) = &mut aside.timer {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    fired = Some((*timer, aside.timer_kind));
+                    aside.timer = None;
+                }
             }
+        }
+        if let Some((timer, kind)) = fired {
+            self.before_probe_timer(kind);
+            self.report(Input::TimerFired { timer });
+            return true;
         }
         false
     }
@@ -902,13 +980,18 @@ where
     /// that an idle service keeps nothing it does not need (they are made again,
     /// small, by the next request).
     fn release_idle_storage(&mut self) {
-        if self.queues.as_ref().is_some_and(|q| {
-            q.reports.is_empty() && q.commands.is_empty() && q.withdrawn.is_empty()
-        }) {
-            self.queues = None;
+        if let Some(aside) = self.aside.as_deref_mut() {
+            if aside.queues.as_ref().is_some_and(|q| {
+                q.reports.is_empty() && q.commands.is_empty() && q.withdrawn.is_empty()
+            }) {
+                aside.queues = None;
+            }
+            aside.waiters.release_if_empty();
+            aside.stops.release_if_empty();
+            if aside.holds_nothing() {
+                self.aside = None;
+            }
         }
-        self.waiters.release_if_empty();
-        self.stops.release_if_empty();
         self.machine.shrink_to_fit();
         if let Some(events) = self.shared.events() {
             events.shrink();
@@ -987,32 +1070,30 @@ where
 
     /// Publishes the machine's status for the handles, if it changed.
     fn publish(&mut self) {
-        let mut status = Status {
-            state: self.machine.state(),
-            counters: self.machine.counters(),
-            consecutive_failures: self.machine.consecutive_failures(),
-            pending_waiters: self.machine.pending_waiters().len(),
-            connection: self
-                .conn
+        let mut status = Status::new(
+            self.machine.state(),
+            self.machine.counters(),
+            self.machine.consecutive_failures(),
+            self.machine.pending_waiters().len(),
+            self.conn
                 .as_ref()
                 .map(|c| c.attempt)
                 .filter(|a| self.machine.current_attempt() == Some(*a)),
-        };
+        );
         // Compared with what the handles read (the task is its only writer), so
         // that the task keeps no copy of its own.
         let watch = {
             let mut mailbox = self.shared.lock();
             // `disconnect` told the handles the connection is no longer current
             // when it queued its request: so it stays until the task has taken it.
-            if let Some(attempt) = status.connection {
-                if mailbox.status.connection.is_none()
+            if let Some(attempt) = status.connection() {
+                if mailbox.status.connection().is_none()
                     && (mailbox.commands.disconnects(attempt)
                         || self
-                            .queues
-                            .as_ref()
+                            .queues_ref()
                             .is_some_and(|q| shared::disconnects(&q.commands, attempt)))
                 {
-                    status.connection = None;
+                    status.set_connection(None);
                 }
             }
             if mailbox.status == status {
@@ -1031,13 +1112,12 @@ where
         let mut budget = BUDGET;
         loop {
             // Outcomes left over from the last wake-up come first.
-            let mut progressed = self.queues.as_ref().is_some_and(|q| !q.reports.is_empty());
+            let mut progressed = self.queues_ref().is_some_and(|q| !q.reports.is_empty());
             if !self.feed_reports(&mut budget) {
                 return Poll::Ready(());
             }
             if self
-                .queues
-                .as_ref()
+                .queues_ref()
                 .is_none_or(|q| q.commands.is_empty() && q.withdrawn.is_empty())
             {
                 let mut mailbox = self.shared.lock();
@@ -1056,9 +1136,9 @@ where
             }
             let mut batch = BATCH;
             while budget > 0 && batch > 0 {
-                let command = match self.queues.as_mut().and_then(|q| q.withdrawn.pop()) {
+                let command = match self.queues_mut().and_then(|q| q.withdrawn.pop()) {
                     Some(ticket) => Command::Withdraw { ticket },
-                    None => match self.queues.as_mut().and_then(|q| q.commands.pop_front()) {
+                    None => match self.queues_mut().and_then(|q| q.commands.pop_front()) {
                         Some(Entry {
                             command: Some(command),
                             ..
@@ -1084,9 +1164,9 @@ where
                 }
             }
             self.publish();
-            if self.shutdown
+            if self.aside.as_ref().is_some_and(|a| a.shutdown)
                 && self.machine.state() == State::Stopped
-                && self.attempt.is_none()
+                && self.aside.as_ref().is_none_or(|a| a.attempt.is_none())
                 && self.conn.is_none()
             {
                 self.end(Ended::Dropped);
@@ -1105,6 +1185,31 @@ where
 }
 
 impl<R: Runtime, H, E> Task<R, H, E> {
+    /// What is kept out of line, made if need be.
+    fn aside(&mut self) -> &mut Aside<R, H, E> {
+        self.aside.get_or_insert_with(|| Box::new(Aside::new()))
+    }
+
+    /// The hooks, if the service has any.
+    fn hooks(&self) -> Option<&Hooks<H, E>> {
+        self.aside.as_ref()?.hooks.as_deref()
+    }
+
+    /// The queues, if there are any.
+    fn queues_ref(&self) -> Option<&Queues<H, E>> {
+        self.aside.as_ref()?.queues.as_deref()
+    }
+
+    /// The queues, if there are any.
+    fn queues_mut(&mut self) -> Option<&mut Queues<H, E>> {
+        self.aside.as_mut()?.queues.as_deref_mut()
+    }
+
+    /// The task has ended.
+    fn is_ended(&self) -> bool {
+        self.aside.as_ref().is_some_and(|a| a.ended)
+    }
+
     /// Hands an event to the subscribers (if anyone ever subscribed), and keeps the
     /// last failure and the last loss for the handles.
     fn emit(&mut self, event: Event<E>) {
@@ -1133,10 +1238,10 @@ impl<R: Runtime, H, E> Task<R, H, E> {
     /// The task ends: close what is open, answer everything pending, and tell the
     /// handles, so that nothing waits for a task that is gone.
     fn end(&mut self, why: Ended) {
-        if self.ended {
+        if self.is_ended() {
             return;
         }
-        self.ended = true;
+        self.aside().ended = true;
         #[cfg(feature = "tracing")]
         match &why {
             Ended::Dropped => tracing::debug!(target: "redial", "the service ended: dropped"),
@@ -1147,24 +1252,25 @@ impl<R: Runtime, H, E> Task<R, H, E> {
         }
         let (commands, watch) = {
             let mut mailbox = self.shared.lock();
-            mailbox.ended = Some(Box::new(why.clone()));
+            mailbox.later().ended = Some(why.clone());
             mailbox.task = None;
             mailbox.status.state = State::Stopped;
-            mailbox.status.pending_waiters = 0;
-            mailbox.status.connection = None;
+            mailbox.status.set_pending_waiters(0);
+            mailbox.status.set_connection(None);
             (mailbox.commands.take().1, mailbox.watch().cloned())
         };
-        contain_drop(self.attempt.take());
+        contain_drop(self.aside().attempt.take());
         contain_drop(self.conn.take());
-        self.timer = None;
-        let waiters = self.waiters.drain().collect::<std::vec::Vec<_>>();
+        self.aside().timer = None;
+        let waiters = self.aside().waiters.drain().collect::<std::vec::Vec<_>>();
         for tx in waiters {
             answer(tx, Err(Error::Ended(why.clone())));
         }
-        for tx in self.stops.drain() {
+        let stops = self.aside().stops.drain().collect::<std::vec::Vec<_>>();
+        for tx in stops {
             let _ = tx.send(());
         }
-        let held = match &mut self.queues {
+        let held = match &mut self.aside().queues {
             Some(queues) => {
                 queues.withdrawn = std::vec::Vec::new();
                 core::mem::take(&mut queues.commands)
@@ -1223,7 +1329,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let task = &mut self.get_mut().0;
-        if task.ended {
+        if task.is_ended() {
             return Poll::Ready(());
         }
         #[cfg(feature = "tracing")]
@@ -1247,5 +1353,28 @@ impl<R: Runtime, H, E> Drop for Task<R, H, E> {
         // Only if the runtime drops the task unfinished (it shut down): tell the
         // handles, close what is open, answer what is pending.
         self.end(Ended::RuntimeGone);
+    }
+}
+
+#[cfg(all(test, feature = "tokio"))]
+mod tests {
+    use core::mem::size_of;
+
+    use super::TaskFuture;
+    use crate::driver::SharedStream;
+    use crate::tokio::{Tokio, INLINE_TASK};
+
+    /// The task of a Tokio stream service is spawned inline, in a 256-byte cell
+    /// (a larger future would be boxed: 128 bytes of cell and the future).
+    /// With `tracing`, its span (a service's own) makes it larger: boxed.
+    #[test]
+    fn a_stream_service_task_fits_tokio_s_inline_cell() {
+        type Future = TaskFuture<Tokio, SharedStream<::tokio::net::TcpStream>, std::io::Error>;
+        #[cfg(feature = "tracing")]
+        let span = size_of::<tracing::Span>();
+        #[cfg(not(feature = "tracing"))]
+        let span = 0;
+        let size = size_of::<Future>() - span;
+        assert!(size <= INLINE_TASK, "{size} B");
     }
 }

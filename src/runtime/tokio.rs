@@ -52,6 +52,11 @@ use crate::driver::{
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tokio;
 
+/// The largest future [`Tokio`] spawns inline: it fits a 256-byte task cell
+/// (measured: `REDIAL_BENCH_HEAP_SIZES=1 cargo bench --features tokio --bench
+/// adapters -- --quick adapters/idle_memory` lists the cell's size).
+pub(crate) const INLINE_TASK: usize = 152;
+
 impl Runtime for Tokio {
     type Sleep = ::tokio::time::Sleep;
 
@@ -59,11 +64,17 @@ impl Runtime for Tokio {
         let runtime = ::tokio::runtime::Handle::try_current().map_err(|_| {
             SpawnError::new("not inside a Tokio runtime (build the service from within one)")
         })?;
-        // Boxed: Tokio keeps a task in a cell aligned to 128 bytes with ~96 bytes
-        // of its own, so a future kept inline costs its size rounded up past that
-        // (a 300-byte future: a 512-byte cell); boxed, it costs the smallest cell
-        // (128 bytes) and its own size.
-        drop(runtime.spawn(std::boxed::Box::pin(task)));
+        // Tokio keeps a task in a cell aligned to 128 bytes with 96 bytes of its
+        // own, so a future kept inline costs its size rounded up past that (a
+        // 300-byte future: a 512-byte cell); boxed, it costs the smallest cell
+        // (128 bytes) and its own size. So a future that fits a 256-byte cell is
+        // kept inline (a stream service's task is 152 bytes; 192 with `tracing`,
+        // whose span makes it larger), a larger one boxed.
+        if core::mem::size_of::<F>() <= INLINE_TASK {
+            drop(runtime.spawn(task));
+        } else {
+            drop(runtime.spawn(std::boxed::Box::pin(task)));
+        }
         Ok(())
     }
 

@@ -51,33 +51,36 @@
 //! The stream sits in a `std::sync::Mutex`, locked only for the duration of one
 //! poll of the stream (never across an `await`), so that closing can take the
 //! stream out from under a guard and drop it without waiting for the guard to be
-//! released (an async lock held by the guard, as before, could not do that).
-//! Exclusive use between guards is a separate async lock, held by the guard, and
-//! by the driver for one poll (`try_lock`: a held stream is not watched). The
-//! current guard's pending read and write-side polls leave their wakers with the
-//! shared state (two, so that a guard split into read and write halves polled from
-//! two tasks has both woken), and closing wakes them: they see the stream gone.
-//! The std mutex is always taken last, the stream is never dropped while either
-//! lock is held, and a stream that panicked in a poll (poisoning the mutex) does
-//! not cause a second panic: what the mutex guards is still consistent.
+//! released. Exclusive use between guards is a separate flag (an atomic), held by
+//! the guard, and by the driver for one poll (a held stream is not watched); a
+//! [`lock`](SharedStream::lock) that finds it held waits on an `event_listener`
+//! event, notified on every release (a waiter dropped once notified passes the
+//! notification on, so a cancelled `lock` loses nobody's turn). The driver's waker
+//! and the current guard's pending read and write-side wakers (two, so that a
+//! guard split into read and write halves polled from two tasks has both woken)
+//! are kept under the std mutex, and closing wakes the guard's: they see the stream
+//! gone. The stream is never dropped while the mutex is held, and a stream that
+//! panicked in a poll (poisoning the mutex) does not cause a second panic: what the
+//! mutex guards is still consistent.
 //!
 //! The driver reads ahead through a 4 KiB buffer on its stack and appends what it
 //! got to a `VecDeque`, grown in powers of two up to the limit; the end of a lost
 //! stream is kept as the `io::Error` itself (handed to the first reader, copied for
-//! the next ones), so nothing is allocated until something arrives.
+//! the next ones). Both are kept out of line, in a block made only once bytes
+//! arrive or the stream ends, so an idle connection keeps a null pointer for them.
 
 use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
-use core::sync::atomic::{AtomicBool, Ordering};
-use core::task::{Context, Poll};
+use core::sync::atomic::{fence, AtomicBool, Ordering};
+use core::task::{Context, Poll, Waker};
+use std::boxed::Box;
 use std::collections::VecDeque;
 use std::io::{self, Read as _};
 use std::string::ToString as _;
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard as StdMutexGuard, OnceLock, PoisonError};
 
-use futures_util::lock::{Mutex, MutexGuard, MutexLockFuture};
-use futures_util::task::AtomicWaker;
+use event_listener::{Event, EventListener};
 
 use super::liveness::{self, Activity};
 
@@ -109,49 +112,89 @@ impl End {
     }
 }
 
+fn copy_error(error: &io::Error) -> io::Error {
+    io::Error::new(error.kind(), error.to_string())
+}
+
+/// What only a stream that read ahead or ended keeps: [`Io::ahead`].
+#[derive(Default)]
+struct Ahead {
+    /// Bytes the driver read ahead, not read by anyone yet (freed once read).
+    bytes: VecDeque<u8>,
+    /// How the stream ended, once known (a loss): reported to readers after `bytes`.
+    end: Option<End>,
+}
+
+struct Io<S> {
+    /// Taken (and dropped) when the driver is dropped.
+    stream: Option<S>,
+    /// The read-ahead and the end, out of line: `None` while there is neither.
+    ahead: Option<Box<Ahead>>,
+    /// The driver's waker: a released guard and a loss wake it.
+    driver: Option<Waker>,
+    /// The current guard's pending read.
+    reader: Option<Waker>,
+    /// The current guard's pending write, flush or shutdown.
+    writer: Option<Waker>,
+}
+
 impl<S> Io<S> {
+    /// How the stream ended, once known.
+    fn end(&self) -> Option<&End> {
+        self.ahead.as_ref()?.end.as_ref()
+    }
+
+    /// Bytes read ahead.
+    fn buffered(&self) -> usize {
+        self.ahead.as_ref().map_or(0, |a| a.bytes.len())
+    }
+
+    /// The out-of-line block, made if need be.
+    fn ahead(&mut self) -> &mut Ahead {
+        self.ahead.get_or_insert_with(Box::default)
+    }
+
+    /// Notes how the stream ended (the first end stays).
+    fn set_end(&mut self, end: End) {
+        let ahead = self.ahead();
+        if ahead.end.is_none() {
+            ahead.end = Some(end);
+        }
+    }
+
     /// How the stream ended, as the driver's output: `Ok` for EOF, a copy of the
     /// error otherwise (the original is kept for the next reader).
     fn outcome(&self) -> io::Result<()> {
-        match &self.end {
+        match self.end() {
             Some(End::Failed(error)) => Err(copy_error(error)),
             Some(End::Eof) | None => Ok(()),
         }
     }
 }
 
-fn copy_error(error: &io::Error) -> io::Error {
-    io::Error::new(error.kind(), error.to_string())
-}
-
-struct Io<S> {
-    /// Taken (and dropped) when the driver is dropped.
-    stream: Option<S>,
-    /// Bytes the driver read ahead, not read by anyone yet. Allocated only once
-    /// bytes arrive, freed once read.
-    ahead: VecDeque<u8>,
-    /// How the stream ended, once known (a loss): reported to readers after `ahead`.
-    end: Option<End>,
+/// Keeps `waker` in `slot` (a clone, unless it would wake the same task already).
+fn register(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(kept) if kept.will_wake(waker) => {}
+        _ => *slot = Some(waker.clone()),
+    }
 }
 
 struct StreamShared<S> {
-    /// Exclusive use: held by the guard, and by the driver for one poll.
-    user: Mutex<()>,
     /// The stream, locked for one poll at a time (never across an await).
     io: StdMutex<Io<S>>,
-    /// The peer closed the stream, or it failed (`io.end` is set).
-    lost: AtomicBool,
-    /// The service closed the connection: it dropped the driver before it ended.
-    closed: AtomicBool,
-    driver: AtomicWaker,
-    /// The current guard's pending read.
-    reader: AtomicWaker,
-    /// The current guard's pending write, flush or shutdown.
-    writer: AtomicWaker,
+    /// Notified when exclusive use is given back (`held` cleared).
+    released: Event,
     read: ReadFn<S>,
     /// What the service's liveness probe reads: bytes received, bytes sent, who
     /// holds the stream.
     activity: OnceLock<Arc<Activity>>,
+    /// Exclusive use: held by the guard, and by the driver for one poll.
+    held: AtomicBool,
+    /// The peer closed the stream, or it failed (its end is set).
+    lost: AtomicBool,
+    /// The service closed the connection: it dropped the driver before it ended.
+    closed: AtomicBool,
 }
 
 impl<S> StreamShared<S> {
@@ -162,9 +205,50 @@ impl<S> StreamShared<S> {
         self.io.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn mark_lost(&self) {
+    /// Takes exclusive use if nobody holds it; given back when the result drops.
+    fn try_hold(&self) -> Option<Hold<'_, S>> {
+        self.held
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            // Made only on success: dropping a `Hold` gives exclusive use back.
+            .then(|| Hold(self))
+    }
+
+    /// Marks the stream lost (under the stream's lock, so that the driver, which
+    /// registers its waker under it, either sees the mark or is woken), then wakes
+    /// the driver.
+    fn mark_lost(&self, mut io: StdMutexGuard<'_, Io<S>>) {
         self.lost.store(true, Ordering::Release);
-        self.driver.wake();
+        let driver = io.driver.take();
+        drop(io);
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+    }
+
+    /// Wakes the driver (a guard was released).
+    fn wake_driver(&self) {
+        let driver = self.io().driver.take();
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+    }
+}
+
+/// Exclusive use of the stream; given back (and a waiting `lock` notified) when
+/// dropped, also on a panic.
+struct Hold<'a, S>(&'a StreamShared<S>);
+
+impl<S> Drop for Hold<'_, S> {
+    fn drop(&mut self) {
+        self.0.held.store(false, Ordering::Release);
+        // Paired with the fence `listen` makes after registering a waiter: either
+        // the waiter sees the flag clear, or it is counted here. (Notifying an
+        // event nobody ever listened to would allocate its list.)
+        fence(Ordering::SeqCst);
+        if self.0.released.total_listeners() > 0 {
+            self.0.released.notify(1);
+        }
     }
 }
 
@@ -192,19 +276,19 @@ where
 
 pub(crate) fn with_reader<S>(stream: S, read: ReadFn<S>) -> (SharedStream<S>, StreamDriver<S>) {
     let shared = Arc::new(StreamShared {
-        user: Mutex::new(()),
         io: StdMutex::new(Io {
             stream: Some(stream),
-            ahead: VecDeque::new(),
-            end: None,
+            ahead: None,
+            driver: None,
+            reader: None,
+            writer: None,
         }),
-        lost: AtomicBool::new(false),
-        closed: AtomicBool::new(false),
-        driver: AtomicWaker::new(),
-        reader: AtomicWaker::new(),
-        writer: AtomicWaker::new(),
+        released: Event::new(),
         read,
         activity: OnceLock::new(),
+        held: AtomicBool::new(false),
+        lost: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
     });
     (
         SharedStream {
@@ -283,7 +367,7 @@ impl<S> SharedStream<S> {
     pub fn lock(&self) -> StreamLock<'_, S> {
         StreamLock {
             shared: &self.shared,
-            lock: self.shared.user.lock(),
+            listener: None,
             waited: false,
         }
     }
@@ -298,7 +382,8 @@ impl<S> SharedStream<S> {
 #[must_use = "futures do nothing unless polled"]
 pub struct StreamLock<'a, S> {
     shared: &'a StreamShared<S>,
-    lock: MutexLockFuture<'a, ()>,
+    /// Waits for the guard that holds the stream to be released.
+    listener: Option<EventListener>,
     /// It had to wait for another guard (for the liveness probe: a probe's wait
     /// does not count against it).
     waited: bool,
@@ -314,11 +399,22 @@ impl<'a, S> Future for StreamLock<'a, S> {
     type Output = io::Result<StreamGuard<'a, S>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let user = match Pin::new(&mut self.lock).poll(cx) {
-            Poll::Ready(user) => user,
-            Poll::Pending => {
-                self.waited = true;
-                return Poll::Pending;
+        let hold = loop {
+            if let Some(hold) = self.shared.try_hold() {
+                // Done waiting: a notification it had is not needed any more.
+                self.listener = None;
+                break hold;
+            }
+            match &mut self.listener {
+                // Listen, then look again: a release in between is not missed.
+                None => self.listener = Some(self.shared.released.listen()),
+                Some(listener) => match Pin::new(listener).poll(cx) {
+                    Poll::Ready(()) => self.listener = None,
+                    Poll::Pending => {
+                        self.waited = true;
+                        return Poll::Pending;
+                    }
+                },
             }
         };
         if self.shared.closed.load(Ordering::SeqCst) {
@@ -327,7 +423,7 @@ impl<'a, S> Future for StreamLock<'a, S> {
         let (probe, waited) = (liveness::polling_probe(), self.waited);
         liveness::note(&self.shared.activity, |a| a.acquired(probe, waited));
         Poll::Ready(Ok(StreamGuard {
-            user: Some(user),
+            hold: Some(hold),
             shared: self.shared,
         }))
     }
@@ -378,7 +474,7 @@ fn not_connected() -> io::Error {
     doc = "[tokio-stream]: https://docs.rs/redial/latest/redial/tokio/fn.stream.html"
 )]
 pub struct StreamGuard<'a, S> {
-    user: Option<MutexGuard<'a, ()>>,
+    hold: Option<Hold<'a, S>>,
     shared: &'a StreamShared<S>,
 }
 
@@ -413,21 +509,34 @@ impl<S: Unpin> StreamGuard<'_, S> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let shared = self.shared;
-        // Register first: a close after this wakes us.
-        shared.reader.register(cx.waker());
         let mut io = shared.io();
+        // Registered under the lock the close takes: a close after this wakes us.
+        register(&mut io.reader, cx.waker());
         if shared.closed.load(Ordering::SeqCst) {
             return Poll::Ready(Err(not_connected()));
         }
-        if !io.ahead.is_empty() {
-            let n = io.ahead.read(buf).unwrap_or(0); // reading a VecDeque cannot fail
-            let emptied = io.ahead.is_empty().then(|| core::mem::take(&mut io.ahead));
-            drop(io);
-            drop(emptied); // free the buffer: read-ahead is the exception
-            return Poll::Ready(Ok(n));
-        }
-        if let Some(end) = io.end.as_mut() {
-            return Poll::Ready(end.report());
+        if let Some(ahead) = io.ahead.as_deref_mut() {
+            if !ahead.bytes.is_empty() {
+                // Reading a VecDeque cannot fail.
+                let n = ahead.bytes.read(buf).unwrap_or(0);
+                // Free the buffer once read: read-ahead is the exception (and the
+                // block too, unless it keeps the end).
+                let mut emptied = None;
+                if ahead.bytes.is_empty() {
+                    emptied = Some(core::mem::take(&mut ahead.bytes));
+                }
+                let block = if ahead.bytes.is_empty() && ahead.end.is_none() {
+                    io.ahead.take()
+                } else {
+                    None
+                };
+                drop(io);
+                drop((emptied, block));
+                return Poll::Ready(Ok(n));
+            }
+            if let Some(end) = ahead.end.as_mut() {
+                return Poll::Ready(end.report());
+            }
         }
         let Some(stream) = io.stream.as_mut() else {
             return Poll::Ready(Err(not_connected()));
@@ -447,9 +556,8 @@ impl<S: Unpin> StreamGuard<'_, S> {
             }
             _ => return result,
         };
-        io.end = Some(end);
-        drop(io);
-        shared.mark_lost();
+        io.set_end(end);
+        shared.mark_lost(io);
         result
     }
 
@@ -475,20 +583,17 @@ impl<S: Unpin> StreamGuard<'_, S> {
         op: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         let shared = self.shared;
-        // Register first: a close after this wakes us.
-        shared.writer.register(cx.waker());
         let mut io = shared.io();
+        // Registered under the lock the close takes: a close after this wakes us.
+        register(&mut io.writer, cx.waker());
         let Some(stream) = io.stream.as_mut() else {
             return Poll::Ready(Err(not_connected()));
         };
         let result = op(Pin::new(stream), cx);
         if let Poll::Ready(Err(error)) = &result {
             if error.kind() != io::ErrorKind::Interrupted {
-                if io.end.is_none() {
-                    io.end = Some(End::Failed(copy_error(error)));
-                }
-                drop(io);
-                shared.mark_lost();
+                io.set_end(End::Failed(copy_error(error)));
+                shared.mark_lost(io);
             }
         }
         result
@@ -499,11 +604,14 @@ impl<S> Drop for StreamGuard<'_, S> {
     fn drop(&mut self) {
         // Forget this guard's wakers, unlock, then let the driver watch the stream
         // again.
-        drop(self.shared.reader.take());
-        drop(self.shared.writer.take());
+        let wakers = {
+            let mut io = self.shared.io();
+            (io.reader.take(), io.writer.take())
+        };
+        drop(wakers);
         liveness::note(&self.shared.activity, Activity::released);
-        drop(self.user.take());
-        self.shared.driver.wake();
+        drop(self.hold.take());
+        self.shared.wake_driver();
     }
 }
 
@@ -561,18 +669,19 @@ impl<S: Unpin> Future for StreamDriver<S> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let shared = &*self.shared;
         liveness::offer(&shared.activity);
-        // Register first: a guard released after this wakes us.
-        shared.driver.register(cx.waker());
+        let mut io = shared.io();
+        // Registered first, under the lock a loss is marked and a guard's waker
+        // taken under: a guard released or a loss after this wakes us.
+        register(&mut io.driver, cx.waker());
         if shared.lost.load(Ordering::Acquire) {
-            return Poll::Ready(shared.io().outcome());
+            return Poll::Ready(io.outcome());
         }
-        let Some(user) = shared.user.try_lock() else {
+        let Some(hold) = shared.try_hold() else {
             return Poll::Pending; // in use: its guard wakes us when released
         };
-        let mut io = shared.io();
         let mut chunk = [0u8; CHUNK];
-        while io.end.is_none() {
-            let buffered = io.ahead.len();
+        while io.end().is_none() {
+            let buffered = io.buffered();
             let room = READ_AHEAD_LIMIT - buffered;
             if room == 0 {
                 return Poll::Pending; // full: the next reader's guard wakes us
@@ -583,23 +692,24 @@ impl<S: Unpin> Future for StreamDriver<S> {
             let piece = &mut chunk[..room.min(CHUNK)];
             match (shared.read)(Pin::new(stream), cx, piece) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => io.end = Some(End::Eof),
+                Poll::Ready(Ok(0)) => io.set_end(End::Eof),
                 Poll::Ready(Ok(n)) => {
                     liveness::note(&shared.activity, Activity::received);
                     // Grow to a power of two, never beyond the limit.
                     let want = (buffered + n)
                         .next_power_of_two()
                         .clamp(64, READ_AHEAD_LIMIT);
-                    io.ahead.reserve_exact(want - buffered);
-                    io.ahead.extend(&piece[..n]);
+                    let bytes = &mut io.ahead().bytes;
+                    bytes.reserve_exact(want - buffered);
+                    bytes.extend(&piece[..n]);
                 }
                 Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
-                Poll::Ready(Err(error)) => io.end = Some(End::Failed(error)),
+                Poll::Ready(Err(error)) => io.set_end(End::Failed(error)),
             }
         }
         let outcome = io.outcome();
         drop(io);
-        drop(user);
+        drop(hold);
         shared.lost.store(true, Ordering::Release);
         Poll::Ready(outcome)
     }
@@ -608,23 +718,26 @@ impl<S: Unpin> Future for StreamDriver<S> {
 impl<S> Drop for StreamDriver<S> {
     fn drop(&mut self) {
         let shared = &*self.shared;
-        let (stream, discarded) = {
+        let (stream, discarded, wakers) = {
             let mut io = shared.io();
-            let discarded = if io.end.is_none() {
+            let discarded = if io.end().is_none() {
                 // Dropped before it ended: the service closed the connection.
                 shared.closed.store(true, Ordering::SeqCst);
-                core::mem::take(&mut io.ahead)
+                io.ahead.take()
             } else {
                 // Lost: keep what the peer sent, and how it ended, for the readers.
-                VecDeque::new()
+                None
             };
-            (io.stream.take(), discarded)
+            let wakers = [io.reader.take(), io.writer.take(), io.driver.take()];
+            (io.stream.take(), discarded, wakers)
         };
-        // Close the stream now, outside our locks, even if a guard is out; then
+        // Close the stream now, outside our lock, even if a guard is out; then
         // wake the guard's pending operations: they fail with NotConnected.
         drop(stream);
         drop(discarded);
-        shared.reader.wake();
-        shared.writer.wake();
+        let [reader, writer, _driver] = wakers;
+        for waker in [reader, writer].into_iter().flatten() {
+            waker.wake();
+        }
     }
 }
