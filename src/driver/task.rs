@@ -222,6 +222,9 @@ struct Aside<R: Runtime, H, E> {
     gave_up_on: Option<Arc<Failure<E>>>,
     /// The last handle is gone: end once the machine has stopped.
     shutdown: bool,
+    /// The stop asked when the last handle went has finished (the machine's
+    /// `FinishStopping`): nothing is left open.
+    shutdown_finished: bool,
     /// Set once the task has ended (answered everything, published the end).
     ended: bool,
 }
@@ -238,6 +241,7 @@ impl<R: Runtime, H, E> Aside<R, H, E> {
             stops: Pending::new(),
             gave_up_on: None,
             shutdown: false,
+            shutdown_finished: false,
             ended: false,
         }
     }
@@ -583,7 +587,11 @@ where
             }
             Action::FinishStopping { stops } => {
                 self.tell(Event::Stopped);
-                self.aside()
+                let aside = self.aside();
+                // After the last handle went, nothing can start the machine again:
+                // this stop is the one asked then, and the task may end.
+                aside.shutdown_finished = aside.shutdown;
+                aside
                     .stops
                     .take_ids(stops.iter().map(|s: &StopId| s.raw()), |tx| {
                         let _ = tx.send(());
@@ -1164,9 +1172,10 @@ where
                 }
             }
             self.publish();
-            if self.aside.as_ref().is_some_and(|a| a.shutdown)
-                && self.machine.state() == State::Stopped
-                && self.aside.as_ref().is_none_or(|a| a.attempt.is_none())
+            if self
+                .aside
+                .as_ref()
+                .is_some_and(|a| a.shutdown_finished && a.attempt.is_none())
                 && self.conn.is_none()
             {
                 self.end(Ended::Dropped);
