@@ -36,6 +36,17 @@ fn connected(m: &mut M) -> AttemptId {
     a
 }
 
+/// Connected, its first interval fired: the probe is out. The connection's
+/// attempt and the probe's timeout timer.
+fn probe_outstanding(m: &mut M) -> (AttemptId, redial::TimerId) {
+    let a = connected(m);
+    let (interval, _) = armed(m);
+    assert!(is_probe(&m.timer_fired(interval).unwrap()));
+    let (timeout, kind) = armed(m);
+    assert_eq!(kind, TimerKind::ProbeTimeout);
+    (a, timeout)
+}
+
 fn armed(m: &M) -> (redial::TimerId, TimerKind) {
     m.armed_timer().expect("a timer is armed")
 }
@@ -75,11 +86,7 @@ fn an_interval_with_something_received_re_arms_without_probing() {
 #[test]
 fn anything_received_answers_an_outstanding_probe() {
     let mut m = machine(probing());
-    let a = connected(&mut m);
-    let (interval, _) = armed(&m);
-    assert!(is_probe(&m.timer_fired(interval).unwrap()));
-    let (timeout, kind) = armed(&m);
-    assert_eq!(kind, TimerKind::ProbeTimeout);
+    let (a, timeout) = probe_outstanding(&mut m);
     let actions = m.connection_active(a, Duration::ZERO).unwrap();
     assert!(
         matches!(
@@ -104,10 +111,7 @@ fn anything_received_answers_an_outstanding_probe() {
 #[test]
 fn a_probe_not_answered_by_anything_still_times_out() {
     let mut m = machine(probing());
-    let _a = connected(&mut m);
-    let (interval, _) = armed(&m);
-    assert!(is_probe(&m.timer_fired(interval).unwrap()));
-    let (timeout, _) = armed(&m);
+    let (_, timeout) = probe_outstanding(&mut m);
     let actions = m.timer_fired(timeout).unwrap();
     assert!(actions.iter().any(|a| matches!(
         a,
@@ -269,10 +273,7 @@ fn the_latest_report_before_the_interval_fires_counts() {
 fn an_outstanding_probe_answered_by_activity_arms_the_rest_or_probes_again() {
     // Received something 3 s ago: answered, the next probe 7 s from now.
     let mut m = machine(probing());
-    let a = connected(&mut m);
-    let (interval, _) = armed(&m);
-    assert!(is_probe(&m.timer_fired(interval).unwrap()));
-    let (timeout, _) = armed(&m);
+    let (a, timeout) = probe_outstanding(&mut m);
     let actions = m.connection_active(a, Duration::from_secs(3)).unwrap();
     assert!(
         matches!(
