@@ -174,11 +174,9 @@ fn activity_about_an_attempt_or_a_connection_being_prepared_or_gone() {
     ));
 }
 
-/// With `reset_backoff_after`, an interval that re-arms because of activity still
-/// counts toward health, as one that probed.
-#[test]
-fn an_active_interval_counts_toward_health() {
-    let config = probing().with_reset_backoff_after(Some(INTERVAL * 2));
+/// With `config`: one attempt refused, the retry connected (one consecutive
+/// failure, for the healthy delay to reset). The machine and its connection.
+fn connected_after_a_failure(config: Config) -> (Machine<&'static str>, AttemptId) {
     let mut m: Machine<&str> = Machine::with_config(Backoff::twisted(1), config).unwrap();
     let _ = m.start();
     let a = m.current_attempt().unwrap();
@@ -187,6 +185,16 @@ fn an_active_interval_counts_toward_health() {
     let _ = m.timer_fired(retry).unwrap();
     let a = m.current_attempt().unwrap();
     let _ = m.connection_made(a).unwrap();
+    assert_eq!(m.consecutive_failures(), 1);
+    (m, a)
+}
+
+/// With `reset_backoff_after`, an interval that re-arms because of activity still
+/// counts toward health, as one that probed.
+#[test]
+fn an_active_interval_counts_toward_health() {
+    let config = probing().with_reset_backoff_after(Some(INTERVAL * 2));
+    let (mut m, a) = connected_after_a_failure(config);
     assert_eq!(m.consecutive_failures(), 1);
     for _ in 0..2 {
         let _ = m.connection_active(a, Duration::ZERO).unwrap();
@@ -315,14 +323,7 @@ fn an_outstanding_probe_answered_by_activity_arms_the_rest_or_probes_again() {
 #[test]
 fn a_rest_of_an_interval_counts_toward_health_for_its_length() {
     let config = probing().with_reset_backoff_after(Some(INTERVAL + Duration::from_secs(5)));
-    let mut m: Machine<&str> = Machine::with_config(Backoff::twisted(1), config).unwrap();
-    let _ = m.start();
-    let a = m.current_attempt().unwrap();
-    let _ = m.connection_failed(a, "refused").unwrap();
-    let (retry, _) = m.armed_timer().unwrap();
-    let _ = m.timer_fired(retry).unwrap();
-    let a = m.current_attempt().unwrap();
-    let _ = m.connection_made(a).unwrap();
+    let (mut m, a) = connected_after_a_failure(config);
     // 10 s: quiet for 8 of them, the rest is 2 s.
     let _ = m.connection_active(a, Duration::from_secs(8)).unwrap();
     let (interval, _) = m.armed_timer().unwrap();
