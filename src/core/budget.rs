@@ -287,34 +287,25 @@ impl Schedule {
         }
         let mut prefix = (0..first).fold(i128::from(self.folded), |acc, i| acc.max(m(i)));
         let want = i128::from(want);
-        for k in first..=n {
+        for k in first..n {
             let kt = k as i128 * t;
             let before = kt + prefix;
-            let need = if k < n {
-                kt + tau + suffix[k - first]
-            } else {
-                INFINITY
-            };
+            let need = kt + tau + suffix[k - first];
             if before + t <= need {
                 let low =
                     want.max(before - tau)
                         .max(if k > 0 { i128::from(points[k - 1]) } else { 0 });
-                let high = (need - t).min(if k < n {
-                    i128::from(points[k])
-                } else {
-                    INFINITY
-                });
+                let high = (need - t).min(i128::from(points[k]));
                 if low <= high {
                     return u64::try_from(low).unwrap_or(u64::MAX);
                 }
             }
-            if k < n {
-                prefix = prefix.max(m(k));
-            }
+            prefix = prefix.max(m(k));
         }
-        // Unreachable: the last gap has `need = ∞`. Appending is always safe.
+        // The last gap, after every kept slot (`need[n] = ∞`), always has room.
+        let before = n as i128 * t + prefix;
         let last = points.last().map_or(0, |&p| i128::from(p));
-        u64::try_from(want.max(i128::from(self.tat) - tau).max(last)).unwrap_or(u64::MAX)
+        u64::try_from(want.max(before - tau).max(last)).unwrap_or(u64::MAX)
     }
 
     /// Takes back a kept slot (one not yet passed); `false` if there is none at
