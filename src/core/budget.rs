@@ -287,34 +287,25 @@ impl Schedule {
         }
         let mut prefix = (0..first).fold(i128::from(self.folded), |acc, i| acc.max(m(i)));
         let want = i128::from(want);
-        for k in first..=n {
+        for k in first..n {
             let kt = k as i128 * t;
             let before = kt + prefix;
-            let need = if k < n {
-                kt + tau + suffix[k - first]
-            } else {
-                INFINITY
-            };
+            let need = kt + tau + suffix[k - first];
             if before + t <= need {
                 let low =
                     want.max(before - tau)
                         .max(if k > 0 { i128::from(points[k - 1]) } else { 0 });
-                let high = (need - t).min(if k < n {
-                    i128::from(points[k])
-                } else {
-                    INFINITY
-                });
+                let high = (need - t).min(i128::from(points[k]));
                 if low <= high {
                     return u64::try_from(low).unwrap_or(u64::MAX);
                 }
             }
-            if k < n {
-                prefix = prefix.max(m(k));
-            }
+            prefix = prefix.max(m(k));
         }
-        // Unreachable: the last gap has `need = ∞`. Appending is always safe.
+        // The last gap, after every kept slot (`need[n] = ∞`), always has room.
+        let before = n as i128 * t + prefix;
         let last = points.last().map_or(0, |&p| i128::from(p));
-        u64::try_from(want.max(i128::from(self.tat) - tau).max(last)).unwrap_or(u64::MAX)
+        u64::try_from(want.max(before - tau).max(last)).unwrap_or(u64::MAX)
     }
 
     /// Takes back a kept slot (one not yet passed); `false` if there is none at
@@ -765,6 +756,222 @@ mod tests {
         // Given back when dropped before leaving.
         gate.done_waiting(number.unwrap(), false);
         assert_eq!(budget.outstanding(), 1);
+    }
+
+    /// Reserves as [`Budget::reserve`] does: the present moved to `now` first.
+    fn reserve_at(schedule: &mut Schedule, now: u64, want: u64, interval: u64) -> u64 {
+        schedule.advance(now, interval);
+        schedule.reserve(want.max(now), interval, 0)
+    }
+
+    #[test]
+    fn a_small_list_keeps_its_room_when_its_slots_pass() {
+        // Up to 64 entries, the list keeps its room: slots that come and go in
+        // small numbers cost no allocation once it has grown.
+        let t = MS;
+        let mut schedule = Schedule {
+            slots: VecDeque::with_capacity(64),
+            ..Schedule::default()
+        };
+        assert_eq!(schedule.slots.capacity(), 64, "the premise");
+        for round in 0..3u64 {
+            let start = round * 100 * t;
+            for i in 0..64 {
+                assert_eq!(reserve_at(&mut schedule, start, start, t), start + i * t);
+            }
+            // Every slot passes: nothing outstanding, the room is kept.
+            schedule.advance(start + 100 * t, t);
+            assert!(schedule.slots.is_empty());
+            assert_eq!(schedule.slots.capacity(), 64, "round {round}");
+        }
+    }
+
+    #[test]
+    fn a_drained_herd_gives_its_room_back_with_room_to_spare() {
+        // A herd of 1,000 at once: slots 0, 1 ms, … 999 ms.
+        let t = MS;
+        let mut schedule = Schedule::default();
+        for i in 0..1_000 {
+            assert_eq!(reserve_at(&mut schedule, 0, 0, t), i * t);
+        }
+        let herd = schedule.slots.capacity();
+        assert!(herd >= 1_000, "{herd}");
+        // The slots pass one by one. While at least a quarter of the room is used,
+        // the list keeps it (no reallocation at every step); below a quarter, it
+        // is shrunk to half full (room for as many again); and so on down.
+        let mut room = herd;
+        let mut shrunk = 0;
+        let mut now = 0;
+        while !schedule.slots.is_empty() {
+            now += t;
+            schedule.advance(now, t);
+            let (len, capacity) = (schedule.slots.len(), schedule.slots.capacity());
+            if room <= 64 || 4 * len >= room {
+                assert_eq!(capacity, room, "{len} slots left");
+            } else {
+                assert!(
+                    capacity >= 2 * len && capacity < room,
+                    "{len} slots left: room {capacity} (was {room})"
+                );
+                room = capacity;
+                shrunk += 1;
+            }
+        }
+        // Memory followed the outstanding reservations down, in a few steps.
+        assert!(
+            schedule.slots.capacity() <= 64,
+            "{}",
+            schedule.slots.capacity()
+        );
+        assert!((3..=6).contains(&shrunk), "{shrunk} reallocations");
+    }
+
+    #[test]
+    fn the_longest_span_found_full_is_remembered() {
+        // One a second, no burst.
+        let (t, tau) = (1_000 * MS, 0);
+        let s = 1_000 * MS;
+        let mut schedule = Schedule::default();
+        // A herd at 0: slots 0, 1 s, 2 s; nothing fits in [0, 2 s) any more.
+        for i in 0..3 {
+            assert_eq!(schedule.reserve(0, t, tau), i * s);
+        }
+        assert_eq!(schedule.full, (0, 2 * s));
+        // A reservation wanted in that span starts looking at its end.
+        let mut probe = Schedule {
+            slots: schedule.slots.clone(),
+            full: schedule.full,
+            ..Schedule::default()
+        };
+        probe.recompute(t);
+        assert_eq!(probe.reserve(s / 2, t, tau), 3 * s);
+        assert_eq!(probe.full, (0, 3 * s), "spans that touch are joined");
+        // Slots wanted at 10 s, 11 s and 12 s are granted as wanted (nothing is
+        // learnt); one more wanted at 10 s is granted at 13 s: a span of 3 s found
+        // full, longer than [0, 2 s), is kept instead.
+        for i in 10..13 {
+            assert_eq!(schedule.reserve(i * s, t, tau), i * s);
+        }
+        assert_eq!(schedule.full, (0, 2 * s));
+        assert_eq!(schedule.reserve(10 * s, t, tau), 13 * s);
+        assert_eq!(
+            schedule.full,
+            (10 * s, 13 * s),
+            "a longer span replaces a shorter one"
+        );
+        // Wanted at 20 s: 20 s, then 21 s (a span of 1 s, shorter: the longer one
+        // is kept).
+        assert_eq!(schedule.reserve(20 * s, t, tau), 20 * s);
+        assert_eq!(schedule.reserve(20 * s, t, tau), 21 * s);
+        assert_eq!(
+            schedule.full,
+            (10 * s, 13 * s),
+            "a shorter span does not replace a longer one"
+        );
+        // Giving a slot back forgets it (the span may have room again).
+        assert!(schedule.release(11 * s, t));
+        assert_eq!(schedule.full, (0, 0));
+        assert_eq!(schedule.reserve(10 * s, t, tau), 11 * s);
+    }
+
+    #[cfg(feature = "driver")]
+    #[test]
+    fn a_retry_a_little_late_uses_its_slot_and_an_early_one_gives_it_back() {
+        // One a second, no burst.
+        let (now, budget) = budget(1.0, 1);
+        let gate = Gate::new(budget.clone());
+        let mut policy = gate.policy(|_| Duration::from_secs(2));
+        assert_eq!(policy.next_delay(1), Some(Duration::from_secs(2)));
+        // The timer fires 50 ms late: the attempt uses its slot (passed, folded),
+        // takes no other, and the next free slot is one interval after it.
+        now.store(2_050 * MS, Ordering::SeqCst);
+        assert_eq!(gate.admit(), (Duration::ZERO, None));
+        assert_eq!(budget.outstanding(), 0);
+        assert_eq!(budget.admit(), Duration::from_millis(950));
+        // A retry 2 s ahead (its slot at 4.05 s) cut short by `reconnect_now` at
+        // 3.05 s: its slot is given back and the attempt takes the earliest (4 s,
+        // one interval after the admission's slot at 3 s).
+        assert_eq!(policy.next_delay(2), Some(Duration::from_secs(2)));
+        assert_eq!(budget.outstanding(), 2);
+        now.store(3_050 * MS, Ordering::SeqCst);
+        let (wait, number) = gate.admit();
+        assert_eq!(wait, Duration::from_millis(950));
+        assert!(number.is_some());
+        assert_eq!(
+            budget.outstanding(),
+            1,
+            "the retry's slot at 4.05 s is given back"
+        );
+    }
+
+    #[cfg(feature = "driver")]
+    #[test]
+    fn a_waiting_attempt_keeps_its_slot_when_it_leaves_and_gives_it_back_when_dropped() {
+        // One a second, no burst: a first attempt at 0 leaves at once, the next
+        // ones wait.
+        let (_now, budget) = budget(1.0, 1);
+        let gate = Gate::new(budget.clone());
+        assert_eq!(gate.admit(), (Duration::ZERO, None));
+        // An attempt waits 1 s, then leaves: its slot stays taken.
+        let (wait, number) = gate.admit();
+        assert_eq!(wait, Duration::from_secs(1));
+        let mut waiting = Waiting {
+            gate: gate.clone(),
+            number,
+        };
+        waiting.leave();
+        drop(waiting);
+        assert_eq!(budget.outstanding(), 2);
+        // Another waits 2 s and is dropped before it leaves (stopped, timed
+        // out): its slot is given back.
+        let (wait, number) = gate.admit();
+        assert_eq!(wait, Duration::from_secs(2));
+        assert_eq!(budget.outstanding(), 3);
+        drop(Waiting {
+            gate: gate.clone(),
+            number,
+        });
+        assert_eq!(budget.outstanding(), 2);
+        // An attempt that waits is numbered: one dropped late (after the next one
+        // began to wait) gives back nothing of the next one's.
+        let (_, first) = gate.admit();
+        let (_, second) = gate.admit();
+        assert_ne!(first, second);
+        assert_eq!(
+            budget.outstanding(),
+            3,
+            "the first one's slot went when the second came"
+        );
+        drop(Waiting {
+            gate: gate.clone(),
+            number: first,
+        });
+        assert_eq!(
+            budget.outstanding(),
+            3,
+            "the second one still holds its slot"
+        );
+        drop(Waiting {
+            gate: gate.clone(),
+            number: second,
+        });
+        assert_eq!(budget.outstanding(), 2);
+    }
+
+    #[cfg(feature = "driver")]
+    #[test]
+    fn a_service_that_ends_gives_its_retrys_slot_back() {
+        let (_now, budget) = budget(1.0, 1);
+        let gate = Gate::new(budget.clone());
+        let mut policy = gate.policy(|_| Duration::from_millis(100));
+        assert_eq!(policy.next_delay(1), Some(Duration::from_millis(100)));
+        assert_eq!(budget.outstanding(), 1);
+        drop(policy);
+        assert_eq!(budget.outstanding(), 0);
+        assert_eq!(
+            budget.reserve(Duration::from_millis(100)),
+            Duration::from_millis(100)
+        );
     }
 
     /// The rule checked the plain way: the cell-rate algorithm run over every

@@ -318,3 +318,22 @@ fn sizes() {
         size_of::<Actions<()>>()
     );
 }
+
+/// A herd admitted at once by a shared budget costs allocations only as the
+/// budget's list of slots grows (about log₂ n), not one per reservation: each
+/// reservation after the burst starts at the end of the span the budget found
+/// full, after every kept slot, and takes the classic path (no scan).
+#[test]
+fn a_herd_admitted_at_once_allocates_only_as_the_budget_grows() {
+    let budget = redial::Budget::with_clock(100.0, 10, || Duration::ZERO).unwrap();
+    let mut last = Duration::ZERO;
+    let n = allocations_in(|| {
+        for _ in 0..1_000 {
+            last = std::hint::black_box(budget.admit());
+        }
+    });
+    // 10 at once, then one every 10 ms.
+    assert_eq!(last, Duration::from_millis(9_900));
+    assert_eq!(budget.outstanding(), 1_000);
+    assert!(n <= 16, "{n} allocations for a herd of 1,000");
+}

@@ -310,3 +310,17 @@ fn a_short_retry_is_not_held_behind_a_long_one_on_the_budget() {
     );
     assert_eq!(longest, Duration::from_millis(100));
 }
+
+#[test]
+fn a_budget_shows_its_rate_burst_and_outstanding_slots() {
+    let (_now, clock) = manual_clock();
+    let budget = Budget::with_clock(10.0, 3, clock).unwrap();
+    assert_eq!(
+        budget.reserve(Duration::from_secs(1)),
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        format!("{budget:?}"),
+        "Budget { interval: 100ms, burst: 3, outstanding: 1, .. }"
+    );
+}
