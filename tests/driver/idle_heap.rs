@@ -43,7 +43,6 @@ fn a_burst_of_requests_leaves_nothing_behind_once_answered() {
             .unwrap();
     drop(rt.run(service.when_connected()).unwrap().unwrap());
     rt.run_until_idle();
-    let idle = live();
 
     // More services like it, one at a time, connected and idle: what one idle
     // service keeps; dropped, it closes its connection and its task ends, and
