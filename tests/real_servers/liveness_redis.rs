@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use redial::driver::ClientService;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, RedisResult};
+use redis::{RedisConnectionInfo, RedisError, RedisResult};
 
-use crate::support::redis::{RedisServer, PASSWORD};
+use crate::support::redis::{multiplexed, RedisServer, PASSWORD};
 use crate::support::{frozen_rounds, one_at_a_time, run};
 
 /// The application's connection, and the probe's.
@@ -34,17 +34,14 @@ static INFO: LazyLock<RedisConnectionInfo> = LazyLock::new(|| {
         .set_password(PASSWORD)
 });
 
+/// No response timeout: a 20 s BLPOP is a normal command here.
 async fn open(
     addr: SocketAddr,
 ) -> RedisResult<(
     MultiplexedConnection,
     impl Future<Output = ()> + Send + 'static,
 )> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    // No response timeout: a 20 s BLPOP is a normal command here.
-    let config = AsyncConnectionConfig::new().set_response_timeout(None);
-    MultiplexedConnection::new_with_config(&INFO, tcp, config).await
+    multiplexed(addr, &INFO, None).await
 }
 
 fn service(addr: SocketAddr, interval: Duration, timeout: Duration) -> Service {

@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use redial::driver::{ClientService, Loss, Messages};
 use tokio::net::TcpListener;
 
-use crate::support::{one_at_a_time, time_to_loss};
+use crate::support::{one_at_a_time, run, time_to_loss};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 type Ws = Messages<Message, Message, WsError>;
@@ -84,20 +84,12 @@ fn service(url: String, interval: Duration, timeout: Duration) -> ClientService<
     .unwrap()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// 1,000 echoes with a probe every 5 ms of quiet: the pongs that come back between
 /// them never reach `recv()`, so no echo is shifted (before: 423 of 531 were).
 #[test]
 fn pongs_never_reach_the_application() {
     let _one = one_at_a_time();
-    runtime().block_on(async {
+    run(async {
         const ECHOES: usize = 1000;
         let pings = Arc::new(AtomicU64::new(0));
         let url = echo_server(Arc::default(), Arc::clone(&pings)).await;
@@ -139,7 +131,7 @@ fn pongs_never_reach_the_application() {
 #[test]
 fn a_frozen_websocket_server_is_found() {
     let _one = one_at_a_time();
-    runtime().block_on(async {
+    run(async {
         const ROUNDS: usize = 10;
         let (interval, timeout) = (Duration::from_millis(200), Duration::from_millis(200));
         let frozen = Arc::new(AtomicBool::new(false));

@@ -24,9 +24,9 @@ use redial::driver::{ClientService, Error};
 use redial::policy::Backoff;
 use redial::{Failure, State};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, RedisResult};
+use redis::{RedisConnectionInfo, RedisError, RedisResult};
 
-use crate::support::redis::{RedisServer, PASSWORD};
+use crate::support::redis::{multiplexed, RedisServer, PASSWORD};
 use crate::support::restarts::{Caller, Stage, Workers};
 use crate::support::{eventually, one_at_a_time, open_fds, run};
 
@@ -81,10 +81,7 @@ async fn connect(
     MultiplexedConnection,
     impl Future<Output = ()> + Send + 'static,
 )> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let config = AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
-    MultiplexedConnection::new_with_config(&CONNECTION_INFO, tcp, config).await
+    multiplexed(addr, &CONNECTION_INFO, Some(RESPONSE_TIMEOUT)).await
 }
 
 /// The prepare step: AUTH, SELECT, CLIENT SETNAME, PING.

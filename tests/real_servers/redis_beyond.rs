@@ -14,9 +14,9 @@ use redial::driver::{ClientService, Error, Loss};
 use redial::policy::Backoff;
 use redial::{Failure, Jitter, State};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, RedisResult};
+use redis::{RedisConnectionInfo, RedisError, RedisResult};
 
-use crate::support::redis::{RedisServer, PASSWORD};
+use crate::support::redis::{multiplexed, RedisServer, PASSWORD};
 use crate::support::{one_at_a_time, run, time_to_loss};
 
 type Redis = ClientService<MultiplexedConnection, RedisError>;
@@ -30,17 +30,14 @@ fn serial() -> MutexGuard<'static, ()> {
     one_at_a_time()
 }
 
+/// No response timeout of its own: the probe is what notices a silent server.
 async fn connect(
     addr: SocketAddr,
 ) -> RedisResult<(
     MultiplexedConnection,
     impl Future<Output = ()> + Send + 'static,
 )> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    // No response timeout of its own: the probe is what notices a silent server.
-    let config = AsyncConnectionConfig::new().set_response_timeout(None);
-    MultiplexedConnection::new_with_config(&INFO, tcp, config).await
+    multiplexed(addr, &INFO, None).await
 }
 
 fn builder(

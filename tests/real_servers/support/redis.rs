@@ -366,3 +366,21 @@ fn seed() -> u64 {
         ^ (u64::from(std::process::id()) << 32)
         ^ u64::from(COUNTER.fetch_add(1, Ordering::Relaxed)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
+
+/// The redis crate's multiplexed connection to `addr`, as the `(handle, driver
+/// future)` pair a service holds: TCP without Nagle's delay, then the crate's
+/// handshake with `info`, and `response_timeout` as the crate's own (`None`: a
+/// long blocking command is normal, or the probe is what notices a silent server).
+pub async fn multiplexed(
+    addr: SocketAddr,
+    info: &'static redis::RedisConnectionInfo,
+    response_timeout: Option<Duration>,
+) -> redis::RedisResult<(
+    redis::aio::MultiplexedConnection,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(response_timeout);
+    redis::aio::MultiplexedConnection::new_with_config(info, tcp, config).await
+}
